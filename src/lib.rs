@@ -33,6 +33,8 @@ mod sync;
 
 pub mod gc;
 
-pub use alloc::{
-    alloc_stats, release_free_memory, AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD,
-};
+#[cfg(loom)]
+pub use alloc::model as __model;
+#[cfg(not(loom))]
+pub use alloc::release_free_memory;
+pub use alloc::{alloc_stats, AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};

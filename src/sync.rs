@@ -5,7 +5,7 @@
 //! rather than of a copy of it (the approach of crossbeam and tokio).
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{fence, AtomicPtr, AtomicU8, AtomicUsize, Ordering};

@@ -1,0 +1,221 @@
+//! Pools: one size class's blocks in a `POOL_SIZE`-aligned piece of an
+//! arena, with the header at the front.
+//!
+//! ```text
+//!  pool (16 KiB, aligned to 16 KiB)
+//! +--------+---------+---------+---------+-----+---------+-------------+
+//! | header | block 0 | block 1 | block 2 | ... | block k | never used  |
+//! +--------+---------+---------+---------+-----+---------+-------------+
+//! ^ pool_of(p) = p & !(POOL_SIZE - 1)                    ^ carve
+//! ```
+//!
+//! A block is in exactly one of four places: handed out to the program, on
+//! the owner's `free` list, on the `remote` list (freed by another thread
+//! and not yet collected), or past `carve` (never used). `used` counts the
+//! first and third kinds, so a pool is empty exactly when `used == 0`.
+
+use core::cell::Cell;
+use core::ptr;
+
+use super::heap::Heap;
+use super::size_class::{
+    block_size, blocks_per_pool, first_block_offset, PAGE_SIZE, POOL_MASK, POOL_SIZE,
+};
+use crate::sync::{AtomicPtr, Ordering};
+
+/// A free block; its first word links it into a free list.
+#[repr(C)]
+pub(crate) struct Block {
+    pub(crate) next: *mut Block,
+}
+
+/// Written into every pool header in use, so debug builds can tell a pool
+/// block from a stray pointer.
+pub(crate) const POOL_MAGIC: u16 = 0x9E3A;
+
+/// The header of a pool.
+///
+/// Invariants:
+/// * `owner` is set when the pool is handed to a heap and does not change
+///   until every block is back (pools never move between heaps while in
+///   use). Only the thread that currently owns that heap touches the
+///   `Cell` fields.
+/// * `remote` is pushed to by any thread. The pool is on its owner's
+///   pending list exactly when `remote` is non-empty, except for the
+///   moment between a push that found `remote` empty and that pusher's
+///   push of the pool onto the pending list; the owner takes `remote` only
+///   after taking the pool off the pending list, so it never sees that
+///   moment.
+#[repr(C, align(64))]
+pub(crate) struct Pool {
+    /// Owner-local free list (LIFO).
+    pub(crate) free: Cell<*mut Block>,
+    /// Blocks handed out or on `remote`.
+    pub(crate) used: Cell<u32>,
+    /// Offset of the first never-used block.
+    pub(crate) carve: Cell<u32>,
+    pub(crate) class: Cell<u8>,
+    /// Off its class list because it had no free block when last looked at.
+    pub(crate) full: Cell<bool>,
+    pub(crate) magic: Cell<u16>,
+    /// Blocks in the pool when fully carved.
+    pub(crate) capacity: Cell<u32>,
+    /// Neighbours in the heap's list of pools of this class.
+    pub(crate) next: Cell<*mut Pool>,
+    pub(crate) prev: Cell<*mut Pool>,
+    pub(crate) owner: AtomicPtr<Heap>,
+    /// Blocks freed by threads other than the owner (a Treiber stack).
+    pub(crate) remote: AtomicPtr<Block>,
+    /// Link in the owner's list of pools with remote frees.
+    pub(crate) pending_next: AtomicPtr<Pool>,
+}
+
+/// Bytes reserved at the front of each pool for its header.
+pub(crate) const POOL_HEADER_SIZE: usize = core::mem::size_of::<Pool>();
+
+#[cfg(not(loom))]
+const _: () = assert!(
+    POOL_HEADER_SIZE == 64,
+    "the pool header must fit one cache line"
+);
+
+impl Pool {
+    /// A header describing no blocks: the sentinel a heap's class list
+    /// points at while the class has no pool, so the allocation fast path
+    /// needs no null check.
+    pub(crate) fn empty() -> Pool {
+        Pool {
+            free: Cell::new(ptr::null_mut()),
+            used: Cell::new(0),
+            carve: Cell::new(0),
+            class: Cell::new(0),
+            full: Cell::new(false),
+            magic: Cell::new(0),
+            capacity: Cell::new(0),
+            next: Cell::new(ptr::null_mut()),
+            prev: Cell::new(ptr::null_mut()),
+            owner: AtomicPtr::new(ptr::null_mut()),
+            remote: AtomicPtr::new(ptr::null_mut()),
+            pending_next: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Writes a fresh header for `class` at `pool`, owned by `owner`.
+    ///
+    /// # Safety
+    /// `pool` must be a `POOL_SIZE`-aligned, writable pool slot that no
+    /// thread is using.
+    pub(crate) unsafe fn init(pool: *mut Pool, class: usize, owner: *mut Heap) {
+        let header = Pool::empty();
+        header
+            .carve
+            .set(first_block_offset(class, POOL_HEADER_SIZE) as u32);
+        header
+            .capacity
+            .set(blocks_per_pool(class, POOL_HEADER_SIZE) as u32);
+        header.class.set(class as u8);
+        header.magic.set(POOL_MAGIC);
+        header.owner.store(owner, Ordering::Relaxed);
+        // SAFETY: the caller guarantees the slot is ours to write.
+        unsafe { ptr::write(pool, header) };
+    }
+
+    /// The pool a block lives in.
+    #[inline(always)]
+    pub(crate) fn of(block: *mut u8) -> *mut Pool {
+        (block as usize & POOL_MASK) as *mut Pool
+    }
+
+    #[inline(always)]
+    pub(crate) fn class(&self) -> usize {
+        self.class.get() as usize
+    }
+
+    #[inline(always)]
+    pub(crate) fn block_size(&self) -> usize {
+        block_size(self.class())
+    }
+
+    /// Pops a block from the local free list, if any.
+    #[inline(always)]
+    pub(crate) fn pop(&self) -> *mut Block {
+        let block = self.free.get();
+        if !block.is_null() {
+            // SAFETY: blocks on the free list are ours and start with a link.
+            self.free.set(unsafe { (*block).next });
+            self.used.set(self.used.get() + 1);
+        }
+        block
+    }
+
+    /// Pushes a block onto the local free list. Returns the new `used`.
+    ///
+    /// # Safety
+    /// `block` must be a block of this pool that is handed out, and the
+    /// caller must own the pool.
+    #[inline(always)]
+    pub(crate) unsafe fn push(&self, block: *mut Block) -> u32 {
+        // SAFETY: the block is ours again and at least 16 bytes long.
+        unsafe { (*block).next = self.free.get() };
+        self.free.set(block);
+        let used = self.used.get() - 1;
+        self.used.set(used);
+        used
+    }
+
+    /// Turns the next never-used run of blocks, up to the end of the OS
+    /// page the first one starts in, into the free list. Returns false when
+    /// the pool is fully carved. Carving a page at a time keeps untouched
+    /// pool memory out of the resident set.
+    ///
+    /// # Safety
+    /// The caller must own the pool, and its free list must be empty.
+    pub(crate) unsafe fn carve_page(&self) -> bool {
+        let size = self.block_size();
+        let start = self.carve.get() as usize;
+        if start + size > POOL_SIZE {
+            return false;
+        }
+        let page_end = (start / PAGE_SIZE + 1) * PAGE_SIZE;
+        // At least one block, then every block that starts in this page.
+        let mut end = start + size;
+        while end < page_end && end + size <= POOL_SIZE {
+            end += size;
+        }
+        let base = self as *const Pool as *mut u8;
+        let mut offset = end - size;
+        let mut next: *mut Block = ptr::null_mut();
+        // Link back to front so the list hands blocks out in address order.
+        loop {
+            // SAFETY: `offset` lies in the never-used part of this pool.
+            let block = unsafe { base.add(offset) } as *mut Block;
+            // SAFETY: as above; the block is at least 16 bytes.
+            unsafe { (*block).next = next };
+            next = block;
+            if offset == start {
+                break;
+            }
+            offset -= size;
+        }
+        self.free.set(next);
+        self.carve.set(end as u32);
+        true
+    }
+
+    /// Blocks of this pool that were never handed out.
+    pub(crate) fn uncarved(&self) -> usize {
+        let size = self.block_size();
+        let class = self.class();
+        let end = first_block_offset(class, POOL_HEADER_SIZE) + self.capacity.get() as usize * size;
+        end.saturating_sub(self.carve.get() as usize) / size
+    }
+
+    /// Whether `block` is the start of a block that has been carved.
+    pub(crate) fn is_block_start(&self, block: *mut u8) -> bool {
+        let offset = block as usize - self as *const Pool as usize;
+        let first = first_block_offset(self.class(), POOL_HEADER_SIZE);
+        offset >= first
+            && offset < self.carve.get() as usize
+            && (offset - first) % self.block_size() == 0
+    }
+}
