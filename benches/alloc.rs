@@ -52,7 +52,7 @@ use mimalloc::MiMalloc;
 use pymem::PyMalloc;
 use tikv_jemallocator::Jemalloc;
 
-const SEED: u64 = 0x5EED_0F_A110C;
+const SEED: u64 = 0x05EE_D0FA_110C;
 
 fn bench_one<A: GlobalAlloc + Sync>(
     group: &mut BenchmarkGroup<'_, WallTime>,

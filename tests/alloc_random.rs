@@ -66,10 +66,7 @@ fn free_block(b: Block) {
 fn random_ops(seed: u64, ops: usize, max_live: usize) {
     let mut rng = SplitMix64::new(seed);
     let mut live: Vec<Block> = Vec::new();
-    let mut next_id = seed << 32;
-    for _ in 0..ops {
-        next_id += 1;
-        let id = next_id;
+    for id in (seed << 32..).take(ops) {
         let roll = rng.below(100);
         if live.is_empty() || (roll < 40 && live.len() < max_live) {
             // alloc or alloc_zeroed
