@@ -74,6 +74,12 @@ pub(crate) struct ClassSlot {
     pub(crate) pools: AtomicUsize,
 }
 
+/// How long an empty arena (beyond the newest) stays mapped for reuse.
+const RETAIN_MS: u64 = 200;
+/// The slow path looks at the clock once per this many calls, to purge
+/// retired arenas that have grown old.
+const PURGE_CHECK_EVERY: u32 = 256;
+
 /// Parked heaps are collected by the threads freeing into them once this
 /// many of their pools have received remote frees.
 const PARKED_COLLECT_EVERY: usize = 16;
@@ -96,8 +102,10 @@ pub(crate) struct Heap {
     arenas: ArenaSet,
     /// Arenas this heap has mapped now (single writer).
     pub(crate) arenas_in_use: AtomicUsize,
-    /// While set, emptied arenas go straight back to the OS (no spare).
+    /// While set, emptied arenas go straight back to the OS.
     trimming: Cell<bool>,
+    /// Slow-path calls until the next look at retired arenas' ages.
+    purge_countdown: Cell<u32>,
     /// Bytes this heap has returned to the OS, ever (single writer).
     pub(crate) bytes_unmapped: AtomicUsize,
 }
@@ -127,6 +135,7 @@ impl Heap {
             arenas: ArenaSet::new(),
             arenas_in_use: AtomicUsize::new(0),
             trimming: Cell::new(false),
+            purge_countdown: Cell::new(PURGE_CHECK_EVERY),
             bytes_unmapped: AtomicUsize::new(0),
         };
         // SAFETY: `heap` is a fresh mapping large and aligned enough.
@@ -188,6 +197,7 @@ impl Heap {
     unsafe fn alloc_slow(&self, class: usize) -> *mut u8 {
         // SAFETY: we own the heap (caller contract).
         unsafe { self.collect_pending() };
+        self.tick_purge();
         let slot = &self.classes[class];
         loop {
             let mut pool = slot.current.get();
@@ -393,7 +403,7 @@ impl Heap {
     fn new_pool(&self, class: usize) -> *mut Pool {
         let mut arena = self.arenas.usable_head();
         if arena.is_null() {
-            arena = self.arenas.take_spare();
+            arena = self.arenas.pop_retired();
             if arena.is_null() {
                 arena = self.map_arena();
                 if arena.is_null() {
@@ -442,16 +452,48 @@ impl Heap {
         }
     }
 
-    /// Keeps one empty arena as a spare (CPython's hysteresis: a program
-    /// oscillating around an arena boundary does not map and unmap each
-    /// time); any other empty arena goes back to the OS.
+    /// An arena became empty. Keep it mapped for a while rather than
+    /// unmapping it at once: a program whose memory use swings by a few
+    /// megabytes would otherwise pay `munmap`, `mmap` and a page fault per
+    /// page on every swing (CPython keeps one such arena; mimalloc delays
+    /// its purges by 10 ms). Any kept for more than `RETAIN_MS` goes back
+    /// to the OS at the heap's next arena event, or within
+    /// `PURGE_CHECK_EVERY` slow-path allocations, or when its thread exits;
+    /// the newest is kept until [`Heap::trim`] (CPython's one spare arena).
     unsafe fn arena_emptied(&self, arena: *mut Arena) {
-        if !self.trimming.get() && self.arenas.spare().is_null() {
-            self.arenas.set_spare(arena);
-        } else {
+        if self.trimming.get() {
             // SAFETY: an empty arena of ours on no usable list.
             unsafe { self.unmap_arena(arena) };
+            return;
         }
+        let now = os::now_ms();
+        // SAFETY: empty, ours, on no usable list.
+        unsafe { self.arenas.push_retired(arena, now) };
+        self.purge_retired(now);
+    }
+
+    fn tick_purge(&self) {
+        let left = self.purge_countdown.get() - 1;
+        if left == 0 {
+            self.purge_countdown.set(PURGE_CHECK_EVERY);
+            self.purge_retired(os::now_ms());
+        } else {
+            self.purge_countdown.set(left);
+        }
+    }
+
+    /// Unmaps retired arenas beyond the newest that are too old or too many.
+    fn purge_retired(&self, now: u64) {
+        if self.arenas.retired_count() <= 1 {
+            return;
+        }
+        self.arenas.purge_retired(
+            |arena, position| {
+                position > 0 && now.saturating_sub(arena.retired_at.get()) >= RETAIN_MS
+            },
+            // SAFETY: a retired arena is empty, ours, on no usable list.
+            |arena| unsafe { self.unmap_arena(arena) },
+        );
     }
 
     fn map_arena(&self) -> *mut Arena {
@@ -500,11 +542,11 @@ impl Heap {
                 unsafe { self.pool_emptied(pool) };
             }
         }
-        let spare = self.arenas.take_spare();
-        if !spare.is_null() {
-            // SAFETY: the spare is empty, ours, on no usable list.
-            unsafe { self.unmap_arena(spare) };
-        }
+        self.arenas.purge_retired(
+            |_, _| true,
+            // SAFETY: a retired arena is empty, ours, on no usable list.
+            |arena| unsafe { self.unmap_arena(arena) },
+        );
         self.trimming.set(false);
         self.bytes_unmapped.load(Ordering::Relaxed) - before
     }
@@ -513,6 +555,7 @@ impl Heap {
     ///
     /// # Safety
     /// The calling thread must own (or have claimed) this heap.
+    #[allow(dead_code)] // for the per-arena snapshot (heap map)
     pub(crate) unsafe fn for_each_arena(&self, mut f: impl FnMut(&Arena)) {
         let mut arena = self.arenas.first();
         while !arena.is_null() {
@@ -551,6 +594,7 @@ impl Heap {
     pub(crate) unsafe fn park(&self) {
         // SAFETY: caller contract.
         unsafe { self.collect_pending() };
+        self.purge_retired(os::now_ms());
         self.parked_pushes.store(0, Ordering::Relaxed);
         self.state.store(HeapState::Parked as u8, Ordering::Release);
     }
