@@ -20,7 +20,7 @@ use crossbeam_utils::CachePadded;
 use super::arena::Arena;
 use super::arena::ArenaSet;
 use super::os;
-use super::pool::{Block, Pool};
+use super::pool::{Block, Pool, ADDRESS_LIMIT};
 use super::registry::Registry;
 use super::size_class::{ARENA_SIZE, NB_CLASSES, PAGE_SIZE};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
@@ -308,31 +308,32 @@ impl Heap {
             // Read the link before emptying `remote`: once it is empty, a
             // pusher may link the pool into the pending list again.
             let next = p.pending_next.load(Ordering::Relaxed);
-            // AcqRel: a pusher that then finds `remote` empty must also see our
-            // read of `pending_next` as done before its write.
-            let blocks = p.remote.swap(ptr::null_mut(), Ordering::AcqRel);
+            let (blocks, count) = p.remote.take();
             // SAFETY: we own the pool; `blocks` are its blocks.
-            unsafe { self.take_remote_blocks(pool, blocks) };
+            unsafe { self.take_remote_blocks(pool, blocks, count) };
             pool = next;
         }
     }
 
-    unsafe fn take_remote_blocks(&self, pool: *mut Pool, blocks: *mut Block) {
+    unsafe fn take_remote_blocks(&self, pool: *mut Pool, blocks: *mut Block, count: u32) {
         if blocks.is_null() {
             return;
         }
         // SAFETY: caller contract: we own the pool and the blocks.
         let p = unsafe { &*pool };
-        let mut count = 1;
-        let mut tail = blocks;
-        // SAFETY: the list was built by remote pushers and published by the
-        // Acquire swap that handed it to us.
-        unsafe {
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
-                count += 1;
+        let free = p.free.get();
+        if !free.is_null() {
+            // Splice in front of the local list. Pools that receive remote
+            // frees are usually full (no local list), so this walk is rare.
+            let mut tail = blocks;
+            // SAFETY: the list was built by remote pushers and published by
+            // the Acquire swap that handed it to us.
+            unsafe {
+                while !(*tail).next.is_null() {
+                    tail = (*tail).next;
+                }
+                (*tail).next = free;
             }
-            (*tail).next = p.free.get();
         }
         p.free.set(blocks);
         p.used.set(p.used.get() - count);
@@ -501,6 +502,11 @@ impl Heap {
         if base.is_null() {
             return ptr::null_mut();
         }
+        if base as usize + ARENA_SIZE > ADDRESS_LIMIT {
+            os::fatal(format_args!(
+                "the OS mapped an arena at {base:p}, above the 48-bit addresses PyMalloc supports"
+            ));
+        }
         // SAFETY: a fresh aligned mapping of ARENA_SIZE bytes.
         let arena = unsafe { Arena::init(base) };
         // SAFETY: fresh, ours, on no list.
@@ -641,20 +647,9 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
         // SAFETY: `me` is the caller's own heap.
         bump(&unsafe { &*me }.classes[class].frees);
     }
-    let block = block.cast::<Block>();
-    let mut head = p.remote.load(Ordering::Relaxed);
-    loop {
-        // SAFETY: the block is ours to write until the push publishes it.
-        unsafe { (*block).next = head };
-        match p
-            .remote
-            .compare_exchange_weak(head, block, Ordering::AcqRel, Ordering::Relaxed)
-        {
-            Ok(_) => break,
-            Err(now) => head = now,
-        }
-    }
-    if head.is_null() {
+    // SAFETY: caller contract: a block of this pool, being freed by us.
+    let was_empty = unsafe { p.remote.push(block.cast::<Block>()) };
+    if was_empty {
         // SAFETY: our push made `remote` non-empty; the owner is live.
         unsafe {
             (*owner).push_pending(pool);

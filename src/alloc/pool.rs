@@ -33,12 +33,77 @@ use super::heap::Heap;
 use super::size_class::{
     block_size, blocks_per_pool, ARENA_MASK, PAGE_SIZE, POOLS_PER_ARENA, POOL_SHIFT, POOL_SIZE,
 };
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 
 /// A free block; its first word links it into a free list.
 #[repr(C)]
 pub(crate) struct Block {
     pub(crate) next: *mut Block,
+}
+
+/// Blocks freed into a pool by threads other than its owner: a Treiber
+/// stack whose head word also counts the blocks on it, so the owner learns
+/// how many it takes without walking them (each is a cache miss, the line
+/// last written by another core).
+///
+/// ```text
+///  63        48 47                                 0
+/// +-----------+------------------------------------+
+/// |   count   |  address of the last block pushed  |
+/// +-----------+------------------------------------+
+/// ```
+///
+/// Block addresses fit in 48 bits (arenas are checked when mapped) and a
+/// pool holds at most 1,024 blocks. The owner takes the whole stack at once
+/// and never pops single blocks, so the push CAS has no ABA hazard.
+pub(crate) struct RemoteList(AtomicUsize);
+
+/// Addresses above this are refused for arenas (see [`RemoteList`]).
+pub(crate) const ADDRESS_LIMIT: usize = 1 << 48;
+const COUNT_SHIFT: u32 = 48;
+const ADDRESS_MASK: usize = ADDRESS_LIMIT - 1;
+
+impl RemoteList {
+    pub(crate) fn new() -> RemoteList {
+        RemoteList(AtomicUsize::new(0))
+    }
+
+    /// Pushes a block. Returns true if the list was empty before.
+    ///
+    /// # Safety
+    /// `block` must be a block of this list's pool that the caller is
+    /// freeing, below [`ADDRESS_LIMIT`].
+    pub(crate) unsafe fn push(&self, block: *mut Block) -> bool {
+        let mut old = self.0.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the block is ours to write until the CAS publishes it.
+            unsafe { (*block).next = (old & ADDRESS_MASK) as *mut Block };
+            let count = (old >> COUNT_SHIFT) + 1;
+            let new = block as usize | (count << COUNT_SHIFT);
+            // AcqRel: Release publishes the link just written; Acquire orders
+            // our later push of the pool on the pending list after the
+            // owner's `take` that emptied this list (see `Pool`).
+            match self
+                .0
+                .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return old == 0,
+                Err(now) => old = now,
+            }
+        }
+    }
+
+    /// Takes every block: the head of their list and how many there are.
+    pub(crate) fn take(&self) -> (*mut Block, u32) {
+        // AcqRel: Acquire sees the pushers' links; Release orders the
+        // owner's earlier read of `pending_next` before a later pusher's
+        // write of it.
+        let word = self.0.swap(0, Ordering::AcqRel);
+        (
+            (word & ADDRESS_MASK) as *mut Block,
+            (word >> COUNT_SHIFT) as u32,
+        )
+    }
 }
 
 /// Written into every pool header in use, so debug builds can tell a pool
@@ -76,8 +141,8 @@ pub(crate) struct Pool {
     pub(crate) next: Cell<*mut Pool>,
     pub(crate) prev: Cell<*mut Pool>,
     pub(crate) owner: AtomicPtr<Heap>,
-    /// Blocks freed by threads other than the owner (a Treiber stack).
-    pub(crate) remote: AtomicPtr<Block>,
+    /// Blocks freed by threads other than the owner.
+    pub(crate) remote: RemoteList,
     /// Link in the owner's list of pools with remote frees.
     pub(crate) pending_next: AtomicPtr<Pool>,
 }
@@ -111,7 +176,7 @@ impl Pool {
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
             owner: AtomicPtr::new(ptr::null_mut()),
-            remote: AtomicPtr::new(ptr::null_mut()),
+            remote: RemoteList::new(),
             pending_next: AtomicPtr::new(ptr::null_mut()),
         }
     }
