@@ -13,7 +13,8 @@ use core::ptr;
 use super::os;
 use super::pool::{Block, Pool, POOL_MAGIC};
 use super::size_class::{block_size, ARENA_MASK, ARENA_SHIFT, POOL_SIZE};
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+// Not model-checked (it only observes), and a static: plain std atomics.
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Whether frees are checked.
 pub(crate) const CHECKS: bool = cfg!(any(debug_assertions, feature = "debug"));

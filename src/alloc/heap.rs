@@ -23,7 +23,7 @@ use super::os;
 use super::pool::{Block, Pool, ADDRESS_LIMIT};
 use super::registry::Registry;
 use super::size_class::{ARENA_SIZE, NB_CLASSES, PAGE_SIZE};
-use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, CasStart, Ordering};
 
 /// Who may use a heap.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -274,7 +274,7 @@ impl Heap {
     /// The caller must be the thread whose push made `pool.remote`
     /// non-empty, and `pool` must belong to this heap.
     unsafe fn push_pending(&self, pool: *mut Pool) {
-        let mut head = self.pending.load(Ordering::Relaxed);
+        let mut head = self.pending.load_for_cas();
         loop {
             // SAFETY: until the owner takes the pool off this list, only we
             // write its `pending_next` (see the invariant on `Pool`).
@@ -580,7 +580,7 @@ impl Heap {
 
     /// Tries to take a parked heap for `to` (Owned or Busy).
     pub(crate) fn try_claim(&self, to: HeapState) -> bool {
-        self.state.load(Ordering::Relaxed) == HeapState::Parked as u8
+        self.state.load_for_cas() == HeapState::Parked as u8
             && self
                 .state
                 .compare_exchange(

@@ -33,7 +33,7 @@ use super::heap::Heap;
 use super::size_class::{
     block_size, blocks_per_pool, ARENA_MASK, PAGE_SIZE, POOLS_PER_ARENA, POOL_SHIFT, POOL_SIZE,
 };
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, CasStart, Ordering};
 
 /// A free block; its first word links it into a free list.
 #[repr(C)]
@@ -74,7 +74,7 @@ impl RemoteList {
     /// `block` must be a block of this list's pool that the caller is
     /// freeing, below [`ADDRESS_LIMIT`].
     pub(crate) unsafe fn push(&self, block: *mut Block) -> bool {
-        let mut old = self.0.load(Ordering::Relaxed);
+        let mut old = self.0.load_for_cas();
         loop {
             // SAFETY: the block is ours to write until the CAS publishes it.
             unsafe { (*block).next = (old & ADDRESS_MASK) as *mut Block };

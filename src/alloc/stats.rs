@@ -76,6 +76,7 @@ pub struct AllocStats {
 /// println!("{before}");
 /// assert!(before.peak_bytes_in_use >= before.small_bytes_in_use + before.large_bytes_in_use);
 /// ```
+#[cfg(not(loom))]
 pub fn alloc_stats() -> AllocStats {
     snapshot(&super::REGISTRY)
 }
