@@ -33,8 +33,11 @@ mod sync;
 
 pub mod gc;
 
+/// The allocator's internals, driven step by step by the loom model checks
+/// in `loom-tests/` (only with `--cfg loom`).
 #[cfg(loom)]
+#[doc(hidden)]
 pub use alloc::model as __model;
 #[cfg(not(loom))]
-pub use alloc::release_free_memory;
-pub use alloc::{alloc_stats, AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};
+pub use alloc::{alloc_stats, release_free_memory};
+pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};

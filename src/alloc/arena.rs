@@ -1,6 +1,7 @@
 //! Arenas: `ARENA_SIZE` bytes mapped from the OS, aligned to their size,
-//! cut into `POOLS_PER_ARENA` pool slots. Slot 0 holds this header (only
-//! its first page is ever touched); the other slots are pools.
+//! cut into `POOLS_PER_ARENA` pool slots. Slot 0 holds this header and the
+//! headers of the other slots' pools, 64 bytes each (only its first page is
+//! ever touched); the other slots are pools.
 //!
 //! Each arena belongs to one heap for its whole life, so everything here is
 //! touched only by the thread that currently owns that heap.
@@ -14,7 +15,8 @@ use core::cell::Cell;
 use core::ptr;
 
 use super::pool::Pool;
-use super::size_class::{ARENA_MASK, POOLS_PER_ARENA, POOL_SIZE};
+use super::pool::POOL_HEADER_SIZE;
+use super::size_class::{ARENA_MASK, POOLS_PER_ARENA};
 
 /// The header in slot 0 of an arena.
 #[repr(C)]
@@ -31,10 +33,17 @@ pub(crate) struct Arena {
     /// Neighbours in the heap's list of every arena it has mapped.
     pub(crate) all_next: Cell<*mut Arena>,
     pub(crate) all_prev: Cell<*mut Arena>,
+    /// When the arena last became empty (coarse monotonic milliseconds).
+    pub(crate) retired_at: Cell<u64>,
 }
 
-/// Pool slots an arena can hand out (slot 0 is the header).
+/// Pool slots an arena can hand out (slot 0 holds the headers).
 pub(crate) const USABLE_POOLS: u32 = POOLS_PER_ARENA as u32 - 1;
+
+const _: () = assert!(
+    core::mem::size_of::<Arena>() <= POOL_HEADER_SIZE,
+    "the arena header takes the place of slot 0's pool header"
+);
 
 impl Arena {
     /// Writes a fresh header at the start of a newly mapped arena.
@@ -52,6 +61,7 @@ impl Arena {
             prev: Cell::new(ptr::null_mut()),
             all_next: Cell::new(ptr::null_mut()),
             all_prev: Cell::new(ptr::null_mut()),
+            retired_at: Cell::new(0),
         };
         // SAFETY: the caller hands us the fresh mapping.
         unsafe { ptr::write(arena, header) };
@@ -68,7 +78,8 @@ impl Arena {
         self.nfree.get() == USABLE_POOLS
     }
 
-    /// Takes a free pool slot. The caller checked `nfree > 0`.
+    /// Takes a free pool slot; returns its header. The caller checked
+    /// `nfree > 0`.
     pub(crate) fn take_slot(&self) -> *mut Pool {
         debug_assert!(self.nfree.get() > 0);
         self.nfree.set(self.nfree.get() - 1);
@@ -80,13 +91,14 @@ impl Arena {
         }
         let index = self.untouched.get();
         self.untouched.set(index + 1);
-        (self as *const Arena as usize + index as usize * POOL_SIZE) as *mut Pool
+        Pool::header_of_slot(self as *const Arena as usize, index as usize)
     }
 
     /// Gives back a pool slot whose blocks are all free.
     ///
     /// # Safety
-    /// `pool` must be a slot of this arena that was taken and is unused.
+    /// `pool` must be the header of a slot of this arena that was taken and
+    /// is unused.
     pub(crate) unsafe fn give_slot(&self, pool: *mut Pool) {
         // SAFETY: the slot is ours; its header is dead, so reuse `next`.
         unsafe {
@@ -99,12 +111,13 @@ impl Arena {
 
     /// Pool slots of this arena that have been handed out at least once and
     /// are in use now, for snapshots: calls `f` on each live pool header.
+    #[allow(dead_code)] // for the per-arena snapshot (heap map)
     pub(crate) fn for_each_live_pool(&self, mut f: impl FnMut(&Pool)) {
         let base = self as *const Arena as usize;
         for index in 1..self.untouched.get() as usize {
             // SAFETY: slots below `untouched` have been written as pools;
             // freed ones have magic 0.
-            let pool = unsafe { &*((base + index * POOL_SIZE) as *const Pool) };
+            let pool = unsafe { &*Pool::header_of_slot(base, index) };
             if pool.magic.get() == super::pool::POOL_MAGIC {
                 f(pool);
             }
@@ -118,8 +131,10 @@ pub(crate) struct ArenaSet {
     usable: Cell<*mut Arena>,
     /// Every arena, in no order.
     all: Cell<*mut Arena>,
-    /// An empty arena kept mapped to absorb the next demand (hysteresis).
-    spare: Cell<*mut Arena>,
+    /// Empty arenas kept mapped to absorb the next demand (hysteresis),
+    /// newest first, linked through `next`.
+    retired: Cell<*mut Arena>,
+    retired_count: Cell<usize>,
 }
 
 impl ArenaSet {
@@ -127,7 +142,8 @@ impl ArenaSet {
         ArenaSet {
             usable: Cell::new(ptr::null_mut()),
             all: Cell::new(ptr::null_mut()),
-            spare: Cell::new(ptr::null_mut()),
+            retired: Cell::new(ptr::null_mut()),
+            retired_count: Cell::new(0),
         }
     }
 
@@ -136,18 +152,67 @@ impl ArenaSet {
         self.usable.get()
     }
 
-    pub(crate) fn take_spare(&self) -> *mut Arena {
-        self.spare.replace(ptr::null_mut())
+    /// Takes the most recently retired arena, or null.
+    pub(crate) fn pop_retired(&self) -> *mut Arena {
+        let arena = self.retired.get();
+        if !arena.is_null() {
+            // SAFETY: retired arenas are live and ours.
+            self.retired.set(unsafe { (*arena).next.get() });
+            self.retired_count.set(self.retired_count.get() - 1);
+        }
+        arena
     }
 
-    pub(crate) fn set_spare(&self, arena: *mut Arena) -> *mut Arena {
-        self.spare.replace(arena)
+    /// Keeps an empty arena, on no other list but `all`, for reuse.
+    ///
+    /// # Safety
+    /// `arena` must be empty, live, ours and not on the usable list.
+    pub(crate) unsafe fn push_retired(&self, arena: *mut Arena, now: u64) {
+        // SAFETY: caller contract.
+        unsafe {
+            (*arena).retired_at.set(now);
+            (*arena).next.set(self.retired.get());
+        }
+        self.retired.set(arena);
+        self.retired_count.set(self.retired_count.get() + 1);
     }
 
-    pub(crate) fn spare(&self) -> *mut Arena {
-        self.spare.get()
+    pub(crate) fn retired_count(&self) -> usize {
+        self.retired_count.get()
     }
 
+    /// Unlinks from the retired list every arena for which `expired(arena,
+    /// position)` holds (position 0 is the newest) and hands it to `unmap`.
+    pub(crate) fn purge_retired(
+        &self,
+        mut expired: impl FnMut(&Arena, usize) -> bool,
+        mut unmap: impl FnMut(*mut Arena),
+    ) {
+        let mut prev: *mut Arena = ptr::null_mut();
+        let mut arena = self.retired.get();
+        let mut position = 0;
+        while !arena.is_null() {
+            // SAFETY: retired arenas are live and ours.
+            let next = unsafe { (*arena).next.get() };
+            // SAFETY: as above.
+            if expired(unsafe { &*arena }, position) {
+                if prev.is_null() {
+                    self.retired.set(next);
+                } else {
+                    // SAFETY: as above.
+                    unsafe { (*prev).next.set(next) };
+                }
+                self.retired_count.set(self.retired_count.get() - 1);
+                unmap(arena);
+            } else {
+                prev = arena;
+            }
+            position += 1;
+            arena = next;
+        }
+    }
+
+    #[allow(dead_code)] // for the per-arena snapshot (heap map)
     pub(crate) fn first(&self) -> *mut Arena {
         self.all.get()
     }

@@ -11,9 +11,10 @@ use core::alloc::Layout;
 use core::ptr;
 
 use super::os;
-use super::pool::{Block, Pool, POOL_HEADER_SIZE, POOL_MAGIC};
-use super::size_class::{block_size, first_block_offset, ARENA_MASK, ARENA_SHIFT, POOL_SIZE};
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use super::pool::{Block, Pool, POOL_MAGIC};
+use super::size_class::{block_size, ARENA_MASK, ARENA_SHIFT, POOL_SIZE};
+// Not model-checked (it only observes), and a static: plain std atomics.
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Whether frees are checked.
 pub(crate) const CHECKS: bool = cfg!(any(debug_assertions, feature = "debug"));
@@ -106,14 +107,12 @@ pub(crate) fn check_small(ptr: *mut u8, layout: Layout, class: usize, owned: boo
     }
     // SAFETY: a pool in use; its class is stable while it has blocks in use.
     let pool_class = unsafe { (*pool).class() };
-    let first = first_block_offset(pool_class, POOL_HEADER_SIZE);
-    let offset = ptr as usize - pool as usize;
-    if offset < first || (offset - first) % block_size(pool_class) != 0 {
+    // SAFETY: as above.
+    if !unsafe { (*pool).is_block_start(ptr) } {
         os::fatal(format_args!(
             "{what} of {ptr:p} (size {size}, align {align}): not the start of a block \
-             (the {}-byte block at offset {} of its pool)",
-            block_size(pool_class),
-            offset
+             (the pool's blocks are {} bytes)",
+            block_size(pool_class)
         ));
     }
     if block_size(pool_class) < block_size(class) {

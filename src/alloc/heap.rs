@@ -20,10 +20,10 @@ use crossbeam_utils::CachePadded;
 use super::arena::Arena;
 use super::arena::ArenaSet;
 use super::os;
-use super::pool::{Block, Pool};
+use super::pool::{Block, Pool, ADDRESS_LIMIT};
 use super::registry::Registry;
 use super::size_class::{ARENA_SIZE, NB_CLASSES, PAGE_SIZE};
-use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, CasStart, Ordering};
 
 /// Who may use a heap.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,6 +74,12 @@ pub(crate) struct ClassSlot {
     pub(crate) pools: AtomicUsize,
 }
 
+/// How long an empty arena (beyond the newest) stays mapped for reuse.
+const RETAIN_MS: u64 = 200;
+/// The slow path looks at the clock once per this many calls, to purge
+/// retired arenas that have grown old.
+const PURGE_CHECK_EVERY: u32 = 256;
+
 /// Parked heaps are collected by the threads freeing into them once this
 /// many of their pools have received remote frees.
 const PARKED_COLLECT_EVERY: usize = 16;
@@ -96,8 +102,10 @@ pub(crate) struct Heap {
     arenas: ArenaSet,
     /// Arenas this heap has mapped now (single writer).
     pub(crate) arenas_in_use: AtomicUsize,
-    /// While set, emptied arenas go straight back to the OS (no spare).
+    /// While set, emptied arenas go straight back to the OS.
     trimming: Cell<bool>,
+    /// Slow-path calls until the next look at retired arenas' ages.
+    purge_countdown: Cell<u32>,
     /// Bytes this heap has returned to the OS, ever (single writer).
     pub(crate) bytes_unmapped: AtomicUsize,
 }
@@ -127,6 +135,7 @@ impl Heap {
             arenas: ArenaSet::new(),
             arenas_in_use: AtomicUsize::new(0),
             trimming: Cell::new(false),
+            purge_countdown: Cell::new(PURGE_CHECK_EVERY),
             bytes_unmapped: AtomicUsize::new(0),
         };
         // SAFETY: `heap` is a fresh mapping large and aligned enough.
@@ -188,6 +197,7 @@ impl Heap {
     unsafe fn alloc_slow(&self, class: usize) -> *mut u8 {
         // SAFETY: we own the heap (caller contract).
         unsafe { self.collect_pending() };
+        self.tick_purge();
         let slot = &self.classes[class];
         loop {
             let mut pool = slot.current.get();
@@ -264,7 +274,7 @@ impl Heap {
     /// The caller must be the thread whose push made `pool.remote`
     /// non-empty, and `pool` must belong to this heap.
     unsafe fn push_pending(&self, pool: *mut Pool) {
-        let mut head = self.pending.load(Ordering::Relaxed);
+        let mut head = self.pending.load_for_cas();
         loop {
             // SAFETY: until the owner takes the pool off this list, only we
             // write its `pending_next` (see the invariant on `Pool`).
@@ -298,31 +308,32 @@ impl Heap {
             // Read the link before emptying `remote`: once it is empty, a
             // pusher may link the pool into the pending list again.
             let next = p.pending_next.load(Ordering::Relaxed);
-            // AcqRel: a pusher that then finds `remote` empty must also see our
-            // read of `pending_next` as done before its write.
-            let blocks = p.remote.swap(ptr::null_mut(), Ordering::AcqRel);
+            let (blocks, count) = p.remote.take();
             // SAFETY: we own the pool; `blocks` are its blocks.
-            unsafe { self.take_remote_blocks(pool, blocks) };
+            unsafe { self.take_remote_blocks(pool, blocks, count) };
             pool = next;
         }
     }
 
-    unsafe fn take_remote_blocks(&self, pool: *mut Pool, blocks: *mut Block) {
+    unsafe fn take_remote_blocks(&self, pool: *mut Pool, blocks: *mut Block, count: u32) {
         if blocks.is_null() {
             return;
         }
         // SAFETY: caller contract: we own the pool and the blocks.
         let p = unsafe { &*pool };
-        let mut count = 1;
-        let mut tail = blocks;
-        // SAFETY: the list was built by remote pushers and published by the
-        // Acquire swap that handed it to us.
-        unsafe {
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
-                count += 1;
+        let free = p.free.get();
+        if !free.is_null() {
+            // Splice in front of the local list. Pools that receive remote
+            // frees are usually full (no local list), so this walk is rare.
+            let mut tail = blocks;
+            // SAFETY: the list was built by remote pushers and published by
+            // the Acquire swap that handed it to us.
+            unsafe {
+                while !(*tail).next.is_null() {
+                    tail = (*tail).next;
+                }
+                (*tail).next = free;
             }
-            (*tail).next = p.free.get();
         }
         p.free.set(blocks);
         p.used.set(p.used.get() - count);
@@ -393,7 +404,7 @@ impl Heap {
     fn new_pool(&self, class: usize) -> *mut Pool {
         let mut arena = self.arenas.usable_head();
         if arena.is_null() {
-            arena = self.arenas.take_spare();
+            arena = self.arenas.pop_retired();
             if arena.is_null() {
                 arena = self.map_arena();
                 if arena.is_null() {
@@ -442,22 +453,59 @@ impl Heap {
         }
     }
 
-    /// Keeps one empty arena as a spare (CPython's hysteresis: a program
-    /// oscillating around an arena boundary does not map and unmap each
-    /// time); any other empty arena goes back to the OS.
+    /// An arena became empty. Keep it mapped for a while rather than
+    /// unmapping it at once: a program whose memory use swings by a few
+    /// megabytes would otherwise pay `munmap`, `mmap` and a page fault per
+    /// page on every swing (CPython keeps one such arena; mimalloc delays
+    /// its purges by 10 ms). Any kept for more than `RETAIN_MS` goes back
+    /// to the OS at the heap's next arena event, or within
+    /// `PURGE_CHECK_EVERY` slow-path allocations, or when its thread exits;
+    /// the newest is kept until [`Heap::trim`] (CPython's one spare arena).
     unsafe fn arena_emptied(&self, arena: *mut Arena) {
-        if !self.trimming.get() && self.arenas.spare().is_null() {
-            self.arenas.set_spare(arena);
-        } else {
+        if self.trimming.get() {
             // SAFETY: an empty arena of ours on no usable list.
             unsafe { self.unmap_arena(arena) };
+            return;
         }
+        let now = os::now_ms();
+        // SAFETY: empty, ours, on no usable list.
+        unsafe { self.arenas.push_retired(arena, now) };
+        self.purge_retired(now);
+    }
+
+    fn tick_purge(&self) {
+        let left = self.purge_countdown.get() - 1;
+        if left == 0 {
+            self.purge_countdown.set(PURGE_CHECK_EVERY);
+            self.purge_retired(os::now_ms());
+        } else {
+            self.purge_countdown.set(left);
+        }
+    }
+
+    /// Unmaps retired arenas beyond the newest that are too old or too many.
+    fn purge_retired(&self, now: u64) {
+        if self.arenas.retired_count() <= 1 {
+            return;
+        }
+        self.arenas.purge_retired(
+            |arena, position| {
+                position > 0 && now.saturating_sub(arena.retired_at.get()) >= RETAIN_MS
+            },
+            // SAFETY: a retired arena is empty, ours, on no usable list.
+            |arena| unsafe { self.unmap_arena(arena) },
+        );
     }
 
     fn map_arena(&self) -> *mut Arena {
         let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
         if base.is_null() {
             return ptr::null_mut();
+        }
+        if base as usize + ARENA_SIZE > ADDRESS_LIMIT {
+            os::fatal(format_args!(
+                "the OS mapped an arena at {base:p}, above the 48-bit addresses PyMalloc supports"
+            ));
         }
         // SAFETY: a fresh aligned mapping of ARENA_SIZE bytes.
         let arena = unsafe { Arena::init(base) };
@@ -500,11 +548,11 @@ impl Heap {
                 unsafe { self.pool_emptied(pool) };
             }
         }
-        let spare = self.arenas.take_spare();
-        if !spare.is_null() {
-            // SAFETY: the spare is empty, ours, on no usable list.
-            unsafe { self.unmap_arena(spare) };
-        }
+        self.arenas.purge_retired(
+            |_, _| true,
+            // SAFETY: a retired arena is empty, ours, on no usable list.
+            |arena| unsafe { self.unmap_arena(arena) },
+        );
         self.trimming.set(false);
         self.bytes_unmapped.load(Ordering::Relaxed) - before
     }
@@ -513,6 +561,7 @@ impl Heap {
     ///
     /// # Safety
     /// The calling thread must own (or have claimed) this heap.
+    #[allow(dead_code)] // for the per-arena snapshot (heap map)
     pub(crate) unsafe fn for_each_arena(&self, mut f: impl FnMut(&Arena)) {
         let mut arena = self.arenas.first();
         while !arena.is_null() {
@@ -531,7 +580,7 @@ impl Heap {
 
     /// Tries to take a parked heap for `to` (Owned or Busy).
     pub(crate) fn try_claim(&self, to: HeapState) -> bool {
-        self.state.load(Ordering::Relaxed) == HeapState::Parked as u8
+        self.state.load_for_cas() == HeapState::Parked as u8
             && self
                 .state
                 .compare_exchange(
@@ -551,6 +600,7 @@ impl Heap {
     pub(crate) unsafe fn park(&self) {
         // SAFETY: caller contract.
         unsafe { self.collect_pending() };
+        self.purge_retired(os::now_ms());
         self.parked_pushes.store(0, Ordering::Relaxed);
         self.state.store(HeapState::Parked as u8, Ordering::Release);
     }
@@ -597,20 +647,9 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
         // SAFETY: `me` is the caller's own heap.
         bump(&unsafe { &*me }.classes[class].frees);
     }
-    let block = block.cast::<Block>();
-    let mut head = p.remote.load(Ordering::Relaxed);
-    loop {
-        // SAFETY: the block is ours to write until the push publishes it.
-        unsafe { (*block).next = head };
-        match p
-            .remote
-            .compare_exchange_weak(head, block, Ordering::AcqRel, Ordering::Relaxed)
-        {
-            Ok(_) => break,
-            Err(now) => head = now,
-        }
-    }
-    if head.is_null() {
+    // SAFETY: caller contract: a block of this pool, being freed by us.
+    let was_empty = unsafe { p.remote.push(block.cast::<Block>()) };
+    if was_empty {
         // SAFETY: our push made `remote` non-empty; the owner is live.
         unsafe {
             (*owner).push_pending(pool);

@@ -1,13 +1,25 @@
-//! Pools: one size class's blocks in a `POOL_SIZE`-aligned piece of an
-//! arena, with the header at the front.
+//! Pools: one size class's blocks in a `POOL_SIZE`-aligned slot of an
+//! arena. Their headers are not in the pools but side by side at the start
+//! of the arena, one 64-byte line each, as mimalloc keeps its page
+//! descriptors:
 //!
 //! ```text
-//!  pool (16 KiB, aligned to 16 KiB)
-//! +--------+---------+---------+---------+-----+---------+-------------+
-//! | header | block 0 | block 1 | block 2 | ... | block k | never used  |
-//! +--------+---------+---------+---------+-----+---------+-------------+
-//! ^ pool_of(p) = p & !(POOL_SIZE - 1)                    ^ carve
+//!  arena                                    slot i (16 KiB)
+//! +--------+--------+-----+--------+ ... ---+---------+---------+-----+---------+-----------+
+//! | arena  | pool 1 | ... | pool 63|        | block 0 | block 1 | ... | block k | never used|
+//! | header | header |     | header |        |         |         |     |         |           |
+//! +--------+--------+-----+--------+ ... ---+---------+---------+-----+---------+-----------+
+//!  \___ slot 0: 64 x 64 bytes ___/                                              ^ carve
+//!
+//!  header of block p = (p & ARENA_MASK) + 64 * ((p & !ARENA_MASK) >> POOL_SHIFT)
 //! ```
+//!
+//! Two reasons for keeping headers apart. Headers at the front of 16 KiB
+//! pools would all fall in the same few L1 cache sets (addresses 16 KiB apart
+//! alias), so a program using many classes at once would keep evicting its
+//! own pool headers; side by side they use distinct sets. And with no header
+//! inside, a pool is all blocks, so every block is naturally aligned with
+//! nothing lost to padding.
 //!
 //! A block is in exactly one of four places: handed out to the program, on
 //! the owner's `free` list, on the `remote` list (freed by another thread
@@ -19,9 +31,9 @@ use core::ptr;
 
 use super::heap::Heap;
 use super::size_class::{
-    block_size, blocks_per_pool, first_block_offset, PAGE_SIZE, POOL_MASK, POOL_SIZE,
+    block_size, blocks_per_pool, ARENA_MASK, PAGE_SIZE, POOLS_PER_ARENA, POOL_SHIFT, POOL_SIZE,
 };
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, CasStart, Ordering};
 
 /// A free block; its first word links it into a free list.
 #[repr(C)]
@@ -29,8 +41,73 @@ pub(crate) struct Block {
     pub(crate) next: *mut Block,
 }
 
+/// Blocks freed into a pool by threads other than its owner: a Treiber
+/// stack whose head word also counts the blocks on it, so the owner learns
+/// how many it takes without walking them (each is a cache miss, the line
+/// last written by another core).
+///
+/// ```text
+///  63        48 47                                 0
+/// +-----------+------------------------------------+
+/// |   count   |  address of the last block pushed  |
+/// +-----------+------------------------------------+
+/// ```
+///
+/// Block addresses fit in 48 bits (arenas are checked when mapped) and a
+/// pool holds at most 1,024 blocks. The owner takes the whole stack at once
+/// and never pops single blocks, so the push CAS has no ABA hazard.
+pub(crate) struct RemoteList(AtomicUsize);
+
+/// Addresses above this are refused for arenas (see [`RemoteList`]).
+pub(crate) const ADDRESS_LIMIT: usize = 1 << 48;
+const COUNT_SHIFT: u32 = 48;
+const ADDRESS_MASK: usize = ADDRESS_LIMIT - 1;
+
+impl RemoteList {
+    pub(crate) fn new() -> RemoteList {
+        RemoteList(AtomicUsize::new(0))
+    }
+
+    /// Pushes a block. Returns true if the list was empty before.
+    ///
+    /// # Safety
+    /// `block` must be a block of this list's pool that the caller is
+    /// freeing, below [`ADDRESS_LIMIT`].
+    pub(crate) unsafe fn push(&self, block: *mut Block) -> bool {
+        let mut old = self.0.load_for_cas();
+        loop {
+            // SAFETY: the block is ours to write until the CAS publishes it.
+            unsafe { (*block).next = (old & ADDRESS_MASK) as *mut Block };
+            let count = (old >> COUNT_SHIFT) + 1;
+            let new = block as usize | (count << COUNT_SHIFT);
+            // AcqRel: Release publishes the link just written; Acquire orders
+            // our later push of the pool on the pending list after the
+            // owner's `take` that emptied this list (see `Pool`).
+            match self
+                .0
+                .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return old == 0,
+                Err(now) => old = now,
+            }
+        }
+    }
+
+    /// Takes every block: the head of their list and how many there are.
+    pub(crate) fn take(&self) -> (*mut Block, u32) {
+        // AcqRel: Acquire sees the pushers' links; Release orders the
+        // owner's earlier read of `pending_next` before a later pusher's
+        // write of it.
+        let word = self.0.swap(0, Ordering::AcqRel);
+        (
+            (word & ADDRESS_MASK) as *mut Block,
+            (word >> COUNT_SHIFT) as u32,
+        )
+    }
+}
+
 /// Written into every pool header in use, so debug builds can tell a pool
-/// block from a stray pointer.
+/// in use from a free slot.
 pub(crate) const POOL_MAGIC: u16 = 0x9E3A;
 
 /// The header of a pool.
@@ -64,19 +141,23 @@ pub(crate) struct Pool {
     pub(crate) next: Cell<*mut Pool>,
     pub(crate) prev: Cell<*mut Pool>,
     pub(crate) owner: AtomicPtr<Heap>,
-    /// Blocks freed by threads other than the owner (a Treiber stack).
-    pub(crate) remote: AtomicPtr<Block>,
+    /// Blocks freed by threads other than the owner.
+    pub(crate) remote: RemoteList,
     /// Link in the owner's list of pools with remote frees.
     pub(crate) pending_next: AtomicPtr<Pool>,
 }
 
-/// Bytes reserved at the front of each pool for its header.
+/// Bytes of each pool header in an arena's slot 0.
 pub(crate) const POOL_HEADER_SIZE: usize = core::mem::size_of::<Pool>();
 
 #[cfg(not(loom))]
 const _: () = assert!(
     POOL_HEADER_SIZE == 64,
     "the pool header must fit one cache line"
+);
+const _: () = assert!(
+    POOL_HEADER_SIZE * POOLS_PER_ARENA <= POOL_SIZE,
+    "an arena's pool headers must fit in its slot 0"
 );
 
 impl Pool {
@@ -95,7 +176,7 @@ impl Pool {
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
             owner: AtomicPtr::new(ptr::null_mut()),
-            remote: AtomicPtr::new(ptr::null_mut()),
+            remote: RemoteList::new(),
             pending_next: AtomicPtr::new(ptr::null_mut()),
         }
     }
@@ -103,16 +184,10 @@ impl Pool {
     /// Writes a fresh header for `class` at `pool`, owned by `owner`.
     ///
     /// # Safety
-    /// `pool` must be a `POOL_SIZE`-aligned, writable pool slot that no
-    /// thread is using.
+    /// `pool` must be the header of a pool slot that no thread is using.
     pub(crate) unsafe fn init(pool: *mut Pool, class: usize, owner: *mut Heap) {
         let header = Pool::empty();
-        header
-            .carve
-            .set(first_block_offset(class, POOL_HEADER_SIZE) as u32);
-        header
-            .capacity
-            .set(blocks_per_pool(class, POOL_HEADER_SIZE) as u32);
+        header.capacity.set(blocks_per_pool(class) as u32);
         header.class.set(class as u8);
         header.magic.set(POOL_MAGIC);
         header.owner.store(owner, Ordering::Relaxed);
@@ -120,10 +195,29 @@ impl Pool {
         unsafe { ptr::write(pool, header) };
     }
 
-    /// The pool a block lives in.
+    /// The header of the pool a block lives in.
     #[inline(always)]
     pub(crate) fn of(block: *mut u8) -> *mut Pool {
-        (block as usize & POOL_MASK) as *mut Pool
+        let addr = block as usize;
+        let index = (addr & !ARENA_MASK) >> POOL_SHIFT;
+        ((addr & ARENA_MASK) + index * POOL_HEADER_SIZE) as *mut Pool
+    }
+
+    /// The header for pool slot `index` of the arena at `arena`.
+    pub(crate) fn header_of_slot(arena: usize, index: usize) -> *mut Pool {
+        (arena + index * POOL_HEADER_SIZE) as *mut Pool
+    }
+
+    /// The slot index of this header in its arena.
+    pub(crate) fn slot_index(&self) -> usize {
+        (self as *const Pool as usize & !ARENA_MASK) / POOL_HEADER_SIZE
+    }
+
+    /// The first byte of the pool this header describes.
+    #[inline]
+    pub(crate) fn base(&self) -> *mut u8 {
+        let arena = self as *const Pool as usize & ARENA_MASK;
+        (arena + self.slot_index() * POOL_SIZE) as *mut u8
     }
 
     #[inline(always)]
@@ -182,7 +276,7 @@ impl Pool {
         while end < page_end && end + size <= POOL_SIZE {
             end += size;
         }
-        let base = self as *const Pool as *mut u8;
+        let base = self.base();
         let mut offset = end - size;
         let mut next: *mut Block = ptr::null_mut();
         // Link back to front so the list hands blocks out in address order.
@@ -202,20 +296,9 @@ impl Pool {
         true
     }
 
-    /// Blocks of this pool that were never handed out.
-    pub(crate) fn uncarved(&self) -> usize {
-        let size = self.block_size();
-        let class = self.class();
-        let end = first_block_offset(class, POOL_HEADER_SIZE) + self.capacity.get() as usize * size;
-        end.saturating_sub(self.carve.get() as usize) / size
-    }
-
-    /// Whether `block` is the start of a block that has been carved.
+    /// Whether `block` is the start of a block of this pool.
     pub(crate) fn is_block_start(&self, block: *mut u8) -> bool {
-        let offset = block as usize - self as *const Pool as usize;
-        let first = first_block_offset(self.class(), POOL_HEADER_SIZE);
-        offset >= first
-            && offset < self.carve.get() as usize
-            && (offset - first) % self.block_size() == 0
+        let offset = block as usize - self.base() as usize;
+        offset < POOL_SIZE && offset % self.block_size() == 0
     }
 }

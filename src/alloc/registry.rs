@@ -9,7 +9,7 @@ use core::ptr;
 
 use super::heap::{Heap, HeapState};
 use super::size_class::{ARENA_SIZE, NB_CLASSES};
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, CasStart, Ordering};
 
 /// Process-wide allocator state.
 pub(crate) struct Registry {
@@ -95,7 +95,7 @@ impl Registry {
         if heap.is_null() {
             return heap;
         }
-        let mut head = self.heaps.load(Ordering::Relaxed);
+        let mut head = self.heaps.load_for_cas();
         loop {
             // SAFETY: the heap is not published yet; only we see it.
             unsafe { (*heap).next_heap.store(head, Ordering::Relaxed) };
@@ -130,17 +130,11 @@ impl Registry {
         self.arenas_highwater
             .fetch_max(bytes / ARENA_SIZE, Ordering::Relaxed);
         self.note_footprint(bytes + self.large_bytes.load(Ordering::Relaxed));
-        #[cfg(not(loom))]
         super::debug::register_arena(base);
-        #[cfg(loom)]
-        let _ = base;
     }
 
     pub(crate) fn arena_unmapped(&self, base: *mut u8) {
-        #[cfg(not(loom))]
         super::debug::unregister_arena(base);
-        #[cfg(loom)]
-        let _ = base;
         self.arenas_freed_total.fetch_add(1, Ordering::Relaxed);
         self.arena_bytes.fetch_sub(ARENA_SIZE, Ordering::Relaxed);
     }

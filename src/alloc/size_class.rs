@@ -22,19 +22,18 @@ const ALIGNMENT_SHIFT: u32 = ALIGNMENT.trailing_zeros();
 pub(crate) const NB_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
 
 /// A pool: one size class's blocks, aligned to its own size so that a
-/// block's pool header is found by masking the block's address.
+/// block's pool is found by masking the block's address.
 pub(crate) const POOL_SHIFT: u32 = 14;
 /// 16 KiB, as in CPython 3.12 on 64-bit. See the module docs of `alloc`.
 pub(crate) const POOL_SIZE: usize = 1 << POOL_SHIFT;
-pub(crate) const POOL_MASK: usize = !(POOL_SIZE - 1);
 
 /// An arena: a run of pools mapped from the OS in one piece and aligned to
-/// its size, so that a pool's arena header is found by masking too.
+/// its size, so that a block's arena is found by masking too.
 pub(crate) const ARENA_SHIFT: u32 = 20;
 /// 1 MiB, as in CPython 3.12 on 64-bit.
 pub(crate) const ARENA_SIZE: usize = 1 << ARENA_SHIFT;
 pub(crate) const ARENA_MASK: usize = !(ARENA_SIZE - 1);
-/// Pool slots in an arena; slot 0 holds the arena header.
+/// Pool slots in an arena; slot 0 holds the arena and pool headers.
 pub(crate) const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 
 /// The OS page, the unit in which fresh pool memory is carved into blocks
@@ -81,31 +80,21 @@ pub(crate) const fn block_size(class: usize) -> usize {
 
 /// The alignment every block of `class` has: the largest power of two that
 /// divides its size.
-#[inline]
+#[cfg(test)]
 pub(crate) const fn natural_alignment(class: usize) -> usize {
     1 << block_size(class).trailing_zeros()
 }
 
-/// Offset from the pool's start of the first block of `class`: just past
-/// the pool header, rounded up to the class's natural alignment.
+/// How many blocks of `class` fit in one pool. Pool headers live apart
+/// from the pools (see `pool`), so all of a pool is blocks.
 #[inline]
-pub(crate) const fn first_block_offset(class: usize, header: usize) -> usize {
-    let align = natural_alignment(class);
-    (header + align - 1) & !(align - 1)
-}
-
-/// How many blocks of `class` fit in one pool after a header of `header`
-/// bytes.
-#[inline]
-pub(crate) const fn blocks_per_pool(class: usize, header: usize) -> usize {
-    (POOL_SIZE - first_block_offset(class, header)) / block_size(class)
+pub(crate) const fn blocks_per_pool(class: usize) -> usize {
+    POOL_SIZE / block_size(class)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const HEADER: usize = 64;
 
     #[test]
     fn thirty_two_classes_of_sixteen_bytes() {
@@ -132,7 +121,6 @@ mod tests {
                     Some(class) => {
                         assert!(block_size(class) >= size);
                         assert_eq!(natural_alignment(class) % align, 0, "{size}/{align}");
-                        assert_eq!(first_block_offset(class, HEADER) % align, 0);
                     }
                     None => assert!(size > 512 || align > 16),
                 }
@@ -144,25 +132,23 @@ mod tests {
         assert_eq!(route(1, 512), Some(class_of_size(512)));
         assert_eq!(route(1, 1024), None);
         assert_eq!(route(513, 8), None);
-        assert_eq!(route(400, 256), None);
+        assert_eq!(route(400, 256), Some(class_of_size(512)));
+        assert_eq!(route(200, 1024), None);
     }
 
     #[test]
     fn pool_geometry() {
         assert_eq!(POOL_SIZE, 16 * 1024);
         assert_eq!(POOLS_PER_ARENA, 64);
-        assert_eq!(first_block_offset(0, HEADER), 64);
-        assert_eq!(first_block_offset(class_of_size(512), HEADER), 512);
-        assert_eq!(blocks_per_pool(0, HEADER), (16384 - 64) / 16);
-        assert_eq!(blocks_per_pool(class_of_size(512), HEADER), 31);
+        assert_eq!(blocks_per_pool(0), 1024);
+        assert_eq!(blocks_per_pool(class_of_size(48)), 341);
+        assert_eq!(blocks_per_pool(class_of_size(512)), 32);
         for class in 0..NB_CLASSES {
-            let off = first_block_offset(class, HEADER);
-            let n = blocks_per_pool(class, HEADER);
-            assert!(off >= HEADER);
-            assert!(off + n * block_size(class) <= POOL_SIZE);
-            // Natural alignment never costs a block compared with packing
-            // the blocks right after the header.
-            assert_eq!(n, (POOL_SIZE - HEADER) / block_size(class), "class {class}");
+            // Every block of a pool (whose start is POOL_SIZE-aligned) is
+            // naturally aligned.
+            assert_eq!(POOL_SIZE % natural_alignment(class), 0);
+            assert!(blocks_per_pool(class) * block_size(class) <= POOL_SIZE);
+            assert!(POOL_SIZE - blocks_per_pool(class) * block_size(class) < block_size(class));
         }
     }
 }

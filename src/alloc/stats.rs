@@ -3,11 +3,9 @@
 use core::fmt;
 
 use super::heap::HeapState;
-use super::pool::POOL_HEADER_SIZE;
 use super::registry::Registry;
 use super::size_class::{
-    block_size, blocks_per_pool, first_block_offset, ARENA_SIZE, NB_CLASSES, POOL_SIZE,
-    SMALL_REQUEST_THRESHOLD,
+    block_size, blocks_per_pool, ARENA_SIZE, NB_CLASSES, POOL_SIZE, SMALL_REQUEST_THRESHOLD,
 };
 use crate::sync::{fence, Ordering};
 
@@ -78,6 +76,7 @@ pub struct AllocStats {
 /// println!("{before}");
 /// assert!(before.peak_bytes_in_use >= before.small_bytes_in_use + before.large_bytes_in_use);
 /// ```
+#[cfg(not(loom))]
 pub fn alloc_stats() -> AllocStats {
     snapshot(&super::REGISTRY)
 }
@@ -110,7 +109,7 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
     let per_class: Vec<ClassStats> = (0..NB_CLASSES)
         .map(|class| {
             let in_use = allocs[class].saturating_sub(frees[class]);
-            let capacity = pools[class] * blocks_per_pool(class, POOL_HEADER_SIZE);
+            let capacity = pools[class] * blocks_per_pool(class);
             ClassStats {
                 block_size: block_size(class),
                 pools: pools[class],
@@ -170,7 +169,7 @@ impl fmt::Display for AllocStats {
         writeln!(f)?;
         writeln!(f, "class   size   num pools   blocks in use  avail blocks")?;
         writeln!(f, "-----   ----   ---------   -------------  ------------")?;
-        let (mut in_blocks, mut available, mut headers, mut quantization) = (0, 0, 0, 0);
+        let (mut in_blocks, mut available, mut quantization) = (0, 0, 0);
         for (class, c) in self.per_class.iter().enumerate() {
             if c.pools == 0 && c.blocks_in_use == 0 {
                 continue;
@@ -180,16 +179,14 @@ impl fmt::Display for AllocStats {
                 "{class:>5}   {:>4}   {:>9}   {:>13}  {:>12}",
                 c.block_size, c.pools, c.blocks_in_use, c.free_blocks
             )?;
-            let first = first_block_offset(class, POOL_HEADER_SIZE);
-            let per_pool = blocks_per_pool(class, POOL_HEADER_SIZE);
             in_blocks += c.blocks_in_use * c.block_size;
             available += c.free_blocks * c.block_size;
-            headers += c.pools * first;
-            quantization += c.pools * (POOL_SIZE - first - per_pool * c.block_size);
+            quantization += c.pools * (POOL_SIZE - blocks_per_pool(class) * c.block_size);
         }
         let mapped = self.arenas_in_use * ARENA_SIZE;
-        let arena_headers = self.arenas_in_use * POOL_SIZE;
-        let unused_pools = mapped.saturating_sub(arena_headers + self.pools_in_use * POOL_SIZE);
+        // Slot 0 of each arena holds the arena's and its pools' headers.
+        let headers = self.arenas_in_use * POOL_SIZE;
+        let unused_pools = mapped.saturating_sub(headers + self.pools_in_use * POOL_SIZE);
         let line = |f: &mut fmt::Formatter<'_>, label: &str, n: usize| {
             writeln!(f, "{label:<35}= {:>21}", Grouped(n))
         };
@@ -216,11 +213,10 @@ impl fmt::Display for AllocStats {
         )?;
         line(f, "# bytes lost to pool headers", headers)?;
         line(f, "# bytes lost to quantization", quantization)?;
-        line(f, "# bytes lost to arena headers", arena_headers)?;
         line(
             f,
             "Total",
-            in_blocks + available + unused_pools + headers + quantization + arena_headers,
+            in_blocks + available + unused_pools + headers + quantization,
         )?;
         writeln!(f)?;
         line(f, "# large allocations in use", self.large_allocs_in_use)?;
