@@ -19,7 +19,10 @@
 //!    (The "System", "mimalloc" and "jemalloc" columns are unaffected: those
 //!    allocators are called directly.)
 //!
-//! Options: `--runs N` (default 5) runs of each workload per allocator.
+//! Options: `--runs N` (default 5) runs of each workload per allocator;
+//! `--only NAME` runs only the workloads whose name contains NAME (`churn`,
+//! `lifo_32B`, `fifo`, `cross_thread`, `two_threads_churn`,
+//! `realloc_8_to_4096`).
 //! Takes about 10 to 20 seconds in all.
 
 #[path = "../benches/support/alloc_workloads.rs"]
@@ -165,6 +168,20 @@ fn main() {
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(5)
         .max(1);
+    let only: Option<&str> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    let selected: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| only.is_none_or(|o| w.name().contains(o)))
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+        eprintln!("--only matches no workload; names: {}", names.join(", "));
+        std::process::exit(2);
+    }
     if cfg!(debug_assertions) {
         println!("note: this is a debug build; run with --release for meaningful figures\n");
     }
@@ -172,6 +189,15 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("pymem compare: PyMalloc vs System (glibc malloc), mimalloc and jemalloc");
     println!("{} ({threads} hardware threads)", cpu_model());
+    let load: Option<f64> = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok());
+    if let Some(load) = load.filter(|&l| l > threads as f64 * 0.75) {
+        println!(
+            "note: the machine is busy (load average {load:.1} on {threads} hardware threads); \
+             expect noisy figures"
+        );
+    }
     println!();
     println!("Each allocator is driven through GlobalAlloc directly on the same workload;");
     println!("every block is written once per cache line. Figures are ns per alloc+free");
@@ -180,14 +206,14 @@ fn main() {
     println!();
 
     // Warm-up: page in every allocator's code and first arenas.
-    for w in Workload::ALL {
+    for &w in &selected {
         for name in ALLOCATORS {
             let _ = run_named(name, w, SEED);
         }
     }
 
     let mut results: Vec<(Workload, [f64; 4])> = Vec::new();
-    for w in Workload::ALL {
+    for &w in &selected {
         let mut samples: [Vec<f64>; 4] = Default::default();
         for run in 0..runs {
             // Round-robin over allocators so drift hits all of them alike.
