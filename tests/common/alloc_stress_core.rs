@@ -345,8 +345,16 @@ impl Shared {
     /// Runs every slot at once for `lives` workers each.
     pub fn run<A: GlobalAlloc + Sync>(&self, a: &A, lives: u64) {
         std::thread::scope(|s| {
-            for slot in 0..self.cfg.threads {
-                s.spawn(move || self.run_slot(a, slot, lives));
+            let slots: Vec<_> = (0..self.cfg.threads)
+                .map(|slot| s.spawn(move || self.run_slot(a, slot, lives)))
+                .collect();
+            // Joining each handle waits until the thread has really exited
+            // (thread-local destructors included), which leaving the scope
+            // alone does not.
+            for h in slots {
+                if let Err(panic) = h.join() {
+                    std::panic::resume_unwind(panic);
+                }
             }
         });
     }
