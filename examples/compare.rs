@@ -47,14 +47,20 @@ const RSS_CHURN_STEPS: u64 = 2_000_000;
 /// The contestants, in column order.
 const ALLOCATORS: [&str; 4] = ["PyMalloc", "System", "mimalloc", "jemalloc"];
 
-/// Units of each workload per timed run: about 20-100 ms each.
+/// Units of each workload per timed run: about 20-100 ms each in a release
+/// build (a tenth of that in a debug build, whose figures mean little).
 fn units(w: Workload) -> u64 {
-    match w {
+    let n = match w {
         Workload::Churn => 1_500_000,
-        Workload::Lifo | Workload::Fifo => 1,
+        Workload::Lifo | Workload::Fifo => return 1,
         Workload::CrossThread => 1_000_000,
         Workload::TwoThreadChurn => 1_000_000,
         Workload::Realloc => 100_000,
+    };
+    if cfg!(debug_assertions) {
+        n / 10
+    } else {
+        n
     }
 }
 
@@ -166,7 +172,7 @@ fn main() {
         .iter()
         .position(|a| a == "--runs")
         .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(if cfg!(debug_assertions) { 1 } else { 5 })
         .max(1);
     let only: Option<&str> = args
         .iter()
