@@ -7,21 +7,24 @@ use core::ptr;
 use super::pool::Pool;
 use super::registry::Registry;
 use super::size_class::route;
-use super::{debug, large, thread, PyMalloc};
+use super::{asan, debug, large, thread, PyMalloc};
 
 /// The process-wide registry of heaps and counters.
 pub(crate) static REGISTRY: Registry = Registry::new();
 
 impl PyMalloc {
     #[inline(always)]
-    unsafe fn alloc_small(class: usize) -> *mut u8 {
+    unsafe fn alloc_small(class: usize, size: usize) -> *mut u8 {
         let heap = thread::current_heap();
-        if !heap.is_null() {
+        let block = if !heap.is_null() {
             // SAFETY: a thread's bound heap is owned by it; `route` returned
             // a valid class.
-            return unsafe { (*heap).alloc(class) };
-        }
-        thread::alloc_unbound(class)
+            unsafe { (*heap).alloc(class) }
+        } else {
+            thread::alloc_unbound(class)
+        };
+        asan::unpoison(block, size);
+        block
     }
 
     #[inline(always)]
@@ -35,6 +38,8 @@ impl PyMalloc {
             debug::check_small(ptr, layout, class, owned, "dealloc");
             debug::tag_freed(ptr);
         }
+        // SAFETY: a live block's pool header is live.
+        asan::poison(ptr, unsafe { (*pool).block_size() });
         // SAFETY: as above; the owner check picks the path that may touch
         // the pool's owner-only fields.
         unsafe {
@@ -55,7 +60,7 @@ unsafe impl GlobalAlloc for PyMalloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match route(layout.size(), layout.align()) {
             // SAFETY: a valid class.
-            Some(class) => unsafe { Self::alloc_small(class) },
+            Some(class) => unsafe { Self::alloc_small(class, layout.size()) },
             // SAFETY: forwarded caller contract.
             None => unsafe { large::alloc(&REGISTRY, layout, false) },
         }
@@ -76,7 +81,7 @@ unsafe impl GlobalAlloc for PyMalloc {
         match route(layout.size(), layout.align()) {
             Some(class) => {
                 // SAFETY: a valid class.
-                let ptr = unsafe { Self::alloc_small(class) };
+                let ptr = unsafe { Self::alloc_small(class, layout.size()) };
                 if !ptr.is_null() {
                     // SAFETY: the block holds at least `layout.size()` bytes.
                     unsafe { ptr.write_bytes(0, layout.size()) };
@@ -103,7 +108,12 @@ unsafe impl GlobalAlloc for PyMalloc {
                 // Stay in place while the block is big enough and would not
                 // shrink by more than a quarter (CPython's rule), or when the
                 // new size maps to the same class anyway.
-                if new_size <= block && (new_class == pool_class || new_size * 4 >= block * 3) {
+                // (Under AddressSanitizer blocks always move, so the
+                // unpoisoned bytes stay exactly those requested.)
+                if new_size <= block
+                    && (new_class == pool_class || new_size * 4 >= block * 3)
+                    && asan::REDZONE == 0
+                {
                     return ptr;
                 }
             }

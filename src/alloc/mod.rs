@@ -75,6 +75,7 @@
 //! it, and catches double frees, aborting with a message on stderr.
 
 mod arena;
+mod asan;
 // The model checks drive heaps directly, without the front end that checks.
 #[cfg_attr(loom, allow(dead_code))]
 mod debug;
