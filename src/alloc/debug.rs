@@ -61,19 +61,17 @@ fn bit(addr: usize) -> Option<(&'static AtomicUsize, usize)> {
     Some((word, 1 << (index % 64)))
 }
 
+// Arenas are registered in every build (one atomic OR per mapped
+// megabyte), so the debug allocator can be switched on at run time.
 pub(crate) fn register_arena(base: *mut u8) {
-    if CHECKS {
-        if let Some((word, mask)) = bit(base as usize) {
-            word.fetch_or(mask, Ordering::Release);
-        }
+    if let Some((word, mask)) = bit(base as usize) {
+        word.fetch_or(mask, Ordering::Release);
     }
 }
 
 pub(crate) fn unregister_arena(base: *mut u8) {
-    if CHECKS {
-        if let Some((word, mask)) = bit(base as usize) {
-            word.fetch_and(!mask, Ordering::Release);
-        }
+    if let Some((word, mask)) = bit(base as usize) {
+        word.fetch_and(!mask, Ordering::Release);
     }
 }
 

@@ -7,7 +7,7 @@ use core::ptr;
 use super::pool::Pool;
 use super::registry::Registry;
 use super::size_class::route;
-use super::{asan, debug, large, thread, PyMalloc};
+use super::{asan, debug, hooks, large, thread, PyMalloc};
 
 /// The process-wide registry of heaps and counters.
 pub(crate) static REGISTRY: Registry = Registry::new();
@@ -52,12 +52,11 @@ impl PyMalloc {
     }
 }
 
-// SAFETY: every block handed out is a distinct, live range of at least
-// `layout.size()` bytes aligned to `layout.align()` (see `size_class`), and
-// is not handed out again until freed; large requests are System's.
-unsafe impl GlobalAlloc for PyMalloc {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+/// The allocator proper, without the debug hooks. The hooks call these with
+/// the layout of a block that has room for their guards.
+impl PyMalloc {
+    #[inline(always)]
+    pub(super) unsafe fn raw_alloc(layout: Layout) -> *mut u8 {
         match route(layout.size(), layout.align()) {
             // SAFETY: a valid class.
             Some(class) => unsafe { Self::alloc_small(class, layout.size()) },
@@ -66,8 +65,8 @@ unsafe impl GlobalAlloc for PyMalloc {
         }
     }
 
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+    #[inline(always)]
+    pub(super) unsafe fn raw_dealloc(ptr: *mut u8, layout: Layout) {
         match route(layout.size(), layout.align()) {
             // SAFETY: the same layout routed the allocation here.
             Some(class) => unsafe { Self::dealloc_small(ptr, layout, class) },
@@ -77,7 +76,7 @@ unsafe impl GlobalAlloc for PyMalloc {
     }
 
     #[inline]
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+    pub(super) unsafe fn raw_alloc_zeroed(layout: Layout) -> *mut u8 {
         match route(layout.size(), layout.align()) {
             Some(class) => {
                 // SAFETY: a valid class.
@@ -93,7 +92,7 @@ unsafe impl GlobalAlloc for PyMalloc {
         }
     }
 
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    pub(super) unsafe fn raw_realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
         let old_class = route(layout.size(), align);
         let new_class = route(new_size, align);
@@ -125,16 +124,61 @@ unsafe impl GlobalAlloc for PyMalloc {
         // `new_size` does not overflow when rounded up to it.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
         // SAFETY: a valid layout of non-zero size (caller contract).
-        let new = unsafe { self.alloc(new_layout) };
+        let new = unsafe { Self::raw_alloc(new_layout) };
         if !new.is_null() {
             // SAFETY: both blocks are live and distinct and hold the bytes
             // copied; the old one is freed with the layout it was given.
             unsafe {
                 ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                self.dealloc(ptr, layout);
+                Self::raw_dealloc(ptr, layout);
             }
         }
         new
+    }
+}
+
+// SAFETY: every block handed out is a distinct, live range of at least
+// `layout.size()` bytes aligned to `layout.align()` (see `size_class`), and
+// is not handed out again until freed; large requests are System's. The
+// debug hooks hand out the middle of a larger such block.
+unsafe impl GlobalAlloc for PyMalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if hooks::enabled() {
+            // SAFETY: forwarded caller contract.
+            return unsafe { hooks::alloc(layout, false) };
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { Self::raw_alloc(layout) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if hooks::enabled() {
+            // SAFETY: forwarded caller contract.
+            return unsafe { hooks::dealloc(ptr, layout) };
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { Self::raw_dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if hooks::enabled() {
+            // SAFETY: forwarded caller contract.
+            return unsafe { hooks::alloc(layout, true) };
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { Self::raw_alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if hooks::enabled() {
+            // SAFETY: forwarded caller contract.
+            return unsafe { hooks::realloc(ptr, layout, new_size) };
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { Self::raw_realloc(ptr, layout, new_size) }
     }
 }
 

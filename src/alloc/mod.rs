@@ -83,6 +83,8 @@ mod debug;
 mod global;
 mod heap;
 #[cfg(not(loom))]
+mod hooks;
+#[cfg(not(loom))]
 mod large;
 #[cfg(loom)]
 pub mod model;
@@ -96,6 +98,8 @@ mod thread;
 
 #[cfg(not(loom))]
 pub use global::release_free_memory;
+#[cfg(not(loom))]
+pub use hooks::{debug_allocator_enabled, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE};
 pub use size_class::SMALL_REQUEST_THRESHOLD;
 #[cfg(not(loom))]
 pub use stats::alloc_stats;
