@@ -40,7 +40,7 @@ pub mod gc;
 pub use alloc::model as __model;
 #[cfg(not(loom))]
 pub use alloc::{
-    alloc_stats, debug_allocator_enabled, release_free_memory, CLEAN_BYTE, DEAD_BYTE,
-    FORBIDDEN_BYTE,
+    alloc_stats, debug_allocator_enabled, heap_map, release_free_memory, ArenaMap, HeapMap,
+    PoolMap, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE,
 };
 pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};

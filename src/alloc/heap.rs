@@ -566,7 +566,6 @@ impl Heap {
     ///
     /// # Safety
     /// The calling thread must own (or have claimed) this heap.
-    #[allow(dead_code)] // for the per-arena snapshot (heap map)
     pub(crate) unsafe fn for_each_arena(&self, mut f: impl FnMut(&Arena)) {
         let mut arena = self.arenas.first();
         while !arena.is_null() {

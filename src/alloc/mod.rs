@@ -92,6 +92,8 @@ mod os;
 mod pool;
 mod registry;
 mod size_class;
+#[cfg(not(loom))]
+mod snapshot;
 mod stats;
 #[cfg(not(loom))]
 mod thread;
@@ -101,6 +103,8 @@ pub use global::release_free_memory;
 #[cfg(not(loom))]
 pub use hooks::{debug_allocator_enabled, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE};
 pub use size_class::SMALL_REQUEST_THRESHOLD;
+#[cfg(not(loom))]
+pub use snapshot::{heap_map, ArenaMap, HeapMap, PoolMap};
 #[cfg(not(loom))]
 pub use stats::alloc_stats;
 pub use stats::{AllocStats, ClassStats};
