@@ -39,5 +39,8 @@ pub mod gc;
 #[doc(hidden)]
 pub use alloc::model as __model;
 #[cfg(not(loom))]
-pub use alloc::{alloc_stats, release_free_memory};
+pub use alloc::{
+    alloc_stats, debug_allocator_enabled, heap_map, release_free_memory, ArenaMap, HeapMap,
+    PoolMap, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE,
+};
 pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};

@@ -111,7 +111,6 @@ impl Arena {
 
     /// Pool slots of this arena that have been handed out at least once and
     /// are in use now, for snapshots: calls `f` on each live pool header.
-    #[allow(dead_code)] // for the per-arena snapshot (heap map)
     pub(crate) fn for_each_live_pool(&self, mut f: impl FnMut(&Pool)) {
         let base = self as *const Arena as usize;
         for index in 1..self.untouched.get() as usize {
@@ -212,7 +211,6 @@ impl ArenaSet {
         }
     }
 
-    #[allow(dead_code)] // for the per-arena snapshot (heap map)
     pub(crate) fn first(&self) -> *mut Arena {
         self.all.get()
     }

@@ -10,6 +10,7 @@
 use core::alloc::Layout;
 use core::ptr;
 
+use super::asan;
 use super::os;
 use super::pool::{Block, Pool, POOL_MAGIC};
 use super::size_class::{block_size, ARENA_MASK, ARENA_SHIFT, POOL_SIZE};
@@ -60,19 +61,17 @@ fn bit(addr: usize) -> Option<(&'static AtomicUsize, usize)> {
     Some((word, 1 << (index % 64)))
 }
 
+// Arenas are registered in every build (one atomic OR per mapped
+// megabyte), so the debug allocator can be switched on at run time.
 pub(crate) fn register_arena(base: *mut u8) {
-    if CHECKS {
-        if let Some((word, mask)) = bit(base as usize) {
-            word.fetch_or(mask, Ordering::Release);
-        }
+    if let Some((word, mask)) = bit(base as usize) {
+        word.fetch_or(mask, Ordering::Release);
     }
 }
 
 pub(crate) fn unregister_arena(base: *mut u8) {
-    if CHECKS {
-        if let Some((word, mask)) = bit(base as usize) {
-            word.fetch_and(!mask, Ordering::Release);
-        }
+    if let Some((word, mask)) = bit(base as usize) {
+        word.fetch_and(!mask, Ordering::Release);
     }
 }
 
@@ -141,15 +140,25 @@ pub(crate) fn check_large(ptr: *mut u8, layout: Layout) {
 }
 
 fn is_tagged(ptr: *mut u8) -> bool {
+    let tag = ptr.wrapping_add(TAG_OFFSET);
+    asan::unpoison(tag, TAG_SIZE);
     // SAFETY: blocks are at least 16 bytes; the caller checked `ptr` is the
     // start of a block.
-    unsafe { ptr.cast::<usize>().add(1).read() == FREED_TAG ^ ptr as usize }
+    let tagged = unsafe { tag.cast::<usize>().read() } == FREED_TAG ^ ptr as usize;
+    asan::poison(tag, TAG_SIZE);
+    tagged
 }
+
+const TAG_OFFSET: usize = core::mem::size_of::<usize>();
+const TAG_SIZE: usize = core::mem::size_of::<usize>();
 
 /// Marks a block as freed (its second word; the first is the free link).
 pub(crate) fn tag_freed(ptr: *mut u8) {
+    let tag = ptr.wrapping_add(TAG_OFFSET);
+    asan::unpoison(tag, TAG_SIZE);
     // SAFETY: as in `is_tagged`; the block is being freed by its holder.
-    unsafe { ptr.cast::<usize>().add(1).write(FREED_TAG ^ ptr as usize) };
+    unsafe { tag.cast::<usize>().write(FREED_TAG ^ ptr as usize) };
+    asan::poison(tag, TAG_SIZE);
 }
 
 fn on_free_list(pool: *mut Pool, ptr: *mut u8) -> bool {
@@ -160,7 +169,7 @@ fn on_free_list(pool: *mut Pool, ptr: *mut u8) -> bool {
             return true;
         }
         // SAFETY: as above.
-        block = unsafe { (*block).next };
+        block = unsafe { Block::next(block) };
     }
     false
 }

@@ -19,10 +19,11 @@ use crossbeam_utils::CachePadded;
 
 use super::arena::Arena;
 use super::arena::ArenaSet;
+use super::asan;
 use super::os;
 use super::pool::{Block, Pool, ADDRESS_LIMIT};
 use super::registry::Registry;
-use super::size_class::{ARENA_SIZE, NB_CLASSES, PAGE_SIZE};
+use super::size_class::{ARENA_SIZE, NB_CLASSES, PAGE_SIZE, POOL_SIZE};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, CasStart, Ordering};
 
 /// Who may use a heap.
@@ -329,10 +330,10 @@ impl Heap {
             // SAFETY: the list was built by remote pushers and published by
             // the Acquire swap that handed it to us.
             unsafe {
-                while !(*tail).next.is_null() {
-                    tail = (*tail).next;
+                while !Block::next(tail).is_null() {
+                    tail = Block::next(tail);
                 }
-                (*tail).next = free;
+                Block::set_next(tail, free);
             }
         }
         p.free.set(blocks);
@@ -423,6 +424,8 @@ impl Heap {
         }
         // SAFETY: the slot is ours and unused.
         unsafe { Pool::init(pool, class, self.as_mut_ptr()) };
+        // SAFETY: a live pool header.
+        asan::poison(unsafe { (*pool).base() }, POOL_SIZE);
         bump(&self.classes[class].pools);
         pool
     }
@@ -525,6 +528,8 @@ impl Heap {
             self.bytes_unmapped.load(Ordering::Relaxed) + ARENA_SIZE,
             Ordering::Relaxed,
         );
+        // The next mapping at this address may not be ours.
+        asan::unpoison(arena.cast(), ARENA_SIZE);
         // SAFETY: nothing refers to an empty arena.
         unsafe { os::unmap(arena.cast(), ARENA_SIZE) };
     }
@@ -561,7 +566,6 @@ impl Heap {
     ///
     /// # Safety
     /// The calling thread must own (or have claimed) this heap.
-    #[allow(dead_code)] // for the per-arena snapshot (heap map)
     pub(crate) unsafe fn for_each_arena(&self, mut f: impl FnMut(&Arena)) {
         let mut arena = self.arenas.first();
         while !arena.is_null() {

@@ -75,12 +75,15 @@
 //! it, and catches double frees, aborting with a message on stderr.
 
 mod arena;
+mod asan;
 // The model checks drive heaps directly, without the front end that checks.
 #[cfg_attr(loom, allow(dead_code))]
 mod debug;
 #[cfg(not(loom))]
 mod global;
 mod heap;
+#[cfg(not(loom))]
+mod hooks;
 #[cfg(not(loom))]
 mod large;
 #[cfg(loom)]
@@ -89,13 +92,19 @@ mod os;
 mod pool;
 mod registry;
 mod size_class;
+#[cfg(not(loom))]
+mod snapshot;
 mod stats;
 #[cfg(not(loom))]
 mod thread;
 
 #[cfg(not(loom))]
 pub use global::release_free_memory;
+#[cfg(not(loom))]
+pub use hooks::{debug_allocator_enabled, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE};
 pub use size_class::SMALL_REQUEST_THRESHOLD;
+#[cfg(not(loom))]
+pub use snapshot::{heap_map, ArenaMap, HeapMap, PoolMap};
 #[cfg(not(loom))]
 pub use stats::alloc_stats;
 pub use stats::{AllocStats, ClassStats};

@@ -29,6 +29,7 @@
 use core::cell::Cell;
 use core::ptr;
 
+use super::asan;
 use super::heap::Heap;
 use super::size_class::{
     block_size, blocks_per_pool, ARENA_MASK, PAGE_SIZE, POOLS_PER_ARENA, POOL_SHIFT, POOL_SIZE,
@@ -38,8 +39,37 @@ use crate::sync::{AtomicPtr, AtomicUsize, CasStart, Ordering};
 /// A free block; its first word links it into a free list.
 #[repr(C)]
 pub(crate) struct Block {
-    pub(crate) next: *mut Block,
+    next: *mut Block,
 }
+
+impl Block {
+    /// The block after `this` on its list.
+    ///
+    /// # Safety
+    /// `this` must be a free block the caller may read.
+    #[inline(always)]
+    pub(crate) unsafe fn next(this: *mut Block) -> *mut Block {
+        asan::unpoison(this.cast(), LINK);
+        // SAFETY: caller contract.
+        let next = unsafe { (*this).next };
+        asan::poison(this.cast(), LINK);
+        next
+    }
+
+    /// Links `this` to `next`.
+    ///
+    /// # Safety
+    /// `this` must be a free block the caller may write.
+    #[inline(always)]
+    pub(crate) unsafe fn set_next(this: *mut Block, next: *mut Block) {
+        asan::unpoison(this.cast(), LINK);
+        // SAFETY: caller contract.
+        unsafe { (*this).next = next };
+        asan::poison(this.cast(), LINK);
+    }
+}
+
+const LINK: usize = core::mem::size_of::<*mut Block>();
 
 /// Blocks freed into a pool by threads other than its owner: a Treiber
 /// stack whose head word also counts the blocks on it, so the owner learns
@@ -77,7 +107,7 @@ impl RemoteList {
         let mut old = self.0.load_for_cas();
         loop {
             // SAFETY: the block is ours to write until the CAS publishes it.
-            unsafe { (*block).next = (old & ADDRESS_MASK) as *mut Block };
+            unsafe { Block::set_next(block, (old & ADDRESS_MASK) as *mut Block) };
             let count = (old >> COUNT_SHIFT) + 1;
             let new = block as usize | (count << COUNT_SHIFT);
             // AcqRel: Release publishes the link just written; Acquire orders
@@ -236,7 +266,7 @@ impl Pool {
         let block = self.free.get();
         if !block.is_null() {
             // SAFETY: blocks on the free list are ours and start with a link.
-            self.free.set(unsafe { (*block).next });
+            self.free.set(unsafe { Block::next(block) });
             self.used.set(self.used.get() + 1);
         }
         block
@@ -250,7 +280,7 @@ impl Pool {
     #[inline(always)]
     pub(crate) unsafe fn push(&self, block: *mut Block) -> u32 {
         // SAFETY: the block is ours again and at least 16 bytes long.
-        unsafe { (*block).next = self.free.get() };
+        unsafe { Block::set_next(block, self.free.get()) };
         self.free.set(block);
         let used = self.used.get() - 1;
         self.used.set(used);
@@ -284,7 +314,7 @@ impl Pool {
             // SAFETY: `offset` lies in the never-used part of this pool.
             let block = unsafe { base.add(offset) } as *mut Block;
             // SAFETY: as above; the block is at least 16 bytes.
-            unsafe { (*block).next = next };
+            unsafe { Block::set_next(block, next) };
             next = block;
             if offset == start {
                 break;
