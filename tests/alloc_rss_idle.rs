@@ -23,8 +23,6 @@ use pymem::{alloc_stats, release_free_memory, PyMalloc};
 static GLOBAL: PyMalloc = PyMalloc;
 
 #[test]
-#[ignore = "fails today: empty arenas are purged only from the allocation slow path \
-            (see BUGS-FOR-ALLOC.md); run with --ignored"]
 fn a_freed_spike_is_returned_while_the_thread_keeps_working() {
     release_free_memory();
     let rss0 = rss_kib();

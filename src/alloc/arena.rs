@@ -131,8 +131,9 @@ pub(crate) struct ArenaSet {
     /// Every arena, in no order.
     all: Cell<*mut Arena>,
     /// Empty arenas kept mapped to absorb the next demand (hysteresis),
-    /// newest first, linked through `next`.
+    /// newest first, linked through `next` and `prev`.
     retired: Cell<*mut Arena>,
+    oldest_retired: Cell<*mut Arena>,
     retired_count: Cell<usize>,
 }
 
@@ -142,6 +143,7 @@ impl ArenaSet {
             usable: Cell::new(ptr::null_mut()),
             all: Cell::new(ptr::null_mut()),
             retired: Cell::new(ptr::null_mut()),
+            oldest_retired: Cell::new(ptr::null_mut()),
             retired_count: Cell::new(0),
         }
     }
@@ -156,8 +158,7 @@ impl ArenaSet {
         let arena = self.retired.get();
         if !arena.is_null() {
             // SAFETY: retired arenas are live and ours.
-            self.retired.set(unsafe { (*arena).next.get() });
-            self.retired_count.set(self.retired_count.get() - 1);
+            unsafe { self.unlink_retired(arena) };
         }
         arena
     }
@@ -167,10 +168,17 @@ impl ArenaSet {
     /// # Safety
     /// `arena` must be empty, live, ours and not on the usable list.
     pub(crate) unsafe fn push_retired(&self, arena: *mut Arena, now: u64) {
-        // SAFETY: caller contract.
+        let head = self.retired.get();
+        // SAFETY: caller contract; retired arenas are live and ours.
         unsafe {
             (*arena).retired_at.set(now);
-            (*arena).next.set(self.retired.get());
+            (*arena).prev.set(ptr::null_mut());
+            (*arena).next.set(head);
+            if head.is_null() {
+                self.oldest_retired.set(arena);
+            } else {
+                (*head).prev.set(arena);
+            }
         }
         self.retired.set(arena);
         self.retired_count.set(self.retired_count.get() + 1);
@@ -180,35 +188,34 @@ impl ArenaSet {
         self.retired_count.get()
     }
 
-    /// Unlinks from the retired list every arena for which `expired(arena,
-    /// position)` holds (position 0 is the newest) and hands it to `unmap`.
-    pub(crate) fn purge_retired(
-        &self,
-        mut expired: impl FnMut(&Arena, usize) -> bool,
-        mut unmap: impl FnMut(*mut Arena),
-    ) {
-        let mut prev: *mut Arena = ptr::null_mut();
-        let mut arena = self.retired.get();
-        let mut position = 0;
-        while !arena.is_null() {
-            // SAFETY: retired arenas are live and ours.
-            let next = unsafe { (*arena).next.get() };
-            // SAFETY: as above.
-            if expired(unsafe { &*arena }, position) {
-                if prev.is_null() {
-                    self.retired.set(next);
-                } else {
-                    // SAFETY: as above.
-                    unsafe { (*prev).next.set(next) };
-                }
-                self.retired_count.set(self.retired_count.get() - 1);
-                unmap(arena);
+    /// The arena retired longest ago, or null.
+    pub(crate) fn oldest_retired(&self) -> *mut Arena {
+        self.oldest_retired.get()
+    }
+
+    /// Removes an arena from the retired list (newest first, linked
+    /// through `next` and `prev`).
+    ///
+    /// # Safety
+    /// `arena` must be on the retired list.
+    pub(crate) unsafe fn unlink_retired(&self, arena: *mut Arena) {
+        // SAFETY: retired arenas are live and ours.
+        unsafe {
+            let (prev, next) = ((*arena).prev.get(), (*arena).next.get());
+            if prev.is_null() {
+                self.retired.set(next);
             } else {
-                prev = arena;
+                (*prev).next.set(next);
             }
-            position += 1;
-            arena = next;
+            if next.is_null() {
+                self.oldest_retired.set(prev);
+            } else {
+                (*next).prev.set(prev);
+            }
+            (*arena).next.set(ptr::null_mut());
+            (*arena).prev.set(ptr::null_mut());
         }
+        self.retired_count.set(self.retired_count.get() - 1);
     }
 
     pub(crate) fn first(&self) -> *mut Arena {

@@ -43,11 +43,10 @@ pub(crate) enum HeapState {
 /// store, not a read-modify-write: readers on other threads see a value
 /// that is at worst slightly stale, never torn.
 #[inline(always)]
-pub(crate) fn bump(counter: &AtomicUsize) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(1),
-        Ordering::Relaxed,
-    );
+pub(crate) fn bump(counter: &AtomicUsize) -> usize {
+    let value = counter.load(Ordering::Relaxed).wrapping_add(1);
+    counter.store(value, Ordering::Relaxed);
+    value
 }
 
 #[inline(always)]
@@ -77,9 +76,10 @@ pub(crate) struct ClassSlot {
 
 /// How long an empty arena (beyond the newest) stays mapped for reuse.
 const RETAIN_MS: u64 = 200;
-/// The slow path looks at the clock once per this many calls, to purge
-/// retired arenas that have grown old.
-const PURGE_CHECK_EVERY: u32 = 256;
+/// Every 4,096th allocation or free of a class (read off the statistics
+/// counters the fast paths update anyway, so the check costs one test of a
+/// register) looks at the age of the heap's retired arenas.
+const PURGE_CHECK_MASK: usize = 4096 - 1;
 
 /// Parked heaps are collected by the threads freeing into them once this
 /// many of their pools have received remote frees.
@@ -105,8 +105,6 @@ pub(crate) struct Heap {
     pub(crate) arenas_in_use: AtomicUsize,
     /// While set, emptied arenas go straight back to the OS.
     trimming: Cell<bool>,
-    /// Slow-path calls until the next look at retired arenas' ages.
-    purge_countdown: Cell<u32>,
     /// Bytes this heap has returned to the OS, ever (single writer).
     pub(crate) bytes_unmapped: AtomicUsize,
 }
@@ -136,7 +134,6 @@ impl Heap {
             arenas: ArenaSet::new(),
             arenas_in_use: AtomicUsize::new(0),
             trimming: Cell::new(false),
-            purge_countdown: Cell::new(PURGE_CHECK_EVERY),
             bytes_unmapped: AtomicUsize::new(0),
         };
         // SAFETY: `heap` is a fresh mapping large and aligned enough.
@@ -184,7 +181,9 @@ impl Heap {
         // SAFETY: `current` points at one of our pools or at `empty`.
         let block = unsafe { (*slot.current.get()).pop() };
         if !block.is_null() {
-            bump(&slot.allocs);
+            if bump(&slot.allocs) & PURGE_CHECK_MASK == 0 {
+                self.maybe_purge();
+            }
             return block.cast();
         }
         // SAFETY: forwarded caller contract.
@@ -198,7 +197,6 @@ impl Heap {
     unsafe fn alloc_slow(&self, class: usize) -> *mut u8 {
         // SAFETY: we own the heap (caller contract).
         unsafe { self.collect_pending() };
-        self.tick_purge();
         let slot = &self.classes[class];
         loop {
             let mut pool = slot.current.get();
@@ -243,8 +241,8 @@ impl Heap {
         // SAFETY: caller contract.
         let used = unsafe { p.push(block.cast()) };
         // SAFETY: a live pool's class is below NB_CLASSES.
-        bump(&unsafe { self.classes.get_unchecked(p.class()) }.frees);
-        if used == 0 || p.full.get() {
+        let frees = bump(&unsafe { self.classes.get_unchecked(p.class()) }.frees);
+        if used == 0 || p.full.get() || frees & PURGE_CHECK_MASK == 0 {
             // SAFETY: forwarded.
             unsafe { self.free_slow(pool) };
         }
@@ -264,6 +262,7 @@ impl Heap {
             // SAFETY: the pool is on its class list and empty.
             unsafe { self.pool_emptied(pool) };
         }
+        self.maybe_purge();
     }
 
     // ---- remote frees -------------------------------------------------
@@ -461,9 +460,9 @@ impl Heap {
     /// megabytes would otherwise pay `munmap`, `mmap` and a page fault per
     /// page on every swing (CPython keeps one such arena; mimalloc delays
     /// its purges by 10 ms). Any kept for more than `RETAIN_MS` goes back
-    /// to the OS at the heap's next arena event, or within
-    /// `PURGE_CHECK_EVERY` slow-path allocations, or when its thread exits;
-    /// the newest is kept until [`Heap::trim`] (CPython's one spare arena).
+    /// to the OS at the heap's next arena event, within 4,096 allocations
+    /// or frees of any class, or at once when its thread exits; the newest
+    /// is kept until [`Heap::trim`] (CPython's one spare arena).
     unsafe fn arena_emptied(&self, arena: *mut Arena) {
         if self.trimming.get() {
             // SAFETY: an empty arena of ours on no usable list.
@@ -476,28 +475,32 @@ impl Heap {
         self.purge_retired(now);
     }
 
-    fn tick_purge(&self) {
-        let left = self.purge_countdown.get() - 1;
-        if left == 0 {
-            self.purge_countdown.set(PURGE_CHECK_EVERY);
+    /// Returns retired arenas that have been idle too long, if there are
+    /// any beyond the spare (a look at the clock only then).
+    #[cold]
+    #[inline(never)]
+    fn maybe_purge(&self) {
+        if self.arenas.retired_count() > 1 {
             self.purge_retired(os::now_ms());
-        } else {
-            self.purge_countdown.set(left);
         }
     }
 
-    /// Unmaps retired arenas beyond the newest that are too old or too many.
+    /// Unmaps the retired arenas, oldest first, that have been idle for
+    /// `RETAIN_MS` by `now`, keeping the newest (pass `u64::MAX` to keep
+    /// only that one).
     fn purge_retired(&self, now: u64) {
-        if self.arenas.retired_count() <= 1 {
-            return;
+        while self.arenas.retired_count() > 1 {
+            let oldest = self.arenas.oldest_retired();
+            // SAFETY: retired arenas are live and ours.
+            if now.saturating_sub(unsafe { (*oldest).retired_at.get() }) < RETAIN_MS {
+                return;
+            }
+            // SAFETY: empty, ours, on the retired list only.
+            unsafe {
+                self.arenas.unlink_retired(oldest);
+                self.unmap_arena(oldest);
+            }
         }
-        self.arenas.purge_retired(
-            |arena, position| {
-                position > 0 && now.saturating_sub(arena.retired_at.get()) >= RETAIN_MS
-            },
-            // SAFETY: a retired arena is empty, ours, on no usable list.
-            |arena| unsafe { self.unmap_arena(arena) },
-        );
     }
 
     fn map_arena(&self) -> *mut Arena {
@@ -553,11 +556,14 @@ impl Heap {
                 unsafe { self.pool_emptied(pool) };
             }
         }
-        self.arenas.purge_retired(
-            |_, _| true,
+        loop {
+            let arena = self.arenas.pop_retired();
+            if arena.is_null() {
+                break;
+            }
             // SAFETY: a retired arena is empty, ours, on no usable list.
-            |arena| unsafe { self.unmap_arena(arena) },
-        );
+            unsafe { self.unmap_arena(arena) };
+        }
         self.trimming.set(false);
         self.bytes_unmapped.load(Ordering::Relaxed) - before
     }
@@ -604,7 +610,8 @@ impl Heap {
     pub(crate) unsafe fn park(&self) {
         // SAFETY: caller contract.
         unsafe { self.collect_pending() };
-        self.purge_retired(os::now_ms());
+        // No owner will reuse them soon: keep only the spare.
+        self.purge_retired(u64::MAX);
         self.parked_pushes.store(0, Ordering::Relaxed);
         self.state.store(HeapState::Parked as u8, Ordering::Release);
     }
