@@ -191,6 +191,10 @@ unsafe impl GlobalAlloc for PyMalloc {
 /// the heaps of exited threads. Heaps of other live threads are left to
 /// their owners, which return empty arenas as they go.
 ///
+/// A thread's heap is handed back by its thread-local destructor, which runs
+/// as the thread finishes, possibly after `std::thread::scope` has already
+/// returned; `join` a thread to be sure its heap can be trimmed here.
+///
 /// ```
 /// let boxes: Vec<Box<[u8; 64]>> = (0..100_000).map(|_| Box::new([1; 64])).collect();
 /// drop(boxes);
