@@ -43,7 +43,9 @@
 //! generations was not found, and its flagged member now lives in `g + 1`.
 //! Events while the gc words hold gc_refs, `unfreeze` (frozen members of
 //! a cycle rejoin generation 2) and, later, finalizer resurrection set
-//! bits conservatively. `Weak::upgrade` only adds references.
+//! bits conservatively, and so does a collection that met a mutably
+//! borrowed `RefCell` (it may have kept garbage alive).
+//! `Weak::upgrade` only adds references.
 
 use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -259,6 +261,11 @@ impl State {
         d &= !mask;
         if self.dirty_in_phases.replace(false) {
             d |= ALL_DIRTY;
+        }
+        if tracer.saw_external {
+            // Garbage may have been kept conservatively; it now lives in
+            // the generation the survivors joined.
+            d |= 1 << (g + 1).min(2);
         }
         self.dirty.set(d);
 

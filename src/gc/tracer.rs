@@ -44,6 +44,8 @@ pub struct Tracer {
     pub(crate) current: ObjPtr,
     /// `move_unreachable`'s stack (Mark mode).
     pub(crate) stack: *const PtrVec,
+    /// `mark_external` was called: the collection was conservative.
+    pub(crate) saw_external: bool,
 }
 
 impl Tracer {
@@ -52,6 +54,7 @@ impl Tracer {
             mode,
             current: std::ptr::null(),
             stack,
+            saw_external: false,
         }
     }
 
@@ -108,6 +111,7 @@ impl Tracer {
     /// ```
     pub fn mark_external(&mut self) {
         if self.mode == Mode::Subtract {
+            self.saw_external = true;
             set_external(self.current);
         }
     }
