@@ -17,7 +17,7 @@
 use std::cell::Cell;
 use std::ptr;
 
-use super::header::{Counts, GcHeader, ObjPtr, DIRTY, UNTRACKED};
+use super::header::{Counts, GcHeader, ObjPtr, DIRTY, SHIFT, UNTRACKED};
 use super::GenStats;
 
 /// A vector of raw pointers with no `Drop`, so the thread-local that holds
@@ -59,6 +59,22 @@ impl PtrVec {
     pub(crate) fn set(&self, i: usize, p: ObjPtr) {
         assert!(i < self.len.get());
         // SAFETY: in bounds (checked).
+        unsafe { *self.ptr.get().add(i) = p }
+    }
+
+    /// Reads entry `i`, which the caller has checked is below `len`.
+    #[inline(always)]
+    pub(crate) fn get_unchecked(&self, i: usize) -> ObjPtr {
+        debug_assert!(i < self.len.get());
+        // SAFETY: the caller checked i < len.
+        unsafe { *self.ptr.get().add(i) }
+    }
+
+    /// Writes entry `i`, which the caller has checked is below `len`.
+    #[inline(always)]
+    pub(crate) fn set_unchecked(&self, i: usize, p: ObjPtr) {
+        debug_assert!(i < self.len.get());
+        // SAFETY: the caller checked i < len.
         unsafe { *self.ptr.get().add(i) = p }
     }
 
@@ -169,8 +185,6 @@ pub(crate) struct State {
     /// Trashcan nesting depth and deferred objects.
     pub(crate) depth: Cell<u32>,
     pub(crate) deferred: PtrVec,
-    /// `move_unreachable`'s explicit stack.
-    pub(crate) stack: PtrVec,
     /// The thread's collector has been torn down (thread exit).
     pub(crate) dead: Cell<bool>,
     /// The skip rule is in force (tests turn it off to check it).
@@ -202,7 +216,6 @@ thread_local! {
             stats: [GS; 3],
             depth: Cell::new(0),
             deferred: PtrVec::new(),
-            stack: PtrVec::new(),
             dead: Cell::new(false),
             skip_enabled: Cell::new(true),
         }
@@ -218,7 +231,6 @@ impl Drop for Owner {
         let _ = STATE.try_with(|st| {
             st.dead.set(true);
             st.list.free();
-            st.stack.free();
             // Deferred drops, if any, are leaked: running user code during
             // thread teardown is what the trashcan's outermost frame does
             // anyway, and it has returned by now.
@@ -293,19 +305,39 @@ impl State {
     /// slot.
     #[inline(always)]
     pub(crate) fn untrack(&self, obj: ObjPtr, h: &GcHeader) {
-        let i = h.word();
-        h.set_flags(UNTRACKED);
-        // During a collection's phases every object in the collected range
-        // holds an extra strong reference, so an object reaching zero here
-        // is outside the range and its index is valid; the bound check
-        // covers a torn-down list.
-        if i < self.list.len() && self.list.get(i) == obj {
-            self.list.set(i, ptr::null());
+        let w = h.gc.get();
+        h.gc.set(w | UNTRACKED);
+        let i = w >> SHIFT;
+        // Listed objects always hold their valid index (the collector
+        // keeps gc_refs elsewhere); the checks cover a torn-down list.
+        if i < self.list.len() && self.list.get_unchecked(i) == obj {
+            self.list.set_unchecked(i, ptr::null());
             let r = self.region(i);
             self.live[r].set(self.live[r].get() - 1);
             let c = self.count[0].get();
             if c > 0 {
                 self.count[0].set(c - 1);
+            }
+            if i + 1 == self.list.len() && !self.in_phases.get() {
+                self.pop_holes();
+            }
+        }
+    }
+
+    /// Drops the holes at the end of the list, so that churn (allocate,
+    /// free in reverse order) never grows it nor needs compaction.
+    #[inline]
+    fn pop_holes(&self) {
+        let mut len = self.list.len();
+        while len > 0 && self.list.get_unchecked(len - 1).is_null() {
+            len -= 1;
+        }
+        self.list.truncate(len);
+        if len < self.start[2].get() {
+            for s in &self.start {
+                if s.get() > len {
+                    s.set(len);
+                }
             }
         }
     }
@@ -351,10 +383,10 @@ impl State {
         let mut i = 0;
         for (b, &end) in bounds.iter().enumerate() {
             while i < end {
-                let p = self.list.get(i);
+                let p = self.list.get_unchecked(i);
                 if !p.is_null() {
                     if i != j {
-                        self.list.set(j, p);
+                        self.list.set_unchecked(j, p);
                         // SAFETY: non-null list entries are live tracked
                         // objects.
                         unsafe { GcHeader::of(p) }.set_word(j);

@@ -170,15 +170,13 @@ fn generation_bookkeeping() {
         });
         drop(b);
         with(|st| assert_eq!(st.live[2].get(), 10));
-        gc::collect(); // skipped (nothing dirty): no compaction
+        gc::collect(); // skipped (nothing dirty)
         with(|st| {
             assert_eq!(st.long_lived_total.get(), 10);
             assert_eq!(st.long_lived_pending.get(), 0);
-            assert_eq!(st.list.len(), 15);
+            // the holes at the end were popped at once
+            assert_eq!(st.list.len(), 10);
         });
-        drop(a[0].clone()); // dirty: the next collection is real
-        gc::collect();
-        with(|st| assert_eq!(st.list.len(), 10));
         gc::freeze();
         assert_eq!(gc::get_freeze_count(), 10);
         assert_eq!(gc::tracked_count(), 0);
@@ -200,7 +198,7 @@ fn hole_compaction() {
         // free every other one: holes
         let mut keep = Vec::new();
         for (i, x) in v.drain(..).enumerate() {
-            if i % 4 != 0 {
+            if i % 4 != 3 {
                 drop(x);
             } else {
                 keep.push(x);

@@ -5,7 +5,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, LinkedList, VecDeque};
 use std::marker::PhantomData;
 
-use super::header::{Counts, GcHeader, EXTERNAL};
 use super::tracer::Tracer;
 
 /// A type whose `Gc` edges the cycle collector can enumerate.
@@ -337,13 +336,3 @@ tuple! {
     (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11)
 }
 
-/// Marks the object currently being traced as referenced from outside
-/// (used by [`Tracer::mark_external`]).
-#[inline]
-pub(crate) fn set_external(current: *const Counts) {
-    if !current.is_null() {
-        // SAFETY: `current` is the tracked object whose `trace` is running,
-        // kept alive by the collector for the whole collection.
-        unsafe { GcHeader::of(current).set_flags(EXTERNAL) }
-    }
-}
