@@ -120,8 +120,9 @@ impl State {
         let mask = (1u8 << (g + 1)) - 1;
         let (found, survivors, panic) =
             if self.skip_enabled.get() && self.dirty.get() & mask == 0 {
-                let survivors = self.young_live(g);
-                self.promote(g, self.list.len(), survivors);
+                let survivors = self.list.len() - self.range_start(g);
+                self.promote(g, self.list.len());
+                self.skipped[g].set(self.skipped[g].get() + 1);
                 (0, survivors, None)
             } else {
                 self.collect_real(g)
@@ -220,21 +221,19 @@ impl State {
             }
         }
         let moved = self.list.move_tail(end, k);
-        let mut young = 0;
         for i in k..k + moved {
             let p = self.list.get(i);
             if !p.is_null() {
                 // SAFETY: live list entry.
                 unsafe { GcHeader::of(p) }.set_word(i);
-                young += 1;
             }
         }
         guard.armed = false;
         drop(guard);
         self.in_phases.set(false);
         let survivors = k - start;
-        self.promote(g, k, survivors);
-        self.live[0].set(young);
+        self.promote(g, k);
+        self.live.set(self.live.get() - garbage.len());
 
         // The dirty mask: generations 0..=g were examined; what they held
         // that could still be part of garbage spanning older generations

@@ -177,6 +177,7 @@ impl<T: Trace + 'static> Lay<T> {
     /// uninitialised.
     #[inline(always)]
     pub(crate) fn allocate(strong: usize, weak: usize, gc: usize) -> NonNull<GcBox<T>> {
+        // (`gc` is written here; `track` overwrites it with the index.)
         let layout = Self::layout();
         // SAFETY: the layout has non-zero size (it holds the counts).
         let base = unsafe { alloc(layout) };

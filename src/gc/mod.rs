@@ -347,7 +347,7 @@ pub fn unfreeze() {
 /// assert_eq!(pymem::gc::get_freeze_count(), 0);
 /// ```
 pub fn get_freeze_count() -> usize {
-    with(|st| st.live[3].get())
+    with(|st| st.frozen.get())
 }
 
 /// Statistics per generation since the thread started, as
@@ -363,4 +363,32 @@ pub fn get_freeze_count() -> usize {
 /// ```
 pub fn get_stats() -> [GenStats; 3] {
     with(|st| st.stats())
+}
+
+/// Collections per generation that the skip rule proved empty and did no
+/// work for (they are included in [`get_stats`]`()[g].collections`).
+///
+/// A garbage cycle can only be born when a strong count drops to a value
+/// other than zero; a collection of generation `g` when no object of
+/// generations `0..=g` saw that since they were last examined just
+/// promotes them (see the module docs).
+///
+/// ```
+/// use pymem::{gc, Gc};
+/// let a = Gc::new(vec![Gc::new(1)]); // tracked; no count decremented
+/// let before = gc::get_skipped();
+/// gc::collect();
+/// assert_eq!(gc::get_skipped()[2], before[2] + 1);
+/// drop(a.clone()); // 2 -> 1: the next collection does the work
+/// gc::collect();
+/// assert_eq!(gc::get_skipped()[2], before[2] + 1);
+/// ```
+pub fn get_skipped() -> [usize; 3] {
+    with(|st| {
+        [
+            st.skipped[0].get(),
+            st.skipped[1].get(),
+            st.skipped[2].get(),
+        ]
+    })
 }

@@ -151,41 +151,60 @@ fn counts_follow_cpython() {
     });
 }
 
+/// (permanent, gen 2, gen 1, gen 0) sizes of the list, holes included.
+fn regions() -> [usize; 4] {
+    with(|st| {
+        let s = [st.start[0].get(), st.start[1].get(), st.start[2].get(), st.list.len()];
+        [s[0], s[1] - s[0], s[2] - s[1], s[3] - s[2]]
+    })
+}
+
 #[test]
 fn generation_bookkeeping() {
     fresh(|| {
         gc::disable();
         let a: Vec<Gc<Node>> = (0..10).map(|i| node(i, &Rc::default())).collect();
-        with(|st| assert_eq!(st.live[0].get(), 10));
+        assert_eq!(regions(), [0, 0, 0, 10]);
         gc::collect_generation(0);
-        with(|st| {
-            assert_eq!((st.live[0].get(), st.live[1].get(), st.live[2].get()), (0, 10, 0));
-            assert_eq!(st.start[2].get(), 10);
-        });
+        assert_eq!(regions(), [0, 0, 10, 0]);
         let b: Vec<Gc<Node>> = (0..5).map(|i| node(i, &Rc::default())).collect();
+        assert_eq!(regions(), [0, 0, 10, 5]);
         gc::collect_generation(1);
-        with(|st| {
-            assert_eq!((st.live[0].get(), st.live[1].get(), st.live[2].get()), (0, 0, 15));
-            assert_eq!(st.long_lived_pending.get(), 15);
-        });
+        assert_eq!(regions(), [0, 15, 0, 0]);
+        with(|st| assert_eq!(st.long_lived_pending.get(), 15));
         drop(b);
-        with(|st| assert_eq!(st.live[2].get(), 10));
+        // the holes at the end were popped at once
+        assert_eq!(regions(), [0, 10, 0, 0]);
+        assert_eq!(gc::tracked_count(), 10);
         gc::collect(); // skipped (nothing dirty)
         with(|st| {
+            assert_eq!(st.skipped[2].get(), 1);
             assert_eq!(st.long_lived_total.get(), 10);
             assert_eq!(st.long_lived_pending.get(), 0);
-            // the holes at the end were popped at once
-            assert_eq!(st.list.len(), 10);
         });
         gc::freeze();
+        assert_eq!(regions(), [10, 0, 0, 0]);
         assert_eq!(gc::get_freeze_count(), 10);
         assert_eq!(gc::tracked_count(), 0);
+        let c = node(1, &Rc::default());
+        assert_eq!(regions(), [10, 0, 0, 1]);
+        drop(a[0].clone()); // dirty the permanent generation: ignored
+        assert_eq!(gc::collect(), 0);
+        assert_eq!(regions(), [10, 1, 0, 0]);
         gc::unfreeze();
+        assert_eq!(regions(), [0, 11, 0, 0]);
         assert_eq!(gc::get_freeze_count(), 0);
-        assert_eq!(gc::tracked_count(), 10);
+        assert_eq!(gc::tracked_count(), 11);
         for (i, x) in a.iter().enumerate() {
             assert_eq!(x.header().word(), i);
         }
+        // popping holes below the generation boundaries clamps them
+        drop(c);
+        drop(a);
+        assert_eq!(regions(), [0, 0, 0, 0]);
+        let d = node(1, &Rc::default());
+        assert_eq!(regions(), [0, 0, 0, 1]);
+        assert_eq!(d.header().word(), 0);
     });
 }
 
@@ -644,7 +663,7 @@ fn skip_rule_promotes() {
         let v: Vec<Gc<Node>> = (0..10).map(|i| node(i, &Rc::default())).collect();
         with(|st| assert_eq!(st.dirty.get(), 0));
         gc::collect_generation(0);
-        with(|st| assert_eq!(st.live[1].get(), 10));
+        assert_eq!(regions(), [0, 0, 10, 0]);
         // a decrement to non-zero dirties generation 1
         drop(v[3].clone());
         with(|st| assert_eq!(st.dirty.get(), 0b010));
@@ -655,6 +674,10 @@ fn skip_rule_promotes() {
         gc::collect();
         with(|st| assert_eq!(st.dirty.get(), 0));
         assert_eq!(gc::get_stats()[0].collections, 2);
+        with(|st| {
+            let sk: Vec<usize> = st.skipped.iter().map(|c| c.get()).collect();
+            assert_eq!(sk, [2, 0, 0]);
+        });
         drop(v);
     });
 }

@@ -45,8 +45,6 @@ pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
     st.depth.set(d + 1);
     {
         let _g = Depth(st);
-        // SAFETY: tracked per the contract, so it has a header.
-        unsafe { GcHeader::of(obj) }.set_flags(DROPPED);
         let boxp = obj as *mut GcBox<T>;
         // SAFETY: the value is initialised and dropped exactly once here;
         // then strong == 0 and the value is dropped, as `release_weak`
