@@ -118,15 +118,14 @@ impl State {
             self.count[i].set(0);
         }
         let mask = (1u8 << (g + 1)) - 1;
-        let (found, survivors, panic) =
-            if self.skip_enabled.get() && self.dirty.get() & mask == 0 {
-                let survivors = self.list.len() - self.range_start(g);
-                self.promote(g, self.list.len());
-                self.skipped[g].set(self.skipped[g].get() + 1);
-                (0, survivors, None)
-            } else {
-                self.collect_real(g)
-            };
+        let (found, survivors, panic) = if self.skip_enabled.get() && self.dirty.get() & mask == 0 {
+            let survivors = self.list.len() - self.range_start(g);
+            self.promote(g, self.list.len());
+            self.skipped[g].set(self.skipped[g].get() + 1);
+            (0, survivors, None)
+        } else {
+            self.collect_real(g)
+        };
         if g == 1 {
             self.long_lived_pending
                 .set(self.long_lived_pending.get() + survivors);

@@ -99,7 +99,12 @@ impl GcHeader {
         // SAFETY: tracked allocations place a GcHeader immediately before
         // the Counts (see `alloc_tracked`), and the caller guarantees the
         // allocation is live and `obj` carries its provenance.
-        unsafe { &*obj.cast::<u8>().sub(size_of::<GcHeader>()).cast::<GcHeader>() }
+        unsafe {
+            &*obj
+                .cast::<u8>()
+                .sub(size_of::<GcHeader>())
+                .cast::<GcHeader>()
+        }
     }
 
     #[inline(always)]
@@ -191,7 +196,10 @@ impl<T: Trace + 'static> Lay<T> {
             // of 8, the header's).
             unsafe {
                 let boxp = base.add(Self::OFFSET).cast::<GcBox<T>>();
-                let h = boxp.cast::<u8>().sub(size_of::<GcHeader>()).cast::<GcHeader>();
+                let h = boxp
+                    .cast::<u8>()
+                    .sub(size_of::<GcHeader>())
+                    .cast::<GcHeader>();
                 ptr::write(
                     h,
                     GcHeader {

@@ -201,7 +201,10 @@ pub fn collect() -> usize {
 /// assert_eq!((c1, c2), (1, 0));
 /// ```
 pub fn collect_generation(gen: usize) -> usize {
-    assert!(gen < 3, "pymem::gc::collect_generation: invalid generation {gen} (0, 1 or 2)");
+    assert!(
+        gen < 3,
+        "pymem::gc::collect_generation: invalid generation {gen} (0, 1 or 2)"
+    );
     with(|st| st.collect(gen))
 }
 

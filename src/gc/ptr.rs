@@ -11,9 +11,7 @@ use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::generations::{self, State};
-use super::header::{
-    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED,
-};
+use super::header::{Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED};
 use super::trace::Trace;
 use super::tracer::Tracer;
 use super::trashcan;
@@ -241,7 +239,8 @@ impl<T: Trace + 'static> Gc<T> {
     /// # drop(b2);
     /// ```
     pub fn try_unwrap(this: Self) -> Result<T, Self> {
-        if Self::strong_count(&this) != 1 || (T::MAY_CONTAIN_GC && this.header().has(DROPPED | DEAD))
+        if Self::strong_count(&this) != 1
+            || (T::MAY_CONTAIN_GC && this.header().has(DROPPED | DEAD))
         {
             return Err(this);
         }

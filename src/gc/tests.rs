@@ -154,7 +154,12 @@ fn counts_follow_cpython() {
 /// (permanent, gen 2, gen 1, gen 0) sizes of the list, holes included.
 fn regions() -> [usize; 4] {
     with(|st| {
-        let s = [st.start[0].get(), st.start[1].get(), st.start[2].get(), st.list.len()];
+        let s = [
+            st.start[0].get(),
+            st.start[1].get(),
+            st.start[2].get(),
+            st.list.len(),
+        ];
         [s[0], s[1] - s[0], s[2] - s[1], s[3] - s[2]]
     })
 }
@@ -226,7 +231,9 @@ fn hole_compaction() {
         assert_eq!(gc::tracked_count(), 250);
         with(|st| assert_eq!(st.list.len(), 1000));
         // pushing up to capacity compacts instead of growing
-        let more: Vec<Gc<Node>> = (0..(cap - 1000 + 1)).map(|i| node(i as u32, &Rc::default())).collect();
+        let more: Vec<Gc<Node>> = (0..(cap - 1000 + 1))
+            .map(|i| node(i as u32, &Rc::default()))
+            .collect();
         with(|st| {
             assert_eq!(st.list.cap(), cap);
             assert_eq!(st.list.len(), 250 + more.len());
@@ -271,8 +278,14 @@ fn weak_dead_before_drops() {
             SEEN.with(|s| s.set((true, up)));
         }
     }
-    let a = Gc::new(W { other: RefCell::new(None), weak_other: RefCell::new(Weak::new()) });
-    let b = Gc::new(W { other: RefCell::new(Some(a.clone())), weak_other: RefCell::new(Gc::downgrade(&a)) });
+    let a = Gc::new(W {
+        other: RefCell::new(None),
+        weak_other: RefCell::new(Weak::new()),
+    });
+    let b = Gc::new(W {
+        other: RefCell::new(Some(a.clone())),
+        weak_other: RefCell::new(Gc::downgrade(&a)),
+    });
     *a.other.borrow_mut() = Some(b.clone());
     *a.weak_other.borrow_mut() = Gc::downgrade(&b);
     drop((a, b));
@@ -309,8 +322,14 @@ impl Drop for R {
 #[test]
 fn resurrection_and_dropped_panic() {
     fresh(|| {
-        let a = Gc::new(R { id: 1, other: RefCell::new(None) });
-        let b = Gc::new(R { id: 2, other: RefCell::new(Some(a.clone())) });
+        let a = Gc::new(R {
+            id: 1,
+            other: RefCell::new(None),
+        });
+        let b = Gc::new(R {
+            id: 2,
+            other: RefCell::new(Some(a.clone())),
+        });
         *a.other.borrow_mut() = Some(b.clone());
         let w = Gc::downgrade(&a);
         drop((a, b));
@@ -353,10 +372,18 @@ fn panic_in_drop_loses_nothing() {
         }
         let drops = Rc::new(Cell::new(0));
         let n = 1000;
-        let first = Gc::new(P { boom: false, next: RefCell::new(None), drops: drops.clone() });
+        let first = Gc::new(P {
+            boom: false,
+            next: RefCell::new(None),
+            drops: drops.clone(),
+        });
         let mut prev = first.clone();
         for i in 1..n {
-            let x = Gc::new(P { boom: i % 100 == 0, next: RefCell::new(None), drops: drops.clone() });
+            let x = Gc::new(P {
+                boom: i % 100 == 0,
+                next: RefCell::new(None),
+                drops: drops.clone(),
+            });
             *prev.next.borrow_mut() = Some(x.clone());
             prev = x;
         }
@@ -532,7 +559,10 @@ fn new_cyclic_tracked() {
         let s = Gc::new_cyclic(|w| {
             assert!(w.upgrade().is_none());
             assert_eq!(w.strong_count(), 0);
-            S { me: w.clone(), strong: RefCell::new(None) }
+            S {
+                me: w.clone(),
+                strong: RefCell::new(None),
+            }
         });
         assert!(gc::is_tracked(&s));
         assert_eq!(gc::tracked_count(), 1);
@@ -558,9 +588,13 @@ fn panicking_trace_keeps_heap_consistent() {
         }
     }
     fresh(|| {
-        let a = Gc::new(T { next: RefCell::new(None) });
+        let a = Gc::new(T {
+            next: RefCell::new(None),
+        });
         *a.next.borrow_mut() = Some(a.clone());
-        let keep = Gc::new(T { next: RefCell::new(None) });
+        let keep = Gc::new(T {
+            next: RefCell::new(None),
+        });
         drop(a);
         BOOM.with(|b| b.set(true));
         let hook = std::panic::take_hook();
@@ -641,7 +675,11 @@ fn differential_random_graphs() {
                 }
                 gc::collect();
                 for i in 0..n {
-                    assert_eq!(drops[i].get(), usize::from(!reach[i]), "node {i} skip={skip}");
+                    assert_eq!(
+                        drops[i].get(),
+                        usize::from(!reach[i]),
+                        "node {i} skip={skip}"
+                    );
                 }
                 drop(kept);
                 gc::collect();

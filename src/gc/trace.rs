@@ -243,7 +243,13 @@ macro_rules! seq {
     )*};
 }
 
-seq!(Vec<T>, VecDeque<T>, LinkedList<T>, BTreeSet<T>, BinaryHeap<T>);
+seq!(
+    Vec<T>,
+    VecDeque<T>,
+    LinkedList<T>,
+    BTreeSet<T>,
+    BinaryHeap<T>
+);
 
 // SAFETY: visits each element.
 unsafe impl<T: Trace> Trace for [T] {
@@ -335,4 +341,3 @@ tuple! {
     (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10)
     (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11)
 }
-
