@@ -75,6 +75,14 @@ pub use pymem_derive::Trace;
 // Lets the derive's `::pymem::` paths resolve inside this crate too.
 extern crate self as pymem;
 
+/// The allocator's internals, driven step by step by the loom model checks
+/// in `loom-tests/` (only with `--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub use alloc::model as __model;
+#[cfg(not(loom))]
 pub use alloc::{
-    alloc_stats, release_free_memory, AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD,
+    alloc_stats, debug_allocator_enabled, heap_map, release_free_memory, ArenaMap, HeapMap,
+    PoolMap, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE,
 };
+pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};
