@@ -56,6 +56,7 @@
 //! `Weak::upgrade` only adds references.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use super::generations::{strong, State};
@@ -155,11 +156,13 @@ impl State {
             st: self,
             armed: true,
         };
-        let mut refs: Vec<Refs> = vec![0; n];
-        let mut tracer = Tracer::new(start, n, refs.as_mut_ptr());
+        // Shared between this function and the tracer: cells, so both sides
+        // only ever hold shared references.
+        let refs: Vec<Cell<Refs>> = (0..n).map(|_| Cell::new(0)).collect();
+        let mut tracer = Tracer::new(start, n, refs.as_ptr());
 
         // update_refs + subtract_refs
-        for pos in 0..n {
+        for (pos, r) in refs.iter().enumerate() {
             let p = self.list.get(start + pos);
             if p.is_null() {
                 continue;
@@ -170,8 +173,8 @@ impl State {
             if h.has(DIRTY) {
                 h.clear_flags(DIRTY);
             }
-            if refs[pos] & INIT == 0 {
-                refs[pos] = init_refs(p);
+            if r.get() & INIT == 0 {
+                r.set(init_refs(p));
             }
             tracer.current = pos;
             // SAFETY: as above; `refs` is only accessed through the tracer
@@ -182,12 +185,12 @@ impl State {
         // move_unreachable
         tracer.mode = Mode::Mark;
         tracer.current = usize::MAX;
-        for pos in 0..n {
-            let r = refs[pos];
+        for (pos, c) in refs.iter().enumerate() {
+            let r = c.get();
             if r & REACHED != 0 || (r & COUNT == 0 && r & EXT == 0) {
                 continue; // reached already, or no outside reference (or a hole)
             }
-            refs[pos] = r | REACHED;
+            c.set(r | REACHED);
             tracer.stack.push(pos);
             while let Some(q) = tracer.stack.pop() {
                 let p = self.list.get(start + q);
@@ -203,12 +206,12 @@ impl State {
         // unreachable gathered, then what was allocated meanwhile.
         let mut garbage: Vec<ObjPtr> = Vec::new();
         let mut k = start;
-        for (pos, &r) in refs.iter().enumerate() {
+        for (pos, r) in refs.iter().enumerate() {
             let p = self.list.get(start + pos);
             if p.is_null() {
                 continue;
             }
-            if r & REACHED != 0 {
+            if r.get() & REACHED != 0 {
                 if k != start + pos {
                     self.list.set(k, p);
                     // SAFETY: live list entry.

@@ -206,31 +206,30 @@ pub(crate) struct State {
     pub(crate) skip_enabled: Cell<bool>,
 }
 
-const Z: Cell<usize> = Cell::new(0);
-const GS: Cell<GenStats> = Cell::new(GenStats {
+const GS0: GenStats = GenStats {
     collections: 0,
     collected: 0,
     uncollectable: 0,
-});
+};
 
 thread_local! {
     static STATE: State = const {
         State {
             list: PtrVec::new(),
-            start: [Z; 3],
-            live: Z,
-            frozen: Z,
-            count: [Z; 3],
+            start: [Cell::new(0), Cell::new(0), Cell::new(0)],
+            live: Cell::new(0),
+            frozen: Cell::new(0),
+            count: [Cell::new(0), Cell::new(0), Cell::new(0)],
             threshold: [Cell::new(700), Cell::new(10), Cell::new(10)],
             enabled: Cell::new(true),
             collecting: Cell::new(false),
             in_phases: Cell::new(false),
             dirty: Cell::new(0),
             dirty_in_phases: Cell::new(false),
-            long_lived_total: Z,
-            long_lived_pending: Z,
-            stats: [GS; 3],
-            skipped: [Z; 3],
+            long_lived_total: Cell::new(0),
+            long_lived_pending: Cell::new(0),
+            stats: [Cell::new(GS0), Cell::new(GS0), Cell::new(GS0)],
+            skipped: [Cell::new(0), Cell::new(0), Cell::new(0)],
             depth: Cell::new(0),
             deferred: PtrVec::new(),
             dead: Cell::new(false),

@@ -1,5 +1,7 @@
 //! The [`Tracer`]: what `Trace::trace` reports each `Gc` edge to.
 
+use std::cell::Cell;
+
 use super::generations::strong;
 use super::header::{GcHeader, ObjPtr, SHIFT, UNTRACKED};
 
@@ -66,7 +68,7 @@ pub struct Tracer {
     pub(crate) start: usize,
     pub(crate) n: usize,
     /// The range's gc_refs, `n` of them.
-    pub(crate) refs: *mut Refs,
+    pub(crate) refs: *const Cell<Refs>,
     /// Range position of the object whose value is being traced.
     pub(crate) current: usize,
     /// `move_unreachable`'s explicit stack of range positions.
@@ -76,7 +78,7 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    pub(crate) fn new(start: usize, n: usize, refs: *mut Refs) -> Tracer {
+    pub(crate) fn new(start: usize, n: usize, refs: *const Cell<Refs>) -> Tracer {
         Tracer {
             mode: Mode::Subtract,
             start,
@@ -104,9 +106,10 @@ impl Tracer {
         if pos >= self.n {
             return;
         }
-        // SAFETY: pos < n, the length of the refs array.
-        let r = unsafe { &mut *self.refs.add(pos) };
-        let mut v = *r;
+        // SAFETY: pos < n, the length of the refs array, which outlives
+        // the tracer.
+        let r = unsafe { &*self.refs.add(pos) };
+        let mut v = r.get();
         match self.mode {
             Mode::Subtract => {
                 if v & INIT == 0 {
@@ -115,11 +118,11 @@ impl Tracer {
                 if v & COUNT != 0 {
                     v -= 1;
                 }
-                *r = v;
+                r.set(v);
             }
             Mode::Mark => {
                 if v & REACHED == 0 {
-                    *r = v | REACHED;
+                    r.set(v | REACHED);
                     self.stack.push(pos);
                 }
             }
@@ -153,7 +156,8 @@ impl Tracer {
         if self.mode == Mode::Subtract && self.current < self.n {
             self.saw_external = true;
             // SAFETY: current < n, the length of the refs array.
-            unsafe { *self.refs.add(self.current) |= EXT };
+            let r = unsafe { &*self.refs.add(self.current) };
+            r.set(r.get() | EXT);
         }
     }
 }
