@@ -62,7 +62,7 @@ pub use gc::{Gc, Trace, Tracer, Weak};
 /// struct Plain { id: u32, name: String }          // untracked
 ///
 /// #[derive(Trace)]
-/// enum Tree<T: 'static> {
+/// enum Tree<T: Trace + 'static> { // Gc<X> needs X: Trace + 'static
 ///     Leaf(T),
 ///     Node { kids: RefCell<Vec<Gc<Tree<T>>>>, #[trace(skip)] tag: std::fs::Permissions },
 /// }

@@ -51,7 +51,7 @@
 //! # Tracking
 //!
 //! Whether `Gc<T>` is tracked is decided at compile time by
-//! [`Trace::MAY_CONTAIN_GC`](crate::Trace::MAY_CONTAIN_GC): a type that
+//! [`Trace::MAY_CONTAIN_GC`]: a type that
 //! can hold no `Gc` cannot be part of a cycle, so it gets the 16-byte
 //! header, no list entry and no effect on [`get_count`] or
 //! [`tracked_count`], as CPython untracks atomic objects.
