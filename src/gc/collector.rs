@@ -275,18 +275,25 @@ impl State {
     /// collector's counts, freeing what no handle holds.
     fn delete_garbage(&self, garbage: &[ObjPtr]) -> Option<Panic> {
         let mut first: Option<Panic> = None;
-        for &p in garbage {
-            // SAFETY: we hold a strong count on every garbage object.
-            let h = unsafe { GcHeader::of(p) };
-            if h.has(DROPPED) {
-                continue;
-            }
-            h.set_flags(DROPPED);
+        let mut i = 0;
+        // One `catch_unwind` per run of drops that do not panic: after a
+        // panic, carry on with the next object.
+        while i < garbage.len() {
             let r = catch_unwind(AssertUnwindSafe(|| {
                 trashcan::nested(self, || {
-                    // SAFETY: value live (not DROPPED until just now) and
-                    // dropped exactly once, here.
-                    unsafe { (h.vtable.drop_value)(p) }
+                    while i < garbage.len() {
+                        let p = garbage[i];
+                        i += 1;
+                        // SAFETY: we hold a strong count on every garbage
+                        // object, so its header is live.
+                        let h = unsafe { GcHeader::of(p) };
+                        if !h.has(DROPPED) {
+                            h.set_flags(DROPPED);
+                            // SAFETY: the value is live (not DROPPED until
+                            // just now) and dropped exactly once, here.
+                            unsafe { (h.vtable.drop_value)(p) }
+                        }
+                    }
                 })
             }));
             if let Err(e) = r {

@@ -719,3 +719,219 @@ fn skip_rule_promotes() {
         drop(v);
     });
 }
+
+#[test]
+fn derive_shapes() {
+    #[derive(Trace)]
+    struct Unit;
+    #[derive(Trace)]
+    struct Tuple(u32, Gc<u32>, #[trace(skip)] std::fs::Permissions);
+    #[derive(Trace)]
+    struct Generic<T: Trace + 'static, U> {
+        t: Option<Gc<T>>,
+        #[trace(skip)]
+        _u: std::marker::PhantomData<U>,
+    }
+    #[derive(Trace)]
+    enum E<T: Trace + 'static> {
+        A,
+        B(T),
+        C { x: Gc<E<T>>, y: String },
+    }
+    #[derive(Trace)]
+    enum Never {}
+    struct NotTrace;
+    assert!(!Unit::MAY_CONTAIN_GC);
+    assert!(Tuple::MAY_CONTAIN_GC);
+    assert!(<Generic<u8, NotTrace>>::MAY_CONTAIN_GC);
+    assert!(<E<u8>>::MAY_CONTAIN_GC);
+    assert!(!Never::MAY_CONTAIN_GC);
+    #[derive(Trace)]
+    struct OnlyAtomic<T> {
+        _v: Vec<T>,
+    }
+    assert!(!<OnlyAtomic<String>>::MAY_CONTAIN_GC);
+    assert!(<OnlyAtomic<Gc<u8>>>::MAY_CONTAIN_GC);
+
+    fresh(|| {
+        // A cycle through an enum variant and a generic struct.
+        let e: Gc<E<u8>> = Gc::new(E::B(1));
+        let c = Gc::new(E::C {
+            x: e,
+            y: "c".into(),
+        });
+        assert!(gc::is_tracked(&c));
+        let g = Gc::new(Generic::<E<u8>, NotTrace> {
+            t: Some(c.clone()),
+            _u: std::marker::PhantomData,
+        });
+        drop((c, g));
+        assert_eq!(gc::tracked_count(), 0);
+        let _ = Gc::new(Unit);
+        let t = Gc::new(Tuple(
+            1,
+            Gc::new(2),
+            std::fs::Permissions::from(std::os::unix::fs::PermissionsExt::from_mode(0o644)),
+        ));
+        assert_eq!(*t.1, 2);
+    });
+}
+
+#[test]
+fn weak_parity() {
+    let a = Gc::new(vec![Gc::new(1u8)]);
+    let w = Gc::downgrade(&a);
+    let w2 = w.clone();
+    assert_eq!((w.strong_count(), w.weak_count()), (1, 2));
+    assert_eq!(Gc::weak_count(&a), 2);
+    assert!(w.ptr_eq(&w2));
+    assert!(!w.ptr_eq(&Weak::new()));
+    assert!(Weak::<u8>::new().ptr_eq(&Weak::new()));
+    drop(w2);
+    assert_eq!(w.weak_count(), 1);
+    let b = w.upgrade().unwrap();
+    assert_eq!(Gc::strong_count(&a), 2);
+    drop(b);
+    drop(a);
+    assert_eq!((w.strong_count(), w.weak_count()), (0, 0));
+    assert!(w.upgrade().is_none());
+    assert_eq!(format!("{w:?}"), "(Weak)");
+    let d: Weak<u8> = Weak::default();
+    assert!(d.upgrade().is_none());
+}
+
+#[test]
+fn garbage_releases_deep_chain_without_recursion() {
+    fresh(|| {
+        #[derive(Trace)]
+        struct L {
+            next: Option<Gc<L>>,
+        }
+        #[derive(Trace)]
+        struct Holder {
+            me: RefCell<Option<Gc<Holder>>>,
+            chain: Option<Gc<L>>,
+        }
+        let chain = || {
+            let mut head = Gc::new(L { next: None });
+            for _ in 0..200_000 {
+                head = Gc::new(L { next: Some(head) });
+            }
+            head
+        };
+        // Everything is garbage: dropped one by one by the collector.
+        let h = Gc::new(Holder {
+            me: RefCell::new(None),
+            chain: Some(chain()),
+        });
+        *h.me.borrow_mut() = Some(h.clone());
+        drop(h);
+        assert_eq!(gc::tracked_count(), 200_002);
+        assert_eq!(gc::collect(), 200_002);
+        assert_eq!(gc::tracked_count(), 0);
+        // The chain is frozen, so only the holder is garbage: the chain is
+        // then freed by refcounting, through the trashcan.
+        let c = chain();
+        gc::freeze();
+        let h = Gc::new(Holder {
+            me: RefCell::new(None),
+            chain: Some(c),
+        });
+        *h.me.borrow_mut() = Some(h.clone());
+        drop(h);
+        assert_eq!(gc::get_freeze_count(), 200_001);
+        assert_eq!(gc::collect(), 1);
+        assert_eq!(gc::get_freeze_count(), 0);
+        assert_eq!(gc::tracked_count(), 0);
+    });
+}
+
+#[test]
+fn untrack_on_try_unwrap_and_into_inner() {
+    fresh(|| {
+        let a = Gc::new(vec![Gc::new(1u8)]);
+        assert_eq!(gc::tracked_count(), 1);
+        let v = Gc::try_unwrap(a).unwrap();
+        assert_eq!(gc::tracked_count(), 0);
+        assert_eq!(*v[0], 1);
+        let b = Gc::new(Some(Gc::new(2u8)));
+        assert_eq!(gc::get_count(), (1, 0, 0));
+        assert!(Gc::into_inner(b).is_some());
+        assert_eq!(gc::get_count(), (0, 0, 0));
+    });
+}
+
+#[test]
+fn drop_creating_cycles_during_collection() {
+    fresh(|| {
+        thread_local!(static MADE: Cell<usize> = const { Cell::new(0) });
+        #[derive(Trace)]
+        struct Maker {
+            me: RefCell<Option<Gc<Maker>>>,
+            make: bool,
+        }
+        impl Drop for Maker {
+            fn drop(&mut self) {
+                if self.make {
+                    MADE.with(|m| m.set(m.get() + 1));
+                    let x = Gc::new(Maker {
+                        me: RefCell::new(None),
+                        make: false,
+                    });
+                    *x.me.borrow_mut() = Some(x.clone());
+                }
+            }
+        }
+        for _ in 0..100 {
+            let a = Gc::new(Maker {
+                me: RefCell::new(None),
+                make: true,
+            });
+            *a.me.borrow_mut() = Some(a.clone());
+        }
+        assert_eq!(gc::collect(), 100);
+        assert_eq!(MADE.with(|m| m.get()), 100);
+        assert_eq!(gc::tracked_count(), 100);
+        assert_eq!(gc::collect(), 100);
+        assert_eq!(gc::tracked_count(), 0);
+    });
+}
+
+/// Automatic collections give the same results with and without the
+/// skip rule, step by step.
+#[test]
+fn skip_rule_is_invisible() {
+    fn run(skip: bool) -> Vec<usize> {
+        fresh(move || {
+            with(|st| st.skip_enabled.set(skip));
+            gc::set_threshold(50, 3, 3);
+            let mut rng = Rng(42);
+            let drops = Rc::new(Cell::new(0));
+            let mut keep: Vec<Gc<Node>> = Vec::new();
+            let mut trace = Vec::new();
+            for step in 0..3000 {
+                match rng.below(6) {
+                    0 | 1 => keep.push(node(step, &drops)),
+                    2 if !keep.is_empty() => {
+                        let i = rng.below(keep.len());
+                        let j = rng.below(keep.len());
+                        let t = keep[j].clone();
+                        keep[i].edges.borrow_mut().push(t);
+                    }
+                    3 if !keep.is_empty() => {
+                        let i = rng.below(keep.len());
+                        keep.swap_remove(i);
+                    }
+                    4 if !keep.is_empty() => {
+                        let i = rng.below(keep.len());
+                        keep[i].edges.borrow_mut().clear();
+                    }
+                    _ => drop(ring(1 + rng.below(4), &drops)),
+                }
+                trace.push(drops.get());
+            }
+            trace
+        })
+    }
+    assert_eq!(run(true), run(false));
+}
