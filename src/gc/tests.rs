@@ -1,4 +1,5 @@
 //! Unit tests of the collector's internals.
+#![allow(dead_code, clippy::assertions_on_constants)]
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
