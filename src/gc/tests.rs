@@ -931,6 +931,9 @@ fn skip_rule_is_invisible() {
                 }
                 trace.push(drops.get());
             }
+            drop(keep);
+            gc::collect();
+            assert_eq!(gc::tracked_count(), 0);
             trace
         })
     }
