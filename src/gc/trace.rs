@@ -39,6 +39,10 @@ use super::tracer::Tracer;
 /// * `MAY_CONTAIN_GC = false` on a type that does own a `Gc`: cycles
 ///   through it leak.
 ///
+/// There is no impl for `Rc`/`Arc`: a `Gc` inside a shared `Rc` would be
+/// visited once per owner of the `Rc`. Mark such fields `#[trace(skip)]`
+/// when they hold no `Gc`.
+///
 /// `trace` must not create or drop `Gc`s or run arbitrary code; if it
 /// does or panics, the collection is abandoned or becomes conservative,
 /// still without undefined behaviour. It is `unsafe` to implement because
