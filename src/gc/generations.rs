@@ -330,9 +330,9 @@ impl State {
     /// slot.
     #[inline(always)]
     pub(crate) fn untrack(&self, obj: ObjPtr, h: &GcHeader) {
-        let w = h.gc.get();
-        h.gc.set(w | UNTRACKED);
-        let i = w >> SHIFT;
+        // No UNTRACKED flag is needed: once out of the list the object has
+        // no strong handle left that could reach the collector.
+        let i = h.gc.get() >> SHIFT;
         // Listed objects always hold their valid index (the collector
         // keeps gc_refs elsewhere); the checks cover a torn-down list.
         if i < self.list.len() && self.list.get_unchecked(i) == obj {
