@@ -1,0 +1,345 @@
+//! The collector proper: CPython's `gc_collect_main`, phase by phase.
+//!
+//! Collecting generation `g` examines the list range of generations
+//! `0..=g` (contiguous, see `generations`). The gc_refs live in a side
+//! array indexed by range position rather than in the headers (which keep
+//! their list index), so an object that survives without moving is only
+//! ever read, never written:
+//!
+//! 1. **`update_refs` + `subtract_refs`**, fused: trace every object of the
+//!    range in list order; an object's gc_refs start as its strong count
+//!    the first time it is met (as a source or as a target); each edge to
+//!    an object of the range (its index says so) decrements its gc_refs.
+//!    What remains is the number of references from outside the range.
+//! 2. **`move_unreachable`**: objects with gc_refs > 0 (or met with a
+//!    mutably borrowed `RefCell`) are roots; everything reachable from
+//!    them inside the range is marked, with an explicit stack of
+//!    positions (no recursion). The rest is unreachable.
+//! 3. **rebuild and promote**: reachable objects are packed at the start
+//!    of the range (only moved ones get their index rewritten), objects
+//!    allocated meanwhile follow; boundaries move so survivors join
+//!    generation `g + 1`.
+//! 4. **`handle_weakrefs`**: every unreachable object is marked `DEAD` and
+//!    `UNTRACKED`, and the collector takes a strong count on it, so
+//!    `Weak::upgrade` fails for all of them before any value is dropped and
+//!    none can be freed under the collector's feet. (PEP 442 finalizers of
+//!    issue 5 would run here, followed by a resurrection check.)
+//! 5. **`delete_garbage`**: values are dropped one by one, each marked
+//!    `DROPPED` first (so a `Drop` reaching a dropped member panics instead
+//!    of reading freed data), under `catch_unwind`. Then the collector's
+//!    counts are released: memory is freed where no handle remains; a
+//!    handle cloned by a `Drop` (resurrection) keeps the memory valid.
+//!    The first panic is resumed once all of this is done.
+//!
+//! `trace` runs only in phases 1 and 2; it must not create or drop `Gc`s
+//! (part of `Trace`'s unsafe contract). If it panics, nothing in the
+//! headers needs restoring: the collection is abandoned and every
+//! generation marked dirty.
+//!
+//! # The skip rule
+//!
+//! A set of objects can only *become* unreachable garbage when the last
+//! reference into it from outside goes away, which is a strong count
+//! decremented to a value other than zero (a decrement to zero frees the
+//! object instead): Bacon and Rajan's observation. `Gc::drop` flags the
+//! object `DIRTY` on such a decrement; the first time, it sets the bit of
+//! the object's generation in the thread's `dirty` mask. A collection of
+//! generation `g` whose bits `0..=g` are all clear cannot find anything,
+//! so it only promotes (O(1)) and updates counts and statistics. A real
+//! collection of `g` clears the flags of the objects it examined and the
+//! bits `0..=g`, and sets bit `g + 1`: a garbage set spanning older
+//! generations was not found, and its flagged member now lives in `g + 1`.
+//! Events while the gc words hold gc_refs, `unfreeze` (frozen members of
+//! a cycle rejoin generation 2) and, later, finalizer resurrection set
+//! bits conservatively, and so does a collection that met a mutably
+//! borrowed `RefCell` (it may have kept garbage alive).
+//! `Weak::upgrade` only adds references.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+use super::generations::{strong, State};
+use super::header::{release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED};
+use super::tracer::{init_refs, Mode, Refs, Tracer, COUNT, EXT, INIT, REACHED};
+use super::trashcan;
+use super::GenStats;
+
+type Panic = Box<dyn Any + Send + 'static>;
+
+/// Every dirty bit of generations 0..=2.
+const ALL_DIRTY: u8 = 0b111;
+
+impl State {
+    /// Runs CPython's automatic collection check, then tracks `obj` (a
+    /// fresh allocation) in generation 0.
+    #[inline(always)]
+    pub(crate) fn maybe_collect_then_track(&self, obj: ObjPtr, h: &GcHeader) {
+        let c = self.count[0].get();
+        if c > self.threshold[0].get() {
+            self.collect_automatic();
+        }
+        self.track(obj, h);
+    }
+
+    /// CPython's `collect_generations`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn collect_automatic(&self) {
+        if !self.enabled.get()
+            || self.collecting.get()
+            || self.dead.get()
+            || self.threshold[0].get() == 0
+        {
+            return;
+        }
+        for g in (0..3).rev() {
+            if self.count[g].get() > self.threshold[g].get() {
+                if g == 2 && self.long_lived_pending.get() < self.long_lived_total.get() / 4 {
+                    continue;
+                }
+                self.collect(g);
+                break;
+            }
+        }
+    }
+
+    /// CPython's `gc_collect_main` for generation `g` (with the younger
+    /// ones): returns the number of unreachable objects found.
+    pub(crate) fn collect(&self, g: usize) -> usize {
+        assert!(g < 3, "pymem: invalid generation {g} (0, 1 or 2)");
+        if self.collecting.get() || self.dead.get() {
+            return 0;
+        }
+        self.collecting.set(true);
+        if g + 1 < 3 {
+            self.count[g + 1].set(self.count[g + 1].get() + 1);
+        }
+        for i in 0..=g {
+            self.count[i].set(0);
+        }
+        let mask = (1u8 << (g + 1)) - 1;
+        let (found, survivors, panic) = if self.skip_enabled.get() && self.dirty.get() & mask == 0 {
+            let survivors = self.list.len() - self.range_start(g);
+            self.promote(g, self.list.len());
+            self.skipped[g].set(self.skipped[g].get() + 1);
+            (0, survivors, None)
+        } else {
+            self.collect_real(g)
+        };
+        if g == 1 {
+            self.long_lived_pending
+                .set(self.long_lived_pending.get() + survivors);
+        } else if g == 2 {
+            self.long_lived_pending.set(0);
+            self.long_lived_total.set(survivors);
+        }
+        let mut s = self.stats[g].get();
+        s.collections += 1;
+        s.collected += found;
+        self.stats[g].set(s);
+        self.collecting.set(false);
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
+        found
+    }
+
+    /// A real collection: returns (unreachable found, survivors, first
+    /// panic of a `Drop`).
+    fn collect_real(&self, g: usize) -> (usize, usize, Option<Panic>) {
+        let start = self.range_start(g);
+        let end = self.list.len();
+        let n = end - start;
+        self.in_phases.set(true);
+        let mut guard = PhaseGuard {
+            st: self,
+            armed: true,
+        };
+        // Shared between this function and the tracer: cells, so both sides
+        // only ever hold shared references.
+        let refs: Vec<Cell<Refs>> = (0..n).map(|_| Cell::new(0)).collect();
+        let mut tracer = Tracer::new(start, n, refs.as_ptr());
+
+        // update_refs + subtract_refs
+        for (pos, r) in refs.iter().enumerate() {
+            let p = self.list.get(start + pos);
+            if p.is_null() {
+                continue;
+            }
+            // SAFETY: non-null list entries are live tracked objects with
+            // live values.
+            let h = unsafe { GcHeader::of(p) };
+            if h.has(DIRTY) {
+                h.clear_flags(DIRTY);
+            }
+            if r.get() & INIT == 0 {
+                r.set(init_refs(p));
+            }
+            tracer.current = pos;
+            // SAFETY: as above; `refs` is only accessed through the tracer
+            // while `trace` runs.
+            unsafe { (h.vtable.trace)(p, &mut tracer) };
+        }
+
+        // move_unreachable
+        tracer.mode = Mode::Mark;
+        tracer.current = usize::MAX;
+        for (pos, c) in refs.iter().enumerate() {
+            let r = c.get();
+            if r & REACHED != 0 || (r & COUNT == 0 && r & EXT == 0) {
+                continue; // reached already, or no outside reference (or a hole)
+            }
+            c.set(r | REACHED);
+            tracer.stack.push(pos);
+            while let Some(q) = tracer.stack.pop() {
+                let p = self.list.get(start + q);
+                if p.is_null() {
+                    continue;
+                }
+                // SAFETY: live list entry with a live value.
+                unsafe { (GcHeader::of(p).vtable.trace)(p, &mut tracer) };
+            }
+        }
+
+        // Rebuild the range: survivors packed (moved ones re-indexed), the
+        // unreachable gathered, then what was allocated meanwhile.
+        let mut garbage: Vec<ObjPtr> = Vec::new();
+        let mut k = start;
+        for (pos, r) in refs.iter().enumerate() {
+            let p = self.list.get(start + pos);
+            if p.is_null() {
+                continue;
+            }
+            if r.get() & REACHED != 0 {
+                if k != start + pos {
+                    self.list.set(k, p);
+                    // SAFETY: live list entry.
+                    unsafe { GcHeader::of(p) }.set_word(k);
+                }
+                k += 1;
+            } else {
+                garbage.push(p);
+            }
+        }
+        let moved = self.list.move_tail(end, k);
+        for i in k..k + moved {
+            let p = self.list.get(i);
+            if !p.is_null() {
+                // SAFETY: live list entry.
+                unsafe { GcHeader::of(p) }.set_word(i);
+            }
+        }
+        guard.armed = false;
+        drop(guard);
+        self.in_phases.set(false);
+        let survivors = k - start;
+        self.promote(g, k);
+        self.live.set(self.live.get() - garbage.len());
+
+        // The dirty mask: generations 0..=g were examined; what they held
+        // that could still be part of garbage spanning older generations
+        // moved to g + 1.
+        let mask = (1u8 << (g + 1)) - 1;
+        let mut d = self.dirty.get();
+        if d & mask != 0 && g < 2 {
+            d |= 1 << (g + 1);
+        }
+        d &= !mask;
+        if self.dirty_in_phases.replace(false) {
+            d |= ALL_DIRTY;
+        }
+        if tracer.saw_external {
+            // Garbage may have been kept conservatively; it now lives in
+            // the generation the survivors joined.
+            d |= 1 << (g + 1).min(2);
+        }
+        self.dirty.set(d);
+
+        // handle_weakrefs: all of the garbage is dead for Weak::upgrade
+        // before any value drops, and held by the collector.
+        for &p in &garbage {
+            // SAFETY: garbage objects are live (their strong counts come
+            // from each other).
+            let h = unsafe { GcHeader::of(p) };
+            h.set_flags(UNTRACKED | DEAD | DIRTY);
+            let s = strong(p);
+            s.set(s.get() + 1);
+        }
+        let found = garbage.len();
+        let panic = self.delete_garbage(&garbage);
+        (found, survivors, panic)
+    }
+
+    /// Drops the values of the garbage (already `DEAD`), then releases the
+    /// collector's counts, freeing what no handle holds.
+    fn delete_garbage(&self, garbage: &[ObjPtr]) -> Option<Panic> {
+        let mut first: Option<Panic> = None;
+        let mut i = 0;
+        // One `catch_unwind` per run of drops that do not panic: after a
+        // panic, carry on with the next object.
+        while i < garbage.len() {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                trashcan::nested(self, || {
+                    while i < garbage.len() {
+                        let p = garbage[i];
+                        i += 1;
+                        // SAFETY: we hold a strong count on every garbage
+                        // object, so its header is live.
+                        let h = unsafe { GcHeader::of(p) };
+                        if !h.has(DROPPED) {
+                            h.set_flags(DROPPED);
+                            // SAFETY: the value is live (not DROPPED until
+                            // just now) and dropped exactly once, here.
+                            unsafe { (h.vtable.drop_value)(p) }
+                        }
+                    }
+                })
+            }));
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        }
+        for &p in garbage {
+            let s = strong(p);
+            let n = s.get() - 1;
+            s.set(n);
+            if n == 0 {
+                // SAFETY: value dropped above; no strong handle remains.
+                unsafe { release_implicit_weak(p) };
+            }
+        }
+        first
+    }
+}
+
+/// Abandons a collection whose `trace` panicked: headers hold their
+/// indices throughout, so only the state flags need resetting; every
+/// generation is marked dirty (some DIRTY flags were cleared).
+struct PhaseGuard<'a> {
+    st: &'a State,
+    armed: bool,
+}
+
+impl Drop for PhaseGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let st = self.st;
+            st.in_phases.set(false);
+            st.dirty_in_phases.set(false);
+            st.dirty.set(ALL_DIRTY);
+            st.collecting.set(false);
+        }
+    }
+}
+
+impl State {
+    /// A snapshot of the statistics.
+    pub(crate) fn stats(&self) -> [GenStats; 3] {
+        [
+            self.stats[0].get(),
+            self.stats[1].get(),
+            self.stats[2].get(),
+        ]
+    }
+}
