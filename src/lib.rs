@@ -14,6 +14,21 @@
 //!   `sys._debugmallocstats`, and the [`gc`] module in the spirit of
 //!   Python's.
 //!
+//! Cycles through [`Gc`] are reclaimed:
+//!
+//! ```
+//! use pymem::{gc, Gc, Trace};
+//! use std::cell::RefCell;
+//!
+//! #[derive(Trace)]
+//! struct Node { next: RefCell<Option<Gc<Node>>> }
+//!
+//! let a = Gc::new(Node { next: RefCell::new(None) });
+//! *a.next.borrow_mut() = Some(a.clone()); // a cycle: Rc would leak it
+//! drop(a);
+//! assert_eq!(gc::collect(), 1);
+//! ```
+//!
 //! ## Quick start
 //!
 //! ```
@@ -32,6 +47,33 @@ mod alloc;
 mod sync;
 
 pub mod gc;
+
+pub use gc::{Gc, Trace, Tracer, Weak};
+/// `#[derive(Trace)]`: implements [`Trace`] for structs (named, tuple,
+/// unit) and enums, generic or not, visiting every field;
+/// `#[trace(skip)]` on a field that holds no `Gc` leaves it out (it then
+/// needs no `Trace` impl). `MAY_CONTAIN_GC` is the OR of the fields'.
+///
+/// ```
+/// use pymem::{gc, Gc, Trace};
+/// use std::cell::RefCell;
+///
+/// #[derive(Trace)]
+/// struct Plain { id: u32, name: String }          // untracked
+///
+/// #[derive(Trace)]
+/// enum Tree<T: 'static> {
+///     Leaf(T),
+///     Node { kids: RefCell<Vec<Gc<Tree<T>>>>, #[trace(skip)] tag: std::fs::Permissions },
+/// }
+///
+/// assert!(!gc::is_tracked(&Gc::new(Plain { id: 1, name: "x".into() })));
+/// assert!(gc::is_tracked(&Gc::new(Tree::Leaf(1u8))));
+/// ```
+pub use pymem_derive::Trace;
+
+// Lets the derive's `::pymem::` paths resolve inside this crate too.
+extern crate self as pymem;
 
 pub use alloc::{
     alloc_stats, release_free_memory, AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD,

@@ -1,1 +1,366 @@
-//! The cycle collector (placeholder).
+//! `Gc<T>`, `Weak<T>` and the cycle collector, with the API of Python's
+//! `gc` module.
+//!
+//! [`Gc<T>`](crate::Gc) counts references like `Rc`: acyclic garbage is
+//! freed the moment its last handle drops. Reference cycles are found by
+//! CPython's generational collector, one per thread (`Gc` is `!Send`),
+//! run automatically when tracked allocations minus deallocations pass
+//! threshold 0 (700 by default), or by [`collect`].
+//!
+//! ```
+//! use pymem::{gc, Gc, Trace};
+//! use std::cell::RefCell;
+//!
+//! #[derive(Trace)]
+//! struct Node {
+//!     parent: RefCell<Option<Gc<Node>>>,
+//!     children: RefCell<Vec<Gc<Node>>>,
+//! }
+//!
+//! let root = Gc::new(Node { parent: RefCell::new(None), children: RefCell::new(vec![]) });
+//! let leaf = Gc::new(Node { parent: RefCell::new(Some(root.clone())), children: RefCell::new(vec![]) });
+//! root.children.borrow_mut().push(leaf);
+//! drop(root); // a cycle: Rc would leak it
+//! assert_eq!(gc::collect(), 2);
+//! assert_eq!(gc::get_count().1, 0);
+//! ```
+//!
+//! # Object headers
+//!
+//! ```text
+//!  untracked (T::MAY_CONTAIN_GC == false), 16 bytes like Rc:
+//!                 ┌──────────────┬──────────────┬───────────┐
+//!  Gc points ───► │ strong usize │ weak usize   │ value: T  │
+//!                 └──────────────┴──────────────┴───────────┘
+//!  tracked, 32 bytes:
+//!  ┌───────────────┬──────────────────┬──────────────┬──────────────┬───────────┐
+//!  │ &'static      │ gc word          │ strong usize │ weak usize   │ value: T  │
+//!  │ VTable        │ index<<8 | flags │              │              │           │
+//!  └───────────────┴──────────────────┴──────────────┴──────────────┴───────────┘
+//!                                      ▲ Gc points here in both cases
+//! ```
+//!
+//! The vtable holds `trace`, `drop_value`, `dealloc`, the type name and
+//! size (for a census). The gc word's upper bits hold the object's index
+//! in the generation list, or its `gc_refs` during a collection (as
+//! CPython reuses `_gc_prev`); its low byte holds flags. The common words
+//! are identical, so `clone`, `drop` and `deref` are `Rc`'s code; for
+//! tracked types `deref` also tests one flag (the value may have been
+//! dropped by the collector, see below), compiled away for untracked ones.
+//!
+//! # Tracking
+//!
+//! Whether `Gc<T>` is tracked is decided at compile time by
+//! [`Trace::MAY_CONTAIN_GC`](crate::Trace::MAY_CONTAIN_GC): a type that
+//! can hold no `Gc` cannot be part of a cycle, so it gets the 16-byte
+//! header, no list entry and no effect on [`get_count`] or
+//! [`tracked_count`], as CPython untracks atomic objects.
+//!
+//! # Generations
+//!
+//! One list per thread, oldest first, each generation a contiguous range:
+//! `[ permanent | gen 2 | gen 1 | gen 0 ]`. Allocation pushes at the end,
+//! a refcount free nulls its slot in O(1), promotion and `freeze` move a
+//! boundary in O(1); holes are squeezed out by the collections and when
+//! the list would otherwise grow while half of it is holes.
+//!
+//! # The collection
+//!
+//! The phases are CPython's (`Python/gc.c`): `update_refs`,
+//! `subtract_refs`, `move_unreachable` (iterative, an explicit stack),
+//! promotion, `handle_weakrefs`, `delete_garbage`. See the `collector`
+//! source for the details, and for the *skip rule*: a collection of
+//! generation `g` provably finds nothing unless some object in
+//! generations `0..=g` had its strong count decremented to a non-zero
+//! value since they were last examined (garbage cycles are only born that
+//! way), so such collections just promote. `get_stats()` counts them as
+//! collections.
+//!
+//! Automatic collections follow CPython (up to 3.12): generation 0 when
+//! its count passes threshold 0, an older one when its count (collections
+//! of the younger one since) passes its threshold, and generation 2 only
+//! when the objects promoted into it since the last full collection
+//! exceed 25% of those that survived it, so building a large structure
+//! stays linear.
+//!
+//! # Reclaiming garbage
+//!
+//! 1. Every object found unreachable is marked dead: [`Weak::upgrade`](crate::Weak::upgrade)
+//!    returns `None` for all of them before any value is dropped.
+//! 2. Values are dropped one at a time. A `Drop` impl that reaches
+//!    another member of the same garbage through a `Gc` can still clone
+//!    it (resurrection: the memory then stays valid until that handle
+//!    goes), but dereferencing a member whose value is already dropped
+//!    panics with a message that says so; never a dangling read.
+//! 3. Memory is freed once no strong (or weak) handle remains.
+//!
+//! A panic in a user `Drop` does not abandon the rest: every value is
+//! dropped, the lists are consistent, then the first panic resumes. A
+//! `Drop` that calls [`collect`] during a collection gets 0 (re-entrant
+//! collections do nothing). Dropping the head of a 10-million-element
+//! list does not overflow the stack: nested drops past a depth of 64 are
+//! deferred to a per-thread queue (CPython's trashcan).
+//!
+//! # What a wrong `Trace` impl can cause
+//!
+//! * **Leaks**: an edge not visited (or `MAY_CONTAIN_GC = false` on a type
+//!   holding a `Gc`) makes its target look referenced from outside; a
+//!   cycle through it is never collected, as with `Rc`.
+//! * **Premature drops, which panic**: visiting an edge twice, or a `Gc`
+//!   the value does not own, may make live objects look unreachable.
+//!   Their values get dropped while handles exist; dereferencing such a
+//!   handle panics ("already dropped by the cycle collector").
+//! * **Never undefined behaviour**: memory is freed only when its strong
+//!   and weak counts reach zero, the collector holds a count on every
+//!   object it examines, and deref checks the dropped flag. A `trace`
+//!   that panics leaves the lists restored (every generation marked for
+//!   re-examination); one that drops handles only makes the collection
+//!   more conservative.
+//!
+//! A `RefCell` that is mutably borrowed while traced cannot be read: the
+//! object is treated as referenced from outside (see
+//! [`Tracer::mark_external`](crate::Tracer::mark_external)).
+//!
+//! # Room for what comes next
+//!
+//! The vtable can take a PEP 442 finalizer (and there is a reserved
+//! `FINALIZED` flag), the gc word has the flags a `DEBUG_SAVEALL` or weak
+//! callbacks would need, the vtable carries the type name for a census,
+//! and the collector's phases work on type-erased pointers.
+
+mod collector;
+mod generations;
+mod header;
+mod ptr;
+mod trace;
+mod tracer;
+mod trashcan;
+mod weak;
+
+#[cfg(test)]
+mod tests;
+
+pub use ptr::Gc;
+pub use trace::Trace;
+pub use tracer::Tracer;
+pub use weak::Weak;
+
+use generations::with;
+use header::UNTRACKED;
+
+/// Per-generation statistics, as an entry of Python's `gc.get_stats()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct GenStats {
+    /// Collections of this generation (including those the skip rule
+    /// proved empty).
+    pub collections: usize,
+    /// Unreachable objects found by collections of this generation.
+    pub collected: usize,
+    /// Unreachable objects that could not be reclaimed (always 0: every
+    /// `Drop` can run, as with CPython's PEP 442 collector).
+    pub uncollectable: usize,
+}
+
+/// Runs a full collection (all generations) and returns the number of
+/// unreachable objects found, as Python's `gc.collect()`.
+///
+/// Called re-entrantly (from a `Drop` run by a collection) it does
+/// nothing and returns 0.
+///
+/// ```
+/// use pymem::{gc, Gc, Trace};
+/// use std::cell::RefCell;
+///
+/// #[derive(Trace)]
+/// struct Node { next: RefCell<Option<Gc<Node>>> }
+///
+/// let a = Gc::new(Node { next: RefCell::new(None) });
+/// *a.next.borrow_mut() = Some(a.clone());
+/// drop(a);
+/// assert_eq!(gc::collect(), 1);
+/// let (_, c1, c2) = gc::get_count();
+/// assert_eq!((c1, c2), (0, 0));
+/// ```
+pub fn collect() -> usize {
+    collect_generation(2)
+}
+
+/// Collects generation `gen` and the younger ones (Python's
+/// `gc.collect(generation)`); returns the unreachable objects found.
+///
+/// Only `get_stats()[gen].collections` is incremented.
+///
+/// # Panics
+/// If `gen > 2`.
+///
+/// ```
+/// use pymem::gc;
+/// gc::collect();
+/// gc::collect_generation(0);
+/// let (_, c1, c2) = gc::get_count();
+/// assert_eq!((c1, c2), (1, 0));
+/// ```
+pub fn collect_generation(gen: usize) -> usize {
+    assert!(gen < 3, "pymem::gc::collect_generation: invalid generation {gen} (0, 1 or 2)");
+    with(|st| st.collect(gen))
+}
+
+/// Turns automatic collection on (the default), as `gc.enable()`.
+///
+/// ```
+/// pymem::gc::enable();
+/// assert!(pymem::gc::is_enabled());
+/// ```
+pub fn enable() {
+    with(|st| st.enabled.set(true))
+}
+
+/// Turns automatic collection off for this thread, as `gc.disable()`;
+/// [`collect`] still works.
+///
+/// ```
+/// pymem::gc::disable();
+/// assert!(!pymem::gc::is_enabled());
+/// pymem::gc::enable();
+/// ```
+pub fn disable() {
+    with(|st| st.enabled.set(false))
+}
+
+/// Whether automatic collection is on for this thread.
+///
+/// ```
+/// assert!(pymem::gc::is_enabled());
+/// ```
+pub fn is_enabled() -> bool {
+    with(|st| st.enabled.get())
+}
+
+/// This thread's collection thresholds, `(700, 10, 10)` by default.
+///
+/// ```
+/// assert_eq!(pymem::gc::get_threshold(), (700, 10, 10));
+/// ```
+pub fn get_threshold() -> (usize, usize, usize) {
+    with(|st| {
+        (
+            st.threshold[0].get(),
+            st.threshold[1].get(),
+            st.threshold[2].get(),
+        )
+    })
+}
+
+/// Sets this thread's thresholds, as `gc.set_threshold`. Threshold 0 of
+/// 0 disables automatic collection.
+///
+/// ```
+/// use pymem::gc;
+/// gc::set_threshold(1000, 20, 5);
+/// assert_eq!(gc::get_threshold(), (1000, 20, 5));
+/// gc::set_threshold(700, 10, 10);
+/// ```
+pub fn set_threshold(threshold0: usize, threshold1: usize, threshold2: usize) {
+    with(|st| {
+        st.threshold[0].set(threshold0);
+        st.threshold[1].set(threshold1);
+        st.threshold[2].set(threshold2);
+    })
+}
+
+/// The current collection counts, as `gc.get_count()` in CPython up to
+/// 3.12: tracked allocations minus deallocations since the last
+/// collection, then collections of generation 0 since the last of
+/// generation 1, and of 1 since the last of 2.
+///
+/// ```
+/// use pymem::gc;
+/// gc::collect();
+/// let (_, c1, c2) = gc::get_count();
+/// assert_eq!((c1, c2), (0, 0));
+/// ```
+pub fn get_count() -> (usize, usize, usize) {
+    with(|st| (st.count[0].get(), st.count[1].get(), st.count[2].get()))
+}
+
+/// Whether the collector tracks this object: `false` for types that can
+/// hold no `Gc` ([`Trace::MAY_CONTAIN_GC`] is `false`), as
+/// `gc.is_tracked`.
+///
+/// ```
+/// use pymem::{gc, Gc};
+/// assert!(!gc::is_tracked(&Gc::new(5u64)));
+/// assert!(!gc::is_tracked(&Gc::new(String::from("atomic"))));
+/// assert!(gc::is_tracked(&Gc::new(vec![Gc::new(1)])));
+/// ```
+pub fn is_tracked<T: Trace>(gc: &Gc<T>) -> bool {
+    T::MAY_CONTAIN_GC && !gc.header().has(UNTRACKED)
+}
+
+/// Number of objects this thread's collector tracks, as
+/// `len(gc.get_objects())` (the permanent generation of [`freeze`] is not
+/// included, as in CPython).
+///
+/// ```
+/// use pymem::{gc, Gc};
+/// let before = gc::tracked_count();
+/// let a = Gc::new(vec![Gc::new(1)]);
+/// assert_eq!(gc::tracked_count(), before + 1);
+/// drop(a);
+/// assert_eq!(gc::tracked_count(), before);
+/// ```
+pub fn tracked_count() -> usize {
+    with(|st| st.tracked())
+}
+
+/// Moves every tracked object into the permanent generation, ignored by
+/// all future collections, as `gc.freeze()` (for example before forking
+/// workers). O(1).
+///
+/// ```
+/// use pymem::{gc, Gc};
+/// let a = Gc::new(vec![Gc::new(1)]);
+/// gc::freeze();
+/// assert!(gc::get_freeze_count() >= 1);
+/// gc::unfreeze();
+/// assert_eq!(gc::get_freeze_count(), 0);
+/// # drop(a);
+/// ```
+pub fn freeze() {
+    with(|st| st.freeze())
+}
+
+/// Moves the permanent generation back into the oldest generation, as
+/// `gc.unfreeze()`.
+///
+/// ```
+/// pymem::gc::unfreeze();
+/// assert_eq!(pymem::gc::get_freeze_count(), 0);
+/// ```
+pub fn unfreeze() {
+    with(|st| st.unfreeze())
+}
+
+/// Number of objects in the permanent generation.
+///
+/// ```
+/// assert_eq!(pymem::gc::get_freeze_count(), 0);
+/// ```
+pub fn get_freeze_count() -> usize {
+    with(|st| st.live[3].get())
+}
+
+/// Statistics per generation since the thread started, as
+/// `gc.get_stats()`.
+///
+/// ```
+/// use pymem::gc;
+/// let before = gc::get_stats();
+/// gc::collect_generation(1);
+/// let after = gc::get_stats();
+/// assert_eq!(after[1].collections, before[1].collections + 1);
+/// assert_eq!(after[0].collections, before[0].collections);
+/// ```
+pub fn get_stats() -> [GenStats; 3] {
+    with(|st| st.stats())
+}

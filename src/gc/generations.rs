@@ -1,0 +1,433 @@
+//! The per-thread collector state: one list of tracked objects ordered by
+//! age, the generations being contiguous ranges of it.
+//!
+//! ```text
+//!  list: [ permanent (frozen) | generation 2 | generation 1 | generation 0 ]
+//!        0                    start[0]       start[1]       start[2]       len
+//! ```
+//!
+//! `Gc::new` pushes at the end (generation 0) and writes the slot index
+//! into the object's gc word; a refcount free nulls its slot (a *hole*) in
+//! O(1); promoting a generation, `freeze` and `unfreeze` move a boundary
+//! in O(1). Holes are squeezed out by each collection of the range it
+//! covers, and by the whole list when it would otherwise have to grow
+//! while at least half of it is holes, so the list stays within twice
+//! the live count plus the growth slack.
+
+use std::cell::Cell;
+use std::ptr;
+
+use super::header::{Counts, GcHeader, ObjPtr, DIRTY, UNTRACKED};
+use super::GenStats;
+
+/// A vector of raw pointers with no `Drop`, so the thread-local that holds
+/// it needs no destructor registration and stays usable during thread
+/// teardown. Its buffer is freed by [`Owner`] at thread exit.
+pub(crate) struct PtrVec {
+    ptr: Cell<*mut ObjPtr>,
+    len: Cell<usize>,
+    cap: Cell<usize>,
+}
+
+impl PtrVec {
+    pub(crate) const fn new() -> Self {
+        PtrVec {
+            ptr: Cell::new(ptr::null_mut()),
+            len: Cell::new(0),
+            cap: Cell::new(0),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.len.get()
+    }
+
+    #[inline(always)]
+    pub(crate) fn cap(&self) -> usize {
+        self.cap.get()
+    }
+
+    #[inline(always)]
+    pub(crate) fn get(&self, i: usize) -> ObjPtr {
+        assert!(i < self.len.get());
+        // SAFETY: in bounds (checked) of the initialised prefix.
+        unsafe { *self.ptr.get().add(i) }
+    }
+
+    #[inline(always)]
+    pub(crate) fn set(&self, i: usize, p: ObjPtr) {
+        assert!(i < self.len.get());
+        // SAFETY: in bounds (checked).
+        unsafe { *self.ptr.get().add(i) = p }
+    }
+
+    /// Pushes, growing if needed (the caller may compact first).
+    #[inline(always)]
+    pub(crate) fn push(&self, p: ObjPtr) -> usize {
+        let len = self.len.get();
+        if len == self.cap.get() {
+            self.grow();
+        }
+        // SAFETY: len < cap after growing.
+        unsafe { *self.ptr.get().add(len) = p };
+        self.len.set(len + 1);
+        len
+    }
+
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<ObjPtr> {
+        let len = self.len.get();
+        if len == 0 {
+            None
+        } else {
+            self.len.set(len - 1);
+            // SAFETY: len - 1 < len <= cap, initialised.
+            Some(unsafe { *self.ptr.get().add(len - 1) })
+        }
+    }
+
+    #[inline]
+    pub(crate) fn truncate(&self, n: usize) {
+        if n < self.len.get() {
+            self.len.set(n);
+        }
+    }
+
+    /// Moves `[from, len)` down to `to` (`to <= from`) and truncates.
+    pub(crate) fn move_tail(&self, from: usize, to: usize) -> usize {
+        let len = self.len.get();
+        debug_assert!(to <= from && from <= len);
+        let n = len - from;
+        if n > 0 && to != from {
+            // SAFETY: both ranges lie in the initialised prefix.
+            unsafe { ptr::copy(self.ptr.get().add(from), self.ptr.get().add(to), n) };
+        }
+        self.len.set(to + n);
+        n
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&self) {
+        let cap = self.cap.get();
+        let new_cap = if cap == 0 { 256 } else { cap * 2 };
+        let mut v: Vec<ObjPtr> = Vec::with_capacity(new_cap);
+        let len = self.len.get();
+        if !self.ptr.get().is_null() {
+            // SAFETY: copies the initialised prefix into the new buffer and
+            // frees the old one with the Vec that allocated it.
+            unsafe {
+                ptr::copy_nonoverlapping(self.ptr.get(), v.as_mut_ptr(), len);
+                drop(Vec::from_raw_parts(self.ptr.get(), 0, cap));
+            }
+        }
+        let cap = v.capacity();
+        let p = v.as_mut_ptr();
+        std::mem::forget(v);
+        self.ptr.set(p);
+        self.cap.set(cap);
+        register_owner();
+    }
+
+    /// Frees the buffer; the vector becomes empty.
+    pub(crate) fn free(&self) {
+        let p = self.ptr.replace(ptr::null_mut());
+        let cap = self.cap.replace(0);
+        self.len.set(0);
+        if !p.is_null() {
+            // SAFETY: the buffer came from a Vec of this capacity.
+            unsafe { drop(Vec::from_raw_parts(p, 0, cap)) }
+        }
+    }
+}
+
+/// Everything one thread's collector knows.
+pub(crate) struct State {
+    /// Tracked objects, oldest first (see the module docs).
+    pub(crate) list: PtrVec,
+    /// Start of generation 2, 1 and 0 in `list`; `[0, start[0])` is the
+    /// permanent generation.
+    pub(crate) start: [Cell<usize>; 3],
+    /// Live (non-hole) entries of generation 0, 1, 2 and the permanent one.
+    pub(crate) live: [Cell<usize>; 4],
+    /// CPython's `generations[i].count`.
+    pub(crate) count: [Cell<usize>; 3],
+    pub(crate) threshold: [Cell<usize>; 3],
+    pub(crate) enabled: Cell<bool>,
+    /// A collection is running (re-entrant collections return 0).
+    pub(crate) collecting: Cell<bool>,
+    /// Between `update_refs` and the rebuild: gc words hold gc_refs.
+    pub(crate) in_phases: Cell<bool>,
+    /// Generation i may hold new cyclic garbage (bit 3: permanent).
+    pub(crate) dirty: Cell<u8>,
+    /// A DIRTY event happened while gc words held gc_refs.
+    pub(crate) dirty_in_phases: Cell<bool>,
+    pub(crate) long_lived_total: Cell<usize>,
+    pub(crate) long_lived_pending: Cell<usize>,
+    pub(crate) stats: [Cell<GenStats>; 3],
+    /// Trashcan nesting depth and deferred objects.
+    pub(crate) depth: Cell<u32>,
+    pub(crate) deferred: PtrVec,
+    /// `move_unreachable`'s explicit stack.
+    pub(crate) stack: PtrVec,
+    /// The thread's collector has been torn down (thread exit).
+    pub(crate) dead: Cell<bool>,
+    /// The skip rule is in force (tests turn it off to check it).
+    pub(crate) skip_enabled: Cell<bool>,
+}
+
+const Z: Cell<usize> = Cell::new(0);
+const GS: Cell<GenStats> = Cell::new(GenStats {
+    collections: 0,
+    collected: 0,
+    uncollectable: 0,
+});
+
+thread_local! {
+    static STATE: State = const {
+        State {
+            list: PtrVec::new(),
+            start: [Z; 3],
+            live: [Z; 4],
+            count: [Z; 3],
+            threshold: [Cell::new(700), Cell::new(10), Cell::new(10)],
+            enabled: Cell::new(true),
+            collecting: Cell::new(false),
+            in_phases: Cell::new(false),
+            dirty: Cell::new(0),
+            dirty_in_phases: Cell::new(false),
+            long_lived_total: Cell::new(0),
+            long_lived_pending: Cell::new(0),
+            stats: [GS; 3],
+            depth: Cell::new(0),
+            deferred: PtrVec::new(),
+            stack: PtrVec::new(),
+            dead: Cell::new(false),
+            skip_enabled: Cell::new(true),
+        }
+    };
+    static OWNER: Owner = const { Owner };
+}
+
+/// Frees the state's buffers at thread exit.
+struct Owner;
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = STATE.try_with(|st| {
+            st.dead.set(true);
+            st.list.free();
+            st.stack.free();
+            // Deferred drops, if any, are leaked: running user code during
+            // thread teardown is what the trashcan's outermost frame does
+            // anyway, and it has returned by now.
+            st.deferred.free();
+            for l in &st.live {
+                l.set(0);
+            }
+            for s in &st.start {
+                s.set(0);
+            }
+        });
+    }
+}
+
+fn register_owner() {
+    let _ = OWNER.try_with(|_| ());
+}
+
+/// Runs `f` on this thread's state.
+#[inline(always)]
+pub(crate) fn with<R>(f: impl FnOnce(&State) -> R) -> R {
+    STATE.with(f)
+}
+
+impl State {
+    /// Region of list index `i`: 0, 1, 2 = generation, 3 = permanent.
+    #[inline(always)]
+    pub(crate) fn region(&self, i: usize) -> usize {
+        if i >= self.start[2].get() {
+            0
+        } else if i >= self.start[1].get() {
+            1
+        } else if i >= self.start[0].get() {
+            2
+        } else {
+            3
+        }
+    }
+
+    /// Index where generation `g`'s range (with the younger ones) begins.
+    #[inline]
+    pub(crate) fn range_start(&self, g: usize) -> usize {
+        self.start[2 - g].get()
+    }
+
+    /// Number of live tracked objects outside the permanent generation.
+    pub(crate) fn tracked(&self) -> usize {
+        self.live[0].get() + self.live[1].get() + self.live[2].get()
+    }
+
+    fn live_total(&self) -> usize {
+        self.tracked() + self.live[3].get()
+    }
+
+    /// Adds a freshly allocated tracked object to generation 0.
+    #[inline(always)]
+    pub(crate) fn track(&self, obj: ObjPtr, h: &GcHeader) {
+        if self.dead.get() {
+            h.set_flags(UNTRACKED);
+            return;
+        }
+        if self.list.len() == self.list.cap() && !self.in_phases.get() {
+            self.compact_if_sparse();
+        }
+        let i = self.list.push(obj);
+        h.set_word(i);
+        self.live[0].set(self.live[0].get() + 1);
+        self.count[0].set(self.count[0].get() + 1);
+    }
+
+    /// Removes an object whose strong count reached zero from its list
+    /// slot.
+    #[inline(always)]
+    pub(crate) fn untrack(&self, obj: ObjPtr, h: &GcHeader) {
+        let i = h.word();
+        h.set_flags(UNTRACKED);
+        // During a collection's phases every object in the collected range
+        // holds an extra strong reference, so an object reaching zero here
+        // is outside the range and its index is valid; the bound check
+        // covers a torn-down list.
+        if i < self.list.len() && self.list.get(i) == obj {
+            self.list.set(i, ptr::null());
+            let r = self.region(i);
+            self.live[r].set(self.live[r].get() - 1);
+            let c = self.count[0].get();
+            if c > 0 {
+                self.count[0].set(c - 1);
+            }
+        }
+    }
+
+    /// Records that `obj`'s strong count dropped to a non-zero value (see
+    /// the skip rule in `collector`).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn note_dirty(&self, h: &GcHeader) {
+        h.set_flags(DIRTY);
+        if h.has(UNTRACKED) {
+            return;
+        }
+        if self.in_phases.get() {
+            self.dirty_in_phases.set(true);
+        } else {
+            let r = self.region(h.word());
+            self.dirty.set(self.dirty.get() | (1 << r));
+        }
+    }
+
+    /// Squeezes holes out of the whole list if at least half of it is
+    /// holes (called when a push would otherwise grow it).
+    fn compact_if_sparse(&self) {
+        let len = self.list.len();
+        if len >= 256 && self.live_total() * 2 <= len {
+            self.compact_all();
+        }
+    }
+
+    /// Squeezes every hole out of the list, keeping the order and the
+    /// generation boundaries, and rewrites the moved objects' indices.
+    pub(crate) fn compact_all(&self) {
+        let len = self.list.len();
+        let bounds = [
+            self.start[0].get(),
+            self.start[1].get(),
+            self.start[2].get(),
+            len,
+        ];
+        let mut j = 0;
+        let mut new_start = [0usize; 3];
+        let mut i = 0;
+        for (b, &end) in bounds.iter().enumerate() {
+            while i < end {
+                let p = self.list.get(i);
+                if !p.is_null() {
+                    if i != j {
+                        self.list.set(j, p);
+                        // SAFETY: non-null list entries are live tracked
+                        // objects.
+                        unsafe { GcHeader::of(p) }.set_word(j);
+                    }
+                    j += 1;
+                }
+                i += 1;
+            }
+            if b < 3 {
+                new_start[b] = j;
+            }
+        }
+        self.list.truncate(j);
+        for (s, n) in self.start.iter().zip(new_start) {
+            s.set(n);
+        }
+    }
+
+    /// Moves the generations 0..=g into g + 1 (or leaves them in 2 when
+    /// `g == 2`) by moving boundaries: the range's `survivors` objects end
+    /// at `end`, whatever follows is generation 0.
+    pub(crate) fn promote(&self, g: usize, end: usize, survivors: usize) {
+        for i in 0..=g {
+            self.live[i].set(0);
+        }
+        let to = (g + 1).min(2);
+        self.live[to].set(self.live[to].get() + survivors);
+        for k in (2 - g).max(1)..3 {
+            self.start[k].set(end);
+        }
+    }
+
+    /// `gc.freeze()`: every generation joins the permanent one.
+    pub(crate) fn freeze(&self) {
+        if self.in_phases.get() {
+            return;
+        }
+        let n = self.list.len();
+        for s in &self.start {
+            s.set(n);
+        }
+        let moved = self.tracked();
+        for i in 0..3 {
+            self.live[i].set(0);
+        }
+        self.live[3].set(self.live[3].get() + moved);
+        self.count[0].set(0);
+    }
+
+    /// `gc.unfreeze()`: the permanent generation joins generation 2.
+    pub(crate) fn unfreeze(&self) {
+        if self.in_phases.get() {
+            return;
+        }
+        let moved = self.live[3].replace(0);
+        self.start[0].set(0);
+        self.live[2].set(self.live[2].get() + moved);
+        // Frozen objects may complete cycles with generation 2: examine it.
+        if moved > 0 {
+            self.dirty.set(self.dirty.get() | 0b100);
+        }
+    }
+
+    /// Live objects of generations 0..=g.
+    pub(crate) fn young_live(&self, g: usize) -> usize {
+        (0..=g).map(|i| self.live[i].get()).sum()
+    }
+}
+
+/// Reads `obj`'s strong count.
+#[inline(always)]
+pub(crate) fn strong(obj: ObjPtr) -> &'static Cell<usize> {
+    // SAFETY: callers pass live objects; the 'static is a local fiction
+    // never held across a free.
+    unsafe { &(*obj.cast::<Counts>()).strong }
+}

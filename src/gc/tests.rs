@@ -1,0 +1,662 @@
+//! Unit tests of the collector's internals.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use super::generations::with;
+use super::header::{Counts, GcHeader};
+use crate::{gc, Gc, Trace, Weak};
+
+#[derive(Trace)]
+struct Node {
+    id: u32,
+    edges: RefCell<Vec<Gc<Node>>>,
+    #[trace(skip)]
+    drops: Rc<Cell<usize>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.drops.set(self.drops.get() + 1);
+    }
+}
+
+fn node(id: u32, drops: &Rc<Cell<usize>>) -> Gc<Node> {
+    Gc::new(Node {
+        id,
+        edges: RefCell::new(Vec::new()),
+        drops: drops.clone(),
+    })
+}
+
+#[test]
+fn header_sizes() {
+    assert_eq!(size_of::<Counts>(), 16);
+    assert_eq!(size_of::<GcHeader>() + size_of::<Counts>(), 32);
+    assert_eq!(size_of::<Gc<u8>>(), size_of::<usize>());
+    assert_eq!(size_of::<Option<Gc<u8>>>(), size_of::<usize>());
+    assert_eq!(super::header::Lay::<u64>::layout().size(), 24);
+    assert_eq!(super::header::Lay::<Option<Gc<Node>>>::layout().size(), 40);
+}
+
+#[test]
+fn tracking_decisions() {
+    fn t<T: Trace>() -> bool {
+        T::MAY_CONTAIN_GC
+    }
+    assert!(!t::<u32>());
+    assert!(!t::<String>());
+    assert!(!t::<Vec<u8>>());
+    assert!(!t::<Option<u32>>());
+    assert!(!t::<(u32, String)>());
+    assert!(!t::<RefCell<Vec<String>>>());
+    assert!(!t::<Weak<Node>>());
+    assert!(t::<Gc<u32>>());
+    assert!(t::<Node>());
+    assert!(t::<Vec<Option<Gc<Node>>>>());
+    #[derive(Trace)]
+    struct Atomic {
+        _a: u32,
+        _b: String,
+        _c: Vec<u8>,
+    }
+    assert!(!t::<Atomic>());
+    #[derive(Trace)]
+    enum Expr {
+        _Lit(i64),
+        _Add(Box<Expr>, Box<Self>),
+    }
+    assert!(!t::<Expr>());
+    #[derive(Trace)]
+    enum GExpr {
+        _Lit(Gc<u8>),
+        _Add(Box<GExpr>),
+    }
+    assert!(t::<GExpr>());
+    struct Hand;
+    unsafe impl Trace for Hand {
+        fn trace(&self, _: &mut crate::Tracer) {}
+    }
+    assert!(t::<Hand>());
+}
+
+#[test]
+fn simple_cycle() {
+    let drops = Rc::new(Cell::new(0));
+    gc::collect();
+    let a = node(1, &drops);
+    let b = node(2, &drops);
+    a.edges.borrow_mut().push(b.clone());
+    b.edges.borrow_mut().push(a.clone());
+    let w = Gc::downgrade(&a);
+    assert_eq!(gc::tracked_count(), 2);
+    drop((a, b));
+    assert_eq!(drops.get(), 0);
+    assert!(w.upgrade().is_some());
+    assert_eq!(gc::collect(), 2);
+    assert_eq!(drops.get(), 2);
+    assert!(w.upgrade().is_none());
+    assert_eq!(w.strong_count(), 0);
+    assert_eq!(gc::tracked_count(), 0);
+}
+
+/// Runs `f` on a fresh thread (fresh collector state, default settings).
+fn fresh<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn ring(n: usize, drops: &Rc<Cell<usize>>) -> Gc<Node> {
+    let first = node(0, drops);
+    let mut prev = first.clone();
+    for i in 1..n {
+        let x = node(i as u32, drops);
+        prev.edges.borrow_mut().push(x.clone());
+        prev = x;
+    }
+    prev.edges.borrow_mut().push(first.clone());
+    first
+}
+
+#[test]
+fn counts_follow_cpython() {
+    fresh(|| {
+        let keep: Vec<Gc<Node>> = (0..5).map(|i| node(i, &Rc::default())).collect();
+        assert_eq!(gc::get_count(), (5, 0, 0));
+        gc::collect_generation(0);
+        assert_eq!(gc::get_count(), (0, 1, 0));
+        gc::collect_generation(0);
+        assert_eq!(gc::get_count(), (0, 2, 0));
+        gc::collect_generation(1);
+        assert_eq!(gc::get_count(), (0, 0, 1));
+        let _x = node(9, &Rc::default());
+        gc::collect();
+        assert_eq!(gc::get_count(), (0, 0, 0));
+        let s = gc::get_stats();
+        assert_eq!(
+            (s[0].collections, s[1].collections, s[2].collections),
+            (2, 1, 1)
+        );
+        // untracked allocations do not count
+        let u: Vec<Gc<String>> = (0..100).map(|i| Gc::new(i.to_string())).collect();
+        assert_eq!(gc::get_count(), (0, 0, 0));
+        assert_eq!(gc::tracked_count(), 6);
+        drop(u);
+        drop(keep);
+        assert_eq!(gc::tracked_count(), 1);
+    });
+}
+
+#[test]
+fn generation_bookkeeping() {
+    fresh(|| {
+        gc::disable();
+        let a: Vec<Gc<Node>> = (0..10).map(|i| node(i, &Rc::default())).collect();
+        with(|st| assert_eq!(st.live[0].get(), 10));
+        gc::collect_generation(0);
+        with(|st| {
+            assert_eq!((st.live[0].get(), st.live[1].get(), st.live[2].get()), (0, 10, 0));
+            assert_eq!(st.start[2].get(), 10);
+        });
+        let b: Vec<Gc<Node>> = (0..5).map(|i| node(i, &Rc::default())).collect();
+        gc::collect_generation(1);
+        with(|st| {
+            assert_eq!((st.live[0].get(), st.live[1].get(), st.live[2].get()), (0, 0, 15));
+            assert_eq!(st.long_lived_pending.get(), 15);
+        });
+        drop(b);
+        with(|st| assert_eq!(st.live[2].get(), 10));
+        gc::collect(); // skipped (nothing dirty): no compaction
+        with(|st| {
+            assert_eq!(st.long_lived_total.get(), 10);
+            assert_eq!(st.long_lived_pending.get(), 0);
+            assert_eq!(st.list.len(), 15);
+        });
+        drop(a[0].clone()); // dirty: the next collection is real
+        gc::collect();
+        with(|st| assert_eq!(st.list.len(), 10));
+        gc::freeze();
+        assert_eq!(gc::get_freeze_count(), 10);
+        assert_eq!(gc::tracked_count(), 0);
+        gc::unfreeze();
+        assert_eq!(gc::get_freeze_count(), 0);
+        assert_eq!(gc::tracked_count(), 10);
+        for (i, x) in a.iter().enumerate() {
+            assert_eq!(x.header().word(), i);
+        }
+    });
+}
+
+#[test]
+fn hole_compaction() {
+    fresh(|| {
+        gc::disable();
+        let mut v: Vec<Gc<Node>> = (0..1000).map(|i| node(i, &Rc::default())).collect();
+        let cap = with(|st| st.list.cap());
+        // free every other one: holes
+        let mut keep = Vec::new();
+        for (i, x) in v.drain(..).enumerate() {
+            if i % 4 != 0 {
+                drop(x);
+            } else {
+                keep.push(x);
+            }
+        }
+        assert_eq!(gc::tracked_count(), 250);
+        with(|st| assert_eq!(st.list.len(), 1000));
+        // pushing up to capacity compacts instead of growing
+        let more: Vec<Gc<Node>> = (0..(cap - 1000 + 1)).map(|i| node(i as u32, &Rc::default())).collect();
+        with(|st| {
+            assert_eq!(st.list.cap(), cap);
+            assert_eq!(st.list.len(), 250 + more.len());
+            for i in 0..st.list.len() {
+                let p = st.list.get(i);
+                assert!(!p.is_null());
+                assert_eq!(unsafe { GcHeader::of(p) }.word(), i);
+            }
+        });
+        // a real collection squeezes its range too
+        drop(more);
+        drop(keep[0].clone());
+        gc::collect();
+        with(|st| assert_eq!(st.list.len(), 250));
+        drop(keep);
+    });
+}
+
+#[test]
+fn untracked_is_cheap() {
+    fresh(|| {
+        let g = Gc::new(5u64);
+        assert!(!gc::is_tracked(&g));
+        assert_eq!(gc::tracked_count(), 0);
+        assert_eq!(gc::get_count(), (0, 0, 0));
+        let n = node(1, &Rc::default());
+        assert!(gc::is_tracked(&n));
+    });
+}
+
+#[test]
+fn weak_dead_before_drops() {
+    thread_local!(static SEEN: Cell<(bool, bool)> = const { Cell::new((false, false)) });
+    #[derive(Trace)]
+    struct W {
+        other: RefCell<Option<Gc<W>>>,
+        weak_other: RefCell<Weak<W>>,
+    }
+    impl Drop for W {
+        fn drop(&mut self) {
+            let up = self.weak_other.borrow().upgrade().is_some();
+            SEEN.with(|s| s.set((true, up)));
+        }
+    }
+    let a = Gc::new(W { other: RefCell::new(None), weak_other: RefCell::new(Weak::new()) });
+    let b = Gc::new(W { other: RefCell::new(Some(a.clone())), weak_other: RefCell::new(Gc::downgrade(&a)) });
+    *a.other.borrow_mut() = Some(b.clone());
+    *a.weak_other.borrow_mut() = Gc::downgrade(&b);
+    drop((a, b));
+    assert_eq!(gc::collect(), 2);
+    assert_eq!(SEEN.with(|s| s.get()), (true, false));
+}
+
+thread_local! {
+    static RESURRECTED: RefCell<Vec<Gc<R>>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Trace)]
+struct R {
+    id: u32,
+    other: RefCell<Option<Gc<R>>>,
+}
+
+impl Drop for R {
+    fn drop(&mut self) {
+        if let Some(o) = self.other.borrow().as_ref() {
+            // Clone a handle into the garbage (resurrection) and try to read
+            // it: the first dropped can read the other, the second cannot.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| o.id));
+            RESURRECTED.with(|v| v.borrow_mut().push(o.clone()));
+            if let Err(e) = r {
+                let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+                assert!(msg.contains("already dropped by the cycle"), "{msg}");
+            }
+        }
+        assert_eq!(gc::collect(), 0, "re-entrant collect must do nothing");
+    }
+}
+
+#[test]
+fn resurrection_and_dropped_panic() {
+    fresh(|| {
+        let a = Gc::new(R { id: 1, other: RefCell::new(None) });
+        let b = Gc::new(R { id: 2, other: RefCell::new(Some(a.clone())) });
+        *a.other.borrow_mut() = Some(b.clone());
+        let w = Gc::downgrade(&a);
+        drop((a, b));
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        assert_eq!(gc::collect(), 2);
+        std::panic::set_hook(prev);
+        assert!(w.upgrade().is_none());
+        let v = RESURRECTED.with(|v| std::mem::take(&mut *v.borrow_mut()));
+        assert_eq!(v.len(), 2);
+        for g in &v {
+            assert!(!gc::is_tracked(g));
+            assert_eq!(Gc::strong_count(g), 1);
+            assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.id)).is_err());
+            assert!(Gc::try_unwrap(g.clone()).is_err());
+        }
+        assert_eq!(w.weak_count(), 0);
+        drop(v); // frees the memory
+        assert_eq!(gc::tracked_count(), 0);
+    });
+}
+
+#[test]
+fn panic_in_drop_loses_nothing() {
+    fresh(|| {
+        #[derive(Trace)]
+        struct P {
+            boom: bool,
+            next: RefCell<Option<Gc<P>>>,
+            #[trace(skip)]
+            drops: Rc<Cell<usize>>,
+        }
+        impl Drop for P {
+            fn drop(&mut self) {
+                self.drops.set(self.drops.get() + 1);
+                if self.boom {
+                    panic!("boom");
+                }
+            }
+        }
+        let drops = Rc::new(Cell::new(0));
+        let n = 1000;
+        let first = Gc::new(P { boom: false, next: RefCell::new(None), drops: drops.clone() });
+        let mut prev = first.clone();
+        for i in 1..n {
+            let x = Gc::new(P { boom: i % 100 == 0, next: RefCell::new(None), drops: drops.clone() });
+            *prev.next.borrow_mut() = Some(x.clone());
+            prev = x;
+        }
+        *prev.next.borrow_mut() = Some(first.clone());
+        drop((first, prev));
+        let keep = node(1, &Rc::default());
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r = std::panic::catch_unwind(gc::collect);
+        std::panic::set_hook(hook);
+        let e = r.unwrap_err();
+        assert_eq!(e.downcast_ref::<&str>(), Some(&"boom"));
+        assert_eq!(drops.get(), n);
+        assert_eq!(gc::tracked_count(), 1);
+        assert_eq!(gc::collect(), 0);
+        assert_eq!(gc::get_stats()[2].collected, n);
+        drop(keep);
+    });
+}
+
+#[test]
+fn trashcan_deep_list_drop() {
+    fresh(|| {
+        #[derive(Trace)]
+        struct L {
+            next: Option<Gc<L>>,
+        }
+        let mut head = Gc::new(L { next: None });
+        for _ in 0..300_000 {
+            head = Gc::new(L { next: Some(head) });
+        }
+        drop(head); // 1 MiB stack: recursion would overflow
+        assert_eq!(gc::tracked_count(), 0);
+        with(|st| {
+            assert_eq!(st.depth.get(), 0);
+            assert_eq!(st.deferred.len(), 0);
+        });
+    });
+}
+
+#[test]
+fn collect_big_ring() {
+    fresh(|| {
+        let drops = Rc::new(Cell::new(0));
+        let r = ring(100_000, &drops);
+        drop(r);
+        assert_eq!(gc::collect(), 100_000);
+        assert_eq!(drops.get(), 100_000);
+        assert_eq!(gc::tracked_count(), 0);
+    });
+}
+
+#[test]
+fn borrowed_refcell_is_conservative() {
+    fresh(|| {
+        let drops = Rc::new(Cell::new(0));
+        let r = ring(10, &drops);
+        let third = r.edges.borrow()[0].edges.borrow()[0].clone();
+        let raw: *const Node = Gc::as_ptr(&third);
+        drop((r, third));
+        // SAFETY: the ring keeps the node alive until collected.
+        let held = unsafe { (*raw).edges.borrow_mut() };
+        assert_eq!(gc::collect(), 0);
+        assert_eq!(drops.get(), 0);
+        drop(held);
+        assert_eq!(gc::collect(), 10);
+        assert_eq!(drops.get(), 10);
+    });
+}
+
+#[test]
+fn automatic_collection() {
+    fresh(|| {
+        gc::set_threshold(10, 10, 10);
+        let drops = Rc::new(Cell::new(0));
+        for _ in 0..20 {
+            drop(ring(5, &drops));
+        }
+        // rings straddling a generation-0 collection were promoted and wait
+        // for generation 1
+        assert!(gc::get_stats()[0].collections >= 9);
+        assert!(drops.get() >= 50, "{}", drops.get());
+        for _ in 0..200 {
+            drop(ring(5, &drops));
+        }
+        assert!(gc::get_stats()[1].collections >= 1);
+        gc::collect();
+        assert_eq!(drops.get(), 1100);
+        gc::disable();
+        let before = gc::get_stats()[0].collections;
+        for _ in 0..20 {
+            drop(ring(5, &drops));
+        }
+        assert_eq!(gc::get_stats()[0].collections, before);
+        assert_eq!(gc::collect(), 100);
+    });
+}
+
+#[test]
+fn cpython_threshold_exactness() {
+    fresh(|| {
+        gc::set_threshold(10, 10, 10);
+        let v: Vec<Gc<Node>> = (0..11).map(|i| node(i, &Rc::default())).collect();
+        // CPython checks count > threshold before counting the new object:
+        // the 12th allocation triggers.
+        assert_eq!(gc::get_stats()[0].collections, 0);
+        let _w = node(11, &Rc::default());
+        assert_eq!(gc::get_stats()[0].collections, 1);
+        assert_eq!(gc::get_count(), (1, 1, 0));
+        drop(v);
+    });
+}
+
+#[test]
+fn freeze_ignores() {
+    fresh(|| {
+        let drops = Rc::new(Cell::new(0));
+        drop(ring(3, &drops));
+        gc::freeze();
+        assert_eq!(gc::get_freeze_count(), 3);
+        assert_eq!(gc::collect(), 0);
+        gc::unfreeze();
+        assert_eq!(gc::collect(), 3);
+        assert_eq!(drops.get(), 3);
+    });
+}
+
+#[test]
+fn settings_per_thread() {
+    gc::set_threshold(5, 6, 7);
+    gc::disable();
+    fresh(|| {
+        assert_eq!(gc::get_threshold(), (700, 10, 10));
+        assert!(gc::is_enabled());
+    });
+    gc::set_threshold(700, 10, 10);
+    gc::enable();
+}
+
+#[test]
+fn rc_parity() {
+    let a = Gc::new(42);
+    assert_eq!(format!("{a:>5}"), "   42");
+    assert_eq!(format!("{a:?}"), "42");
+    let mut b = Gc::new(String::from("x"));
+    assert!(Gc::get_mut(&mut b).is_some());
+    let w = Gc::downgrade(&b);
+    assert!(Gc::get_mut(&mut b).is_none());
+    assert_eq!(Gc::weak_count(&b), 1);
+    assert_eq!(Gc::try_unwrap(b).unwrap(), "x");
+    assert!(w.upgrade().is_none());
+    assert_eq!(w.strong_count(), 0);
+    let w2: Weak<Node> = Weak::new();
+    assert_eq!((w2.strong_count(), w2.weak_count()), (0, 0));
+    assert!(w2.upgrade().is_none());
+    let d: Gc<Vec<u8>> = Gc::default();
+    assert!(d.is_empty());
+    let f: Gc<u8> = 7.into();
+    assert_eq!(*f, 7);
+    assert!(Gc::new(1) < Gc::new(2));
+    assert_eq!(Gc::new(1), Gc::new(1));
+    assert!(format!("{:p}", f).starts_with("0x"));
+}
+
+#[test]
+fn new_cyclic_tracked() {
+    fresh(|| {
+        #[derive(Trace)]
+        struct S {
+            me: Weak<S>,
+            strong: RefCell<Option<Gc<S>>>,
+        }
+        let s = Gc::new_cyclic(|w| {
+            assert!(w.upgrade().is_none());
+            assert_eq!(w.strong_count(), 0);
+            S { me: w.clone(), strong: RefCell::new(None) }
+        });
+        assert!(gc::is_tracked(&s));
+        assert_eq!(gc::tracked_count(), 1);
+        *s.strong.borrow_mut() = s.me.upgrade();
+        drop(s);
+        assert_eq!(gc::collect(), 1);
+        assert_eq!(gc::tracked_count(), 0);
+    });
+}
+
+#[test]
+fn panicking_trace_keeps_heap_consistent() {
+    thread_local!(static BOOM: Cell<bool> = const { Cell::new(false) });
+    struct T {
+        next: RefCell<Option<Gc<T>>>,
+    }
+    unsafe impl Trace for T {
+        fn trace(&self, t: &mut crate::Tracer) {
+            if BOOM.with(|b| b.get()) {
+                panic!("trace boom");
+            }
+            self.next.trace(t);
+        }
+    }
+    fresh(|| {
+        let a = Gc::new(T { next: RefCell::new(None) });
+        *a.next.borrow_mut() = Some(a.clone());
+        let keep = Gc::new(T { next: RefCell::new(None) });
+        drop(a);
+        BOOM.with(|b| b.set(true));
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        assert!(std::panic::catch_unwind(gc::collect).is_err());
+        std::panic::set_hook(hook);
+        BOOM.with(|b| b.set(false));
+        assert_eq!(Gc::strong_count(&keep), 1);
+        assert_eq!(gc::tracked_count(), 2);
+        assert_eq!(gc::collect(), 1);
+        assert_eq!(gc::tracked_count(), 1);
+    });
+}
+
+/// A tiny deterministic PRNG (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Random graphs against a reachability model, with and without the skip
+/// rule, with random partial collections in between.
+#[test]
+fn differential_random_graphs() {
+    for skip in [true, false] {
+        fresh(move || {
+            with(|st| st.skip_enabled.set(skip));
+            let mut rng = Rng(0x9e3779b97f4a7c15);
+            for _round in 0..60 {
+                let n = 1 + rng.below(60);
+                let drops: Vec<Rc<Cell<usize>>> = (0..n).map(|_| Rc::default()).collect();
+                let nodes: Vec<Gc<Node>> = (0..n).map(|i| node(i as u32, &drops[i])).collect();
+                let mut adj = vec![Vec::new(); n];
+                for (i, a) in adj.iter_mut().enumerate() {
+                    for _ in 0..rng.below(4) {
+                        let j = rng.below(n);
+                        a.push(j);
+                        nodes[i].edges.borrow_mut().push(nodes[j].clone());
+                    }
+                }
+                if rng.below(3) == 0 {
+                    gc::collect_generation(rng.below(2));
+                }
+                let mut roots = Vec::new();
+                let mut kept = Vec::new();
+                for (i, g) in nodes.into_iter().enumerate() {
+                    if rng.below(4) == 0 {
+                        roots.push(i);
+                        kept.push(g);
+                    }
+                }
+                // mutate a bit after dropping handles
+                if rng.below(2) == 0 && !kept.is_empty() {
+                    let k = rng.below(kept.len());
+                    kept[k].edges.borrow_mut().clear();
+                    adj[roots[k]].clear();
+                }
+                let mut reach = vec![false; n];
+                let mut stack = roots.clone();
+                while let Some(i) = stack.pop() {
+                    if !reach[i] {
+                        reach[i] = true;
+                        stack.extend(adj[i].iter().copied());
+                    }
+                }
+                for g in 0..3 {
+                    if rng.below(2) == 0 {
+                        gc::collect_generation(g);
+                    }
+                }
+                gc::collect();
+                for i in 0..n {
+                    assert_eq!(drops[i].get(), usize::from(!reach[i]), "node {i} skip={skip}");
+                }
+                drop(kept);
+                gc::collect();
+                for d in &drops {
+                    assert_eq!(d.get(), 1);
+                }
+                assert_eq!(gc::tracked_count(), 0);
+            }
+        });
+    }
+}
+
+/// The skip rule: a collection of a clean generation does no work but
+/// still promotes and counts.
+#[test]
+fn skip_rule_promotes() {
+    fresh(|| {
+        gc::disable();
+        let v: Vec<Gc<Node>> = (0..10).map(|i| node(i, &Rc::default())).collect();
+        with(|st| assert_eq!(st.dirty.get(), 0));
+        gc::collect_generation(0);
+        with(|st| assert_eq!(st.live[1].get(), 10));
+        // a decrement to non-zero dirties generation 1
+        drop(v[3].clone());
+        with(|st| assert_eq!(st.dirty.get(), 0b010));
+        gc::collect_generation(0);
+        with(|st| assert_eq!(st.dirty.get(), 0b010));
+        gc::collect_generation(1);
+        with(|st| assert_eq!(st.dirty.get(), 0b100));
+        gc::collect();
+        with(|st| assert_eq!(st.dirty.get(), 0));
+        assert_eq!(gc::get_stats()[0].collections, 2);
+        drop(v);
+    });
+}

@@ -1,0 +1,88 @@
+//! The trashcan: deep chains of objects freed by refcounting are dropped
+//! iteratively, as CPython's `Py_TRASHCAN_BEGIN` does.
+//!
+//! Dropping the value of an object can drop the last handle to another,
+//! whose value drops the next, and so on: a 10-million-element list would
+//! need 10 million nested frames. Each tracked object's drop goes through
+//! [`drop_object`], which counts the nesting depth per thread; past
+//! [`LIMIT`] the object (already untracked, strong count 0) is pushed on a
+//! thread-local queue instead, and the outermost frame drains the queue
+//! when it returns. Untracked values hold no `Gc`, so they cannot nest.
+
+use std::ptr;
+
+use super::generations::State;
+use super::header::{release_implicit_weak, GcBox, GcHeader, ObjPtr, DROPPED};
+use super::trace::Trace;
+
+/// Nesting depth past which drops are deferred.
+pub(crate) const LIMIT: u32 = 64;
+
+struct Depth<'a>(&'a State);
+
+impl Drop for Depth<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.0.depth.set(self.0.depth.get() - 1);
+    }
+}
+
+/// Drops the value of a tracked object whose strong count reached zero
+/// (already untracked) and releases its implicit weak reference, or
+/// defers it when the nesting is too deep.
+///
+/// # Safety
+/// `obj` is a live tracked `GcBox<T>` with strong == 0 whose value has not
+/// been dropped, and no one else will drop it.
+#[inline(always)]
+pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
+    let d = st.depth.get();
+    if d >= LIMIT {
+        st.deferred.push(obj);
+        return;
+    }
+    st.depth.set(d + 1);
+    {
+        let _g = Depth(st);
+        // SAFETY: tracked per the contract, so it has a header.
+        unsafe { GcHeader::of(obj) }.set_flags(DROPPED);
+        // SAFETY: the value is initialised and dropped exactly once here.
+        unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*(obj as *mut GcBox<T>)).value)) };
+        // SAFETY: strong == 0 and the value is dropped.
+        unsafe { release_implicit_weak(obj) };
+    }
+    if d == 0 && st.deferred.len() != 0 {
+        drain(st);
+    }
+}
+
+/// Runs `f` (which may drop values) as one trashcan frame, then drains the
+/// queue if this was the outermost frame.
+pub(crate) fn nested(st: &State, f: impl FnOnce()) {
+    let d = st.depth.get();
+    st.depth.set(d + 1);
+    {
+        let _g = Depth(st);
+        f();
+    }
+    if d == 0 && st.deferred.len() != 0 {
+        drain(st);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drain(st: &State) {
+    while let Some(obj) = st.deferred.pop() {
+        st.depth.set(1);
+        let _g = Depth(st);
+        // SAFETY: deferred objects are live, tracked, strong == 0, value
+        // not yet dropped (see `drop_object`).
+        unsafe {
+            let h = GcHeader::of(obj);
+            h.set_flags(DROPPED);
+            (h.vtable.drop_value)(obj);
+            release_implicit_weak(obj);
+        }
+    }
+}

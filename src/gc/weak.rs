@@ -1,0 +1,208 @@
+//! [`Weak<T>`]: the non-owning handle.
+
+use std::fmt;
+use std::ptr::{self, NonNull};
+
+use super::header::{Counts, GcBox, GcHeader, Lay, DEAD, DROPPED};
+use super::ptr::Gc;
+use super::trace::Trace;
+use super::tracer::Tracer;
+
+/// A non-owning handle to a [`Gc`] allocation, as
+/// [`rc::Weak`](std::rc::Weak): it does not keep the value alive and is
+/// not an edge for the collector.
+///
+/// [`upgrade`](Weak::upgrade) returns `None` once the value is gone, and
+/// already when the collector has found it unreachable, before any value
+/// of that garbage is dropped (as CPython clears weakrefs first).
+///
+/// ```
+/// use pymem::{gc, Gc, Trace, Weak};
+/// use std::cell::RefCell;
+///
+/// #[derive(Trace)]
+/// struct Node { next: RefCell<Option<Gc<Node>>> }
+///
+/// let a = Gc::new(Node { next: RefCell::new(None) });
+/// *a.next.borrow_mut() = Some(a.clone());
+/// let w: Weak<Node> = Gc::downgrade(&a);
+/// drop(a);
+/// assert!(w.upgrade().is_some()); // the cycle keeps it alive...
+/// gc::collect();
+/// assert!(w.upgrade().is_none()); // ...until it is collected
+/// assert_eq!(w.strong_count(), 0);
+/// ```
+pub struct Weak<T: Trace + 'static> {
+    /// `usize::MAX` (no provenance) for `Weak::new()`.
+    ptr: NonNull<GcBox<T>>,
+}
+
+impl<T: Trace + 'static> Weak<T> {
+    /// A `Weak` that points to nothing: `upgrade` returns `None` and both
+    /// counts are 0. Allocates nothing.
+    ///
+    /// ```
+    /// use pymem::Weak;
+    /// let w: Weak<u32> = Weak::new();
+    /// assert!(w.upgrade().is_none());
+    /// assert_eq!((w.strong_count(), w.weak_count()), (0, 0));
+    /// ```
+    pub const fn new() -> Weak<T> {
+        Weak {
+            // SAFETY: usize::MAX is non-null.
+            ptr: unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(usize::MAX)) },
+        }
+    }
+
+    /// # Safety
+    /// The caller transfers one weak count on a live box.
+    #[inline(always)]
+    pub(crate) unsafe fn from_inner(ptr: NonNull<GcBox<T>>) -> Self {
+        Weak { ptr }
+    }
+
+    #[inline(always)]
+    fn counts(&self) -> Option<&Counts> {
+        if self.ptr.as_ptr().addr() == usize::MAX {
+            None
+        } else {
+            // SAFETY: a non-dangling Weak holds a weak count, which keeps
+            // the allocation (counts included) alive.
+            Some(unsafe { &(*self.ptr.as_ptr()).counts })
+        }
+    }
+
+    /// Whether the collector has found the object unreachable or its value
+    /// is gone (tracked types only).
+    #[inline(always)]
+    fn dead(&self) -> bool {
+        // SAFETY: called only when `counts()` is Some, so the allocation
+        // is live; tracked types have a header.
+        T::MAY_CONTAIN_GC
+            && unsafe { GcHeader::of(self.ptr.as_ptr() as *const Counts) }.has(DEAD | DROPPED)
+    }
+
+    /// A strong handle, if the value is still alive and not found
+    /// unreachable by the collector.
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let a = Gc::new(1);
+    /// let w = Gc::downgrade(&a);
+    /// assert_eq!(w.upgrade().as_deref(), Some(&1));
+    /// drop(a);
+    /// assert!(w.upgrade().is_none());
+    /// ```
+    pub fn upgrade(&self) -> Option<Gc<T>> {
+        let c = self.counts()?;
+        let s = c.strong.get();
+        if s == 0 || self.dead() {
+            return None;
+        }
+        let s = s.wrapping_add(1);
+        c.strong.set(s);
+        if s == 0 {
+            std::process::abort();
+        }
+        // SAFETY: we took a strong count on a live value.
+        Some(unsafe { Gc::from_inner(self.ptr) })
+    }
+
+    /// Number of strong handles; 0 once the value is dead (dropped, or
+    /// found unreachable by the collector) or for `Weak::new()`.
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let a = Gc::new(1);
+    /// let w = Gc::downgrade(&a);
+    /// assert_eq!(w.strong_count(), 1);
+    /// drop(a);
+    /// assert_eq!(w.strong_count(), 0);
+    /// ```
+    pub fn strong_count(&self) -> usize {
+        match self.counts() {
+            Some(c) if !self.dead() => c.strong.get(),
+            _ => 0,
+        }
+    }
+
+    /// Number of `Weak` handles to the allocation; 0 once no strong handle
+    /// remains (as `rc::Weak::weak_count`).
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let a = Gc::new(1);
+    /// let w = Gc::downgrade(&a);
+    /// let _w2 = w.clone();
+    /// assert_eq!(w.weak_count(), 2);
+    /// ```
+    pub fn weak_count(&self) -> usize {
+        match self.counts() {
+            Some(c) if c.strong.get() > 0 && !self.dead() => c.weak.get() - 1,
+            _ => 0,
+        }
+    }
+
+    /// Whether both point to the same allocation (two `Weak::new()` are
+    /// equal), as [`rc::Weak::ptr_eq`](std::rc::Weak::ptr_eq).
+    ///
+    /// ```
+    /// use pymem::{Gc, Weak};
+    /// let a = Gc::new(1);
+    /// assert!(Weak::ptr_eq(&Gc::downgrade(&a), &Gc::downgrade(&a)));
+    /// assert!(!Weak::ptr_eq(&Gc::downgrade(&a), &Weak::new()));
+    /// ```
+    #[inline]
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        ptr::addr_eq(self.ptr.as_ptr(), other.ptr.as_ptr())
+    }
+}
+
+impl<T: Trace + 'static> Drop for Weak<T> {
+    #[inline]
+    fn drop(&mut self) {
+        let Some(c) = self.counts() else { return };
+        let w = c.weak.get() - 1;
+        c.weak.set(w);
+        if w == 0 {
+            // SAFETY: weak == 0 implies strong == 0 (the strong handles
+            // hold one weak count together) and the value was dropped or
+            // never written; no handle remains.
+            unsafe { Lay::<T>::deallocate(self.ptr) }
+        }
+    }
+}
+
+impl<T: Trace + 'static> Clone for Weak<T> {
+    #[inline]
+    fn clone(&self) -> Self {
+        if let Some(c) = self.counts() {
+            let w = c.weak.get().wrapping_add(1);
+            c.weak.set(w);
+            if w == 0 {
+                std::process::abort();
+            }
+        }
+        Weak { ptr: self.ptr }
+    }
+}
+
+impl<T: Trace + 'static> Default for Weak<T> {
+    /// `Weak::new()`.
+    fn default() -> Self {
+        Weak::new()
+    }
+}
+
+impl<T: Trace + 'static> fmt::Debug for Weak<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(Weak)")
+    }
+}
+
+// SAFETY: a Weak is not a strong edge; it owns no Gc.
+unsafe impl<T: Trace + 'static> Trace for Weak<T> {
+    const MAY_CONTAIN_GC: bool = false;
+    #[inline(always)]
+    fn trace(&self, _: &mut Tracer) {}
+}
