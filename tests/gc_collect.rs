@@ -99,7 +99,10 @@ fn test_list() {
     l.borrow_mut().push(Obj::List(l.clone()));
     let w = Gc::downgrade(&l);
     drop(l);
-    assert!(w.upgrade().is_some(), "a self-cycle is not freed by refcounting");
+    assert!(
+        w.upgrade().is_some(),
+        "a self-cycle is not freed by refcounting"
+    );
     assert_eq!(gc::collect(), 1);
     assert!(w.upgrade().is_none());
 }
@@ -166,7 +169,11 @@ fn test_newinstance_chain() {
     let d = dict();
     d.borrow_mut().insert(0, Obj::Inst(b.clone()));
     setattr(&a, "d", Obj::Dict(d));
-    setattr(&b, "t", Obj::Tuple(Gc::new(vec![Obj::Inst(c.clone()), Obj::None])));
+    setattr(
+        &b,
+        "t",
+        Obj::Tuple(Gc::new(vec![Obj::Inst(c.clone()), Obj::None])),
+    );
     setattr(&c, "back", Obj::Inst(a.clone()));
     drop((a, b, c));
     // a, b, c, the dict and the tuple.

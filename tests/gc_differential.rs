@@ -149,7 +149,11 @@ impl World {
             if seen[u] {
                 continue;
             }
-            assert!(!self.dropped[u], "seed {}: model reached a dropped node", self.seed);
+            assert!(
+                !self.dropped[u],
+                "seed {}: model reached a dropped node",
+                self.seed
+            );
             seen[u] = true;
             queue.extend(self.edges[u].iter().copied());
         }
@@ -162,7 +166,8 @@ impl World {
         let garbage = |i: usize| !reach[i] && !self.dropped[i];
         let mut indeg = vec![0usize; n];
         for u in (0..n).filter(|&u| garbage(u)) {
-            for &v in &self.edges[u] {
+            // Garbage may point at live nodes; only edges into garbage count.
+            for &v in self.edges[u].iter().filter(|&&v| garbage(v)) {
                 indeg[v] += 1;
             }
         }
@@ -170,7 +175,7 @@ impl World {
         let mut queue: Vec<usize> = (0..n).filter(|&i| garbage(i) && indeg[i] == 0).collect();
         while let Some(u) = queue.pop() {
             freed[u] = true;
-            for &v in &self.edges[u] {
+            for &v in self.edges[u].iter().filter(|&&v| garbage(v)) {
                 indeg[v] -= 1;
                 if indeg[v] == 0 {
                     queue.push(v);
@@ -347,7 +352,15 @@ impl World {
     }
 }
 
-fn round(seed: u64, auto: bool, max_nodes: usize) {
+/// What a round exercised, so the tests can check the generator produces
+/// both kinds of garbage.
+#[derive(Default)]
+struct Exercised {
+    cyclic: usize,
+    nodes: usize,
+}
+
+fn round(seed: u64, auto: bool, max_nodes: usize, ex: &mut Exercised) {
     let mut w = World::new(seed, auto);
     let base_tracked = gc::tracked_count();
     let n = 1 + w.rng.below(max_nodes);
@@ -369,6 +382,7 @@ fn round(seed: u64, auto: bool, max_nodes: usize) {
     let keep = [0u64, 1, 2, 3, 4][w.rng.below(5)];
     w.drop_random_handles(keep, 4);
     let cyclic = w.check_refcounting("after dropping handles");
+    ex.cyclic += cyclic;
     w.collect_and_check(cyclic, false, "first collection");
 
     // Mutate what is left: remove and add edges, add nodes, drop handles.
@@ -400,6 +414,7 @@ fn round(seed: u64, auto: bool, max_nodes: usize) {
         w.drop_random_handles(3, 4);
         let what = format!("phase {phase}");
         let cyclic = w.check_refcounting(&what);
+        ex.cyclic += cyclic;
         let partial = w.rng.chance(1, 2);
         w.collect_and_check(cyclic, partial, &what);
     }
@@ -407,6 +422,8 @@ fn round(seed: u64, auto: bool, max_nodes: usize) {
     // Drop everything: all of it goes, each node once, nothing stays tracked.
     w.handles.clear();
     let cyclic = w.check_refcounting("final");
+    ex.cyclic += cyclic;
+    ex.nodes += w.n();
     w.collect_and_check(cyclic, false, "final");
     assert!(w.dropped.iter().all(|&d| d));
     assert_eq!(
@@ -419,29 +436,47 @@ fn round(seed: u64, auto: bool, max_nodes: usize) {
 #[test]
 fn differential_small_graphs_no_automatic_collection() {
     gc::disable();
-    for seed in 0..400 {
-        round(seed, false, 40);
+    let mut ex = Exercised::default();
+    for seed in 0..600 {
+        round(seed, false, 40, &mut ex);
     }
+    assert!(
+        ex.cyclic > ex.nodes / 10,
+        "{} cyclic of {}",
+        ex.cyclic,
+        ex.nodes
+    );
 }
 
 #[test]
 fn differential_small_graphs_with_automatic_collection() {
     gc::enable();
     gc::set_threshold(7, 3, 2);
-    for seed in 1000..1300 {
-        round(seed, true, 40);
+    let mut ex = Exercised::default();
+    for seed in 1000..1400 {
+        round(seed, true, 40, &mut ex);
     }
+    let stats = gc::get_stats();
+    assert!(stats[0].collections > 100 && stats[1].collections > 10 && stats[2].collections > 10);
+    assert!(ex.cyclic > 0);
 }
 
 #[test]
 fn differential_larger_graphs() {
     gc::disable();
-    for seed in 5000..5012 {
-        round(seed, false, 1500);
+    let mut ex = Exercised::default();
+    for seed in 5000..5016 {
+        round(seed, false, 1500, &mut ex);
     }
+    assert!(
+        ex.cyclic > ex.nodes / 10,
+        "{} cyclic of {}",
+        ex.cyclic,
+        ex.nodes
+    );
     gc::enable();
     gc::set_threshold(50, 5, 5);
-    for seed in 6000..6012 {
-        round(seed, true, 1500);
+    for seed in 6000..6016 {
+        round(seed, true, 1500, &mut ex);
     }
 }

@@ -180,7 +180,13 @@ fn panic_in_drop_during_collection_loses_nothing() {
     isolated("panic_in_drop_during_collection_loses_nothing", || {
         gc::disable();
         const N: usize = 10_000;
-        let weaks = garbage_ring(N, |i| if i == N / 2 { OnDrop::Panic } else { OnDrop::Nothing });
+        let weaks = garbage_ring(N, |i| {
+            if i == N / 2 {
+                OnDrop::Panic
+            } else {
+                OnDrop::Nothing
+            }
+        });
         let r = catch_unwind(AssertUnwindSafe(gc::collect));
         let payload = r.expect_err("the Drop panic is resumed after the collection");
         let msg = panic_message(&*payload).expect("string payload");
@@ -204,7 +210,13 @@ fn panic_in_drop_during_collection_loses_nothing() {
 fn panic_any_payload_is_resumed_unchanged() {
     isolated("panic_any_payload_is_resumed_unchanged", || {
         gc::disable();
-        let _w = garbage_ring(100, |i| if i == 7 { OnDrop::PanicAny } else { OnDrop::Nothing });
+        let _w = garbage_ring(100, |i| {
+            if i == 7 {
+                OnDrop::PanicAny
+            } else {
+                OnDrop::Nothing
+            }
+        });
         let payload = catch_unwind(AssertUnwindSafe(gc::collect)).expect_err("resumed");
         assert_eq!(payload.downcast_ref::<i32>(), Some(&7));
         assert!(all_drops().iter().all(|&d| d == 1));
@@ -226,7 +238,11 @@ fn several_panicking_drops_in_one_collection() {
         });
         // Plus separate garbage cycles, some panicking.
         for k in 0..100 {
-            let a = new_node(if k % 10 == 0 { OnDrop::Panic } else { OnDrop::Nothing });
+            let a = new_node(if k % 10 == 0 {
+                OnDrop::Panic
+            } else {
+                OnDrop::Nothing
+            });
             let b = new_node(OnDrop::Nothing);
             link(&a, &b);
             link(&b, &a);
@@ -244,28 +260,35 @@ fn several_panicking_drops_in_one_collection() {
 
 #[test]
 fn panic_in_drop_of_acyclic_tail_freed_during_collection() {
-    isolated("panic_in_drop_of_acyclic_tail_freed_during_collection", || {
-        gc::disable();
-        // A cycle a <-> b holding a chain of 1000 nodes; one chain node
-        // panics when its drop cascades from the collection.
-        let a = new_node(OnDrop::Nothing);
-        let b = new_node(OnDrop::Nothing);
-        link(&a, &b);
-        link(&b, &a);
-        let mut prev = a.clone();
-        for i in 0..1000 {
-            let n = new_node(if i == 500 { OnDrop::Panic } else { OnDrop::Nothing });
-            link(&prev, &n);
-            prev = n;
-        }
-        drop(prev);
-        drop((a, b));
-        let r = catch_unwind(AssertUnwindSafe(gc::collect));
-        assert!(r.is_err(), "the panic is resumed");
-        assert!(all_drops().iter().all(|&d| d == 1));
-        assert_eq!(gc::tracked_count(), 0);
-        assert_collector_usable();
-    });
+    isolated(
+        "panic_in_drop_of_acyclic_tail_freed_during_collection",
+        || {
+            gc::disable();
+            // A cycle a <-> b holding a chain of 1000 nodes; one chain node
+            // panics when its drop cascades from the collection.
+            let a = new_node(OnDrop::Nothing);
+            let b = new_node(OnDrop::Nothing);
+            link(&a, &b);
+            link(&b, &a);
+            let mut prev = a.clone();
+            for i in 0..1000 {
+                let n = new_node(if i == 500 {
+                    OnDrop::Panic
+                } else {
+                    OnDrop::Nothing
+                });
+                link(&prev, &n);
+                prev = n;
+            }
+            drop(prev);
+            drop((a, b));
+            let r = catch_unwind(AssertUnwindSafe(gc::collect));
+            assert!(r.is_err(), "the panic is resumed");
+            assert!(all_drops().iter().all(|&d| d == 1));
+            assert_eq!(gc::tracked_count(), 0);
+            assert_collector_usable();
+        },
+    );
 }
 
 #[test]
@@ -290,7 +313,10 @@ fn panic_in_drop_during_automatic_collection() {
                 caught += 1;
             }
         }
-        assert!(caught >= 1, "a Drop panic in an automatic collection surfaces");
+        assert!(
+            caught >= 1,
+            "a Drop panic in an automatic collection surfaces"
+        );
         gc::disable();
         let _ = catch_unwind(AssertUnwindSafe(gc::collect));
         let drops = all_drops();
@@ -306,7 +332,9 @@ fn panic_in_drop_during_automatic_collection() {
 /// `trace`), garbage 2-cycles, and a garbage ring with a panicking tracer.
 /// Returns (root, number of garbage objects, live ids).
 fn trace_panic_heap() -> (Gc<HNode>, usize, Vec<usize>) {
-    let live: Vec<Gc<HNode>> = (0..10).map(|i| new_node_with(OnDrop::Nothing, armed_if(i == 4))).collect();
+    let live: Vec<Gc<HNode>> = (0..10)
+        .map(|i| new_node_with(OnDrop::Nothing, armed_if(i == 4)))
+        .collect();
     for i in 0..10 {
         link(&live[i], &live[(i + 1) % 10]);
         link(&live[i], &live[(i + 3) % 10]);
@@ -320,7 +348,9 @@ fn trace_panic_heap() -> (Gc<HNode>, usize, Vec<usize>) {
         link(&a, &b);
         link(&b, &a);
     }
-    let ring: Vec<Gc<HNode>> = (0..20).map(|i| new_node_with(OnDrop::Nothing, armed_if(i == 10))).collect();
+    let ring: Vec<Gc<HNode>> = (0..20)
+        .map(|i| new_node_with(OnDrop::Nothing, armed_if(i == 10)))
+        .collect();
     for i in 0..20 {
         link(&ring[i], &ring[(i + 1) % 20]);
         link(&ring[i], &ring[(i + 7) % 20]);
@@ -375,37 +405,40 @@ fn panic_in_trace_leaves_heap_consistent() {
 
 #[test]
 fn panic_in_trace_during_young_and_automatic_collections() {
-    isolated("panic_in_trace_during_young_and_automatic_collections", || {
-        gc::disable();
-        let (root, _garbage, live_ids) = trace_panic_heap();
-        TRACE_PANIC.with(|p| p.set(true));
-        for gen in [0, 1, 0, 2] {
-            let _ = catch_unwind(AssertUnwindSafe(|| gc::collect_generation(gen)));
+    isolated(
+        "panic_in_trace_during_young_and_automatic_collections",
+        || {
+            gc::disable();
+            let (root, _garbage, live_ids) = trace_panic_heap();
+            TRACE_PANIC.with(|p| p.set(true));
+            for gen in [0, 1, 0, 2] {
+                let _ = catch_unwind(AssertUnwindSafe(|| gc::collect_generation(gen)));
+                check_live_ring(&root, &live_ids);
+            }
+            // Automatic collections panicking out of Gc::new.
+            gc::set_threshold(5, 2, 2);
+            gc::enable();
+            for _ in 0..200 {
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    let a = new_node(OnDrop::Nothing);
+                    link(&a, &a);
+                }));
+            }
+            gc::disable();
+            TRACE_PANIC.with(|p| p.set(false));
             check_live_ring(&root, &live_ids);
-        }
-        // Automatic collections panicking out of Gc::new.
-        gc::set_threshold(5, 2, 2);
-        gc::enable();
-        for _ in 0..200 {
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                let a = new_node(OnDrop::Nothing);
-                link(&a, &a);
-            }));
-        }
-        gc::disable();
-        TRACE_PANIC.with(|p| p.set(false));
-        check_live_ring(&root, &live_ids);
-        gc::collect();
-        let drops = all_drops();
-        for (id, &d) in drops.iter().enumerate() {
-            let expect = u32::from(!live_ids.contains(&id));
-            assert_eq!(d, expect, "node {id}");
-        }
-        drop(root);
-        gc::collect();
-        assert!(all_drops().iter().all(|&d| d == 1));
-        assert_eq!(gc::tracked_count(), 0);
-    });
+            gc::collect();
+            let drops = all_drops();
+            for (id, &d) in drops.iter().enumerate() {
+                let expect = u32::from(!live_ids.contains(&id));
+                assert_eq!(d, expect, "node {id}");
+            }
+            drop(root);
+            gc::collect();
+            assert!(all_drops().iter().all(|&d| d == 1));
+            assert_eq!(gc::tracked_count(), 0);
+        },
+    );
 }
 
 #[test]
@@ -467,25 +500,28 @@ fn drop_creates_new_cycles_during_collection() {
 fn drop_allocates_with_tiny_thresholds_during_collection() {
     // Allocations inside a Drop during a collection pass threshold 0: the
     // automatic collection they would trigger must be refused or harmless.
-    isolated("drop_allocates_with_tiny_thresholds_during_collection", || {
-        gc::set_threshold(1, 1, 1);
-        gc::enable();
-        const N: usize = 200;
-        let _w = garbage_ring(N, |_| OnDrop::MakeCycles);
-        gc::collect();
-        let kept = KEEP.with(|k| std::mem::take(&mut *k.borrow_mut()));
-        assert_eq!(kept.len(), N);
-        for k in &kept {
-            let a = k.edges.borrow()[0].clone();
-            assert_eq!(drops_of(a.id), 0);
-            assert_eq!(drops_of(k.id), 0);
-        }
-        drop(kept);
-        gc::disable();
-        gc::collect();
-        assert!(all_drops().iter().all(|&d| d == 1));
-        assert_eq!(gc::tracked_count(), 0);
-    });
+    isolated(
+        "drop_allocates_with_tiny_thresholds_during_collection",
+        || {
+            gc::set_threshold(1, 1, 1);
+            gc::enable();
+            const N: usize = 200;
+            let _w = garbage_ring(N, |_| OnDrop::MakeCycles);
+            gc::collect();
+            let kept = KEEP.with(|k| std::mem::take(&mut *k.borrow_mut()));
+            assert_eq!(kept.len(), N);
+            for k in &kept {
+                let a = k.edges.borrow()[0].clone();
+                assert_eq!(drops_of(a.id), 0);
+                assert_eq!(drops_of(k.id), 0);
+            }
+            drop(kept);
+            gc::disable();
+            gc::collect();
+            assert!(all_drops().iter().all(|&d| d == 1));
+            assert_eq!(gc::tracked_count(), 0);
+        },
+    );
 }
 
 #[test]
@@ -517,7 +553,13 @@ fn drop_freezes_during_collection() {
         gc::disable();
         let live = new_node(OnDrop::Nothing);
         link(&live, &live);
-        let _w = garbage_ring(50, |i| if i == 0 { OnDrop::Freeze } else { OnDrop::Nothing });
+        let _w = garbage_ring(50, |i| {
+            if i == 0 {
+                OnDrop::Freeze
+            } else {
+                OnDrop::Nothing
+            }
+        });
         let _ = gc::collect();
         gc::unfreeze();
         assert_eq!(gc::get_freeze_count(), 0);
@@ -534,100 +576,110 @@ fn drop_freezes_during_collection() {
 
 #[test]
 fn mutably_borrowed_refcell_of_live_object_during_collect() {
-    isolated("mutably_borrowed_refcell_of_live_object_during_collect", || {
-        gc::disable();
-        // x -> y, y <-> z; only x is held.
-        let x = new_node(OnDrop::Nothing);
-        let y = new_node(OnDrop::Nothing);
-        let z = new_node(OnDrop::Nothing);
-        link(&x, &y);
-        link(&y, &z);
-        link(&z, &y);
-        drop((y, z));
-        {
-            let mut guard = x.edges.borrow_mut();
-            assert_eq!(gc::collect(), 0, "no panic, nothing reclaimed");
-            for gen in 0..3 {
-                assert_eq!(gc::collect_generation(gen), 0);
+    isolated(
+        "mutably_borrowed_refcell_of_live_object_during_collect",
+        || {
+            gc::disable();
+            // x -> y, y <-> z; only x is held.
+            let x = new_node(OnDrop::Nothing);
+            let y = new_node(OnDrop::Nothing);
+            let z = new_node(OnDrop::Nothing);
+            link(&x, &y);
+            link(&y, &z);
+            link(&z, &y);
+            drop((y, z));
+            {
+                let mut guard = x.edges.borrow_mut();
+                assert_eq!(gc::collect(), 0, "no panic, nothing reclaimed");
+                for gen in 0..3 {
+                    assert_eq!(gc::collect_generation(gen), 0);
+                }
+                assert_eq!(all_drops(), [0, 0, 0]);
+                let first = guard[0].clone();
+                guard.push(first);
+                assert_eq!(guard[0].edges.borrow()[0].id, 2);
             }
-            assert_eq!(all_drops(), [0, 0, 0]);
-            guard.push(guard[0].clone());
-            assert_eq!(guard[0].edges.borrow()[0].id, 2);
-        }
-        assert_eq!(gc::collect(), 0);
-        drop(x);
-        assert_eq!(all_drops(), [1, 0, 0]);
-        assert_eq!(gc::collect(), 2);
-        assert_eq!(all_drops(), [1, 1, 1]);
-    });
+            assert_eq!(gc::collect(), 0);
+            drop(x);
+            assert_eq!(all_drops(), [1, 0, 0]);
+            assert_eq!(gc::collect(), 2);
+            assert_eq!(all_drops(), [1, 1, 1]);
+        },
+    );
 }
 
 #[test]
 fn mutably_borrowed_refcell_of_garbage_is_treated_as_reachable() {
-    isolated("mutably_borrowed_refcell_of_garbage_is_treated_as_reachable", || {
-        gc::disable();
-        // A self-cycle and a 2-cycle whose RefCells are mutably borrowed
-        // while no handle to them exists: the collector cannot trace them,
-        // so it must keep them (and what they reach).
-        let s = new_node(OnDrop::Nothing);
-        link(&s, &s);
-        let a = new_node(OnDrop::Nothing);
-        let b = new_node(OnDrop::Nothing);
-        let c = new_node(OnDrop::Nothing); // reached only through a
-        link(&a, &b);
-        link(&b, &a);
-        link(&a, &c);
-        let ws = Gc::downgrade(&s);
-        let wa = Gc::downgrade(&a);
-        let (ps, pa) = (Gc::as_ptr(&s), Gc::as_ptr(&a));
-        // SAFETY: the collector promises never to reclaim an object whose
-        // RefCell is mutably borrowed during a collection; the assertions
-        // below check that before the guards are used.
-        let gs = unsafe { &*ps }.edges.borrow_mut();
-        let ga = unsafe { &*pa }.edges.borrow_mut();
-        drop((s, a, b, c));
-        assert_eq!(gc::collect(), 0);
-        if all_drops() != [0, 0, 0, 0] {
-            // The guards point into reclaimed memory: never touch them.
-            std::mem::forget(gs);
-            std::mem::forget(ga);
-            panic!("borrowed garbage was reclaimed: drops {:?}", all_drops());
-        }
-        assert!(ws.upgrade().is_some());
-        assert!(wa.upgrade().is_some());
-        assert_eq!(gs.len(), 1);
-        assert_eq!(ga.len(), 2);
-        assert_eq!(ga[1].id, 3);
-        drop(gs);
-        drop(ga);
-        assert_eq!(gc::collect(), 4);
-        assert_eq!(all_drops(), [1, 1, 1, 1]);
-        assert_eq!(gc::tracked_count(), 0);
-    });
+    isolated(
+        "mutably_borrowed_refcell_of_garbage_is_treated_as_reachable",
+        || {
+            gc::disable();
+            // A self-cycle and a 2-cycle whose RefCells are mutably borrowed
+            // while no handle to them exists: the collector cannot trace them,
+            // so it must keep them (and what they reach).
+            let s = new_node(OnDrop::Nothing);
+            link(&s, &s);
+            let a = new_node(OnDrop::Nothing);
+            let b = new_node(OnDrop::Nothing);
+            let c = new_node(OnDrop::Nothing); // reached only through a
+            link(&a, &b);
+            link(&b, &a);
+            link(&a, &c);
+            let ws = Gc::downgrade(&s);
+            let wa = Gc::downgrade(&a);
+            let (ps, pa) = (Gc::as_ptr(&s), Gc::as_ptr(&a));
+            // SAFETY: the collector promises never to reclaim an object whose
+            // RefCell is mutably borrowed during a collection; the assertions
+            // below check that before the guards are used.
+            let gs = unsafe { &*ps }.edges.borrow_mut();
+            let ga = unsafe { &*pa }.edges.borrow_mut();
+            drop((s, a, b, c));
+            assert_eq!(gc::collect(), 0);
+            if all_drops() != [0, 0, 0, 0] {
+                // The guards point into reclaimed memory: never touch them.
+                std::mem::forget(gs);
+                std::mem::forget(ga);
+                panic!("borrowed garbage was reclaimed: drops {:?}", all_drops());
+            }
+            assert!(ws.upgrade().is_some());
+            assert!(wa.upgrade().is_some());
+            assert_eq!(gs.len(), 1);
+            assert_eq!(ga.len(), 2);
+            assert_eq!(ga[1].id, 3);
+            drop(gs);
+            drop(ga);
+            assert_eq!(gc::collect(), 4);
+            assert_eq!(all_drops(), [1, 1, 1, 1]);
+            assert_eq!(gc::tracked_count(), 0);
+        },
+    );
 }
 
 #[test]
 fn mutably_borrowed_refcell_during_automatic_collection() {
-    isolated("mutably_borrowed_refcell_during_automatic_collection", || {
-        gc::set_threshold(5, 2, 2);
-        gc::enable();
-        let holder = new_node(OnDrop::Nothing);
-        let mut guard = holder.edges.borrow_mut();
-        let before = gc::get_stats();
-        // Allocating under the borrow triggers collections; the borrowed
-        // holder keeps everything pushed into it.
-        for _ in 0..300 {
-            let n = new_node(OnDrop::Nothing);
-            link(&n, &n);
-            guard.push(n);
-        }
-        let after = gc::get_stats();
-        assert!(after[0].collections > before[0].collections);
-        assert!(all_drops().iter().all(|&d| d == 0));
-        drop(guard);
-        drop(holder);
-        gc::collect();
-        assert!(all_drops().iter().all(|&d| d == 1));
-        assert_eq!(gc::tracked_count(), 0);
-    });
+    isolated(
+        "mutably_borrowed_refcell_during_automatic_collection",
+        || {
+            gc::set_threshold(5, 2, 2);
+            gc::enable();
+            let holder = new_node(OnDrop::Nothing);
+            let mut guard = holder.edges.borrow_mut();
+            let before = gc::get_stats();
+            // Allocating under the borrow triggers collections; the borrowed
+            // holder keeps everything pushed into it.
+            for _ in 0..300 {
+                let n = new_node(OnDrop::Nothing);
+                link(&n, &n);
+                guard.push(n);
+            }
+            let after = gc::get_stats();
+            assert!(after[0].collections > before[0].collections);
+            assert!(all_drops().iter().all(|&d| d == 0));
+            drop(guard);
+            drop(holder);
+            gc::collect();
+            assert!(all_drops().iter().all(|&d| d == 1));
+            assert_eq!(gc::tracked_count(), 0);
+        },
+    );
 }

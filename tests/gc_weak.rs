@@ -199,7 +199,11 @@ fn test_weak_refs_to_live_objects_survive_collection_of_garbage_holding_them() {
     let g1_seen = seen.iter().find(|(id, _)| *id == 1).expect("g1 dropped");
     assert_eq!(g1_seen.1, [true]);
     assert!(live.watch.borrow()[0].upgrade().is_none());
-    assert_eq!(Gc::weak_count(&live), 0, "g1's weak ref to live was dropped");
+    assert_eq!(
+        Gc::weak_count(&live),
+        0,
+        "g1's weak ref to live was dropped"
+    );
     assert_eq!(Gc::strong_count(&live), 1);
 }
 
@@ -272,7 +276,10 @@ fn test_weak_value_dictionary() {
     // Odd ones die by refcounting; 0 and 2 form a cycle and die by collection.
     objs[0].link.borrow_mut().push(objs[2].clone());
     objs[2].link.borrow_mut().push(objs[0].clone());
-    let keep: Vec<Gc<C>> = objs.drain(..).filter(|o| o.id % 2 == 0 && o.id > 2).collect();
+    let keep: Vec<Gc<C>> = objs
+        .drain(..)
+        .filter(|o| o.id % 2 == 0 && o.id > 2)
+        .collect();
     assert_eq!(live(&dict), [0, 2, 4, 6, 8]);
     gc::collect();
     assert_eq!(live(&dict), [4, 6, 8]);

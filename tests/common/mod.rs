@@ -58,7 +58,13 @@ pub fn isolated(name: &str, body: impl FnOnce()) {
     }
     let exe = std::env::current_exe().expect("current_exe");
     let out = Command::new(exe)
-        .args([name, "--exact", "--include-ignored", "--test-threads=1", "--nocapture"])
+        .args([
+            name,
+            "--exact",
+            "--include-ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, name)
         .output()
         .expect("spawn the test binary as a child");
@@ -78,7 +84,12 @@ pub fn isolated(name: &str, body: impl FnOnce()) {
 /// Runs `f` on a fresh thread with a stack of `bytes` and returns its result
 /// (panics are propagated).
 pub fn with_stack<R: Send + 'static>(bytes: usize, f: impl FnOnce() -> R + Send + 'static) -> R {
-    match std::thread::Builder::new().stack_size(bytes).spawn(f).unwrap().join() {
+    match std::thread::Builder::new()
+        .stack_size(bytes)
+        .spawn(f)
+        .unwrap()
+        .join()
+    {
         Ok(r) => r,
         Err(p) => std::panic::resume_unwind(p),
     }
