@@ -86,7 +86,10 @@ fn structs_of_atoms_are_untracked() {
         id: 9,
         _perm: Rc::new(1),
     });
-    let p = Gc::new(Pair { a: 1u32, b: String::new() });
+    let p = Gc::new(Pair {
+        a: 1u32,
+        b: String::new(),
+    });
     for tracked in [
         gc::is_tracked(&unit),
         gc::is_tracked(&t),
@@ -254,7 +257,10 @@ fn enum_cycles_through_every_variant() {
 #[test]
 fn generic_struct_tracking_follows_the_parameter() {
     let d0 = setup();
-    let atom = Gc::new(Generic { value: 5u32, c: c2() });
+    let atom = Gc::new(Generic {
+        value: 5u32,
+        c: c2(),
+    });
     assert!(!gc::is_tracked(&atom));
     assert_eq!(atom.value, 5);
     let g = Gc::new(Generic {
@@ -330,7 +336,10 @@ fn recursive_box_type_without_gc_cycle() {
     let cell = Gc::new(RefCell::new(None));
     let e = Expr::Add(
         Box::new(Expr::Num(1)),
-        Box::new(Expr::Add(Box::new(Expr::Num(2)), Box::new(Expr::Ref(cell.clone())))),
+        Box::new(Expr::Add(
+            Box::new(Expr::Num(2)),
+            Box::new(Expr::Ref(cell.clone())),
+        )),
     );
     const { assert!(<Expr as Trace>::MAY_CONTAIN_GC) };
     // The cell refers to an expression that refers back to the cell.
@@ -396,7 +405,15 @@ fn edges_are_visited_once_each() {
     drop(holder);
     assert_eq!(gc::collect(), 0);
     assert_eq!(drops(), d0);
-    assert!(target.tup.1.borrow().as_ref().unwrap().map.borrow().contains_key(&1));
+    assert!(target
+        .tup
+        .1
+        .borrow()
+        .as_ref()
+        .unwrap()
+        .map
+        .borrow()
+        .contains_key(&1));
     drop(target);
     assert_eq!(gc::collect(), 2);
 }
