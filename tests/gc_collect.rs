@@ -195,7 +195,7 @@ fn test_finalizer() {
     drop(a);
     assert_eq!(gc::collect(), 1);
     assert_eq!(dels.get(), 1);
-    assert!(matches!(b.attrs.borrow()["b"], Obj::Int(_)));
+    assert!(matches!(b.attrs.borrow()["b"], Obj::Int(v) if v == id_a as i64));
     drop(b);
     assert_eq!(dels.get(), 2);
     assert_eq!(gc::collect(), 0);

@@ -15,6 +15,7 @@
 //!   and `Weak::upgrade` succeeds exactly for reachable nodes.
 //!
 //! Runs over `PyMalloc`.
+#![allow(clippy::needless_range_loop)]
 
 #[global_allocator]
 static GLOBAL: pymem::PyMalloc = pymem::PyMalloc;

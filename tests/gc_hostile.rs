@@ -6,6 +6,7 @@
 //! Every test runs in a child process (`common::isolated`), so that an
 //! abort (a panic while panicking, say) fails that test alone. Runs over
 //! `PyMalloc`.
+#![allow(clippy::needless_range_loop)]
 
 #[global_allocator]
 static GLOBAL: pymem::PyMalloc = pymem::PyMalloc;

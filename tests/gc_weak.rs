@@ -8,6 +8,9 @@ use std::rc::Rc;
 
 use pymem::{gc, Gc, Trace, Tracer, Weak};
 
+/// What each object saw of its watched weak refs when it died.
+type Seen = Rc<RefCell<Vec<(u32, Vec<bool>)>>>;
+
 /// `class C: pass` with an optional link, a `__del__` counter, and a hook
 /// that records what the object's weak references look like when it dies.
 struct C {
@@ -15,7 +18,7 @@ struct C {
     link: RefCell<Vec<Gc<C>>>,
     watch: RefCell<Vec<Weak<C>>>,
     dels: Rc<Cell<usize>>,
-    seen: Rc<RefCell<Vec<(u32, Vec<bool>)>>>,
+    seen: Seen,
 }
 
 unsafe impl Trace for C {
@@ -40,7 +43,7 @@ impl Drop for C {
 
 struct World {
     dels: Rc<Cell<usize>>,
-    seen: Rc<RefCell<Vec<(u32, Vec<bool>)>>>,
+    seen: Seen,
 }
 
 impl World {
