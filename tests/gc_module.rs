@@ -483,3 +483,32 @@ fn collector_is_per_thread() {
     assert_eq!(gc::tracked_count(), t0);
     assert_eq!(gc::collect(), 5);
 }
+
+#[test]
+fn long_lived_rule_keeps_building_linear() {
+    // With tiny thresholds a generation-2 collection would be due every
+    // 10 * 3 * 3 = 90 tracked allocations; CPython's long-lived rule runs
+    // it only when the objects promoted since the last full collection
+    // exceed 25% of those that survived it, so building N live objects
+    // costs O(log N) full collections, not O(N).
+    gc::set_threshold(10, 2, 2);
+    let drops = Rc::new(Cell::new(0));
+    let before = gc::get_stats();
+    let mut head = node(&drops);
+    for _ in 0..50_000 {
+        let n = node(&drops);
+        n.edges.borrow_mut().push(head);
+        head = n;
+    }
+    let after = gc::get_stats();
+    let full = after[2].collections - before[2].collections;
+    let young = after[0].collections - before[0].collections;
+    assert!(young > 1000, "{young} generation-0 collections");
+    assert!(
+        (1..=60).contains(&full),
+        "{full} full collections while building 50,000 live objects"
+    );
+    assert_eq!(drops.get(), 0);
+    drop(head);
+    assert_eq!(drops.get(), 50_001);
+}
