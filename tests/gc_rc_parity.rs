@@ -417,3 +417,29 @@ fn many_handles_and_weaks_balance() {
     drop(g);
     assert!(weaks.iter().all(|w| w.upgrade().is_none()));
 }
+
+/// Compiles only if `T` does not implement `Send` (resp. `Sync`): with both
+/// impls applicable the inferred parameter would be ambiguous (the trick of
+/// `static_assertions::assert_not_impl_any!`).
+trait AmbiguousIfSend<A> {
+    fn check() {}
+}
+impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+impl<T: ?Sized + Send> AmbiguousIfSend<u8> for T {}
+
+trait AmbiguousIfSync<A> {
+    fn check() {}
+}
+impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+impl<T: ?Sized + Sync> AmbiguousIfSync<u8> for T {}
+
+#[test]
+fn gc_and_weak_are_neither_send_nor_sync() {
+    // Unsync, as Rc: one collector per thread.
+    <Gc<u32> as AmbiguousIfSend<_>>::check();
+    <Gc<u32> as AmbiguousIfSync<_>>::check();
+    <Weak<u32> as AmbiguousIfSend<_>>::check();
+    <Weak<u32> as AmbiguousIfSync<_>>::check();
+    // The trick does detect Send types (this one is Send and Sync):
+    <u32 as AmbiguousIfSend<u8>>::check();
+}
