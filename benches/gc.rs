@@ -1,1 +1,556 @@
-fn main() {}
+//! `pymem::Gc` beside `std::rc::Rc` and the peer cycle collectors
+//! (`gcmodule` 0.3, `bacon_rajan_cc` 0.4, `rust-cc` 0.6, `dumpster` 2.1,
+//! unsync flavours), all on the system allocator, on the same workloads.
+//! Criterion prints per-object rates (`Throughput::Elements`).
+//!
+//! Groups (issue 3, item 9; targets from issue 3 in brackets):
+//!
+//! * `leaf_untracked`: create and drop 1M leaf objects holding a `u64`,
+//!   one at a time [<= 1.05x `Rc`]. `leaf_tracked`: the same with a node
+//!   type that may hold a pointer (tracked by the collectors that track).
+//! * `binary_trees`: rust-cc's binary-trees benchmark at depth 11 (trees of
+//!   depth 4, 6, 8, 10 built, checked and dropped; 259,424 nodes), then a
+//!   collection [<= 1.05x `Rc`].
+//! * `rings`: 100k rings of 10 nodes, each dropped as soon as it is built,
+//!   then a collection: 1M nodes of cyclic garbage. `Rc` closes each ring
+//!   with a `Weak` instead, so plain refcounting frees it [<= 2x `Rc`].
+//! * `dlists`: 30 doubly linked lists of 4,096 nodes (strong `next` and
+//!   `prev`; `Rc` uses `Weak` for `prev`), each dropped as garbage, then a
+//!   collection, as rust-cc's `large_linked_list` [<= 2x `Rc`].
+//! * `full_collect_live`: a live heap of 1M tracked nodes (a doubly linked
+//!   list, every node also held by a `Vec`) fully collected; ns per live
+//!   object per collection [<= 5 ns; gcmodule ~82]. `clean`: nothing
+//!   happened since the last collection (a collector may skip the work);
+//!   `dirty`: one handle is cloned and dropped before each collection, so
+//!   it cannot. Bacon-Rajan-style collectors (bacon_rajan_cc, rust-cc,
+//!   dumpster) only trace from candidate roots (handles decremented to a
+//!   non-zero count), so for them this measures that, not a full-heap
+//!   trace; `Rc` has no collection and is left out.
+//! * `clone_drop`: clone and drop one handle to a tracked node, 1,000
+//!   times per iteration [<= 1.2x `Rc`].
+//!
+//! Run: `cargo bench --bench gc` (a few minutes).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+
+const LEAVES: usize = 1_000_000;
+const TREE_DEPTH: usize = 11;
+const RINGS: usize = 100_000;
+const RING_LEN: usize = 10;
+const DLISTS: usize = 30;
+const DLIST_LEN: usize = 4096;
+const LIVE: usize = 1_000_000;
+const CLONES: usize = 1000;
+
+/// Number of nodes rust-cc's `count_binary_trees(max)` builds.
+fn tree_nodes(max: usize) -> usize {
+    (4..max)
+        .step_by(2)
+        .map(|d| (1usize << (max - d + 4)) * ((1usize << (d + 1)) - 1))
+        .sum()
+}
+
+/// Generates the workloads for one collector. `$P` is the pointer type,
+/// `$new` makes one, `$collect` runs a full collection.
+macro_rules! workloads {
+    ($P:ident, $new:expr, $collect:expr) => {
+        pub fn leaf_untracked(n: usize) {
+            for i in 0..n {
+                black_box($new(i as u64));
+            }
+        }
+
+        pub fn leaf_tracked(n: usize) {
+            for _ in 0..n {
+                black_box($new(DNode::default()));
+            }
+        }
+
+        pub fn binary_trees(max: usize) -> usize {
+            let mut total = 0;
+            for depth in (4..max).step_by(2) {
+                let iterations = 1 << (max - depth + 4);
+                for _ in 0..iterations {
+                    total += $new(TreeNode::new(depth)).check();
+                }
+            }
+            $collect();
+            total
+        }
+
+        impl TreeNode {
+            fn new(depth: usize) -> Self {
+                if depth == 0 {
+                    return TreeNode::End;
+                }
+                TreeNode::Nested {
+                    left: $new(Self::new(depth - 1)),
+                    right: $new(Self::new(depth - 1)),
+                }
+            }
+
+            fn check(&self) -> usize {
+                match self {
+                    TreeNode::End => 1,
+                    TreeNode::Nested { left, right } => left.check() + right.check() + 1,
+                }
+            }
+        }
+
+        pub fn rings(count: usize, len: usize) {
+            for _ in 0..count {
+                let first = $new(DNode::default());
+                let mut last = first.clone();
+                for _ in 1..len {
+                    let n = $new(DNode::default());
+                    *last.next.borrow_mut() = Some(n.clone());
+                    last = n;
+                }
+                *last.next.borrow_mut() = Some(first);
+            }
+            $collect();
+        }
+
+        pub fn dlists(count: usize, len: usize) -> usize {
+            let mut total = 0;
+            for _ in 0..count {
+                let head = $new(DNode::default());
+                let mut tail = head.clone();
+                for _ in 1..len {
+                    let n = $new(DNode::default());
+                    *n.prev.borrow_mut() = Some(tail.clone());
+                    *tail.next.borrow_mut() = Some(n.clone());
+                    tail = n;
+                }
+                total += black_box(&head).next.borrow().is_some() as usize;
+            }
+            $collect();
+            total
+        }
+
+        pub fn live_heap(n: usize) -> Vec<$P<DNode>> {
+            let nodes: Vec<$P<DNode>> = (0..n).map(|_| $new(DNode::default())).collect();
+            for w in nodes.windows(2) {
+                *w[0].next.borrow_mut() = Some(w[1].clone());
+                *w[1].prev.borrow_mut() = Some(w[0].clone());
+            }
+            $collect();
+            nodes
+        }
+
+        /// Breaks the heap's links so that dropping it frees everything.
+        pub fn free_heap(nodes: Vec<$P<DNode>>) {
+            for n in &nodes {
+                n.next.borrow_mut().take();
+                n.prev.borrow_mut().take();
+            }
+            drop(nodes);
+            $collect();
+        }
+
+        pub fn collect_live(nodes: &[$P<DNode>], dirty: usize) {
+            if dirty != usize::MAX {
+                drop(black_box(nodes[dirty % nodes.len()].clone()));
+            }
+            $collect();
+        }
+
+        pub fn clone_drop(h: &$P<DNode>, n: usize) {
+            for _ in 0..n {
+                drop(black_box(h.clone()));
+            }
+        }
+    };
+}
+
+mod pm {
+    use super::black_box;
+    use pymem::{gc, Gc, Trace};
+    use std::cell::RefCell;
+
+    #[derive(Trace, Default)]
+    pub struct DNode {
+        next: RefCell<Option<Gc<DNode>>>,
+        prev: RefCell<Option<Gc<DNode>>>,
+    }
+
+    #[derive(Trace)]
+    pub enum TreeNode {
+        Nested {
+            left: Gc<TreeNode>,
+            right: Gc<TreeNode>,
+        },
+        End,
+    }
+
+    fn collect() {
+        gc::collect();
+    }
+
+    workloads!(Gc, Gc::new, collect);
+}
+
+mod gcm {
+    use super::black_box;
+    use gcmodule::{Cc, Trace, Tracer};
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    pub struct DNode {
+        next: RefCell<Option<Cc<DNode>>>,
+        prev: RefCell<Option<Cc<DNode>>>,
+    }
+    impl Trace for DNode {
+        fn trace(&self, tracer: &mut Tracer) {
+            self.next.trace(tracer);
+            self.prev.trace(tracer);
+        }
+    }
+
+    pub enum TreeNode {
+        Nested {
+            left: Cc<TreeNode>,
+            right: Cc<TreeNode>,
+        },
+        End,
+    }
+    impl Trace for TreeNode {
+        fn trace(&self, tracer: &mut Tracer) {
+            if let TreeNode::Nested { left, right } = self {
+                left.trace(tracer);
+                right.trace(tracer);
+            }
+        }
+    }
+
+    fn collect() {
+        gcmodule::collect_thread_cycles();
+    }
+
+    workloads!(Cc, Cc::new, collect);
+}
+
+mod bacon {
+    use super::black_box;
+    use bacon_rajan_cc::{Cc, Trace, Tracer};
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    pub struct DNode {
+        next: RefCell<Option<Cc<DNode>>>,
+        prev: RefCell<Option<Cc<DNode>>>,
+    }
+    impl Trace for DNode {
+        fn trace(&self, tracer: &mut Tracer) {
+            self.next.trace(tracer);
+            self.prev.trace(tracer);
+        }
+    }
+
+    pub enum TreeNode {
+        Nested {
+            left: Cc<TreeNode>,
+            right: Cc<TreeNode>,
+        },
+        End,
+    }
+    impl Trace for TreeNode {
+        fn trace(&self, tracer: &mut Tracer) {
+            if let TreeNode::Nested { left, right } = self {
+                left.trace(tracer);
+                right.trace(tracer);
+            }
+        }
+    }
+
+    workloads!(Cc, Cc::new, bacon_rajan_cc::collect_cycles);
+}
+
+mod rcc {
+    use super::black_box;
+    use rust_cc::Cc;
+    use std::cell::RefCell;
+
+    #[derive(rust_cc::Trace, rust_cc::Finalize, Default)]
+    pub struct DNode {
+        next: RefCell<Option<Cc<DNode>>>,
+        prev: RefCell<Option<Cc<DNode>>>,
+    }
+
+    #[derive(rust_cc::Trace, rust_cc::Finalize)]
+    pub enum TreeNode {
+        Nested {
+            left: Cc<TreeNode>,
+            right: Cc<TreeNode>,
+        },
+        End,
+    }
+
+    workloads!(Cc, Cc::new, rust_cc::collect_cycles);
+}
+
+mod dump {
+    use super::black_box;
+    use dumpster::unsync::Gc;
+    use std::cell::RefCell;
+
+    #[derive(dumpster::Trace, Default)]
+    pub struct DNode {
+        next: RefCell<Option<Gc<DNode>>>,
+        prev: RefCell<Option<Gc<DNode>>>,
+    }
+
+    #[derive(dumpster::Trace)]
+    pub enum TreeNode {
+        Nested {
+            left: Gc<TreeNode>,
+            right: Gc<TreeNode>,
+        },
+        End,
+    }
+
+    workloads!(Gc, Gc::new, dumpster::unsync::collect);
+}
+
+/// `Rc`, breaking every cycle by hand with `Weak`: a ring is closed by a
+/// `Weak`, a list's `prev` links are `Weak`.
+mod rc {
+    use super::black_box;
+    use std::cell::RefCell;
+    use std::rc::{Rc, Weak};
+
+    #[derive(Default)]
+    pub struct DNode {
+        next: RefCell<Option<Rc<DNode>>>,
+        prev: RefCell<Weak<DNode>>,
+        close: RefCell<Weak<DNode>>,
+    }
+
+    pub enum TreeNode {
+        Nested {
+            left: Rc<TreeNode>,
+            right: Rc<TreeNode>,
+        },
+        End,
+    }
+
+    pub fn leaf_untracked(n: usize) {
+        for i in 0..n {
+            black_box(Rc::new(i as u64));
+        }
+    }
+
+    pub fn leaf_tracked(n: usize) {
+        for _ in 0..n {
+            black_box(Rc::new(DNode::default()));
+        }
+    }
+
+    pub fn binary_trees(max: usize) -> usize {
+        let mut total = 0;
+        for depth in (4..max).step_by(2) {
+            let iterations = 1 << (max - depth + 4);
+            for _ in 0..iterations {
+                total += Rc::new(TreeNode::new(depth)).check();
+            }
+        }
+        total
+    }
+
+    impl TreeNode {
+        fn new(depth: usize) -> Self {
+            if depth == 0 {
+                return TreeNode::End;
+            }
+            TreeNode::Nested {
+                left: Rc::new(Self::new(depth - 1)),
+                right: Rc::new(Self::new(depth - 1)),
+            }
+        }
+
+        fn check(&self) -> usize {
+            match self {
+                TreeNode::End => 1,
+                TreeNode::Nested { left, right } => left.check() + right.check() + 1,
+            }
+        }
+    }
+
+    pub fn rings(count: usize, len: usize) {
+        for _ in 0..count {
+            let first = Rc::new(DNode::default());
+            let mut last = first.clone();
+            for _ in 1..len {
+                let n = Rc::new(DNode::default());
+                *last.next.borrow_mut() = Some(n.clone());
+                last = n;
+            }
+            *last.close.borrow_mut() = Rc::downgrade(&first);
+        }
+    }
+
+    pub fn dlists(count: usize, len: usize) -> usize {
+        let mut total = 0;
+        for _ in 0..count {
+            let head = Rc::new(DNode::default());
+            let mut tail = head.clone();
+            for _ in 1..len {
+                let n = Rc::new(DNode::default());
+                *n.prev.borrow_mut() = Rc::downgrade(&tail);
+                *tail.next.borrow_mut() = Some(n.clone());
+                tail = n;
+            }
+            total += black_box(&head).next.borrow().is_some() as usize;
+        }
+        total
+    }
+
+    pub fn clone_drop(h: &Rc<DNode>, n: usize) {
+        for _ in 0..n {
+            drop(black_box(h.clone()));
+        }
+    }
+}
+
+fn configure<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    elements: usize,
+) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(elements as u64));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g
+}
+
+fn leaves(c: &mut Criterion) {
+    let mut g = configure(c, "leaf_untracked", LEAVES);
+    g.bench_function("Rc", |b| b.iter(|| rc::leaf_untracked(LEAVES)));
+    g.bench_function("pymem", |b| b.iter(|| pm::leaf_untracked(LEAVES)));
+    g.bench_function("gcmodule", |b| b.iter(|| gcm::leaf_untracked(LEAVES)));
+    g.bench_function("bacon_rajan_cc", |b| {
+        b.iter(|| bacon::leaf_untracked(LEAVES))
+    });
+    g.bench_function("rust-cc", |b| b.iter(|| rcc::leaf_untracked(LEAVES)));
+    g.bench_function("dumpster", |b| b.iter(|| dump::leaf_untracked(LEAVES)));
+    g.finish();
+
+    let mut g = configure(c, "leaf_tracked", LEAVES);
+    g.bench_function("Rc", |b| b.iter(|| rc::leaf_tracked(LEAVES)));
+    g.bench_function("pymem", |b| b.iter(|| pm::leaf_tracked(LEAVES)));
+    g.bench_function("gcmodule", |b| b.iter(|| gcm::leaf_tracked(LEAVES)));
+    g.bench_function("bacon_rajan_cc", |b| b.iter(|| bacon::leaf_tracked(LEAVES)));
+    g.bench_function("rust-cc", |b| b.iter(|| rcc::leaf_tracked(LEAVES)));
+    g.bench_function("dumpster", |b| b.iter(|| dump::leaf_tracked(LEAVES)));
+    g.finish();
+}
+
+fn trees(c: &mut Criterion) {
+    let nodes = tree_nodes(TREE_DEPTH);
+    let expect = rc::binary_trees(TREE_DEPTH);
+    assert_eq!(expect, nodes);
+    assert_eq!(pm::binary_trees(TREE_DEPTH), nodes);
+    let mut g = configure(c, "binary_trees", nodes);
+    g.bench_function("Rc", |b| b.iter(|| rc::binary_trees(TREE_DEPTH)));
+    g.bench_function("pymem", |b| b.iter(|| pm::binary_trees(TREE_DEPTH)));
+    g.bench_function("gcmodule", |b| b.iter(|| gcm::binary_trees(TREE_DEPTH)));
+    g.bench_function("bacon_rajan_cc", |b| {
+        b.iter(|| bacon::binary_trees(TREE_DEPTH))
+    });
+    g.bench_function("rust-cc", |b| b.iter(|| rcc::binary_trees(TREE_DEPTH)));
+    g.bench_function("dumpster", |b| b.iter(|| dump::binary_trees(TREE_DEPTH)));
+    g.finish();
+}
+
+fn rings(c: &mut Criterion) {
+    // Sanity: pymem really reclaims the rings.
+    pymem::gc::collect();
+    pm::rings(1000, RING_LEN);
+    assert_eq!(pymem::gc::tracked_count(), 0);
+    let mut g = configure(c, "rings", RINGS * RING_LEN);
+    g.bench_function("Rc", |b| b.iter(|| rc::rings(RINGS, RING_LEN)));
+    g.bench_function("pymem", |b| b.iter(|| pm::rings(RINGS, RING_LEN)));
+    g.bench_function("gcmodule", |b| b.iter(|| gcm::rings(RINGS, RING_LEN)));
+    g.bench_function("bacon_rajan_cc", |b| {
+        b.iter(|| bacon::rings(RINGS, RING_LEN))
+    });
+    g.bench_function("rust-cc", |b| b.iter(|| rcc::rings(RINGS, RING_LEN)));
+    g.bench_function("dumpster", |b| b.iter(|| dump::rings(RINGS, RING_LEN)));
+    g.finish();
+}
+
+fn dlists(c: &mut Criterion) {
+    pm::dlists(2, DLIST_LEN);
+    assert_eq!(pymem::gc::tracked_count(), 0);
+    let mut g = configure(c, "dlists", DLISTS * DLIST_LEN);
+    g.bench_function("Rc", |b| b.iter(|| rc::dlists(DLISTS, DLIST_LEN)));
+    g.bench_function("pymem", |b| b.iter(|| pm::dlists(DLISTS, DLIST_LEN)));
+    g.bench_function("gcmodule", |b| b.iter(|| gcm::dlists(DLISTS, DLIST_LEN)));
+    g.bench_function("bacon_rajan_cc", |b| {
+        b.iter(|| bacon::dlists(DLISTS, DLIST_LEN))
+    });
+    g.bench_function("rust-cc", |b| b.iter(|| rcc::dlists(DLISTS, DLIST_LEN)));
+    g.bench_function("dumpster", |b| b.iter(|| dump::dlists(DLISTS, DLIST_LEN)));
+    g.finish();
+}
+
+fn full_collect(c: &mut Criterion) {
+    macro_rules! live {
+        ($g:expr, $name:literal, $m:ident) => {{
+            let heap = $m::live_heap(LIVE);
+            $g.bench_function(concat!($name, "/clean"), |b| {
+                b.iter(|| $m::collect_live(&heap, usize::MAX))
+            });
+            let mut k = 0;
+            $g.bench_function(concat!($name, "/dirty"), |b| {
+                b.iter(|| {
+                    k += 7919;
+                    $m::collect_live(&heap, k)
+                })
+            });
+            $m::free_heap(heap);
+        }};
+    }
+    let mut g = configure(c, "full_collect_live", LIVE);
+    live!(g, "pymem", pm);
+    live!(g, "gcmodule", gcm);
+    live!(g, "bacon_rajan_cc", bacon);
+    live!(g, "rust-cc", rcc);
+    live!(g, "dumpster", dump);
+    g.finish();
+}
+
+fn clone_drop(c: &mut Criterion) {
+    let mut g = configure(c, "clone_drop", CLONES);
+    let h = std::rc::Rc::new(rc::DNode::default());
+    g.bench_function("Rc", |b| b.iter(|| rc::clone_drop(&h, CLONES)));
+    let h = pymem::Gc::new(pm::DNode::default());
+    g.bench_function("pymem", |b| b.iter(|| pm::clone_drop(&h, CLONES)));
+    let h = gcmodule::Cc::new(gcm::DNode::default());
+    g.bench_function("gcmodule", |b| b.iter(|| gcm::clone_drop(&h, CLONES)));
+    let h = bacon_rajan_cc::Cc::new(bacon::DNode::default());
+    g.bench_function("bacon_rajan_cc", |b| {
+        b.iter(|| bacon::clone_drop(&h, CLONES))
+    });
+    let h = rust_cc::Cc::new(rcc::DNode::default());
+    g.bench_function("rust-cc", |b| b.iter(|| rcc::clone_drop(&h, CLONES)));
+    let h = dumpster::unsync::Gc::new(dump::DNode::default());
+    g.bench_function("dumpster", |b| b.iter(|| dump::clone_drop(&h, CLONES)));
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    leaves,
+    trees,
+    rings,
+    dlists,
+    full_collect,
+    clone_drop
+);
+criterion_main!(benches);
