@@ -22,8 +22,8 @@
 //! 4. **`handle_weakrefs`**: every unreachable object is marked `DEAD` and
 //!    `UNTRACKED`, and the collector takes a strong count on it, so
 //!    `Weak::upgrade` fails for all of them before any value is dropped and
-//!    none can be freed under the collector's feet. (PEP 442 finalizers of
-//!    issue 5 would run here, followed by a resurrection check.)
+//!    none can be freed under the collector's feet. Then PEP 442 finalizers
+//!    run, followed by a resurrection check (see `finalize`).
 //! 5. **`delete_garbage`**: values are dropped one by one, each marked
 //!    `DROPPED` first (so a `Drop` reaching a dropped member panics instead
 //!    of reading freed data), under `catch_unwind`. Then the collector's
@@ -112,6 +112,8 @@ impl State {
             return 0;
         }
         self.collecting.set(true);
+        // debug hook: DEBUG_STATS and gc::callbacks ("start")
+        let session = super::debug::collection_start(self, g);
         if g + 1 < 3 {
             self.count[g + 1].set(self.count[g + 1].get() + 1);
         }
@@ -138,6 +140,8 @@ impl State {
         s.collections += 1;
         s.collected += found;
         self.stats[g].set(s);
+        // debug hook: DEBUG_STATS and gc::callbacks ("stop")
+        let panic = panic.or(super::debug::collection_stop(session, g, found));
         self.collecting.set(false);
         if let Some(p) = panic {
             resume_unwind(p);
@@ -266,14 +270,15 @@ impl State {
             let s = strong(p);
             s.set(s.get() + 1);
         }
-        let found = garbage.len();
-        let panic = self.delete_garbage(&garbage);
+        // finalizers, resurrection, DEBUG_COLLECTABLE / DEBUG_SAVEALL, then
+        // delete_garbage and weak callbacks (see `finalize`)
+        let (found, panic) = super::finalize::reclaim(self, garbage);
         (found, survivors, panic)
     }
 
     /// Drops the values of the garbage (already `DEAD`), then releases the
     /// collector's counts, freeing what no handle holds.
-    fn delete_garbage(&self, garbage: &[ObjPtr]) -> Option<Panic> {
+    pub(crate) fn delete_garbage(&self, garbage: &[ObjPtr]) -> Option<Panic> {
         let mut first: Option<Panic> = None;
         let mut i = 0;
         // One `catch_unwind` per run of drops that do not panic: after a

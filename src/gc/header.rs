@@ -13,7 +13,7 @@
 //!  └───────────────┴──────────────────┴──────────────┴──────────────┴───────────┘
 //!   -16             -8                 ▲ Gc points here (same code as untracked)
 //!  gc word = index in the generation list << 8
-//!          | flags (DIRTY UNTRACKED DEAD DROPPED, FINALIZED reserved, 3 bits free)
+//!          | flags (DIRTY UNTRACKED DEAD DROPPED FINALIZED FINALIZE WEAK_CALLBACKS, 1 bit free)
 //! ```
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
@@ -66,9 +66,15 @@ pub(crate) const UNTRACKED: usize = 1 << 1;
 pub(crate) const DEAD: usize = 1 << 2;
 /// The value has been dropped (by the collector or refcounting).
 pub(crate) const DROPPED: usize = 1 << 3;
-/// Reserved for PEP 442 finalizers (issue 5): the finalizer already ran.
-#[allow(dead_code)]
+/// PEP 442: the object's finalizer already ran (see `finalize`).
 pub(crate) const FINALIZED: usize = 1 << 4;
+/// The object has a finalizer that has not run yet (see `finalize`): the
+/// refcount death path tests it together with `DROPPED`, so objects
+/// without one pay nothing.
+pub(crate) const FINALIZE: usize = 1 << 5;
+/// Weak callbacks (`gc::finalize`, `Weak::with_callback`) may be
+/// registered for the object in the thread's side table (see `finalize`).
+pub(crate) const WEAK_CALLBACKS: usize = 1 << 6;
 /// The flag bits.
 pub(crate) const FLAG_MASK: usize = (1 << SHIFT) - 1;
 
@@ -80,12 +86,13 @@ pub(crate) struct VTable {
     pub(crate) drop_value: unsafe fn(ObjPtr),
     /// Frees the allocation.
     pub(crate) dealloc: unsafe fn(ObjPtr),
-    /// `core::any::type_name::<T>()` (for the census of issue 5).
-    #[allow(dead_code)]
+    /// `core::any::type_name::<T>()` (for the census and debug output).
     pub(crate) type_name: fn() -> &'static str,
     /// Bytes of the whole allocation.
-    #[allow(dead_code)]
     pub(crate) size: usize,
+    /// The PEP 442 finalizer (`gc::Finalize`), if the object was created
+    /// with one (`Gc::new_with_finalizer` uses a second vtable).
+    pub(crate) finalize: Option<unsafe fn(ObjPtr)>,
 }
 
 impl GcHeader {
@@ -175,6 +182,7 @@ impl<T: Trace + 'static> Lay<T> {
         dealloc: dealloc_erased::<T>,
         type_name: std::any::type_name::<T>,
         size: Self::OFFSET + size_of::<GcBox<T>>(),
+        finalize: None,
     };
 
     /// Allocates a box with `strong`/`weak` counts and, for tracked types,

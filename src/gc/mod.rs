@@ -128,7 +128,10 @@
 //! callbacks would need, the vtable carries the type name for a census,
 //! and the collector's phases work on type-erased pointers.
 
+mod census;
 mod collector;
+mod debug;
+mod finalize;
 mod generations;
 mod header;
 mod ptr;
@@ -140,6 +143,12 @@ mod weak;
 #[cfg(test)]
 mod tests;
 
+pub use census::{census, Census, CensusGrowth, TypeCount, TypeGrowth};
+pub use debug::{
+    callbacks, clear_garbage, garbage, get_debug, set_debug, CallbackId, CallbackInfo, GarbageInfo,
+    Phase, DEBUG_COLLECTABLE, DEBUG_LEAK, DEBUG_SAVEALL, DEBUG_STATS, DEBUG_UNCOLLECTABLE,
+};
+pub use finalize::{finalize, is_finalized, Finalize, Finalizer, WeakRef};
 pub use ptr::Gc;
 pub use trace::Trace;
 pub use tracer::Tracer;

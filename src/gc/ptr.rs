@@ -11,7 +11,9 @@ use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::generations::{self, State};
-use super::header::{Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED};
+use super::header::{
+    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, UNTRACKED, WEAK_CALLBACKS,
+};
 use super::trace::Trace;
 use super::tracer::Tracer;
 use super::trashcan;
@@ -247,16 +249,23 @@ impl<T: Trace + 'static> Gc<T> {
         let this = ManuallyDrop::new(this);
         let obj = this.obj();
         this.counts().strong.set(0);
+        let mut callbacks = None;
         if T::MAY_CONTAIN_GC {
             let h = this.header();
             generations::with(|st| st.untrack(obj, h));
             h.set_flags(DROPPED);
+            if h.has(WEAK_CALLBACKS) {
+                callbacks = super::finalize::take_on_unwrap(obj, h);
+            }
         }
         // SAFETY: strong was 1 and is now 0: the value is ours to move out,
         // and no one will drop it again (DROPPED / strong == 0).
         let value = unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) };
         // SAFETY: strong == 0, value moved out.
         unsafe { Self::release_weak(this.ptr) };
+        if let Some(c) = callbacks {
+            super::finalize::run_on_unwrap(c);
+        }
         Ok(value)
     }
 
@@ -319,11 +328,11 @@ impl<T: Trace + 'static> Gc<T> {
     unsafe fn drop_slow(&mut self) {
         let obj = self.obj();
         let h = self.header();
-        if h.has(DROPPED) {
-            // A handle resurrected from a Drop run by the collector: the
-            // value is gone, only the memory remains.
-            // SAFETY: strong == 0 and the value is dropped.
-            unsafe { Self::release_weak(self.ptr) };
+        if h.has(DROPPED | FINALIZE | WEAK_CALLBACKS) {
+            // A handle resurrected from a Drop run by the collector, a
+            // pending finalizer, or weak callbacks: the rare path.
+            // SAFETY: strong just reached 0 on this live tracked box.
+            unsafe { super::finalize::last_drop::<T>(self.ptr) };
             return;
         }
         generations::with(|st: &State| {
