@@ -791,11 +791,9 @@ impl<T: Trace + 'static> WeakRef<T> {
     pub fn into_weak(self) -> Weak<T> {
         self.callback.detach();
         let this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped; each field is read once.
-        unsafe {
-            drop(ptr::read(&this.callback));
-            ptr::read(&this.weak)
-        }
+        // SAFETY: `this` is never dropped and the `Weak` is read once; the
+        // `Finalizer` beside it owns nothing.
+        unsafe { ptr::read(&this.weak) }
     }
 }
 
