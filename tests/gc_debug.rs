@@ -309,7 +309,10 @@ fn child_stderr(test: &str) -> String {
         .output()
         .unwrap();
     assert!(out.status.success(), "child {test} failed: {out:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    // Shown with `-- --nocapture`.
+    eprint!("{err}");
+    err
 }
 
 #[test]

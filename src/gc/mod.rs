@@ -121,12 +121,39 @@
 //! object is treated as referenced from outside (see
 //! [`Tracer::mark_external`](crate::Tracer::mark_external)).
 //!
-//! # Room for what comes next
+//! # Debugging, finalizers, census
 //!
-//! The vtable can take a PEP 442 finalizer (and there is a reserved
-//! `FINALIZED` flag), the gc word has the flags a `DEBUG_SAVEALL` or weak
-//! callbacks would need, the vtable carries the type name for a census,
-//! and the collector's phases work on type-erased pointers.
+//! * [`set_debug`] with [`DEBUG_STATS`], [`DEBUG_COLLECTABLE`],
+//!   [`DEBUG_SAVEALL`] ([`garbage`], [`clear_garbage`]) and [`DEBUG_LEAK`],
+//!   and [`callbacks`] run at the start and the stop of each collection,
+//!   as Python's `gc.set_debug`, `gc.garbage` and `gc.callbacks`.
+//! * PEP 442 finalizers: [`Finalize`] with
+//!   [`Gc::new_with_finalizer`](crate::Gc::new_with_finalizer), run once
+//!   before a cycle is dropped while all of it is alive; resurrection is
+//!   detected ([`is_finalized`]). Objects without a finalizer pay nothing:
+//!   a second vtable and a header flag mark those that have one.
+//! * Weak callbacks: [`finalize`] (Python's `weakref.finalize`) and
+//!   [`Weak::with_callback`](crate::Weak::with_callback) (`weakref.ref(obj,
+//!   callback)`), kept in a per-thread side table, flagged in the header.
+//! * [`census`]: live tracked objects by type, and the growth between two
+//!   censuses (objgraph's `most_common_types` and `show_growth`).
+//!
+//! ```
+//! use pymem::{gc, Gc, Trace};
+//! use std::cell::RefCell;
+//!
+//! #[derive(Trace)]
+//! struct Node { next: RefCell<Option<Gc<Node>>> }
+//!
+//! let before = gc::census();
+//! let a = Gc::new(Node { next: RefCell::new(None) });
+//! *a.next.borrow_mut() = Some(a.clone());
+//! drop(a);
+//! assert_eq!(gc::census().growth_since(&before).delta_matching("::Node"), 1);
+//! gc::set_debug(gc::DEBUG_COLLECTABLE); // prints "gc: collectable 1 x ...::Node"
+//! assert_eq!(gc::collect(), 1);
+//! gc::set_debug(0);
+//! ```
 
 mod census;
 mod collector;
@@ -163,10 +190,11 @@ pub struct GenStats {
     /// Collections of this generation (including those the skip rule
     /// proved empty).
     pub collections: usize,
-    /// Unreachable objects found by collections of this generation.
+    /// Unreachable objects found by collections of this generation (less
+    /// those a finalizer resurrected, as in CPython).
     pub collected: usize,
     /// Unreachable objects that could not be reclaimed (always 0: every
-    /// `Drop` can run, as with CPython's PEP 442 collector).
+    /// `Drop` and finalizer can run, as with CPython's PEP 442 collector).
     pub uncollectable: usize,
 }
 
