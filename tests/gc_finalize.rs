@@ -526,3 +526,66 @@ fn many_finalizers_in_a_long_ring() {
     assert_eq!(gc::collect(), n);
     assert_eq!((finalized(), dropped()), (n, n));
 }
+
+/// A `Drop` run by the collector that registers a callback on a member of
+/// its own garbage (already dropped) registers nothing.
+#[test]
+fn callback_on_dropped_member_is_not_registered() {
+    thread_local!(static REG: RefCell<Vec<bool>> = const { RefCell::new(Vec::new()) });
+    #[derive(Trace)]
+    struct D {
+        other: RefCell<Option<Gc<D>>>,
+    }
+    impl Drop for D {
+        fn drop(&mut self) {
+            if let Some(o) = self.other.borrow().as_ref() {
+                let f = gc::finalize(o, || panic!("never"));
+                REG.with(|r| r.borrow_mut().push(f.alive()));
+            }
+        }
+    }
+    let a = Gc::new(D {
+        other: RefCell::new(None),
+    });
+    let b = Gc::new(D {
+        other: RefCell::new(Some(a.clone())),
+    });
+    *a.other.borrow_mut() = Some(b.clone());
+    drop((a, b));
+    assert_eq!(gc::collect(), 2);
+    // Neither registration took: both objects were being reclaimed.
+    assert_eq!(REG.with(|r| r.borrow().clone()), [false, false]);
+    // Nothing stale is left behind to fire on a later object (which may
+    // reuse the address).
+    for _ in 0..100 {
+        let x = Gc::new(D {
+            other: RefCell::new(None),
+        });
+        let f = gc::finalize(&x, || ());
+        drop(x);
+        assert!(!f.alive());
+    }
+}
+
+/// A finalizer may register a weak callback on its own garbage; it runs
+/// when the garbage is reclaimed.
+#[test]
+fn finalizer_registers_weak_callback() {
+    thread_local!(static RAN: Cell<bool> = const { Cell::new(false) });
+    #[derive(Trace)]
+    struct F {
+        me: RefCell<Option<Gc<F>>>,
+    }
+    impl Finalize for F {
+        fn finalize(this: &Gc<Self>) {
+            assert!(gc::finalize(this, || RAN.with(|r| r.set(true))).alive());
+        }
+    }
+    let f = Gc::new_with_finalizer(F {
+        me: RefCell::new(None),
+    });
+    *f.me.borrow_mut() = Some(f.clone());
+    drop(f);
+    assert_eq!(gc::collect(), 1);
+    assert!(RAN.with(Cell::get));
+}

@@ -305,6 +305,8 @@ pub(crate) fn reclaim(st: &State, mut garbage: Vec<ObjPtr>) -> (usize, Option<Pa
     let mut first: Option<Panic> = None;
     // finalize_garbage
     let mut ran = false;
+    let mut callbacks = false;
+    let was_finalizing = FINALIZING.with(|f| f.replace(true));
     let mut i = 0;
     while i < garbage.len() {
         let r = catch_unwind(AssertUnwindSafe(|| {
@@ -313,6 +315,7 @@ pub(crate) fn reclaim(st: &State, mut garbage: Vec<ObjPtr>) -> (usize, Option<Pa
                 i += 1;
                 // SAFETY: the collector holds a count on each object.
                 let h = unsafe { GcHeader::of(p) };
+                callbacks |= h.has(WEAK_CALLBACKS);
                 if h.has(FINALIZE) && !h.has(DROPPED) {
                     h.clear_flags(FINALIZE);
                     h.set_flags(FINALIZED);
@@ -331,6 +334,7 @@ pub(crate) fn reclaim(st: &State, mut garbage: Vec<ObjPtr>) -> (usize, Option<Pa
             first.get_or_insert(e);
         }
     }
+    FINALIZING.with(|f| f.set(was_finalizing));
     // handle_resurrected_objects
     if ran {
         let (keep, resurrected, p) = partition_resurrected(st, &garbage);
@@ -349,7 +353,11 @@ pub(crate) fn reclaim(st: &State, mut garbage: Vec<ObjPtr>) -> (usize, Option<Pa
     let n = garbage.len();
     if flags & debug::DEBUG_SAVEALL != 0 {
         debug::save(&garbage);
-    } else if let Some(p) = delete(st, &garbage) {
+    } else if let Some(p) = if callbacks || ran {
+        delete(st, &garbage)
+    } else {
+        st.delete_garbage(&garbage)
+    } {
         first.get_or_insert(p);
     }
     (n, first)
@@ -492,6 +500,13 @@ fn revive(st: &State, objs: &[ObjPtr]) -> Option<Panic> {
 // ---------------------------------------------------------------------------
 // weak callbacks
 
+thread_local! {
+    /// The collector is running finalizers: members of the garbage (dead
+    /// for `Weak`) may still get weak callbacks, which run when they are
+    /// reclaimed.
+    static FINALIZING: Cell<bool> = const { Cell::new(false) };
+}
+
 struct Entry {
     id: u64,
     f: Box<dyn FnOnce()>,
@@ -545,6 +560,18 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
         )
     };
     let addr = obj.obj() as usize;
+    let h = obj.header();
+    if h.has(DROPPED) || (h.has(DEAD) && !FINALIZING.with(Cell::get)) {
+        // Only reachable from a `Drop` run by the collector, through a
+        // resurrected handle: the object is being reclaimed and its
+        // callbacks were already taken, so this one would never run. Id 0
+        // is never registered: not alive.
+        return Finalizer {
+            id: 0,
+            addr,
+            _not_send: PhantomData,
+        };
+    }
     let id = REGISTRY.with(|r| {
         let id = r.next.get();
         r.next.set(id + 1);
@@ -570,7 +597,11 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
 /// dropping the handle does neither: the callback stays registered.
 ///
 /// `f` must not hold a `Gc` to `obj` (that would keep it alive forever,
-/// as in Python). The callback runs on this thread; a panic in it is
+/// as in Python). Registering on an object the collector is reclaiming
+/// (from a `Drop` impl run by a collection, through a handle to another
+/// member of the same garbage) registers nothing: the returned handle is
+/// not [`alive`](Finalizer::alive). Finalizers may register callbacks on
+/// the members of their garbage: they run when those are reclaimed. The callback runs on this thread; a panic in it is
 /// resumed after the reclamation is complete. Objects still alive when
 /// their thread exits do not run their callbacks. Only tracked types
 /// (those that may hold a `Gc`) can have callbacks: for the others it is
