@@ -328,9 +328,15 @@ impl<T: Trace + 'static> Gc<T> {
     unsafe fn drop_slow(&mut self) {
         let obj = self.obj();
         let h = self.header();
-        if h.has(DROPPED | FINALIZE | WEAK_CALLBACKS) {
-            // A handle resurrected from a Drop run by the collector, a
-            // pending finalizer, or weak callbacks: the rare path.
+        if h.has(DROPPED) {
+            // A handle resurrected from a Drop run by the collector: the
+            // value is gone, only the memory remains.
+            // SAFETY: strong == 0 and the value is dropped.
+            unsafe { Self::release_weak(self.ptr) };
+            return;
+        }
+        if h.has(FINALIZE | WEAK_CALLBACKS) {
+            // A pending finalizer or weak callbacks: the rare path.
             // SAFETY: strong just reached 0 on this live tracked box.
             unsafe { super::finalize::last_drop::<T>(self.ptr) };
             return;
