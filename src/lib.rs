@@ -14,21 +14,6 @@
 //!   `sys._debugmallocstats`, and the [`gc`] module in the spirit of
 //!   Python's.
 //!
-//! Cycles through [`Gc`] are reclaimed:
-//!
-//! ```
-//! use pymem::{gc, Gc, Trace};
-//! use std::cell::RefCell;
-//!
-//! #[derive(Trace)]
-//! struct Node { next: RefCell<Option<Gc<Node>>> }
-//!
-//! let a = Gc::new(Node { next: RefCell::new(None) });
-//! *a.next.borrow_mut() = Some(a.clone()); // a cycle: Rc would leak it
-//! drop(a);
-//! assert_eq!(gc::collect(), 1);
-//! ```
-//!
 //! ## Quick start
 //!
 //! ```
@@ -40,6 +25,41 @@
 //! println!("{}", pymem::alloc_stats());
 //! # }
 //! ```
+//!
+//! ## Garbage-collected pointers
+//!
+//! [`Gc<T>`] is `Rc<T>` plus CPython's cycle collector: acyclic garbage
+//! is freed the moment its last handle drops, and reference cycles are
+//! found by a generational collector, one per thread (`Gc` is `!Send`),
+//! running automatically as tracked allocations accumulate, or on
+//! [`gc::collect()`]. A type goes into a `Gc` by implementing [`Trace`],
+//! almost always with `#[derive(Trace)]`; types that can hold no `Gc`
+//! (`Gc<String>`, a struct of numbers) are *untracked*, decided at compile
+//! time, and cost exactly what `Rc` costs.
+//!
+//! ```
+//! use pymem::{gc, Gc, Trace, Weak};
+//! use std::cell::RefCell;
+//!
+//! #[derive(Trace)]
+//! struct Node {
+//!     name: String,
+//!     next: RefCell<Option<Gc<Node>>>,
+//!     parent: RefCell<Weak<Node>>, // a Weak is not an edge
+//! }
+//!
+//! let a = Gc::new(Node { name: "a".into(), next: RefCell::new(None), parent: RefCell::default() });
+//! *a.next.borrow_mut() = Some(a.clone()); // a cycle: Rc would leak it
+//! let w = Gc::downgrade(&a);
+//! drop(a);
+//! assert!(w.upgrade().is_some());
+//! assert_eq!(gc::collect(), 1);           // found unreachable, dropped, freed
+//! assert!(w.upgrade().is_none());
+//! assert!(!gc::is_tracked(&Gc::new(String::from("atomic"))));
+//! ```
+//!
+//! The [`gc`] module mirrors Python's: `collect`, `get_count`,
+//! `get_threshold`/`set_threshold`, `freeze`, `get_stats`, ...
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -62,7 +82,7 @@ pub use gc::{Gc, Trace, Tracer, Weak};
 /// struct Plain { id: u32, name: String }          // untracked
 ///
 /// #[derive(Trace)]
-/// enum Tree<T: 'static> {
+/// enum Tree<T: Trace + 'static> { // Gc<X> needs X: Trace + 'static
 ///     Leaf(T),
 ///     Node { kids: RefCell<Vec<Gc<Tree<T>>>>, #[trace(skip)] tag: std::fs::Permissions },
 /// }
@@ -75,6 +95,14 @@ pub use pymem_derive::Trace;
 // Lets the derive's `::pymem::` paths resolve inside this crate too.
 extern crate self as pymem;
 
+/// The allocator's internals, driven step by step by the loom model checks
+/// in `loom-tests/` (only with `--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub use alloc::model as __model;
+#[cfg(not(loom))]
 pub use alloc::{
-    alloc_stats, release_free_memory, AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD,
+    alloc_stats, debug_allocator_enabled, heap_map, release_free_memory, ArenaMap, HeapMap,
+    PoolMap, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE,
 };
+pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};

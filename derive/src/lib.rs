@@ -85,7 +85,11 @@ impl<'ast> Visit<'ast> for Uses<'_> {
 
 fn expand(input: DeriveInput) -> Result<TokenStream2> {
     let name = &input.ident;
-    let params: Vec<Ident> = input.generics.type_params().map(|t| t.ident.clone()).collect();
+    let params: Vec<Ident> = input
+        .generics
+        .type_params()
+        .map(|t| t.ident.clone())
+        .collect();
     let mut uses = Uses {
         params: &params,
         used: vec![false; params.len()],
@@ -133,7 +137,8 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
         let wc = generics.make_where_clause();
         for (p, used) in params.iter().zip(&uses.used) {
             if *used {
-                wc.predicates.push(parse_quote!(#p: ::pymem::Trace + 'static));
+                wc.predicates
+                    .push(parse_quote!(#p: ::pymem::Trace + 'static));
             }
         }
     }

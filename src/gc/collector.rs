@@ -1,32 +1,40 @@
 //! The collector proper: CPython's `gc_collect_main`, phase by phase.
 //!
 //! Collecting generation `g` examines the list range of generations
-//! `0..=g` (contiguous, see `generations`):
+//! `0..=g` (contiguous, see `generations`). The gc_refs live in a side
+//! array indexed by range position rather than in the headers (which keep
+//! their list index), so an object that survives without moving is only
+//! ever read, never written:
 //!
-//! 1. **`update_refs`**: squeeze holes out of the range; for each object
-//!    copy its strong count into the gc word (`gc_refs`), set
-//!    `COLLECTING`, and take one extra strong count so that nothing in the
-//!    range can be freed while the collector holds raw pointers to it.
-//! 2. **`subtract_refs`**: trace every object in the range; each edge to
-//!    a `COLLECTING` object decrements its `gc_refs`. What remains is the
-//!    number of references from outside the range.
-//! 3. **`move_unreachable`**: objects with `gc_refs > 0` (or `EXTERNAL`,
-//!    a mutably borrowed `RefCell`) are roots; everything reachable from
-//!    them inside the range is marked `REACHABLE`, with an explicit stack
-//!    (no recursion). The rest is unreachable.
-//! 4. **rebuild and promote**: reachable objects are packed at the start
-//!    of the range with their new indices, objects allocated meanwhile
-//!    follow; boundaries move so survivors join generation `g + 1`.
-//! 5. **`handle_weakrefs`**: every unreachable object is marked `DEAD` and
-//!    `UNTRACKED`, so `Weak::upgrade` fails for all of them before any
-//!    value is dropped. (PEP 442 finalizers of issue 5 would run here,
-//!    followed by a resurrection check.)
-//! 6. **`delete_garbage`**: values are dropped one by one, each marked
+//! 1. **`update_refs` + `subtract_refs`**, fused: trace every object of the
+//!    range in list order; an object's gc_refs start as its strong count
+//!    the first time it is met (as a source or as a target); each edge to
+//!    an object of the range (its index says so) decrements its gc_refs.
+//!    What remains is the number of references from outside the range.
+//! 2. **`move_unreachable`**: objects with gc_refs > 0 (or met with a
+//!    mutably borrowed `RefCell`) are roots; everything reachable from
+//!    them inside the range is marked, with an explicit stack of
+//!    positions (no recursion). The rest is unreachable.
+//! 3. **rebuild and promote**: reachable objects are packed at the start
+//!    of the range (only moved ones get their index rewritten), objects
+//!    allocated meanwhile follow; boundaries move so survivors join
+//!    generation `g + 1`.
+//! 4. **`handle_weakrefs`**: every unreachable object is marked `DEAD` and
+//!    `UNTRACKED`, and the collector takes a strong count on it, so
+//!    `Weak::upgrade` fails for all of them before any value is dropped and
+//!    none can be freed under the collector's feet. (PEP 442 finalizers of
+//!    issue 5 would run here, followed by a resurrection check.)
+//! 5. **`delete_garbage`**: values are dropped one by one, each marked
 //!    `DROPPED` first (so a `Drop` reaching a dropped member panics instead
 //!    of reading freed data), under `catch_unwind`. Then the collector's
-//!    extra counts are released: memory is freed where no handle remains;
-//!    a handle cloned by a `Drop` (resurrection) keeps the memory valid.
+//!    counts are released: memory is freed where no handle remains; a
+//!    handle cloned by a `Drop` (resurrection) keeps the memory valid.
 //!    The first panic is resumed once all of this is done.
+//!
+//! `trace` runs only in phases 1 and 2; it must not create or drop `Gc`s
+//! (part of `Trace`'s unsafe contract). If it panics, nothing in the
+//! headers needs restoring: the collection is abandoned and every
+//! generation marked dirty.
 //!
 //! # The skip rule
 //!
@@ -48,16 +56,13 @@
 //! `Weak::upgrade` only adds references.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::ptr;
 
 use super::generations::{strong, State};
-use super::header::{
-    release_implicit_weak, GcHeader, ObjPtr, COLLECTING, DEAD, DIRTY, DROPPED, EXTERNAL, ONE,
-    REACHABLE, SHIFT, UNTRACKED,
-};
+use super::header::{release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED};
+use super::tracer::{init_refs, Mode, Refs, Tracer, COUNT, EXT, INIT, REACHED};
 use super::trashcan;
-use super::tracer::{Mode, Tracer};
 use super::GenStats;
 
 type Panic = Box<dyn Any + Send + 'static>;
@@ -114,14 +119,14 @@ impl State {
             self.count[i].set(0);
         }
         let mask = (1u8 << (g + 1)) - 1;
-        let (found, survivors, panic) =
-            if self.skip_enabled.get() && self.dirty.get() & mask == 0 {
-                let survivors = self.young_live(g);
-                self.promote(g, self.list.len(), survivors);
-                (0, survivors, None)
-            } else {
-                self.collect_real(g)
-            };
+        let (found, survivors, panic) = if self.skip_enabled.get() && self.dirty.get() & mask == 0 {
+            let survivors = self.list.len() - self.range_start(g);
+            self.promote(g, self.list.len());
+            self.skipped[g].set(self.skipped[g].get() + 1);
+            (0, survivors, None)
+        } else {
+            self.collect_real(g)
+        };
         if g == 1 {
             self.long_lived_pending
                 .set(self.long_lived_pending.get() + survivors);
@@ -145,110 +150,92 @@ impl State {
     fn collect_real(&self, g: usize) -> (usize, usize, Option<Panic>) {
         let start = self.range_start(g);
         let end = self.list.len();
+        let n = end - start;
         self.in_phases.set(true);
         let mut guard = PhaseGuard {
             st: self,
-            g,
-            start,
-            n: start,
             armed: true,
         };
+        // Shared between this function and the tracer: cells, so both sides
+        // only ever hold shared references.
+        let refs: Vec<Cell<Refs>> = (0..n).map(|_| Cell::new(0)).collect();
+        let mut tracer = Tracer::new(start, n, refs.as_ptr());
 
-        // update_refs
-        let mut n = start;
-        for i in start..end {
-            let p = self.list.get(i);
+        // update_refs + subtract_refs
+        for (pos, r) in refs.iter().enumerate() {
+            let p = self.list.get(start + pos);
             if p.is_null() {
                 continue;
             }
-            self.list.set(n, p);
-            n += 1;
-            // SAFETY: non-null list entries are live tracked objects.
+            // SAFETY: non-null list entries are live tracked objects with
+            // live values.
             let h = unsafe { GcHeader::of(p) };
-            let s = strong(p);
-            let refs = s.get();
-            s.set(refs + 1);
-            h.gc.set(
-                (refs << SHIFT) | (h.flags() & !(DIRTY | REACHABLE | EXTERNAL)) | COLLECTING,
-            );
-        }
-        for i in n..end {
-            self.list.set(i, ptr::null());
-        }
-        guard.n = n;
-
-        // subtract_refs
-        let mut tracer = Tracer::new(Mode::Subtract, &self.stack);
-        for i in start..n {
-            let p = self.list.get(i);
-            tracer.current = p;
-            // SAFETY: live (we hold a count), value not dropped (tracked
-            // objects in the list have live values).
-            unsafe { (GcHeader::of(p).vtable.trace)(p, &mut tracer) };
+            if h.has(DIRTY) {
+                h.clear_flags(DIRTY);
+            }
+            if r.get() & INIT == 0 {
+                r.set(init_refs(p));
+            }
+            tracer.current = pos;
+            // SAFETY: as above; `refs` is only accessed through the tracer
+            // while `trace` runs.
+            unsafe { (h.vtable.trace)(p, &mut tracer) };
         }
 
         // move_unreachable
         tracer.mode = Mode::Mark;
-        for i in start..n {
-            let p = self.list.get(i);
-            // SAFETY: as above.
-            let h = unsafe { GcHeader::of(p) };
-            let w = h.gc.get();
-            if w & REACHABLE != 0 || (w < ONE && w & EXTERNAL == 0) {
-                continue;
+        tracer.current = usize::MAX;
+        for (pos, c) in refs.iter().enumerate() {
+            let r = c.get();
+            if r & REACHED != 0 || (r & COUNT == 0 && r & EXT == 0) {
+                continue; // reached already, or no outside reference (or a hole)
             }
-            h.gc.set(w | REACHABLE);
-            self.stack.push(p);
-            while let Some(q) = self.stack.pop() {
-                tracer.current = q;
-                // SAFETY: `q` is in the range: live, value not dropped.
-                unsafe { (GcHeader::of(q).vtable.trace)(q, &mut tracer) };
+            c.set(r | REACHED);
+            tracer.stack.push(pos);
+            while let Some(q) = tracer.stack.pop() {
+                let p = self.list.get(start + q);
+                if p.is_null() {
+                    continue;
+                }
+                // SAFETY: live list entry with a live value.
+                unsafe { (GcHeader::of(p).vtable.trace)(p, &mut tracer) };
             }
         }
 
-        // Rebuild the range: survivors packed with their new indices; the
-        // unreachable gathered; then what was allocated meanwhile.
+        // Rebuild the range: survivors packed (moved ones re-indexed), the
+        // unreachable gathered, then what was allocated meanwhile.
         let mut garbage: Vec<ObjPtr> = Vec::new();
-        let mut to_release: Vec<ObjPtr> = Vec::new();
         let mut k = start;
-        for i in start..n {
-            let p = self.list.get(i);
-            // SAFETY: as above.
-            let h = unsafe { GcHeader::of(p) };
-            let flags = h.flags() & !(COLLECTING | REACHABLE | EXTERNAL);
-            if h.has(REACHABLE) {
-                self.list.set(k, p);
-                h.gc.set((k << SHIFT) | flags);
-                k += 1;
-                let s = strong(p);
-                if s.get() == 1 {
-                    // Only a misbehaving `trace` can drop handles
-                    // meanwhile; release after the list is consistent.
-                    to_release.push(p);
-                } else {
-                    s.set(s.get() - 1);
+        for (pos, r) in refs.iter().enumerate() {
+            let p = self.list.get(start + pos);
+            if p.is_null() {
+                continue;
+            }
+            if r.get() & REACHED != 0 {
+                if k != start + pos {
+                    self.list.set(k, p);
+                    // SAFETY: live list entry.
+                    unsafe { GcHeader::of(p) }.set_word(k);
                 }
+                k += 1;
             } else {
-                h.gc.set(flags | UNTRACKED | DEAD | DIRTY);
                 garbage.push(p);
             }
         }
         let moved = self.list.move_tail(end, k);
-        let mut young = 0;
         for i in k..k + moved {
             let p = self.list.get(i);
             if !p.is_null() {
                 // SAFETY: live list entry.
                 unsafe { GcHeader::of(p) }.set_word(i);
-                young += 1;
             }
         }
         guard.armed = false;
         drop(guard);
         self.in_phases.set(false);
         let survivors = k - start;
-        self.promote(g, k, survivors);
-        self.live[0].set(young);
+        self.promote(g, k);
+        self.live.set(self.live.get() - garbage.len());
 
         // The dirty mask: generations 0..=g were examined; what they held
         // that could still be part of garbage spanning older generations
@@ -269,11 +256,16 @@ impl State {
         }
         self.dirty.set(d);
 
-        for p in to_release {
-            // SAFETY: survivor whose only count left is ours.
-            unsafe { release_erased(self, p) };
+        // handle_weakrefs: all of the garbage is dead for Weak::upgrade
+        // before any value drops, and held by the collector.
+        for &p in &garbage {
+            // SAFETY: garbage objects are live (their strong counts come
+            // from each other).
+            let h = unsafe { GcHeader::of(p) };
+            h.set_flags(UNTRACKED | DEAD | DIRTY);
+            let s = strong(p);
+            s.set(s.get() + 1);
         }
-
         let found = garbage.len();
         let panic = self.delete_garbage(&garbage);
         (found, survivors, panic)
@@ -283,18 +275,25 @@ impl State {
     /// collector's counts, freeing what no handle holds.
     fn delete_garbage(&self, garbage: &[ObjPtr]) -> Option<Panic> {
         let mut first: Option<Panic> = None;
-        for &p in garbage {
-            // SAFETY: we hold a strong count on every garbage object.
-            let h = unsafe { GcHeader::of(p) };
-            if h.has(DROPPED) {
-                continue;
-            }
-            h.set_flags(DROPPED);
+        let mut i = 0;
+        // One `catch_unwind` per run of drops that do not panic: after a
+        // panic, carry on with the next object.
+        while i < garbage.len() {
             let r = catch_unwind(AssertUnwindSafe(|| {
                 trashcan::nested(self, || {
-                    // SAFETY: value live (not DROPPED until just now) and
-                    // dropped exactly once, here.
-                    unsafe { (h.vtable.drop_value)(p) }
+                    while i < garbage.len() {
+                        let p = garbage[i];
+                        i += 1;
+                        // SAFETY: we hold a strong count on every garbage
+                        // object, so its header is live.
+                        let h = unsafe { GcHeader::of(p) };
+                        if !h.has(DROPPED) {
+                            h.set_flags(DROPPED);
+                            // SAFETY: the value is live (not DROPPED until
+                            // just now) and dropped exactly once, here.
+                            unsafe { (h.vtable.drop_value)(p) }
+                        }
+                    }
                 })
             }));
             if let Err(e) = r {
@@ -314,87 +313,23 @@ impl State {
     }
 }
 
-/// Releases one strong count of a tracked object on behalf of a handle
-/// the type-erased collector held, freeing it as `Gc::drop` would.
-///
-/// # Safety
-/// The caller owns one strong count of the live tracked object `p`.
-unsafe fn release_erased(st: &State, p: ObjPtr) {
-    let s = strong(p);
-    let n = s.get() - 1;
-    s.set(n);
-    if n != 0 {
-        return;
-    }
-    // SAFETY: live tracked object.
-    let h = unsafe { GcHeader::of(p) };
-    if h.has(DROPPED) {
-        // SAFETY: strong == 0, value already dropped.
-        unsafe { release_implicit_weak(p) };
-        return;
-    }
-    if !h.has(UNTRACKED) {
-        st.untrack(p, h);
-    }
-    h.set_flags(DROPPED);
-    trashcan::nested(st, || {
-        // SAFETY: strong == 0: the value is ours to drop, once.
-        unsafe {
-            (h.vtable.drop_value)(p);
-            release_implicit_weak(p);
-        }
-    });
-}
-
-/// Restores the list if a `trace` panics between `update_refs` and the
-/// rebuild: indices written back, flags cleared, counts released, the
-/// whole range left in generation `g`, every generation marked dirty.
+/// Abandons a collection whose `trace` panicked: headers hold their
+/// indices throughout, so only the state flags need resetting; every
+/// generation is marked dirty (some DIRTY flags were cleared).
 struct PhaseGuard<'a> {
     st: &'a State,
-    g: usize,
-    start: usize,
-    n: usize,
     armed: bool,
 }
 
 impl Drop for PhaseGuard<'_> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            let st = self.st;
+            st.in_phases.set(false);
+            st.dirty_in_phases.set(false);
+            st.dirty.set(ALL_DIRTY);
+            st.collecting.set(false);
         }
-        let st = self.st;
-        st.stack.truncate(0);
-        let len = st.list.len();
-        for i in self.start..len {
-            let p = st.list.get(i);
-            if p.is_null() {
-                continue;
-            }
-            // SAFETY: live list entries.
-            let h = unsafe { GcHeader::of(p) };
-            let was_in_range = i < self.n;
-            h.gc
-                .set((i << SHIFT) | (h.flags() & !(COLLECTING | REACHABLE | EXTERNAL)));
-            if was_in_range {
-                // Objects left at zero stay listed: the next collection
-                // finds them unreachable and reclaims them.
-                let s = strong(p);
-                s.set(s.get() - 1);
-            }
-        }
-        // Everything from `start` on now counts as generation g.
-        let total = st.young_live(self.g);
-        for i in 0..=self.g {
-            st.live[i].set(0);
-        }
-        st.live[self.g].set(total);
-        for k in (2 - self.g + 1)..3 {
-            st.start[k].set(len);
-        }
-        st.in_phases.set(false);
-        st.dirty_in_phases.set(false);
-        st.dirty.set(ALL_DIRTY);
-        st.collecting.set(false);
     }
 }
 

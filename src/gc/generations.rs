@@ -17,7 +17,7 @@
 use std::cell::Cell;
 use std::ptr;
 
-use super::header::{Counts, GcHeader, ObjPtr, DIRTY, UNTRACKED};
+use super::header::{Counts, GcHeader, ObjPtr, DIRTY, SHIFT, UNTRACKED};
 use super::GenStats;
 
 /// A vector of raw pointers with no `Drop`, so the thread-local that holds
@@ -62,17 +62,39 @@ impl PtrVec {
         unsafe { *self.ptr.get().add(i) = p }
     }
 
-    /// Pushes, growing if needed (the caller may compact first).
+    /// Reads entry `i`, which the caller has checked is below `len`.
     #[inline(always)]
-    pub(crate) fn push(&self, p: ObjPtr) -> usize {
-        let len = self.len.get();
-        if len == self.cap.get() {
+    pub(crate) fn get_unchecked(&self, i: usize) -> ObjPtr {
+        debug_assert!(i < self.len.get());
+        // SAFETY: the caller checked i < len.
+        unsafe { *self.ptr.get().add(i) }
+    }
+
+    /// Writes entry `i`, which the caller has checked is below `len`.
+    #[inline(always)]
+    pub(crate) fn set_unchecked(&self, i: usize, p: ObjPtr) {
+        debug_assert!(i < self.len.get());
+        // SAFETY: the caller checked i < len.
+        unsafe { *self.ptr.get().add(i) = p }
+    }
+
+    /// Pushes, growing if needed.
+    #[inline]
+    pub(crate) fn push(&self, p: ObjPtr) {
+        if self.len.get() == self.cap.get() {
             self.grow();
         }
-        // SAFETY: len < cap after growing.
+        self.push_unchecked(p);
+    }
+
+    /// Pushes; the caller made sure that `len < cap`.
+    #[inline(always)]
+    pub(crate) fn push_unchecked(&self, p: ObjPtr) {
+        let len = self.len.get();
+        assert!(len < self.cap.get());
+        // SAFETY: len < cap (checked).
         unsafe { *self.ptr.get().add(len) = p };
         self.len.set(len + 1);
-        len
     }
 
     #[inline]
@@ -109,7 +131,7 @@ impl PtrVec {
 
     #[cold]
     #[inline(never)]
-    fn grow(&self) {
+    pub(crate) fn grow(&self) {
         let cap = self.cap.get();
         let new_cap = if cap == 0 { 256 } else { cap * 2 };
         let mut v: Vec<ObjPtr> = Vec::with_capacity(new_cap);
@@ -149,48 +171,55 @@ pub(crate) struct State {
     /// Start of generation 2, 1 and 0 in `list`; `[0, start[0])` is the
     /// permanent generation.
     pub(crate) start: [Cell<usize>; 3],
-    /// Live (non-hole) entries of generation 0, 1, 2 and the permanent one.
-    pub(crate) live: [Cell<usize>; 4],
+    /// Live (non-hole) entries of the list, and of the permanent
+    /// generation.
+    pub(crate) live: Cell<usize>,
+    pub(crate) frozen: Cell<usize>,
     /// CPython's `generations[i].count`.
     pub(crate) count: [Cell<usize>; 3],
     pub(crate) threshold: [Cell<usize>; 3],
     pub(crate) enabled: Cell<bool>,
     /// A collection is running (re-entrant collections return 0).
     pub(crate) collecting: Cell<bool>,
-    /// Between `update_refs` and the rebuild: gc words hold gc_refs.
+    /// Between the start of a collection and its rebuild: the list must
+    /// not move.
     pub(crate) in_phases: Cell<bool>,
-    /// Generation i may hold new cyclic garbage (bit 3: permanent).
+    /// Generation i may hold new cyclic garbage (see `collector`).
     pub(crate) dirty: Cell<u8>,
-    /// A DIRTY event happened while gc words held gc_refs.
+    /// A DIRTY event happened during the phases.
     pub(crate) dirty_in_phases: Cell<bool>,
+    /// CPython's long-lived heuristic. Objects promoted by a collection
+    /// the skip rule proved empty are counted with the holes of their
+    /// range (an over-estimate that only makes full collections, which
+    /// are then usually skipped too, a little more frequent).
     pub(crate) long_lived_total: Cell<usize>,
     pub(crate) long_lived_pending: Cell<usize>,
     pub(crate) stats: [Cell<GenStats>; 3],
+    /// Collections per generation that the skip rule proved empty.
+    pub(crate) skipped: [Cell<usize>; 3],
     /// Trashcan nesting depth and deferred objects.
     pub(crate) depth: Cell<u32>,
     pub(crate) deferred: PtrVec,
-    /// `move_unreachable`'s explicit stack.
-    pub(crate) stack: PtrVec,
     /// The thread's collector has been torn down (thread exit).
     pub(crate) dead: Cell<bool>,
     /// The skip rule is in force (tests turn it off to check it).
     pub(crate) skip_enabled: Cell<bool>,
 }
 
-const Z: Cell<usize> = Cell::new(0);
-const GS: Cell<GenStats> = Cell::new(GenStats {
+const GS0: GenStats = GenStats {
     collections: 0,
     collected: 0,
     uncollectable: 0,
-});
+};
 
 thread_local! {
     static STATE: State = const {
         State {
             list: PtrVec::new(),
-            start: [Z; 3],
-            live: [Z; 4],
-            count: [Z; 3],
+            start: [Cell::new(0), Cell::new(0), Cell::new(0)],
+            live: Cell::new(0),
+            frozen: Cell::new(0),
+            count: [Cell::new(0), Cell::new(0), Cell::new(0)],
             threshold: [Cell::new(700), Cell::new(10), Cell::new(10)],
             enabled: Cell::new(true),
             collecting: Cell::new(false),
@@ -199,10 +228,10 @@ thread_local! {
             dirty_in_phases: Cell::new(false),
             long_lived_total: Cell::new(0),
             long_lived_pending: Cell::new(0),
-            stats: [GS; 3],
+            stats: [Cell::new(GS0), Cell::new(GS0), Cell::new(GS0)],
+            skipped: [Cell::new(0), Cell::new(0), Cell::new(0)],
             depth: Cell::new(0),
             deferred: PtrVec::new(),
-            stack: PtrVec::new(),
             dead: Cell::new(false),
             skip_enabled: Cell::new(true),
         }
@@ -218,14 +247,11 @@ impl Drop for Owner {
         let _ = STATE.try_with(|st| {
             st.dead.set(true);
             st.list.free();
-            st.stack.free();
-            // Deferred drops, if any, are leaked: running user code during
-            // thread teardown is what the trashcan's outermost frame does
-            // anyway, and it has returned by now.
+            // Deferred drops, if any, are leaked: the outermost trashcan
+            // frame that would drain them has returned by now.
             st.deferred.free();
-            for l in &st.live {
-                l.set(0);
-            }
+            st.live.set(0);
+            st.frozen.set(0);
             for s in &st.start {
                 s.set(0);
             }
@@ -266,46 +292,77 @@ impl State {
 
     /// Number of live tracked objects outside the permanent generation.
     pub(crate) fn tracked(&self) -> usize {
-        self.live[0].get() + self.live[1].get() + self.live[2].get()
-    }
-
-    fn live_total(&self) -> usize {
-        self.tracked() + self.live[3].get()
+        self.live.get() - self.frozen.get()
     }
 
     /// Adds a freshly allocated tracked object to generation 0.
     #[inline(always)]
     pub(crate) fn track(&self, obj: ObjPtr, h: &GcHeader) {
-        if self.dead.get() {
-            h.set_flags(UNTRACKED);
-            return;
+        let len = self.list.len();
+        if len == self.list.cap() {
+            if self.dead.get() {
+                h.gc.set(UNTRACKED);
+                return;
+            }
+            self.make_room();
         }
-        if self.list.len() == self.list.cap() && !self.in_phases.get() {
-            self.compact_if_sparse();
-        }
-        let i = self.list.push(obj);
-        h.set_word(i);
-        self.live[0].set(self.live[0].get() + 1);
+        let len = self.list.len();
+        self.list.push_unchecked(obj);
+        h.gc.set(len << SHIFT);
+        self.live.set(self.live.get() + 1);
         self.count[0].set(self.count[0].get() + 1);
+    }
+
+    /// The list is full: compact it if at least half of it is holes, or
+    /// grow it.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&self) {
+        let len = self.list.len();
+        if !self.in_phases.get() && len >= 256 && self.live.get() * 2 <= len {
+            self.compact_all();
+        } else {
+            self.list.grow();
+        }
     }
 
     /// Removes an object whose strong count reached zero from its list
     /// slot.
     #[inline(always)]
     pub(crate) fn untrack(&self, obj: ObjPtr, h: &GcHeader) {
-        let i = h.word();
-        h.set_flags(UNTRACKED);
-        // During a collection's phases every object in the collected range
-        // holds an extra strong reference, so an object reaching zero here
-        // is outside the range and its index is valid; the bound check
-        // covers a torn-down list.
-        if i < self.list.len() && self.list.get(i) == obj {
-            self.list.set(i, ptr::null());
-            let r = self.region(i);
-            self.live[r].set(self.live[r].get() - 1);
+        // No UNTRACKED flag is needed: once out of the list the object has
+        // no strong handle left that could reach the collector.
+        let i = h.gc.get() >> SHIFT;
+        // Listed objects always hold their valid index (the collector
+        // keeps gc_refs elsewhere); the checks cover a torn-down list.
+        if i < self.list.len() && self.list.get_unchecked(i) == obj {
+            self.list.set_unchecked(i, ptr::null());
+            self.live.set(self.live.get() - 1);
+            if i < self.start[0].get() {
+                self.frozen.set(self.frozen.get() - 1);
+            }
             let c = self.count[0].get();
-            if c > 0 {
-                self.count[0].set(c - 1);
+            self.count[0].set(c - usize::from(c > 0));
+            if i + 1 == self.list.len() && !self.in_phases.get() {
+                self.pop_holes();
+            }
+        }
+    }
+
+    /// Drops the holes at the end of the list, so that churn (allocate,
+    /// free in reverse order) never grows it nor needs compaction.
+    #[inline]
+    fn pop_holes(&self) {
+        let mut len = self.list.len();
+        while len > 0 && self.list.get_unchecked(len - 1).is_null() {
+            len -= 1;
+        }
+        self.list.truncate(len);
+        if len < self.start[2].get() {
+            for s in &self.start {
+                if s.get() > len {
+                    s.set(len);
+                }
             }
         }
     }
@@ -327,15 +384,6 @@ impl State {
         }
     }
 
-    /// Squeezes holes out of the whole list if at least half of it is
-    /// holes (called when a push would otherwise grow it).
-    fn compact_if_sparse(&self) {
-        let len = self.list.len();
-        if len >= 256 && self.live_total() * 2 <= len {
-            self.compact_all();
-        }
-    }
-
     /// Squeezes every hole out of the list, keeping the order and the
     /// generation boundaries, and rewrites the moved objects' indices.
     pub(crate) fn compact_all(&self) {
@@ -351,10 +399,10 @@ impl State {
         let mut i = 0;
         for (b, &end) in bounds.iter().enumerate() {
             while i < end {
-                let p = self.list.get(i);
+                let p = self.list.get_unchecked(i);
                 if !p.is_null() {
                     if i != j {
-                        self.list.set(j, p);
+                        self.list.set_unchecked(j, p);
                         // SAFETY: non-null list entries are live tracked
                         // objects.
                         unsafe { GcHeader::of(p) }.set_word(j);
@@ -374,14 +422,9 @@ impl State {
     }
 
     /// Moves the generations 0..=g into g + 1 (or leaves them in 2 when
-    /// `g == 2`) by moving boundaries: the range's `survivors` objects end
-    /// at `end`, whatever follows is generation 0.
-    pub(crate) fn promote(&self, g: usize, end: usize, survivors: usize) {
-        for i in 0..=g {
-            self.live[i].set(0);
-        }
-        let to = (g + 1).min(2);
-        self.live[to].set(self.live[to].get() + survivors);
+    /// `g == 2`) by moving boundaries: the range ends at `end`, whatever
+    /// follows is generation 0.
+    pub(crate) fn promote(&self, g: usize, end: usize) {
         for k in (2 - g).max(1)..3 {
             self.start[k].set(end);
         }
@@ -396,11 +439,7 @@ impl State {
         for s in &self.start {
             s.set(n);
         }
-        let moved = self.tracked();
-        for i in 0..3 {
-            self.live[i].set(0);
-        }
-        self.live[3].set(self.live[3].get() + moved);
+        self.frozen.set(self.live.get());
         self.count[0].set(0);
     }
 
@@ -409,18 +448,12 @@ impl State {
         if self.in_phases.get() {
             return;
         }
-        let moved = self.live[3].replace(0);
+        let moved = self.frozen.replace(0);
         self.start[0].set(0);
-        self.live[2].set(self.live[2].get() + moved);
         // Frozen objects may complete cycles with generation 2: examine it.
         if moved > 0 {
             self.dirty.set(self.dirty.get() | 0b100);
         }
-    }
-
-    /// Live objects of generations 0..=g.
-    pub(crate) fn young_live(&self, g: usize) -> usize {
-        (0..=g).map(|i| self.live[i].get()).sum()
     }
 }
 

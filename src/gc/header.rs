@@ -12,8 +12,8 @@
 //!  │ vtable &'stat │ gc word usize    │ strong usize │ weak usize   │ value: T  │
 //!  └───────────────┴──────────────────┴──────────────┴──────────────┴───────────┘
 //!   -16             -8                 ▲ Gc points here (same code as untracked)
-//!  gc word = (index in the generation list, or gc_refs during a collection) << 8
-//!          | flags (COLLECTING REACHABLE DIRTY UNTRACKED DEAD DROPPED EXTERNAL FINALIZED)
+//!  gc word = index in the generation list << 8
+//!          | flags (DIRTY UNTRACKED DEAD DROPPED, FINALIZED reserved, 3 bits free)
 //! ```
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
@@ -54,30 +54,23 @@ pub(crate) type ObjPtr = *const Counts;
 
 /// Bits of the low byte of the gc word.
 pub(crate) const SHIFT: u32 = 8;
-/// In the range being collected (between `update_refs` and the rebuild).
-pub(crate) const COLLECTING: usize = 1 << 0;
-/// Found reachable by `move_unreachable`.
-pub(crate) const REACHABLE: usize = 1 << 1;
 /// Strong count decremented to a non-zero value since the collector last
 /// looked (the skip rule, see `collector`).
-pub(crate) const DIRTY: usize = 1 << 2;
-/// Not in the generation list: being freed, or garbage being reclaimed,
-/// or resurrected after its value was dropped, or created after the
-/// thread's collector was torn down.
-pub(crate) const UNTRACKED: usize = 1 << 3;
+pub(crate) const DIRTY: usize = 1 << 0;
+/// Not in the generation list (the index is stale): being freed, garbage
+/// being reclaimed, resurrected after its value was dropped, under
+/// construction in `new_cyclic`, or created after the thread's collector
+/// was torn down.
+pub(crate) const UNTRACKED: usize = 1 << 1;
 /// Found unreachable: `Weak::upgrade` returns `None`.
-pub(crate) const DEAD: usize = 1 << 4;
+pub(crate) const DEAD: usize = 1 << 2;
 /// The value has been dropped (by the collector or refcounting).
-pub(crate) const DROPPED: usize = 1 << 5;
-/// A mutably borrowed `RefCell` was found while tracing it: treat the
-/// object as referenced from outside.
-pub(crate) const EXTERNAL: usize = 1 << 6;
-/// Reserved for PEP 442 finalizers (issue 5): finalizer already ran.
+pub(crate) const DROPPED: usize = 1 << 3;
+/// Reserved for PEP 442 finalizers (issue 5): the finalizer already ran.
 #[allow(dead_code)]
-pub(crate) const FINALIZED: usize = 1 << 7;
-/// Flags that survive a collection of the object.
+pub(crate) const FINALIZED: usize = 1 << 4;
+/// The flag bits.
 pub(crate) const FLAG_MASK: usize = (1 << SHIFT) - 1;
-pub(crate) const ONE: usize = 1 << SHIFT;
 
 /// Per-type operations the type-erased collector needs.
 pub(crate) struct VTable {
@@ -106,7 +99,12 @@ impl GcHeader {
         // SAFETY: tracked allocations place a GcHeader immediately before
         // the Counts (see `alloc_tracked`), and the caller guarantees the
         // allocation is live and `obj` carries its provenance.
-        unsafe { &*obj.cast::<u8>().sub(size_of::<GcHeader>()).cast::<GcHeader>() }
+        unsafe {
+            &*obj
+                .cast::<u8>()
+                .sub(size_of::<GcHeader>())
+                .cast::<GcHeader>()
+        }
     }
 
     #[inline(always)]
@@ -184,6 +182,7 @@ impl<T: Trace + 'static> Lay<T> {
     /// uninitialised.
     #[inline(always)]
     pub(crate) fn allocate(strong: usize, weak: usize, gc: usize) -> NonNull<GcBox<T>> {
+        // (`gc` is written here; `track` overwrites it with the index.)
         let layout = Self::layout();
         // SAFETY: the layout has non-zero size (it holds the counts).
         let base = unsafe { alloc(layout) };
@@ -197,7 +196,10 @@ impl<T: Trace + 'static> Lay<T> {
             // of 8, the header's).
             unsafe {
                 let boxp = base.add(Self::OFFSET).cast::<GcBox<T>>();
-                let h = boxp.cast::<u8>().sub(size_of::<GcHeader>()).cast::<GcHeader>();
+                let h = boxp
+                    .cast::<u8>()
+                    .sub(size_of::<GcHeader>())
+                    .cast::<GcHeader>();
                 ptr::write(
                     h,
                     GcHeader {

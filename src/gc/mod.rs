@@ -51,7 +51,7 @@
 //! # Tracking
 //!
 //! Whether `Gc<T>` is tracked is decided at compile time by
-//! [`Trace::MAY_CONTAIN_GC`](crate::Trace::MAY_CONTAIN_GC): a type that
+//! [`Trace::MAY_CONTAIN_GC`]: a type that
 //! can hold no `Gc` cannot be part of a cycle, so it gets the 16-byte
 //! header, no list entry and no effect on [`get_count`] or
 //! [`tracked_count`], as CPython untracks atomic objects.
@@ -201,7 +201,10 @@ pub fn collect() -> usize {
 /// assert_eq!((c1, c2), (1, 0));
 /// ```
 pub fn collect_generation(gen: usize) -> usize {
-    assert!(gen < 3, "pymem::gc::collect_generation: invalid generation {gen} (0, 1 or 2)");
+    assert!(
+        gen < 3,
+        "pymem::gc::collect_generation: invalid generation {gen} (0, 1 or 2)"
+    );
     with(|st| st.collect(gen))
 }
 
@@ -347,7 +350,7 @@ pub fn unfreeze() {
 /// assert_eq!(pymem::gc::get_freeze_count(), 0);
 /// ```
 pub fn get_freeze_count() -> usize {
-    with(|st| st.live[3].get())
+    with(|st| st.frozen.get())
 }
 
 /// Statistics per generation since the thread started, as
@@ -363,4 +366,32 @@ pub fn get_freeze_count() -> usize {
 /// ```
 pub fn get_stats() -> [GenStats; 3] {
     with(|st| st.stats())
+}
+
+/// Collections per generation that the skip rule proved empty and did no
+/// work for (they are included in [`get_stats`]`()[g].collections`).
+///
+/// A garbage cycle can only be born when a strong count drops to a value
+/// other than zero; a collection of generation `g` when no object of
+/// generations `0..=g` saw that since they were last examined just
+/// promotes them (see the module docs).
+///
+/// ```
+/// use pymem::{gc, Gc};
+/// let a = Gc::new(vec![Gc::new(1)]); // tracked; no count decremented
+/// let before = gc::get_skipped();
+/// gc::collect();
+/// assert_eq!(gc::get_skipped()[2], before[2] + 1);
+/// drop(a.clone()); // 2 -> 1: the next collection does the work
+/// gc::collect();
+/// assert_eq!(gc::get_skipped()[2], before[2] + 1);
+/// ```
+pub fn get_skipped() -> [usize; 3] {
+    with(|st| {
+        [
+            st.skipped[0].get(),
+            st.skipped[1].get(),
+            st.skipped[2].get(),
+        ]
+    })
 }

@@ -11,9 +11,7 @@ use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::generations::{self, State};
-use super::header::{
-    release_implicit_weak, Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED,
-};
+use super::header::{Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED};
 use super::trace::Trace;
 use super::tracer::Tracer;
 use super::trashcan;
@@ -241,7 +239,8 @@ impl<T: Trace + 'static> Gc<T> {
     /// # drop(b2);
     /// ```
     pub fn try_unwrap(this: Self) -> Result<T, Self> {
-        if Self::strong_count(&this) != 1 || (T::MAY_CONTAIN_GC && this.header().has(DROPPED | DEAD))
+        if Self::strong_count(&this) != 1
+            || (T::MAY_CONTAIN_GC && this.header().has(DROPPED | DEAD))
         {
             return Err(this);
         }
@@ -303,8 +302,8 @@ impl<T: Trace + 'static> Gc<T> {
     ///
     /// # Safety
     /// strong == 0 and the value was dropped or moved out.
-    #[inline]
-    unsafe fn release_weak(ptr: NonNull<GcBox<T>>) {
+    #[inline(always)]
+    pub(crate) unsafe fn release_weak(ptr: NonNull<GcBox<T>>) {
         // SAFETY: live until the weak count reaches zero.
         let c = unsafe { &(*ptr.as_ptr()).counts };
         let w = c.weak.get() - 1;
@@ -315,35 +314,26 @@ impl<T: Trace + 'static> Gc<T> {
         }
     }
 
+    /// The last strong handle of a tracked object is gone.
     #[inline(never)]
     unsafe fn drop_slow(&mut self) {
         let obj = self.obj();
-        if T::MAY_CONTAIN_GC {
-            let h = self.header();
-            if h.has(DROPPED) {
-                // A handle resurrected from a Drop run by the collector: the
-                // value is gone, only the memory remains.
-                // SAFETY: strong == 0 and the value is dropped.
-                unsafe { release_implicit_weak(obj) };
-                return;
-            }
-            generations::with(|st: &State| {
-                if !h.has(UNTRACKED) {
-                    st.untrack(obj, h);
-                }
-                h.set_flags(UNTRACKED);
-                // SAFETY: strong == 0, value live, dropped once by the
-                // trashcan.
-                unsafe { trashcan::drop_object::<T>(st, obj) }
-            })
-        } else {
-            // SAFETY: untracked values hold no Gc, so they cannot be
-            // reached by the collector; strong == 0 gives us the value.
-            unsafe {
-                ptr::drop_in_place(ptr::addr_of_mut!((*self.ptr.as_ptr()).value));
-                Self::release_weak(self.ptr);
-            }
+        let h = self.header();
+        if h.has(DROPPED) {
+            // A handle resurrected from a Drop run by the collector: the
+            // value is gone, only the memory remains.
+            // SAFETY: strong == 0 and the value is dropped.
+            unsafe { Self::release_weak(self.ptr) };
+            return;
         }
+        generations::with(|st: &State| {
+            if !h.has(UNTRACKED) {
+                st.untrack(obj, h);
+            }
+            // SAFETY: strong == 0, value live, dropped once by the
+            // trashcan.
+            unsafe { trashcan::drop_object::<T>(st, obj) }
+        })
     }
 }
 
@@ -370,8 +360,18 @@ impl<T: Trace + 'static> Drop for Gc<T> {
         let s = c.strong.get() - 1;
         c.strong.set(s);
         if s == 0 {
-            // SAFETY: we released the last strong count.
-            unsafe { self.drop_slow() }
+            if T::MAY_CONTAIN_GC {
+                // SAFETY: we released the last strong count.
+                unsafe { self.drop_slow() }
+            } else {
+                // SAFETY: untracked values hold no Gc and are never reached
+                // by the collector; strong == 0 gives us the value, dropped
+                // once, then the implicit weak count is released.
+                unsafe {
+                    ptr::drop_in_place(ptr::addr_of_mut!((*self.ptr.as_ptr()).value));
+                    Self::release_weak(self.ptr);
+                }
+            }
         } else if T::MAY_CONTAIN_GC {
             let h = self.header();
             if !h.has(DIRTY) {

@@ -1,4 +1,5 @@
 //! Unit tests of the collector's internals.
+#![allow(dead_code, clippy::assertions_on_constants)]
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -151,43 +152,65 @@ fn counts_follow_cpython() {
     });
 }
 
+/// (permanent, gen 2, gen 1, gen 0) sizes of the list, holes included.
+fn regions() -> [usize; 4] {
+    with(|st| {
+        let s = [
+            st.start[0].get(),
+            st.start[1].get(),
+            st.start[2].get(),
+            st.list.len(),
+        ];
+        [s[0], s[1] - s[0], s[2] - s[1], s[3] - s[2]]
+    })
+}
+
 #[test]
 fn generation_bookkeeping() {
     fresh(|| {
         gc::disable();
         let a: Vec<Gc<Node>> = (0..10).map(|i| node(i, &Rc::default())).collect();
-        with(|st| assert_eq!(st.live[0].get(), 10));
+        assert_eq!(regions(), [0, 0, 0, 10]);
         gc::collect_generation(0);
-        with(|st| {
-            assert_eq!((st.live[0].get(), st.live[1].get(), st.live[2].get()), (0, 10, 0));
-            assert_eq!(st.start[2].get(), 10);
-        });
+        assert_eq!(regions(), [0, 0, 10, 0]);
         let b: Vec<Gc<Node>> = (0..5).map(|i| node(i, &Rc::default())).collect();
+        assert_eq!(regions(), [0, 0, 10, 5]);
         gc::collect_generation(1);
-        with(|st| {
-            assert_eq!((st.live[0].get(), st.live[1].get(), st.live[2].get()), (0, 0, 15));
-            assert_eq!(st.long_lived_pending.get(), 15);
-        });
+        assert_eq!(regions(), [0, 15, 0, 0]);
+        with(|st| assert_eq!(st.long_lived_pending.get(), 15));
         drop(b);
-        with(|st| assert_eq!(st.live[2].get(), 10));
-        gc::collect(); // skipped (nothing dirty): no compaction
+        // the holes at the end were popped at once
+        assert_eq!(regions(), [0, 10, 0, 0]);
+        assert_eq!(gc::tracked_count(), 10);
+        gc::collect(); // skipped (nothing dirty)
         with(|st| {
+            assert_eq!(st.skipped[2].get(), 1);
             assert_eq!(st.long_lived_total.get(), 10);
             assert_eq!(st.long_lived_pending.get(), 0);
-            assert_eq!(st.list.len(), 15);
         });
-        drop(a[0].clone()); // dirty: the next collection is real
-        gc::collect();
-        with(|st| assert_eq!(st.list.len(), 10));
         gc::freeze();
+        assert_eq!(regions(), [10, 0, 0, 0]);
         assert_eq!(gc::get_freeze_count(), 10);
         assert_eq!(gc::tracked_count(), 0);
+        let c = node(1, &Rc::default());
+        assert_eq!(regions(), [10, 0, 0, 1]);
+        drop(a[0].clone()); // dirty the permanent generation: ignored
+        assert_eq!(gc::collect(), 0);
+        assert_eq!(regions(), [10, 1, 0, 0]);
         gc::unfreeze();
+        assert_eq!(regions(), [0, 11, 0, 0]);
         assert_eq!(gc::get_freeze_count(), 0);
-        assert_eq!(gc::tracked_count(), 10);
+        assert_eq!(gc::tracked_count(), 11);
         for (i, x) in a.iter().enumerate() {
             assert_eq!(x.header().word(), i);
         }
+        // popping holes below the generation boundaries clamps them
+        drop(c);
+        drop(a);
+        assert_eq!(regions(), [0, 0, 0, 0]);
+        let d = node(1, &Rc::default());
+        assert_eq!(regions(), [0, 0, 0, 1]);
+        assert_eq!(d.header().word(), 0);
     });
 }
 
@@ -200,7 +223,7 @@ fn hole_compaction() {
         // free every other one: holes
         let mut keep = Vec::new();
         for (i, x) in v.drain(..).enumerate() {
-            if i % 4 != 0 {
+            if i % 4 != 3 {
                 drop(x);
             } else {
                 keep.push(x);
@@ -209,7 +232,9 @@ fn hole_compaction() {
         assert_eq!(gc::tracked_count(), 250);
         with(|st| assert_eq!(st.list.len(), 1000));
         // pushing up to capacity compacts instead of growing
-        let more: Vec<Gc<Node>> = (0..(cap - 1000 + 1)).map(|i| node(i as u32, &Rc::default())).collect();
+        let more: Vec<Gc<Node>> = (0..(cap - 1000 + 1))
+            .map(|i| node(i as u32, &Rc::default()))
+            .collect();
         with(|st| {
             assert_eq!(st.list.cap(), cap);
             assert_eq!(st.list.len(), 250 + more.len());
@@ -254,8 +279,14 @@ fn weak_dead_before_drops() {
             SEEN.with(|s| s.set((true, up)));
         }
     }
-    let a = Gc::new(W { other: RefCell::new(None), weak_other: RefCell::new(Weak::new()) });
-    let b = Gc::new(W { other: RefCell::new(Some(a.clone())), weak_other: RefCell::new(Gc::downgrade(&a)) });
+    let a = Gc::new(W {
+        other: RefCell::new(None),
+        weak_other: RefCell::new(Weak::new()),
+    });
+    let b = Gc::new(W {
+        other: RefCell::new(Some(a.clone())),
+        weak_other: RefCell::new(Gc::downgrade(&a)),
+    });
     *a.other.borrow_mut() = Some(b.clone());
     *a.weak_other.borrow_mut() = Gc::downgrade(&b);
     drop((a, b));
@@ -292,8 +323,14 @@ impl Drop for R {
 #[test]
 fn resurrection_and_dropped_panic() {
     fresh(|| {
-        let a = Gc::new(R { id: 1, other: RefCell::new(None) });
-        let b = Gc::new(R { id: 2, other: RefCell::new(Some(a.clone())) });
+        let a = Gc::new(R {
+            id: 1,
+            other: RefCell::new(None),
+        });
+        let b = Gc::new(R {
+            id: 2,
+            other: RefCell::new(Some(a.clone())),
+        });
         *a.other.borrow_mut() = Some(b.clone());
         let w = Gc::downgrade(&a);
         drop((a, b));
@@ -336,10 +373,18 @@ fn panic_in_drop_loses_nothing() {
         }
         let drops = Rc::new(Cell::new(0));
         let n = 1000;
-        let first = Gc::new(P { boom: false, next: RefCell::new(None), drops: drops.clone() });
+        let first = Gc::new(P {
+            boom: false,
+            next: RefCell::new(None),
+            drops: drops.clone(),
+        });
         let mut prev = first.clone();
         for i in 1..n {
-            let x = Gc::new(P { boom: i % 100 == 0, next: RefCell::new(None), drops: drops.clone() });
+            let x = Gc::new(P {
+                boom: i % 100 == 0,
+                next: RefCell::new(None),
+                drops: drops.clone(),
+            });
             *prev.next.borrow_mut() = Some(x.clone());
             prev = x;
         }
@@ -515,7 +560,10 @@ fn new_cyclic_tracked() {
         let s = Gc::new_cyclic(|w| {
             assert!(w.upgrade().is_none());
             assert_eq!(w.strong_count(), 0);
-            S { me: w.clone(), strong: RefCell::new(None) }
+            S {
+                me: w.clone(),
+                strong: RefCell::new(None),
+            }
         });
         assert!(gc::is_tracked(&s));
         assert_eq!(gc::tracked_count(), 1);
@@ -541,9 +589,13 @@ fn panicking_trace_keeps_heap_consistent() {
         }
     }
     fresh(|| {
-        let a = Gc::new(T { next: RefCell::new(None) });
+        let a = Gc::new(T {
+            next: RefCell::new(None),
+        });
         *a.next.borrow_mut() = Some(a.clone());
-        let keep = Gc::new(T { next: RefCell::new(None) });
+        let keep = Gc::new(T {
+            next: RefCell::new(None),
+        });
         drop(a);
         BOOM.with(|b| b.set(true));
         let hook = std::panic::take_hook();
@@ -624,7 +676,11 @@ fn differential_random_graphs() {
                 }
                 gc::collect();
                 for i in 0..n {
-                    assert_eq!(drops[i].get(), usize::from(!reach[i]), "node {i} skip={skip}");
+                    assert_eq!(
+                        drops[i].get(),
+                        usize::from(!reach[i]),
+                        "node {i} skip={skip}"
+                    );
                 }
                 drop(kept);
                 gc::collect();
@@ -646,7 +702,7 @@ fn skip_rule_promotes() {
         let v: Vec<Gc<Node>> = (0..10).map(|i| node(i, &Rc::default())).collect();
         with(|st| assert_eq!(st.dirty.get(), 0));
         gc::collect_generation(0);
-        with(|st| assert_eq!(st.live[1].get(), 10));
+        assert_eq!(regions(), [0, 0, 10, 0]);
         // a decrement to non-zero dirties generation 1
         drop(v[3].clone());
         with(|st| assert_eq!(st.dirty.get(), 0b010));
@@ -657,6 +713,229 @@ fn skip_rule_promotes() {
         gc::collect();
         with(|st| assert_eq!(st.dirty.get(), 0));
         assert_eq!(gc::get_stats()[0].collections, 2);
+        with(|st| {
+            let sk: Vec<usize> = st.skipped.iter().map(|c| c.get()).collect();
+            assert_eq!(sk, [2, 0, 0]);
+        });
         drop(v);
     });
+}
+
+#[test]
+fn derive_shapes() {
+    #[derive(Trace)]
+    struct Unit;
+    #[derive(Trace)]
+    struct Tuple(u32, Gc<u32>, #[trace(skip)] std::fs::Permissions);
+    #[derive(Trace)]
+    struct Generic<T: Trace + 'static, U> {
+        t: Option<Gc<T>>,
+        #[trace(skip)]
+        _u: std::marker::PhantomData<U>,
+    }
+    #[derive(Trace)]
+    enum E<T: Trace + 'static> {
+        A,
+        B(T),
+        C { x: Gc<E<T>>, y: String },
+    }
+    #[derive(Trace)]
+    enum Never {}
+    struct NotTrace;
+    assert!(!Unit::MAY_CONTAIN_GC);
+    assert!(Tuple::MAY_CONTAIN_GC);
+    assert!(<Generic<u8, NotTrace>>::MAY_CONTAIN_GC);
+    assert!(<E<u8>>::MAY_CONTAIN_GC);
+    assert!(!Never::MAY_CONTAIN_GC);
+    #[derive(Trace)]
+    struct OnlyAtomic<T> {
+        _v: Vec<T>,
+    }
+    assert!(!<OnlyAtomic<String>>::MAY_CONTAIN_GC);
+    assert!(<OnlyAtomic<Gc<u8>>>::MAY_CONTAIN_GC);
+
+    fresh(|| {
+        // A cycle through an enum variant and a generic struct.
+        let e: Gc<E<u8>> = Gc::new(E::B(1));
+        let c = Gc::new(E::C {
+            x: e,
+            y: "c".into(),
+        });
+        assert!(gc::is_tracked(&c));
+        let g = Gc::new(Generic::<E<u8>, NotTrace> {
+            t: Some(c.clone()),
+            _u: std::marker::PhantomData,
+        });
+        drop((c, g));
+        assert_eq!(gc::tracked_count(), 0);
+        let _ = Gc::new(Unit);
+        let t = Gc::new(Tuple(
+            1,
+            Gc::new(2),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        ));
+        assert_eq!(*t.1, 2);
+    });
+}
+
+#[test]
+fn weak_parity() {
+    let a = Gc::new(vec![Gc::new(1u8)]);
+    let w = Gc::downgrade(&a);
+    let w2 = w.clone();
+    assert_eq!((w.strong_count(), w.weak_count()), (1, 2));
+    assert_eq!(Gc::weak_count(&a), 2);
+    assert!(w.ptr_eq(&w2));
+    assert!(!w.ptr_eq(&Weak::new()));
+    assert!(Weak::<u8>::new().ptr_eq(&Weak::new()));
+    drop(w2);
+    assert_eq!(w.weak_count(), 1);
+    let b = w.upgrade().unwrap();
+    assert_eq!(Gc::strong_count(&a), 2);
+    drop(b);
+    drop(a);
+    assert_eq!((w.strong_count(), w.weak_count()), (0, 0));
+    assert!(w.upgrade().is_none());
+    assert_eq!(format!("{w:?}"), "(Weak)");
+    let d: Weak<u8> = Weak::default();
+    assert!(d.upgrade().is_none());
+}
+
+#[test]
+fn garbage_releases_deep_chain_without_recursion() {
+    fresh(|| {
+        #[derive(Trace)]
+        struct L {
+            next: Option<Gc<L>>,
+        }
+        #[derive(Trace)]
+        struct Holder {
+            me: RefCell<Option<Gc<Holder>>>,
+            chain: Option<Gc<L>>,
+        }
+        let chain = || {
+            let mut head = Gc::new(L { next: None });
+            for _ in 0..200_000 {
+                head = Gc::new(L { next: Some(head) });
+            }
+            head
+        };
+        // Everything is garbage: dropped one by one by the collector.
+        let h = Gc::new(Holder {
+            me: RefCell::new(None),
+            chain: Some(chain()),
+        });
+        *h.me.borrow_mut() = Some(h.clone());
+        drop(h);
+        assert_eq!(gc::tracked_count(), 200_002);
+        assert_eq!(gc::collect(), 200_002);
+        assert_eq!(gc::tracked_count(), 0);
+        // The chain is frozen, so only the holder is garbage: the chain is
+        // then freed by refcounting, through the trashcan.
+        let c = chain();
+        gc::freeze();
+        let h = Gc::new(Holder {
+            me: RefCell::new(None),
+            chain: Some(c),
+        });
+        *h.me.borrow_mut() = Some(h.clone());
+        drop(h);
+        assert_eq!(gc::get_freeze_count(), 200_001);
+        assert_eq!(gc::collect(), 1);
+        assert_eq!(gc::get_freeze_count(), 0);
+        assert_eq!(gc::tracked_count(), 0);
+    });
+}
+
+#[test]
+fn untrack_on_try_unwrap_and_into_inner() {
+    fresh(|| {
+        let a = Gc::new(vec![Gc::new(1u8)]);
+        assert_eq!(gc::tracked_count(), 1);
+        let v = Gc::try_unwrap(a).unwrap();
+        assert_eq!(gc::tracked_count(), 0);
+        assert_eq!(*v[0], 1);
+        let b = Gc::new(Some(Gc::new(2u8)));
+        assert_eq!(gc::get_count(), (1, 0, 0));
+        assert!(Gc::into_inner(b).is_some());
+        assert_eq!(gc::get_count(), (0, 0, 0));
+    });
+}
+
+#[test]
+fn drop_creating_cycles_during_collection() {
+    fresh(|| {
+        thread_local!(static MADE: Cell<usize> = const { Cell::new(0) });
+        #[derive(Trace)]
+        struct Maker {
+            me: RefCell<Option<Gc<Maker>>>,
+            make: bool,
+        }
+        impl Drop for Maker {
+            fn drop(&mut self) {
+                if self.make {
+                    MADE.with(|m| m.set(m.get() + 1));
+                    let x = Gc::new(Maker {
+                        me: RefCell::new(None),
+                        make: false,
+                    });
+                    *x.me.borrow_mut() = Some(x.clone());
+                }
+            }
+        }
+        for _ in 0..100 {
+            let a = Gc::new(Maker {
+                me: RefCell::new(None),
+                make: true,
+            });
+            *a.me.borrow_mut() = Some(a.clone());
+        }
+        assert_eq!(gc::collect(), 100);
+        assert_eq!(MADE.with(|m| m.get()), 100);
+        assert_eq!(gc::tracked_count(), 100);
+        assert_eq!(gc::collect(), 100);
+        assert_eq!(gc::tracked_count(), 0);
+    });
+}
+
+/// Automatic collections give the same results with and without the
+/// skip rule, step by step.
+#[test]
+fn skip_rule_is_invisible() {
+    fn run(skip: bool) -> Vec<usize> {
+        fresh(move || {
+            with(|st| st.skip_enabled.set(skip));
+            gc::set_threshold(50, 3, 3);
+            let mut rng = Rng(42);
+            let drops = Rc::new(Cell::new(0));
+            let mut keep: Vec<Gc<Node>> = Vec::new();
+            let mut trace = Vec::new();
+            for step in 0..3000 {
+                match rng.below(6) {
+                    0 | 1 => keep.push(node(step, &drops)),
+                    2 if !keep.is_empty() => {
+                        let i = rng.below(keep.len());
+                        let j = rng.below(keep.len());
+                        let t = keep[j].clone();
+                        keep[i].edges.borrow_mut().push(t);
+                    }
+                    3 if !keep.is_empty() => {
+                        let i = rng.below(keep.len());
+                        keep.swap_remove(i);
+                    }
+                    4 if !keep.is_empty() => {
+                        let i = rng.below(keep.len());
+                        keep[i].edges.borrow_mut().clear();
+                    }
+                    _ => drop(ring(1 + rng.below(4), &drops)),
+                }
+                trace.push(drops.get());
+            }
+            drop(keep);
+            gc::collect();
+            assert_eq!(gc::tracked_count(), 0);
+            trace
+        })
+    }
+    assert_eq!(run(true), run(false));
 }

@@ -5,7 +5,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, LinkedList, VecDeque};
 use std::marker::PhantomData;
 
-use super::header::{Counts, GcHeader, EXTERNAL};
 use super::tracer::Tracer;
 
 /// A type whose `Gc` edges the cycle collector can enumerate.
@@ -39,6 +38,10 @@ use super::tracer::Tracer;
 ///   exists);
 /// * `MAY_CONTAIN_GC = false` on a type that does own a `Gc`: cycles
 ///   through it leak.
+///
+/// There is no impl for `Rc`/`Arc`: a `Gc` inside a shared `Rc` would be
+/// visited once per owner of the `Rc`. Mark such fields `#[trace(skip)]`
+/// when they hold no `Gc`.
 ///
 /// `trace` must not create or drop `Gc`s or run arbitrary code; if it
 /// does or panics, the collection is abandoned or becomes conservative,
@@ -244,7 +247,13 @@ macro_rules! seq {
     )*};
 }
 
-seq!(Vec<T>, VecDeque<T>, LinkedList<T>, BTreeSet<T>, BinaryHeap<T>);
+seq!(
+    Vec<T>,
+    VecDeque<T>,
+    LinkedList<T>,
+    BTreeSet<T>,
+    BinaryHeap<T>
+);
 
 // SAFETY: visits each element.
 unsafe impl<T: Trace> Trace for [T] {
@@ -335,15 +344,4 @@ tuple! {
     (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9)
     (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10)
     (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11)
-}
-
-/// Marks the object currently being traced as referenced from outside
-/// (used by [`Tracer::mark_external`]).
-#[inline]
-pub(crate) fn set_external(current: *const Counts) {
-    if !current.is_null() {
-        // SAFETY: `current` is the tracked object whose `trace` is running,
-        // kept alive by the collector for the whole collection.
-        unsafe { GcHeader::of(current).set_flags(EXTERNAL) }
-    }
 }

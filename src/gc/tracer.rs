@@ -1,8 +1,35 @@
 //! The [`Tracer`]: what `Trace::trace` reports each `Gc` edge to.
 
-use super::generations::PtrVec;
-use super::header::{GcHeader, ObjPtr, COLLECTING, ONE, REACHABLE};
-use super::trace::set_external;
+use std::cell::Cell;
+
+use super::generations::strong;
+use super::header::{GcHeader, ObjPtr, SHIFT, UNTRACKED};
+
+/// gc_refs of one object of the collected range, in a side array indexed
+/// by list position (the header keeps its index, as the generation list
+/// needs it): the count in the low bits, then three flags.
+pub(crate) type Refs = u32;
+/// The count (copied from the strong count, saturated).
+pub(crate) const COUNT: Refs = (1 << 29) - 1;
+/// Initialised from the strong count (lazily: `update_refs` is fused into
+/// `subtract_refs`).
+pub(crate) const INIT: Refs = 1 << 29;
+/// Referenced from outside for sure: a saturated count, or a mutably
+/// borrowed `RefCell` met while tracing it.
+pub(crate) const EXT: Refs = 1 << 30;
+/// Found reachable by `move_unreachable`.
+pub(crate) const REACHED: Refs = 1 << 31;
+
+/// `update_refs` for one object: its gc_refs start as its strong count.
+#[inline(always)]
+pub(crate) fn init_refs(obj: ObjPtr) -> Refs {
+    let s = strong(obj).get();
+    if s >= COUNT as usize {
+        INIT | EXT | COUNT
+    } else {
+        INIT | s as Refs
+    }
+}
 
 /// What the collector is doing with the edges it is shown.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -13,9 +40,6 @@ pub(crate) enum Mode {
     /// `move_unreachable`: each edge into the collected range marks the
     /// target reachable and pushes it on the stack.
     Mark,
-    /// Visit nothing (a tracer handed out where no collection runs).
-    #[allow(dead_code)]
-    Ignore,
 }
 
 /// Receives the `Gc` edges of a value during a collection.
@@ -40,20 +64,28 @@ pub(crate) enum Mode {
 /// ```
 pub struct Tracer {
     pub(crate) mode: Mode,
-    /// The object whose value is being traced.
-    pub(crate) current: ObjPtr,
-    /// `move_unreachable`'s stack (Mark mode).
-    pub(crate) stack: *const PtrVec,
+    /// First list index of the collected range, and its length.
+    pub(crate) start: usize,
+    pub(crate) n: usize,
+    /// The range's gc_refs, `n` of them.
+    pub(crate) refs: *const Cell<Refs>,
+    /// Range position of the object whose value is being traced.
+    pub(crate) current: usize,
+    /// `move_unreachable`'s explicit stack of range positions.
+    pub(crate) stack: Vec<usize>,
     /// `mark_external` was called: the collection was conservative.
     pub(crate) saw_external: bool,
 }
 
 impl Tracer {
-    pub(crate) fn new(mode: Mode, stack: *const PtrVec) -> Tracer {
+    pub(crate) fn new(start: usize, n: usize, refs: *const Cell<Refs>) -> Tracer {
         Tracer {
-            mode,
-            current: std::ptr::null(),
-            stack,
+            mode: Mode::Subtract,
+            start,
+            n,
+            refs,
+            current: usize::MAX,
+            stack: Vec::new(),
             saw_external: false,
         }
     }
@@ -62,27 +94,38 @@ impl Tracer {
     #[inline(always)]
     pub(crate) fn visit(&mut self, obj: ObjPtr) {
         // SAFETY: `obj` comes from a live `Gc` handle owned by the value
-        // being traced, which the collector keeps alive.
-        let h = unsafe { GcHeader::of(obj) };
-        let w = h.gc.get();
-        if w & COLLECTING == 0 {
+        // being traced, which is live for the duration of `trace`.
+        let w = unsafe { GcHeader::of(obj) }.gc.get();
+        if w & UNTRACKED != 0 {
             return;
         }
+        // The index is valid for every listed object during the phases (no
+        // compaction happens before the rebuild): in range iff the
+        // position is below `n`.
+        let pos = (w >> SHIFT).wrapping_sub(self.start);
+        if pos >= self.n {
+            return;
+        }
+        // SAFETY: pos < n, the length of the refs array, which outlives
+        // the tracer.
+        let r = unsafe { &*self.refs.add(pos) };
+        let mut v = r.get();
         match self.mode {
             Mode::Subtract => {
-                if w >= ONE {
-                    h.gc.set(w - ONE);
+                if v & INIT == 0 {
+                    v = init_refs(obj);
                 }
+                if v & COUNT != 0 {
+                    v -= 1;
+                }
+                r.set(v);
             }
             Mode::Mark => {
-                if w & REACHABLE == 0 {
-                    h.gc.set(w | REACHABLE);
-                    // SAFETY: in Mark mode `stack` points at the state's
-                    // stack, which outlives the tracer.
-                    unsafe { (*self.stack).push(obj) };
+                if v & REACHED == 0 {
+                    r.set(v | REACHED);
+                    self.stack.push(pos);
                 }
             }
-            Mode::Ignore => {}
         }
     }
 
@@ -110,9 +153,11 @@ impl Tracer {
     /// assert_eq!(gc::collect(), 1);
     /// ```
     pub fn mark_external(&mut self) {
-        if self.mode == Mode::Subtract {
+        if self.mode == Mode::Subtract && self.current < self.n {
             self.saw_external = true;
-            set_external(self.current);
+            // SAFETY: current < n, the length of the refs array.
+            let r = unsafe { &*self.refs.add(self.current) };
+            r.set(r.get() | EXT);
         }
     }
 }

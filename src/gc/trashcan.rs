@@ -9,10 +9,11 @@
 //! thread-local queue instead, and the outermost frame drains the queue
 //! when it returns. Untracked values hold no `Gc`, so they cannot nest.
 
-use std::ptr;
+use std::ptr::{self, NonNull};
 
 use super::generations::State;
 use super::header::{release_implicit_weak, GcBox, GcHeader, ObjPtr, DROPPED};
+use super::ptr::Gc;
 use super::trace::Trace;
 
 /// Nesting depth past which drops are deferred.
@@ -44,12 +45,14 @@ pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
     st.depth.set(d + 1);
     {
         let _g = Depth(st);
-        // SAFETY: tracked per the contract, so it has a header.
-        unsafe { GcHeader::of(obj) }.set_flags(DROPPED);
-        // SAFETY: the value is initialised and dropped exactly once here.
-        unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*(obj as *mut GcBox<T>)).value)) };
-        // SAFETY: strong == 0 and the value is dropped.
-        unsafe { release_implicit_weak(obj) };
+        let boxp = obj as *mut GcBox<T>;
+        // SAFETY: the value is initialised and dropped exactly once here;
+        // then strong == 0 and the value is dropped, as `release_weak`
+        // requires.
+        unsafe {
+            ptr::drop_in_place(ptr::addr_of_mut!((*boxp).value));
+            Gc::<T>::release_weak(NonNull::new_unchecked(boxp));
+        }
     }
     if d == 0 && st.deferred.len() != 0 {
         drain(st);

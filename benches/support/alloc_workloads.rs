@@ -1,0 +1,373 @@
+//! Allocation workloads shared by `benches/alloc.rs` and `examples/compare.rs`
+//! (included in both with `#[path = ...] mod alloc_workloads;`).
+//!
+//! Every workload is generic over the allocator and drives it through
+//! [`GlobalAlloc`] directly, so `PyMalloc`, `System`, `MiMalloc` and
+//! `Jemalloc` run exactly the same code. Each function does its set-up and
+//! tear-down outside the timed region and returns the time of the measured
+//! part only. Every allocation is written once per 64-byte cache line (a
+//! volatile store, so the compiler cannot drop it) so that no allocator wins
+//! by handing out pages nobody touches.
+//!
+//! Units (what one "op" is, for `Throughput::Elements` and the demo table):
+//!
+//! | workload      | op                                                      |
+//! |---------------|---------------------------------------------------------|
+//! | churn         | free one of 1,000 live blocks, allocate a new one (8..=512 B) |
+//! | LIFO 32 B     | one alloc + free pair of a round of 1M allocs, freed in reverse |
+//! | FIFO          | one alloc + free pair of a round of 1M random sizes (8..=512 B), freed in order |
+//! | cross-thread  | one 64 B block allocated by a producer thread and freed by a consumer thread |
+//! | 2 threads     | one churn step; two threads churn at once, wall time over both threads' steps |
+//! | realloc       | one chain: alloc 8 B, realloc doubling to 4,096 B, free |
+#![allow(dead_code)]
+
+use std::alloc::{handle_alloc_error, GlobalAlloc, Layout};
+use std::ptr::null_mut;
+use std::sync::mpsc::sync_channel;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// Live blocks kept by the churn workload.
+pub const CHURN_SLOTS: usize = 1_000;
+/// Blocks per round of the LIFO and FIFO workloads.
+pub const ROUND_BLOCKS: usize = 1_000_000;
+/// Block size of the LIFO workload.
+pub const LIFO_SIZE: usize = 32;
+/// Block size of the cross-thread workload.
+pub const CROSS_SIZE: usize = 64;
+/// Blocks handed from producer to consumer at once.
+pub const CROSS_BATCH: usize = 1_024;
+/// Smallest and largest request of the random-size workloads.
+pub const MIN_SIZE: usize = 8;
+/// Largest request of the random-size workloads (PyMalloc's threshold).
+pub const MAX_SIZE: usize = 512;
+/// First and last size of a realloc chain.
+pub const REALLOC_FROM: usize = 8;
+/// Last size of a realloc chain.
+pub const REALLOC_TO: usize = 4_096;
+
+/// SplitMix64: a tiny, seedable PRNG (Steele, Lea and Flood 2014).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (Lemire's multiply-shift; `n` > 0).
+    #[inline]
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// `8 + (bits % 505)` without a division: a size in `MIN_SIZE..=MAX_SIZE`
+/// from 32 random bits.
+#[inline]
+fn size_from_bits(bits: u32) -> usize {
+    MIN_SIZE + ((u64::from(bits) * (MAX_SIZE - MIN_SIZE + 1) as u64) >> 32) as usize
+}
+
+#[inline]
+fn layout(size: usize) -> Layout {
+    // Alignment 8 is what `Box`/`Vec` of word-sized data ask for.
+    // SAFETY: 8 is a power of two and `size` is far from overflowing.
+    unsafe { Layout::from_size_align_unchecked(size, 8) }
+}
+
+/// Writes one byte in each 64-byte cache line of `[p, p + len)`.
+#[inline]
+pub fn touch(p: *mut u8, len: usize) {
+    let mut off = 0;
+    while off < len {
+        // SAFETY: `off < len` and the caller owns `len` bytes at `p`.
+        unsafe { p.add(off).write_volatile(off as u8 ^ 0x5A) };
+        off += 64;
+    }
+}
+
+/// Allocates `size` bytes (align 8) from `a` and touches them.
+#[inline]
+pub fn alloc_touch<A: GlobalAlloc>(a: &A, size: usize) -> *mut u8 {
+    let l = layout(size);
+    // SAFETY: non-zero size.
+    let p = unsafe { a.alloc(l) };
+    if p.is_null() {
+        handle_alloc_error(l);
+    }
+    touch(p, size);
+    p
+}
+
+/// Frees a block from [`alloc_touch`].
+#[inline]
+pub fn free<A: GlobalAlloc>(a: &A, p: *mut u8, size: usize) {
+    // SAFETY: `p` came from `a` with this layout.
+    unsafe { a.dealloc(p, layout(size)) }
+}
+
+/// Churn: 1,000 live blocks of random sizes 8..=512; each step frees a random
+/// one and allocates a new random size in its place. Times `steps` steps.
+pub fn churn<A: GlobalAlloc>(a: &A, steps: u64, seed: u64) -> Duration {
+    let mut rng = SplitMix64::new(seed);
+    let mut slots = [(null_mut::<u8>(), 0usize); CHURN_SLOTS];
+    for slot in slots.iter_mut() {
+        let size = size_from_bits(rng.next_u64() as u32);
+        *slot = (alloc_touch(a, size), size);
+    }
+    let start = Instant::now();
+    churn_steps(a, &mut slots, &mut rng, steps);
+    let elapsed = start.elapsed();
+    for &(p, size) in &slots {
+        free(a, p, size);
+    }
+    elapsed
+}
+
+#[inline]
+fn churn_steps<A: GlobalAlloc>(
+    a: &A,
+    slots: &mut [(*mut u8, usize); CHURN_SLOTS],
+    rng: &mut SplitMix64,
+    steps: u64,
+) {
+    for _ in 0..steps {
+        let r = rng.next_u64();
+        let i = (((r & 0xFFFF_FFFF) * CHURN_SLOTS as u64) >> 32) as usize;
+        let size = size_from_bits((r >> 32) as u32);
+        let (p, old) = slots[i];
+        free(a, p, old);
+        slots[i] = (alloc_touch(a, size), size);
+    }
+}
+
+/// LIFO: `rounds` times, allocate 1M blocks of 32 B, then free them in
+/// reverse order. Times the rounds (1M alloc + free pairs each).
+pub fn lifo<A: GlobalAlloc>(a: &A, rounds: u64) -> Duration {
+    let mut ptrs: Vec<*mut u8> = Vec::with_capacity(ROUND_BLOCKS);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for _ in 0..ROUND_BLOCKS {
+            ptrs.push(alloc_touch(a, LIFO_SIZE));
+        }
+        while let Some(p) = ptrs.pop() {
+            free(a, p, LIFO_SIZE);
+        }
+    }
+    start.elapsed()
+}
+
+/// FIFO: `rounds` times, allocate 1M blocks of random sizes 8..=512, then
+/// free them in allocation order. Times the rounds (1M pairs each).
+pub fn fifo<A: GlobalAlloc>(a: &A, rounds: u64, seed: u64) -> Duration {
+    let mut rng = SplitMix64::new(seed);
+    let sizes: Vec<u16> = (0..ROUND_BLOCKS)
+        .map(|_| size_from_bits(rng.next_u64() as u32) as u16)
+        .collect();
+    let mut ptrs: Vec<*mut u8> = Vec::with_capacity(ROUND_BLOCKS);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for &size in &sizes {
+            ptrs.push(alloc_touch(a, usize::from(size)));
+        }
+        for (&p, &size) in ptrs.iter().zip(&sizes) {
+            free(a, p, usize::from(size));
+        }
+        ptrs.clear();
+    }
+    start.elapsed()
+}
+
+/// Cross-thread: a producer thread allocates `blocks` blocks of 64 B and
+/// hands them over in batches of 1,024 through a channel; a consumer thread
+/// frees them. Batch vectors are recycled, so the channel traffic allocates
+/// nothing. Times from the start of both threads until the last free.
+pub fn cross_thread<A: GlobalAlloc + Sync>(a: &A, blocks: u64) -> Duration {
+    const IN_FLIGHT: usize = 8;
+    let (full_tx, full_rx) = sync_channel::<Vec<usize>>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<usize>>(IN_FLIGHT);
+    for _ in 0..IN_FLIGHT {
+        empty_tx
+            .send(Vec::with_capacity(CROSS_BATCH))
+            .expect("receiver alive");
+    }
+    let barrier = &Barrier::new(3);
+    let mut elapsed = Duration::ZERO;
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || {
+            barrier.wait();
+            let mut left = blocks;
+            while left > 0 {
+                let mut batch = empty_rx.recv().expect("consumer alive");
+                let n = left.min(CROSS_BATCH as u64);
+                for _ in 0..n {
+                    batch.push(alloc_touch(a, CROSS_SIZE) as usize);
+                }
+                left -= n;
+                full_tx.send(batch).expect("consumer alive");
+            }
+            drop(full_tx);
+        });
+        let consumer = s.spawn(move || {
+            barrier.wait();
+            for mut batch in full_rx.iter() {
+                for p in batch.drain(..) {
+                    free(a, p as *mut u8, CROSS_SIZE);
+                }
+                // The producer may be gone already: then the batch is dropped.
+                let _ = empty_tx.send(batch);
+            }
+        });
+        barrier.wait();
+        let start = Instant::now();
+        producer.join().expect("producer panicked");
+        consumer.join().expect("consumer panicked");
+        elapsed = start.elapsed();
+    });
+    elapsed
+}
+
+/// Two threads churning at once, each as [`churn`] for `steps` steps.
+/// Returns the wall time from a common start until both are done (the
+/// set-up and tear-down of each thread are outside it).
+pub fn two_thread_churn<A: GlobalAlloc + Sync>(a: &A, steps: u64, seed: u64) -> Duration {
+    let start_line = Barrier::new(3);
+    let finish_line = Barrier::new(3);
+    let mut elapsed = Duration::ZERO;
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (start_line, finish_line) = (&start_line, &finish_line);
+            s.spawn(move || {
+                let mut rng = SplitMix64::new(seed ^ (t + 1).wrapping_mul(0xA076_1D64_78BD_642F));
+                let mut slots = [(null_mut::<u8>(), 0usize); CHURN_SLOTS];
+                for slot in slots.iter_mut() {
+                    let size = size_from_bits(rng.next_u64() as u32);
+                    *slot = (alloc_touch(a, size), size);
+                }
+                start_line.wait();
+                churn_steps(a, &mut slots, &mut rng, steps);
+                finish_line.wait();
+                for &(p, size) in &slots {
+                    free(a, p, size);
+                }
+            });
+        }
+        start_line.wait();
+        let start = Instant::now();
+        finish_line.wait();
+        elapsed = start.elapsed();
+    });
+    elapsed
+}
+
+/// Realloc growth: `chains` times, allocate 8 B and grow the block by
+/// doubling up to 4,096 B with `realloc` (writing the new part each time),
+/// then free it.
+pub fn realloc_growth<A: GlobalAlloc>(a: &A, chains: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..chains {
+        let mut size = REALLOC_FROM;
+        let mut p = alloc_touch(a, size);
+        while size < REALLOC_TO {
+            let new_size = size * 2;
+            // SAFETY: `p` is live with `layout(size)`; `new_size` is valid.
+            p = unsafe { a.realloc(p, layout(size), new_size) };
+            if p.is_null() {
+                handle_alloc_error(layout(new_size));
+            }
+            // SAFETY: the block now holds `new_size` bytes.
+            touch(unsafe { p.add(size) }, new_size - size);
+            size = new_size;
+        }
+        free(a, p, size);
+    }
+    start.elapsed()
+}
+
+/// The workloads, in table order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// [`churn`]
+    Churn,
+    /// [`lifo`]
+    Lifo,
+    /// [`fifo`]
+    Fifo,
+    /// [`cross_thread`]
+    CrossThread,
+    /// [`two_thread_churn`]
+    TwoThreadChurn,
+    /// [`realloc_growth`]
+    Realloc,
+}
+
+impl Workload {
+    /// Every workload, in table order.
+    pub const ALL: [Workload; 6] = [
+        Workload::Churn,
+        Workload::Lifo,
+        Workload::Fifo,
+        Workload::CrossThread,
+        Workload::TwoThreadChurn,
+        Workload::Realloc,
+    ];
+
+    /// Short name (criterion group name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Churn => "churn",
+            Workload::Lifo => "lifo_32B",
+            Workload::Fifo => "fifo",
+            Workload::CrossThread => "cross_thread",
+            Workload::TwoThreadChurn => "two_threads_churn",
+            Workload::Realloc => "realloc_8_to_4096",
+        }
+    }
+
+    /// What one op is, for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Workload::Churn => "churn 8..512 B, 1,000 live",
+            Workload::Lifo => "LIFO 1M x 32 B",
+            Workload::Fifo => "FIFO 1M x 8..512 B",
+            Workload::CrossThread => "cross-thread 64 B (per block)",
+            Workload::TwoThreadChurn => "2 threads churning (wall)",
+            Workload::Realloc => "realloc 8 -> 4,096 B (per chain)",
+        }
+    }
+
+    /// Ops (alloc + free pairs, blocks or chains) done by one unit of `n`
+    /// passed to [`Workload::run`]: a LIFO or FIFO round is 1M pairs, a
+    /// two-thread step is two pairs (one per thread).
+    pub fn ops_per_unit(self) -> u64 {
+        match self {
+            Workload::Lifo | Workload::Fifo => ROUND_BLOCKS as u64,
+            Workload::TwoThreadChurn => 2,
+            _ => 1,
+        }
+    }
+
+    /// Runs `n` units of the workload on `a` and returns the measured time.
+    pub fn run<A: GlobalAlloc + Sync>(self, a: &A, n: u64, seed: u64) -> Duration {
+        match self {
+            Workload::Churn => churn(a, n, seed),
+            Workload::Lifo => lifo(a, n),
+            Workload::Fifo => fifo(a, n, seed),
+            Workload::CrossThread => cross_thread(a, n),
+            Workload::TwoThreadChurn => two_thread_churn(a, n, seed),
+            Workload::Realloc => realloc_growth(a, n),
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Arenas: `ARENA_SIZE` bytes mapped from the OS, aligned to their size,
+//! cut into `POOLS_PER_ARENA` pool slots. Slot 0 holds this header and the
+//! headers of the other slots' pools, 64 bytes each (only its first page is
+//! ever touched); the other slots are pools.
+//!
+//! Each arena belongs to one heap for its whole life, so everything here is
+//! touched only by the thread that currently owns that heap.
+//!
+//! A heap keeps its arenas with free slots on a list sorted by the number
+//! of free slots, fullest first, and takes pools from the head: CPython's
+//! `usable_arenas` rule, which lets lightly used arenas drain and go back
+//! to the OS.
+
+use core::cell::Cell;
+use core::ptr;
+
+use super::pool::Pool;
+use super::pool::POOL_HEADER_SIZE;
+use super::size_class::{ARENA_MASK, POOLS_PER_ARENA};
+
+/// The header in slot 0 of an arena.
+#[repr(C)]
+pub(crate) struct Arena {
+    /// Freed pool slots, linked through `Pool::next`.
+    free_pools: Cell<*mut Pool>,
+    /// Index of the first slot never handed out.
+    untouched: Cell<u32>,
+    /// Slots not in use (freed or untouched).
+    pub(crate) nfree: Cell<u32>,
+    /// Neighbours in the heap's sorted list of arenas with free slots.
+    pub(crate) next: Cell<*mut Arena>,
+    pub(crate) prev: Cell<*mut Arena>,
+    /// Neighbours in the heap's list of every arena it has mapped.
+    pub(crate) all_next: Cell<*mut Arena>,
+    pub(crate) all_prev: Cell<*mut Arena>,
+    /// When the arena last became empty (coarse monotonic milliseconds).
+    pub(crate) retired_at: Cell<u64>,
+}
+
+/// Pool slots an arena can hand out (slot 0 holds the headers).
+pub(crate) const USABLE_POOLS: u32 = POOLS_PER_ARENA as u32 - 1;
+
+const _: () = assert!(
+    core::mem::size_of::<Arena>() <= POOL_HEADER_SIZE,
+    "the arena header takes the place of slot 0's pool header"
+);
+
+impl Arena {
+    /// Writes a fresh header at the start of a newly mapped arena.
+    ///
+    /// # Safety
+    /// `base` must be a fresh, `ARENA_SIZE`-aligned mapping of `ARENA_SIZE`
+    /// bytes.
+    pub(crate) unsafe fn init(base: *mut u8) -> *mut Arena {
+        let arena = base.cast::<Arena>();
+        let header = Arena {
+            free_pools: Cell::new(ptr::null_mut()),
+            untouched: Cell::new(1),
+            nfree: Cell::new(USABLE_POOLS),
+            next: Cell::new(ptr::null_mut()),
+            prev: Cell::new(ptr::null_mut()),
+            all_next: Cell::new(ptr::null_mut()),
+            all_prev: Cell::new(ptr::null_mut()),
+            retired_at: Cell::new(0),
+        };
+        // SAFETY: the caller hands us the fresh mapping.
+        unsafe { ptr::write(arena, header) };
+        arena
+    }
+
+    /// The arena a pool (or any address inside one) belongs to.
+    #[inline]
+    pub(crate) fn of(addr: *mut u8) -> *mut Arena {
+        (addr as usize & ARENA_MASK) as *mut Arena
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.nfree.get() == USABLE_POOLS
+    }
+
+    /// Takes a free pool slot; returns its header. The caller checked
+    /// `nfree > 0`.
+    pub(crate) fn take_slot(&self) -> *mut Pool {
+        debug_assert!(self.nfree.get() > 0);
+        self.nfree.set(self.nfree.get() - 1);
+        let pool = self.free_pools.get();
+        if !pool.is_null() {
+            // SAFETY: freed slots are linked through their (dead) header.
+            self.free_pools.set(unsafe { (*pool).next.get() });
+            return pool;
+        }
+        let index = self.untouched.get();
+        self.untouched.set(index + 1);
+        Pool::header_of_slot(self as *const Arena as usize, index as usize)
+    }
+
+    /// Gives back a pool slot whose blocks are all free.
+    ///
+    /// # Safety
+    /// `pool` must be the header of a slot of this arena that was taken and
+    /// is unused.
+    pub(crate) unsafe fn give_slot(&self, pool: *mut Pool) {
+        // SAFETY: the slot is ours; its header is dead, so reuse `next`.
+        unsafe {
+            (*pool).magic.set(0);
+            (*pool).next.set(self.free_pools.get());
+        }
+        self.free_pools.set(pool);
+        self.nfree.set(self.nfree.get() + 1);
+    }
+
+    /// Pool slots of this arena that have been handed out at least once and
+    /// are in use now, for snapshots: calls `f` on each live pool header.
+    pub(crate) fn for_each_live_pool(&self, mut f: impl FnMut(&Pool)) {
+        let base = self as *const Arena as usize;
+        for index in 1..self.untouched.get() as usize {
+            // SAFETY: slots below `untouched` have been written as pools;
+            // freed ones have magic 0.
+            let pool = unsafe { &*Pool::header_of_slot(base, index) };
+            if pool.magic.get() == super::pool::POOL_MAGIC {
+                f(pool);
+            }
+        }
+    }
+}
+
+/// A heap's arenas.
+pub(crate) struct ArenaSet {
+    /// Arenas with free slots, sorted by `nfree` ascending.
+    usable: Cell<*mut Arena>,
+    /// Every arena, in no order.
+    all: Cell<*mut Arena>,
+    /// Empty arenas kept mapped to absorb the next demand (hysteresis),
+    /// newest first, linked through `next`.
+    retired: Cell<*mut Arena>,
+    retired_count: Cell<usize>,
+}
+
+impl ArenaSet {
+    pub(crate) const fn new() -> ArenaSet {
+        ArenaSet {
+            usable: Cell::new(ptr::null_mut()),
+            all: Cell::new(ptr::null_mut()),
+            retired: Cell::new(ptr::null_mut()),
+            retired_count: Cell::new(0),
+        }
+    }
+
+    /// The head of the usable list (the fullest arena with a free slot).
+    pub(crate) fn usable_head(&self) -> *mut Arena {
+        self.usable.get()
+    }
+
+    /// Takes the most recently retired arena, or null.
+    pub(crate) fn pop_retired(&self) -> *mut Arena {
+        let arena = self.retired.get();
+        if !arena.is_null() {
+            // SAFETY: retired arenas are live and ours.
+            self.retired.set(unsafe { (*arena).next.get() });
+            self.retired_count.set(self.retired_count.get() - 1);
+        }
+        arena
+    }
+
+    /// Keeps an empty arena, on no other list but `all`, for reuse.
+    ///
+    /// # Safety
+    /// `arena` must be empty, live, ours and not on the usable list.
+    pub(crate) unsafe fn push_retired(&self, arena: *mut Arena, now: u64) {
+        // SAFETY: caller contract.
+        unsafe {
+            (*arena).retired_at.set(now);
+            (*arena).next.set(self.retired.get());
+        }
+        self.retired.set(arena);
+        self.retired_count.set(self.retired_count.get() + 1);
+    }
+
+    pub(crate) fn retired_count(&self) -> usize {
+        self.retired_count.get()
+    }
+
+    /// Unlinks from the retired list every arena for which `expired(arena,
+    /// position)` holds (position 0 is the newest) and hands it to `unmap`.
+    pub(crate) fn purge_retired(
+        &self,
+        mut expired: impl FnMut(&Arena, usize) -> bool,
+        mut unmap: impl FnMut(*mut Arena),
+    ) {
+        let mut prev: *mut Arena = ptr::null_mut();
+        let mut arena = self.retired.get();
+        let mut position = 0;
+        while !arena.is_null() {
+            // SAFETY: retired arenas are live and ours.
+            let next = unsafe { (*arena).next.get() };
+            // SAFETY: as above.
+            if expired(unsafe { &*arena }, position) {
+                if prev.is_null() {
+                    self.retired.set(next);
+                } else {
+                    // SAFETY: as above.
+                    unsafe { (*prev).next.set(next) };
+                }
+                self.retired_count.set(self.retired_count.get() - 1);
+                unmap(arena);
+            } else {
+                prev = arena;
+            }
+            position += 1;
+            arena = next;
+        }
+    }
+
+    pub(crate) fn first(&self) -> *mut Arena {
+        self.all.get()
+    }
+
+    /// Adds a new arena to the list of all arenas.
+    ///
+    /// # Safety
+    /// `arena` must be a live arena of this set's heap, on no list.
+    pub(crate) unsafe fn add(&self, arena: *mut Arena) {
+        let head = self.all.get();
+        // SAFETY: arenas on our lists are live and ours.
+        unsafe {
+            (*arena).all_prev.set(ptr::null_mut());
+            (*arena).all_next.set(head);
+            if !head.is_null() {
+                (*head).all_prev.set(arena);
+            }
+        }
+        self.all.set(arena);
+    }
+
+    /// Removes an arena from the list of all arenas.
+    ///
+    /// # Safety
+    /// `arena` must be on that list.
+    pub(crate) unsafe fn remove(&self, arena: *mut Arena) {
+        // SAFETY: arenas on our lists are live and ours.
+        unsafe {
+            let (prev, next) = ((*arena).all_prev.get(), (*arena).all_next.get());
+            if prev.is_null() {
+                self.all.set(next);
+            } else {
+                (*prev).all_next.set(next);
+            }
+            if !next.is_null() {
+                (*next).all_prev.set(prev);
+            }
+        }
+    }
+
+    /// Inserts an arena into the usable list at the place its `nfree` sorts.
+    ///
+    /// # Safety
+    /// `arena` must be live, ours, and not on the usable list.
+    pub(crate) unsafe fn insert_usable(&self, arena: *mut Arena) {
+        // SAFETY: arenas on our lists are live and ours.
+        unsafe {
+            let nfree = (*arena).nfree.get();
+            let mut prev: *mut Arena = ptr::null_mut();
+            let mut next = self.usable.get();
+            while !next.is_null() && (*next).nfree.get() < nfree {
+                prev = next;
+                next = (*next).next.get();
+            }
+            (*arena).prev.set(prev);
+            (*arena).next.set(next);
+            if prev.is_null() {
+                self.usable.set(arena);
+            } else {
+                (*prev).next.set(arena);
+            }
+            if !next.is_null() {
+                (*next).prev.set(arena);
+            }
+        }
+    }
+
+    /// Removes an arena from the usable list.
+    ///
+    /// # Safety
+    /// `arena` must be on the usable list.
+    pub(crate) unsafe fn unlink_usable(&self, arena: *mut Arena) {
+        // SAFETY: arenas on our lists are live and ours.
+        unsafe {
+            let (prev, next) = ((*arena).prev.get(), (*arena).next.get());
+            if prev.is_null() {
+                self.usable.set(next);
+            } else {
+                (*prev).next.set(next);
+            }
+            if !next.is_null() {
+                (*next).prev.set(prev);
+            }
+            (*arena).next.set(ptr::null_mut());
+            (*arena).prev.set(ptr::null_mut());
+        }
+    }
+
+    /// Restores the sort after `arena`'s `nfree` grew by one, moving it
+    /// towards the tail past the arenas that now hold fewer free slots.
+    ///
+    /// # Safety
+    /// `arena` must be on the usable list.
+    pub(crate) unsafe fn resort_after_free(&self, arena: *mut Arena) {
+        // SAFETY: arenas on our lists are live and ours.
+        unsafe {
+            let nfree = (*arena).nfree.get();
+            let mut after = (*arena).next.get();
+            if after.is_null() || (*after).nfree.get() >= nfree {
+                return;
+            }
+            while !(*after).next.get().is_null() && (*(*after).next.get()).nfree.get() < nfree {
+                after = (*after).next.get();
+            }
+            self.unlink_usable(arena);
+            let next = (*after).next.get();
+            (*arena).prev.set(after);
+            (*arena).next.set(next);
+            (*after).next.set(arena);
+            if !next.is_null() {
+                (*next).prev.set(arena);
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The OS layer: the only place that maps and unmaps memory or writes to
+//! stderr. Nothing here allocates through the global allocator.
+
+use core::fmt::{self, Write};
+use core::ptr;
+
+/// Maps `size` bytes of zeroed memory aligned to `align` (a power of two,
+/// a multiple of the page size). Returns null when the OS refuses.
+pub(crate) fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    let Some(span) = size.checked_add(align) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing touches no existing memory.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            span,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return ptr::null_mut();
+    }
+    let start = raw as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    let head = aligned - start;
+    let tail = span - head - size;
+    // SAFETY: both trimmed ranges lie inside the mapping made above and
+    // outside the `size` bytes kept.
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw, head);
+        }
+        if tail > 0 {
+            libc::munmap((aligned + size) as *mut libc::c_void, tail);
+        }
+    }
+    aligned as *mut u8
+}
+
+/// Returns a mapping made by [`map_aligned`] to the OS.
+///
+/// # Safety
+/// `ptr..ptr + size` must be a mapping from `map_aligned` that nothing
+/// refers to any more.
+pub(crate) unsafe fn unmap(ptr: *mut u8, size: usize) {
+    // SAFETY: the caller hands over the whole mapping.
+    let rc = unsafe { libc::munmap(ptr.cast(), size) };
+    if rc != 0 {
+        fatal(format_args!("munmap({ptr:p}, {size}) failed"));
+    }
+}
+
+/// A coarse monotonic clock in milliseconds (a vDSO read, no system call).
+pub(crate) fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// A fixed buffer that formats without allocating; what does not fit is cut.
+struct StackWriter {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl Write for StackWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.buf.len() - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Writes `pymem: <message>` straight to stderr, without allocating.
+pub(crate) fn report(args: fmt::Arguments<'_>) {
+    let mut w = StackWriter {
+        buf: [0; 1024],
+        len: 0,
+    };
+    let _ = w.write_str("pymem: ");
+    let _ = w.write_fmt(args);
+    let _ = w.write_str("\n");
+    let mut done = 0;
+    while done < w.len {
+        // SAFETY: the range lies inside `w.buf`.
+        let n = unsafe { libc::write(2, w.buf[done..].as_ptr().cast(), w.len - done) };
+        if n <= 0 {
+            break;
+        }
+        done += n as usize;
+    }
+}
+
+/// Reports a misuse of the allocator or a broken invariant and aborts. Used
+/// where unwinding is not allowed (inside `GlobalAlloc` methods).
+#[cold]
+#[inline(never)]
+pub(crate) fn fatal(args: fmt::Arguments<'_>) -> ! {
+    report(args);
+    std::process::abort()
+}

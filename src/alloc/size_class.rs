@@ -1,0 +1,161 @@
+//! Size classes and the arithmetic of pools and arenas.
+//!
+//! Every small request is rounded up to a multiple of [`ALIGNMENT`]; the
+//! 32 resulting block sizes (16, 32, ..., 512) are the size classes, as in
+//! CPython on 64-bit platforms.
+//!
+//! A block of size `s` is placed at an address that is a multiple of the
+//! largest power of two dividing `s` (its *natural alignment*: 16 for 48,
+//! 64 for 192, 512 for 512). A request whose alignment exceeds 16 is served
+//! from the smallest class that is a multiple of that alignment, so a
+//! 40-byte request aligned to 32 gets a 64-byte block, which is 64-aligned.
+
+/// Requests of at most this many bytes are served from pools; larger ones go
+/// to the system allocator. CPython's `SMALL_REQUEST_THRESHOLD`.
+pub const SMALL_REQUEST_THRESHOLD: usize = 512;
+
+/// Granularity of size classes and the alignment every block guarantees.
+pub(crate) const ALIGNMENT: usize = 16;
+const ALIGNMENT_SHIFT: u32 = ALIGNMENT.trailing_zeros();
+
+/// Number of size classes: 512 / 16.
+pub(crate) const NB_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
+
+/// A pool: one size class's blocks, aligned to its own size so that a
+/// block's pool is found by masking the block's address.
+pub(crate) const POOL_SHIFT: u32 = 14;
+/// 16 KiB, as in CPython 3.12 on 64-bit. See the module docs of `alloc`.
+pub(crate) const POOL_SIZE: usize = 1 << POOL_SHIFT;
+
+/// An arena: a run of pools mapped from the OS in one piece and aligned to
+/// its size, so that a block's arena is found by masking too.
+pub(crate) const ARENA_SHIFT: u32 = 20;
+/// 1 MiB, as in CPython 3.12 on 64-bit.
+pub(crate) const ARENA_SIZE: usize = 1 << ARENA_SHIFT;
+pub(crate) const ARENA_MASK: usize = !(ARENA_SIZE - 1);
+/// Pool slots in an arena; slot 0 holds the arena and pool headers.
+pub(crate) const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
+
+/// The OS page, the unit in which fresh pool memory is carved into blocks
+/// (so a pool only becomes resident as it is used).
+pub(crate) const PAGE_SIZE: usize = 4096;
+
+/// The size class serving a request of `size` bytes aligned to `align`, or
+/// `None` when the request must go to the system allocator.
+///
+/// The same `(size, align)` always routes the same way, which is what lets
+/// `dealloc` and `realloc` trust the layout they are given instead of
+/// looking the address up.
+#[inline(always)]
+pub(crate) fn route(size: usize, align: usize) -> Option<usize> {
+    // Under AddressSanitizer every request carries a poisoned redzone.
+    let size = size.saturating_add(super::asan::REDZONE);
+    if size <= SMALL_REQUEST_THRESHOLD && align <= ALIGNMENT {
+        Some(class_of_size(size))
+    } else {
+        route_aligned(size, align)
+    }
+}
+
+#[inline(never)]
+fn route_aligned(size: usize, align: usize) -> Option<usize> {
+    if size > SMALL_REQUEST_THRESHOLD || align > SMALL_REQUEST_THRESHOLD {
+        return None;
+    }
+    // `align` is a power of two no larger than 512, so this cannot overflow.
+    let rounded = (size.max(1) + align - 1) & !(align - 1);
+    (rounded <= SMALL_REQUEST_THRESHOLD).then(|| class_of_size(rounded))
+}
+
+/// The class of a request of `size <= 512` bytes with the default alignment.
+/// A zero-byte request is given the smallest block.
+#[inline(always)]
+pub(crate) const fn class_of_size(size: usize) -> usize {
+    size.saturating_sub(1) >> ALIGNMENT_SHIFT
+}
+
+/// Block size of class `class`.
+#[inline(always)]
+pub(crate) const fn block_size(class: usize) -> usize {
+    (class + 1) << ALIGNMENT_SHIFT
+}
+
+/// The alignment every block of `class` has: the largest power of two that
+/// divides its size.
+#[cfg(test)]
+pub(crate) const fn natural_alignment(class: usize) -> usize {
+    1 << block_size(class).trailing_zeros()
+}
+
+/// How many blocks of `class` fit in one pool. Pool headers live apart
+/// from the pools (see `pool`), so all of a pool is blocks.
+#[inline]
+pub(crate) const fn blocks_per_pool(class: usize) -> usize {
+    POOL_SIZE / block_size(class)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::asan::REDZONE;
+    use super::*;
+
+    #[test]
+    fn thirty_two_classes_of_sixteen_bytes() {
+        assert_eq!(NB_CLASSES, 32);
+        assert_eq!(block_size(0), 16);
+        assert_eq!(block_size(NB_CLASSES - 1), 512);
+        for size in 1..=SMALL_REQUEST_THRESHOLD {
+            let class = class_of_size(size);
+            assert!(block_size(class) >= size, "size {size} class {class}");
+            assert!(
+                block_size(class) - size < ALIGNMENT,
+                "size {size} wastes a class"
+            );
+        }
+        assert_eq!(class_of_size(0), 0);
+    }
+
+    #[test]
+    fn routing_honours_alignment() {
+        for size in 0..=600usize {
+            let mut align = 1;
+            while align <= 8192 {
+                let padded = size + REDZONE;
+                match route(size, align) {
+                    Some(class) => {
+                        assert!(block_size(class) >= padded);
+                        assert_eq!(natural_alignment(class) % align, 0, "{size}/{align}");
+                    }
+                    None => assert!(padded > 512 || align > 16),
+                }
+                align *= 2;
+            }
+        }
+        if cfg!(pymem_asan) {
+            return;
+        }
+        assert_eq!(route(40, 32), Some(class_of_size(64)));
+        assert_eq!(route(300, 256), Some(class_of_size(512)));
+        assert_eq!(route(1, 512), Some(class_of_size(512)));
+        assert_eq!(route(1, 1024), None);
+        assert_eq!(route(513, 8), None);
+        assert_eq!(route(400, 256), Some(class_of_size(512)));
+        assert_eq!(route(200, 1024), None);
+    }
+
+    #[test]
+    fn pool_geometry() {
+        assert_eq!(POOL_SIZE, 16 * 1024);
+        assert_eq!(POOLS_PER_ARENA, 64);
+        assert_eq!(blocks_per_pool(0), 1024);
+        assert_eq!(blocks_per_pool(class_of_size(48)), 341);
+        assert_eq!(blocks_per_pool(class_of_size(512)), 32);
+        for class in 0..NB_CLASSES {
+            // Every block of a pool (whose start is POOL_SIZE-aligned) is
+            // naturally aligned.
+            assert_eq!(POOL_SIZE % natural_alignment(class), 0);
+            assert!(blocks_per_pool(class) * block_size(class) <= POOL_SIZE);
+            assert!(POOL_SIZE - blocks_per_pool(class) * block_size(class) < block_size(class));
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Statistics: `alloc_stats()` and its `sys._debugmallocstats`-like table.
+
+use core::fmt;
+
+use super::heap::HeapState;
+use super::registry::Registry;
+use super::size_class::{
+    block_size, blocks_per_pool, ARENA_SIZE, NB_CLASSES, POOL_SIZE, SMALL_REQUEST_THRESHOLD,
+};
+use crate::sync::{fence, Ordering};
+
+/// Statistics of one size class, part of [`AllocStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ClassStats {
+    /// Size in bytes of the class's blocks (16, 32, ..., 512).
+    pub block_size: usize,
+    /// Pools currently serving this class.
+    pub pools: usize,
+    /// Blocks of this class handed out and not yet freed.
+    pub blocks_in_use: usize,
+    /// Blocks of this class's pools that are free (including those not yet
+    /// carved out of fresh pool memory).
+    pub free_blocks: usize,
+}
+
+/// A snapshot of [`PyMalloc`](crate::PyMalloc)'s state, in the spirit of
+/// CPython's `sys._debugmallocstats()`. Plain integers; `Display` prints the
+/// table.
+///
+/// Counts are summed over every thread's heap when the snapshot is taken;
+/// while other threads allocate, each figure is exact for some moment close
+/// to the call, and `per_class` always sums to `small_blocks_in_use`.
+///
+/// ```
+/// let stats = pymem::alloc_stats();
+/// let sum: usize = stats.per_class.iter().map(|c| c.blocks_in_use).sum();
+/// assert_eq!(sum, stats.small_blocks_in_use);
+/// assert_eq!(stats.per_class.len(), 32);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct AllocStats {
+    /// Arenas mapped now.
+    pub arenas_in_use: usize,
+    /// Arenas mapped since the process started.
+    pub arenas_allocated_total: usize,
+    /// Arenas returned to the OS since the process started.
+    pub arenas_freed_total: usize,
+    /// Most arenas mapped at any one time.
+    pub arenas_highwater: usize,
+    /// Pools serving some size class.
+    pub pools_in_use: usize,
+    /// Small blocks handed out and not yet freed.
+    pub small_blocks_in_use: usize,
+    /// Bytes in those blocks (block sizes, not requested sizes).
+    pub small_bytes_in_use: usize,
+    /// Allocations forwarded to the system allocator and not yet freed.
+    pub large_allocs_in_use: usize,
+    /// Bytes requested by those allocations.
+    pub large_bytes_in_use: usize,
+    /// High-water mark of the memory PyMalloc has held: bytes of arenas
+    /// mapped plus bytes of large allocations in use. Never below
+    /// `small_bytes_in_use + large_bytes_in_use`.
+    pub peak_bytes_in_use: usize,
+    /// Heaps (one per thread that has allocated; reused after threads exit).
+    pub heaps: usize,
+    /// Heaps of exited threads, waiting to be adopted by new threads.
+    pub heaps_parked: usize,
+    /// One entry per size class, smallest first.
+    pub per_class: Vec<ClassStats>,
+}
+
+/// Takes a snapshot of the allocator's statistics.
+///
+/// ```
+/// let before = pymem::alloc_stats();
+/// println!("{before}");
+/// assert!(before.peak_bytes_in_use >= before.small_bytes_in_use + before.large_bytes_in_use);
+/// ```
+#[cfg(not(loom))]
+pub fn alloc_stats() -> AllocStats {
+    snapshot(&super::REGISTRY)
+}
+
+pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
+    let mut frees = [0usize; NB_CLASSES];
+    let mut allocs = [0usize; NB_CLASSES];
+    let mut pools = [0usize; NB_CLASSES];
+    let (mut heaps, mut parked) = (0, 0);
+    // Frees first: a block's free is counted after its allocation, so any
+    // free seen here has its allocation seen in the second pass.
+    for (class, orphan) in registry.orphan_frees.iter().enumerate() {
+        frees[class] = orphan.load(Ordering::Relaxed);
+    }
+    registry.for_each_heap(|heap| {
+        for (class, count) in frees.iter_mut().enumerate() {
+            *count += heap.class_slot(class).frees.load(Ordering::Relaxed);
+        }
+    });
+    fence(Ordering::SeqCst);
+    registry.for_each_heap(|heap| {
+        heaps += 1;
+        parked += usize::from(heap.state() == HeapState::Parked as u8);
+        for class in 0..NB_CLASSES {
+            let slot = heap.class_slot(class);
+            allocs[class] += slot.allocs.load(Ordering::Relaxed);
+            pools[class] += slot.pools.load(Ordering::Relaxed);
+        }
+    });
+    let per_class: Vec<ClassStats> = (0..NB_CLASSES)
+        .map(|class| {
+            let in_use = allocs[class].saturating_sub(frees[class]);
+            let capacity = pools[class] * blocks_per_pool(class);
+            ClassStats {
+                block_size: block_size(class),
+                pools: pools[class],
+                blocks_in_use: in_use,
+                free_blocks: capacity.saturating_sub(in_use),
+            }
+        })
+        .collect();
+    let small_blocks_in_use = per_class.iter().map(|c| c.blocks_in_use).sum();
+    let small_bytes_in_use = per_class
+        .iter()
+        .map(|c| c.blocks_in_use * c.block_size)
+        .sum();
+    let arena_bytes = registry.arena_bytes.load(Ordering::Relaxed);
+    let large_bytes_in_use = registry.large_bytes.load(Ordering::Relaxed);
+    let peak = registry.peak_bytes.load(Ordering::Relaxed);
+    AllocStats {
+        arenas_in_use: arena_bytes / ARENA_SIZE,
+        arenas_allocated_total: registry.arenas_allocated_total.load(Ordering::Relaxed),
+        arenas_freed_total: registry.arenas_freed_total.load(Ordering::Relaxed),
+        arenas_highwater: registry.arenas_highwater.load(Ordering::Relaxed),
+        pools_in_use: pools.iter().sum(),
+        small_blocks_in_use,
+        small_bytes_in_use,
+        large_allocs_in_use: registry.large_allocs.load(Ordering::Relaxed),
+        large_bytes_in_use,
+        peak_bytes_in_use: peak.max(arena_bytes + large_bytes_in_use),
+        heaps,
+        heaps_parked: parked,
+        per_class,
+    }
+}
+
+/// Formats an integer with thousands separators, as CPython's table does.
+struct Grouped(usize);
+
+impl fmt::Display for Grouped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digits = self.0.to_string();
+        let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+        for (i, ch) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        f.pad(&out)
+    }
+}
+
+impl fmt::Display for AllocStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Small block threshold = {SMALL_REQUEST_THRESHOLD}, in {NB_CLASSES} size classes."
+        )?;
+        writeln!(f)?;
+        writeln!(f, "class   size   num pools   blocks in use  avail blocks")?;
+        writeln!(f, "-----   ----   ---------   -------------  ------------")?;
+        let (mut in_blocks, mut available, mut quantization) = (0, 0, 0);
+        for (class, c) in self.per_class.iter().enumerate() {
+            if c.pools == 0 && c.blocks_in_use == 0 {
+                continue;
+            }
+            writeln!(
+                f,
+                "{class:>5}   {:>4}   {:>9}   {:>13}  {:>12}",
+                c.block_size, c.pools, c.blocks_in_use, c.free_blocks
+            )?;
+            in_blocks += c.blocks_in_use * c.block_size;
+            available += c.free_blocks * c.block_size;
+            quantization += c.pools * (POOL_SIZE - blocks_per_pool(class) * c.block_size);
+        }
+        let mapped = self.arenas_in_use * ARENA_SIZE;
+        // Slot 0 of each arena holds the arena's and its pools' headers.
+        let headers = self.arenas_in_use * POOL_SIZE;
+        let unused_pools = mapped.saturating_sub(headers + self.pools_in_use * POOL_SIZE);
+        let line = |f: &mut fmt::Formatter<'_>, label: &str, n: usize| {
+            writeln!(f, "{label:<35}= {:>21}", Grouped(n))
+        };
+        writeln!(f)?;
+        line(f, "# arenas allocated total", self.arenas_allocated_total)?;
+        line(f, "# arenas reclaimed", self.arenas_freed_total)?;
+        line(f, "# arenas highwater mark", self.arenas_highwater)?;
+        line(f, "# arenas allocated current", self.arenas_in_use)?;
+        line(
+            f,
+            &format!("{} arenas * {ARENA_SIZE} bytes/arena", self.arenas_in_use),
+            mapped,
+        )?;
+        writeln!(f)?;
+        line(f, "# bytes in allocated blocks", in_blocks)?;
+        line(f, "# bytes in available blocks", available)?;
+        line(
+            f,
+            &format!(
+                "{} unused pools * {POOL_SIZE} bytes",
+                unused_pools / POOL_SIZE
+            ),
+            unused_pools,
+        )?;
+        line(f, "# bytes lost to pool headers", headers)?;
+        line(f, "# bytes lost to quantization", quantization)?;
+        line(
+            f,
+            "Total",
+            in_blocks + available + unused_pools + headers + quantization,
+        )?;
+        writeln!(f)?;
+        line(f, "# large allocations in use", self.large_allocs_in_use)?;
+        line(f, "# bytes in large allocations", self.large_bytes_in_use)?;
+        line(f, "# peak bytes (arenas + large)", self.peak_bytes_in_use)?;
+        line(f, "# thread heaps", self.heaps)?;
+        write!(
+            f,
+            "{:<35}= {:>21}",
+            "# thread heaps parked",
+            Grouped(self.heaps_parked)
+        )
+    }
+}

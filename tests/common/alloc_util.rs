@@ -1,0 +1,144 @@
+//! Helpers for the `tests/alloc_*.rs` integration tests (included with
+//! `#[path = "common/alloc_util.rs"] mod alloc_util;`): a seeded SplitMix64
+//! PRNG, fill patterns tied to a block's identity, `/proc/self/status`
+//! readers and a lock serialising the tests that measure statistics.
+#![allow(dead_code)]
+
+use std::alloc::Layout;
+use std::sync::{Mutex, MutexGuard};
+
+/// SplitMix64 (Steele, Lea and Flood 2014): tiny, seedable, good enough.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(self.0)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn percent(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// SplitMix64's finaliser: a bijective 64-bit mix.
+pub fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The `i`-th 8-byte word of the pattern of block `id`.
+fn pattern_word(id: u64, i: usize) -> u64 {
+    mix(id ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93))
+}
+
+/// Fills `len` bytes at `p` with the pattern of `id` (every byte depends on
+/// `id` and its position).
+///
+/// # Safety
+/// `p` must be valid for `len` bytes of writes.
+pub unsafe fn fill(p: *mut u8, len: usize, id: u64) {
+    let words = len / 8;
+    for i in 0..words {
+        // SAFETY: within `len`.
+        unsafe {
+            p.add(i * 8)
+                .cast::<u64>()
+                .write_unaligned(pattern_word(id, i))
+        };
+    }
+    let tail = pattern_word(id, words).to_le_bytes();
+    for (j, b) in tail.iter().enumerate().take(len - words * 8) {
+        // SAFETY: within `len`.
+        unsafe { p.add(words * 8 + j).write(*b) };
+    }
+}
+
+/// Checks that the first `len` bytes at `p` hold the pattern of `id`;
+/// returns the offset of the first wrong byte.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes of reads.
+pub unsafe fn check(p: *const u8, len: usize, id: u64) -> Result<(), usize> {
+    let words = len / 8;
+    for i in 0..words {
+        // SAFETY: within `len`.
+        let got = unsafe { p.add(i * 8).cast::<u64>().read_unaligned() };
+        let want = pattern_word(id, i);
+        if got != want {
+            let first = ((got ^ want).trailing_zeros() / 8) as usize;
+            return Err(i * 8 + first);
+        }
+    }
+    let tail = pattern_word(id, words).to_le_bytes();
+    for (j, b) in tail.iter().enumerate().take(len - words * 8) {
+        // SAFETY: within `len`.
+        if unsafe { p.add(words * 8 + j).read() } != *b {
+            return Err(words * 8 + j);
+        }
+    }
+    Ok(())
+}
+
+/// Panics with a precise message unless `p` holds the pattern of `id`.
+///
+/// # Safety
+/// As [`check`].
+pub unsafe fn assert_pattern(p: *const u8, len: usize, id: u64, what: &str) {
+    // SAFETY: forwarded.
+    if let Err(off) = unsafe { check(p, len, id) } {
+        panic!(
+            "{what}: block {id:#x} at {p:p} ({len} bytes) corrupted at offset {off} \
+             (found {:#04x})",
+            // SAFETY: `off < len`.
+            unsafe { p.add(off).read() }
+        );
+    }
+}
+
+/// A layout that is valid by construction (`align` a power of two).
+pub fn layout(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).expect("valid layout")
+}
+
+/// A field of `/proc/self/status` (`VmRSS`, `VmHWM`) in KiB.
+pub fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// Resident set size of this process in KiB.
+pub fn rss_kib() -> u64 {
+    status_kib("VmRSS")
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serialises the tests of one binary that measure allocator statistics
+/// (tests run on parallel threads, whose allocations would be noise).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
