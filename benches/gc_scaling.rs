@@ -53,7 +53,7 @@ fn build_rc(n: usize) -> Vec<Rc<RcNode>> {
     for id in 0..n as u64 {
         let node = Rc::new(RcNode {
             id,
-            prev: prev.take(),
+            _prev: prev.take(),
         });
         prev = Some(node.clone());
         all.push(node);
