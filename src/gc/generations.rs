@@ -55,13 +55,6 @@ impl PtrVec {
         unsafe { *self.ptr.get().add(i) }
     }
 
-    #[inline(always)]
-    pub(crate) fn set(&self, i: usize, p: ObjPtr) {
-        assert!(i < self.len.get());
-        // SAFETY: in bounds (checked).
-        unsafe { *self.ptr.get().add(i) = p }
-    }
-
     /// Reads entry `i`, which the caller has checked is below `len`.
     #[inline(always)]
     pub(crate) fn get_unchecked(&self, i: usize) -> ObjPtr {
@@ -223,6 +216,9 @@ pub(crate) struct State {
     pub(crate) skipped: [Cell<usize>; 3],
     /// The skip rule is in force (tests turn it off to check it).
     pub(crate) skip_enabled: Cell<bool>,
+    /// Most edges a collection records for `move_unreachable` (tests lower
+    /// it to exercise the re-tracing fallback).
+    pub(crate) edge_limit: Cell<usize>,
 }
 
 const GS0: GenStats = GenStats {
@@ -253,6 +249,7 @@ thread_local! {
             stats: [Cell::new(GS0), Cell::new(GS0), Cell::new(GS0)],
             skipped: [Cell::new(0), Cell::new(0), Cell::new(0)],
             skip_enabled: Cell::new(true),
+            edge_limit: Cell::new(u32::MAX as usize),
         }
     };
     static OWNER: Owner = const { Owner };

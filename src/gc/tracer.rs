@@ -75,6 +75,16 @@ pub struct Tracer {
     pub(crate) stack: Vec<usize>,
     /// `mark_external` was called: the collection was conservative.
     pub(crate) saw_external: bool,
+    /// The edges into the range met by `subtract_refs`, as range
+    /// positions, in tracing order (the collector records where each
+    /// object's edges end), so that `move_unreachable` walks this array
+    /// instead of tracing every object a second time.
+    pub(crate) edges: Vec<u32>,
+    /// Most edges `edges` may hold; past it recording stops, `overflowed`
+    /// is set and `move_unreachable` traces the objects again (the
+    /// `Mark` mode).
+    pub(crate) edge_limit: usize,
+    pub(crate) overflowed: bool,
 }
 
 impl Tracer {
@@ -87,6 +97,9 @@ impl Tracer {
             current: usize::MAX,
             stack: Vec::new(),
             saw_external: false,
+            edges: Vec::new(),
+            edge_limit: 0,
+            overflowed: false,
         }
     }
 
@@ -96,36 +109,69 @@ impl Tracer {
         // SAFETY: `obj` comes from a live `Gc` handle owned by the value
         // being traced, which is live for the duration of `trace`.
         let w = unsafe { GcHeader::of(obj) }.gc.get();
-        if w & UNTRACKED != 0 {
-            return;
-        }
         // The index is valid for every listed object during the phases (no
         // compaction happens before the rebuild): in range iff the
         // position is below `n`.
         let pos = (w >> SHIFT).wrapping_sub(self.start);
-        if pos >= self.n {
+        if w & UNTRACKED != 0 || pos >= self.n {
             return;
         }
+        match self.mode {
+            Mode::Subtract => self.subtract(obj, pos),
+            Mode::Mark => self.mark(pos),
+        }
+    }
+
+    /// `subtract_refs` for one edge to the object at range position `pos`.
+    #[inline(always)]
+    fn subtract(&mut self, obj: ObjPtr, pos: usize) {
         // SAFETY: pos < n, the length of the refs array, which outlives
         // the tracer.
         let r = unsafe { &*self.refs.add(pos) };
         let mut v = r.get();
-        match self.mode {
-            Mode::Subtract => {
-                if v & INIT == 0 {
-                    v = init_refs(obj);
-                }
-                if v & COUNT != 0 {
-                    v -= 1;
-                }
-                r.set(v);
-            }
-            Mode::Mark => {
-                if v & REACHED == 0 {
-                    r.set(v | REACHED);
-                    self.stack.push(pos);
-                }
-            }
+        if v & INIT == 0 {
+            v = init_refs(obj);
+        }
+        v -= Refs::from(v & COUNT != 0);
+        r.set(v);
+        let len = self.edges.len();
+        if len == self.edges.capacity() && !self.grow_edges() {
+            return;
+        }
+        // SAFETY: len < capacity (checked or just grown); pos < n <=
+        // u32::MAX (the collector sets `edge_limit` to 0 otherwise, so
+        // `grow_edges` refuses).
+        unsafe {
+            self.edges.as_mut_ptr().add(len).write(pos as u32);
+            self.edges.set_len(len + 1);
+        }
+    }
+
+    /// Makes room for one more edge; false (and `overflowed`) past the
+    /// limit.
+    #[cold]
+    #[inline(never)]
+    fn grow_edges(&mut self) -> bool {
+        let len = self.edges.len();
+        if len >= self.edge_limit {
+            self.overflowed = true;
+            return false;
+        }
+        let want = len.max(1024).min(self.edge_limit - len);
+        self.edges.reserve(want);
+        true
+    }
+
+    /// `move_unreachable` (when the edges were not recorded): marks the
+    /// object at `pos` reachable and schedules it for tracing.
+    #[inline(never)]
+    fn mark(&mut self, pos: usize) {
+        // SAFETY: pos < n, the length of the refs array.
+        let r = unsafe { &*self.refs.add(pos) };
+        let v = r.get();
+        if v & REACHED == 0 {
+            r.set(v | REACHED);
+            self.stack.push(pos);
         }
     }
 
