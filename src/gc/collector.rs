@@ -61,7 +61,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use super::generations::{strong, State};
 use super::header::{release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED};
-use super::tracer::{init_refs, Mode, Refs, Tracer, COUNT, EXT, INIT, REACHED};
+use super::tracer::{is_root, strong_refs, Mode, Refs, Tracer, REACHED};
 use super::trashcan;
 use super::GenStats;
 
@@ -189,9 +189,7 @@ impl State {
                 if w & DIRTY != 0 {
                     h.gc.set(w & !DIRTY);
                 }
-                if r.get() & INIT == 0 {
-                    r.set(init_refs(p));
-                }
+                r.set(r.get() + strong_refs(p));
                 tracer.current = pos;
                 // SAFETY: as above; `refs` is only accessed through the
                 // tracer while `trace` runs.
@@ -213,10 +211,10 @@ impl State {
             tracer.stack = stack;
             for (pos, c) in refs.iter().enumerate() {
                 let r = c.get();
-                if r & REACHED != 0 || (r & COUNT == 0 && r & EXT == 0) {
-                    continue;
+                if !is_root(r) {
+                    continue; // reached already, or no outside reference (or a hole)
                 }
-                c.set(r | REACHED);
+                c.set(REACHED);
                 tracer.stack.push(pos);
                 while let Some(q) = tracer.stack.pop() {
                     let p = self.list.get_unchecked(start + q);
@@ -243,7 +241,7 @@ impl State {
             if p.is_null() {
                 continue;
             }
-            if r.get() & REACHED != 0 {
+            if r.get() == REACHED {
                 if k != start + pos {
                     self.list.set_unchecked(k, p);
                     // SAFETY: live list entry.
@@ -376,10 +374,10 @@ fn mark_recorded(refs: &[Cell<Refs>], off: &[u32], edges: &[u32], stack: &mut Ve
     assert!(off.len() == n + 1 && off[n] as usize == edges.len());
     for (pos, c) in refs.iter().enumerate() {
         let r = c.get();
-        if r & REACHED != 0 || (r & COUNT == 0 && r & EXT == 0) {
+        if !is_root(r) {
             continue; // reached already, or no outside reference (or a hole)
         }
-        c.set(r | REACHED);
+        c.set(REACHED);
         let mut q = pos;
         loop {
             // SAFETY: q < n (positions come from `refs` or from `edges`,
@@ -397,9 +395,8 @@ fn mark_recorded(refs: &[Cell<Refs>], off: &[u32], edges: &[u32], stack: &mut Ve
                 let t = t as usize;
                 // SAFETY: t < n (see above).
                 let c = unsafe { refs.get_unchecked(t) };
-                let v = c.get();
-                if v & REACHED == 0 {
-                    c.set(v | REACHED);
+                if c.get() != REACHED {
+                    c.set(REACHED);
                     if next == usize::MAX {
                         next = t;
                     } else {

@@ -7,28 +7,41 @@ use super::header::{GcHeader, ObjPtr, SHIFT, UNTRACKED};
 
 /// gc_refs of one object of the collected range, in a side array indexed
 /// by list position (the header keeps its index, as the generation list
-/// needs it): the count in the low bits, then three flags.
-pub(crate) type Refs = u32;
-/// The count (copied from the strong count, saturated).
-pub(crate) const COUNT: Refs = (1 << 29) - 1;
-/// Initialised from the strong count (lazily: `update_refs` is fused into
-/// `subtract_refs`).
-pub(crate) const INIT: Refs = 1 << 29;
-/// Referenced from outside for sure: a saturated count, or a mutably
-/// borrowed `RefCell` met while tracing it.
-pub(crate) const EXT: Refs = 1 << 30;
-/// Found reachable by `move_unreachable`.
-pub(crate) const REACHED: Refs = 1 << 31;
+/// needs it).
+///
+/// `update_refs` is fused into `subtract_refs` additively: the object's
+/// strong count is added when it is traced as a source, each edge to it
+/// subtracts one, in whatever order these happen, so no "initialised"
+/// state is needed. After `subtract_refs` the value is the number of
+/// references from outside the range (plus [`EXT`] if it is known to be
+/// referenced from outside); `move_unreachable` then overwrites the
+/// value of every object it reaches with [`REACHED`].
+pub(crate) type Refs = i64;
+/// Strong counts are clamped to this (no range has this many edges, so a
+/// clamped count never drops to zero).
+pub(crate) const MAX_COUNT: Refs = 1 << 60;
+/// Added once to an object that is referenced from outside for sure (a
+/// mutably borrowed `RefCell` met while tracing it): it stays positive.
+pub(crate) const EXT: Refs = 1 << 61;
+/// Found reachable by `move_unreachable` (no count is this low).
+pub(crate) const REACHED: Refs = Refs::MIN;
 
-/// `update_refs` for one object: its gc_refs start as its strong count.
+/// `update_refs` for one object: the contribution of its strong count.
 #[inline(always)]
-pub(crate) fn init_refs(obj: ObjPtr) -> Refs {
+pub(crate) fn strong_refs(obj: ObjPtr) -> Refs {
     let s = strong(obj).get();
-    if s >= COUNT as usize {
-        INIT | EXT | COUNT
+    if s >= MAX_COUNT as usize {
+        MAX_COUNT
     } else {
-        INIT | s as Refs
+        s as Refs
     }
+}
+
+/// Whether gc_refs `r` (after `subtract_refs`) make an object a root of
+/// `move_unreachable`: referenced from outside and not reached yet.
+#[inline(always)]
+pub(crate) fn is_root(r: Refs) -> bool {
+    r > 0
 }
 
 /// What the collector is doing with the edges it is shown.
@@ -117,49 +130,45 @@ impl Tracer {
             return;
         }
         match self.mode {
-            Mode::Subtract => self.subtract(obj, pos),
+            Mode::Subtract => self.subtract(pos),
             Mode::Mark => self.mark(pos),
         }
     }
 
     /// `subtract_refs` for one edge to the object at range position `pos`.
     #[inline(always)]
-    fn subtract(&mut self, obj: ObjPtr, pos: usize) {
+    fn subtract(&mut self, pos: usize) {
         // SAFETY: pos < n, the length of the refs array, which outlives
         // the tracer.
         let r = unsafe { &*self.refs.add(pos) };
-        let mut v = r.get();
-        if v & INIT == 0 {
-            v = init_refs(obj);
-        }
-        v -= Refs::from(v & COUNT != 0);
-        r.set(v);
+        r.set(r.get() - 1);
         let len = self.edges.len();
-        if len == self.edges.capacity() && !self.grow_edges() {
-            return;
-        }
-        // SAFETY: len < capacity (checked or just grown); pos < n <=
-        // u32::MAX (the collector sets `edge_limit` to 0 otherwise, so
-        // `grow_edges` refuses).
-        unsafe {
-            self.edges.as_mut_ptr().add(len).write(pos as u32);
-            self.edges.set_len(len + 1);
+        if len < self.edges.capacity() {
+            // SAFETY: len < capacity; pos < n <= u32::MAX (the collector
+            // sets `edge_limit` to 0 otherwise, so `push_edge_slow`
+            // records nothing).
+            unsafe {
+                self.edges.as_mut_ptr().add(len).write(pos as u32);
+                self.edges.set_len(len + 1);
+            }
+        } else {
+            self.push_edge_slow(pos);
         }
     }
 
-    /// Makes room for one more edge; false (and `overflowed`) past the
-    /// limit.
+    /// Records an edge when `edges` is full: grows it, or sets
+    /// `overflowed` past the limit.
     #[cold]
     #[inline(never)]
-    fn grow_edges(&mut self) -> bool {
+    fn push_edge_slow(&mut self, pos: usize) {
         let len = self.edges.len();
-        if len >= self.edge_limit {
+        if self.overflowed || len >= self.edge_limit {
             self.overflowed = true;
-            return false;
+            return;
         }
         let want = len.max(1024).min(self.edge_limit - len);
         self.edges.reserve(want);
-        true
+        self.edges.push(pos as u32);
     }
 
     /// `move_unreachable` (when the edges were not recorded): marks the
@@ -168,9 +177,8 @@ impl Tracer {
     fn mark(&mut self, pos: usize) {
         // SAFETY: pos < n, the length of the refs array.
         let r = unsafe { &*self.refs.add(pos) };
-        let v = r.get();
-        if v & REACHED == 0 {
-            r.set(v | REACHED);
+        if r.get() != REACHED {
+            r.set(REACHED);
             self.stack.push(pos);
         }
     }
@@ -203,7 +211,9 @@ impl Tracer {
             self.saw_external = true;
             // SAFETY: current < n, the length of the refs array.
             let r = unsafe { &*self.refs.add(self.current) };
-            r.set(r.get() | EXT);
+            if r.get() < EXT {
+                r.set(r.get() + EXT);
+            }
         }
     }
 }
