@@ -60,7 +60,9 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use super::generations::{strong, State};
-use super::header::{release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED};
+use super::header::{
+    release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, SHIFT, UNTRACKED,
+};
 use super::tracer::{is_root, strong_refs, Mode, Refs, Tracer, REACHED};
 use super::trashcan;
 use super::GenStats;
@@ -73,10 +75,30 @@ const ALL_DIRTY: u8 = 0b111;
 impl State {
     /// Runs CPython's automatic collection check, then tracks `obj` (a
     /// fresh allocation) in generation 0.
+    ///
+    /// The fast path (no collection due, room in the list) is a handful of
+    /// instructions inlined into `Gc::new`; everything else is in
+    /// [`track_slow`](Self::track_slow).
     #[inline(always)]
     pub(crate) fn maybe_collect_then_track(&self, obj: ObjPtr, h: &GcHeader) {
         let c = self.count[0].get();
-        if c > self.threshold[0].get() {
+        let len = self.list.len();
+        if c > self.threshold[0].get() || len == self.list.cap() {
+            return self.track_slow(obj, h);
+        }
+        // SAFETY: len < cap (checked above).
+        unsafe { self.list.push_within_cap(obj) };
+        h.gc.set(len << SHIFT);
+        self.live.set(self.live.get() + 1);
+        self.count[0].set(c + 1);
+    }
+
+    /// `maybe_collect_then_track` when a collection is due or the list is
+    /// full.
+    #[cold]
+    #[inline(never)]
+    fn track_slow(&self, obj: ObjPtr, h: &GcHeader) {
+        if self.count[0].get() > self.threshold[0].get() {
             self.collect_automatic();
         }
         self.track(obj, h);

@@ -414,11 +414,12 @@ impl State {
 
     /// Records that `obj`'s strong count dropped to a non-zero value (see
     /// the skip rule in `collector`).
-    #[cold]
-    #[inline(never)]
+    /// (Inlined into the one cold caller, `ptr::note_dirty`.)
+    #[inline(always)]
     pub(crate) fn note_dirty(&self, h: &GcHeader) {
-        h.set_flags(DIRTY);
-        if h.has(UNTRACKED) {
+        let w = h.gc.get() | DIRTY;
+        h.gc.set(w);
+        if w & UNTRACKED != 0 {
             return;
         }
         if self.in_phases.get() {

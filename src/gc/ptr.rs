@@ -90,7 +90,7 @@ impl<T: Trace + 'static> Gc<T> {
     /// let five = Gc::new(5);
     /// assert_eq!(*five, 5);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn new(value: T) -> Gc<T> {
         let p = Lay::<T>::allocate(1, 1, 0);
         // SAFETY: fresh allocation; the value slot is in bounds and aligned.
@@ -351,7 +351,7 @@ impl<T: Trace + 'static> Gc<T> {
 #[cold]
 #[inline(never)]
 fn note_dirty(h: &GcHeader) {
-    generations::with(|st| st.note_dirty(h));
+    generations::state().note_dirty(h);
 }
 
 #[cold]
