@@ -34,7 +34,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkGroup, Criterion, Throughput};
 
 const LEAVES: usize = 1_000_000;
 const TREE_DEPTH: usize = 11;
@@ -553,4 +553,17 @@ criterion_group!(
     full_collect,
     clone_drop
 );
-criterion_main!(benches);
+// As `criterion_main!(benches)`, but on a thread with a 2 GiB stack:
+// gcmodule's collector recurses along the 1M-node list of
+// `full_collect_live` and overflows the main thread's 8 MiB stack.
+fn main() {
+    std::thread::Builder::new()
+        .stack_size(2 << 30)
+        .spawn(|| {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -14,7 +14,7 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0"
 TARGET=x86_64-unknown-linux-gnu
 ARGS=(--target "$TARGET" --target-dir target/asan -p pymem --tests)
 cargo test "${ARGS[@]}" --no-run
-cargo test "${ARGS[@]}" -- --test-threads=2
+cargo test "${ARGS[@]}" --no-fail-fast -- --test-threads=2
 echo "== the two deliberate bugs, as ASan reports them"
 cargo test "${ARGS[@]}" --test asan_reports -- --nocapture --test-threads=1 2>&1 \
     | grep -E "ASan report|ERROR: AddressSanitizer|^(READ|WRITE) of size|^    #[0-2] " | head -40

@@ -23,6 +23,7 @@ use pymem::{alloc_stats, release_free_memory, PyMalloc};
 static GLOBAL: PyMalloc = PyMalloc;
 
 #[test]
+#[cfg_attr(pymem_asan, ignore = "ASan's shadow memory stays resident")]
 fn a_freed_spike_is_returned_while_the_thread_keeps_working() {
     release_free_memory();
     let rss0 = rss_kib();

@@ -205,6 +205,10 @@ fn two_thousand_short_lived_threads_keep_arenas_bounded() {
     );
 }
 
+#[cfg_attr(
+    pymem_asan,
+    ignore = "ASan redzones move requests to larger size classes"
+)]
 #[test]
 fn blocks_of_an_exited_thread_stop_counting_once_freed() {
     let _g = serial();

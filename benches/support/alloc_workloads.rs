@@ -46,32 +46,9 @@ pub const REALLOC_FROM: usize = 8;
 /// Last size of a realloc chain.
 pub const REALLOC_TO: usize = 4_096;
 
-/// SplitMix64: a tiny, seedable PRNG (Steele, Lea and Flood 2014).
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (Lemire's multiply-shift; `n` > 0).
-    #[inline]
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-}
+#[path = "../../tests/common/rng.rs"]
+mod rng;
+pub use rng::SplitMix64;
 
 /// `8 + (bits % 505)` without a division: a size in `MIN_SIZE..=MAX_SIZE`
 /// from 32 random bits.

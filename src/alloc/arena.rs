@@ -111,6 +111,7 @@ impl Arena {
 
     /// Pool slots of this arena that have been handed out at least once and
     /// are in use now, for snapshots: calls `f` on each live pool header.
+    #[cfg_attr(loom, allow(dead_code))] // used by the heap map, absent under loom
     pub(crate) fn for_each_live_pool(&self, mut f: impl FnMut(&Pool)) {
         let base = self as *const Arena as usize;
         for index in 1..self.untouched.get() as usize {

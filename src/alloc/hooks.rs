@@ -25,7 +25,7 @@
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use super::{debug, os, size_class, PyMalloc};
+use super::{asan, debug, os, size_class, PyMalloc};
 
 /// Byte written into the guards (CPython's `PYMEM_FORBIDDENBYTE`).
 pub const FORBIDDEN_BYTE: u8 = 0xFD;
@@ -169,6 +169,9 @@ unsafe fn check(ptr: *mut u8, layout: Layout, what: &str) -> *mut u8 {
              not a pointer PyMalloc handed out"
         ));
     }
+    // A freed block is poisoned for AddressSanitizer; the header must stay
+    // readable for the double-free check.
+    asan::unpoison(ptr.wrapping_sub(GUARD + WORD), GUARD + WORD);
     // SAFETY: the header before a block is readable: small blocks lie in a
     // mapped arena (checked above), large ones in the system allocator's.
     let (recorded, front_guard) = unsafe {

@@ -11,6 +11,24 @@ use super::heap::{Heap, HeapState};
 use super::size_class::{ARENA_SIZE, NB_CLASSES};
 use crate::sync::{AtomicPtr, AtomicUsize, CasStart, Ordering};
 
+/// A `Registry` with every counter at zero; `orphans` builds the per-class
+/// array (in a `const fn` for the static, at run time under loom).
+macro_rules! empty_registry {
+    ($orphans:expr) => {
+        Registry {
+            heaps: AtomicPtr::new(ptr::null_mut()),
+            arena_bytes: AtomicUsize::new(0),
+            arenas_allocated_total: AtomicUsize::new(0),
+            arenas_freed_total: AtomicUsize::new(0),
+            arenas_highwater: AtomicUsize::new(0),
+            large_allocs: AtomicUsize::new(0),
+            large_bytes: AtomicUsize::new(0),
+            peak_bytes: AtomicUsize::new(0),
+            orphan_frees: $orphans,
+        }
+    };
+}
+
 /// Process-wide allocator state.
 pub(crate) struct Registry {
     heaps: AtomicPtr<Heap>,
@@ -32,33 +50,13 @@ impl Registry {
     /// An empty registry (for the process-wide static).
     #[cfg(not(loom))]
     pub(crate) const fn new() -> Registry {
-        Registry {
-            heaps: AtomicPtr::new(ptr::null_mut()),
-            arena_bytes: AtomicUsize::new(0),
-            arenas_allocated_total: AtomicUsize::new(0),
-            arenas_freed_total: AtomicUsize::new(0),
-            arenas_highwater: AtomicUsize::new(0),
-            large_allocs: AtomicUsize::new(0),
-            large_bytes: AtomicUsize::new(0),
-            peak_bytes: AtomicUsize::new(0),
-            orphan_frees: [const { AtomicUsize::new(0) }; NB_CLASSES],
-        }
+        empty_registry!([const { AtomicUsize::new(0) }; NB_CLASSES])
     }
 
     /// An empty registry (loom's atomics cannot be built in a `const fn`).
     #[cfg(loom)]
     pub(crate) fn new() -> Registry {
-        Registry {
-            heaps: AtomicPtr::new(ptr::null_mut()),
-            arena_bytes: AtomicUsize::new(0),
-            arenas_allocated_total: AtomicUsize::new(0),
-            arenas_freed_total: AtomicUsize::new(0),
-            arenas_highwater: AtomicUsize::new(0),
-            large_allocs: AtomicUsize::new(0),
-            large_bytes: AtomicUsize::new(0),
-            peak_bytes: AtomicUsize::new(0),
-            orphan_frees: core::array::from_fn(|_| AtomicUsize::new(0)),
-        }
+        empty_registry!(core::array::from_fn(|_| AtomicUsize::new(0)))
     }
 
     /// Walks every heap ever created.

@@ -60,8 +60,10 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use super::generations::{strong, State};
-use super::header::{release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED};
-use super::tracer::{init_refs, Mode, Refs, Tracer, COUNT, EXT, INIT, REACHED};
+use super::header::{
+    release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, SHIFT, UNTRACKED,
+};
+use super::tracer::{is_root, strong_refs, Mode, Refs, Tracer, REACHED};
 use super::trashcan;
 use super::GenStats;
 
@@ -73,10 +75,30 @@ const ALL_DIRTY: u8 = 0b111;
 impl State {
     /// Runs CPython's automatic collection check, then tracks `obj` (a
     /// fresh allocation) in generation 0.
+    ///
+    /// The fast path (no collection due, room in the list) is a handful of
+    /// instructions inlined into `Gc::new`; everything else is in
+    /// [`track_slow`](Self::track_slow).
     #[inline(always)]
     pub(crate) fn maybe_collect_then_track(&self, obj: ObjPtr, h: &GcHeader) {
         let c = self.count[0].get();
-        if c > self.threshold[0].get() {
+        let len = self.list.len();
+        if c > self.threshold[0].get() || len == self.list.cap() {
+            return self.track_slow(obj, h);
+        }
+        // SAFETY: len < cap (checked above).
+        unsafe { self.list.push_within_cap(obj) };
+        h.gc.set(len << SHIFT);
+        self.live.set(self.live.get() + 1);
+        self.count[0].set(c + 1);
+    }
+
+    /// `maybe_collect_then_track` when a collection is due or the list is
+    /// full.
+    #[cold]
+    #[inline(never)]
+    fn track_slow(&self, obj: ObjPtr, h: &GcHeader) {
+        if self.count[0].get() > self.threshold[0].get() {
             self.collect_automatic();
         }
         self.track(obj, h);
@@ -160,64 +182,94 @@ impl State {
             st: self,
             armed: true,
         };
+        let mut sc = Scratch::take();
         // Shared between this function and the tracer: cells, so both sides
         // only ever hold shared references.
-        let refs: Vec<Cell<Refs>> = (0..n).map(|_| Cell::new(0)).collect();
+        sc.refs.clear();
+        sc.refs.resize(n, Cell::new(0));
+        sc.off.clear();
+        sc.off.reserve(n + 1);
+        sc.off.push(0);
+        let refs: &[Cell<Refs>] = &sc.refs;
         let mut tracer = Tracer::new(start, n, refs.as_ptr());
+        tracer.edges = std::mem::take(&mut sc.edges);
+        tracer.edges.clear();
+        tracer.stack = std::mem::take(&mut sc.stack);
+        tracer.stack.clear();
+        tracer.edge_limit = if n < u32::MAX as usize {
+            self.edge_limit.get().min(u32::MAX as usize)
+        } else {
+            0
+        };
 
-        // update_refs + subtract_refs
+        // update_refs + subtract_refs, recording the edges into the range.
         for (pos, r) in refs.iter().enumerate() {
-            let p = self.list.get(start + pos);
-            if p.is_null() {
-                continue;
+            // The list only grows during the phases (a `trace` that breaks
+            // its contract may allocate), so start + pos < len.
+            let p = self.list.get_unchecked(start + pos);
+            if !p.is_null() {
+                // SAFETY: non-null list entries are live tracked objects
+                // with live values.
+                let h = unsafe { GcHeader::of(p) };
+                let w = h.gc.get();
+                if w & DIRTY != 0 {
+                    h.gc.set(w & !DIRTY);
+                }
+                r.set(r.get() + strong_refs(p));
+                tracer.current = pos;
+                // SAFETY: as above; `refs` is only accessed through the
+                // tracer while `trace` runs.
+                unsafe { (h.vtable.trace)(p, &mut tracer) };
             }
-            // SAFETY: non-null list entries are live tracked objects with
-            // live values.
-            let h = unsafe { GcHeader::of(p) };
-            if h.has(DIRTY) {
-                h.clear_flags(DIRTY);
-            }
-            if r.get() & INIT == 0 {
-                r.set(init_refs(p));
-            }
-            tracer.current = pos;
-            // SAFETY: as above; `refs` is only accessed through the tracer
-            // while `trace` runs.
-            unsafe { (h.vtable.trace)(p, &mut tracer) };
+            // (Meaningless once `overflowed`: then the edges are unused.)
+            sc.off.push(tracer.edges.len() as u32);
         }
 
-        // move_unreachable
-        tracer.mode = Mode::Mark;
-        tracer.current = usize::MAX;
-        for (pos, c) in refs.iter().enumerate() {
-            let r = c.get();
-            if r & REACHED != 0 || (r & COUNT == 0 && r & EXT == 0) {
-                continue; // reached already, or no outside reference (or a hole)
-            }
-            c.set(r | REACHED);
-            tracer.stack.push(pos);
-            while let Some(q) = tracer.stack.pop() {
-                let p = self.list.get(start + q);
-                if p.is_null() {
-                    continue;
+        // move_unreachable: everything reachable from an object with
+        // outside references (gc_refs > 0, or EXT) is REACHED.
+        let mut stack = std::mem::take(&mut tracer.stack);
+        if !tracer.overflowed {
+            mark_recorded(refs, &sc.off, &tracer.edges, &mut stack);
+        } else {
+            // Too many edges to record: trace the reachable objects again.
+            tracer.mode = Mode::Mark;
+            tracer.current = usize::MAX;
+            tracer.stack = stack;
+            for (pos, c) in refs.iter().enumerate() {
+                let r = c.get();
+                if !is_root(r) {
+                    continue; // reached already, or no outside reference (or a hole)
                 }
-                // SAFETY: live list entry with a live value.
-                unsafe { (GcHeader::of(p).vtable.trace)(p, &mut tracer) };
+                c.set(REACHED);
+                tracer.stack.push(pos);
+                while let Some(q) = tracer.stack.pop() {
+                    let p = self.list.get_unchecked(start + q);
+                    if p.is_null() {
+                        continue;
+                    }
+                    // SAFETY: live list entry with a live value.
+                    unsafe { (GcHeader::of(p).vtable.trace)(p, &mut tracer) };
+                }
             }
+            stack = std::mem::take(&mut tracer.stack);
         }
+        let saw_external = tracer.saw_external;
+        sc.edges = std::mem::take(&mut tracer.edges);
+        sc.stack = stack;
 
         // Rebuild the range: survivors packed (moved ones re-indexed), the
         // unreachable gathered, then what was allocated meanwhile.
-        let mut garbage: Vec<ObjPtr> = Vec::new();
+        let mut garbage = std::mem::take(&mut sc.garbage);
+        garbage.clear();
         let mut k = start;
         for (pos, r) in refs.iter().enumerate() {
-            let p = self.list.get(start + pos);
+            let p = self.list.get_unchecked(start + pos);
             if p.is_null() {
                 continue;
             }
-            if r.get() & REACHED != 0 {
+            if r.get() == REACHED {
                 if k != start + pos {
-                    self.list.set(k, p);
+                    self.list.set_unchecked(k, p);
                     // SAFETY: live list entry.
                     unsafe { GcHeader::of(p) }.set_word(k);
                 }
@@ -253,7 +305,7 @@ impl State {
         if self.dirty_in_phases.replace(false) {
             d |= ALL_DIRTY;
         }
-        if tracer.saw_external {
+        if saw_external {
             // Garbage may have been kept conservatively; it now lives in
             // the generation the survivors joined.
             d |= 1 << (g + 1).min(2);
@@ -272,7 +324,9 @@ impl State {
         }
         // finalizers, resurrection, DEBUG_COLLECTABLE / DEBUG_SAVEALL, then
         // delete_garbage and weak callbacks (see `finalize`)
-        let (found, panic) = super::finalize::reclaim(self, garbage);
+        let (found, panic) = super::finalize::reclaim(self, &mut garbage);
+        sc.garbage = garbage;
+        sc.put_back();
         (found, survivors, panic)
     }
 
@@ -335,6 +389,107 @@ impl Drop for PhaseGuard<'_> {
             st.dirty.set(ALL_DIRTY);
             st.collecting.set(false);
         }
+    }
+}
+
+/// `move_unreachable` over the recorded edges: every object with
+/// outside references (gc_refs > 0, or `EXT`) and everything reachable
+/// from it gets `REACHED`. Depth first with an explicit stack; the first
+/// unreached target of an object is followed directly.
+fn mark_recorded(refs: &[Cell<Refs>], off: &[u32], edges: &[u32], stack: &mut Vec<usize>) {
+    let n = refs.len();
+    assert!(off.len() == n + 1 && off[n] as usize == edges.len());
+    for (pos, c) in refs.iter().enumerate() {
+        let r = c.get();
+        if !is_root(r) {
+            continue; // reached already, or no outside reference (or a hole)
+        }
+        c.set(REACHED);
+        let mut q = pos;
+        loop {
+            // SAFETY: q < n (positions come from `refs` or from `edges`,
+            // whose entries the tracer bounded by n), off has n + 1
+            // entries, non-decreasing, the last being edges.len().
+            let (a, b) = unsafe {
+                (
+                    *off.get_unchecked(q) as usize,
+                    *off.get_unchecked(q + 1) as usize,
+                )
+            };
+            let mut next = usize::MAX;
+            // SAFETY: a <= b <= edges.len() (see above).
+            for &t in unsafe { edges.get_unchecked(a..b) } {
+                let t = t as usize;
+                // SAFETY: t < n (see above).
+                let c = unsafe { refs.get_unchecked(t) };
+                if c.get() != REACHED {
+                    c.set(REACHED);
+                    if next == usize::MAX {
+                        next = t;
+                    } else {
+                        stack.push(t);
+                    }
+                }
+            }
+            q = if next != usize::MAX {
+                next
+            } else {
+                match stack.pop() {
+                    Some(t) => t,
+                    None => break,
+                }
+            };
+        }
+    }
+}
+
+/// The collector's working arrays, kept between collections (when
+/// small) so that the frequent young collections allocate nothing.
+#[derive(Default)]
+struct Scratch {
+    /// gc_refs per range position.
+    refs: Vec<Cell<Refs>>,
+    /// Where the recorded edges of each range position end (`n + 1`
+    /// entries, the first 0).
+    off: Vec<u32>,
+    edges: Vec<u32>,
+    stack: Vec<usize>,
+    garbage: Vec<ObjPtr>,
+}
+
+/// Buffers larger than this many entries are freed after a collection
+/// instead of being kept for the next one.
+const KEEP: usize = 1 << 16;
+
+thread_local! {
+    static SCRATCH: Cell<Option<Box<Scratch>>> = const { Cell::new(None) };
+}
+
+impl Scratch {
+    fn take() -> Box<Scratch> {
+        SCRATCH
+            .try_with(|s| s.take())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keeps the (small) arrays for the next collection.
+    fn put_back(mut self: Box<Self>) {
+        self.garbage.clear();
+        for_small(&mut self.refs);
+        for_small(&mut self.off);
+        for_small(&mut self.edges);
+        for_small(&mut self.stack);
+        for_small(&mut self.garbage);
+        let _ = SCRATCH.try_with(|s| s.set(Some(self)));
+    }
+}
+
+/// Frees `v`'s buffer if it is large.
+fn for_small<T>(v: &mut Vec<T>) {
+    if v.capacity() > KEEP {
+        *v = Vec::new();
     }
 }
 

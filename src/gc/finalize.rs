@@ -54,7 +54,7 @@ use super::header::{
 };
 use super::ptr::Gc;
 use super::trace::Trace;
-use super::tracer::{Mode, Refs, Tracer, COUNT, EXT, INIT, REACHED};
+use super::tracer::{is_root, strong_refs, Mode, Refs, Tracer, REACHED};
 use super::trashcan;
 use super::weak::Weak;
 
@@ -301,7 +301,7 @@ pub(crate) unsafe fn last_drop<T: Trace + 'static>(ptr: NonNull<GcBox<T>>) {
 /// finalizers, puts back what they resurrected, then saves
 /// (`DEBUG_SAVEALL`) or deletes the rest. Returns the number of objects
 /// reclaimed or saved and the first panic.
-pub(crate) fn reclaim(st: &State, mut garbage: Vec<ObjPtr>) -> (usize, Option<Panic>) {
+pub(crate) fn reclaim(st: &State, garbage: &mut Vec<ObjPtr>) -> (usize, Option<Panic>) {
     let mut first: Option<Panic> = None;
     // finalize_garbage
     let mut ran = false;
@@ -337,8 +337,8 @@ pub(crate) fn reclaim(st: &State, mut garbage: Vec<ObjPtr>) -> (usize, Option<Pa
     FINALIZING.with(|f| f.set(was_finalizing));
     // handle_resurrected_objects
     if ran {
-        let (keep, resurrected, p) = partition_resurrected(st, &garbage);
-        garbage = keep;
+        let (keep, resurrected, p) = partition_resurrected(st, garbage);
+        *garbage = keep;
         if let Some(p) = p {
             first.get_or_insert(p);
         }
@@ -348,15 +348,15 @@ pub(crate) fn reclaim(st: &State, mut garbage: Vec<ObjPtr>) -> (usize, Option<Pa
     }
     let flags = debug::flags();
     if flags & debug::DEBUG_COLLECTABLE != 0 {
-        debug::print_collectable(&garbage);
+        debug::print_collectable(garbage);
     }
     let n = garbage.len();
     if flags & debug::DEBUG_SAVEALL != 0 {
-        debug::save(&garbage);
+        debug::save(garbage);
     } else if let Some(p) = if callbacks || ran {
-        delete(st, &garbage)
+        delete(st, garbage)
     } else {
-        st.delete_garbage(&garbage)
+        st.delete_garbage(garbage)
     } {
         first.get_or_insert(p);
     }
@@ -398,30 +398,26 @@ fn partition_resurrected(
             h.clear_flags(UNTRACKED);
             h.set_word(base + i);
             // The collector's own count is not a reference from outside.
-            let s = strong(p).get() - 1;
-            Cell::new(if s >= COUNT as usize {
-                INIT | EXT | COUNT
-            } else {
-                INIT | s as Refs
-            })
+            Cell::new(strong_refs(p) - 1)
         })
         .collect();
     let was_in_phases = st.in_phases.replace(true);
     let r = catch_unwind(AssertUnwindSafe(|| {
+        // subtract_refs among the garbage (edge_limit 0: no edge recorded)
         let mut tracer = Tracer::new(base, n, refs.as_ptr());
         for (pos, &p) in garbage.iter().enumerate() {
             tracer.current = pos;
             // SAFETY: values of the garbage are live (none dropped yet).
             unsafe { (GcHeader::of(p).vtable.trace)(p, &mut tracer) };
         }
+        // move_unreachable among the garbage
         tracer.mode = Mode::Mark;
         tracer.current = usize::MAX;
         for (pos, c) in refs.iter().enumerate() {
-            let r = c.get();
-            if r & REACHED != 0 || (r & COUNT == 0 && r & EXT == 0) {
+            if !is_root(c.get()) {
                 continue;
             }
-            c.set(r | REACHED);
+            c.set(REACHED);
             tracer.stack.push(pos);
             while let Some(q) = tracer.stack.pop() {
                 let p = garbage[q];
@@ -438,7 +434,7 @@ fn partition_resurrected(
         unsafe { GcHeader::of(p) }.set_flags(UNTRACKED);
         // A `trace` that panicked leaves the check unfinished: resurrect
         // everything (conservative).
-        if r.is_err() || refs[i].get() & REACHED != 0 {
+        if r.is_err() || refs[i].get() == REACHED {
             back.push(p);
         } else {
             keep.push(p);

@@ -55,13 +55,6 @@ impl PtrVec {
         unsafe { *self.ptr.get().add(i) }
     }
 
-    #[inline(always)]
-    pub(crate) fn set(&self, i: usize, p: ObjPtr) {
-        assert!(i < self.len.get());
-        // SAFETY: in bounds (checked).
-        unsafe { *self.ptr.get().add(i) = p }
-    }
-
     /// Reads entry `i`, which the caller has checked is below `len`.
     #[inline(always)]
     pub(crate) fn get_unchecked(&self, i: usize) -> ObjPtr {
@@ -85,6 +78,19 @@ impl PtrVec {
             self.grow();
         }
         self.push_unchecked(p);
+    }
+
+    /// Pushes without a capacity check.
+    ///
+    /// # Safety
+    /// `len < cap`.
+    #[inline(always)]
+    pub(crate) unsafe fn push_within_cap(&self, p: ObjPtr) {
+        let len = self.len.get();
+        debug_assert!(len < self.cap.get());
+        // SAFETY: len < cap per the contract.
+        unsafe { *self.ptr.get().add(len) = p };
+        self.len.set(len + 1);
     }
 
     /// Pushes; the caller made sure that `len < cap`.
@@ -165,9 +171,18 @@ impl PtrVec {
 }
 
 /// Everything one thread's collector knows.
+///
+/// `#[repr(C)]` with the fields `Gc::new` and the refcount free touch
+/// first (the list's ptr/len/cap, the counts, threshold 0, the generation
+/// boundaries, the trashcan depth and the state flags), so that the hot
+/// paths read one or two adjacent cache lines.
+#[repr(C, align(64))]
 pub(crate) struct State {
     /// Tracked objects, oldest first (see the module docs).
     pub(crate) list: PtrVec,
+    /// CPython's `generations[i].count`.
+    pub(crate) count: [Cell<usize>; 3],
+    pub(crate) threshold: [Cell<usize>; 3],
     /// Start of generation 2, 1 and 0 in `list`; `[0, start[0])` is the
     /// permanent generation.
     pub(crate) start: [Cell<usize>; 3],
@@ -175,19 +190,21 @@ pub(crate) struct State {
     /// generation.
     pub(crate) live: Cell<usize>,
     pub(crate) frozen: Cell<usize>,
-    /// CPython's `generations[i].count`.
-    pub(crate) count: [Cell<usize>; 3],
-    pub(crate) threshold: [Cell<usize>; 3],
+    /// Trashcan nesting depth and deferred objects.
+    pub(crate) depth: Cell<u32>,
     pub(crate) enabled: Cell<bool>,
     /// A collection is running (re-entrant collections return 0).
     pub(crate) collecting: Cell<bool>,
     /// Between the start of a collection and its rebuild: the list must
     /// not move.
     pub(crate) in_phases: Cell<bool>,
+    /// The thread's collector has been torn down (thread exit).
+    pub(crate) dead: Cell<bool>,
     /// Generation i may hold new cyclic garbage (see `collector`).
     pub(crate) dirty: Cell<u8>,
     /// A DIRTY event happened during the phases.
     pub(crate) dirty_in_phases: Cell<bool>,
+    pub(crate) deferred: PtrVec,
     /// CPython's long-lived heuristic. Objects promoted by a collection
     /// the skip rule proved empty are counted with the holes of their
     /// range (an over-estimate that only makes full collections, which
@@ -197,13 +214,11 @@ pub(crate) struct State {
     pub(crate) stats: [Cell<GenStats>; 3],
     /// Collections per generation that the skip rule proved empty.
     pub(crate) skipped: [Cell<usize>; 3],
-    /// Trashcan nesting depth and deferred objects.
-    pub(crate) depth: Cell<u32>,
-    pub(crate) deferred: PtrVec,
-    /// The thread's collector has been torn down (thread exit).
-    pub(crate) dead: Cell<bool>,
     /// The skip rule is in force (tests turn it off to check it).
     pub(crate) skip_enabled: Cell<bool>,
+    /// Most edges a collection records for `move_unreachable` (tests lower
+    /// it to exercise the re-tracing fallback).
+    pub(crate) edge_limit: Cell<usize>,
 }
 
 const GS0: GenStats = GenStats {
@@ -216,24 +231,25 @@ thread_local! {
     static STATE: State = const {
         State {
             list: PtrVec::new(),
+            count: [Cell::new(0), Cell::new(0), Cell::new(0)],
+            threshold: [Cell::new(700), Cell::new(10), Cell::new(10)],
             start: [Cell::new(0), Cell::new(0), Cell::new(0)],
             live: Cell::new(0),
             frozen: Cell::new(0),
-            count: [Cell::new(0), Cell::new(0), Cell::new(0)],
-            threshold: [Cell::new(700), Cell::new(10), Cell::new(10)],
+            depth: Cell::new(0),
             enabled: Cell::new(true),
             collecting: Cell::new(false),
             in_phases: Cell::new(false),
+            dead: Cell::new(false),
             dirty: Cell::new(0),
             dirty_in_phases: Cell::new(false),
+            deferred: PtrVec::new(),
             long_lived_total: Cell::new(0),
             long_lived_pending: Cell::new(0),
             stats: [Cell::new(GS0), Cell::new(GS0), Cell::new(GS0)],
             skipped: [Cell::new(0), Cell::new(0), Cell::new(0)],
-            depth: Cell::new(0),
-            deferred: PtrVec::new(),
-            dead: Cell::new(false),
             skip_enabled: Cell::new(true),
+            edge_limit: Cell::new(u32::MAX as usize),
         }
     };
     static OWNER: Owner = const { Owner };
@@ -263,10 +279,26 @@ fn register_owner() {
     let _ = OWNER.try_with(|_| ());
 }
 
+/// This thread's state.
+///
+/// `STATE` is `const`-initialised and has no destructor, so it is a plain
+/// thread-local static: no lazy-init check, no registration, never torn
+/// down; its address is valid for the whole life of the thread. Taking
+/// the address through a tiny closure lets LLVM inline `LocalKey::with`
+/// into a single `%fs`-relative address computation on every call site.
+#[inline(always)]
+pub(crate) fn state() -> &'static State {
+    let p: *const State = STATE.with(|s| s as *const State);
+    // SAFETY: see above: the thread-local lives (and is never dropped)
+    // for the whole thread, and `State` is `!Sync` (its `Cell`s), so the
+    // reference cannot leave this thread.
+    unsafe { &*p }
+}
+
 /// Runs `f` on this thread's state.
 #[inline(always)]
 pub(crate) fn with<R>(f: impl FnOnce(&State) -> R) -> R {
-    STATE.with(f)
+    f(state())
 }
 
 impl State {
@@ -307,7 +339,8 @@ impl State {
             self.make_room();
         }
         let len = self.list.len();
-        self.list.push_unchecked(obj);
+        // SAFETY: `make_room` left len < cap.
+        unsafe { self.list.push_within_cap(obj) };
         h.gc.set(len << SHIFT);
         self.live.set(self.live.get() + 1);
         self.count[0].set(self.count[0].get() + 1);
@@ -330,12 +363,18 @@ impl State {
     /// slot.
     #[inline(always)]
     pub(crate) fn untrack(&self, obj: ObjPtr, h: &GcHeader) {
+        self.untrack_at(obj, h.gc.get() >> SHIFT);
+    }
+
+    /// [`untrack`](Self::untrack) given the index read from the gc word.
+    #[inline(always)]
+    pub(crate) fn untrack_at(&self, obj: ObjPtr, i: usize) {
         // No UNTRACKED flag is needed: once out of the list the object has
         // no strong handle left that could reach the collector.
-        let i = h.gc.get() >> SHIFT;
+        let len = self.list.len();
         // Listed objects always hold their valid index (the collector
         // keeps gc_refs elsewhere); the checks cover a torn-down list.
-        if i < self.list.len() && self.list.get_unchecked(i) == obj {
+        if i < len && self.list.get_unchecked(i) == obj {
             self.list.set_unchecked(i, ptr::null());
             self.live.set(self.live.get() - 1);
             if i < self.start[0].get() {
@@ -343,37 +382,44 @@ impl State {
             }
             let c = self.count[0].get();
             self.count[0].set(c - usize::from(c > 0));
-            if i + 1 == self.list.len() && !self.in_phases.get() {
-                self.pop_holes();
+            if i + 1 == len && !self.in_phases.get() {
+                self.pop_holes(i);
             }
         }
     }
 
-    /// Drops the holes at the end of the list, so that churn (allocate,
-    /// free in reverse order) never grows it nor needs compaction.
-    #[inline]
-    fn pop_holes(&self) {
-        let mut len = self.list.len();
+    /// Drops the holes at the end of the list (`len` and below; the
+    /// entry at `len` was just emptied), so that churn (allocate, free in
+    /// reverse order) never grows it nor needs compaction.
+    #[inline(always)]
+    fn pop_holes(&self, mut len: usize) {
         while len > 0 && self.list.get_unchecked(len - 1).is_null() {
             len -= 1;
         }
         self.list.truncate(len);
         if len < self.start[2].get() {
-            for s in &self.start {
-                if s.get() > len {
-                    s.set(len);
-                }
+            self.lower_starts(len);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lower_starts(&self, len: usize) {
+        for s in &self.start {
+            if s.get() > len {
+                s.set(len);
             }
         }
     }
 
     /// Records that `obj`'s strong count dropped to a non-zero value (see
     /// the skip rule in `collector`).
-    #[cold]
-    #[inline(never)]
+    /// (Inlined into the one cold caller, `ptr::note_dirty`.)
+    #[inline(always)]
     pub(crate) fn note_dirty(&self, h: &GcHeader) {
-        h.set_flags(DIRTY);
-        if h.has(UNTRACKED) {
+        let w = h.gc.get() | DIRTY;
+        h.gc.set(w);
+        if w & UNTRACKED != 0 {
             return;
         }
         if self.in_phases.get() {

@@ -10,9 +10,10 @@ use std::ops::Deref;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::generations::{self, State};
+use super::generations;
 use super::header::{
-    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, UNTRACKED, WEAK_CALLBACKS,
+    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, SHIFT, UNTRACKED,
+    WEAK_CALLBACKS,
 };
 use super::trace::Trace;
 use super::tracer::Tracer;
@@ -92,7 +93,7 @@ impl<T: Trace + 'static> Gc<T> {
     /// let five = Gc::new(5);
     /// assert_eq!(*five, 5);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn new(value: T) -> Gc<T> {
         let p = Lay::<T>::allocate(1, 1, 0);
         // SAFETY: fresh allocation; the value slot is in bounds and aligned.
@@ -327,35 +328,45 @@ impl<T: Trace + 'static> Gc<T> {
     #[inline(never)]
     unsafe fn drop_slow(&mut self) {
         let obj = self.obj();
-        let h = self.header();
-        if h.has(DROPPED) {
+        let w = self.header().gc.get();
+        if w & (DROPPED | UNTRACKED | FINALIZE | WEAK_CALLBACKS) != 0 {
+            // SAFETY: forwarded contract.
+            return unsafe { self.drop_slow_unlisted() };
+        }
+        let st = generations::state();
+        st.untrack_at(obj, w >> SHIFT);
+        // SAFETY: strong == 0, value live, dropped once by the trashcan.
+        unsafe { trashcan::drop_object::<T>(st, obj) }
+    }
+
+    /// `drop_slow` for an object that is not in the list.
+    #[cold]
+    #[inline(never)]
+    unsafe fn drop_slow_unlisted(&mut self) {
+        let obj = self.obj();
+        if self.header().has(DROPPED) {
             // A handle resurrected from a Drop run by the collector: the
             // value is gone, only the memory remains.
             // SAFETY: strong == 0 and the value is dropped.
             unsafe { Self::release_weak(self.ptr) };
             return;
         }
-        if h.has(FINALIZE | WEAK_CALLBACKS) {
-            // A pending finalizer or weak callbacks: the rare path.
+        if self.header().has(FINALIZE | WEAK_CALLBACKS) {
+            // A pending finalizer or weak callbacks.
             // SAFETY: strong just reached 0 on this live tracked box.
-            unsafe { super::finalize::last_drop::<T>(self.ptr) };
-            return;
+            return unsafe { super::finalize::last_drop::<T>(self.ptr) };
         }
-        generations::with(|st: &State| {
-            if !h.has(UNTRACKED) {
-                st.untrack(obj, h);
-            }
-            // SAFETY: strong == 0, value live, dropped once by the
-            // trashcan.
-            unsafe { trashcan::drop_object::<T>(st, obj) }
-        })
+        // Untracked (created after the thread's collector was torn down):
+        // just drop the value.
+        // SAFETY: strong == 0, value live, dropped once by the trashcan.
+        unsafe { trashcan::drop_object::<T>(generations::state(), obj) }
     }
 }
 
 #[cold]
 #[inline(never)]
 fn note_dirty(h: &GcHeader) {
-    generations::with(|st| st.note_dirty(h));
+    generations::state().note_dirty(h);
 }
 
 #[cold]

@@ -628,9 +628,19 @@ impl Rng {
 /// rule, with random partial collections in between.
 #[test]
 fn differential_random_graphs() {
-    for skip in [true, false] {
+    // (skip rule, edge limit): the limits 0 and 3 exercise the re-tracing
+    // fallback of `move_unreachable` (from the start, and mid-collection).
+    for (skip, limit) in [
+        (true, usize::MAX),
+        (false, usize::MAX),
+        (false, 0),
+        (true, 3),
+    ] {
         fresh(move || {
             with(|st| st.skip_enabled.set(skip));
+            if limit != usize::MAX {
+                with(|st| st.edge_limit.set(limit));
+            }
             let mut rng = Rng(0x9e3779b97f4a7c15);
             for _round in 0..60 {
                 let n = 1 + rng.below(60);

@@ -183,7 +183,7 @@ unsafe impl<T: Copy> Trace for Cell<T> {
 // borrowed cell is reported as an external reference (conservative).
 unsafe impl<T: Trace + ?Sized> Trace for RefCell<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
-    #[inline]
+    #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
         if T::MAY_CONTAIN_GC {
             match self.try_borrow() {
@@ -197,7 +197,7 @@ unsafe impl<T: Trace + ?Sized> Trace for RefCell<T> {
 // SAFETY: forwards to the boxed value, which the box owns.
 unsafe impl<T: Trace + ?Sized> Trace for Box<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
-    #[inline]
+    #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
         if T::MAY_CONTAIN_GC {
             (**self).trace(tracer)
@@ -208,7 +208,7 @@ unsafe impl<T: Trace + ?Sized> Trace for Box<T> {
 // SAFETY: forwards to the contents.
 unsafe impl<T: Trace> Trace for Option<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
-    #[inline]
+    #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
         if T::MAY_CONTAIN_GC {
             if let Some(v) = self {
@@ -221,7 +221,7 @@ unsafe impl<T: Trace> Trace for Option<T> {
 // SAFETY: forwards to the contents.
 unsafe impl<T: Trace, E: Trace> Trace for Result<T, E> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC || E::MAY_CONTAIN_GC;
-    #[inline]
+    #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
         match self {
             Ok(v) => v.trace(tracer),
@@ -271,7 +271,7 @@ unsafe impl<T: Trace> Trace for [T] {
 // SAFETY: visits each element.
 unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
-    #[inline]
+    #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
         self.as_slice().trace(tracer)
     }
@@ -323,7 +323,7 @@ macro_rules! tuple {
         // SAFETY: visits each component.
         unsafe impl<$($t: Trace),+> Trace for ($($t,)+) {
             const MAY_CONTAIN_GC: bool = false $(|| $t::MAY_CONTAIN_GC)+;
-            #[inline]
+            #[inline(always)]
             fn trace(&self, tracer: &mut Tracer) {
                 $(self.$i.trace(tracer);)+
             }

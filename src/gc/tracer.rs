@@ -7,28 +7,41 @@ use super::header::{GcHeader, ObjPtr, SHIFT, UNTRACKED};
 
 /// gc_refs of one object of the collected range, in a side array indexed
 /// by list position (the header keeps its index, as the generation list
-/// needs it): the count in the low bits, then three flags.
-pub(crate) type Refs = u32;
-/// The count (copied from the strong count, saturated).
-pub(crate) const COUNT: Refs = (1 << 29) - 1;
-/// Initialised from the strong count (lazily: `update_refs` is fused into
-/// `subtract_refs`).
-pub(crate) const INIT: Refs = 1 << 29;
-/// Referenced from outside for sure: a saturated count, or a mutably
-/// borrowed `RefCell` met while tracing it.
-pub(crate) const EXT: Refs = 1 << 30;
-/// Found reachable by `move_unreachable`.
-pub(crate) const REACHED: Refs = 1 << 31;
+/// needs it).
+///
+/// `update_refs` is fused into `subtract_refs` additively: the object's
+/// strong count is added when it is traced as a source, each edge to it
+/// subtracts one, in whatever order these happen, so no "initialised"
+/// state is needed. After `subtract_refs` the value is the number of
+/// references from outside the range (plus [`EXT`] if it is known to be
+/// referenced from outside); `move_unreachable` then overwrites the
+/// value of every object it reaches with [`REACHED`].
+pub(crate) type Refs = i64;
+/// Strong counts are clamped to this (no range has this many edges, so a
+/// clamped count never drops to zero).
+pub(crate) const MAX_COUNT: Refs = 1 << 60;
+/// Added once to an object that is referenced from outside for sure (a
+/// mutably borrowed `RefCell` met while tracing it): it stays positive.
+pub(crate) const EXT: Refs = 1 << 61;
+/// Found reachable by `move_unreachable` (no count is this low).
+pub(crate) const REACHED: Refs = Refs::MIN;
 
-/// `update_refs` for one object: its gc_refs start as its strong count.
+/// `update_refs` for one object: the contribution of its strong count.
 #[inline(always)]
-pub(crate) fn init_refs(obj: ObjPtr) -> Refs {
+pub(crate) fn strong_refs(obj: ObjPtr) -> Refs {
     let s = strong(obj).get();
-    if s >= COUNT as usize {
-        INIT | EXT | COUNT
+    if s >= MAX_COUNT as usize {
+        MAX_COUNT
     } else {
-        INIT | s as Refs
+        s as Refs
     }
+}
+
+/// Whether gc_refs `r` (after `subtract_refs`) make an object a root of
+/// `move_unreachable`: referenced from outside and not reached yet.
+#[inline(always)]
+pub(crate) fn is_root(r: Refs) -> bool {
+    r > 0
 }
 
 /// What the collector is doing with the edges it is shown.
@@ -75,6 +88,16 @@ pub struct Tracer {
     pub(crate) stack: Vec<usize>,
     /// `mark_external` was called: the collection was conservative.
     pub(crate) saw_external: bool,
+    /// The edges into the range met by `subtract_refs`, as range
+    /// positions, in tracing order (the collector records where each
+    /// object's edges end), so that `move_unreachable` walks this array
+    /// instead of tracing every object a second time.
+    pub(crate) edges: Vec<u32>,
+    /// Most edges `edges` may hold; past it recording stops, `overflowed`
+    /// is set and `move_unreachable` traces the objects again (the
+    /// `Mark` mode).
+    pub(crate) edge_limit: usize,
+    pub(crate) overflowed: bool,
 }
 
 impl Tracer {
@@ -87,6 +110,9 @@ impl Tracer {
             current: usize::MAX,
             stack: Vec::new(),
             saw_external: false,
+            edges: Vec::new(),
+            edge_limit: 0,
+            overflowed: false,
         }
     }
 
@@ -96,36 +122,64 @@ impl Tracer {
         // SAFETY: `obj` comes from a live `Gc` handle owned by the value
         // being traced, which is live for the duration of `trace`.
         let w = unsafe { GcHeader::of(obj) }.gc.get();
-        if w & UNTRACKED != 0 {
-            return;
-        }
         // The index is valid for every listed object during the phases (no
         // compaction happens before the rebuild): in range iff the
         // position is below `n`.
         let pos = (w >> SHIFT).wrapping_sub(self.start);
-        if pos >= self.n {
+        if w & UNTRACKED != 0 || pos >= self.n {
             return;
         }
+        match self.mode {
+            Mode::Subtract => self.subtract(pos),
+            Mode::Mark => self.mark(pos),
+        }
+    }
+
+    /// `subtract_refs` for one edge to the object at range position `pos`.
+    #[inline(always)]
+    fn subtract(&mut self, pos: usize) {
         // SAFETY: pos < n, the length of the refs array, which outlives
         // the tracer.
         let r = unsafe { &*self.refs.add(pos) };
-        let mut v = r.get();
-        match self.mode {
-            Mode::Subtract => {
-                if v & INIT == 0 {
-                    v = init_refs(obj);
-                }
-                if v & COUNT != 0 {
-                    v -= 1;
-                }
-                r.set(v);
+        r.set(r.get() - 1);
+        let len = self.edges.len();
+        if len < self.edges.capacity() {
+            // SAFETY: len < capacity; pos < n <= u32::MAX (the collector
+            // sets `edge_limit` to 0 otherwise, so `push_edge_slow`
+            // records nothing).
+            unsafe {
+                self.edges.as_mut_ptr().add(len).write(pos as u32);
+                self.edges.set_len(len + 1);
             }
-            Mode::Mark => {
-                if v & REACHED == 0 {
-                    r.set(v | REACHED);
-                    self.stack.push(pos);
-                }
-            }
+        } else {
+            self.push_edge_slow(pos);
+        }
+    }
+
+    /// Records an edge when `edges` is full: grows it, or sets
+    /// `overflowed` past the limit.
+    #[cold]
+    #[inline(never)]
+    fn push_edge_slow(&mut self, pos: usize) {
+        let len = self.edges.len();
+        if self.overflowed || len >= self.edge_limit {
+            self.overflowed = true;
+            return;
+        }
+        let want = len.max(1024).min(self.edge_limit - len);
+        self.edges.reserve(want);
+        self.edges.push(pos as u32);
+    }
+
+    /// `move_unreachable` (when the edges were not recorded): marks the
+    /// object at `pos` reachable and schedules it for tracing.
+    #[inline(never)]
+    fn mark(&mut self, pos: usize) {
+        // SAFETY: pos < n, the length of the refs array.
+        let r = unsafe { &*self.refs.add(pos) };
+        if r.get() != REACHED {
+            r.set(REACHED);
+            self.stack.push(pos);
         }
     }
 
@@ -157,7 +211,9 @@ impl Tracer {
             self.saw_external = true;
             // SAFETY: current < n, the length of the refs array.
             let r = unsafe { &*self.refs.add(self.current) };
-            r.set(r.get() | EXT);
+            if r.get() < EXT {
+                r.set(r.get() + EXT);
+            }
         }
     }
 }

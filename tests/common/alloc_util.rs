@@ -7,37 +7,10 @@
 use std::alloc::Layout;
 use std::sync::{Mutex, MutexGuard};
 
-/// SplitMix64 (Steele, Lea and Flood 2014): tiny, seedable, good enough.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// A number in `lo..=hi`.
-    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True with probability `percent` / 100.
-    pub fn percent(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
+#[path = "rng.rs"]
+mod rng;
+#[allow(unused_imports)] // not every test binary draws random numbers
+pub use rng::SplitMix64;
 
 /// SplitMix64's finaliser: a bijective 64-bit mix.
 pub fn mix(mut z: u64) -> u64 {

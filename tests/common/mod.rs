@@ -7,34 +7,10 @@
 use std::any::Any;
 use std::process::Command;
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, good enough for tests.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        assert!(n > 0);
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-
-    /// True with probability `num / den`.
-    pub fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.next_u64() % den < num
-    }
-}
+#[path = "rng.rs"]
+mod rng;
+#[allow(unused_imports)] // not every test binary draws random numbers
+pub use rng::SplitMix64;
 
 /// The message of a panic payload, if it is a `&str` or a `String`.
 pub fn panic_message(payload: &(dyn Any + Send)) -> Option<String> {
