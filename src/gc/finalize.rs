@@ -197,6 +197,7 @@ impl<T: Finalize> Gc<T> {
             ptr::addr_of_mut!((*h).vtable).write(FinLay::<T>::VTABLE);
         }
         this.header().set_flags(FINALIZE);
+        ARMED.with(|a| a.set(true));
         this
     }
 }
@@ -307,7 +308,13 @@ pub(crate) fn reclaim(st: &State, garbage: &mut Vec<ObjPtr>) -> (usize, Option<P
     let mut ran = false;
     let mut callbacks = false;
     let was_finalizing = FINALIZING.with(|f| f.replace(true));
-    let mut i = 0;
+    // A thread that never made a finalizer or weak callback skips the
+    // pass over the garbage's headers.
+    let mut i = if ARMED.with(Cell::get) {
+        0
+    } else {
+        garbage.len()
+    };
     while i < garbage.len() {
         let r = catch_unwind(AssertUnwindSafe(|| {
             while i < garbage.len() {
@@ -497,6 +504,9 @@ fn revive(st: &State, objs: &[ObjPtr]) -> Option<Panic> {
 // weak callbacks
 
 thread_local! {
+    /// This thread has made an object with a finalizer or registered a
+    /// weak callback: the collector must look for them in its garbage.
+    static ARMED: Cell<bool> = const { Cell::new(false) };
     /// The collector is running finalizers: members of the garbage (dead
     /// for `Weak`) may still get weak callbacks, which run when they are
     /// reclaimed.
@@ -579,6 +589,7 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
         id
     });
     obj.header().set_flags(WEAK_CALLBACKS);
+    ARMED.with(|a| a.set(true));
     Finalizer {
         id,
         addr,
