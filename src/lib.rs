@@ -106,3 +106,8 @@ pub use alloc::{
     PoolMap, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE,
 };
 pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
