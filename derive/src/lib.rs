@@ -143,6 +143,8 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
         }
     }
     let (impl_g, ty_g, where_c) = generics.split_for_impl();
+    // SAFETY (of the generated impl): it visits every field that is not
+    // `#[trace(skip)]`, each once, through the field type's own `Trace`.
     Ok(quote! {
         #[automatically_derived]
         #[allow(unused_variables, non_shorthand_field_patterns, clippy::needless_borrow)]

@@ -130,6 +130,8 @@ use global::REGISTRY;
 /// ```
 /// use std::alloc::{GlobalAlloc, Layout};
 /// let layout = Layout::from_size_align(48, 8).unwrap();
+/// // SAFETY: a non-zero layout; the block is written within its 48 bytes
+/// // and freed once, with the layout it was allocated with.
 /// unsafe {
 ///     let p = pymem::PyMalloc.alloc(layout);
 ///     assert!(!p.is_null());

@@ -216,6 +216,7 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     /// use pymem::Gc;
     /// let a = Gc::new(7);
+    /// // SAFETY: `a` keeps the value alive while it is read.
     /// assert_eq!(unsafe { *Gc::as_ptr(&a) }, 7);
     /// ```
     #[inline]

@@ -75,6 +75,7 @@ fn tracking_decisions() {
     }
     assert!(t::<GExpr>());
     struct Hand;
+    // SAFETY: `Hand` holds no `Gc`, and its `trace` visits nothing.
     unsafe impl Trace for Hand {
         fn trace(&self, _: &mut crate::Tracer) {}
     }
@@ -241,6 +242,7 @@ fn hole_compaction() {
             for i in 0..st.list.len() {
                 let p = st.list.get(i);
                 assert!(!p.is_null());
+                // SAFETY: a non-null slot of the list is a live tracked object.
                 assert_eq!(unsafe { GcHeader::of(p) }.word(), i);
             }
         });
@@ -580,6 +582,7 @@ fn panicking_trace_keeps_heap_consistent() {
     struct T {
         next: RefCell<Option<Gc<T>>>,
     }
+    // SAFETY: `trace` visits the one `Gc` that `T` owns.
     unsafe impl Trace for T {
         fn trace(&self, t: &mut crate::Tracer) {
             if BOOM.with(|b| b.get()) {

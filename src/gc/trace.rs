@@ -59,6 +59,7 @@ use super::tracer::Tracer;
 ///     label: String,
 ///     next: RefCell<Option<Gc<Node>>>,
 /// }
+/// // SAFETY: `trace` visits every `Gc` a `Node` owns, each once.
 /// unsafe impl Trace for Node {
 ///     fn trace(&self, tracer: &mut Tracer) {
 ///         self.next.trace(tracer); // `label` holds no Gc

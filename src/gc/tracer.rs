@@ -66,6 +66,7 @@ pub(crate) enum Mode {
 /// use pymem::{Gc, Trace, Tracer};
 ///
 /// struct Pair(Gc<u32>, Option<Gc<u32>>);
+/// // SAFETY: `trace` visits both `Gc`s a `Pair` owns, each once.
 /// unsafe impl Trace for Pair {
 ///     fn trace(&self, tracer: &mut Tracer) {
 ///         self.0.trace(tracer);
