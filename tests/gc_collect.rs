@@ -32,6 +32,8 @@ enum Obj {
     Inst(Gc<Instance>),
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for Obj {
     fn trace(&self, tracer: &mut Tracer) {
         match self {
@@ -51,6 +53,8 @@ struct Instance {
     del_count: Rc<Cell<usize>>,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for Instance {
     fn trace(&self, tracer: &mut Tracer) {
         self.attrs.trace(tracer);
@@ -216,6 +220,8 @@ fn test_del_with_allocation_and_automatic_collection() {
         me: RefCell<Option<Gc<Allocating>>>,
         dels: Rc<Cell<usize>>,
     }
+    // SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+    // under-reports on purpose can only leak (see the `gc` module docs).
     unsafe impl Trace for Allocating {
         fn trace(&self, tracer: &mut Tracer) {
             self.me.trace(tracer);
@@ -348,6 +354,8 @@ fn test_boom() {
         attr: RefCell<Option<Gc<Boom>>>,
         dels: Rc<Cell<usize>>,
     }
+    // SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+    // under-reports on purpose can only leak (see the `gc` module docs).
     unsafe impl Trace for Boom {
         fn trace(&self, tracer: &mut Tracer) {
             self.attr.trace(tracer);
@@ -396,6 +404,8 @@ fn test_boom2() {
         attr: RefCell<Option<Gc<Boom2>>>,
         dels: Rc<Cell<usize>>,
     }
+    // SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+    // under-reports on purpose can only leak (see the `gc` module docs).
     unsafe impl Trace for Boom2 {
         fn trace(&self, tracer: &mut Tracer) {
             self.attr.trace(tracer);
@@ -441,6 +451,8 @@ fn test_boom_new() {
         fresh: bool,
         dels: Rc<Cell<usize>>,
     }
+    // SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+    // under-reports on purpose can only leak (see the `gc` module docs).
     unsafe impl Trace for BoomNew {
         fn trace(&self, tracer: &mut Tracer) {
             self.attr.trace(tracer);
@@ -491,6 +503,8 @@ fn test_collect_inside_drop_is_harmless() {
         me: RefCell<Option<Gc<Collects>>>,
         dels: Rc<Cell<usize>>,
     }
+    // SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+    // under-reports on purpose can only leak (see the `gc` module docs).
     unsafe impl Trace for Collects {
         fn trace(&self, tracer: &mut Tracer) {
             self.me.trace(tracer);
@@ -550,6 +564,8 @@ struct ProbeLog {
     clone_ok: Vec<bool>,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for Probe {
     fn trace(&self, tracer: &mut Tracer) {
         self.next.trace(tracer);

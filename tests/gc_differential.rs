@@ -38,6 +38,8 @@ struct Node {
     weak_edges: RefCell<Vec<Weak<Node>>>,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for Node {
     fn trace(&self, tracer: &mut Tracer) {
         self.edges.trace(tracer);

@@ -17,6 +17,7 @@ static RECORDING: AtomicBool = AtomicBool::new(false);
 static N: AtomicUsize = AtomicUsize::new(0);
 static SIZES: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 
+// SAFETY: forwards every call to `System`, only recording sizes.
 unsafe impl GlobalAlloc for Recorder {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if RECORDING.load(Ordering::Relaxed) {
@@ -25,9 +26,11 @@ unsafe impl GlobalAlloc for Recorder {
                 SIZES[i].store(layout.size(), Ordering::Relaxed);
             }
         }
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
         unsafe { System.dealloc(ptr, layout) }
     }
 }

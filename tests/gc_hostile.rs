@@ -56,6 +56,8 @@ enum TraceMode {
     Hide,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for HNode {
     fn trace(&self, tracer: &mut Tracer) {
         if self.trace_mode == TraceMode::Hide {

@@ -18,6 +18,8 @@ struct Node {
     drops: Rc<Cell<usize>>,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for Node {
     fn trace(&self, tracer: &mut Tracer) {
         self.edges.trace(tracer);
@@ -47,6 +49,8 @@ fn self_cycles(n: usize, drops: &Rc<Cell<usize>>) {
 
 /// A tracked leaf with no Gc inside (hand-written impl: tracked).
 struct Opaque(#[allow(dead_code)] u64);
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for Opaque {
     fn trace(&self, _tracer: &mut Tracer) {}
 }

@@ -18,6 +18,8 @@ struct Counted {
     drops: Rc<Cell<u32>>,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for Counted {
     fn trace(&self, _tracer: &mut Tracer) {}
 }
@@ -34,6 +36,8 @@ struct Link {
     drops: Rc<Cell<u32>>,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for Link {
     fn trace(&self, tracer: &mut Tracer) {
         self.next.trace(tracer);
@@ -319,6 +323,8 @@ fn new_cyclic() {
         seen_in_closure: bool,
         value: u32,
     }
+    // SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+    // under-reports on purpose can only leak (see the `gc` module docs).
     unsafe impl Trace for SelfRef {
         fn trace(&self, tracer: &mut Tracer) {
             self.me.trace(tracer);
@@ -401,6 +407,8 @@ fn values_with_drop_glue_and_zero_sized_values() {
 
 #[repr(align(64))]
 struct Aligned([u8; 64]);
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for Aligned {
     fn trace(&self, _tracer: &mut Tracer) {}
 }

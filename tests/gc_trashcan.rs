@@ -24,6 +24,8 @@ struct ListNode {
     drops: Rc<Cell<usize>>,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for ListNode {
     fn trace(&self, tracer: &mut Tracer) {
         self.next.trace(tracer);
@@ -73,6 +75,8 @@ struct RingNode {
     next: RefCell<Option<Gc<RingNode>>>,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for RingNode {
     fn trace(&self, tracer: &mut Tracer) {
         self.next.trace(tracer);
@@ -124,6 +128,8 @@ struct Nested {
     children: RefCell<Vec<Gc<Nested>>>,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for Nested {
     fn trace(&self, tracer: &mut Tracer) {
         self.children.trace(tracer);
@@ -190,6 +196,8 @@ fn deep_chain_through_an_untracked_looking_value() {
     isolated("deep_chain_through_an_untracked_looking_value", || {
         type Cons = (u32, Vec<Option<Gc<ConsCell>>>);
         struct ConsCell(Cons);
+        // SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+        // under-reports on purpose can only leak (see the `gc` module docs).
         unsafe impl Trace for ConsCell {
             fn trace(&self, tracer: &mut Tracer) {
                 self.0.trace(tracer);

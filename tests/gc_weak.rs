@@ -21,6 +21,8 @@ struct C {
     seen: Seen,
 }
 
+// SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+// under-reports on purpose can only leak (see the `gc` module docs).
 unsafe impl Trace for C {
     fn trace(&self, tracer: &mut Tracer) {
         self.link.trace(tracer);
@@ -222,6 +224,8 @@ fn test_ref_created_during_del() {
         other: RefCell<Option<Gc<D>>>,
         dels: Rc<Cell<usize>>,
     }
+    // SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+    // under-reports on purpose can only leak (see the `gc` module docs).
     unsafe impl Trace for D {
         fn trace(&self, tracer: &mut Tracer) {
             self.other.trace(tracer);
@@ -318,6 +322,8 @@ fn test_weak_in_new_cyclic_of_a_collected_cycle() {
         me: Weak<N>,
         next: RefCell<Option<Gc<N>>>,
     }
+    // SAFETY: `trace` visits the `Gc`s this type owns; a test type that
+    // under-reports on purpose can only leak (see the `gc` module docs).
     unsafe impl Trace for N {
         fn trace(&self, tracer: &mut Tracer) {
             self.me.trace(tracer);
