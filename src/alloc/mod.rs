@@ -58,8 +58,13 @@
 //! class, kept to avoid churn at a pool boundary). Pools are taken from the
 //! fullest arena first (CPython's `usable_arenas` order) so lightly used
 //! arenas drain; an arena whose pools are all free is unmapped with
-//! `munmap`, keeping one spare per heap (CPython's hysteresis).
-//! [`release_free_memory`] returns the spares too.
+//! `munmap`. One empty arena per heap is kept as a spare (CPython's
+//! hysteresis), and any others stay mapped for up to 200 ms in case the
+//! program needs them again (as mimalloc delays its purges): without that,
+//! a program whose memory swings by tens of megabytes pays a page fault per
+//! page on every swing. They go back at the heap's next arena event, within
+//! 4,096 allocations or frees of any class, or when its thread exits;
+//! [`release_free_memory`] returns them, and the spare, at once.
 //!
 //! # Alignment
 //!
