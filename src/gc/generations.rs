@@ -115,6 +115,13 @@ impl PtrVec {
         }
     }
 
+    /// Sets the length to `n <= len`.
+    #[inline(always)]
+    pub(crate) fn set_len(&self, n: usize) {
+        debug_assert!(n <= self.len.get());
+        self.len.set(n);
+    }
+
     #[inline]
     pub(crate) fn truncate(&self, n: usize) {
         if n < self.len.get() {
@@ -375,7 +382,6 @@ impl State {
         // Listed objects always hold their valid index (the collector
         // keeps gc_refs elsewhere); the checks cover a torn-down list.
         if i < len && self.list.get_unchecked(i) == obj {
-            self.list.set_unchecked(i, ptr::null());
             self.live.set(self.live.get() - 1);
             if i < self.start[0].get() {
                 self.frozen.set(self.frozen.get() - 1);
@@ -383,20 +389,23 @@ impl State {
             let c = self.count[0].get();
             self.count[0].set(c - usize::from(c > 0));
             if i + 1 == len && !self.in_phases.get() {
+                // The last entry: pop it (no need to null it first).
                 self.pop_holes(i);
+            } else {
+                self.list.set_unchecked(i, ptr::null());
             }
         }
     }
 
     /// Drops the holes at the end of the list (`len` and below; the
-    /// entry at `len` was just emptied), so that churn (allocate, free in
+    /// entry at `len` was just removed), so that churn (allocate, free in
     /// reverse order) never grows it nor needs compaction.
     #[inline(always)]
     fn pop_holes(&self, mut len: usize) {
         while len > 0 && self.list.get_unchecked(len - 1).is_null() {
             len -= 1;
         }
-        self.list.truncate(len);
+        self.list.set_len(len);
         if len < self.start[2].get() {
             self.lower_starts(len);
         }

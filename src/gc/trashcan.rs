@@ -43,19 +43,24 @@ pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
         return;
     }
     st.depth.set(d + 1);
-    {
-        let _g = Depth(st);
-        let boxp = obj as *mut GcBox<T>;
-        // SAFETY: the value is initialised and dropped exactly once here;
-        // then strong == 0 and the value is dropped, as `release_weak`
-        // requires.
-        unsafe {
-            ptr::drop_in_place(ptr::addr_of_mut!((*boxp).value));
-            Gc::<T>::release_weak(NonNull::new_unchecked(boxp));
-        }
+    // The guard restores the depth only on unwind; the normal path stores
+    // `d` back from a register (nested frames restore their own changes).
+    let g = Depth(st);
+    let boxp = obj as *mut GcBox<T>;
+    // SAFETY: the value is initialised and dropped exactly once here;
+    // then strong == 0 and the value is dropped, as `release_weak`
+    // requires.
+    unsafe {
+        ptr::drop_in_place(ptr::addr_of_mut!((*boxp).value));
+        Gc::<T>::release_weak(NonNull::new_unchecked(boxp));
     }
-    if d == 0 && st.deferred.len() != 0 {
-        drain(st);
+    std::mem::forget(g);
+    st.depth.set(d);
+    // One compare on the hot path: true when this is the outermost frame
+    // (d == 0) with deferred objects, and (rarely: only while objects are
+    // deferred) in nested frames, which `drain_from` turns away.
+    if st.deferred.len() > d as usize {
+        drain_from(st, d);
     }
 }
 
@@ -69,6 +74,15 @@ pub(crate) fn nested(st: &State, f: impl FnOnce()) {
         f();
     }
     if d == 0 && st.deferred.len() != 0 {
+        drain(st);
+    }
+}
+
+/// [`drain`] if `d` is the outermost frame.
+#[cold]
+#[inline(never)]
+fn drain_from(st: &State, d: u32) {
+    if d == 0 {
         drain(st);
     }
 }
