@@ -20,8 +20,9 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 /// Whether frees are checked.
 pub(crate) const CHECKS: bool = cfg!(any(debug_assertions, feature = "debug"));
 
-/// User-space addresses on x86-64 and aarch64 Linux fit in 47 bits.
-const ADDRESS_BITS: u32 = 47;
+/// Arenas lie below `pool::ADDRESS_LIMIT` (2^48; checked when mapped),
+/// which covers x86-64 (47-bit user space) and aarch64 (48-bit).
+const ADDRESS_BITS: u32 = super::pool::ADDRESS_LIMIT.trailing_zeros();
 const BITMAP_WORDS: usize = 1 << (ADDRESS_BITS - ARENA_SHIFT - 6);
 const BITMAP_BYTES: usize = BITMAP_WORDS * core::mem::size_of::<usize>();
 

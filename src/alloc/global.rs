@@ -23,7 +23,9 @@ impl PyMalloc {
         } else {
             thread::alloc_unbound(class)
         };
-        asan::unpoison(block, size);
+        if !block.is_null() {
+            asan::unpoison(block, size);
+        }
         block
     }
 

@@ -45,7 +45,9 @@ pub(crate) enum HeapState {
 #[inline(always)]
 pub(crate) fn bump(counter: &AtomicUsize) -> usize {
     let value = counter.load(Ordering::Relaxed).wrapping_add(1);
-    counter.store(value, Ordering::Relaxed);
+    // Release (a plain store on x86): a snapshot that sees this count also
+    // sees everything that happened before it, e.g. a free's allocation.
+    counter.store(value, Ordering::Release);
     value
 }
 
@@ -475,11 +477,16 @@ impl Heap {
         self.purge_retired(now);
     }
 
-    /// Returns retired arenas that have been idle too long, if there are
-    /// any beyond the spare (a look at the clock only then).
+    /// The periodic tick (every 4,096 allocations or frees of a class, and
+    /// on the slow paths): takes back blocks other threads freed into our
+    /// pools, so a thread that never runs dry still returns them, and
+    /// returns retired arenas that have been idle too long, if there are any
+    /// beyond the spare (a look at the clock only then).
     #[cold]
     #[inline(never)]
     fn maybe_purge(&self) {
+        // SAFETY: only the owning (or claiming) thread runs the tick.
+        unsafe { self.collect_pending() };
         if self.arenas.retired_count() > 1 {
             self.purge_retired(os::now_ms());
         }
@@ -549,11 +556,18 @@ impl Heap {
         // SAFETY: caller contract.
         unsafe { self.collect_pending() };
         for slot in &self.classes {
-            let pool = slot.current.get();
-            // SAFETY: pools on our class lists are live and ours.
-            if pool != self.empty_pool() && unsafe { (*pool).used.get() } == 0 {
+            // An empty pool kept as a class's last one may have had others
+            // linked in front of it since: walk the whole list.
+            let mut pool = slot.current.get();
+            while pool != self.empty_pool() && !pool.is_null() {
+                // SAFETY: pools on our class lists are live and ours.
+                let next = unsafe { (*pool).next.get() };
                 // SAFETY: as above.
-                unsafe { self.pool_emptied(pool) };
+                if unsafe { (*pool).used.get() } == 0 {
+                    // SAFETY: as above; `trimming` makes it go back.
+                    unsafe { self.pool_emptied(pool) };
+                }
+                pool = next;
             }
         }
         loop {
@@ -657,6 +671,12 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
     } else {
         // SAFETY: `me` is the caller's own heap.
         bump(&unsafe { &*me }.classes[class].frees);
+    }
+    if super::debug::CHECKS && p.remote.head() == block.cast::<Block>() {
+        os::fatal(format_args!(
+            "dealloc of {block:p}: double free (the block is already on its pool's \
+             remote free list)"
+        ));
     }
     // SAFETY: caller contract: a block of this pool, being freed by us.
     let was_empty = unsafe { p.remote.push(block.cast::<Block>()) };

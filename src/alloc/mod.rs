@@ -50,6 +50,16 @@
 //! freeing into a parked heap collect it from time to time, so memory does
 //! not grow with the number of threads a program creates. There is no lock
 //! anywhere, which also makes `fork` safe: the child can always allocate.
+//! (The heaps of the parent's other threads are left alone in the child,
+//! since they may have been caught mid-update; what they held stays mapped
+//! there. A pool whose remote list a vanished thread had just made
+//! non-empty, without yet announcing it, is likewise never collected.)
+//!
+//! Blocks freed into the pools of a thread that is alive but has stopped
+//! allocating are taken back when it next allocates or frees (within 4,096
+//! operations of a class, or at once when its free lists run dry) or when
+//! it exits; until then they stay mapped, and other threads'
+//! [`release_free_memory`] cannot reach them.
 //!
 //! # Sizes, and returning memory
 //!

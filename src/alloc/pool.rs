@@ -123,6 +123,11 @@ impl RemoteList {
         }
     }
 
+    /// The block pushed last, for debug checks (it may change at once).
+    pub(crate) fn head(&self) -> *mut Block {
+        (self.0.load(Ordering::Relaxed) & ADDRESS_MASK) as *mut Block
+    }
+
     /// Takes every block: the head of their list and how many there are.
     pub(crate) fn take(&self) -> (*mut Block, u32) {
         // AcqRel: Acquire sees the pushers' links; Release orders the

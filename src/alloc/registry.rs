@@ -142,6 +142,6 @@ impl Registry {
     }
 
     pub(crate) fn count_orphan_free(&self, class: usize) {
-        self.orphan_frees[class].fetch_add(1, Ordering::Relaxed);
+        self.orphan_frees[class].fetch_add(1, Ordering::Release);
     }
 }

@@ -89,11 +89,11 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
     // Frees first: a block's free is counted after its allocation, so any
     // free seen here has its allocation seen in the second pass.
     for (class, orphan) in registry.orphan_frees.iter().enumerate() {
-        frees[class] = orphan.load(Ordering::Relaxed);
+        frees[class] = orphan.load(Ordering::Acquire);
     }
     registry.for_each_heap(|heap| {
         for (class, count) in frees.iter_mut().enumerate() {
-            *count += heap.class_slot(class).frees.load(Ordering::Relaxed);
+            *count += heap.class_slot(class).frees.load(Ordering::Acquire);
         }
     });
     fence(Ordering::SeqCst);
@@ -102,7 +102,7 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
         parked += usize::from(heap.state() == HeapState::Parked as u8);
         for class in 0..NB_CLASSES {
             let slot = heap.class_slot(class);
-            allocs[class] += slot.allocs.load(Ordering::Relaxed);
+            allocs[class] += slot.allocs.load(Ordering::Acquire);
             pools[class] += slot.pools.load(Ordering::Relaxed);
         }
     });
