@@ -43,13 +43,12 @@ mod alloc_workloads;
 use std::alloc::{GlobalAlloc, System};
 use std::time::Duration;
 
-use alloc_workloads::Workload;
+use alloc_workloads::{PyMallocCall, Workload};
 use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
 use mimalloc::MiMalloc;
-use pymem::PyMalloc;
 use tikv_jemallocator::Jemalloc;
 
 const SEED: u64 = 0x05EE_D0FA_110C;
@@ -72,7 +71,7 @@ fn workloads(c: &mut Criterion) {
             // the sample count (and so the run time) small.
             group.sampling_mode(SamplingMode::Flat);
         }
-        bench_one(&mut group, "PyMalloc", &PyMalloc, w);
+        bench_one(&mut group, "PyMalloc", &PyMallocCall, w);
         bench_one(&mut group, "System", &System, w);
         bench_one(&mut group, "mimalloc", &MiMalloc, w);
         bench_one(&mut group, "jemalloc", &Jemalloc, w);

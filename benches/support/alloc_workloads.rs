@@ -27,6 +27,40 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+/// `PyMalloc` behind a function call, as every other contestant is (their
+/// `GlobalAlloc` methods call into C) and as a program's allocations reach
+/// a `#[global_allocator]` (through `__rust_alloc`). Without it the
+/// compiler inlines PyMalloc's fast path into the workload loops, which no
+/// real program gets, and PyMalloc would look faster than it is.
+pub struct PyMallocCall;
+
+// SAFETY: forwards every call to `PyMalloc` unchanged.
+unsafe impl GlobalAlloc for PyMallocCall {
+    #[inline(never)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { pymem::PyMalloc.alloc(layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { pymem::PyMalloc.dealloc(ptr, layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        unsafe { pymem::PyMalloc.alloc_zeroed(layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { pymem::PyMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
 /// Live blocks kept by the churn workload.
 pub const CHURN_SLOTS: usize = 1_000;
 /// Blocks per round of the LIFO and FIFO workloads.
