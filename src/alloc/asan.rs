@@ -35,6 +35,14 @@ pub(crate) fn poison(addr: *const u8, size: usize) {
     let _ = (addr, size);
 }
 
+/// Unpoisons a block just handed out (nothing when allocation failed).
+#[inline(always)]
+pub(crate) fn unpoison_block(block: *mut u8, size: usize) {
+    if cfg!(pymem_asan) && !block.is_null() {
+        unpoison(block, size);
+    }
+}
+
 /// Marks `size` bytes at `addr` as usable.
 #[inline(always)]
 pub(crate) fn unpoison(addr: *const u8, size: usize) {

@@ -6,7 +6,7 @@ use core::ptr;
 
 use super::pool::Pool;
 use super::registry::Registry;
-use super::size_class::route;
+use super::size_class::{self, route};
 use super::{asan, debug, hooks, large, thread, PyMalloc};
 
 /// The process-wide registry of heaps and counters.
@@ -51,6 +51,30 @@ impl PyMalloc {
                 thread::free_remote(heap, pool, ptr);
             }
         }
+    }
+}
+
+impl PyMalloc {
+    /// Every allocation the inlined fast path does not take.
+    #[inline(never)]
+    unsafe fn alloc_general(layout: Layout) -> *mut u8 {
+        if hooks::enabled() {
+            // SAFETY: forwarded caller contract.
+            return unsafe { hooks::alloc(layout, false) };
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { Self::raw_alloc(layout) }
+    }
+
+    /// Every free the inlined fast path does not take.
+    #[inline(never)]
+    unsafe fn dealloc_general(ptr: *mut u8, layout: Layout) {
+        if hooks::enabled() {
+            // SAFETY: forwarded caller contract.
+            return unsafe { hooks::dealloc(ptr, layout) };
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { Self::raw_dealloc(ptr, layout) }
     }
 }
 
@@ -146,22 +170,43 @@ impl PyMalloc {
 unsafe impl GlobalAlloc for PyMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if hooks::enabled() {
-            // SAFETY: forwarded caller contract.
-            return unsafe { hooks::alloc(layout, false) };
+        // The fast path: no hooks, a default-aligned small request, a bound
+        // heap. Everything else leaves by a tail call, so this path saves
+        // no registers.
+        if hooks::known_off() && !debug::CHECKS {
+            if let Some(class) = size_class::route_fast(layout.size(), layout.align()) {
+                let heap = thread::current_heap();
+                if !heap.is_null() {
+                    // SAFETY: a thread's bound heap is owned by it; a valid
+                    // class.
+                    let block = unsafe { (*heap).alloc(class) };
+                    asan::unpoison_block(block, layout.size());
+                    return block;
+                }
+            }
         }
         // SAFETY: forwarded caller contract.
-        unsafe { Self::raw_alloc(layout) }
+        unsafe { Self::alloc_general(layout) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if hooks::enabled() {
-            // SAFETY: forwarded caller contract.
-            return unsafe { hooks::dealloc(ptr, layout) };
+        if hooks::known_off() && !debug::CHECKS {
+            if size_class::route_fast(layout.size(), layout.align()).is_some() {
+                let pool = Pool::of(ptr);
+                let heap = thread::current_heap();
+                // SAFETY: `ptr` is a live block (GlobalAlloc contract), so
+                // its pool header is live and its owner does not change.
+                if unsafe { (*pool).owner.load(crate::sync::Ordering::Relaxed) } == heap {
+                    // SAFETY: as above.
+                    asan::poison(ptr, unsafe { (*pool).block_size() });
+                    // SAFETY: the calling thread owns the block's pool.
+                    return unsafe { (*heap).free_local(pool, ptr) };
+                }
+            }
         }
         // SAFETY: forwarded caller contract.
-        unsafe { Self::raw_dealloc(ptr, layout) }
+        unsafe { Self::dealloc_general(ptr, layout) }
     }
 
     #[inline]

@@ -184,7 +184,7 @@ impl Heap {
         let block = unsafe { (*slot.current.get()).pop() };
         if !block.is_null() {
             if bump(&slot.allocs) & PURGE_CHECK_MASK == 0 {
-                self.maybe_purge();
+                return self.tick_then(block.cast());
             }
             return block.cast();
         }
@@ -475,6 +475,15 @@ impl Heap {
         // SAFETY: empty, ours, on no usable list.
         unsafe { self.arenas.push_retired(arena, now) };
         self.purge_retired(now);
+    }
+
+    /// Runs the periodic tick, then returns `block` (a tail call from the
+    /// allocation fast path, so that path keeps no register across a call).
+    #[cold]
+    #[inline(never)]
+    fn tick_then(&self, block: *mut u8) -> *mut u8 {
+        self.maybe_purge();
+        block
     }
 
     /// The periodic tick (every 4,096 allocations or frees of a class, and

@@ -57,6 +57,13 @@ pub(crate) fn enabled() -> bool {
     }
 }
 
+/// Whether the hooks are known to be off (decided, and not the feature):
+/// the allocator's fast paths test this one byte and nothing else.
+#[inline(always)]
+pub(crate) fn known_off() -> bool {
+    !cfg!(feature = "debug") && MODE.load(Ordering::Relaxed) == OFF
+}
+
 #[cold]
 #[inline(never)]
 fn decide() -> bool {

@@ -57,6 +57,14 @@ pub(crate) fn route(size: usize, align: usize) -> Option<usize> {
     }
 }
 
+/// The class of a request with the default alignment and no redzone, or
+/// `None` for anything [`route`] must look at more closely.
+#[inline(always)]
+pub(crate) fn route_fast(size: usize, align: usize) -> Option<usize> {
+    (size <= SMALL_REQUEST_THRESHOLD - super::asan::REDZONE && align <= ALIGNMENT)
+        .then(|| class_of_size(size + super::asan::REDZONE))
+}
+
 #[inline(never)]
 fn route_aligned(size: usize, align: usize) -> Option<usize> {
     if size > SMALL_REQUEST_THRESHOLD || align > SMALL_REQUEST_THRESHOLD {
