@@ -191,18 +191,19 @@ unsafe impl GlobalAlloc for PyMalloc {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if hooks::known_off() && !debug::CHECKS {
-            if size_class::route_fast(layout.size(), layout.align()).is_some() {
-                let pool = Pool::of(ptr);
-                let heap = thread::current_heap();
-                // SAFETY: `ptr` is a live block (GlobalAlloc contract), so
-                // its pool header is live and its owner does not change.
-                if unsafe { (*pool).owner.load(crate::sync::Ordering::Relaxed) } == heap {
-                    // SAFETY: as above.
-                    asan::poison(ptr, unsafe { (*pool).block_size() });
-                    // SAFETY: the calling thread owns the block's pool.
-                    return unsafe { (*heap).free_local(pool, ptr) };
-                }
+        if hooks::known_off()
+            && !debug::CHECKS
+            && size_class::route_fast(layout.size(), layout.align()).is_some()
+        {
+            let pool = Pool::of(ptr);
+            let heap = thread::current_heap();
+            // SAFETY: `ptr` is a live block (GlobalAlloc contract), so its
+            // pool header is live and its owner does not change.
+            if unsafe { (*pool).owner.load(crate::sync::Ordering::Relaxed) } == heap {
+                // SAFETY: as above.
+                asan::poison(ptr, unsafe { (*pool).block_size() });
+                // SAFETY: the calling thread owns the block's pool.
+                return unsafe { (*heap).free_local(pool, ptr) };
             }
         }
         // SAFETY: forwarded caller contract.
