@@ -37,6 +37,7 @@ pub(crate) fn poison(addr: *const u8, size: usize) {
 
 /// Unpoisons a block just handed out (nothing when allocation failed).
 #[inline(always)]
+#[cfg_attr(loom, allow(dead_code))] // its one caller is the front end
 pub(crate) fn unpoison_block(block: *mut u8, size: usize) {
     if cfg!(pymem_asan) && !block.is_null() {
         unpoison(block, size);

@@ -23,9 +23,7 @@ impl PyMalloc {
         } else {
             thread::alloc_unbound(class)
         };
-        if !block.is_null() {
-            asan::unpoison(block, size);
-        }
+        asan::unpoison_block(block, size);
         block
     }
 

@@ -103,20 +103,22 @@ pub(crate) struct Heap {
     pub(crate) next_heap: AtomicPtr<Heap>,
     registry: *const Registry,
     arenas: ArenaSet,
-    /// Arenas this heap has mapped now (single writer).
-    pub(crate) arenas_in_use: AtomicUsize,
     /// While set, emptied arenas go straight back to the OS.
     trimming: Cell<bool>,
     /// Bytes this heap has returned to the OS, ever (single writer).
-    pub(crate) bytes_unmapped: AtomicUsize,
+    bytes_unmapped: Cell<usize>,
 }
 
 impl Heap {
+    /// Bytes mapped for one heap (heaps are never unmapped, except by the
+    /// model checks).
+    pub(crate) const MAPPING_SIZE: usize =
+        core::mem::size_of::<Heap>().div_ceil(PAGE_SIZE) * PAGE_SIZE;
+
     /// Maps and initialises a new heap in state `state`. It is not yet in
     /// any registry. Returns null when the OS refuses memory.
     pub(crate) fn create(registry: &Registry, state: HeapState) -> *mut Heap {
-        let size = core::mem::size_of::<Heap>().div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let heap = os::map_aligned(size, PAGE_SIZE).cast::<Heap>();
+        let heap = os::map_aligned(Heap::MAPPING_SIZE, PAGE_SIZE).cast::<Heap>();
         if heap.is_null() {
             return heap;
         }
@@ -134,9 +136,8 @@ impl Heap {
             next_heap: AtomicPtr::new(ptr::null_mut()),
             registry,
             arenas: ArenaSet::new(),
-            arenas_in_use: AtomicUsize::new(0),
             trimming: Cell::new(false),
-            bytes_unmapped: AtomicUsize::new(0),
+            bytes_unmapped: Cell::new(0),
         };
         // SAFETY: `heap` is a fresh mapping large and aligned enough.
         unsafe {
@@ -246,14 +247,28 @@ impl Heap {
         let frees = bump(&unsafe { self.classes.get_unchecked(p.class()) }.frees);
         if used == 0 || p.full.get() || frees & PURGE_CHECK_MASK == 0 {
             // SAFETY: forwarded.
-            unsafe { self.free_slow(pool) };
+            unsafe { self.free_slow(pool, frees) };
         }
     }
 
+    /// A local free that changed the pool's standing, or fell on the tick.
     #[cold]
     #[inline(never)]
-    unsafe fn free_slow(&self, pool: *mut Pool) {
+    unsafe fn free_slow(&self, pool: *mut Pool, frees: usize) {
         // SAFETY: caller contract of `free_local`.
+        unsafe { self.blocks_returned(pool) };
+        if frees & PURGE_CHECK_MASK == 0 {
+            self.maybe_purge();
+        }
+    }
+
+    /// Blocks came back to a pool: a full pool goes back on its class list,
+    /// an empty one back to its arena (see `pool_emptied`).
+    ///
+    /// # Safety
+    /// The calling thread must own the pool's heap.
+    unsafe fn blocks_returned(&self, pool: *mut Pool) {
+        // SAFETY: caller contract.
         let p = unsafe { &*pool };
         if p.full.get() {
             p.full.set(false);
@@ -264,7 +279,6 @@ impl Heap {
             // SAFETY: the pool is on its class list and empty.
             unsafe { self.pool_emptied(pool) };
         }
-        self.maybe_purge();
     }
 
     // ---- remote frees -------------------------------------------------
@@ -340,7 +354,7 @@ impl Heap {
         p.free.set(blocks);
         p.used.set(p.used.get() - count);
         // SAFETY: as for a local free of the same blocks.
-        unsafe { self.free_slow(pool) };
+        unsafe { self.blocks_returned(pool) };
     }
 
     // ---- pools and arenas ---------------------------------------------
@@ -533,7 +547,6 @@ impl Heap {
         let arena = unsafe { Arena::init(base) };
         // SAFETY: fresh, ours, on no list.
         unsafe { self.arenas.add(arena) };
-        bump(&self.arenas_in_use);
         self.registry().arena_mapped(base);
         arena
     }
@@ -541,12 +554,9 @@ impl Heap {
     unsafe fn unmap_arena(&self, arena: *mut Arena) {
         // SAFETY: caller contract: empty, ours, on no usable list.
         unsafe { self.arenas.remove(arena) };
-        drop_one(&self.arenas_in_use);
         self.registry().arena_unmapped(arena.cast());
-        self.bytes_unmapped.store(
-            self.bytes_unmapped.load(Ordering::Relaxed) + ARENA_SIZE,
-            Ordering::Relaxed,
-        );
+        self.bytes_unmapped
+            .set(self.bytes_unmapped.get() + ARENA_SIZE);
         // The next mapping at this address may not be ours.
         asan::unpoison(arena.cast(), ARENA_SIZE);
         // SAFETY: nothing refers to an empty arena.
@@ -560,7 +570,7 @@ impl Heap {
     /// # Safety
     /// The calling thread must own (or have claimed) this heap.
     pub(crate) unsafe fn trim(&self) -> usize {
-        let before = self.bytes_unmapped.load(Ordering::Relaxed);
+        let before = self.bytes_unmapped.get();
         self.trimming.set(true);
         // SAFETY: caller contract.
         unsafe { self.collect_pending() };
@@ -588,7 +598,7 @@ impl Heap {
             unsafe { self.unmap_arena(arena) };
         }
         self.trimming.set(false);
-        self.bytes_unmapped.load(Ordering::Relaxed) - before
+        self.bytes_unmapped.get() - before
     }
 
     /// Calls `f` on every arena this heap has mapped.

@@ -76,9 +76,8 @@ impl Registry {
                 // SAFETY: as above.
                 unsafe { os::unmap(arena, ARENA_SIZE) };
             }
-            let size = core::mem::size_of::<Heap>().div_ceil(4096) * 4096;
             // SAFETY: as above.
-            unsafe { os::unmap(heap.cast(), size) };
+            unsafe { os::unmap(heap.cast(), Heap::MAPPING_SIZE) };
         }
     }
 }

@@ -32,7 +32,7 @@ use core::ptr;
 use super::asan;
 use super::heap::Heap;
 use super::size_class::{
-    block_size, blocks_per_pool, ARENA_MASK, PAGE_SIZE, POOLS_PER_ARENA, POOL_SHIFT, POOL_SIZE,
+    block_size, ARENA_MASK, PAGE_SIZE, POOLS_PER_ARENA, POOL_SHIFT, POOL_SIZE,
 };
 use crate::sync::{AtomicPtr, AtomicUsize, CasStart, Ordering};
 
@@ -170,8 +170,6 @@ pub(crate) struct Pool {
     /// Off its class list because it had no free block when last looked at.
     pub(crate) full: Cell<bool>,
     pub(crate) magic: Cell<u16>,
-    /// Blocks in the pool when fully carved.
-    pub(crate) capacity: Cell<u32>,
     /// Neighbours in the heap's list of pools of this class.
     pub(crate) next: Cell<*mut Pool>,
     pub(crate) prev: Cell<*mut Pool>,
@@ -207,7 +205,6 @@ impl Pool {
             class: Cell::new(0),
             full: Cell::new(false),
             magic: Cell::new(0),
-            capacity: Cell::new(0),
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
             owner: AtomicPtr::new(ptr::null_mut()),
@@ -222,7 +219,6 @@ impl Pool {
     /// `pool` must be the header of a pool slot that no thread is using.
     pub(crate) unsafe fn init(pool: *mut Pool, class: usize, owner: *mut Heap) {
         let header = Pool::empty();
-        header.capacity.set(blocks_per_pool(class) as u32);
         header.class.set(class as u8);
         header.magic.set(POOL_MAGIC);
         header.owner.store(owner, Ordering::Relaxed);

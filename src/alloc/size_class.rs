@@ -48,17 +48,15 @@ pub(crate) const PAGE_SIZE: usize = 4096;
 /// looking the address up.
 #[inline(always)]
 pub(crate) fn route(size: usize, align: usize) -> Option<usize> {
-    // Under AddressSanitizer every request carries a poisoned redzone.
-    let size = size.saturating_add(super::asan::REDZONE);
-    if size <= SMALL_REQUEST_THRESHOLD && align <= ALIGNMENT {
-        Some(class_of_size(size))
-    } else {
-        route_aligned(size, align)
+    match route_fast(size, align) {
+        Some(class) => Some(class),
+        // Under AddressSanitizer every request carries a poisoned redzone.
+        None => route_aligned(size.saturating_add(super::asan::REDZONE), align),
     }
 }
 
-/// The class of a request with the default alignment and no redzone, or
-/// `None` for anything [`route`] must look at more closely.
+/// The class of a request with the default alignment, or `None` for
+/// anything [`route`] must look at more closely (the redzone included).
 #[inline(always)]
 pub(crate) fn route_fast(size: usize, align: usize) -> Option<usize> {
     (size <= SMALL_REQUEST_THRESHOLD - super::asan::REDZONE && align <= ALIGNMENT)

@@ -2,7 +2,7 @@
 //! where memory sits (`examples/heap_map.rs` draws it as an SVG).
 
 use super::heap::{Heap, HeapState};
-use super::size_class::{ARENA_SIZE, POOLS_PER_ARENA};
+use super::size_class::{blocks_per_pool, ARENA_SIZE, POOLS_PER_ARENA};
 use super::{thread, REGISTRY};
 
 /// One pool of a [`HeapMap`].
@@ -114,7 +114,7 @@ unsafe fn record(heap: *mut Heap, index: usize, map: &mut HeapMap) {
                     slot: pool.slot_index(),
                     block_size: pool.block_size(),
                     blocks_in_use: pool.used.get() as usize,
-                    capacity: pool.capacity.get() as usize,
+                    capacity: blocks_per_pool(pool.class()),
                 });
             });
             map.arenas.push(ArenaMap {
