@@ -235,8 +235,9 @@ pub fn is_finalized<T: Trace>(gc: &Gc<T>) -> bool {
 // ---------------------------------------------------------------------------
 // the refcount death path
 
-/// The last strong handle of a tracked object with `DROPPED`, `FINALIZE`
-/// or `WEAK_CALLBACKS` set is gone (`Gc::drop_slow`'s rare path).
+/// The last strong handle of a tracked object with `FINALIZE` or
+/// `WEAK_CALLBACKS` set (and not `DROPPED`) is gone (`Gc::drop_slow`'s
+/// rare path).
 ///
 /// # Safety
 /// `ptr` is a live tracked box whose strong count just reached zero.
@@ -246,13 +247,8 @@ pub(crate) unsafe fn last_drop<T: Trace + 'static>(ptr: NonNull<GcBox<T>>) {
     let obj = ptr.as_ptr() as ObjPtr;
     // SAFETY: live tracked object.
     let h = unsafe { GcHeader::of(obj) };
-    if h.has(DROPPED) {
-        // A handle resurrected from a Drop run by the collector: the value
-        // is gone, only the memory remains.
-        // SAFETY: strong == 0 and the value is dropped.
-        unsafe { Gc::<T>::release_weak(ptr) };
-        return;
-    }
+    // The only caller, `Gc::drop_slow_unlisted`, handles DROPPED first.
+    debug_assert!(!h.has(DROPPED));
     let mut panic = None;
     if h.has(FINALIZE) {
         h.clear_flags(FINALIZE);
