@@ -46,6 +46,7 @@ use std::ops::Deref;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
+use super::collector::ALL_DIRTY;
 use super::debug;
 use super::generations::{self, strong, State};
 use super::header::{
@@ -444,7 +445,7 @@ fn partition_resurrected(
         }
     }
     if st.dirty_in_phases.replace(false) {
-        st.dirty.set(st.dirty.get() | 0b111);
+        st.dirty.set(st.dirty.get() | ALL_DIRTY);
     }
     (keep, back, r.err())
 }
