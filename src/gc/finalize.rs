@@ -510,7 +510,7 @@ thread_local! {
     static FINALIZING: Cell<bool> = const { Cell::new(false) };
 }
 
-struct Entry {
+pub(crate) struct Entry {
     id: u64,
     f: Box<dyn FnOnce()>,
 }
@@ -855,18 +855,13 @@ impl<T: Trace + 'static> fmt::Debug for WeakRef<T> {
 
 /// Takes the weak callbacks of an object whose value `Gc::try_unwrap`
 /// moved out, to run once it is done.
-pub(crate) fn take_on_unwrap(obj: ObjPtr, h: &GcHeader) -> Option<Vec<Box<dyn FnOnce()>>> {
+pub(crate) fn take_on_unwrap(obj: ObjPtr, h: &GcHeader) -> Option<Vec<Entry>> {
     let v = take_callbacks(obj, h);
-    if v.is_empty() {
-        None
-    } else {
-        Some(v.into_iter().map(|e| e.f).collect())
-    }
+    (!v.is_empty()).then_some(v)
 }
 
 /// Runs callbacks taken by [`take_on_unwrap`].
-pub(crate) fn run_on_unwrap(cbs: Vec<Box<dyn FnOnce()>>) {
-    let entries = cbs.into_iter().map(|f| Entry { id: 0, f }).collect();
+pub(crate) fn run_on_unwrap(entries: Vec<Entry>) {
     if let Some(p) = run_callbacks(entries) {
         resume_unwind(p);
     }
