@@ -585,7 +585,7 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
             .push(Entry { id, f });
         id
     });
-    obj.header().set_flags(WEAK_CALLBACKS);
+    h.set_flags(WEAK_CALLBACKS);
     ARMED.with(|a| a.set(true));
     Finalizer {
         id,
