@@ -70,7 +70,7 @@ use super::GenStats;
 type Panic = Box<dyn Any + Send + 'static>;
 
 /// Every dirty bit of generations 0..=2.
-const ALL_DIRTY: u8 = 0b111;
+pub(crate) const ALL_DIRTY: u8 = 0b111;
 
 impl State {
     /// Runs CPython's automatic collection check, then tracks `obj` (a

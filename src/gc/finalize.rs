@@ -46,6 +46,7 @@ use std::ops::Deref;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
+use super::collector::ALL_DIRTY;
 use super::debug;
 use super::generations::{self, strong, State};
 use super::header::{
@@ -235,8 +236,9 @@ pub fn is_finalized<T: Trace>(gc: &Gc<T>) -> bool {
 // ---------------------------------------------------------------------------
 // the refcount death path
 
-/// The last strong handle of a tracked object with `DROPPED`, `FINALIZE`
-/// or `WEAK_CALLBACKS` set is gone (`Gc::drop_slow`'s rare path).
+/// The last strong handle of a tracked object with `FINALIZE` or
+/// `WEAK_CALLBACKS` set (and not `DROPPED`) is gone (`Gc::drop_slow`'s
+/// rare path).
 ///
 /// # Safety
 /// `ptr` is a live tracked box whose strong count just reached zero.
@@ -246,13 +248,8 @@ pub(crate) unsafe fn last_drop<T: Trace + 'static>(ptr: NonNull<GcBox<T>>) {
     let obj = ptr.as_ptr() as ObjPtr;
     // SAFETY: live tracked object.
     let h = unsafe { GcHeader::of(obj) };
-    if h.has(DROPPED) {
-        // A handle resurrected from a Drop run by the collector: the value
-        // is gone, only the memory remains.
-        // SAFETY: strong == 0 and the value is dropped.
-        unsafe { Gc::<T>::release_weak(ptr) };
-        return;
-    }
+    // The only caller, `Gc::drop_slow_unlisted`, handles DROPPED first.
+    debug_assert!(!h.has(DROPPED));
     let mut panic = None;
     if h.has(FINALIZE) {
         h.clear_flags(FINALIZE);
@@ -448,7 +445,7 @@ fn partition_resurrected(
         }
     }
     if st.dirty_in_phases.replace(false) {
-        st.dirty.set(st.dirty.get() | 0b111);
+        st.dirty.set(st.dirty.get() | ALL_DIRTY);
     }
     (keep, back, r.err())
 }
@@ -513,7 +510,7 @@ thread_local! {
     static FINALIZING: Cell<bool> = const { Cell::new(false) };
 }
 
-struct Entry {
+pub(crate) struct Entry {
     id: u64,
     f: Box<dyn FnOnce()>,
 }
@@ -588,7 +585,7 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
             .push(Entry { id, f });
         id
     });
-    obj.header().set_flags(WEAK_CALLBACKS);
+    h.set_flags(WEAK_CALLBACKS);
     ARMED.with(|a| a.set(true));
     Finalizer {
         id,
@@ -858,18 +855,13 @@ impl<T: Trace + 'static> fmt::Debug for WeakRef<T> {
 
 /// Takes the weak callbacks of an object whose value `Gc::try_unwrap`
 /// moved out, to run once it is done.
-pub(crate) fn take_on_unwrap(obj: ObjPtr, h: &GcHeader) -> Option<Vec<Box<dyn FnOnce()>>> {
+pub(crate) fn take_on_unwrap(obj: ObjPtr, h: &GcHeader) -> Option<Vec<Entry>> {
     let v = take_callbacks(obj, h);
-    if v.is_empty() {
-        None
-    } else {
-        Some(v.into_iter().map(|e| e.f).collect())
-    }
+    (!v.is_empty()).then_some(v)
 }
 
 /// Runs callbacks taken by [`take_on_unwrap`].
-pub(crate) fn run_on_unwrap(cbs: Vec<Box<dyn FnOnce()>>) {
-    let entries = cbs.into_iter().map(|f| Entry { id: 0, f }).collect();
+pub(crate) fn run_on_unwrap(entries: Vec<Entry>) {
     if let Some(p) = run_callbacks(entries) {
         resume_unwind(p);
     }

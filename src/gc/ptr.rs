@@ -332,7 +332,7 @@ impl<T: Trace + 'static> Gc<T> {
         let w = self.header().gc.get();
         if w & (DROPPED | UNTRACKED | FINALIZE | WEAK_CALLBACKS) != 0 {
             // SAFETY: forwarded contract.
-            return unsafe { self.drop_slow_unlisted() };
+            return unsafe { self.drop_slow_unlisted(w) };
         }
         let st = generations::state();
         st.untrack_at(obj, w >> SHIFT);
@@ -340,19 +340,20 @@ impl<T: Trace + 'static> Gc<T> {
         unsafe { trashcan::drop_object::<T>(st, obj) }
     }
 
-    /// `drop_slow` for an object that is not in the list.
+    /// `drop_slow` for an object that is not in the list; `w` is its gc
+    /// word, as `drop_slow` read it.
     #[cold]
     #[inline(never)]
-    unsafe fn drop_slow_unlisted(&mut self) {
+    unsafe fn drop_slow_unlisted(&mut self, w: usize) {
         let obj = self.obj();
-        if self.header().has(DROPPED) {
+        if w & DROPPED != 0 {
             // A handle resurrected from a Drop run by the collector: the
             // value is gone, only the memory remains.
             // SAFETY: strong == 0 and the value is dropped.
             unsafe { Self::release_weak(self.ptr) };
             return;
         }
-        if self.header().has(FINALIZE | WEAK_CALLBACKS) {
+        if w & (FINALIZE | WEAK_CALLBACKS) != 0 {
             // A pending finalizer or weak callbacks.
             // SAFETY: strong just reached 0 on this live tracked box.
             return unsafe { super::finalize::last_drop::<T>(self.ptr) };
