@@ -1,5 +1,5 @@
-//! The main demo: PyMalloc beside the system allocator, mimalloc and
-//! jemalloc, on the same workloads.
+//! The main demo: PyMalloc beside the system allocator and mimalloc, on
+//! the same workloads (jemalloc and the rest are in `bench/`).
 //!
 //! ```text
 //! cargo run --release --example compare
@@ -7,7 +7,7 @@
 //!
 //! 1. Speed: every allocator is driven through `GlobalAlloc` directly
 //!    (`unsafe { A.alloc(layout) }`) on identical workloads (the code is
-//!    shared with `benches/alloc.rs`), and the table shows nanoseconds per
+//!    shared with `bench/benches/alloc.rs`), and the table shows nanoseconds per
 //!    operation, median of a few runs, with PyMalloc's ratios to System and
 //!    to mimalloc.
 //! 2. Memory: the churn workload runs once per allocator in a fresh child
@@ -16,7 +16,7 @@
 //!    whole and above the resident set it had just before the workload.
 //! 3. PyMalloc also serves this very program as its `#[global_allocator]`,
 //!    so the demo ends with `pymem::alloc_stats()` for its own allocations.
-//!    (The "System", "mimalloc" and "jemalloc" columns are unaffected: those
+//!    (The "System" and "mimalloc" columns are unaffected: those
 //!    allocators are called directly.)
 //!
 //! Options: `--runs N` (default 3) warm runs of each workload per allocator;
@@ -25,7 +25,7 @@
 //! `realloc_8_to_4096`).
 //! Takes about 10 to 20 seconds in all.
 
-#[path = "../benches/support/alloc_workloads.rs"]
+#[path = "../bench/benches/support/alloc_workloads.rs"]
 mod alloc_workloads;
 
 use std::alloc::{GlobalAlloc, System};
@@ -35,7 +35,6 @@ use std::time::Instant;
 use alloc_workloads::{PyMallocCall, Workload};
 use mimalloc::MiMalloc;
 use pymem::PyMalloc;
-use tikv_jemallocator::Jemalloc;
 
 #[global_allocator]
 static GLOBAL: PyMalloc = PyMalloc;
@@ -45,7 +44,7 @@ const SEED: u64 = 0xC0FF_EE00_1234;
 const RSS_CHURN_STEPS: u64 = 2_000_000;
 
 /// The contestants, in column order.
-const ALLOCATORS: [&str; 4] = ["PyMalloc", "System", "mimalloc", "jemalloc"];
+const ALLOCATORS: [&str; 3] = ["PyMalloc", "System", "mimalloc"];
 
 /// Units of each workload per timed run: about 20-100 ms each in a release
 /// build (a tenth of that in a debug build, whose figures mean little).
@@ -75,7 +74,6 @@ fn run_named(name: &str, w: Workload, seed: u64) -> f64 {
         "PyMalloc" => go(&PyMallocCall, w, seed),
         "System" => go(&System, w, seed),
         "mimalloc" => go(&MiMalloc, w, seed),
-        "jemalloc" => go(&Jemalloc, w, seed),
         _ => unreachable!("unknown allocator {name}"),
     }
 }
@@ -110,7 +108,6 @@ fn rss_child(name: &str) {
         "PyMalloc" => go(&PyMalloc),
         "System" => go(&System),
         "mimalloc" => go(&MiMalloc),
-        "jemalloc" => go(&Jemalloc),
         _ => {
             eprintln!("unknown allocator {name}");
             std::process::exit(2);
@@ -193,7 +190,7 @@ fn main() {
     }
     let started = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("pymem compare: PyMalloc vs System (glibc malloc), mimalloc and jemalloc");
+    println!("pymem compare: PyMalloc vs System (glibc malloc) and mimalloc");
     println!("{} ({threads} hardware threads)", cpu_model());
     let load: Option<f64> = std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -220,9 +217,9 @@ fn main() {
         }
     }
 
-    let mut results: Vec<(Workload, [f64; 4])> = Vec::new();
+    let mut results: Vec<(Workload, [f64; 3])> = Vec::new();
     for &w in &selected {
-        let mut samples: [Vec<f64>; 4] = Default::default();
+        let mut samples: [Vec<f64>; 3] = Default::default();
         for run in 0..runs {
             // Round-robin over allocators so drift hits all of them alike;
             // each timed run follows an untimed one of the same allocator,
@@ -238,20 +235,19 @@ fn main() {
         results.push((w, medians));
     }
 
-    let widths = [32, 9, 9, 9, 9, 9, 11];
+    let widths = [32, 9, 9, 9, 9, 11];
     println!(
-        "{:<32}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>11}",
-        "workload", "PyMalloc", "System", "mimalloc", "jemalloc", "Py/System", "Py/mimalloc"
+        "{:<32}  {:>9}  {:>9}  {:>9}  {:>9}  {:>11}",
+        "workload", "PyMalloc", "System", "mimalloc", "Py/System", "Py/mimalloc"
     );
     println!("{}", rule(&widths));
     for (w, m) in &results {
         println!(
-            "{:<32}  {:>6.1} ns  {:>6.1} ns  {:>6.1} ns  {:>6.1} ns  {:>8.2}x  {:>10.2}x",
+            "{:<32}  {:>6.1} ns  {:>6.1} ns  {:>6.1} ns  {:>8.2}x  {:>10.2}x",
             w.label(),
             m[0],
             m[1],
             m[2],
-            m[3],
             m[0] / m[1],
             m[0] / m[2]
         );
@@ -262,9 +258,8 @@ fn main() {
     };
     println!("{}", rule(&widths));
     println!(
-        "{:<32}  {:>9}  {:>9}  {:>9}  {:>9}  {:>8.2}x  {:>10.2}x",
+        "{:<32}  {:>9}  {:>9}  {:>9}  {:>8.2}x  {:>10.2}x",
         "geometric mean of ratios",
-        "",
         "",
         "",
         "",

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom ${RUSTFLAGS:-}"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-4}"
-cargo test -p pymem-loom-tests --release --target-dir target/loom -- --test-threads=2 "$@"
+cargo test --manifest-path loom-tests/Cargo.toml --release --target-dir target/loom -- --test-threads=2 "$@"

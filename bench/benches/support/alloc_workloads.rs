@@ -80,7 +80,7 @@ pub const REALLOC_FROM: usize = 8;
 /// Last size of a realloc chain.
 pub const REALLOC_TO: usize = 4_096;
 
-#[path = "../../tests/common/rng.rs"]
+#[path = "../../../tests/common/rng.rs"]
 mod rng;
 pub use rng::SplitMix64;
 

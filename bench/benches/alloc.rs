@@ -34,8 +34,8 @@
 //!
 //! Peak RSS on churn (measured by `examples/compare.rs`): <= 1.05x System's.
 //!
-//! Run with `cargo bench --bench alloc` (a few minutes); one workload with
-//! `cargo bench --bench alloc -- churn`.
+//! Run with `cargo bench --manifest-path bench/Cargo.toml --bench alloc` (a few minutes); one workload with
+//! `cargo bench --manifest-path bench/Cargo.toml --bench alloc -- churn`.
 
 #[path = "support/alloc_workloads.rs"]
 mod alloc_workloads;

@@ -10,7 +10,7 @@
 //! the same with `Rc`: the memory hierarchy makes per-object costs grow with
 //! N for both, so the ratio of the two growths isolates the collector's.
 //!
-//! Run: `cargo bench --bench gc_scaling`.
+//! Run: `cargo bench --manifest-path bench/Cargo.toml --bench gc_scaling`.
 
 use std::hint::black_box;
 use std::rc::Rc;

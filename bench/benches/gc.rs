@@ -29,7 +29,7 @@
 //! * `clone_drop`: clone and drop one handle to a tracked node, 1,000
 //!   times per iteration [<= 1.2x `Rc`].
 //!
-//! Run: `cargo bench --bench gc` (a few minutes).
+//! Run: `cargo bench --manifest-path bench/Cargo.toml --bench gc` (a few minutes).
 
 use std::hint::black_box;
 use std::time::Duration;
