@@ -95,6 +95,14 @@ pub use pymem_derive::Trace;
 // Lets the derive's `::pymem::` paths resolve inside this crate too.
 extern crate self as pymem;
 
+/// What `#[derive(Trace)]` expands to refers to these; not part of the
+/// API (no semver guarantee).
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::gc::header::HeaderSpec;
+    pub use crate::gc::trace::{Deeper, DefaultDepth, Depth, Exhausted, GcLayout, SelfReference};
+}
+
 /// The allocator's internals, driven step by step by the loom model checks
 /// in `loom-tests/` (only with `--cfg loom`).
 #[cfg(loom)]

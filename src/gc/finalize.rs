@@ -90,9 +90,11 @@ type Panic = Box<dyn Any + Send + 'static>;
 ///   the garbage) has been dealt with.
 /// * [`Gc::try_unwrap`] hands the value back without finalizing it.
 ///
-/// Types that can hold no `Gc` ([`Trace::MAY_CONTAIN_GC`] is `false`) are
+/// Types that can hold no `Gc` ([`Trace::may_contain_gc`] is `false`) are
 /// never part of a cycle; give them a `Drop` impl instead
-/// (`new_with_finalizer` rejects them at compile time).
+/// (`new_with_finalizer` panics for them). A plain `Drop` impl of a
+/// cycle member can ask whether a partner is still there with
+/// [`Gc::try_deref`].
 ///
 /// ```
 /// use pymem::gc::{self, Finalize};
@@ -157,8 +159,9 @@ impl<T: Finalize> Gc<T> {
     /// Allocates `value` with a PEP 442 finalizer, [`Finalize::finalize`],
     /// which runs once before the object is reclaimed (see [`Finalize`]).
     ///
-    /// A compile-time error if `T` is untracked
-    /// ([`Trace::MAY_CONTAIN_GC`] is `false`): use `Drop` for those.
+    /// # Panics
+    /// If `T` is untracked ([`Trace::may_contain_gc`] is `false`): use
+    /// `Drop` for those.
     ///
     /// ```
     /// use pymem::gc::{self, Finalize};
@@ -179,13 +182,11 @@ impl<T: Finalize> Gc<T> {
     /// assert_eq!(FINALIZED.with(Cell::get), 1);
     /// ```
     pub fn new_with_finalizer(value: T) -> Gc<T> {
-        const {
-            assert!(
-                T::MAY_CONTAIN_GC,
-                "Gc::new_with_finalizer: this type holds no Gc, so it is never part of a cycle \
-                 and needs no finalizer; implement Drop instead"
-            )
-        };
+        assert!(
+            T::may_contain_gc(),
+            "Gc::new_with_finalizer: this type holds no Gc, so it is never part of a cycle \
+             and needs no finalizer; implement Drop instead"
+        );
         let this = Gc::new(value);
         let base = this.obj().cast::<u8>().cast_mut();
         // SAFETY: tracked allocations have their GcHeader right before the
@@ -230,7 +231,7 @@ impl<T: Finalize> Gc<T> {
 /// assert_eq!(gc::collect(), 1); // finalizers run once: now reclaimed
 /// ```
 pub fn is_finalized<T: Trace>(gc: &Gc<T>) -> bool {
-    T::MAY_CONTAIN_GC && gc.header().has(FINALIZED)
+    T::may_contain_gc() && gc.header().has(FINALIZED)
 }
 
 // ---------------------------------------------------------------------------
@@ -244,7 +245,7 @@ pub fn is_finalized<T: Trace>(gc: &Gc<T>) -> bool {
 /// `ptr` is a live tracked box whose strong count just reached zero.
 #[cold]
 #[inline(never)]
-pub(crate) unsafe fn last_drop<T: Trace + 'static>(ptr: NonNull<GcBox<T>>) {
+pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<GcBox<T>>) {
     let obj = ptr.as_ptr() as ObjPtr;
     // SAFETY: live tracked object.
     let h = unsafe { GcHeader::of(obj) };
@@ -284,7 +285,7 @@ pub(crate) unsafe fn last_drop<T: Trace + 'static>(ptr: NonNull<GcBox<T>>) {
             st.untrack(obj, h);
         }
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object::<T>(st, obj) }
+        unsafe { trashcan::drop_object(st, ptr) }
     });
     if let Some(p) = run_callbacks(callbacks).or(panic) {
         resume_unwind(p);
@@ -556,12 +557,10 @@ fn run_callbacks(entries: Vec<Entry>) -> Option<Panic> {
 
 /// Registers `f` on the object; the handle that identifies it.
 fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
-    const {
-        assert!(
-            T::MAY_CONTAIN_GC,
-            "weak callbacks need a tracked type: this type holds no Gc (implement Drop on it instead)"
-        )
-    };
+    assert!(
+        T::may_contain_gc(),
+        "weak callbacks need a tracked type: this type holds no Gc (implement Drop on it instead)"
+    );
     let addr = obj.obj() as usize;
     let h = obj.header();
     if h.has(DROPPED) || (h.has(DEAD) && !FINALIZING.with(Cell::get)) {
@@ -608,8 +607,8 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
 /// the members of their garbage: they run when those are reclaimed. The callback runs on this thread; a panic in it is
 /// resumed after the reclamation is complete. Objects still alive when
 /// their thread exits do not run their callbacks. Only tracked types
-/// (those that may hold a `Gc`) can have callbacks: for the others it is
-/// a compile-time error, as Python refuses weak references to `int`.
+/// (those that may hold a `Gc`) can have callbacks: for the others it
+/// panics, as Python refuses weak references to `int`.
 ///
 /// ```
 /// use pymem::{gc, Gc, Trace};

@@ -28,7 +28,7 @@
 //! # Object headers
 //!
 //! ```text
-//!  untracked (T::MAY_CONTAIN_GC == false), 16 bytes like Rc:
+//!  untracked (T::may_contain_gc() == false), 16 bytes like Rc:
 //!                 ┌──────────────┬──────────────┬───────────┐
 //!  Gc points ───► │ strong usize │ weak usize   │ value: T  │
 //!                 └──────────────┴──────────────┴───────────┘
@@ -51,7 +51,8 @@
 //! # Tracking
 //!
 //! Whether `Gc<T>` is tracked is decided at compile time by
-//! [`Trace::MAY_CONTAIN_GC`]: a type that
+//! [`Trace::may_contain_gc`] (for `Gc<dyn Trait>`, by the concrete type's;
+//! see `header` for unsized values): a type that
 //! can hold no `Gc` cannot be part of a cycle, so it gets the 16-byte
 //! header, no list entry and no effect on [`get_count`] or
 //! [`tracked_count`], as CPython untracks atomic objects.
@@ -103,19 +104,10 @@
 //!
 //! # What a wrong `Trace` impl can cause
 //!
-//! * **Leaks**: an edge not visited (or `MAY_CONTAIN_GC = false` on a type
-//!   holding a `Gc`) makes its target look referenced from outside; a
-//!   cycle through it is never collected, as with `Rc`.
-//! * **Premature drops, which panic**: visiting an edge twice, or a `Gc`
-//!   the value does not own, may make live objects look unreachable.
-//!   Their values get dropped while handles exist; dereferencing such a
-//!   handle panics ("already dropped by the cycle collector").
-//! * **Never undefined behaviour**: memory is freed only when its strong
-//!   and weak counts reach zero, the collector holds a count on every
-//!   object it examines, and deref checks the dropped flag. A `trace`
-//!   that panics leaves the lists restored (every generation marked for
-//!   re-examination); one that drops handles only makes the collection
-//!   more conservative.
+//! See the rules and their consequences in [`Trace`'s safety
+//! section](crate::Trace#safety): a missed edge leaks, an extra one drops
+//! values early (a later dereference panics), and only a
+//! `may_contain_gc` that is not a constant is undefined behaviour.
 //!
 //! A `RefCell` that is mutably borrowed while traced cannot be read: the
 //! object is treated as referenced from outside (see
@@ -155,14 +147,16 @@
 //! gc::set_debug(0);
 //! ```
 
+mod any;
 mod census;
 mod collector;
 mod debug;
+mod dst;
 mod finalize;
 mod generations;
-mod header;
+pub(crate) mod header;
 mod ptr;
-mod trace;
+pub(crate) mod trace;
 mod tracer;
 mod trashcan;
 mod weak;
@@ -170,6 +164,7 @@ mod weak;
 #[cfg(test)]
 mod tests;
 
+pub use any::AnyTrace;
 pub use census::{census, Census, CensusGrowth, TypeCount, TypeGrowth};
 pub use debug::{
     callbacks, clear_garbage, garbage, get_debug, set_debug, CallbackId, CallbackInfo, GarbageInfo,
@@ -324,7 +319,7 @@ pub fn get_count() -> (usize, usize, usize) {
 }
 
 /// Whether the collector tracks this object: `false` for types that can
-/// hold no `Gc` ([`Trace::MAY_CONTAIN_GC`] is `false`), as
+/// hold no `Gc` ([`Trace::may_contain_gc`] is `false`), as
 /// `gc.is_tracked`.
 ///
 /// ```
@@ -333,8 +328,8 @@ pub fn get_count() -> (usize, usize, usize) {
 /// assert!(!gc::is_tracked(&Gc::new(String::from("atomic"))));
 /// assert!(gc::is_tracked(&Gc::new(vec![Gc::new(1)])));
 /// ```
-pub fn is_tracked<T: Trace>(gc: &Gc<T>) -> bool {
-    T::MAY_CONTAIN_GC && !gc.header().has(UNTRACKED)
+pub fn is_tracked<T: ?Sized + Trace>(gc: &Gc<T>) -> bool {
+    gc.has_header() && !gc.header().has(UNTRACKED)
 }
 
 /// Number of objects this thread's collector tracks, as

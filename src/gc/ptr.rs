@@ -1,5 +1,6 @@
 //! [`Gc<T>`]: the strong handle.
 
+use std::alloc::Layout;
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
@@ -12,8 +13,8 @@ use std::ptr::{self, NonNull};
 
 use super::generations;
 use super::header::{
-    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, SHIFT, UNTRACKED,
-    WEAK_CALLBACKS,
+    allocate, free, value_offset, Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED,
+    FINALIZE, SHIFT, UNTRACKED, WEAK_CALLBACKS,
 };
 use super::trace::Trace;
 use super::tracer::Tracer;
@@ -46,14 +47,64 @@ use super::weak::Weak;
 /// drop((a, b)); // Rc would leak the pair
 /// assert_eq!(gc::collect(), 2);
 /// ```
-pub struct Gc<T: Trace + 'static> {
+pub struct Gc<T: ?Sized + Trace + 'static> {
     ptr: NonNull<GcBox<T>>,
     _marker: PhantomData<GcBox<T>>,
 }
 
-impl<T: Trace + 'static> UnwindSafe for Gc<T> where T: RefUnwindSafe {}
+impl<T: ?Sized + Trace + 'static> UnwindSafe for Gc<T> where T: RefUnwindSafe {}
 
-impl<T: Trace + 'static> Gc<T> {
+/// Whether the allocation at `ptr` is tracked (has a collector header):
+/// the value's [`GcLayout`] answer, a constant of its (concrete) type. For
+/// a sized `T` the optimizer folds it; for a trait object it is a call
+/// through the vtable.
+///
+/// # Safety
+/// `ptr` points to a live allocation (a strong or weak count is held).
+/// The value may have been dropped: the answer reads only the pointer's
+/// metadata (`GcLayout` impls are pymem's and return constants), and
+/// making the reference is allowed, as t-opsem decided that a reference's
+/// validity does not depend on the memory it points to
+/// (rust-lang/unsafe-code-guidelines#414): it must be aligned and point
+/// into a live allocation, which it does.
+#[inline(always)]
+pub(crate) unsafe fn is_tracked_at<T: ?Sized + Trace>(ptr: NonNull<GcBox<T>>) -> bool {
+    // SAFETY: per the contract.
+    unsafe { (*ptr.as_ptr()).value.__gc_tracked() }
+}
+
+/// Frees the memory of the allocation at `ptr` (the one implementation,
+/// for `Gc` and `Weak`): an untracked one is just the box; a tracked sized
+/// one has a header of a constant size; a tracked unsized one (a slice, or
+/// a trait object whose concrete allocation may be a slice's or a sized
+/// type's) is freed by its own vtable, which knows how it was made.
+///
+/// # Safety
+/// strong == weak == 0: the value is dropped or moved out, and no handle
+/// will touch the allocation again.
+#[inline(always)]
+pub(crate) unsafe fn deallocate<T: ?Sized + Trace>(ptr: NonNull<GcBox<T>>) {
+    let obj = ptr.as_ptr() as ObjPtr;
+    // SAFETY: the allocation is live until freed here; see `is_tracked_at`
+    // for reading the (dropped) value's metadata.
+    unsafe {
+        let value = &(*ptr.as_ptr()).value;
+        if !value.__gc_tracked() {
+            free(obj, size_of_val(value), align_of_val(value), 0)
+        } else if size_of::<*const T>() == size_of::<ObjPtr>() {
+            free(
+                obj,
+                size_of_val(value),
+                align_of_val(value),
+                size_of::<GcHeader>(),
+            )
+        } else {
+            (GcHeader::of(obj).vtable.dealloc)(obj)
+        }
+    }
+}
+
+impl<T: ?Sized + Trace + 'static> Gc<T> {
     #[inline(always)]
     pub(crate) fn obj(&self) -> ObjPtr {
         self.ptr.as_ptr() as ObjPtr
@@ -65,15 +116,25 @@ impl<T: Trace + 'static> Gc<T> {
         unsafe { &(*self.ptr.as_ptr()).counts }
     }
 
-    /// The collector header; only for tracked `T`.
+    /// Whether this allocation has a collector header (see
+    /// [`is_tracked_at`]).
+    #[inline(always)]
+    pub(crate) fn has_header(&self) -> bool {
+        // SAFETY: the handle keeps the allocation alive.
+        unsafe { is_tracked_at(self.ptr) }
+    }
+
+    /// The collector header; only for tracked allocations.
     #[inline(always)]
     pub(crate) fn header(&self) -> &GcHeader {
-        debug_assert!(T::MAY_CONTAIN_GC);
+        debug_assert!(self.has_header());
         // SAFETY: tracked allocations have a header; the handle keeps it
         // alive.
         unsafe { GcHeader::of(self.obj()) }
     }
 
+    /// # Safety
+    /// The caller transfers one strong count on a live, initialised box.
     #[inline(always)]
     pub(crate) unsafe fn from_inner(ptr: NonNull<GcBox<T>>) -> Self {
         Gc {
@@ -82,9 +143,20 @@ impl<T: Trace + 'static> Gc<T> {
         }
     }
 
+    /// Hands a fresh object (strong count 1, value initialised) to this
+    /// thread's collector if it is tracked.
+    #[inline(always)]
+    pub(crate) fn track_new(this: &Self) {
+        if this.has_header() {
+            generations::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
+        }
+    }
+}
+
+impl<T: Trace + 'static> Gc<T> {
     /// Allocates `value` with a strong count of one.
     ///
-    /// If `T` may contain a `Gc` ([`Trace::MAY_CONTAIN_GC`]) the object is
+    /// If `T` may contain a `Gc` ([`Trace::may_contain_gc`]) the object is
     /// tracked by this thread's collector, which may first run an automatic
     /// collection (CPython's threshold rule).
     ///
@@ -95,14 +167,12 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     #[inline(always)]
     pub fn new(value: T) -> Gc<T> {
-        let p = Lay::<T>::allocate(1, 1, 0);
+        let p = allocate(Layout::new::<T>(), value.__gc_header(), 1, 1, 0).cast::<GcBox<T>>();
         // SAFETY: fresh allocation; the value slot is in bounds and aligned.
         unsafe { ptr::write(ptr::addr_of_mut!((*p.as_ptr()).value), value) };
         // SAFETY: `p` is a fully initialised box we own one count of.
         let this = unsafe { Gc::from_inner(p) };
-        if T::MAY_CONTAIN_GC {
-            generations::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
-        }
+        Gc::track_new(&this);
         this
     }
 
@@ -126,7 +196,8 @@ impl<T: Trace + 'static> Gc<T> {
     pub fn new_cyclic<F: FnOnce(&Weak<T>) -> T>(data_fn: F) -> Gc<T> {
         // strong 0, weak 1 (the `Weak` handed to `data_fn`); untracked until
         // the value is written.
-        let p = Lay::<T>::allocate(0, 1, UNTRACKED);
+        let header = T::may_contain_gc().then_some(Lay::<T>::HEADER);
+        let p = allocate(Layout::new::<T>(), header, 0, 1, UNTRACKED).cast::<GcBox<T>>();
         // SAFETY: `p` is a live box with weak == 1, owned by this Weak.
         let weak = unsafe { Weak::from_inner(p) };
         let value = data_fn(&weak);
@@ -141,13 +212,71 @@ impl<T: Trace + 'static> Gc<T> {
         std::mem::forget(weak);
         // SAFETY: initialised, strong == 1 owned by this handle.
         let this = unsafe { Gc::from_inner(p) };
-        if T::MAY_CONTAIN_GC {
+        if this.has_header() {
             this.header().clear_flags(UNTRACKED);
-            generations::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
         }
+        Gc::track_new(&this);
         this
     }
 
+    /// Returns the value if this is the only strong handle, as
+    /// [`Rc::try_unwrap`](std::rc::Rc::try_unwrap); outstanding [`Weak`]s
+    /// stop upgrading.
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let a = Gc::new(3);
+    /// let w = Gc::downgrade(&a);
+    /// assert_eq!(Gc::try_unwrap(a), Ok(3));
+    /// assert!(w.upgrade().is_none());
+    ///
+    /// let b = Gc::new(4);
+    /// let b2 = b.clone();
+    /// assert_eq!(*Gc::try_unwrap(b).unwrap_err(), 4);
+    /// # drop(b2);
+    /// ```
+    pub fn try_unwrap(this: Self) -> Result<T, Self> {
+        if Self::strong_count(&this) != 1
+            || (T::may_contain_gc() && this.header().has(DROPPED | DEAD))
+        {
+            return Err(this);
+        }
+        let this = ManuallyDrop::new(this);
+        let obj = this.obj();
+        this.counts().strong.set(0);
+        let mut callbacks = None;
+        if T::may_contain_gc() {
+            let h = this.header();
+            generations::with(|st| st.untrack(obj, h));
+            h.set_flags(DROPPED);
+            if h.has(WEAK_CALLBACKS) {
+                callbacks = super::finalize::take_on_unwrap(obj, h);
+            }
+        }
+        // SAFETY: strong was 1 and is now 0: the value is ours to move out,
+        // and no one will drop it again (DROPPED / strong == 0).
+        let value = unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) };
+        // SAFETY: strong == 0, value moved out.
+        unsafe { Self::release_weak(this.ptr) };
+        if let Some(c) = callbacks {
+            super::finalize::run_on_unwrap(c);
+        }
+        Ok(value)
+    }
+
+    /// Returns the value if this is the only strong handle, dropping the
+    /// handle otherwise (as [`Rc::into_inner`](std::rc::Rc::into_inner)).
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// assert_eq!(Gc::into_inner(Gc::new(1)), Some(1));
+    /// ```
+    pub fn into_inner(this: Self) -> Option<T> {
+        Gc::try_unwrap(this).ok()
+    }
+}
+
+impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// Makes a new [`Weak`] handle to this allocation.
     ///
     /// ```
@@ -226,60 +355,110 @@ impl<T: Trace + 'static> Gc<T> {
         unsafe { ptr::addr_of!((*this.ptr.as_ptr()).value) }
     }
 
-    /// Returns the value if this is the only strong handle, as
-    /// [`Rc::try_unwrap`](std::rc::Rc::try_unwrap); outstanding [`Weak`]s
-    /// stop upgrading.
+    /// The value, or `None` once the collector has dropped it: for `Drop`
+    /// impls of objects that can be part of a cycle.
+    ///
+    /// When the collector reclaims an unreachable cycle it drops the
+    /// values one at a time, so a `Drop` impl that reaches another member
+    /// of the same garbage through a `Gc` may find its value already
+    /// gone; dereferencing such a handle panics, `try_deref` asks first.
+    /// Outside such a `Drop` it always returns `Some`. To act while the
+    /// whole cycle is still alive, give the type a finalizer instead
+    /// ([`Finalize`](crate::gc::Finalize): it runs before any value of the
+    /// garbage is dropped).
     ///
     /// ```
-    /// use pymem::Gc;
-    /// let a = Gc::new(3);
-    /// let w = Gc::downgrade(&a);
-    /// assert_eq!(Gc::try_unwrap(a), Ok(3));
-    /// assert!(w.upgrade().is_none());
+    /// use pymem::{gc, Gc, Trace};
+    /// use std::cell::{Cell, RefCell};
     ///
-    /// let b = Gc::new(4);
-    /// let b2 = b.clone();
-    /// assert_eq!(*Gc::try_unwrap(b).unwrap_err(), 4);
-    /// # drop(b2);
+    /// thread_local!(static SEEN: Cell<(u32, u32)> = const { Cell::new((0, 0)) });
+    ///
+    /// #[derive(Trace)]
+    /// struct Peer { other: RefCell<Option<Gc<Peer>>> }
+    /// impl Drop for Peer {
+    ///     fn drop(&mut self) {
+    ///         // The first of the pair to be dropped sees its partner; the
+    ///         // second finds it gone instead of panicking.
+    ///         let alive = self.other.borrow().as_ref().and_then(|o| Gc::try_deref(o)).is_some();
+    ///         SEEN.with(|s| {
+    ///             let (a, d) = s.get();
+    ///             s.set(if alive { (a + 1, d) } else { (a, d + 1) })
+    ///         });
+    ///     }
+    /// }
+    ///
+    /// let a = Gc::new(Peer { other: RefCell::new(None) });
+    /// let b = Gc::new(Peer { other: RefCell::new(Some(a.clone())) });
+    /// *a.other.borrow_mut() = Some(b.clone());
+    /// assert!(Gc::try_deref(&a).is_some());
+    /// drop((a, b));
+    /// assert_eq!(gc::collect(), 2);
+    /// assert_eq!(SEEN.with(Cell::get), (1, 1));
     /// ```
-    pub fn try_unwrap(this: Self) -> Result<T, Self> {
-        if Self::strong_count(&this) != 1
-            || (T::MAY_CONTAIN_GC && this.header().has(DROPPED | DEAD))
-        {
-            return Err(this);
+    #[inline(always)]
+    pub fn try_deref(this: &Self) -> Option<&T> {
+        // SAFETY: the handle keeps the allocation alive; the reference is
+        // returned only if the value is not dropped (see `is_tracked_at`
+        // for asking a dropped value's type).
+        let v = unsafe { &(*this.ptr.as_ptr()).value };
+        if v.__gc_tracked() && this.header().has(DROPPED) {
+            None
+        } else {
+            Some(v)
         }
-        let this = ManuallyDrop::new(this);
-        let obj = this.obj();
-        this.counts().strong.set(0);
-        let mut callbacks = None;
-        if T::MAY_CONTAIN_GC {
-            let h = this.header();
-            generations::with(|st| st.untrack(obj, h));
-            h.set_flags(DROPPED);
-            if h.has(WEAK_CALLBACKS) {
-                callbacks = super::finalize::take_on_unwrap(obj, h);
-            }
-        }
-        // SAFETY: strong was 1 and is now 0: the value is ours to move out,
-        // and no one will drop it again (DROPPED / strong == 0).
-        let value = unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) };
-        // SAFETY: strong == 0, value moved out.
-        unsafe { Self::release_weak(this.ptr) };
-        if let Some(c) = callbacks {
-            super::finalize::run_on_unwrap(c);
-        }
-        Ok(value)
     }
 
-    /// Returns the value if this is the only strong handle, dropping the
-    /// handle otherwise (as [`Rc::into_inner`](std::rc::Rc::into_inner)).
+    /// Consumes the handle, returning the pointer to the value, as
+    /// [`Rc::into_raw`](std::rc::Rc::into_raw); the strong count it held
+    /// stays taken until [`Gc::from_raw`] gives it back.
     ///
     /// ```
     /// use pymem::Gc;
-    /// assert_eq!(Gc::into_inner(Gc::new(1)), Some(1));
+    /// let raw = Gc::into_raw(Gc::new(String::from("x")));
+    /// // SAFETY: `raw` came from `into_raw` and is given back once.
+    /// let back = unsafe { Gc::from_raw(raw) };
+    /// assert_eq!(*back, "x");
     /// ```
-    pub fn into_inner(this: Self) -> Option<T> {
-        Gc::try_unwrap(this).ok()
+    pub fn into_raw(this: Self) -> *const T {
+        let p = Gc::as_ptr(&this);
+        std::mem::forget(this);
+        p
+    }
+
+    /// Rebuilds a handle from [`Gc::into_raw`]'s pointer, as
+    /// [`Rc::from_raw`](std::rc::Rc::from_raw).
+    ///
+    /// # Safety
+    /// `ptr` was returned by `Gc::<U>::into_raw` where `U` is `T` or a type
+    /// that unsizes to `T` (a `*const U` coerces to `*const T`: `[X; N]` to
+    /// `[X]`, a type to a `dyn Trait` it implements), on this thread, and
+    /// each such pointer is given back once.
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// use std::fmt::Display;
+    /// # use pymem::{Trace, Tracer};
+    /// # trait Show: Trace + Display {}
+    /// # impl Show for u32 {}
+    /// let raw: *const u32 = Gc::into_raw(Gc::new(7u32));
+    /// let raw: *const dyn Show = raw; // an unsizing coercion
+    /// // SAFETY: from `into_raw`, unsized by a coercion, given back once.
+    /// let shown: Gc<dyn Show> = unsafe { Gc::from_raw(raw) };
+    /// assert_eq!(shown.to_string(), "7");
+    /// ```
+    pub unsafe fn from_raw(ptr: *const T) -> Gc<T> {
+        // SAFETY: `ptr` points to the value of a live allocation (the raw
+        // pointer holds a strong count, so the collector never drops it),
+        // behind the counts at the offset its alignment gives; the unsizing
+        // coercion kept the address and provenance and added the metadata
+        // of that same value, so the wide pointer describes the allocation
+        // the `Gc<U>` was made with (its tracking answer is the concrete
+        // type's, see `GcLayout`).
+        unsafe {
+            let offset = value_offset(align_of_val(&*ptr));
+            let boxp = ptr.byte_sub(offset) as *mut GcBox<T>;
+            Gc::from_inner(NonNull::new_unchecked(boxp))
+        }
     }
 
     /// A mutable reference to the value if there is no other `Gc` or
@@ -299,7 +478,7 @@ impl<T: Trace + 'static> Gc<T> {
         let c = this.counts();
         if c.strong.get() == 1
             && c.weak.get() == 1
-            && !(T::MAY_CONTAIN_GC && this.header().has(DROPPED | DEAD))
+            && !(this.has_header() && this.header().has(DROPPED | DEAD))
         {
             // SAFETY: we are the only handle of any kind, so no other
             // reference to the value can exist.
@@ -321,7 +500,7 @@ impl<T: Trace + 'static> Gc<T> {
         c.weak.set(w);
         if w == 0 {
             // SAFETY: no handle of any kind remains.
-            unsafe { Lay::<T>::deallocate(ptr) }
+            unsafe { deallocate(ptr) }
         }
     }
 
@@ -337,7 +516,7 @@ impl<T: Trace + 'static> Gc<T> {
         let st = generations::state();
         st.untrack_at(obj, w >> SHIFT);
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object::<T>(st, obj) }
+        unsafe { trashcan::drop_object(st, self.ptr) }
     }
 
     /// `drop_slow` for an object that is not in the list; `w` is its gc
@@ -345,7 +524,6 @@ impl<T: Trace + 'static> Gc<T> {
     #[cold]
     #[inline(never)]
     unsafe fn drop_slow_unlisted(&mut self, w: usize) {
-        let obj = self.obj();
         if w & DROPPED != 0 {
             // A handle resurrected from a Drop run by the collector: the
             // value is gone, only the memory remains.
@@ -356,12 +534,12 @@ impl<T: Trace + 'static> Gc<T> {
         if w & (FINALIZE | WEAK_CALLBACKS) != 0 {
             // A pending finalizer or weak callbacks.
             // SAFETY: strong just reached 0 on this live tracked box.
-            return unsafe { super::finalize::last_drop::<T>(self.ptr) };
+            return unsafe { super::finalize::last_drop(self.ptr) };
         }
         // Untracked (created after the thread's collector was torn down):
         // just drop the value.
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object::<T>(generations::state(), obj) }
+        unsafe { trashcan::drop_object(generations::state(), self.ptr) }
     }
 }
 
@@ -381,14 +559,14 @@ fn dropped_panic(type_name: &str) -> ! {
     )
 }
 
-impl<T: Trace + 'static> Drop for Gc<T> {
+impl<T: ?Sized + Trace + 'static> Drop for Gc<T> {
     #[inline]
     fn drop(&mut self) {
         let c = self.counts();
         let s = c.strong.get() - 1;
         c.strong.set(s);
         if s == 0 {
-            if T::MAY_CONTAIN_GC {
+            if self.has_header() {
                 // SAFETY: we released the last strong count.
                 unsafe { self.drop_slow() }
             } else {
@@ -400,7 +578,7 @@ impl<T: Trace + 'static> Drop for Gc<T> {
                     Self::release_weak(self.ptr);
                 }
             }
-        } else if T::MAY_CONTAIN_GC {
+        } else if self.has_header() {
             let h = self.header();
             if !h.has(DIRTY) {
                 note_dirty(h);
@@ -409,7 +587,7 @@ impl<T: Trace + 'static> Drop for Gc<T> {
     }
 }
 
-impl<T: Trace + 'static> Clone for Gc<T> {
+impl<T: ?Sized + Trace + 'static> Clone for Gc<T> {
     /// Another handle to the same allocation (a count increment).
     #[inline]
     fn clone(&self) -> Self {
@@ -424,42 +602,40 @@ impl<T: Trace + 'static> Clone for Gc<T> {
     }
 }
 
-impl<T: Trace + 'static> Deref for Gc<T> {
+impl<T: ?Sized + Trace + 'static> Deref for Gc<T> {
     type Target = T;
 
     /// The value. Panics only if the collector already dropped it: inside a
     /// `Drop` run by a collection, reaching another member of the same
-    /// garbage.
+    /// garbage (see [`Gc::try_deref`]).
     #[inline(always)]
     #[track_caller]
     fn deref(&self) -> &T {
-        if T::MAY_CONTAIN_GC && self.header().has(DROPPED) {
-            dropped_panic(std::any::type_name::<T>());
+        match Gc::try_deref(self) {
+            Some(v) => v,
+            None => dropped_panic(std::any::type_name::<T>()),
         }
-        // SAFETY: the handle keeps the allocation alive and the value is
-        // not dropped.
-        unsafe { &(*self.ptr.as_ptr()).value }
     }
 }
 
 // SAFETY: a Gc is one strong edge; visiting it is exactly its edge. Edges
 // to untracked objects cannot be part of a cycle and are not reported.
-unsafe impl<T: Trace + 'static> Trace for Gc<T> {
+unsafe impl<T: ?Sized + Trace + 'static> Trace for Gc<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
-        if T::MAY_CONTAIN_GC {
+        if self.has_header() {
             tracer.visit(self.obj());
         }
     }
 }
 
-impl<T: Trace + 'static> AsRef<T> for Gc<T> {
+impl<T: ?Sized + Trace + 'static> AsRef<T> for Gc<T> {
     fn as_ref(&self) -> &T {
         self
     }
 }
 
-impl<T: Trace + 'static> Borrow<T> for Gc<T> {
+impl<T: ?Sized + Trace + 'static> Borrow<T> for Gc<T> {
     fn borrow(&self) -> &T {
         self
     }
@@ -479,48 +655,48 @@ impl<T: Trace + 'static> From<T> for Gc<T> {
     }
 }
 
-impl<T: Trace + 'static + fmt::Debug> fmt::Debug for Gc<T> {
+impl<T: ?Sized + Trace + 'static + fmt::Debug> fmt::Debug for Gc<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }
 }
 
-impl<T: Trace + 'static + fmt::Display> fmt::Display for Gc<T> {
+impl<T: ?Sized + Trace + 'static + fmt::Display> fmt::Display for Gc<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&**self, f)
     }
 }
 
-impl<T: Trace + 'static> fmt::Pointer for Gc<T> {
+impl<T: ?Sized + Trace + 'static> fmt::Pointer for Gc<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Pointer::fmt(&Gc::as_ptr(self), f)
     }
 }
 
-impl<T: Trace + 'static + PartialEq> PartialEq for Gc<T> {
+impl<T: ?Sized + Trace + 'static + PartialEq> PartialEq for Gc<T> {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
         **self == **other
     }
 }
 
-impl<T: Trace + 'static + Eq> Eq for Gc<T> {}
+impl<T: ?Sized + Trace + 'static + Eq> Eq for Gc<T> {}
 
-impl<T: Trace + 'static + PartialOrd> PartialOrd for Gc<T> {
+impl<T: ?Sized + Trace + 'static + PartialOrd> PartialOrd for Gc<T> {
     #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         (**self).partial_cmp(&**other)
     }
 }
 
-impl<T: Trace + 'static + Ord> Ord for Gc<T> {
+impl<T: ?Sized + Trace + 'static + Ord> Ord for Gc<T> {
     #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         (**self).cmp(&**other)
     }
 }
 
-impl<T: Trace + 'static + Hash> Hash for Gc<T> {
+impl<T: ?Sized + Trace + 'static + Hash> Hash for Gc<T> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (**self).hash(state)
     }

@@ -43,7 +43,7 @@ fn header_sizes() {
 #[test]
 fn tracking_decisions() {
     fn t<T: Trace>() -> bool {
-        T::MAY_CONTAIN_GC
+        T::may_contain_gc()
     }
     assert!(!t::<u32>());
     assert!(!t::<String>());
@@ -755,17 +755,17 @@ fn derive_shapes() {
     #[derive(Trace)]
     enum Never {}
     struct NotTrace;
-    assert!(!Unit::MAY_CONTAIN_GC);
-    assert!(Tuple::MAY_CONTAIN_GC);
-    assert!(<Generic<u8, NotTrace>>::MAY_CONTAIN_GC);
-    assert!(<E<u8>>::MAY_CONTAIN_GC);
-    assert!(!Never::MAY_CONTAIN_GC);
+    assert!(!Unit::may_contain_gc());
+    assert!(Tuple::may_contain_gc());
+    assert!(<Generic<u8, NotTrace>>::may_contain_gc());
+    assert!(<E<u8>>::may_contain_gc());
+    assert!(!Never::may_contain_gc());
     #[derive(Trace)]
     struct OnlyAtomic<T> {
         _v: Vec<T>,
     }
-    assert!(!<OnlyAtomic<String>>::MAY_CONTAIN_GC);
-    assert!(<OnlyAtomic<Gc<u8>>>::MAY_CONTAIN_GC);
+    assert!(!<OnlyAtomic<String>>::may_contain_gc());
+    assert!(<OnlyAtomic<Gc<u8>>>::may_contain_gc());
 
     fresh(|| {
         // A cycle through an enum variant and a generic struct.

@@ -33,10 +33,11 @@ impl Drop for Depth<'_> {
 /// defers it when the nesting is too deep.
 ///
 /// # Safety
-/// `obj` is a live tracked `GcBox<T>` with strong == 0 whose value has not
+/// `ptr` is a live tracked `GcBox<T>` with strong == 0 whose value has not
 /// been dropped, and no one else will drop it.
 #[inline(always)]
-pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
+pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: NonNull<GcBox<T>>) {
+    let obj = ptr.as_ptr() as ObjPtr;
     let d = st.depth.get();
     if d >= LIMIT {
         st.deferred.push(obj);
@@ -46,13 +47,12 @@ pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
     // The guard restores the depth only on unwind; the normal path stores
     // `d` back from a register (nested frames restore their own changes).
     let g = Depth(st);
-    let boxp = obj as *mut GcBox<T>;
     // SAFETY: the value is initialised and dropped exactly once here;
     // then strong == 0 and the value is dropped, as `release_weak`
     // requires.
     unsafe {
-        ptr::drop_in_place(ptr::addr_of_mut!((*boxp).value));
-        Gc::<T>::release_weak(NonNull::new_unchecked(boxp));
+        ptr::drop_in_place(ptr::addr_of_mut!((*ptr.as_ptr()).value));
+        Gc::<T>::release_weak(ptr);
     }
     std::mem::forget(g);
     st.depth.set(d);

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::ptr::{self, NonNull};
 
-use super::header::{Counts, GcBox, GcHeader, Lay, DEAD, DROPPED};
-use super::ptr::Gc;
+use super::header::{Counts, GcBox, GcHeader, DEAD, DROPPED};
+use super::ptr::{deallocate, is_tracked_at, Gc};
 use super::trace::Trace;
 use super::tracer::Tracer;
 
@@ -32,14 +32,15 @@ use super::tracer::Tracer;
 /// assert!(w.upgrade().is_none()); // ...until it is collected
 /// assert_eq!(w.strong_count(), 0);
 /// ```
-pub struct Weak<T: Trace + 'static> {
+pub struct Weak<T: ?Sized + Trace + 'static> {
     /// `usize::MAX` (no provenance) for `Weak::new()`.
     ptr: NonNull<GcBox<T>>,
 }
 
 impl<T: Trace + 'static> Weak<T> {
     /// A `Weak` that points to nothing: `upgrade` returns `None` and both
-    /// counts are 0. Allocates nothing.
+    /// counts are 0. Allocates nothing. (Sized `T` only, as
+    /// `rc::Weak::new`: an unsized one would need metadata.)
     ///
     /// ```
     /// use pymem::Weak;
@@ -53,7 +54,9 @@ impl<T: Trace + 'static> Weak<T> {
             ptr: unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(usize::MAX)) },
         }
     }
+}
 
+impl<T: ?Sized + Trace + 'static> Weak<T> {
     /// # Safety
     /// The caller transfers one weak count on a live box.
     #[inline(always)]
@@ -63,7 +66,7 @@ impl<T: Trace + 'static> Weak<T> {
 
     #[inline(always)]
     fn counts(&self) -> Option<&Counts> {
-        if self.ptr.as_ptr().addr() == usize::MAX {
+        if self.ptr.as_ptr().cast::<u8>().addr() == usize::MAX {
             None
         } else {
             // SAFETY: a non-dangling Weak holds a weak count, which keeps
@@ -73,13 +76,16 @@ impl<T: Trace + 'static> Weak<T> {
     }
 
     /// Whether the collector has found the object unreachable or its value
-    /// is gone (tracked types only).
+    /// is gone (tracked objects only).
     #[inline(always)]
     fn dead(&self) -> bool {
         // SAFETY: called only when `counts()` is Some, so the allocation
-        // is live; tracked types have a header.
-        T::MAY_CONTAIN_GC
-            && unsafe { GcHeader::of(self.ptr.as_ptr() as *const Counts) }.has(DEAD | DROPPED)
+        // is live (the value may be dropped: see `is_tracked_at`); tracked
+        // allocations have a header.
+        unsafe {
+            is_tracked_at(self.ptr)
+                && GcHeader::of(self.ptr.as_ptr() as *const Counts).has(DEAD | DROPPED)
+        }
     }
 
     /// A strong handle, if the value is still alive and not found
@@ -158,7 +164,7 @@ impl<T: Trace + 'static> Weak<T> {
     }
 }
 
-impl<T: Trace + 'static> Drop for Weak<T> {
+impl<T: ?Sized + Trace + 'static> Drop for Weak<T> {
     #[inline]
     fn drop(&mut self) {
         let Some(c) = self.counts() else { return };
@@ -168,12 +174,12 @@ impl<T: Trace + 'static> Drop for Weak<T> {
             // SAFETY: weak == 0 implies strong == 0 (the strong handles
             // hold one weak count together) and the value was dropped or
             // never written; no handle remains.
-            unsafe { Lay::<T>::deallocate(self.ptr) }
+            unsafe { deallocate(self.ptr) }
         }
     }
 }
 
-impl<T: Trace + 'static> Clone for Weak<T> {
+impl<T: ?Sized + Trace + 'static> Clone for Weak<T> {
     #[inline]
     fn clone(&self) -> Self {
         if let Some(c) = self.counts() {
@@ -194,15 +200,18 @@ impl<T: Trace + 'static> Default for Weak<T> {
     }
 }
 
-impl<T: Trace + 'static> fmt::Debug for Weak<T> {
+impl<T: ?Sized + Trace + 'static> fmt::Debug for Weak<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("(Weak)")
     }
 }
 
 // SAFETY: a Weak is not a strong edge; it owns no Gc.
-unsafe impl<T: Trace + 'static> Trace for Weak<T> {
-    const MAY_CONTAIN_GC: bool = false;
+unsafe impl<T: ?Sized + Trace + 'static> Trace for Weak<T> {
     #[inline(always)]
     fn trace(&self, _: &mut Tracer) {}
+    #[inline(always)]
+    fn may_contain_gc() -> bool {
+        false
+    }
 }
