@@ -72,7 +72,9 @@ pub use gc::{Gc, Trace, Tracer, Weak};
 /// `#[derive(Trace)]`: implements [`Trace`] for structs (named, tuple,
 /// unit) and enums, generic or not, visiting every field;
 /// `#[trace(skip)]` on a field that holds no `Gc` leaves it out (it then
-/// needs no `Trace` impl). `MAY_CONTAIN_GC` is the OR of the fields'.
+/// needs no `Trace` impl). `may_contain_gc()` is the OR of the fields'
+/// (see [`Trace`'s tracking rules](Trace#tracking)); recursive and
+/// mutually recursive types derive without a cycle.
 ///
 /// ```
 /// use pymem::{gc, Gc, Trace};

@@ -28,6 +28,9 @@
 //!   trace; `Rc` has no collection and is left out.
 //! * `clone_drop`: clone and drop one handle to a tracked node, 1,000
 //!   times per iteration [<= 1.2x `Rc`].
+//! * `unsized_str`, `unsized_slice_u64`: create and drop 100k `Gc<str>`
+//!   (24 bytes) / `Gc<[u64]>` (16 elements) from borrowed data, beside
+//!   `Rc<str>` / `Rc<[u64]>` (issue 13) [<= 1.1x `Rc`].
 //!
 //! Run: `cargo bench --manifest-path bench/Cargo.toml --bench gc` (a few minutes).
 
@@ -544,8 +547,50 @@ fn clone_drop(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Gc<str>` and `Gc<[u64]>` created from borrowed data and dropped,
+/// beside `Rc<str>` / `Rc<[u64]>` (issue 13: within 1.1x). Both are
+/// untracked: a 16-byte header, as `Rc`'s.
+fn unsized_values(c: &mut Criterion) {
+    const N: usize = 100_000;
+    let text = "a string of 24 bytes....";
+    let mut g = configure(c, "unsized_str", N);
+    g.bench_function("Rc", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                black_box(std::rc::Rc::<str>::from(black_box(text)));
+            }
+        })
+    });
+    g.bench_function("pymem", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                black_box(pymem::Gc::<str>::from(black_box(text)));
+            }
+        })
+    });
+    g.finish();
+    let words: Vec<u64> = (0..16).collect();
+    let mut g = configure(c, "unsized_slice_u64", N);
+    g.bench_function("Rc", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                black_box(std::rc::Rc::<[u64]>::from(black_box(&words[..])));
+            }
+        })
+    });
+    g.bench_function("pymem", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                black_box(pymem::Gc::<[u64]>::from(black_box(&words[..])));
+            }
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    unsized_values,
     leaves,
     trees,
     rings,

@@ -13,13 +13,12 @@
 use std::alloc::{dealloc, Layout};
 use std::ptr::{self, NonNull};
 
-use super::header::{allocate, free, Counts, GcBox, HeaderSpec, SliceLay};
+use super::header::{allocate, counts_of, free, prefix, SliceLay};
 use super::ptr::Gc;
 use super::trace::{GcLayout, Trace};
 
-/// A wide pointer to the box at `counts` with the metadata of `like` (a
-/// pointer to the value about to be moved there), with the provenance of
-/// `counts`.
+/// A wide pointer to `addr` with the metadata of `like` (a pointer to the
+/// value about to be moved there), with the provenance of `addr`.
 ///
 /// Stable Rust has no way to combine an address with the metadata of
 /// another pointer (`ptr::from_raw_parts` is unstable), so this writes
@@ -29,19 +28,15 @@ use super::trace::{GcLayout, Trace};
 /// would panic instead of producing a bad pointer. Slices never need this
 /// (`ptr::slice_from_raw_parts` builds them); `Gc::from_box` of a trait
 /// object does.
-fn with_metadata_of<T: ?Sized>(like: *mut T, counts: NonNull<Counts>) -> *mut GcBox<T> {
-    let mut p = like as *mut GcBox<T>;
+fn with_metadata_of<T: ?Sized>(like: *mut T, addr: NonNull<u8>) -> *mut T {
+    let mut p = like;
     // SAFETY: a pointer-sized write to the start of the local `p`, which is
     // at least pointer-sized and aligned; the stored pointer keeps its
     // provenance in memory, so reading `p` back yields one with the
-    // provenance of `counts`.
-    unsafe {
-        ptr::addr_of_mut!(p)
-            .cast::<*mut Counts>()
-            .write(counts.as_ptr())
-    };
+    // provenance of `addr`.
+    unsafe { ptr::addr_of_mut!(p).cast::<*mut u8>().write(addr.as_ptr()) };
     assert!(
-        ptr::addr_eq(p, counts.as_ptr()),
+        ptr::addr_eq(p, addr.as_ptr()),
         "pymem: this compiler lays out wide pointers differently (address not first)"
     );
     p
@@ -85,25 +80,21 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     pub fn from_box(b: Box<T>) -> Gc<T> {
         let layout = Layout::for_value::<T>(&b);
         let header = <T as GcLayout>::__gc_header(&b);
-        let counts = allocate(layout, header, 1, 1, 0);
+        let dst = allocate(layout, header, 1, 1, 0);
         let src: *mut T = Box::into_raw(b);
-        let boxp = with_metadata_of(src, counts);
-        // SAFETY: the new box has room for a value of `layout` (allocated
-        // for it) and the two allocations are distinct; the value is moved
+        let value = with_metadata_of(src, dst);
+        // SAFETY: the new allocation has room for a value of `layout`
+        // (allocated for it) and the two are distinct; the value is moved
         // bitwise, and the box's memory is freed without dropping it, with
         // the layout `Box` allocated it with (`Box` uses the global
         // allocator and `Layout::for_value`, and allocates nothing for a
-        // zero-sized value). The new box is initialised and owns one count.
+        // zero-sized value). The object is initialised and owns one count.
         unsafe {
-            ptr::copy_nonoverlapping(
-                src.cast::<u8>(),
-                ptr::addr_of_mut!((*boxp).value).cast::<u8>(),
-                layout.size(),
-            );
+            ptr::copy_nonoverlapping(src.cast::<u8>(), dst.as_ptr(), layout.size());
             if layout.size() != 0 {
                 dealloc(src.cast::<u8>(), layout);
             }
-            let this = Gc::from_inner(NonNull::new_unchecked(boxp));
+            let this = Gc::from_inner(NonNull::new_unchecked(value));
             Gc::track_new(&this);
             this
         }
@@ -124,40 +115,28 @@ impl<T: ?Sized + Trace + 'static> From<Box<T>> for Gc<T> {
 }
 
 /// An uninitialised `Gc<[T]>` of `len` elements (strong and weak 1, not
-/// yet handed to the collector), and the header bytes before its counts.
-fn allocate_slice<T: Trace>(len: usize) -> (NonNull<GcBox<[T]>>, usize) {
+/// yet handed to the collector), and the bytes before its elements.
+fn allocate_slice<T: Trace>(len: usize) -> (NonNull<[T]>, usize) {
     let value = match Layout::array::<T>(len) {
         Ok(l) => l,
         Err(_) => panic!("pymem: Gc<[T]> of {len} elements overflows isize"),
     };
-    // The same answer `GcLayout` gives for the finished slice (an empty
-    // slice reference is valid anywhere).
-    let header = if <[T] as GcLayout>::__gc_tracked(&[]) {
+    // The answer `GcLayout` gives for the finished slice.
+    let header = if <[T; 0]>::may_contain_gc() {
         Some(SliceLay::<T>::header(len))
     } else {
         None
     };
-    let counts = allocate(value, header, 1, 1, 0);
-    let boxp = ptr::slice_from_raw_parts_mut(counts.as_ptr().cast::<T>(), len) as *mut GcBox<[T]>;
-    // SAFETY: derived from a non-null pointer.
-    let boxp = unsafe { NonNull::new_unchecked(boxp) };
-    (boxp, header.map_or(0, HeaderSpec::prefix))
+    let elems = allocate(value, header, 1, 1, 0).cast::<T>();
+    (NonNull::slice_from_raw_parts(elems, len), prefix(header))
 }
 
 /// A `Gc<[T]>` being filled: on a panic (a `clone` that panics) drops
 /// the elements written so far and frees the memory.
 struct Filling<T> {
-    boxp: NonNull<GcBox<[T]>>,
-    len: usize,
+    elems: NonNull<[T]>,
     written: usize,
     prefix: usize,
-}
-
-impl<T> Filling<T> {
-    fn elems(&self) -> *mut T {
-        // SAFETY: the box is live; no reference to the elements is made.
-        unsafe { ptr::addr_of_mut!((*self.boxp.as_ptr()).value).cast::<T>() }
-    }
 }
 
 impl<T> Drop for Filling<T> {
@@ -166,10 +145,11 @@ impl<T> Drop for Filling<T> {
         // here (no handle exists yet); the memory is freed with the
         // placement it was allocated with.
         unsafe {
-            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(self.elems(), self.written));
+            let first = self.elems.cast::<T>().as_ptr();
+            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(first, self.written));
             free(
-                self.boxp.as_ptr() as *const Counts,
-                size_of::<T>() * self.len,
+                counts_of(self.elems),
+                size_of::<T>() * self.elems.len(),
                 align_of::<T>(),
                 self.prefix,
             );
@@ -187,22 +167,21 @@ impl<T: Trace + 'static + Clone> From<&[T]> for Gc<[T]> {
     /// assert!(!gc::is_tracked(&g));
     /// ```
     fn from(src: &[T]) -> Gc<[T]> {
-        let (boxp, prefix) = allocate_slice::<T>(src.len());
+        let (elems, prefix) = allocate_slice::<T>(src.len());
         let mut fill = Filling {
-            boxp,
-            len: src.len(),
+            elems,
             written: 0,
             prefix,
         };
-        let elems = fill.elems();
+        let first = elems.cast::<T>().as_ptr();
         for v in src {
             // SAFETY: `written < len`: in bounds of the allocation.
-            unsafe { elems.add(fill.written).write(v.clone()) };
+            unsafe { first.add(fill.written).write(v.clone()) };
             fill.written += 1;
         }
         std::mem::forget(fill);
         // SAFETY: initialised; we own its one strong count.
-        let this = unsafe { Gc::from_inner(boxp) };
+        let this = unsafe { Gc::from_inner(elems) };
         Gc::track_new(&this);
         this
     }
@@ -219,17 +198,16 @@ impl<T: Trace + 'static> From<Vec<T>> for Gc<[T]> {
     /// assert!(gc::is_tracked(&g));
     /// ```
     fn from(mut v: Vec<T>) -> Gc<[T]> {
-        let (boxp, _) = allocate_slice::<T>(v.len());
+        let (elems, _) = allocate_slice::<T>(v.len());
         // SAFETY: `len` elements fit; the vector no longer owns them once
         // its length is 0 (it then frees only its buffer).
         unsafe {
-            let elems = ptr::addr_of_mut!((*boxp.as_ptr()).value).cast::<T>();
-            ptr::copy_nonoverlapping(v.as_ptr(), elems, v.len());
+            ptr::copy_nonoverlapping(v.as_ptr(), elems.cast::<T>().as_ptr(), v.len());
             v.set_len(0);
         }
         drop(v);
         // SAFETY: initialised; we own its one strong count.
-        let this = unsafe { Gc::from_inner(boxp) };
+        let this = unsafe { Gc::from_inner(elems) };
         Gc::track_new(&this);
         this
     }
@@ -285,13 +263,12 @@ impl From<&str> for Gc<str> {
     /// ```
     #[inline]
     fn from(s: &str) -> Gc<str> {
-        let (boxp, _) = allocate_slice::<u8>(s.len());
-        // SAFETY: `len` bytes fit; the bytes are valid UTF-8, and `GcBox<str>`
-        // and `GcBox<[u8]>` have the same layout and metadata.
+        let (bytes, _) = allocate_slice::<u8>(s.len());
+        // SAFETY: `len` bytes fit; the bytes are valid UTF-8, and `str` and
+        // `[u8]` have the same layout and metadata.
         unsafe {
-            let bytes = ptr::addr_of_mut!((*boxp.as_ptr()).value).cast::<u8>();
-            ptr::copy_nonoverlapping(s.as_ptr(), bytes, s.len());
-            let this = Gc::from_inner(NonNull::new_unchecked(boxp.as_ptr() as *mut GcBox<str>));
+            ptr::copy_nonoverlapping(s.as_ptr(), bytes.cast::<u8>().as_ptr(), s.len());
+            let this = Gc::from_inner(NonNull::new_unchecked(bytes.as_ptr() as *mut str));
             Gc::track_new(&this);
             this
         }

@@ -50,7 +50,7 @@ use super::collector::ALL_DIRTY;
 use super::debug;
 use super::generations::{self, strong, State};
 use super::header::{
-    release_implicit_weak, GcBox, GcHeader, Lay, ObjPtr, VTable, DEAD, DIRTY, DROPPED, FINALIZE,
+    release_implicit_weak, value_of, GcHeader, Lay, ObjPtr, VTable, DEAD, DIRTY, DROPPED, FINALIZE,
     FINALIZED, UNTRACKED, WEAK_CALLBACKS,
 };
 use super::ptr::Gc;
@@ -143,15 +143,13 @@ impl<T: Finalize> FinLay<T> {
 /// Calls `T::finalize` on a type-erased object.
 ///
 /// # Safety
-/// `obj` is a live `GcBox<T>` whose value is live, on which the caller
+/// `obj` is a live object of type `T` whose value is live, on which the caller
 /// holds (or has temporarily set) a strong count.
 unsafe fn finalize_erased<T: Finalize>(obj: ObjPtr) {
     // SAFETY: per the contract the box is live with a live value; the
     // handle is borrowed, never dropped (ManuallyDrop), so it does not
     // change the count.
-    let this = ManuallyDrop::new(unsafe {
-        Gc::<T>::from_inner(NonNull::new_unchecked(obj as *mut GcBox<T>))
-    });
+    let this = ManuallyDrop::new(unsafe { Gc::<T>::from_inner(value_of::<T>(obj)) });
     T::finalize(&this)
 }
 
@@ -245,8 +243,8 @@ pub fn is_finalized<T: Trace>(gc: &Gc<T>) -> bool {
 /// `ptr` is a live tracked box whose strong count just reached zero.
 #[cold]
 #[inline(never)]
-pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<GcBox<T>>) {
-    let obj = ptr.as_ptr() as ObjPtr;
+pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
+    let obj = super::header::counts_of(ptr);
     // SAFETY: live tracked object.
     let h = unsafe { GcHeader::of(obj) };
     // The only caller, `Gc::drop_slow_unlisted`, handles DROPPED first.

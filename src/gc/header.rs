@@ -1,32 +1,44 @@
-//! Object headers: the refcount words every `Gc` allocation starts with,
-//! the collector words that precede them in tracked allocations, the
-//! per-type vtable, and allocation/deallocation.
+//! Object headers: the words before the value of every `Gc` allocation,
+//! the per-type vtable, and allocation/deallocation.
 //!
 //! ```text
 //!  untracked (the value can hold no Gc), 16 bytes like Rc, any T:
-//!                 ┌──────────────┬──────────────┬───────────┐
-//!  Gc points ───► │ strong usize │ weak usize   │ value: T  │
-//!                 └──────────────┴──────────────┴───────────┘
+//!         ┌────────────────────────────┬──────────────┬───────────┐
+//!         │ weak word                  │ strong usize │ value: T  │
+//!         │ weak<<SHIFT | NO_HEADER    │              │           │
+//!         │             | DIRTY        │              │           │
+//!         └────────────────────────────┴──────────────┴───────────┘
 //!  tracked, 32 bytes (sized values, and trait objects: the concrete type's):
-//!  ┌───────────────┬──────────────────┬──────────────┬──────────────┬───────────┐
-//!  │ vtable &'stat │ gc word usize    │ strong usize │ weak usize   │ value: T  │
-//!  └───────────────┴──────────────────┴──────────────┴──────────────┴───────────┘
-//!   -16             -8                 ▲ Gc points here (same code as untracked)
+//!  ┌──────────────┬──────────────┬────────────────────┬──────────────┬───────────┐
+//!  │ vtable &'stat│ weak<<SHIFT  │ gc word            │ strong usize │ value: T  │
+//!  │              │              │ index<<SHIFT|flags │              │           │
+//!  └──────────────┴──────────────┴────────────────────┴──────────────┴───────────┘
+//!   -24            -16            -8                   ▲ obj          ▲ Gc points here
 //!  tracked slice [T], 40 bytes: the element count precedes the header,
-//!  so the type-erased vtable can rebuild the wide pointer:
-//!  ┌───────────┬───────────────┬─────────┬────────┬──────┬─────────────┐
-//!  │ len usize │ vtable        │ gc word │ strong │ weak │ [T; len]    │
-//!  └───────────┴───────────────┴─────────┴────────┴──────┴─────────────┘
-//!   -24
-//!  gc word = index in the generation list << 8
-//!          | flags (DIRTY UNTRACKED DEAD DROPPED FINALIZED FINALIZE WEAK_CALLBACKS, 1 bit free)
+//!  so that the type-erased vtable can rebuild the wide pointer.
+//!  gc word flags: DIRTY UNTRACKED DEAD DROPPED FINALIZED FINALIZE
+//!                 WEAK_CALLBACKS (bit 7 free) NO_HEADER
 //! ```
 //!
-//! Whether an allocation is tracked is the value's
-//! [`GcLayout`](super::trace::GcLayout) answer, which for a sized type is
-//! its `Trace::may_contain_gc()` (a constant the optimizer folds, so the
-//! code for sized types is the same as if it were written per type) and
-//! for a trait object that of the concrete type behind it.
+//! A `Gc` points at its value, as `Rc::into_raw` does, for every `T`. The
+//! strong count is the word right before the value and the *flags word*
+//! the one before it, in both layouts: the gc word of a tracked object,
+//! the weak word of an untracked one, whose flags say `NO_HEADER` and
+//! `DIRTY` (so a decrement never asks the collector to mark it) and
+//! never `DROPPED` or `DEAD`. The handle's hot paths (`clone`, `drop`,
+//! `deref`, `Weak::upgrade`) read that word and never need to know the
+//! kind of allocation beforehand: for tracked objects they are the code
+//! they were before unsized values existed, and an untracked one pays one
+//! load and test in `deref` and in a `drop` that leaves other handles.
+//!
+//! Whether an allocation is tracked is decided once, when it is made: the
+//! value's [`GcLayout`](super::trace::GcLayout) answer, which for a sized
+//! type is its `Trace::may_contain_gc()` (a constant: `Gc::new` writes
+//! constant words) and for a trait object that of the concrete type
+//! behind it. Code generic over unsized types cannot ask a sized type for
+//! a constant, and must not ask the value (while it is dropped in place it
+//! is mutably borrowed, and handles to it are still dropped and
+//! dereferenced), hence the flag in memory.
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::cell::Cell;
@@ -35,23 +47,11 @@ use std::ptr::{self, NonNull};
 use super::trace::Trace;
 use super::tracer::Tracer;
 
-/// The refcount words at the start of every `Gc` allocation.
-///
-/// `weak` counts the `Weak`s plus one for all the strong handles together,
-/// as in `Rc`.
+/// The strong count of an allocation, the word right before the value:
+/// what the collector's type-erased object pointer ([`ObjPtr`]) points at.
 #[repr(C)]
 pub(crate) struct Counts {
     pub(crate) strong: Cell<usize>,
-    pub(crate) weak: Cell<usize>,
-}
-
-/// The refcount words followed by the value; what a `Gc<T>` points at.
-/// For an unsized `T` a pointer to it is wide (the value's length or
-/// vtable), exactly as `Rc`'s.
-#[repr(C)]
-pub(crate) struct GcBox<T: ?Sized> {
-    pub(crate) counts: Counts,
-    pub(crate) value: T,
 }
 
 /// The collector's words, immediately before the [`Counts`] of a tracked
@@ -59,17 +59,24 @@ pub(crate) struct GcBox<T: ?Sized> {
 #[repr(C)]
 pub(crate) struct GcHeader {
     pub(crate) vtable: &'static VTable,
-    /// `(index or gc_refs) << SHIFT | flags`.
+    /// The weak count (the `Weak`s, plus one while strong handles exist)
+    /// `<< SHIFT`.
+    pub(crate) weak: Cell<usize>,
+    /// `(index or gc_refs) << SHIFT | flags`: the flags word of a tracked
+    /// object.
     pub(crate) gc: Cell<usize>,
 }
 
-/// A type-erased pointer to the [`Counts`] of a tracked object.
+/// A type-erased pointer to the [`Counts`] of an object (8 bytes before
+/// its value).
 pub(crate) type ObjPtr = *const Counts;
 
-/// Bits of the low byte of the gc word.
-pub(crate) const SHIFT: u32 = 8;
+/// Bits of the low bits of the gc word (and of an untracked object's weak
+/// word).
+pub(crate) const SHIFT: u32 = 9;
 /// Strong count decremented to a non-zero value since the collector last
-/// looked (the skip rule, see `collector`).
+/// looked (the skip rule, see `collector`). Always set in an untracked
+/// object's flags word, so that `drop` never reports one.
 pub(crate) const DIRTY: usize = 1 << 0;
 /// Not in the generation list (the index is stale): being freed, garbage
 /// being reclaimed, resurrected after its value was dropped, under
@@ -89,8 +96,13 @@ pub(crate) const FINALIZE: usize = 1 << 5;
 /// Weak callbacks (`gc::finalize`, `Weak::with_callback`) may be
 /// registered for the object in the thread's side table (see `finalize`).
 pub(crate) const WEAK_CALLBACKS: usize = 1 << 6;
+/// The allocation has no collector header (it is untracked): the flags
+/// word is its weak word. Never set in a gc word.
+pub(crate) const NO_HEADER: usize = 1 << 8;
 /// The flag bits.
 pub(crate) const FLAG_MASK: usize = (1 << SHIFT) - 1;
+/// One weak reference, in a weak word.
+const WEAK_ONE: usize = 1 << SHIFT;
 
 /// Per-type operations the type-erased collector needs.
 ///
@@ -165,6 +177,69 @@ impl GcHeader {
     }
 }
 
+/// The flags word of any object: the word before its strong count (see
+/// the module docs).
+///
+/// # Safety
+/// `obj` points at the `Counts` of a live allocation, with its provenance.
+#[inline(always)]
+pub(crate) unsafe fn flags_word<'a>(obj: ObjPtr) -> &'a Cell<usize> {
+    // SAFETY: both layouts have a word there (`allocate`); live per the
+    // contract.
+    unsafe { &*obj.cast::<Cell<usize>>().sub(1) }
+}
+
+/// The word holding the weak count of an object whose flags word is
+/// `flags`: the flags word itself if it says `NO_HEADER`, the header's
+/// otherwise.
+///
+/// # Safety
+/// As [`flags_word`].
+#[inline(always)]
+pub(crate) unsafe fn weak_word<'a>(obj: ObjPtr, flags: usize) -> &'a Cell<usize> {
+    if flags & NO_HEADER != 0 {
+        // SAFETY: forwarded contract.
+        unsafe { flags_word(obj) }
+    } else {
+        // SAFETY: forwarded contract; tracked, so the header exists.
+        unsafe { &GcHeader::of(obj).weak }
+    }
+}
+
+/// The weak count in a weak word.
+#[inline(always)]
+pub(crate) fn weak_count(word: usize) -> usize {
+    word >> SHIFT
+}
+
+/// Adds a weak reference to a weak word; aborts on overflow, as `Rc` does.
+#[inline(always)]
+pub(crate) fn inc_weak(w: &Cell<usize>) {
+    let n = w.get().wrapping_add(WEAK_ONE);
+    w.set(n);
+    if n < WEAK_ONE {
+        std::process::abort();
+    }
+}
+
+/// Removes a weak reference from a weak word; returns how many remain.
+#[inline(always)]
+pub(crate) fn dec_weak(w: &Cell<usize>) -> usize {
+    let n = w.get() - WEAK_ONE;
+    w.set(n);
+    weak_count(n)
+}
+
+/// Adds a strong handle; aborts on overflow, as `Rc` does.
+#[inline(always)]
+pub(crate) fn inc_strong(c: &Counts) {
+    let s = c.strong.get().wrapping_add(1);
+    c.strong.set(s);
+    if s == 0 {
+        std::process::abort();
+    }
+}
+
 /// What the header of a tracked allocation holds besides the gc word: the
 /// vtable, and for a slice its length. A value's
 /// [`GcLayout`](super::trace::GcLayout) hands it to the allocator.
@@ -175,11 +250,18 @@ pub struct HeaderSpec {
     pub(crate) slice_len: Option<usize>,
 }
 
+/// Bytes before the value of an untracked allocation: the weak word and
+/// the strong count.
+pub(crate) const UNTRACKED_PREFIX: usize = 2 * size_of::<usize>();
+/// Bytes before the value of a tracked sized allocation.
+pub(crate) const TRACKED_PREFIX: usize = size_of::<GcHeader>() + size_of::<Counts>();
+
 impl HeaderSpec {
-    /// Bytes before the `Counts`: the header, and the slice length.
+    /// Bytes before the value: the header, the count, and a slice's
+    /// length.
     #[inline(always)]
     pub(crate) fn prefix(self) -> usize {
-        size_of::<GcHeader>()
+        TRACKED_PREFIX
             + match self.slice_len {
                 Some(_) => size_of::<usize>(),
                 None => 0,
@@ -187,7 +269,17 @@ impl HeaderSpec {
     }
 }
 
-/// Where the parts of one allocation are: its `Counts` `offset` bytes from
+/// The bytes before the value of an allocation with this header (`None`:
+/// untracked).
+#[inline(always)]
+pub(crate) fn prefix(header: Option<HeaderSpec>) -> usize {
+    match header {
+        Some(h) => h.prefix(),
+        None => UNTRACKED_PREFIX,
+    }
+}
+
+/// Where the parts of one allocation are: its value `offset` bytes from
 /// the start, and its size and alignment. The only place allocation sizes
 /// are computed, so allocating and freeing always agree.
 #[derive(Clone, Copy)]
@@ -203,34 +295,25 @@ const fn round_up(n: usize, align: usize) -> usize {
     (n + align - 1) & !(align - 1)
 }
 
-/// Offset of the value in a `GcBox` (`repr(C)`: the counts, then the value
-/// at the next multiple of its alignment).
-#[inline(always)]
-pub(crate) const fn value_offset(value_align: usize) -> usize {
-    round_up(size_of::<Counts>(), value_align)
-}
-
 impl Placement {
-    /// The placement of a `GcBox` whose value has `value_size` bytes and
-    /// alignment `value_align`, preceded by `prefix` bytes of header (0 for
-    /// an untracked allocation). `GcBox` is `repr(C)`: the value follows
-    /// the counts at the next multiple of its alignment, and the box is
-    /// padded to its own alignment, as `Layout::extend` computes.
+    /// The placement of an allocation whose value has `value_size` bytes
+    /// and alignment `value_align`, preceded by `prefix` bytes of counts
+    /// and header: the value at the first multiple of its alignment past
+    /// them, the whole padded to that alignment (as `Rc` pads its box).
     ///
     /// `value_size` is at most `isize::MAX` (it comes from a `Layout`), so
     /// the sums cannot overflow; [`layout`](Self::layout) checks the total.
     #[inline(always)]
     pub(crate) const fn new(value_size: usize, value_align: usize, prefix: usize) -> Placement {
-        let align = if value_align > align_of::<Counts>() {
+        let align = if value_align > align_of::<usize>() {
             value_align
         } else {
-            align_of::<Counts>()
+            align_of::<usize>()
         };
-        let box_size = round_up(value_offset(value_align) + value_size, align);
         let offset = round_up(prefix, align);
         Placement {
             offset,
-            size: offset + box_size,
+            size: round_up(offset + value_size, align),
             align,
         }
     }
@@ -246,9 +329,10 @@ impl Placement {
 
 /// Allocates memory for an object whose value has layout `value`: writes
 /// the counts and, if `header` is given (a tracked object), the header
-/// with gc word `gc` (and the slice length). The value is left
-/// uninitialised. Returns the pointer to the counts, carrying the
-/// provenance of the whole allocation.
+/// with gc word `gc` (and the slice length); an untracked object's flags
+/// word gets `NO_HEADER | DIRTY`. The value is left uninitialised.
+/// Returns the pointer to where the value goes, carrying the provenance
+/// of the whole allocation.
 ///
 /// For a sized value every argument but the counts is a constant, and so
 /// is the whole computation (the generated code is a call to `alloc` and
@@ -260,65 +344,90 @@ pub(crate) fn allocate(
     strong: usize,
     weak: usize,
     gc: usize,
-) -> NonNull<Counts> {
-    let prefix = match header {
-        Some(h) => h.prefix(),
-        None => 0,
-    };
-    let pl = Placement::new(value.size(), value.align(), prefix);
+) -> NonNull<u8> {
+    let pl = Placement::new(value.size(), value.align(), prefix(header));
     let layout = pl.layout();
     // SAFETY: the layout has non-zero size (it holds the counts).
     let base = unsafe { alloc(layout) };
     if base.is_null() {
         handle_alloc_error(layout);
     }
-    // SAFETY: `pl.offset + size_of::<GcBox<..>>() == layout.size()` and
-    // `pl.offset >= prefix` (Placement::new), so the counts, the header
-    // right before them and the slice length before that are in bounds;
-    // `pl.offset` is a multiple of the box's alignment (>= 8), so every
-    // word written is aligned.
+    // SAFETY: `pl.offset >= prefix(header)`, so every word written below
+    // (the prefix's, counted back from the value) is in bounds; the offset
+    // is a multiple of 8, so each word is aligned.
     unsafe {
-        let counts = base.add(pl.offset).cast::<Counts>();
-        if let Some(h) = header {
-            let hp = counts
-                .cast::<u8>()
-                .sub(size_of::<GcHeader>())
-                .cast::<GcHeader>();
-            ptr::write(
-                hp,
-                GcHeader {
-                    vtable: h.vtable,
-                    gc: Cell::new(gc),
-                },
-            );
-            if let Some(len) = h.slice_len {
-                ptr::write(hp.cast::<usize>().sub(1), len);
-            }
-        }
+        let value = base.add(pl.offset);
+        let counts = value.cast::<Counts>().sub(1);
         ptr::write(
             counts,
             Counts {
                 strong: Cell::new(strong),
-                weak: Cell::new(weak),
             },
         );
-        NonNull::new_unchecked(counts)
+        match header {
+            Some(h) => {
+                let hp = counts.cast::<GcHeader>().sub(1);
+                ptr::write(
+                    hp,
+                    GcHeader {
+                        vtable: h.vtable,
+                        weak: Cell::new(weak * WEAK_ONE),
+                        gc: Cell::new(gc),
+                    },
+                );
+                if let Some(len) = h.slice_len {
+                    ptr::write(hp.cast::<usize>().sub(1), len);
+                }
+            }
+            None => ptr::write(
+                counts.cast::<usize>().sub(1),
+                (weak * WEAK_ONE) | NO_HEADER | DIRTY,
+            ),
+        }
+        NonNull::new_unchecked(value)
     }
 }
 
 /// Frees the memory of an object allocated by [`allocate`].
 ///
 /// # Safety
-/// `obj` came from [`allocate`] with a header of `prefix` bytes (0 if
-/// none) for a value of `value_size` bytes aligned to `value_align`, the
-/// value is dropped or was never written, and no handle will touch it
-/// again.
+/// `obj` came from [`allocate`] with a prefix of `prefix` bytes for a
+/// value of `value_size` bytes aligned to `value_align`, the value is
+/// dropped or was never written, and no handle will touch it again.
 #[inline(always)]
 pub(crate) unsafe fn free(obj: ObjPtr, value_size: usize, value_align: usize, prefix: usize) {
     let pl = Placement::new(value_size, value_align, prefix);
-    // SAFETY: undoes the offset applied by `allocate`, with the same
-    // layout; `obj` carries the allocation's provenance.
-    unsafe { dealloc(obj.cast::<u8>().cast_mut().sub(pl.offset), pl.layout()) }
+    // SAFETY: undoes the offset applied by `allocate` (the value is one
+    // word past the counts), with the same layout; `obj` carries the
+    // allocation's provenance.
+    unsafe {
+        let base = obj
+            .cast::<u8>()
+            .cast_mut()
+            .add(size_of::<Counts>())
+            .sub(pl.offset);
+        dealloc(base, pl.layout())
+    }
+}
+
+/// The value of the sized object at `obj`.
+///
+/// # Safety
+/// `obj` points at the `Counts` of an allocation made for a `T`, with its
+/// provenance.
+#[inline(always)]
+pub(crate) unsafe fn value_of<T>(obj: ObjPtr) -> NonNull<T> {
+    // SAFETY: the value is one word past the counts (`allocate`).
+    unsafe { NonNull::new_unchecked(obj.add(1).cast::<T>().cast_mut()) }
+}
+
+/// The counts of the object whose value is at `value` (any `T`).
+#[inline(always)]
+pub(crate) fn counts_of<T: ?Sized>(value: NonNull<T>) -> ObjPtr {
+    // The counts are the word before the value (`allocate`); wrapping
+    // arithmetic keeps the provenance and needs no proof of bounds here
+    // (callers dereference it only for live allocations).
+    value.as_ptr().cast::<Counts>().wrapping_sub(1)
 }
 
 /// Layout facts and the vtable of a sized `T`.
@@ -327,7 +436,7 @@ pub(crate) struct Lay<T>(std::marker::PhantomData<T>);
 impl<T: Trace> Lay<T> {
     /// The allocation of a tracked `T`.
     pub(crate) const TRACKED: Placement =
-        Placement::new(size_of::<T>(), align_of::<T>(), size_of::<GcHeader>());
+        Placement::new(size_of::<T>(), align_of::<T>(), TRACKED_PREFIX);
 
     /// The layout of the whole allocation of a `T`, tracked or not.
     #[cfg(test)]
@@ -335,7 +444,7 @@ impl<T: Trace> Lay<T> {
         if T::may_contain_gc() {
             Self::TRACKED.layout()
         } else {
-            Placement::new(size_of::<T>(), align_of::<T>(), 0).layout()
+            Placement::new(size_of::<T>(), align_of::<T>(), UNTRACKED_PREFIX).layout()
         }
     }
 
@@ -363,29 +472,27 @@ fn capacity_overflow() -> ! {
 unsafe fn trace_erased<T: Trace>(obj: ObjPtr, tracer: &mut Tracer) {
     // SAFETY: the collector only passes live tracked objects of this
     // vtable's type whose value has not been dropped.
-    let v = unsafe { &(*obj.cast::<GcBox<T>>()).value };
-    v.trace(tracer)
+    unsafe { value_of::<T>(obj).as_ref() }.trace(tracer)
 }
 
 unsafe fn drop_value_erased<T: Trace>(obj: ObjPtr) {
     // SAFETY: the caller (collector or trashcan) drops each value at most
     // once, marking it DROPPED first.
-    unsafe {
-        ptr::drop_in_place(ptr::addr_of_mut!(
-            (*obj.cast::<GcBox<T>>().cast_mut()).value
-        ))
-    }
+    unsafe { ptr::drop_in_place(value_of::<T>(obj).as_ptr()) }
 }
 
 unsafe fn dealloc_erased<T: Trace>(obj: ObjPtr) {
     // SAFETY: the caller frees only when strong == weak == 0, once; the
     // object was allocated for this T with a header (vtable per T).
-    unsafe { free(obj, size_of::<T>(), align_of::<T>(), size_of::<GcHeader>()) }
+    unsafe { free(obj, size_of::<T>(), align_of::<T>(), TRACKED_PREFIX) }
 }
 
 /// Layout facts and the vtable of a tracked slice `[T]`, whose element
 /// count is stored before its header.
 pub(crate) struct SliceLay<T>(std::marker::PhantomData<T>);
+
+/// Bytes before the elements of a tracked slice.
+const SLICE_PREFIX: usize = TRACKED_PREFIX + size_of::<usize>();
 
 impl<T: Trace> SliceLay<T> {
     /// The header of a tracked slice of `len` elements.
@@ -402,12 +509,7 @@ impl<T: Trace> SliceLay<T> {
         drop_value: drop_slice::<T>,
         dealloc: dealloc_slice::<T>,
         type_name: std::any::type_name::<[T]>,
-        size: Placement::new(
-            0,
-            align_of::<T>(),
-            size_of::<GcHeader>() + size_of::<usize>(),
-        )
-        .size,
+        size: Placement::new(0, align_of::<T>(), SLICE_PREFIX).size,
         finalize: None,
     };
 
@@ -421,33 +523,30 @@ impl<T: Trace> SliceLay<T> {
         // a slice allocation (HeaderSpec::slice_len).
         unsafe {
             *obj.cast::<u8>()
-                .sub(size_of::<GcHeader>() + size_of::<usize>())
+                .sub(SLICE_PREFIX - size_of::<Counts>())
                 .cast::<usize>()
         }
     }
 
-    /// The wide pointer to the slice object at `obj`.
+    /// The wide pointer to the elements of the slice object at `obj`.
     ///
     /// # Safety
     /// As [`len`](Self::len).
     #[inline(always)]
-    unsafe fn boxp(obj: ObjPtr) -> *mut GcBox<[T]> {
+    unsafe fn elems(obj: ObjPtr) -> *mut [T] {
         // SAFETY: forwarded contract.
-        let len = unsafe { Self::len(obj) };
-        // A wide pointer whose address is the box and whose metadata is
-        // the element count: `GcBox<[T]>`'s metadata is its tail's.
-        ptr::slice_from_raw_parts_mut(obj.cast::<T>().cast_mut(), len) as *mut GcBox<[T]>
+        unsafe { ptr::slice_from_raw_parts_mut(value_of::<T>(obj).as_ptr(), Self::len(obj)) }
     }
 }
 
 unsafe fn trace_slice<T: Trace>(obj: ObjPtr, tracer: &mut Tracer) {
     // SAFETY: as `trace_erased`; the vtable is this slice type's.
-    unsafe { (*SliceLay::<T>::boxp(obj)).value.trace(tracer) }
+    unsafe { (*SliceLay::<T>::elems(obj)).trace(tracer) }
 }
 
 unsafe fn drop_slice<T: Trace>(obj: ObjPtr) {
     // SAFETY: as `drop_value_erased`.
-    unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*SliceLay::<T>::boxp(obj)).value)) }
+    unsafe { ptr::drop_in_place(SliceLay::<T>::elems(obj)) }
 }
 
 unsafe fn dealloc_slice<T: Trace>(obj: ObjPtr) {
@@ -455,12 +554,7 @@ unsafe fn dealloc_slice<T: Trace>(obj: ObjPtr) {
     // allocation was sized for.
     unsafe {
         let len = SliceLay::<T>::len(obj);
-        free(
-            obj,
-            size_of::<T>() * len,
-            align_of::<T>(),
-            size_of::<GcHeader>() + size_of::<usize>(),
-        )
+        free(obj, size_of::<T>() * len, align_of::<T>(), SLICE_PREFIX)
     }
 }
 
@@ -471,13 +565,11 @@ unsafe fn dealloc_slice<T: Trace>(obj: ObjPtr) {
 /// `obj` is a live tracked object with strong == 0 and its value dropped.
 #[inline]
 pub(crate) unsafe fn release_implicit_weak(obj: ObjPtr) {
-    // SAFETY: live per the contract.
-    let c = unsafe { &*obj };
-    let w = c.weak.get() - 1;
-    c.weak.set(w);
-    if w == 0 {
+    // SAFETY: live tracked object per the contract.
+    let h = unsafe { GcHeader::of(obj) };
+    if dec_weak(&h.weak) == 0 {
         // SAFETY: no strong and no weak handle remain; tracked, so the
         // header (and vtable) exists.
-        unsafe { (GcHeader::of(obj).vtable.dealloc)(obj) }
+        unsafe { (h.vtable.dealloc)(obj) }
     }
 }

@@ -13,10 +13,11 @@ use std::ptr::{self, NonNull};
 
 use super::generations;
 use super::header::{
-    allocate, free, value_offset, Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED,
-    FINALIZE, SHIFT, UNTRACKED, WEAK_CALLBACKS,
+    allocate, counts_of, dec_weak, flags_word, free, inc_strong, inc_weak, weak_count, weak_word,
+    Counts, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, NO_HEADER, SHIFT,
+    TRACKED_PREFIX, UNTRACKED, UNTRACKED_PREFIX, WEAK_CALLBACKS,
 };
-use super::trace::Trace;
+use super::trace::{GcLayout, Trace};
 use super::tracer::Tracer;
 use super::trashcan;
 use super::weak::Weak;
@@ -48,80 +49,89 @@ use super::weak::Weak;
 /// assert_eq!(gc::collect(), 2);
 /// ```
 pub struct Gc<T: ?Sized + Trace + 'static> {
-    ptr: NonNull<GcBox<T>>,
-    _marker: PhantomData<GcBox<T>>,
+    /// The value (the counts and header precede it: see `header`).
+    ptr: NonNull<T>,
+    _marker: PhantomData<T>,
 }
 
 impl<T: ?Sized + Trace + 'static> UnwindSafe for Gc<T> where T: RefUnwindSafe {}
 
-/// Whether the allocation at `ptr` is tracked (has a collector header):
-/// the value's [`GcLayout`] answer, a constant of its (concrete) type. For
-/// a sized `T` the optimizer folds it; for a trait object it is a call
-/// through the vtable.
-///
-/// # Safety
-/// `ptr` points to a live allocation (a strong or weak count is held).
-/// The value may have been dropped: the answer reads only the pointer's
-/// metadata (`GcLayout` impls are pymem's and return constants), and
-/// making the reference is allowed, as t-opsem decided that a reference's
-/// validity does not depend on the memory it points to
-/// (rust-lang/unsafe-code-guidelines#414): it must be aligned and point
-/// into a live allocation, which it does.
-#[inline(always)]
-pub(crate) unsafe fn is_tracked_at<T: ?Sized + Trace>(ptr: NonNull<GcBox<T>>) -> bool {
-    // SAFETY: per the contract.
-    unsafe { (*ptr.as_ptr()).value.__gc_tracked() }
-}
-
-/// Frees the memory of the allocation at `ptr` (the one implementation,
-/// for `Gc` and `Weak`): an untracked one is just the box; a tracked sized
-/// one has a header of a constant size; a tracked unsized one (a slice, or
-/// a trait object whose concrete allocation may be a slice's or a sized
-/// type's) is freed by its own vtable, which knows how it was made.
+/// Frees the memory of the allocation whose value is at `ptr` and whose
+/// flags word is `flags` (the one implementation, for `Gc` and `Weak`):
+/// an untracked one has a prefix of a constant size; so has a tracked
+/// sized one; a tracked unsized one (a slice, or a trait object whose
+/// concrete allocation may be a slice's or a sized type's) is freed by
+/// its own vtable, which knows how it was made.
 ///
 /// # Safety
 /// strong == weak == 0: the value is dropped or moved out, and no handle
 /// will touch the allocation again.
 #[inline(always)]
-pub(crate) unsafe fn deallocate<T: ?Sized + Trace>(ptr: NonNull<GcBox<T>>) {
-    let obj = ptr.as_ptr() as ObjPtr;
-    // SAFETY: the allocation is live until freed here; see `is_tracked_at`
-    // for reading the (dropped) value's metadata.
+pub(crate) unsafe fn deallocate<T: ?Sized>(ptr: NonNull<T>, flags: usize) {
+    let obj = counts_of(ptr);
+    // SAFETY: the allocation is live until freed here. The size and
+    // alignment come from the wide pointer's metadata through a reference
+    // to the dropped value: nothing borrows it any more, and a reference's
+    // validity does not depend on the memory it points to (t-opsem's
+    // decision in rust-lang/unsafe-code-guidelines#414); for a sized `T`
+    // both are constants.
     unsafe {
-        let value = &(*ptr.as_ptr()).value;
-        if !value.__gc_tracked() {
-            free(obj, size_of_val(value), align_of_val(value), 0)
-        } else if size_of::<*const T>() == size_of::<ObjPtr>() {
+        let value = ptr.as_ref();
+        if flags & NO_HEADER != 0 {
             free(
                 obj,
                 size_of_val(value),
                 align_of_val(value),
-                size_of::<GcHeader>(),
+                UNTRACKED_PREFIX,
             )
+        } else if size_of::<*const T>() == size_of::<ObjPtr>() {
+            free(obj, size_of_val(value), align_of_val(value), TRACKED_PREFIX)
         } else {
             (GcHeader::of(obj).vtable.dealloc)(obj)
         }
     }
 }
 
+/// Releases one weak reference of the allocation at `ptr` whose flags
+/// word is `flags`, freeing the memory if it was the last.
+///
+/// # Safety
+/// The caller owns that weak reference; if it is the implicit one of the
+/// strong handles, strong == 0 and the value is dropped or moved out.
+#[inline(always)]
+pub(crate) unsafe fn release_weak<T: ?Sized>(ptr: NonNull<T>, flags: usize) {
+    // SAFETY: live until the weak count reaches zero.
+    let w = unsafe { weak_word(counts_of(ptr), flags) };
+    if dec_weak(w) == 0 {
+        // SAFETY: no handle of any kind remains.
+        unsafe { deallocate(ptr, flags) }
+    }
+}
+
 impl<T: ?Sized + Trace + 'static> Gc<T> {
+    /// The type-erased object pointer (to the counts).
     #[inline(always)]
     pub(crate) fn obj(&self) -> ObjPtr {
-        self.ptr.as_ptr() as ObjPtr
+        counts_of(self.ptr)
     }
 
     #[inline(always)]
     fn counts(&self) -> &Counts {
         // SAFETY: a handle keeps the allocation (counts included) alive.
-        unsafe { &(*self.ptr.as_ptr()).counts }
+        unsafe { &*self.obj() }
     }
 
-    /// Whether this allocation has a collector header (see
-    /// [`is_tracked_at`]).
+    /// The flags word (see `header`).
+    #[inline(always)]
+    fn flags(&self) -> usize {
+        // SAFETY: the handle keeps the allocation alive.
+        unsafe { flags_word(self.obj()) }.get()
+    }
+
+    /// Whether this allocation has a collector header (is tracked).
     #[inline(always)]
     pub(crate) fn has_header(&self) -> bool {
-        // SAFETY: the handle keeps the allocation alive.
-        unsafe { is_tracked_at(self.ptr) }
+        self.flags() & NO_HEADER == 0
     }
 
     /// The collector header; only for tracked allocations.
@@ -134,9 +144,10 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     }
 
     /// # Safety
-    /// The caller transfers one strong count on a live, initialised box.
+    /// The caller transfers one strong count on a live allocation whose
+    /// value (at `ptr`) is initialised.
     #[inline(always)]
-    pub(crate) unsafe fn from_inner(ptr: NonNull<GcBox<T>>) -> Self {
+    pub(crate) unsafe fn from_inner(ptr: NonNull<T>) -> Self {
         Gc {
             ptr,
             _marker: PhantomData,
@@ -167,10 +178,11 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     #[inline(always)]
     pub fn new(value: T) -> Gc<T> {
-        let p = allocate(Layout::new::<T>(), value.__gc_header(), 1, 1, 0).cast::<GcBox<T>>();
+        let header = <T as GcLayout>::__gc_header(&value);
+        let p = allocate(Layout::new::<T>(), header, 1, 1, 0).cast::<T>();
         // SAFETY: fresh allocation; the value slot is in bounds and aligned.
-        unsafe { ptr::write(ptr::addr_of_mut!((*p.as_ptr()).value), value) };
-        // SAFETY: `p` is a fully initialised box we own one count of.
+        unsafe { ptr::write(p.as_ptr(), value) };
+        // SAFETY: `p` is a fully initialised object we own one count of.
         let this = unsafe { Gc::from_inner(p) };
         Gc::track_new(&this);
         this
@@ -197,16 +209,17 @@ impl<T: Trace + 'static> Gc<T> {
         // strong 0, weak 1 (the `Weak` handed to `data_fn`); untracked until
         // the value is written.
         let header = T::may_contain_gc().then_some(Lay::<T>::HEADER);
-        let p = allocate(Layout::new::<T>(), header, 0, 1, UNTRACKED).cast::<GcBox<T>>();
-        // SAFETY: `p` is a live box with weak == 1, owned by this Weak.
+        let p = allocate(Layout::new::<T>(), header, 0, 1, UNTRACKED).cast::<T>();
+        // SAFETY: `p` is a live allocation with weak == 1, owned by this
+        // Weak.
         let weak = unsafe { Weak::from_inner(p) };
         let value = data_fn(&weak);
         // SAFETY: the allocation is live (we hold a weak count) and the
         // value slot is still uninitialised (strong is 0, so no one could
         // read it).
         unsafe {
-            ptr::write(ptr::addr_of_mut!((*p.as_ptr()).value), value);
-            (*p.as_ptr()).counts.strong.set(1);
+            ptr::write(p.as_ptr(), value);
+            (*counts_of(p)).strong.set(1);
         }
         // The Weak's count becomes the strong handles' implicit one.
         std::mem::forget(weak);
@@ -236,16 +249,14 @@ impl<T: Trace + 'static> Gc<T> {
     /// # drop(b2);
     /// ```
     pub fn try_unwrap(this: Self) -> Result<T, Self> {
-        if Self::strong_count(&this) != 1
-            || (T::may_contain_gc() && this.header().has(DROPPED | DEAD))
-        {
+        if Self::strong_count(&this) != 1 || this.flags() & (DROPPED | DEAD) != 0 {
             return Err(this);
         }
         let this = ManuallyDrop::new(this);
         let obj = this.obj();
         this.counts().strong.set(0);
         let mut callbacks = None;
-        if T::may_contain_gc() {
+        if this.has_header() {
             let h = this.header();
             generations::with(|st| st.untrack(obj, h));
             h.set_flags(DROPPED);
@@ -255,9 +266,9 @@ impl<T: Trace + 'static> Gc<T> {
         }
         // SAFETY: strong was 1 and is now 0: the value is ours to move out,
         // and no one will drop it again (DROPPED / strong == 0).
-        let value = unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) };
+        let value = unsafe { ptr::read(this.ptr.as_ptr()) };
         // SAFETY: strong == 0, value moved out.
-        unsafe { Self::release_weak(this.ptr) };
+        unsafe { release_weak(this.ptr, this.flags()) };
         if let Some(c) = callbacks {
             super::finalize::run_on_unwrap(c);
         }
@@ -287,13 +298,9 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// ```
     #[inline]
     pub fn downgrade(this: &Self) -> Weak<T> {
-        let c = this.counts();
-        let w = c.weak.get().wrapping_add(1);
-        c.weak.set(w);
-        if w == 0 {
-            std::process::abort();
-        }
-        // SAFETY: we just took a weak count on a live box.
+        // SAFETY: the handle keeps the allocation alive.
+        inc_weak(unsafe { weak_word(this.obj(), this.flags()) });
+        // SAFETY: we just took a weak count on a live allocation.
         unsafe { Weak::from_inner(this.ptr) }
     }
 
@@ -323,7 +330,8 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// ```
     #[inline]
     pub fn weak_count(this: &Self) -> usize {
-        this.counts().weak.get() - 1
+        // SAFETY: the handle keeps the allocation alive.
+        weak_count(unsafe { weak_word(this.obj(), this.flags()) }.get()) - 1
     }
 
     /// Whether two handles point to the same allocation (as
@@ -350,9 +358,7 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// ```
     #[inline]
     pub fn as_ptr(this: &Self) -> *const T {
-        // SAFETY: no reference is created; the field projection stays in
-        // bounds of the live allocation.
-        unsafe { ptr::addr_of!((*this.ptr.as_ptr()).value) }
+        this.ptr.as_ptr()
     }
 
     /// The value, or `None` once the collector has dropped it: for `Drop`
@@ -397,14 +403,12 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// ```
     #[inline(always)]
     pub fn try_deref(this: &Self) -> Option<&T> {
-        // SAFETY: the handle keeps the allocation alive; the reference is
-        // returned only if the value is not dropped (see `is_tracked_at`
-        // for asking a dropped value's type).
-        let v = unsafe { &(*this.ptr.as_ptr()).value };
-        if v.__gc_tracked() && this.header().has(DROPPED) {
+        if this.flags() & DROPPED != 0 {
             None
         } else {
-            Some(v)
+            // SAFETY: the handle keeps the allocation alive and the value
+            // is not dropped.
+            Some(unsafe { this.ptr.as_ref() })
         }
     }
 
@@ -420,9 +424,7 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// assert_eq!(*back, "x");
     /// ```
     pub fn into_raw(this: Self) -> *const T {
-        let p = Gc::as_ptr(&this);
-        std::mem::forget(this);
-        p
+        ManuallyDrop::new(this).ptr.as_ptr()
     }
 
     /// Rebuilds a handle from [`Gc::into_raw`]'s pointer, as
@@ -448,17 +450,12 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// ```
     pub unsafe fn from_raw(ptr: *const T) -> Gc<T> {
         // SAFETY: `ptr` points to the value of a live allocation (the raw
-        // pointer holds a strong count, so the collector never drops it),
-        // behind the counts at the offset its alignment gives; the unsizing
-        // coercion kept the address and provenance and added the metadata
-        // of that same value, so the wide pointer describes the allocation
-        // the `Gc<U>` was made with (its tracking answer is the concrete
-        // type's, see `GcLayout`).
-        unsafe {
-            let offset = value_offset(align_of_val(&*ptr));
-            let boxp = ptr.byte_sub(offset) as *mut GcBox<T>;
-            Gc::from_inner(NonNull::new_unchecked(boxp))
-        }
+        // pointer holds a strong count), and the counts and header precede
+        // every value the same way (see `header`); the unsizing coercion
+        // kept the address and provenance and added the metadata of that
+        // same value. Whether the allocation is tracked is in its flags
+        // word, whatever type the handle names.
+        unsafe { Gc::from_inner(NonNull::new_unchecked(ptr.cast_mut())) }
     }
 
     /// A mutable reference to the value if there is no other `Gc` or
@@ -475,46 +472,58 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// ```
     #[inline]
     pub fn get_mut(this: &mut Self) -> Option<&mut T> {
-        let c = this.counts();
-        if c.strong.get() == 1
-            && c.weak.get() == 1
-            && !(this.has_header() && this.header().has(DROPPED | DEAD))
-        {
+        let f = this.flags();
+        // SAFETY: the handle keeps the allocation alive.
+        let weak = unsafe { weak_word(this.obj(), f) }.get();
+        if this.counts().strong.get() == 1 && weak_count(weak) == 1 && f & (DROPPED | DEAD) == 0 {
             // SAFETY: we are the only handle of any kind, so no other
             // reference to the value can exist.
-            Some(unsafe { &mut (*this.ptr.as_ptr()).value })
+            Some(unsafe { this.ptr.as_mut() })
         } else {
             None
         }
     }
 
-    /// Frees the memory if the implicit weak count was the last one.
+    /// Releases the strong handles' implicit weak reference of a tracked
+    /// object (the collector's and the trashcan's path).
     ///
     /// # Safety
-    /// strong == 0 and the value was dropped or moved out.
+    /// strong == 0 on a tracked object whose value was dropped or moved
+    /// out.
     #[inline(always)]
-    pub(crate) unsafe fn release_weak(ptr: NonNull<GcBox<T>>) {
-        // SAFETY: live until the weak count reaches zero.
-        let c = unsafe { &(*ptr.as_ptr()).counts };
-        let w = c.weak.get() - 1;
-        c.weak.set(w);
-        if w == 0 {
-            // SAFETY: no handle of any kind remains.
-            unsafe { deallocate(ptr) }
+    pub(crate) unsafe fn release_weak(ptr: NonNull<T>) {
+        // SAFETY: forwarded contract; tracked, so its flags are not
+        // `NO_HEADER` (0 stands for any gc word here).
+        unsafe { release_weak(ptr, 0) }
+    }
+
+    /// The last strong handle of an untracked object whose value has drop
+    /// glue is gone. Out of line, so that `Gc`'s inlined `drop` stays
+    /// small whatever `T` is.
+    ///
+    /// # Safety
+    /// strong == 0 on the untracked live allocation `ptr`.
+    #[inline(never)]
+    unsafe fn drop_untracked(ptr: NonNull<T>) {
+        // SAFETY: untracked values hold no Gc and are never reached by the
+        // collector; strong == 0 gives us the value, dropped once, then the
+        // implicit weak count is released.
+        unsafe {
+            ptr::drop_in_place(ptr.as_ptr());
+            release_weak(ptr, NO_HEADER);
         }
     }
 
-    /// The last strong handle of a tracked object is gone.
+    /// The last strong handle of a tracked object is gone; `w` is its gc
+    /// word.
     #[inline(never)]
-    unsafe fn drop_slow(&mut self) {
-        let obj = self.obj();
-        let w = self.header().gc.get();
+    unsafe fn drop_slow(&mut self, w: usize) {
         if w & (DROPPED | UNTRACKED | FINALIZE | WEAK_CALLBACKS) != 0 {
             // SAFETY: forwarded contract.
             return unsafe { self.drop_slow_unlisted(w) };
         }
         let st = generations::state();
-        st.untrack_at(obj, w >> SHIFT);
+        st.untrack_at(self.obj(), w >> SHIFT);
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
         unsafe { trashcan::drop_object(st, self.ptr) }
     }
@@ -533,7 +542,7 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
         }
         if w & (FINALIZE | WEAK_CALLBACKS) != 0 {
             // A pending finalizer or weak callbacks.
-            // SAFETY: strong just reached 0 on this live tracked box.
+            // SAFETY: strong just reached 0 on this live tracked object.
             return unsafe { super::finalize::last_drop(self.ptr) };
         }
         // Untracked (created after the thread's collector was torn down):
@@ -560,29 +569,29 @@ fn dropped_panic(type_name: &str) -> ! {
 }
 
 impl<T: ?Sized + Trace + 'static> Drop for Gc<T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         let c = self.counts();
         let s = c.strong.get() - 1;
         c.strong.set(s);
         if s == 0 {
-            if self.has_header() {
-                // SAFETY: we released the last strong count.
-                unsafe { self.drop_slow() }
+            let w = self.flags();
+            if w & NO_HEADER == 0 {
+                // SAFETY: we released the last strong count of a tracked
+                // object.
+                unsafe { self.drop_slow(w) }
+            } else if std::mem::needs_drop::<T>() {
+                // SAFETY: we released the last strong count of an
+                // untracked object.
+                unsafe { Self::drop_untracked(self.ptr) }
             } else {
-                // SAFETY: untracked values hold no Gc and are never reached
-                // by the collector; strong == 0 gives us the value, dropped
-                // once, then the implicit weak count is released.
-                unsafe {
-                    ptr::drop_in_place(ptr::addr_of_mut!((*self.ptr.as_ptr()).value));
-                    Self::release_weak(self.ptr);
-                }
+                // SAFETY: strong == 0 and the value needs no drop.
+                unsafe { release_weak(self.ptr, NO_HEADER) }
             }
-        } else if self.has_header() {
-            let h = self.header();
-            if !h.has(DIRTY) {
-                note_dirty(h);
-            }
+        } else if self.flags() & DIRTY == 0 {
+            // Tracked (an untracked object's flags always say DIRTY): the
+            // skip rule's mark.
+            note_dirty(self.header());
         }
     }
 }
@@ -591,12 +600,7 @@ impl<T: ?Sized + Trace + 'static> Clone for Gc<T> {
     /// Another handle to the same allocation (a count increment).
     #[inline]
     fn clone(&self) -> Self {
-        let c = self.counts();
-        let s = c.strong.get().wrapping_add(1);
-        c.strong.set(s);
-        if s == 0 {
-            std::process::abort();
-        }
+        inc_strong(self.counts());
         // SAFETY: we took a strong count.
         unsafe { Gc::from_inner(self.ptr) }
     }

@@ -32,7 +32,7 @@ fn node(id: u32, drops: &Rc<Cell<usize>>) -> Gc<Node> {
 
 #[test]
 fn header_sizes() {
-    assert_eq!(size_of::<Counts>(), 16);
+    assert_eq!(size_of::<Counts>(), 8);
     assert_eq!(size_of::<GcHeader>() + size_of::<Counts>(), 32);
     assert_eq!(size_of::<Gc<u8>>(), size_of::<usize>());
     assert_eq!(size_of::<Option<Gc<u8>>>(), size_of::<usize>());

@@ -31,8 +31,8 @@ use super::tracer::Tracer;
 /// part of a reference cycle, so `Gc::new` does not *track* it: no
 /// collector list entry, a 16-byte header like `Rc`'s, no effect on
 /// [`gc::get_count`](crate::gc::get_count), as CPython untracks atomic
-/// objects. The answer is a constant of the type; for a sized type the
-/// optimizer folds it, so `Gc::new` and `drop` contain no test. A
+/// objects. For a sized type the answer is a constant the optimizer
+/// folds: `Gc::new` contains no test. The allocation remembers it, so a
 /// `Gc<dyn Trait>` is tracked if the concrete type behind it is.
 ///
 /// The default is `true`, so a hand-written impl that defines only `trace`
@@ -63,55 +63,61 @@ use super::tracer::Tracer;
 /// The collector trusts `trace` and `may_contain_gc`. These are the rules,
 /// and what breaking each one causes:
 ///
-/// 1. **`may_contain_gc` must return the same value on every call**: a
-///    constant of the type, never depending on a value, a global or time.
-///    The allocation layout is chosen from it when a `Gc` is created and
-///    recomputed from it when the `Gc` is read and dropped. Breaking this
-///    rule is **undefined behaviour** (a header read where there is none,
-///    memory freed with the wrong layout). It is why the trait is
-///    `unsafe`. The `#[doc(hidden)]` items of this trait and
-///    [`GcLayout`] are pymem's: implementing or overriding them by hand
-///    falls under this rule too.
+/// 1. **`trace` must not read data that may be mutably borrowed.** The
+///    collector calls it at any allocation of a tracked `Gc` (an automatic
+///    collection), at [`gc::collect`](crate::gc::collect) and while
+///    reclaiming, that is while frames below may hold a `&mut` into other
+///    values. A custom cell built on `UnsafeCell` must check whether its
+///    contents are borrowed and, if they are, call
+///    [`Tracer::mark_external`] instead of reading them, as `RefCell`'s,
+///    `Mutex`'s and `RwLock`'s impls do. Reading them anyway is
+///    **undefined behaviour** (a read of data under a live `&mut`); it is
+///    why the trait is `unsafe`. Impls that only call `trace` on their
+///    fields cannot break this rule.
 /// 2. **`trace` visits every `Gc` the value owns** (directly or through
 ///    fields and containers it owns), by calling `Trace::trace` on it or
 ///    on something holding it. A `Gc` not visited makes its target look
 ///    referenced from outside: cycles through that edge are **leaked**,
-///    as with `Rc`. Never undefined behaviour.
-/// 3. **`may_contain_gc` is `false` only if no value of the type can own a
-///    `Gc`.** Otherwise `Gc`s of the type are not tracked and containers
-///    of it skip tracing it: cycles through such values **leak**. Never
-///    undefined behaviour.
-/// 4. **`trace` visits each owned `Gc` once per call, and nothing it does
+///    as with `Rc`.
+/// 3. **`trace` visits each owned `Gc` once per call, and nothing it does
 ///    not own** (a `Gc` reached through an `Rc`, a reference or a global
 ///    is not owned). An extra visit subtracts a reference that does not
 ///    exist, so live objects can be found unreachable: their values are
 ///    **dropped early**, and a later dereference of a handle to them
 ///    **panics** with a message naming the collector (a `Weak` stops
 ///    upgrading, [`Gc::try_deref`](crate::Gc::try_deref) returns `None`).
-///    Never undefined behaviour: memory is freed only when its strong and
+///    Not undefined behaviour: memory is freed only when its strong and
 ///    weak counts reach zero, the collector holds a count on every object
 ///    it reclaims, and every dereference checks whether the value was
 ///    dropped.
+/// 4. **`may_contain_gc` is `false` only if no value of the type can own a
+///    `Gc`**, and is the same on every call (a constant of the type).
+///    Otherwise `Gc`s of the type are not tracked, or containers of it
+///    skip tracing it: cycles through such values **leak**. Each
+///    allocation keeps the answer it was made with, so an answer that
+///    changes is not undefined behaviour either.
 /// 5. **`trace` only reads**: it must not create, clone or drop `Gc`s or
 ///    `Weak`s, allocate tracked objects, or mutate what it traces. If it
-///    does, or panics, that collection keeps or loses nothing it should
-///    not in a way that matters for memory safety (the collector re-reads
-///    its list, objects freed meanwhile become holes, a panic restores
-///    the lists and is resumed), but which garbage it finds is
-///    unspecified; the rest is rules 2 and 4.
+///    does, or panics, memory safety holds (the collector re-reads its
+///    list, objects freed meanwhile become holes, a panic restores the
+///    lists and is resumed), but which garbage that collection finds is
+///    unspecified: rules 2 and 3 apply to the result.
 ///
-/// **Why the derive is always safe**: its `may_contain_gc` is an OR of the
-/// field types' answers, a constant (rule 1, given the field types'
-/// impls); it visits each field that is not `#[trace(skip)]` exactly once,
-/// through the field type's own `Trace` (rules 2 and 4 reduce to the
+/// The `#[doc(hidden)]` items of this trait and [`GcLayout`] are pymem's:
+/// they are not part of the API and are not to be implemented by hand.
+///
+/// **Why the derive is always safe**: it visits each field that is not
+/// `#[trace(skip)]` exactly once, through the field type's own `Trace`,
+/// and reads nothing itself (rules 1 and 5 hold, and 2 and 3 reduce to the
 /// fields' impls; a `#[trace(skip)]` field holding a `Gc` is a documented
-/// leak); it runs no other code (rule 5); and it requires every traced
-/// field type to implement `Trace`, so it cannot be used on a field it
-/// does not understand.
+/// leak); its `may_contain_gc` is an OR of the field types' answers, a
+/// constant (rule 4); and it requires every traced field type to
+/// implement `Trace`, so it cannot be used on a field it does not
+/// understand.
 ///
 /// There is no impl for `Rc<T>`/`Arc<T>` holding a `Gc`: a value shared by
 /// several owners would be visited once per owner, while it holds only one
-/// count of the `Gc` inside, which breaks rule 4. `Rc<str>`, `Rc<[u8]>`,
+/// count of the `Gc` inside, which breaks rule 3. `Rc<str>`, `Rc<[u8]>`,
 /// `Rc<Path>` and the like hold no `Gc` and implement `Trace`; mark other
 /// `Rc` fields `#[trace(skip)]` (a `Gc` inside one is then never traced:
 /// rule 2, a leak if it closes a cycle).
@@ -154,7 +160,7 @@ pub unsafe trait Trace: GcLayout {
 
     /// Whether a value of this type may own a [`Gc`](crate::Gc); `false`
     /// makes `Gc<Self>` untracked (see [Tracking](Trace#tracking)). A
-    /// constant of the type (rule 1 of [Safety](Trace#safety)).
+    /// constant of the type (rule 4 of [Safety](Trace#safety)).
     ///
     /// Defaults to `true`. Override it only to return `false` in a
     /// hand-written impl of a type that holds no `Gc`; a container must
@@ -195,29 +201,23 @@ pub unsafe trait Trace: GcLayout {
 /// `str`, `Path`, `OsStr`, `CStr`; not part of the API.
 ///
 /// # Safety
-/// `__gc_tracked` is a constant of the concrete type (rule 1 of
-/// [`Trace`]'s contract), and `__gc_header` returns `Some` exactly when it
-/// is `true`, with a vtable whose functions handle this type.
+/// `__gc_header` returns `None` (untracked) or the header of this value's
+/// type, whose vtable's functions handle an allocation made for it: a
+/// wrong one is undefined behaviour (the collector would trace, drop and
+/// free the allocation as another type).
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is a dynamically sized type that pymem cannot place in a `Gc`",
     note = "unsized `Gc` values are `str`, slices and trait objects (`dyn Trait` where `Trait: pymem::Trace`)"
 )]
 pub unsafe trait GcLayout {
-    /// Whether this value's allocation is tracked (has a header).
-    fn __gc_tracked(&self) -> bool;
     /// The header a tracked allocation of this value needs (`None` if it
     /// is untracked).
     fn __gc_header(&self) -> Option<HeaderSpec>;
 }
 
-// SAFETY: both answers come from `T::may_contain_gc()` (a constant by
-// rule 1); the vtable is `T`'s.
+// SAFETY: the vtable is `T`'s.
 unsafe impl<T: Trace> GcLayout for T {
-    #[inline(always)]
-    fn __gc_tracked(&self) -> bool {
-        T::may_contain_gc()
-    }
     #[inline(always)]
     fn __gc_header(&self) -> Option<HeaderSpec> {
         if T::may_contain_gc() {
@@ -228,17 +228,11 @@ unsafe impl<T: Trace> GcLayout for T {
     }
 }
 
-// SAFETY: a constant of `T`, the same expression as `[T; N]`'s answer (an
-// array coerced to a slice keeps its allocation); the vtable reads the
-// length the header spec stores.
+// SAFETY: the vtable reads the length the header spec stores.
 unsafe impl<T: Trace> GcLayout for [T] {
     #[inline(always)]
-    fn __gc_tracked(&self) -> bool {
-        T::__may_contain_gc_within::<DefaultDepth>()
-    }
-    #[inline(always)]
     fn __gc_header(&self) -> Option<HeaderSpec> {
-        if self.__gc_tracked() {
+        if <[T; 0]>::may_contain_gc() {
             Some(SliceLay::<T>::header(self.len()))
         } else {
             None
@@ -411,12 +405,8 @@ macro_rules! atomic_unsized {
             #[inline(always)]
             fn trace(&self, _: &mut Tracer) {}
         }
-        // SAFETY: never tracked (a constant), so no header is needed.
+        // SAFETY: never tracked, so no header is needed.
         unsafe impl GcLayout for $t {
-            #[inline(always)]
-            fn __gc_tracked(&self) -> bool {
-                false
-            }
             #[inline(always)]
             fn __gc_header(&self) -> Option<HeaderSpec> {
                 None
@@ -427,7 +417,7 @@ macro_rules! atomic_unsized {
 
 atomic_unsized!(str, Path, OsStr, CStr);
 
-// SAFETY: a shared reference owns nothing (rule 4: what it points to is
+// SAFETY: a shared reference owns nothing (rule 3: what it points to is
 // not the referrer's to visit).
 unsafe impl<T: ?Sized> Trace for &'static T {
     #[inline(always)]
@@ -448,7 +438,8 @@ unsafe impl<T: ?Sized> Trace for PhantomData<T> {
     }
 }
 
-// SAFETY: reads the contents through `as_ptr` without moving them. No
+// SAFETY: reads the contents through `as_ptr` without moving them (rule 1
+// of the contract: no `&mut` to them can be alive). No
 // `&mut` to a `Cell`'s contents is alive while the collector traces: the
 // cell is `!Sync` (only this thread), its methods hold one only across a
 // bitwise move or swap (`replace`, `set`, `take`, `swap`), running no user

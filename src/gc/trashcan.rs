@@ -12,7 +12,7 @@
 use std::ptr::{self, NonNull};
 
 use super::generations::State;
-use super::header::{release_implicit_weak, GcBox, GcHeader, ObjPtr, DROPPED};
+use super::header::{counts_of, release_implicit_weak, GcHeader, DROPPED};
 use super::ptr::Gc;
 use super::trace::Trace;
 
@@ -33,11 +33,11 @@ impl Drop for Depth<'_> {
 /// defers it when the nesting is too deep.
 ///
 /// # Safety
-/// `ptr` is a live tracked `GcBox<T>` with strong == 0 whose value has not
-/// been dropped, and no one else will drop it.
+/// `ptr` is the value of a live tracked object with strong == 0 that has
+/// not been dropped, and no one else will drop it.
 #[inline(always)]
-pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: NonNull<GcBox<T>>) {
-    let obj = ptr.as_ptr() as ObjPtr;
+pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: NonNull<T>) {
+    let obj = counts_of(ptr);
     let d = st.depth.get();
     if d >= LIMIT {
         st.deferred.push(obj);
@@ -51,7 +51,7 @@ pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: N
     // then strong == 0 and the value is dropped, as `release_weak`
     // requires.
     unsafe {
-        ptr::drop_in_place(ptr::addr_of_mut!((*ptr.as_ptr()).value));
+        ptr::drop_in_place(ptr.as_ptr());
         Gc::<T>::release_weak(ptr);
     }
     std::mem::forget(g);

@@ -3,8 +3,10 @@
 use std::fmt;
 use std::ptr::{self, NonNull};
 
-use super::header::{Counts, GcBox, GcHeader, DEAD, DROPPED};
-use super::ptr::{deallocate, is_tracked_at, Gc};
+use super::header::{
+    counts_of, flags_word, inc_strong, inc_weak, weak_count, weak_word, Counts, DEAD, DROPPED,
+};
+use super::ptr::{release_weak, Gc};
 use super::trace::Trace;
 use super::tracer::Tracer;
 
@@ -33,8 +35,9 @@ use super::tracer::Tracer;
 /// assert_eq!(w.strong_count(), 0);
 /// ```
 pub struct Weak<T: ?Sized + Trace + 'static> {
-    /// `usize::MAX` (no provenance) for `Weak::new()`.
-    ptr: NonNull<GcBox<T>>,
+    /// The value (as `Gc`'s); `usize::MAX` (no provenance) for
+    /// `Weak::new()`.
+    ptr: NonNull<T>,
 }
 
 impl<T: Trace + 'static> Weak<T> {
@@ -58,12 +61,13 @@ impl<T: Trace + 'static> Weak<T> {
 
 impl<T: ?Sized + Trace + 'static> Weak<T> {
     /// # Safety
-    /// The caller transfers one weak count on a live box.
+    /// The caller transfers one weak count on a live allocation.
     #[inline(always)]
-    pub(crate) unsafe fn from_inner(ptr: NonNull<GcBox<T>>) -> Self {
+    pub(crate) unsafe fn from_inner(ptr: NonNull<T>) -> Self {
         Weak { ptr }
     }
 
+    /// The counts, or `None` for `Weak::new()`.
     #[inline(always)]
     fn counts(&self) -> Option<&Counts> {
         if self.ptr.as_ptr().cast::<u8>().addr() == usize::MAX {
@@ -71,21 +75,23 @@ impl<T: ?Sized + Trace + 'static> Weak<T> {
         } else {
             // SAFETY: a non-dangling Weak holds a weak count, which keeps
             // the allocation (counts included) alive.
-            Some(unsafe { &(*self.ptr.as_ptr()).counts })
+            Some(unsafe { &*counts_of(self.ptr) })
         }
     }
 
+    /// The flags word (see `header`); only when `counts()` is `Some`.
+    #[inline(always)]
+    fn flags(&self) -> usize {
+        // SAFETY: callers checked `counts()`: the allocation is live.
+        unsafe { flags_word(counts_of(self.ptr)) }.get()
+    }
+
     /// Whether the collector has found the object unreachable or its value
-    /// is gone (tracked objects only).
+    /// is gone (never for an untracked object); only when `counts()` is
+    /// `Some`.
     #[inline(always)]
     fn dead(&self) -> bool {
-        // SAFETY: called only when `counts()` is Some, so the allocation
-        // is live (the value may be dropped: see `is_tracked_at`); tracked
-        // allocations have a header.
-        unsafe {
-            is_tracked_at(self.ptr)
-                && GcHeader::of(self.ptr.as_ptr() as *const Counts).has(DEAD | DROPPED)
-        }
+        self.flags() & (DEAD | DROPPED) != 0
     }
 
     /// A strong handle, if the value is still alive and not found
@@ -101,15 +107,10 @@ impl<T: ?Sized + Trace + 'static> Weak<T> {
     /// ```
     pub fn upgrade(&self) -> Option<Gc<T>> {
         let c = self.counts()?;
-        let s = c.strong.get();
-        if s == 0 || self.dead() {
+        if c.strong.get() == 0 || self.dead() {
             return None;
         }
-        let s = s.wrapping_add(1);
-        c.strong.set(s);
-        if s == 0 {
-            std::process::abort();
-        }
+        inc_strong(c);
         // SAFETY: we took a strong count on a live value.
         Some(unsafe { Gc::from_inner(self.ptr) })
     }
@@ -144,7 +145,10 @@ impl<T: ?Sized + Trace + 'static> Weak<T> {
     /// ```
     pub fn weak_count(&self) -> usize {
         match self.counts() {
-            Some(c) if c.strong.get() > 0 && !self.dead() => c.weak.get() - 1,
+            // SAFETY: `counts()` is Some: the allocation is live.
+            Some(c) if c.strong.get() > 0 && !self.dead() => {
+                weak_count(unsafe { weak_word(counts_of(self.ptr), self.flags()) }.get()) - 1
+            }
             _ => 0,
         }
     }
@@ -167,14 +171,11 @@ impl<T: ?Sized + Trace + 'static> Weak<T> {
 impl<T: ?Sized + Trace + 'static> Drop for Weak<T> {
     #[inline]
     fn drop(&mut self) {
-        let Some(c) = self.counts() else { return };
-        let w = c.weak.get() - 1;
-        c.weak.set(w);
-        if w == 0 {
-            // SAFETY: weak == 0 implies strong == 0 (the strong handles
-            // hold one weak count together) and the value was dropped or
-            // never written; no handle remains.
-            unsafe { deallocate(self.ptr) }
+        if self.counts().is_some() {
+            // SAFETY: this Weak owns a weak reference; when it is the last
+            // one, strong == 0 (the strong handles hold one together) and
+            // the value was dropped or never written.
+            unsafe { release_weak(self.ptr, self.flags()) }
         }
     }
 }
@@ -182,12 +183,9 @@ impl<T: ?Sized + Trace + 'static> Drop for Weak<T> {
 impl<T: ?Sized + Trace + 'static> Clone for Weak<T> {
     #[inline]
     fn clone(&self) -> Self {
-        if let Some(c) = self.counts() {
-            let w = c.weak.get().wrapping_add(1);
-            c.weak.set(w);
-            if w == 0 {
-                std::process::abort();
-            }
+        if self.counts().is_some() {
+            // SAFETY: a non-dangling Weak keeps the allocation alive.
+            inc_weak(unsafe { weak_word(counts_of(self.ptr), self.flags()) });
         }
         Weak { ptr: self.ptr }
     }
