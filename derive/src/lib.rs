@@ -14,7 +14,8 @@
 //! adding nothing (the least fixed point); `Node<Gc<X>>` inside `Node<T>`
 //! is a different type and counts in full.
 //!
-//! Type parameters used by traced fields get a `Trace + 'static` bound.
+//! Type parameters used by traced fields get a `Trace + 'static` bound,
+//! lifetime parameters a `'static` one.
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote, quote_spanned};
@@ -234,6 +235,11 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
     };
 
     let mut generics = input.generics.clone();
+    let lifetimes: Vec<syn::Lifetime> = input
+        .generics
+        .lifetimes()
+        .map(|l| l.lifetime.clone())
+        .collect();
     {
         let wc = generics.make_where_clause();
         for (p, used) in params.iter().zip(&uses.used) {
@@ -241,6 +247,12 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
                 wc.predicates
                     .push(parse_quote!(#p: ::pymem::Trace + 'static));
             }
+        }
+        // A `Gc` holds only `'static` values: `Token<'a>` is `Trace` for
+        // `'a = 'static`, and borrowing a local is reported where the value
+        // is put in a `Gc`.
+        for l in &lifetimes {
+            wc.predicates.push(parse_quote!(#l: 'static));
         }
     }
     let (impl_g, ty_g, where_c) = generics.split_for_impl();

@@ -417,9 +417,8 @@ macro_rules! atomic_unsized {
 
 atomic_unsized!(str, Path, OsStr, CStr);
 
-// SAFETY: a shared reference owns nothing (rule 3: what it points to is
-// not the referrer's to visit).
-unsafe impl<T: ?Sized> Trace for &'static T {
+// SAFETY: a `&'static str` borrows static data and owns no Gc.
+unsafe impl Trace for &'static str {
     #[inline(always)]
     fn trace(&self, _: &mut Tracer) {}
     #[inline(always)]
