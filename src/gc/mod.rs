@@ -28,25 +28,28 @@
 //! # Object headers
 //!
 //! ```text
-//!  untracked (T::may_contain_gc() == false), 16 bytes like Rc:
-//!                 ┌──────────────┬──────────────┬───────────┐
-//!  Gc points ───► │ strong usize │ weak usize   │ value: T  │
-//!                 └──────────────┴──────────────┴───────────┘
+//!  untracked (the value can hold no Gc), 16 bytes like Rc:
+//!         ┌──────────────────────────────────┬──────────────┬───────────┐
+//!         │ weak<<SHIFT | NO_HEADER | DIRTY   │ strong usize │ value: T  │
+//!         └──────────────────────────────────┴──────────────┴───────────┘
 //!  tracked, 32 bytes:
-//!  ┌───────────────┬──────────────────┬──────────────┬──────────────┬───────────┐
-//!  │ &'static      │ gc word          │ strong usize │ weak usize   │ value: T  │
-//!  │ VTable        │ index<<8 | flags │              │              │           │
-//!  └───────────────┴──────────────────┴──────────────┴──────────────┴───────────┘
-//!                                      ▲ Gc points here in both cases
+//!  ┌───────────────┬──────────────┬──────────────────┬──────────────┬───────────┐
+//!  │ &'static      │ weak<<SHIFT  │ gc word          │ strong usize │ value: T  │
+//!  │ VTable        │              │ index<<9 | flags │              │           │
+//!  └───────────────┴──────────────┴──────────────────┴──────────────┴───────────┘
+//!                                                     ▲ obj          ▲ Gc points here
 //! ```
 //!
 //! The vtable holds `trace`, `drop_value`, `dealloc`, the type name and
 //! size (for a census). The gc word's upper bits hold the object's index
 //! in the generation list, or its `gc_refs` during a collection (as
-//! CPython reuses `_gc_prev`); its low byte holds flags. The common words
-//! are identical, so `clone`, `drop` and `deref` are `Rc`'s code; for
-//! tracked types `deref` also tests one flag (the value may have been
-//! dropped by the collector, see below), compiled away for untracked ones.
+//! CPython reuses `_gc_prev`); its low bits hold flags. The word before
+//! the strong count is a flags word in both layouts (an untracked
+//! object's says `NO_HEADER`), so `clone`, `drop` and `deref` need not
+//! know the kind of object: for tracked ones they are one flag test
+//! away from `Rc`'s code (the value may have been dropped by the
+//! collector, see below), and an untracked one pays a load and test in
+//! `deref`. `T` may be unsized (`str`, `[T]`, `dyn Trait`); see `header`.
 //!
 //! # Tracking
 //!

@@ -5,9 +5,10 @@ use std::cell::{Cell, LazyCell, OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, LinkedList, VecDeque};
 use std::ffi::{CStr, OsStr};
 use std::marker::PhantomData;
+use std::ops::Deref;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, RwLock, TryLockError};
+use std::sync::{Arc, Mutex, RwLock, TryLockError, TryLockResult};
 
 use super::header::{HeaderSpec, Lay, SliceLay};
 use super::tracer::Tracer;
@@ -473,36 +474,36 @@ unsafe impl<T: Trace> Trace for RefCell<T> {
     tracking!(inline T);
 }
 
-// SAFETY: visits the contents if the lock can be taken without waiting
-// (`Gc` is `!Send`, so a `Mutex` holding one is only used by this
-// thread: a held lock is held by a frame below the collection); a locked
-// mutex is reported as an external reference, like a borrowed `RefCell`.
-// A poisoned one is traced: the value is still there.
+/// Traces what `Mutex::try_lock` / `RwLock::try_read` gave: the contents
+/// if the lock was had at once (poisoned or not: the value is still
+/// there), else an external reference, like a borrowed `RefCell` (`Gc` is
+/// `!Send`, so a lock holding one is only used by this thread, and a held
+/// lock is held by a frame below the collection: waiting would deadlock).
+fn trace_locked<T: Trace, G: Deref<Target = T>>(r: TryLockResult<G>, tracer: &mut Tracer) {
+    match r {
+        Ok(v) => v.trace(tracer),
+        Err(TryLockError::Poisoned(p)) => p.into_inner().trace(tracer),
+        Err(TryLockError::WouldBlock) => tracer.mark_external(),
+    }
+}
+
+// SAFETY: see `trace_locked`.
 unsafe impl<T: Trace> Trace for Mutex<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
         if T::may_contain_gc() {
-            match self.try_lock() {
-                Ok(v) => v.trace(tracer),
-                Err(TryLockError::Poisoned(p)) => p.into_inner().trace(tracer),
-                Err(TryLockError::WouldBlock) => tracer.mark_external(),
-            }
+            trace_locked(self.try_lock(), tracer)
         }
     }
     tracking!(inline T);
 }
 
-// SAFETY: as `Mutex`: a read lock if one can be had at once, otherwise
-// (write-locked) an external reference.
+// SAFETY: see `trace_locked`: a read lock if one can be had at once.
 unsafe impl<T: Trace> Trace for RwLock<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
         if T::may_contain_gc() {
-            match self.try_read() {
-                Ok(v) => v.trace(tracer),
-                Err(TryLockError::Poisoned(p)) => p.into_inner().trace(tracer),
-                Err(TryLockError::WouldBlock) => tracer.mark_external(),
-            }
+            trace_locked(self.try_read(), tracer)
         }
     }
     tracking!(inline T);
