@@ -497,27 +497,27 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
         unsafe { release_weak(ptr, 0) }
     }
 
-    /// The last strong handle of an untracked object whose value has drop
-    /// glue is gone. Out of line, so that `Gc`'s inlined `drop` stays
-    /// small whatever `T` is.
+    /// The last strong handle is gone: drops the value (an untracked
+    /// object's here, a tracked one's through the trashcan after leaving
+    /// the collector's list) and releases the strong handles' weak
+    /// reference. Out of line, so that `Gc`'s inlined `drop` stays small
+    /// whatever `T` is.
     ///
     /// # Safety
-    /// strong == 0 on the untracked live allocation `ptr`.
+    /// We released the last strong count of this live object.
     #[inline(never)]
-    unsafe fn drop_untracked(ptr: NonNull<T>) {
-        // SAFETY: untracked values hold no Gc and are never reached by the
-        // collector; strong == 0 gives us the value, dropped once, then the
-        // implicit weak count is released.
-        unsafe {
-            ptr::drop_in_place(ptr.as_ptr());
-            release_weak(ptr, NO_HEADER);
+    unsafe fn drop_slow(&mut self) {
+        let w = self.flags();
+        if w & NO_HEADER != 0 {
+            // SAFETY: untracked values hold no Gc and are never reached by
+            // the collector; strong == 0 gives us the value, dropped once,
+            // then the implicit weak count is released.
+            unsafe {
+                ptr::drop_in_place(self.ptr.as_ptr());
+                release_weak(self.ptr, w);
+            }
+            return;
         }
-    }
-
-    /// The last strong handle of a tracked object is gone; `w` is its gc
-    /// word.
-    #[inline(never)]
-    unsafe fn drop_slow(&mut self, w: usize) {
         if w & (DROPPED | UNTRACKED | FINALIZE | WEAK_CALLBACKS) != 0 {
             // SAFETY: forwarded contract.
             return unsafe { self.drop_slow_unlisted(w) };
@@ -528,8 +528,8 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
         unsafe { trashcan::drop_object(st, self.ptr) }
     }
 
-    /// `drop_slow` for an object that is not in the list; `w` is its gc
-    /// word, as `drop_slow` read it.
+    /// `drop_slow` for a tracked object that is not in the list; `w` is its
+    /// gc word, as `drop_slow` read it.
     #[cold]
     #[inline(never)]
     unsafe fn drop_slow_unlisted(&mut self, w: usize) {
@@ -576,17 +576,14 @@ impl<T: ?Sized + Trace + 'static> Drop for Gc<T> {
         c.strong.set(s);
         if s == 0 {
             let w = self.flags();
-            if w & NO_HEADER == 0 {
-                // SAFETY: we released the last strong count of a tracked
-                // object.
-                unsafe { self.drop_slow(w) }
-            } else if std::mem::needs_drop::<T>() {
-                // SAFETY: we released the last strong count of an
-                // untracked object.
-                unsafe { Self::drop_untracked(self.ptr) }
-            } else {
+            if !std::mem::needs_drop::<T>() && w & NO_HEADER != 0 {
+                // Untracked, and the value needs no drop (a `Gc<u64>`):
+                // `Rc`'s inline path.
                 // SAFETY: strong == 0 and the value needs no drop.
-                unsafe { release_weak(self.ptr, NO_HEADER) }
+                unsafe { release_weak(self.ptr, w) }
+            } else {
+                // SAFETY: we released the last strong count.
+                unsafe { self.drop_slow() }
             }
         } else if self.flags() & DIRTY == 0 {
             // Tracked (an untracked object's flags always say DIRTY): the
