@@ -509,14 +509,8 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     unsafe fn drop_slow(&mut self) {
         let w = self.flags();
         if w & NO_HEADER != 0 {
-            // SAFETY: untracked values hold no Gc and are never reached by
-            // the collector; strong == 0 gives us the value, dropped once,
-            // then the implicit weak count is released.
-            unsafe {
-                ptr::drop_in_place(self.ptr.as_ptr());
-                release_weak(self.ptr, w);
-            }
-            return;
+            // SAFETY: forwarded contract.
+            return unsafe { Self::drop_untracked(self.ptr, w) };
         }
         if w & (DROPPED | UNTRACKED | FINALIZE | WEAK_CALLBACKS) != 0 {
             // SAFETY: forwarded contract.
@@ -526,6 +520,23 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
         st.untrack_at(self.obj(), w >> SHIFT);
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
         unsafe { trashcan::drop_object(st, self.ptr) }
+    }
+
+    /// `drop_slow` for an untracked object (whose flags word, `w`, is its
+    /// weak word). Out of line: its frame (the value's drop) must not
+    /// weigh on the tracked path, which nests through the trashcan.
+    ///
+    /// # Safety
+    /// As `drop_slow`.
+    #[inline(never)]
+    unsafe fn drop_untracked(ptr: NonNull<T>, w: usize) {
+        // SAFETY: untracked values hold no Gc and are never reached by the
+        // collector; strong == 0 gives us the value, dropped once, then the
+        // implicit weak count is released.
+        unsafe {
+            ptr::drop_in_place(ptr.as_ptr());
+            release_weak(ptr, w);
+        }
     }
 
     /// `drop_slow` for a tracked object that is not in the list; `w` is its
