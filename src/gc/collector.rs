@@ -61,9 +61,9 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use super::generations::{strong, State};
 use super::header::{
-    release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, SHIFT, UNTRACKED,
+    release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, LENT_MUT, SHIFT, UNTRACKED,
 };
-use super::tracer::{is_root, strong_refs, Mode, Refs, Tracer, REACHED};
+use super::tracer::{is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, EXT, REACHED};
 use super::trashcan;
 use super::GenStats;
 
@@ -192,6 +192,7 @@ impl State {
         sc.off.push(0);
         let refs: &[Cell<Refs>] = &sc.refs;
         let mut tracer = Tracer::new(start, n, refs.as_ptr());
+        let mut late: Vec<usize> = Vec::new();
         tracer.edges = std::mem::take(&mut sc.edges);
         tracer.edges.clear();
         tracer.stack = std::mem::take(&mut sc.stack);
@@ -216,13 +217,46 @@ impl State {
                     h.gc.set(w & !DIRTY);
                 }
                 r.set(r.get() + strong_refs(p));
-                tracer.current = pos;
-                // SAFETY: as above; `refs` is only accessed through the
-                // tracer while `trace` runs.
-                unsafe { (h.vtable.trace)(p, &mut tracer) };
+                if w & LENT_MUT == 0 || lent_mut_ended(p, h) {
+                    tracer.current = pos;
+                    // SAFETY: as above; `refs` is only accessed through the
+                    // tracer while `trace` runs.
+                    unsafe { (h.vtable.trace)(p, &mut tracer) };
+                } else {
+                    late.push(pos);
+                }
             }
             // (Meaningless once `overflowed`: then the edges are unused.)
             sc.off.push(tracer.edges.len() as u32);
+        }
+        // Objects whose `&mut` from `Gc::get_mut` may still be alive: an
+        // edge met since may have proven it ended; trace those now (which
+        // may prove more), and treat the rest as referenced from outside.
+        loop {
+            let before = late.len();
+            late.retain(|&pos| {
+                let p = self.list.get_unchecked(start + pos);
+                // SAFETY: live list entry (it was non-null above and nothing
+                // frees during the phases).
+                let h = unsafe { GcHeader::of(p) };
+                if h.has(LENT_MUT) {
+                    return true;
+                }
+                tracer.current = pos;
+                // SAFETY: the flag was cleared by a proof that no `&mut` to
+                // the value is alive; live value.
+                unsafe { (h.vtable.trace)(p, &mut tracer) };
+                // Edges recorded out of list order: walk by tracing again.
+                tracer.overflowed = true;
+                false
+            });
+            if late.len() == before {
+                break;
+            }
+        }
+        for &pos in &late {
+            let c = &refs[pos];
+            c.set(c.get() + EXT);
         }
 
         // move_unreachable: everything reachable from an object with
@@ -247,8 +281,13 @@ impl State {
                     if p.is_null() {
                         continue;
                     }
-                    // SAFETY: live list entry with a live value.
-                    unsafe { (GcHeader::of(p).vtable.trace)(p, &mut tracer) };
+                    // SAFETY: live list entry.
+                    let h = unsafe { GcHeader::of(p) };
+                    if h.has(LENT_MUT) {
+                        continue; // not readable: its targets are roots
+                    }
+                    // SAFETY: live list entry with a live value, not lent.
+                    unsafe { (h.vtable.trace)(p, &mut tracer) };
                 }
             }
             stack = std::mem::take(&mut tracer.stack);

@@ -17,7 +17,7 @@
 use std::cell::Cell;
 use std::ptr;
 
-use super::header::{Counts, GcHeader, ObjPtr, DIRTY, SHIFT, UNTRACKED};
+use super::header::{Counts, GcHeader, ObjPtr, DIRTY, LENT_MUT, SHIFT, UNTRACKED};
 use super::GenStats;
 
 /// A vector of raw pointers with no `Drop`, so the thread-local that holds
@@ -426,8 +426,14 @@ impl State {
     /// (Inlined into the one cold caller, `ptr::note_dirty`.)
     #[inline(always)]
     pub(crate) fn note_dirty(&self, h: &GcHeader) {
-        let w = h.gc.get() | DIRTY;
+        // A drop of a handle to an object also proves a `&mut` from
+        // `Gc::get_mut` (which borrows the only handle) has ended.
+        let old = h.gc.get();
+        let w = (old | DIRTY) & !LENT_MUT;
         h.gc.set(w);
+        if old & DIRTY != 0 {
+            return;
+        }
         if w & UNTRACKED != 0 {
             return;
         }

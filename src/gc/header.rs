@@ -13,7 +13,7 @@
 //!  └───────────────┴──────────────────┴──────────────┴──────────────┴───────────┘
 //!   -16             -8                 ▲ Gc points here (same code as untracked)
 //!  gc word = index in the generation list << 8
-//!          | flags (DIRTY UNTRACKED DEAD DROPPED FINALIZED FINALIZE WEAK_CALLBACKS, 1 bit free)
+//!          | flags (DIRTY UNTRACKED DEAD DROPPED FINALIZED FINALIZE WEAK_CALLBACKS LENT_MUT)
 //! ```
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
@@ -75,6 +75,15 @@ pub(crate) const FINALIZE: usize = 1 << 5;
 /// Weak callbacks (`gc::finalize`, `Weak::with_callback`) may be
 /// registered for the object in the thread's side table (see `finalize`).
 pub(crate) const WEAK_CALLBACKS: usize = 1 << 6;
+/// `Gc::get_mut` lent out a `&mut` to the value, which may still be
+/// alive: the collector must not read the value. It treats the object as
+/// referenced from outside (as a mutably borrowed `RefCell`) until it has
+/// proof that the `&mut` ended: the strong or weak count is no longer 1
+/// (a clone or a downgrade happened, which needs the handle the `&mut`
+/// borrows), or its tracing meets the edge that is the only strong handle
+/// (a handle the collector can read is not mutably borrowed). Either
+/// proof clears the flag.
+pub(crate) const LENT_MUT: usize = 1 << 7;
 /// The flag bits.
 pub(crate) const FLAG_MASK: usize = (1 << SHIFT) - 1;
 

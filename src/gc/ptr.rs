@@ -12,8 +12,8 @@ use std::ptr::{self, NonNull};
 
 use super::generations;
 use super::header::{
-    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, SHIFT, UNTRACKED,
-    WEAK_CALLBACKS,
+    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, LENT_MUT, SHIFT,
+    UNTRACKED, WEAK_CALLBACKS,
 };
 use super::trace::Trace;
 use super::tracer::Tracer;
@@ -301,8 +301,17 @@ impl<T: Trace + 'static> Gc<T> {
             && c.weak.get() == 1
             && !(T::MAY_CONTAIN_GC && this.header().has(DROPPED | DEAD))
         {
-            // SAFETY: we are the only handle of any kind, so no other
-            // reference to the value can exist.
+            if T::MAY_CONTAIN_GC {
+                // The collector lists the object and would read the value
+                // through `&T` while the `&mut` lives: LENT_MUT tells it not
+                // to (see the flag's docs for when it is cleared).
+                this.header().set_flags(LENT_MUT);
+            }
+            // SAFETY: we are the only handle of any kind, and `this` stays
+            // mutably borrowed while the result lives, so no `Gc`, `Weak`
+            // or `&T` can reach the value meanwhile; the collector, which
+            // reaches it through its list, skips objects flagged LENT_MUT
+            // (set just above) until that borrow has provably ended.
             Some(unsafe { &mut (*this.ptr.as_ptr()).value })
         } else {
             None
@@ -371,6 +380,19 @@ fn note_dirty(h: &GcHeader) {
     generations::state().note_dirty(h);
 }
 
+/// `deref` of a handle whose object is `DROPPED` (panics) or `LENT_MUT`
+/// (reading through this handle proves the `&mut` from `Gc::get_mut`
+/// ended, as that `&mut` borrows the only handle: the flag is cleared).
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn deref_flagged(h: &GcHeader, type_name: &str) {
+    if h.has(DROPPED) {
+        dropped_panic(type_name);
+    }
+    h.clear_flags(LENT_MUT);
+}
+
 #[cold]
 #[inline(never)]
 #[track_caller]
@@ -402,7 +424,9 @@ impl<T: Trace + 'static> Drop for Gc<T> {
             }
         } else if T::MAY_CONTAIN_GC {
             let h = self.header();
-            if !h.has(DIRTY) {
+            // One test for both: not yet DIRTY, or LENT_MUT (which this use
+            // of the handle proves stale).
+            if h.gc.get() & (DIRTY | LENT_MUT) != DIRTY {
                 note_dirty(h);
             }
         }
@@ -433,8 +457,8 @@ impl<T: Trace + 'static> Deref for Gc<T> {
     #[inline(always)]
     #[track_caller]
     fn deref(&self) -> &T {
-        if T::MAY_CONTAIN_GC && self.header().has(DROPPED) {
-            dropped_panic(std::any::type_name::<T>());
+        if T::MAY_CONTAIN_GC && self.header().has(DROPPED | LENT_MUT) {
+            deref_flagged(self.header(), std::any::type_name::<T>());
         }
         // SAFETY: the handle keeps the allocation alive and the value is
         // not dropped.
