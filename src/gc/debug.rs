@@ -161,6 +161,13 @@ pub fn get_debug() -> u32 {
     flags()
 }
 
+/// Initialises the debug state, so that its destructor is registered
+/// before the collector's teardown and runs after it (see
+/// `generations::register_owner`).
+pub(crate) fn keep_through_teardown() {
+    let _ = DEBUG.try_with(|_| ());
+}
+
 pub(crate) fn flags() -> u32 {
     DEBUG.try_with(|d| d.flags.get()).unwrap_or(0)
 }
@@ -241,7 +248,7 @@ pub fn clear_garbage() -> usize {
 /// held by the collector) in the saved garbage.
 pub(crate) fn save(objs: &[ObjPtr]) {
     // If the thread's debug state is gone the objects are leaked, as
-    // everything still tracked at thread exit is.
+    // everything still reachable at thread exit is.
     let _ = DEBUG.try_with(|d| d.garbage.borrow_mut().extend_from_slice(objs));
 }
 

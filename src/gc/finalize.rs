@@ -75,8 +75,10 @@ type Panic = Box<dyn Any + Send + 'static>;
 ///   ([`gc::is_finalized`](crate::gc::is_finalized) tells whether it has),
 ///   either when the last handle drops (before the value is dropped), or,
 ///   for objects in unreachable cycles, during the collection that finds
-///   them, before any value of the garbage is dropped. Objects still alive
-///   when their thread exits are not finalized.
+///   them, before any value of the garbage is dropped. Cycles that are
+///   garbage when their thread exits are finalized by the collection run
+///   at thread exit; objects still reachable then (from a thread-local
+///   that outlives the collector's) are not.
 /// * It may **resurrect** the object, or others, by storing a `Gc` where
 ///   the program can reach it (`this.clone()` into a list). The collector
 ///   notices and reclaims nothing that is reachable again; the
@@ -527,6 +529,13 @@ thread_local! {
     };
 }
 
+/// Initialises the registry, so that its destructor is registered before
+/// the collector's teardown and runs after it (see
+/// `generations::register_owner`).
+pub(crate) fn keep_through_teardown() {
+    let _ = REGISTRY.try_with(|_| ());
+}
+
 /// Takes the callbacks registered on a dying object (before its memory
 /// can be freed, so the address cannot be reused meanwhile).
 fn take_callbacks(obj: ObjPtr, h: &GcHeader) -> Vec<Entry> {
@@ -606,8 +615,9 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
 /// member of the same garbage) registers nothing: the returned handle is
 /// not [`alive`](Finalizer::alive). Finalizers may register callbacks on
 /// the members of their garbage: they run when those are reclaimed. The callback runs on this thread; a panic in it is
-/// resumed after the reclamation is complete. Objects still alive when
-/// their thread exits do not run their callbacks. Only tracked types
+/// resumed after the reclamation is complete. Garbage found by the
+/// collection run at thread exit runs its callbacks; objects still
+/// reachable then do not. Only tracked types
 /// (those that may hold a `Gc`) can have callbacks: for the others it is
 /// a compile-time error, as Python refuses weak references to `int`.
 ///

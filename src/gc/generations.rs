@@ -15,6 +15,7 @@
 //! the live count plus the growth slack.
 
 use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use super::header::{Counts, GcHeader, ObjPtr, DIRTY, LENT_MUT, SHIFT, UNTRACKED};
@@ -228,6 +229,9 @@ pub(crate) struct State {
     pub(crate) edge_limit: Cell<usize>,
 }
 
+/// Most collections run at thread exit (see `State::tear_down`).
+pub(crate) const TEARDOWN_ROUNDS: usize = 16;
+
 const GS0: GenStats = GenStats {
     collections: 0,
     collected: 0,
@@ -262,27 +266,25 @@ thread_local! {
     static OWNER: Owner = const { Owner };
 }
 
-/// Frees the state's buffers at thread exit.
+/// Tears the thread's collector down at thread exit (see
+/// [`State::tear_down`]).
 struct Owner;
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        let _ = STATE.try_with(|st| {
-            st.dead.set(true);
-            st.list.free();
-            // Deferred drops, if any, are leaked: the outermost trashcan
-            // frame that would drain them has returned by now.
-            st.deferred.free();
-            st.live.set(0);
-            st.frozen.set(0);
-            for s in &st.start {
-                s.set(0);
-            }
-        });
+        let _ = STATE.try_with(|st| st.tear_down());
     }
 }
 
+/// Registers the teardown (once per thread; later calls are no-ops).
+///
+/// Thread-local destructors run in the reverse order of their
+/// registration, so the thread-locals the teardown's collection uses
+/// (weak callbacks, debug state) are touched first: they are destroyed
+/// after it.
 fn register_owner() {
+    super::finalize::keep_through_teardown();
+    super::debug::keep_through_teardown();
     let _ = OWNER.try_with(|_| ());
 }
 
@@ -442,6 +444,51 @@ impl State {
         } else {
             let r = self.region(h.word());
             self.dirty.set(self.dirty.get() | (1 << r));
+        }
+    }
+
+    /// The thread is exiting (its collector's thread-local destructor
+    /// runs): drains the trashcan, brings the permanent generation back,
+    /// and collects until a collection finds nothing (at most
+    /// [`TEARDOWN_ROUNDS`] times: a `Drop` that makes a new cycle every
+    /// time could otherwise loop forever), so that cycles still alive now
+    /// have their `Drop` impls run, as dumpster does. Then frees the list:
+    /// objects still reachable (from thread-locals destroyed after this
+    /// one) are dropped by refcounting later, untracked, or leaked.
+    ///
+    /// A panic from a `Drop`, finalizer or callback run here cannot be
+    /// allowed to leave a thread-local destructor (the process would
+    /// abort): it is caught, reported on stderr, and the teardown goes on.
+    fn tear_down(&self) {
+        if self.dead.get() || self.collecting.get() {
+            return;
+        }
+        for round in 0..TEARDOWN_ROUNDS {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                if self.deferred.len() != 0 && self.depth.get() == 0 {
+                    super::trashcan::drain_unwinding(self);
+                }
+                self.unfreeze();
+                self.collect(2)
+            }));
+            match r {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => eprintln!(
+                    "pymem: a Drop, finalizer or callback panicked in the collection run at \
+                     thread exit (round {round}); the panic was contained"
+                ),
+            }
+        }
+        self.dead.set(true);
+        self.list.free();
+        // Deferred drops queued after the last round (by a later
+        // refcount drop during this teardown) are leaked.
+        self.deferred.free();
+        self.live.set(0);
+        self.frozen.set(0);
+        for s in &self.start {
+            s.set(0);
         }
     }
 
