@@ -8,6 +8,9 @@ use std::cell::{Cell, RefCell};
 
 use pymem::{gc, Gc, Trace, Tracer};
 
+/// A tracked object an `Item`'s `Drop` allocates.
+type Bag = RefCell<Vec<Gc<Item>>>;
+
 thread_local! {
     /// The test is between taking a `&mut` through `get_mut` and its end.
     static MUTATING: Cell<bool> = const { Cell::new(false) };
@@ -15,7 +18,7 @@ thread_local! {
     static TRACED_WHILE_MUT: Cell<usize> = const { Cell::new(0) };
     static DROPS: Cell<usize> = const { Cell::new(0) };
     /// What the `Drop` of an `Item` allocates.
-    static KEEP: RefCell<Vec<Gc<RefCell<Vec<Gc<Item>>>>>> = const { RefCell::new(Vec::new()) };
+    static KEEP: RefCell<Vec<Gc<Bag>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Holds `Gc`s in a plain `Vec` (no `RefCell`): mutated only through
@@ -50,7 +53,7 @@ impl Drop for Item {
         if self.alloc_on_drop {
             for _ in 0..8 {
                 // Kept: allocations minus deallocations pass threshold 0.
-                let g = Gc::new(RefCell::new(Vec::<Gc<Item>>::new()));
+                let g = Gc::new(Bag::default());
                 // 2 -> 1: the skip rule cannot skip the collection.
                 drop(std::hint::black_box(g.clone()));
                 KEEP.with(|k| k.borrow_mut().push(g));

@@ -10,11 +10,11 @@ use std::ops::Deref;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::generations;
 use super::header::{
-    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, LENT_MUT, SHIFT,
+    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZER_PENDING, LENT_MUT, SHIFT,
     UNTRACKED, WEAK_CALLBACKS,
 };
+use super::state;
 use super::trace::Trace;
 use super::tracer::Tracer;
 use super::trashcan;
@@ -101,7 +101,7 @@ impl<T: Trace + 'static> Gc<T> {
         // SAFETY: `p` is a fully initialised box we own one count of.
         let this = unsafe { Gc::from_inner(p) };
         if T::MAY_CONTAIN_GC {
-            generations::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
+            state::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
         }
         this
     }
@@ -143,7 +143,7 @@ impl<T: Trace + 'static> Gc<T> {
         let this = unsafe { Gc::from_inner(p) };
         if T::MAY_CONTAIN_GC {
             this.header().clear_flags(UNTRACKED);
-            generations::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
+            state::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
         }
         this
     }
@@ -254,10 +254,10 @@ impl<T: Trace + 'static> Gc<T> {
         let mut callbacks = None;
         if T::MAY_CONTAIN_GC {
             let h = this.header();
-            generations::with(|st| st.untrack(obj, h));
+            state::with(|st| st.untrack(obj, h));
             h.set_flags(DROPPED);
             if h.has(WEAK_CALLBACKS) {
-                callbacks = super::finalize::take_on_unwrap(obj, h);
+                callbacks = super::weak_callbacks::take_on_unwrap(obj, h);
             }
         }
         // SAFETY: strong was 1 and is now 0: the value is ours to move out,
@@ -266,7 +266,7 @@ impl<T: Trace + 'static> Gc<T> {
         // SAFETY: strong == 0, value moved out.
         unsafe { Self::release_weak(this.ptr) };
         if let Some(c) = callbacks {
-            super::finalize::run_on_unwrap(c);
+            super::weak_callbacks::run_on_unwrap(c);
         }
         Ok(value)
     }
@@ -339,11 +339,11 @@ impl<T: Trace + 'static> Gc<T> {
     unsafe fn drop_slow(&mut self) {
         let obj = self.obj();
         let w = self.header().gc.get();
-        if w & (DROPPED | UNTRACKED | FINALIZE | WEAK_CALLBACKS) != 0 {
+        if w & (DROPPED | UNTRACKED | FINALIZER_PENDING | WEAK_CALLBACKS) != 0 {
             // SAFETY: forwarded contract.
             return unsafe { self.drop_slow_unlisted(w) };
         }
-        let st = generations::state();
+        let st = state::state();
         st.untrack_at(obj, w >> SHIFT);
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
         unsafe { trashcan::drop_object::<T>(st, obj) }
@@ -362,22 +362,22 @@ impl<T: Trace + 'static> Gc<T> {
             unsafe { Self::release_weak(self.ptr) };
             return;
         }
-        if w & (FINALIZE | WEAK_CALLBACKS) != 0 {
+        if w & (FINALIZER_PENDING | WEAK_CALLBACKS) != 0 {
             // A pending finalizer or weak callbacks.
             // SAFETY: strong just reached 0 on this live tracked box.
-            return unsafe { super::finalize::last_drop::<T>(self.ptr) };
+            return unsafe { super::finalizers::last_drop::<T>(self.ptr) };
         }
         // Untracked (created after the thread's collector was torn down):
         // just drop the value.
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object::<T>(generations::state(), obj) }
+        unsafe { trashcan::drop_object::<T>(state::state(), obj) }
     }
 }
 
 #[cold]
 #[inline(never)]
 fn note_dirty(h: &GcHeader) {
-    generations::state().note_dirty(h);
+    state::state().note_dirty(h);
 }
 
 /// `deref` of a handle whose object is `DROPPED` (panics) or `LENT_MUT`

@@ -2,8 +2,8 @@
 
 use std::cell::Cell;
 
-use super::generations::strong;
 use super::header::{GcHeader, ObjPtr, LENT_MUT, SHIFT, UNTRACKED};
+use super::state::strong;
 
 /// gc_refs of one object of the collected range, in a side array indexed
 /// by list position (the header keeps its index, as the generation list

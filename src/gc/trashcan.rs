@@ -20,9 +20,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::generations::State;
 use super::header::{release_implicit_weak, GcBox, GcHeader, ObjPtr, DROPPED};
 use super::ptr::Gc;
+use super::state::State;
 use super::trace::Trace;
 
 /// Nesting depth past which drops are deferred.
@@ -40,8 +40,8 @@ struct UnwindGuard<'a> {
 impl Drop for UnwindGuard<'_> {
     #[cold]
     fn drop(&mut self) {
-        self.st.depth.set(self.depth);
-        if self.depth == 0 && self.st.deferred.len() != 0 {
+        self.st.set_trashcan_depth(self.depth);
+        if self.depth == 0 && self.st.deferred().len() != 0 {
             drain_unwinding(self.st);
         }
     }
@@ -56,12 +56,12 @@ impl Drop for UnwindGuard<'_> {
 /// been dropped, and no one else will drop it.
 #[inline(always)]
 pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
-    let d = st.depth.get();
+    let d = st.trashcan_depth();
     if d >= LIMIT {
-        st.deferred.push(obj);
+        st.deferred().push(obj);
         return;
     }
-    st.depth.set(d + 1);
+    st.set_trashcan_depth(d + 1);
     // The guard restores the depth only on unwind; the normal path stores
     // `d` back from a register (nested frames restore their own changes).
     let g = UnwindGuard { st, depth: d };
@@ -74,11 +74,11 @@ pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
         Gc::<T>::release_weak(NonNull::new_unchecked(boxp));
     }
     std::mem::forget(g);
-    st.depth.set(d);
+    st.set_trashcan_depth(d);
     // One compare on the hot path: true when this is the outermost frame
     // (d == 0) with deferred objects, and (rarely: only while objects are
     // deferred) in nested frames, which `drain_from` turns away.
-    if st.deferred.len() > d as usize {
+    if st.deferred().len() > d as usize {
         drain_from(st, d);
     }
 }
@@ -86,13 +86,13 @@ pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
 /// Runs `f` (which may drop values) as one trashcan frame, then drains the
 /// queue if this was the outermost frame.
 pub(crate) fn nested(st: &State, f: impl FnOnce()) {
-    let d = st.depth.get();
-    st.depth.set(d + 1);
+    let d = st.trashcan_depth();
+    st.set_trashcan_depth(d + 1);
     let g = UnwindGuard { st, depth: d };
     f();
     std::mem::forget(g);
-    st.depth.set(d);
-    if d == 0 && st.deferred.len() != 0 {
+    st.set_trashcan_depth(d);
+    if d == 0 && st.deferred().len() != 0 {
         drain(st);
     }
 }
@@ -112,14 +112,14 @@ fn drain_from(st: &State, d: u32) {
 #[cold]
 #[inline(never)]
 fn drain(st: &State) {
-    while let Some(obj) = st.deferred.pop() {
-        st.depth.set(1);
+    while let Some(obj) = st.deferred().pop() {
+        st.set_trashcan_depth(1);
         let g = UnwindGuard { st, depth: 0 };
         // SAFETY: deferred objects are live, tracked, strong == 0, value
         // not yet dropped (see `drop_object`), and popped once.
         unsafe { drop_deferred(obj) };
         std::mem::forget(g);
-        st.depth.set(0);
+        st.set_trashcan_depth(0);
     }
 }
 
@@ -132,11 +132,11 @@ fn drain(st: &State) {
 #[cold]
 #[inline(never)]
 pub(crate) fn drain_unwinding(st: &State) {
-    while let Some(obj) = st.deferred.pop() {
-        st.depth.set(1);
+    while let Some(obj) = st.deferred().pop() {
+        st.set_trashcan_depth(1);
         // SAFETY: as in `drain`.
         let r = catch_unwind(AssertUnwindSafe(|| unsafe { drop_deferred(obj) }));
-        st.depth.set(0);
+        st.set_trashcan_depth(0);
         drop(r);
     }
 }
