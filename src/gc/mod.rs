@@ -114,12 +114,20 @@
 //!   the value does not own, may make live objects look unreachable.
 //!   Their values get dropped while handles exist; dereferencing such a
 //!   handle panics ("already dropped by the cycle collector").
-//! * **Never undefined behaviour**: memory is freed only when its strong
-//!   and weak counts reach zero, the collector holds a count on every
-//!   object it examines, and deref checks the dropped flag. A `trace`
-//!   that panics leaves the lists restored (every generation marked for
-//!   re-examination); one that drops handles only makes the collection
-//!   more conservative.
+//! * **No undefined behaviour from the above**: memory is freed only when
+//!   its strong and weak counts reach zero, the collector holds a count on
+//!   every object it examines, and deref checks the dropped flag. A
+//!   `trace` that panics leaves the lists restored (every generation
+//!   marked for re-examination); one that drops handles only makes the
+//!   collection more conservative. The one rule whose breach is undefined
+//!   behaviour: `trace` must not borrow a `RefCell` mutably (or otherwise
+//!   mutate), because the collector reads `RefCell`s without taking a
+//!   borrow (see [`Trace`]).
+//!
+//! The collector never reads a value that `Gc::get_mut` lent out while the
+//! `&mut` may be alive: the object is treated as referenced from outside
+//! until a later use of its handle (or an edge to it met while tracing)
+//! proves the `&mut` ended.
 //!
 //! A `RefCell` that is mutably borrowed while traced cannot be read: the
 //! object is treated as referenced from outside (see
