@@ -801,7 +801,9 @@ fn full_collect(c: &mut Criterion) {
     }
     {
         let heap = pm::live_heap(LIVE);
-        pauses("full_collect_live/pymem/dirty", || pm::collect_live(&heap, 12345));
+        pauses("full_collect_live/pymem/dirty", || {
+            pm::collect_live(&heap, 12345)
+        });
         pm::free_heap(heap);
     }
     let mut g = configure(c, "full_collect_live", LIVE);
