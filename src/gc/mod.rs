@@ -42,8 +42,10 @@
 //!
 //! The vtable holds `trace`, `drop_value`, `dealloc`, the type name and
 //! size (for a census). The gc word's upper bits hold the object's index
-//! in the generation list, or its `gc_refs` during a collection (as
-//! CPython reuses `_gc_prev`); its low byte holds flags. The common words
+//! in the generation list, at all times; its low byte holds flags. During
+//! a collection the `gc_refs` live in a side array indexed by list
+//! position (CPython reuses `_gc_prev` for them instead), so a surviving
+//! object's header is read, not written. The common words
 //! are identical, so `clone`, `drop` and `deref` are `Rc`'s code; for
 //! tracked types `deref` also tests one flag (the value may have been
 //! dropped by the collector, see below), compiled away for untracked ones.
@@ -66,10 +68,12 @@
 //!
 //! # The collection
 //!
-//! The phases are CPython's (`Python/gc.c`): `update_refs`,
-//! `subtract_refs`, `move_unreachable` (iterative, an explicit stack),
-//! promotion, `handle_weakrefs`, `delete_garbage`. See the `collector`
-//! source for the details, and for the *skip rule*: a collection of
+//! The phases are CPython's (`Python/gc.c`), each a function:
+//! `update_and_subtract_refs`, `move_unreachable` (iterative, an explicit
+//! stack), `rebuild_and_promote`, `handle_weakrefs`, `finalize_garbage`,
+//! `handle_resurrected_objects` (which reuses the first two),
+//! `delete_garbage`. See the `collector` source for the details, and for
+//! the *skip rule*: a collection of
 //! generation `g` provably finds nothing unless some object in
 //! generations `0..=g` had its strong count decremented to a non-zero
 //! value since they were last examined (garbage cycles are only born that
@@ -110,12 +114,20 @@
 //!   the value does not own, may make live objects look unreachable.
 //!   Their values get dropped while handles exist; dereferencing such a
 //!   handle panics ("already dropped by the cycle collector").
-//! * **Never undefined behaviour**: memory is freed only when its strong
-//!   and weak counts reach zero, the collector holds a count on every
-//!   object it examines, and deref checks the dropped flag. A `trace`
-//!   that panics leaves the lists restored (every generation marked for
-//!   re-examination); one that drops handles only makes the collection
-//!   more conservative.
+//! * **No undefined behaviour from the above**: memory is freed only when
+//!   its strong and weak counts reach zero, the collector holds a count on
+//!   every object it examines, and deref checks the dropped flag. A
+//!   `trace` that panics leaves the lists restored (every generation
+//!   marked for re-examination); one that drops handles only makes the
+//!   collection more conservative. The one rule whose breach is undefined
+//!   behaviour: `trace` must not borrow a `RefCell` mutably (or otherwise
+//!   mutate), because the collector reads `RefCell`s without taking a
+//!   borrow (see [`Trace`]).
+//!
+//! The collector never reads a value that `Gc::get_mut` lent out while the
+//! `&mut` may be alive: the object is treated as referenced from outside
+//! until a later use of its handle (or an edge to it met while tracing)
+//! proves the `&mut` ended.
 //!
 //! A `RefCell` that is mutably borrowed while traced cannot be read: the
 //! object is treated as referenced from outside (see
@@ -155,34 +167,42 @@
 //! gc::set_debug(0);
 //! ```
 
+pub mod callbacks;
 mod census;
 mod collector;
 mod debug;
-mod finalize;
-mod generations;
+mod finalizers;
 mod header;
 mod ptr;
+mod ptr_vec;
+mod reclaim;
+mod saved_garbage;
+mod state;
 mod trace;
 mod tracer;
 mod trashcan;
 mod weak;
+mod weak_callbacks;
 
 #[cfg(test)]
 mod tests;
 
+pub use callbacks::{CallbackId, CallbackInfo, Phase};
 pub use census::{census, Census, CensusGrowth, TypeCount, TypeGrowth};
 pub use debug::{
-    callbacks, clear_garbage, garbage, get_debug, set_debug, CallbackId, CallbackInfo, GarbageInfo,
-    Phase, DEBUG_COLLECTABLE, DEBUG_LEAK, DEBUG_SAVEALL, DEBUG_STATS, DEBUG_UNCOLLECTABLE,
+    get_debug, set_debug, DEBUG_COLLECTABLE, DEBUG_LEAK, DEBUG_SAVEALL, DEBUG_STATS,
+    DEBUG_UNCOLLECTABLE,
 };
-pub use finalize::{finalize, is_finalized, Finalize, Finalizer, WeakRef};
+pub use finalizers::{is_finalized, Finalize};
 pub use ptr::Gc;
+pub use saved_garbage::{clear_garbage, garbage, GarbageInfo};
 pub use trace::Trace;
 pub use tracer::Tracer;
 pub use weak::Weak;
+pub use weak_callbacks::{finalize, Finalizer, WeakRef};
 
-use generations::with;
 use header::UNTRACKED;
+use state::with;
 
 /// Per-generation statistics, as an entry of Python's `gc.get_stats()`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -252,7 +272,7 @@ pub fn collect_generation(gen: usize) -> usize {
 /// assert!(pymem::gc::is_enabled());
 /// ```
 pub fn enable() {
-    with(|st| st.enabled.set(true))
+    with(|st| st.set_enabled(true))
 }
 
 /// Turns automatic collection off for this thread, as `gc.disable()`;
@@ -264,7 +284,7 @@ pub fn enable() {
 /// pymem::gc::enable();
 /// ```
 pub fn disable() {
-    with(|st| st.enabled.set(false))
+    with(|st| st.set_enabled(false))
 }
 
 /// Whether automatic collection is on for this thread.
@@ -273,7 +293,7 @@ pub fn disable() {
 /// assert!(pymem::gc::is_enabled());
 /// ```
 pub fn is_enabled() -> bool {
-    with(|st| st.enabled.get())
+    with(|st| st.enabled())
 }
 
 /// This thread's collection thresholds, `(700, 10, 10)` by default.
@@ -282,13 +302,7 @@ pub fn is_enabled() -> bool {
 /// assert_eq!(pymem::gc::get_threshold(), (700, 10, 10));
 /// ```
 pub fn get_threshold() -> (usize, usize, usize) {
-    with(|st| {
-        (
-            st.threshold[0].get(),
-            st.threshold[1].get(),
-            st.threshold[2].get(),
-        )
-    })
+    with(|st| st.thresholds())
 }
 
 /// Sets this thread's thresholds, as `gc.set_threshold`. Threshold 0 of
@@ -301,11 +315,7 @@ pub fn get_threshold() -> (usize, usize, usize) {
 /// gc::set_threshold(700, 10, 10);
 /// ```
 pub fn set_threshold(threshold0: usize, threshold1: usize, threshold2: usize) {
-    with(|st| {
-        st.threshold[0].set(threshold0);
-        st.threshold[1].set(threshold1);
-        st.threshold[2].set(threshold2);
-    })
+    with(|st| st.set_thresholds(threshold0, threshold1, threshold2))
 }
 
 /// The current collection counts, as `gc.get_count()` in CPython up to
@@ -320,7 +330,7 @@ pub fn set_threshold(threshold0: usize, threshold1: usize, threshold2: usize) {
 /// assert_eq!((c1, c2), (0, 0));
 /// ```
 pub fn get_count() -> (usize, usize, usize) {
-    with(|st| (st.count[0].get(), st.count[1].get(), st.count[2].get()))
+    with(|st| st.counts())
 }
 
 /// Whether the collector tracks this object: `false` for types that can
@@ -387,7 +397,7 @@ pub fn unfreeze() {
 /// assert_eq!(pymem::gc::get_freeze_count(), 0);
 /// ```
 pub fn get_freeze_count() -> usize {
-    with(|st| st.frozen.get())
+    with(|st| st.frozen_count())
 }
 
 /// Statistics per generation since the thread started, as
@@ -424,11 +434,5 @@ pub fn get_stats() -> [GenStats; 3] {
 /// assert_eq!(gc::get_skipped()[2], before[2] + 1);
 /// ```
 pub fn get_skipped() -> [usize; 3] {
-    with(|st| {
-        [
-            st.skipped[0].get(),
-            st.skipped[1].get(),
-            st.skipped[2].get(),
-        ]
-    })
+    with(|st| st.skipped())
 }

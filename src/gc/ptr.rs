@@ -10,11 +10,11 @@ use std::ops::Deref;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::generations;
 use super::header::{
-    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, SHIFT, UNTRACKED,
-    WEAK_CALLBACKS,
+    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZER_PENDING, LENT_MUT, SHIFT,
+    UNTRACKED, WEAK_CALLBACKS,
 };
+use super::state;
 use super::trace::Trace;
 use super::tracer::Tracer;
 use super::trashcan;
@@ -101,7 +101,7 @@ impl<T: Trace + 'static> Gc<T> {
         // SAFETY: `p` is a fully initialised box we own one count of.
         let this = unsafe { Gc::from_inner(p) };
         if T::MAY_CONTAIN_GC {
-            generations::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
+            state::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
         }
         this
     }
@@ -143,7 +143,7 @@ impl<T: Trace + 'static> Gc<T> {
         let this = unsafe { Gc::from_inner(p) };
         if T::MAY_CONTAIN_GC {
             this.header().clear_flags(UNTRACKED);
-            generations::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
+            state::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
         }
         this
     }
@@ -254,10 +254,10 @@ impl<T: Trace + 'static> Gc<T> {
         let mut callbacks = None;
         if T::MAY_CONTAIN_GC {
             let h = this.header();
-            generations::with(|st| st.untrack(obj, h));
+            state::with(|st| st.untrack(obj, h));
             h.set_flags(DROPPED);
             if h.has(WEAK_CALLBACKS) {
-                callbacks = super::finalize::take_on_unwrap(obj, h);
+                callbacks = super::weak_callbacks::take_on_unwrap(obj, h);
             }
         }
         // SAFETY: strong was 1 and is now 0: the value is ours to move out,
@@ -266,7 +266,7 @@ impl<T: Trace + 'static> Gc<T> {
         // SAFETY: strong == 0, value moved out.
         unsafe { Self::release_weak(this.ptr) };
         if let Some(c) = callbacks {
-            super::finalize::run_on_unwrap(c);
+            super::weak_callbacks::run_on_unwrap(c);
         }
         Ok(value)
     }
@@ -301,8 +301,17 @@ impl<T: Trace + 'static> Gc<T> {
             && c.weak.get() == 1
             && !(T::MAY_CONTAIN_GC && this.header().has(DROPPED | DEAD))
         {
-            // SAFETY: we are the only handle of any kind, so no other
-            // reference to the value can exist.
+            if T::MAY_CONTAIN_GC {
+                // The collector lists the object and would read the value
+                // through `&T` while the `&mut` lives: LENT_MUT tells it not
+                // to (see the flag's docs for when it is cleared).
+                this.header().set_flags(LENT_MUT);
+            }
+            // SAFETY: we are the only handle of any kind, and `this` stays
+            // mutably borrowed while the result lives, so no `Gc`, `Weak`
+            // or `&T` can reach the value meanwhile; the collector, which
+            // reaches it through its list, skips objects flagged LENT_MUT
+            // (set just above) until that borrow has provably ended.
             Some(unsafe { &mut (*this.ptr.as_ptr()).value })
         } else {
             None
@@ -330,11 +339,11 @@ impl<T: Trace + 'static> Gc<T> {
     unsafe fn drop_slow(&mut self) {
         let obj = self.obj();
         let w = self.header().gc.get();
-        if w & (DROPPED | UNTRACKED | FINALIZE | WEAK_CALLBACKS) != 0 {
+        if w & (DROPPED | UNTRACKED | FINALIZER_PENDING | WEAK_CALLBACKS) != 0 {
             // SAFETY: forwarded contract.
             return unsafe { self.drop_slow_unlisted(w) };
         }
-        let st = generations::state();
+        let st = state::state();
         st.untrack_at(obj, w >> SHIFT);
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
         unsafe { trashcan::drop_object::<T>(st, obj) }
@@ -353,22 +362,35 @@ impl<T: Trace + 'static> Gc<T> {
             unsafe { Self::release_weak(self.ptr) };
             return;
         }
-        if w & (FINALIZE | WEAK_CALLBACKS) != 0 {
+        if w & (FINALIZER_PENDING | WEAK_CALLBACKS) != 0 {
             // A pending finalizer or weak callbacks.
             // SAFETY: strong just reached 0 on this live tracked box.
-            return unsafe { super::finalize::last_drop::<T>(self.ptr) };
+            return unsafe { super::finalizers::last_drop::<T>(self.ptr) };
         }
         // Untracked (created after the thread's collector was torn down):
         // just drop the value.
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object::<T>(generations::state(), obj) }
+        unsafe { trashcan::drop_object::<T>(state::state(), obj) }
     }
 }
 
 #[cold]
 #[inline(never)]
 fn note_dirty(h: &GcHeader) {
-    generations::state().note_dirty(h);
+    state::state().note_dirty(h);
+}
+
+/// `deref` of a handle whose object is `DROPPED` (panics) or `LENT_MUT`
+/// (reading through this handle proves the `&mut` from `Gc::get_mut`
+/// ended, as that `&mut` borrows the only handle: the flag is cleared).
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn deref_flagged(h: &GcHeader, type_name: &str) {
+    if h.has(DROPPED) {
+        dropped_panic(type_name);
+    }
+    h.clear_flags(LENT_MUT);
 }
 
 #[cold]
@@ -402,7 +424,9 @@ impl<T: Trace + 'static> Drop for Gc<T> {
             }
         } else if T::MAY_CONTAIN_GC {
             let h = self.header();
-            if !h.has(DIRTY) {
+            // One test for both: not yet DIRTY, or LENT_MUT (which this use
+            // of the handle proves stale).
+            if h.gc.get() & (DIRTY | LENT_MUT) != DIRTY {
                 note_dirty(h);
             }
         }
@@ -433,8 +457,8 @@ impl<T: Trace + 'static> Deref for Gc<T> {
     #[inline(always)]
     #[track_caller]
     fn deref(&self) -> &T {
-        if T::MAY_CONTAIN_GC && self.header().has(DROPPED) {
-            dropped_panic(std::any::type_name::<T>());
+        if T::MAY_CONTAIN_GC && self.header().has(DROPPED | LENT_MUT) {
+            deref_flagged(self.header(), std::any::type_name::<T>());
         }
         // SAFETY: the handle keeps the allocation alive and the value is
         // not dropped.

@@ -26,8 +26,9 @@ use super::tracer::Tracer;
 ///
 /// # Safety
 ///
-/// The collector trusts `trace` and `MAY_CONTAIN_GC`. A wrong impl can
-/// *never* cause undefined behaviour, only these:
+/// The collector trusts `trace` and `MAY_CONTAIN_GC`. Apart from the
+/// mutation rule below (whose breach is undefined behaviour), a wrong
+/// impl can only cause these:
 ///
 /// * a `Gc` edge not visited: the objects behind it look referenced from
 ///   outside, so a cycle through it is **leaked** (as with `Rc`);
@@ -43,10 +44,19 @@ use super::tracer::Tracer;
 /// visited once per owner of the `Rc`. Mark such fields `#[trace(skip)]`
 /// when they hold no `Gc`.
 ///
+/// `trace` must not mutate anything reachable from `self`: in
+/// particular it must never borrow a `RefCell` mutably (nor write
+/// through any other interior mutability). The collector reads
+/// `RefCell`s while tracing without taking a borrow
+/// (`RefCell::try_borrow_unguarded`, which does not write the borrow
+/// flag): that is sound only because nothing else runs while a `trace`
+/// holds such a read, so a `trace` that borrows mutably is **undefined
+/// behaviour**, not a panic. Derived impls only call `trace` on fields.
+///
 /// `trace` must not create or drop `Gc`s or run arbitrary code; if it
-/// does or panics, the collection is abandoned or becomes conservative,
-/// still without undefined behaviour. It is `unsafe` to implement because
-/// the rest of the crate's guarantees (no leak of cycles) rest on it.
+/// does or panics, the collection is abandoned or becomes conservative.
+/// It is `unsafe` to implement because the rest of the crate's guarantees
+/// (no leak of cycles, and the unguarded reads above) rest on it.
 ///
 /// # Examples
 ///
@@ -180,14 +190,21 @@ unsafe impl<T: Copy> Trace for Cell<T> {
     fn trace(&self, _: &mut Tracer) {}
 }
 
-// SAFETY: visits the contents when they can be borrowed; a mutably
-// borrowed cell is reported as an external reference (conservative).
+// SAFETY: visits the contents when the cell is not mutably borrowed; a
+// mutably borrowed cell is reported as an external reference
+// (conservative).
 unsafe impl<T: Trace + ?Sized> Trace for RefCell<T> {
     const MAY_CONTAIN_GC: bool = T::MAY_CONTAIN_GC;
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
         if T::MAY_CONTAIN_GC {
-            match self.try_borrow() {
+            // SAFETY: `try_borrow_unguarded` reads without writing the
+            // borrow flag; the reference must not outlive a mutable
+            // borrow starting. It lives only for this `trace` call, during
+            // which the collector runs no code but `trace` impls, and those
+            // never borrow a `RefCell` mutably (the `Trace` contract's
+            // rule on mutation, see the trait docs).
+            match unsafe { self.try_borrow_unguarded() } {
                 Ok(v) => v.trace(tracer),
                 Err(_) => tracer.mark_external(),
             }

@@ -2,8 +2,8 @@
 
 use std::cell::Cell;
 
-use super::generations::strong;
-use super::header::{GcHeader, ObjPtr, SHIFT, UNTRACKED};
+use super::header::{GcHeader, ObjPtr, LENT_MUT, SHIFT, UNTRACKED};
+use super::state::strong;
 
 /// gc_refs of one object of the collected range, in a side array indexed
 /// by list position (the header keeps its index, as the generation list
@@ -122,12 +122,16 @@ impl Tracer {
     pub(crate) fn visit(&mut self, obj: ObjPtr) {
         // SAFETY: `obj` comes from a live `Gc` handle owned by the value
         // being traced, which is live for the duration of `trace`.
-        let w = unsafe { GcHeader::of(obj) }.gc.get();
+        let h = unsafe { GcHeader::of(obj) };
+        let w = h.gc.get();
+        if w & (UNTRACKED | LENT_MUT) != 0 && !edge_to_flagged(h, w) {
+            return;
+        }
         // The index is valid for every listed object during the phases (no
         // compaction happens before the rebuild): in range iff the
         // position is below `n`.
         let pos = (w >> SHIFT).wrapping_sub(self.start);
-        if w & UNTRACKED != 0 || pos >= self.n {
+        if pos >= self.n {
             return;
         }
         match self.mode {
@@ -217,6 +221,37 @@ impl Tracer {
             }
         }
     }
+}
+
+/// `visit` met an edge to an object flagged `UNTRACKED` or `LENT_MUT`:
+/// whether to count the edge. An untracked target is not a candidate. A
+/// `LENT_MUT` target is reached through a handle the collector is reading,
+/// so that handle is not mutably borrowed: if it is the only strong one,
+/// no `&mut` from `Gc::get_mut` can be alive; if it is not, a clone
+/// happened after `get_mut`, which also ends the `&mut`. Either way the
+/// flag is stale and is cleared here.
+#[cold]
+#[inline(never)]
+fn edge_to_flagged(h: &GcHeader, w: usize) -> bool {
+    if w & UNTRACKED != 0 {
+        return false;
+    }
+    h.clear_flags(LENT_MUT);
+    true
+}
+
+/// Whether the collector may read the value of `obj` (flagged `LENT_MUT`
+/// by `Gc::get_mut`): yes, clearing the flag, if its counts prove the
+/// `&mut` ended (a strong or weak count other than 1 needed a clone or a
+/// downgrade of the handle that the `&mut` borrows).
+pub(crate) fn lent_mut_ended(obj: ObjPtr, h: &GcHeader) -> bool {
+    // SAFETY: the collector only asks about live objects.
+    let c = unsafe { &*obj };
+    if c.strong.get() != 1 || c.weak.get() != 1 {
+        h.clear_flags(LENT_MUT);
+        return true;
+    }
+    false
 }
 
 impl std::fmt::Debug for Tracer {
