@@ -17,6 +17,10 @@ use super::REGISTRY;
 thread_local! {
     static HEAP: Cell<*mut Heap> = const { Cell::new(ptr::null_mut()) };
     static EXITED: Cell<bool> = const { Cell::new(false) };
+    // Set while `bind` registers GUARD's destructor: glibc's
+    // `__cxa_thread_atexit_impl` allocates with `calloc`, which is ours when
+    // PyMalloc is the process's `malloc` (cabi), and must not bind again.
+    static BINDING: Cell<bool> = const { Cell::new(false) };
     static GUARD: ExitGuard = const { ExitGuard };
 }
 
@@ -44,7 +48,12 @@ pub(crate) fn current_heap() -> *mut Heap {
 #[cold]
 #[inline(never)]
 fn bind() -> *mut Heap {
-    if EXITED.with(|e| e.get()) || GUARD.try_with(|_| ()).is_err() {
+    if EXITED.with(|e| e.get()) || BINDING.with(|b| b.replace(true)) {
+        return ptr::null_mut();
+    }
+    let registered = GUARD.try_with(|_| ()).is_ok();
+    BINDING.with(|b| b.set(false));
+    if !registered {
         return ptr::null_mut();
     }
     let heap = REGISTRY.claim_heap(HeapState::Owned);
