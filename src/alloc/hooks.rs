@@ -362,8 +362,8 @@ fn validate(ptr: *mut u8, expected: Option<Layout>, what: &str) -> Checked {
             ));
         }
         os::fatal(format_args!(
-            "debug allocator: {what} of {ptr:p}{note}: not a pointer PyMalloc handed out \
-             (in no arena and no live large block)"
+            "debug allocator: {what} of {ptr:p}{note}: not a pointer PyMalloc handed out, \
+             or one already freed (in no arena and no live large block)"
         ));
     }
     if small {
