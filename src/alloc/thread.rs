@@ -17,10 +17,6 @@ use super::REGISTRY;
 thread_local! {
     static HEAP: Cell<*mut Heap> = const { Cell::new(ptr::null_mut()) };
     static EXITED: Cell<bool> = const { Cell::new(false) };
-    // Set while `bind` registers GUARD's destructor: glibc's
-    // `__cxa_thread_atexit_impl` allocates with `calloc`, which is ours when
-    // PyMalloc is the process's `malloc` (cabi), and must not bind again.
-    static BINDING: Cell<bool> = const { Cell::new(false) };
     static GUARD: ExitGuard = const { ExitGuard };
 }
 
@@ -48,16 +44,24 @@ pub(crate) fn current_heap() -> *mut Heap {
 #[cold]
 #[inline(never)]
 fn bind() -> *mut Heap {
-    if EXITED.with(|e| e.get()) || BINDING.with(|b| b.replace(true)) {
-        return ptr::null_mut();
-    }
-    let registered = GUARD.try_with(|_| ()).is_ok();
-    BINDING.with(|b| b.set(false));
-    if !registered {
+    if EXITED.with(|e| e.get()) {
         return ptr::null_mut();
     }
     let heap = REGISTRY.claim_heap(HeapState::Owned);
+    if heap.is_null() {
+        return heap;
+    }
+    // Bound before GUARD's destructor is registered: registering allocates
+    // (glibc's `__cxa_thread_atexit_impl` calls `calloc`, which is ours when
+    // PyMalloc is the process's `malloc`), and that allocation must find
+    // the heap rather than bind again.
     HEAP.with(|h| h.set(heap));
+    if GUARD.try_with(|_| ()).is_err() {
+        HEAP.with(|h| h.set(ptr::null_mut()));
+        // SAFETY: bound just above and forgotten again.
+        unsafe { (*heap).park() };
+        return ptr::null_mut();
+    }
     heap
 }
 
