@@ -206,7 +206,7 @@ fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
 ///
 /// # Safety
 /// None beyond C's: the result is freed with this family's `free`.
-#[inline]
+#[inline(always)]
 pub unsafe fn malloc(size: usize) -> *mut c_void {
     let block = alloc_fast(size);
     if !block.is_null() {
@@ -220,7 +220,7 @@ pub unsafe fn malloc(size: usize) -> *mut c_void {
 ///
 /// # Safety
 /// As [`malloc`].
-#[inline]
+#[inline(always)]
 pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
     let Some(total) = count.checked_mul(size) else {
         set_errno(libc::ENOMEM);
@@ -240,7 +240,7 @@ pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
 /// # Safety
 /// `ptr` must be null or a live block of the process's `malloc` family
 /// (with the debug allocator on, anything else is reported).
-#[inline]
+#[inline(always)]
 pub unsafe fn free(ptr: *mut c_void) {
     let ptr = ptr.cast::<u8>();
     if hooks::known_off() && !debug::CHECKS {

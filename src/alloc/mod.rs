@@ -111,6 +111,8 @@ mod debug;
 mod global;
 mod heap;
 #[cfg(not(loom))]
+mod heap_slot;
+#[cfg(not(loom))]
 mod hooks;
 #[cfg(not(loom))]
 mod large;
