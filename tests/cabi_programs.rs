@@ -1,9 +1,10 @@
 //! Real programs with `libpymem_malloc.so` preloaded, their output checked
 //! against the same run on glibc alone: CPython with `PYTHONMALLOC=malloc`
 //! (every object from the process's `malloc`), `sort` of a large file,
-//! `gzip`/`gunzip`, `git` on a small repository, and a multi-threaded C
-//! stress program (`tests/c/stress.c`: cross-thread frees, random sizes,
-//! thread churn). A tool missing from the machine is skipped with a note.
+//! `gzip`/`gunzip`, `git` on a small repository, a multi-threaded C stress
+//! program (`tests/c/stress.c`: cross-thread frees, random sizes, thread
+//! churn) and `fork` while threads allocate (`tests/c/fork.c`). A tool
+//! missing from the machine is skipped with a note.
 //!
 //! The runs are short so that `cargo test` stays quick;
 //! `PYMEM_CABI_LONG=1` makes them longer (CI runs `scripts/cabi.sh`).
@@ -209,6 +210,20 @@ fn threaded_c_stress() {
     let out = run_preloaded(library, Command::new(&exe).args(args));
     assert_success("stress", &out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("blocks checked"));
+}
+
+#[test]
+fn fork_while_other_threads_allocate() {
+    let Some(library) = preload() else { return };
+    let exe = compile_c("fork");
+    let forks = if long() { "500" } else { "40" };
+    for debug in ["0", "1"] {
+        let out = run_preloaded(
+            library,
+            Command::new(&exe).arg(forks).env("PYMEM_DEBUG", debug),
+        );
+        assert_success(&format!("fork with PYMEM_DEBUG={debug}"), &out);
+    }
 }
 
 #[test]

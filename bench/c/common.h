@@ -16,6 +16,10 @@ static inline long arg_or(int argc, char **argv, int i, long fallback) {
     return argc > i ? atol(argv[i]) : fallback;
 }
 
+/* Makes the compiler assume `p` is used, so it cannot elide a malloc/free
+ * pair (GCC removes a malloc whose block never escapes). */
+static inline void escape(void *p) { __asm__ volatile("" : : "r"(p) : "memory"); }
+
 /* Touch the first and last byte, as a program initialising a block does. */
 static inline void touch(unsigned char *p, size_t size, unsigned char v) {
     p[0] = v;

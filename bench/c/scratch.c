@@ -17,7 +17,11 @@ static void *scratch(void *arg) {
     for (long i = 0; i < iterations; i++) {
         free(p);
         p = malloc(8);
-        for (long w = 0; w < writes; w++) p[w & 7] = (unsigned char)(p[w & 7] + 1);
+        escape(p);
+        for (long w = 0; w < writes; w++) {
+            p[w & 7] = (unsigned char)(p[w & 7] + 1);
+            escape(p);
+        }
     }
     free(p);
     return NULL;

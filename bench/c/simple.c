@@ -13,6 +13,7 @@ static void *loop(void *arg) {
     for (long i = 0; i < iterations; i++) {
         unsigned char *p = malloc(size);
         p[0] = (unsigned char)i;
+        escape(p);
         sum += p[0];
         free(p);
     }
