@@ -152,22 +152,33 @@ unsafe fn free_small(ptr: *mut u8) {
     }
 }
 
-/// The allocation fast path: a default-aligned small request from the
-/// calling thread's heap, or null if this path does not apply.
+/// The allocation fast path, for a default-aligned request with the debug
+/// allocator known to be off: a small one pops the calling thread's pool,
+/// a large one goes straight to glibc (which sets `errno` itself on
+/// failure). `None` when this path does not apply.
 #[inline(always)]
-fn alloc_fast(size: usize) -> *mut u8 {
-    if hooks::known_off() && !debug::CHECKS {
-        if let Some(class) = route_fast(size, ALIGNMENT) {
-            let heap = thread::current_heap();
-            if !heap.is_null() {
-                // SAFETY: a thread's bound heap is owned by it; a valid class.
-                let block = unsafe { (*heap).alloc(class) };
-                asan::unpoison_block(block, size);
-                return block;
-            }
-        }
+fn alloc_fast(size: usize, zeroed: bool) -> Option<*mut u8> {
+    if !hooks::known_off() || debug::CHECKS {
+        return None;
     }
-    ptr::null_mut()
+    let Some(class) = route_fast(size, ALIGNMENT) else {
+        return Some(glibc::alloc(size, ALIGNMENT, zeroed));
+    };
+    let heap = thread::current_heap();
+    if heap.is_null() {
+        return None;
+    }
+    // SAFETY: a thread's bound heap is owned by it; a valid class.
+    let block = unsafe { (*heap).alloc(class) };
+    if block.is_null() {
+        return None;
+    }
+    asan::unpoison_block(block, size);
+    if zeroed {
+        // SAFETY: the block holds at least `size` bytes.
+        unsafe { block.write_bytes(0, size) };
+    }
+    Some(block)
 }
 
 /// Every allocation the fast path does not take; sets `errno` on failure.
@@ -194,8 +205,7 @@ fn alloc_general(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
     let align = align.max(ALIGNMENT);
     if align == ALIGNMENT {
-        let block = alloc_fast(size);
-        if !block.is_null() {
+        if let Some(block) = alloc_fast(size, false) {
             return block;
         }
     }
@@ -208,11 +218,10 @@ fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
 /// None beyond C's: the result is freed with this family's `free`.
 #[inline(always)]
 pub unsafe fn malloc(size: usize) -> *mut c_void {
-    let block = alloc_fast(size);
-    if !block.is_null() {
-        return block.cast();
+    match alloc_fast(size, false) {
+        Some(block) => block.cast(),
+        None => alloc_general(size, ALIGNMENT, false).cast(),
     }
-    alloc_general(size, ALIGNMENT, false).cast()
 }
 
 /// C's `calloc`: `count * size` zeroed bytes, null with `ENOMEM` if the
@@ -226,13 +235,10 @@ pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
-    let block = alloc_fast(total);
-    if !block.is_null() {
-        // SAFETY: the block holds at least `total` bytes.
-        unsafe { block.write_bytes(0, total) };
-        return block.cast();
+    match alloc_fast(total, true) {
+        Some(block) => block.cast(),
+        None => alloc_general(total, ALIGNMENT, true).cast(),
     }
-    alloc_general(total, ALIGNMENT, true).cast()
 }
 
 /// C's `free`: any pointer of the process's `malloc` family, or null.

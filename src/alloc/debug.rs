@@ -88,6 +88,7 @@ pub(crate) fn check_block(
 /// Checks a large free: it must not be a pool block, nor a pointer read
 /// from freed memory (which the system allocator would dereference; such a
 /// pointer is odd, so no block of any allocator's).
+#[cfg(not(loom))] // large blocks and the hooks are not modelled
 pub(crate) fn check_large(ptr: *mut u8, layout: Layout) {
     if in_arena(ptr) {
         os::fatal(format_args!(
