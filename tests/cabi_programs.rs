@@ -61,7 +61,7 @@ fn python_with_pythonmalloc_malloc() {
         return;
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/alloc_heavy.py");
-    let scale = if long() { "20" } else { "1" };
+    let scale = if long() { "8" } else { "1" };
     let out = same_output("python3 alloc_heavy.py", library, || {
         let mut c = Command::new(&python);
         c.arg(&script)
@@ -100,7 +100,7 @@ fn sort_of_a_large_file() {
     };
     let dir = scratch("sort");
     let input = dir.join("input.txt");
-    let lines = if long() { 2_000_000 } else { 200_000 };
+    let lines = if long() { 1_000_000 } else { 200_000 };
     let mut text = String::new();
     let mut x: u64 = 1;
     for i in 0..lines {
@@ -203,7 +203,7 @@ fn threaded_c_stress() {
     let Some(library) = preload() else { return };
     let exe = compile_c("stress");
     let args: &[&str] = if long() {
-        &["40", "8", "50000"]
+        &["8", "6", "10000"]
     } else {
         &["4", "4", "4000"]
     };
@@ -216,7 +216,7 @@ fn threaded_c_stress() {
 fn fork_while_other_threads_allocate() {
     let Some(library) = preload() else { return };
     let exe = compile_c("fork");
-    let forks = if long() { "500" } else { "40" };
+    let forks = if long() { "200" } else { "40" };
     for debug in ["0", "1"] {
         let out = run_preloaded(
             library,
