@@ -81,12 +81,14 @@ pub(crate) struct CApi;
 
 impl hooks::Backend for CApi {
     unsafe fn alloc_outer(layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `alloc_raw` has no precondition beyond a power-of-two
+        // alignment, which a `Layout` guarantees.
         unsafe { alloc_raw(layout.size(), layout.align(), false) }
     }
 
     unsafe fn free_outer(base: *mut u8, _layout: Layout) {
-        // SAFETY: forwarded caller contract: a live block of `alloc_raw`.
+        // SAFETY: `Backend::free_outer`'s contract: `base` is a live block
+        // from `alloc_outer`, i.e. from `alloc_raw`: a pool block or glibc's.
         unsafe { free_raw(base) }
     }
 }
@@ -115,7 +117,9 @@ unsafe fn alloc_raw(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 /// # Safety
 /// `ptr` must be null or a live block of the process's `malloc` family.
 unsafe fn free_raw(ptr: *mut u8) {
-    // SAFETY: forwarded caller contract; the bitmap says whose it is.
+    // SAFETY: our contract: `ptr` is null or a live block of the malloc
+    // family; the bitmap says whether that is a pool block (ours) or, by
+    // elimination, glibc's.
     unsafe {
         if arena_bitmap::contains(ptr) {
             free_small(ptr);
@@ -251,7 +255,8 @@ pub unsafe fn free(ptr: *mut c_void) {
     let ptr = ptr.cast::<u8>();
     if hooks::known_off() && !debug::CHECKS {
         if !arena_bitmap::contains(ptr) {
-            // SAFETY: caller contract: null, or glibc's block.
+            // SAFETY: `free`'s contract: null, or a live block of the
+            // malloc family that is in no arena, so glibc's.
             return unsafe { glibc::free(ptr) };
         }
         let pool = Pool::of(ptr);
@@ -266,7 +271,8 @@ pub unsafe fn free(ptr: *mut c_void) {
             return thread::free_remote(heap, pool, ptr);
         }
     }
-    // SAFETY: forwarded caller contract.
+    // SAFETY: `free`'s contract: `ptr` is null or a live block of the
+    // malloc family, which is `free_general`'s contract too.
     unsafe { free_general(ptr, None) }
 }
 
@@ -281,7 +287,8 @@ unsafe fn free_general(ptr: *mut u8, expected: Option<Layout>) {
         }
         return;
     }
-    // SAFETY: forwarded caller contract.
+    // SAFETY: our contract (null or a live block of the malloc family) is
+    // `free_raw`'s.
     unsafe { free_raw(ptr) }
 }
 
@@ -292,11 +299,11 @@ unsafe fn free_general(ptr: *mut u8, expected: Option<Layout>) {
 pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     let ptr = ptr.cast::<u8>();
     if ptr.is_null() {
-        // SAFETY: no contract.
+        // SAFETY: `malloc` has no precondition.
         return unsafe { malloc(size) };
     }
     if size == 0 {
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `realloc`'s contract on `ptr` is `free`'s.
         unsafe { free(ptr.cast()) };
         return ptr::null_mut();
     }
@@ -309,7 +316,8 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         return new.cast();
     }
     if !arena_bitmap::contains(ptr) {
-        // SAFETY: caller contract: not a pool block, so glibc's.
+        // SAFETY: `realloc`'s contract: a live block of the malloc family
+        // in no arena, so glibc's.
         return unsafe { glibc::realloc(ptr, size) }.cast();
     }
     if debug::CHECKS {
@@ -324,7 +332,7 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     {
         return ptr.cast();
     }
-    // SAFETY: no contract.
+    // SAFETY: `malloc` has no precondition.
     let new = unsafe { malloc(size) }.cast::<u8>();
     if !new.is_null() {
         // SAFETY: both blocks are live and distinct; the old one holds
@@ -344,7 +352,7 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
 /// As [`realloc`].
 pub unsafe fn reallocarray(ptr: *mut c_void, count: usize, size: usize) -> *mut c_void {
     match count.checked_mul(size) {
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `reallocarray`'s contract on `ptr` is `realloc`'s.
         Some(total) => unsafe { realloc(ptr, total) },
         None => {
             set_errno(libc::ENOMEM);
@@ -365,7 +373,7 @@ pub unsafe fn posix_memalign(memptr: *mut *mut c_void, align: usize, size: usize
     if block.is_null() {
         return libc::ENOMEM;
     }
-    // SAFETY: caller contract.
+    // SAFETY: `posix_memalign`'s contract: `memptr` is valid for a write.
     unsafe { *memptr = block.cast() };
     0
 }
@@ -441,7 +449,8 @@ pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
         // SAFETY: a live pool block (caller contract).
         return unsafe { (*Pool::of(ptr)).block_size() };
     }
-    // SAFETY: caller contract: glibc's block.
+    // SAFETY: our contract: a live block of the malloc family in no arena,
+    // so glibc's.
     unsafe { glibc::usable_size(ptr) }
 }
 
@@ -450,7 +459,7 @@ pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
 /// # Safety
 /// As [`free`]; `size` is the size the block was requested with.
 pub unsafe fn free_sized(ptr: *mut c_void, size: usize) {
-    // SAFETY: forwarded caller contract.
+    // SAFETY: `free_sized`'s contract on `ptr` is `free_aligned_sized`'s.
     unsafe { free_aligned_sized(ptr, ALIGNMENT, size) }
 }
 
@@ -460,11 +469,12 @@ pub unsafe fn free_sized(ptr: *mut c_void, size: usize) {
 /// As [`free`]; `align` and `size` are those the block was requested with.
 pub unsafe fn free_aligned_sized(ptr: *mut c_void, align: usize, size: usize) {
     if hooks::known_off() {
-        // SAFETY: forwarded caller contract.
+        // SAFETY: our contract on `ptr` is `free`'s.
         return unsafe { free(ptr) };
     }
     let expected = Layout::from_size_align(size, align.max(ALIGNMENT)).ok();
-    // SAFETY: forwarded caller contract.
+    // SAFETY: our contract on `ptr` is `free_general`'s; the hooks check
+    // `expected` against the block.
     unsafe { free_general(ptr.cast(), expected) }
 }
 
@@ -472,7 +482,9 @@ pub unsafe fn free_aligned_sized(ptr: *mut c_void, align: usize, size: usize) {
 /// order (null if there is none).
 fn glibc_symbol(name: &core::ffi::CStr) -> *mut c_void {
     // SAFETY: `dlsym` with a NUL-terminated name; it may allocate, which
-    // comes back to us, outside any allocation of ours.
+    // comes back to us, outside any allocation of ours. The symbol found
+    // after us is the standard function of that name (glibc's), whose C
+    // signature the callers transmute to.
     unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) }
 }
 
@@ -597,7 +609,8 @@ macro_rules! __export_c_allocator {
             #[no_mangle]
             #[allow(unused_unsafe, clippy::unused_unit)]
             pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-                // SAFETY: forwarded caller contract (C's).
+                // SAFETY: the C function's contract, which is the Rust
+                // function's of the same name.
                 unsafe { $crate::__export_c_allocator!(@call $name $($target)?; $($arg),*) }
             }
         )*

@@ -12,11 +12,10 @@
 //! tombstones, so a table that sees endless churn never degrades), grown
 //! by doubling at half load. Its memory comes from `mmap`, never from an
 //! allocator. It is only used with the debug allocator on, so a simple
-//! spin lock guards it; no allocation happens while it is held, so a
-//! thread that allocates from inside the lock's critical section cannot
-//! exist, and `fork` is handled by `pthread_atfork` handlers that take the
-//! lock around the fork (the child, whose other threads are gone, starts
-//! with it free).
+//! spin lock guards it. Nothing inside the lock allocates (a thread
+//! holding it never re-enters the allocator), and `fork` is covered by
+//! `pthread_atfork` handlers that hold the lock across the fork, so the
+//! child, whose other threads are gone, finds it free and the table whole.
 
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -39,8 +38,7 @@ struct Table {
     len: usize,
 }
 
-/// Holds the table; a plain `static mut` is avoided by keeping it behind
-/// the lock in an `UnsafeCell`.
+/// The table in an `UnsafeCell`, reached only with [`LOCK`] held.
 struct Shared(core::cell::UnsafeCell<Table>);
 
 // SAFETY: the table is only reached through `with_table`, which holds LOCK.

@@ -197,12 +197,14 @@ pub(crate) trait Backend {
 /// The Rust path: the allocator proper, without the hooks.
 impl Backend for PyMalloc {
     unsafe fn alloc_outer(layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `alloc_outer`'s contract (a `GlobalAlloc::alloc` layout)
+        // is `raw_alloc`'s.
         unsafe { PyMalloc::raw_alloc(layout) }
     }
 
     unsafe fn free_outer(base: *mut u8, layout: Layout) {
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `free_outer`'s contract: `base` came from `raw_alloc`
+        // with this layout, as `raw_dealloc` requires.
         unsafe { PyMalloc::raw_dealloc(base, layout) }
     }
 }
@@ -210,7 +212,7 @@ impl Backend for PyMalloc {
 /// # Safety
 /// As `GlobalAlloc::alloc`.
 pub(crate) unsafe fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
-    // SAFETY: forwarded caller contract.
+    // SAFETY: `GlobalAlloc::alloc`'s contract, which `alloc_with` asks.
     unsafe { alloc_with::<PyMalloc>(layout, zeroed) }
 }
 
@@ -218,14 +220,14 @@ pub(crate) unsafe fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
 /// As `GlobalAlloc::dealloc`, for a pointer from [`alloc`]; anything else
 /// is reported.
 pub(crate) unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
-    // SAFETY: forwarded caller contract.
+    // SAFETY: `free_with` checks `ptr` and `layout` before using them.
     unsafe { free_with::<PyMalloc>(ptr, Some(layout), "free") }
 }
 
 /// # Safety
 /// As `GlobalAlloc::realloc`, for a pointer from [`alloc`].
 pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-    // SAFETY: forwarded caller contract.
+    // SAFETY: `realloc_with` checks `ptr` and `layout` before using them.
     unsafe { realloc_with::<PyMalloc>(ptr, Some(layout), new_size) }
 }
 

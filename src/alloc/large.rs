@@ -95,7 +95,7 @@ pub(crate) mod glibc {
     /// `ptr` must be null or a live block of glibc's allocator.
     #[inline]
     pub(crate) unsafe fn free(ptr: *mut u8) {
-        // SAFETY: caller contract.
+        // SAFETY: our contract: null or a live block of glibc's.
         unsafe { __libc_free(ptr.cast()) }
     }
 
@@ -106,7 +106,7 @@ pub(crate) mod glibc {
     /// `ptr` must be a live block of glibc's allocator.
     #[inline]
     pub(crate) unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
-        // SAFETY: caller contract.
+        // SAFETY: our contract: a live block of glibc's.
         unsafe { __libc_realloc(ptr.cast(), size).cast() }
     }
 
@@ -138,7 +138,7 @@ pub(crate) unsafe fn alloc(registry: &Registry, layout: Layout, zeroed: bool) ->
     #[cfg(feature = "override")]
     let ptr = glibc::alloc(layout.size(), layout.align(), zeroed);
     #[cfg(not(feature = "override"))]
-    // SAFETY: forwarded caller contract.
+    // SAFETY: `GlobalAlloc::alloc`'s contract, as `System` asks.
     let ptr = unsafe {
         use core::alloc::GlobalAlloc;
         if zeroed {
@@ -161,12 +161,14 @@ pub(crate) unsafe fn dealloc(registry: &Registry, ptr: *mut u8, layout: Layout) 
     }
     note_free(registry, layout.size());
     #[cfg(feature = "override")]
-    // SAFETY: forwarded caller contract: a live block from `glibc::alloc`.
+    // SAFETY: `dealloc`'s contract: a live block from `alloc`, which under
+    // `override` is `glibc::alloc`'s.
     unsafe {
         glibc::free(ptr)
     };
     #[cfg(not(feature = "override"))]
-    // SAFETY: forwarded caller contract.
+    // SAFETY: `dealloc`'s contract: a live block `System` allocated with
+    // this layout.
     unsafe {
         core::alloc::GlobalAlloc::dealloc(&std::alloc::System, ptr, layout)
     };
@@ -184,8 +186,8 @@ pub(crate) unsafe fn realloc(
         super::debug::check_large(ptr, layout);
     }
     #[cfg(feature = "override")]
-    // SAFETY: forwarded caller contract: a live block from `glibc::alloc`
-    // of `layout.size()` bytes.
+    // SAFETY: `realloc`'s contract: a live block from `glibc::alloc` (under
+    // `override`) of `layout.size()` bytes, aligned as `layout` says.
     let new = unsafe {
         if layout.align() <= ALIGNMENT {
             glibc::realloc(ptr, new_size)
@@ -199,7 +201,8 @@ pub(crate) unsafe fn realloc(
         }
     };
     #[cfg(not(feature = "override"))]
-    // SAFETY: forwarded caller contract.
+    // SAFETY: `realloc`'s contract: a live block `System` allocated with
+    // `layout`, and a `new_size` valid for it.
     let new =
         unsafe { core::alloc::GlobalAlloc::realloc(&std::alloc::System, ptr, layout, new_size) };
     if !new.is_null() {
