@@ -2,34 +2,40 @@
 //! read.
 //!
 //! A `thread_local!` compiles to the TLS model the crate type allows. In an
-//! executable that is two instructions (`mov %fs:OFFSET`). In a shared
+//! executable that is one instruction (`mov %fs:OFFSET`). In a shared
 //! object, such as the `pymem-malloc` preload, it is the general-dynamic
 //! model: a call to `__tls_get_addr` on every `malloc` and `free`, which
-//! measured as a third of the cost of a small `malloc`/`free` pair. C
-//! allocators built as preloads (mimalloc, jemalloc) declare their
-//! thread-locals `initial-exec` for that reason; stable Rust cannot choose
-//! the model, so on x86-64 Linux the slot is declared in assembly with the
-//! initial-exec access sequence: the slot's offset from the thread pointer
-//! is read from the GOT (a `R_X86_64_TPOFF64` relocation the loader fills
-//! once), and the slot itself through `%fs`. In an executable the linker
-//! relaxes this to the local-exec form. A library using initial-exec TLS
-//! must be in the initial TLS block: loaded at start-up (`LD_PRELOAD`,
-//! `DT_NEEDED`) or linked into the executable, which is how PyMalloc
-//! becomes the process's `malloc`; glibc's `dlopen` still accepts such a
-//! library while its static TLS reserve lasts (8 bytes here).
+//! is a large share of a small `malloc`/`free` pair. C allocators built as
+//! preloads (mimalloc, jemalloc) declare their thread-locals `initial-exec`
+//! for that reason; stable Rust cannot choose the model, so with the
+//! `initial-exec-tls` feature (which `pymem-malloc` enables) on x86-64
+//! Linux the slot is declared in assembly with the initial-exec access
+//! sequence: the slot's offset from the thread pointer is read from the GOT
+//! (a `R_X86_64_TPOFF64` relocation the loader fills once), and the slot
+//! itself through `%fs`. A library using initial-exec TLS must be in the
+//! initial TLS block: loaded at start-up (`LD_PRELOAD`, `DT_NEEDED`), as a
+//! `malloc` replacement is; `dlopen` accepts it only while glibc's small
+//! static TLS reserve lasts. That is why it is a feature: a Python
+//! extension module using `PyMalloc` is loaded with `dlopen`, and keeps
+//! the `thread_local!`.
 //!
 //! The symbol is hidden, so a process holding two copies of this crate (a
 //! Rust program with `PyMalloc` and the preload) has two slots; it carries
 //! the crate version so that two versions linked into one binary do not
 //! clash.
 //!
-//! Elsewhere (and under loom) the slot is a `const`-initialised
+//! Otherwise (and under loom) the slot is a `const`-initialised
 //! `thread_local!` without a destructor: usable at any time, even during
-//! the thread's TLS teardown.
+//! the thread's TLS teardown, and in an executable just as fast.
 
 use super::heap::Heap;
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(loom)
+))]
 mod imp {
     use super::Heap;
 
@@ -80,7 +86,12 @@ mod imp {
     }
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
+#[cfg(not(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(loom)
+)))]
 mod imp {
     use super::Heap;
     use core::cell::Cell;
