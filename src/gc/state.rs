@@ -48,8 +48,9 @@ pub(crate) const TEARDOWN_ROUNDS: usize = 16;
 ///   its strong count decremented to a non-zero value since `g` was last
 ///   examined (the skip rule relies on it; extra bits are allowed).
 ///
-/// During the phases entries are only appended (by a `trace` that breaks
-/// its contract), never moved, so indices stay valid until the rebuild.
+/// During the phases entries are only appended within the capacity (by
+/// a `trace` that breaks its contract), never moved, and the buffer never
+/// grows, so indices and the buffer stay valid until the rebuild.
 /// [`assert_valid`](Self::assert_valid) checks the list invariants in
 /// debug builds after collections.
 ///
@@ -98,9 +99,6 @@ pub(crate) struct State {
     skipped: [Cell<usize>; 3],
     /// The skip rule is in force (tests turn it off to check it).
     skip_enabled: Cell<bool>,
-    /// Most edges a collection records for `move_unreachable` (tests lower
-    /// it to exercise the re-tracing fallback).
-    edge_limit: Cell<usize>,
 }
 
 const GS0: GenStats = GenStats {
@@ -131,7 +129,6 @@ thread_local! {
             stats: [Cell::new(GS0), Cell::new(GS0), Cell::new(GS0)],
             skipped: [Cell::new(0), Cell::new(0), Cell::new(0)],
             skip_enabled: Cell::new(true),
-            edge_limit: Cell::new(u32::MAX as usize),
         }
     };
     static OWNER: Owner = const { Owner };
@@ -281,16 +278,6 @@ impl State {
         self.skip_enabled.set(on)
     }
 
-    /// Most edges a collection records (tests lower it).
-    pub(crate) fn edge_limit(&self) -> usize {
-        self.edge_limit.get()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn set_edge_limit(&self, n: usize) {
-        self.edge_limit.set(n)
-    }
-
     /// `(long_lived_total, long_lived_pending)` (tests).
     #[cfg(test)]
     pub(crate) fn long_lived(&self) -> (usize, usize) {
@@ -361,11 +348,17 @@ impl State {
     }
 
     /// Adds a freshly allocated tracked object to generation 0.
+    ///
+    /// The list never grows during the phases of a collection (the
+    /// collector reads its range through a pointer taken when they
+    /// begin): an object created then (by a `trace` that breaks its
+    /// contract) when the list is full stays untracked, as do objects
+    /// created after the collector's teardown.
     #[inline(always)]
     fn track(&self, obj: ObjPtr, h: &GcHeader) {
         let len = self.list.len();
         if len == self.list.cap() {
-            if self.dead.get() {
+            if self.dead.get() || self.in_phases.get() {
                 h.gc.set(UNTRACKED);
                 return;
             }
@@ -383,6 +376,7 @@ impl State {
     /// of the list (resurrected by a finalizer); its generation is
     /// examined next time.
     pub(crate) fn retrack(&self, obj: ObjPtr, h: &GcHeader) {
+        debug_assert!(!self.in_phases.get());
         h.clear_flags(UNTRACKED);
         let i = self.list.len();
         if self.dead.get() && i == self.list.cap() {
@@ -396,12 +390,13 @@ impl State {
     }
 
     /// The list is full: compact it if at least half of it is holes, or
-    /// grow it.
+    /// grow it. Never called during the phases.
     #[cold]
     #[inline(never)]
     fn make_room(&self) {
+        debug_assert!(!self.in_phases.get());
         let len = self.list.len();
-        if !self.in_phases.get() && len >= 256 && self.live.get() * 2 <= len {
+        if len >= 256 && self.live.get() * 2 <= len {
             self.compact_all();
         } else if self.list.grow() {
             register_owner();
