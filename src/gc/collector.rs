@@ -54,16 +54,72 @@
 //! decremented to a value other than zero (a decrement to zero frees the
 //! object instead): Bacon and Rajan's observation. `Gc::drop` flags the
 //! object `DIRTY` on such a decrement; the first time, it sets the bit of
-//! the object's generation in the thread's `dirty` mask. A collection of
+//! the object's generation in the thread's `dirty` mask, and the object's
+//! bit in the per-slot `dirty_slots` of the list. A collection of
 //! generation `g` whose bits `0..=g` are all clear cannot find anything,
 //! so it only promotes (O(1)) and updates counts and statistics. A real
-//! collection of `g` clears the flags of the objects it examined and the
-//! bits `0..=g`, and sets bit `g + 1`: a garbage set spanning older
-//! generations was not found, and its flagged member now lives in `g + 1`.
-//! Events during the phases, `unfreeze` (frozen members of a cycle rejoin
-//! generation 2) and finalizer resurrection set bits conservatively, and
-//! so does a collection that met a mutably borrowed `RefCell` (it may have
-//! kept garbage alive). `Weak::upgrade` only adds references.
+//! collection of `g` clears the bits `0..=g` and sets bit `g + 1` (its
+//! flagged members now live in `g + 1`). Only full collections clear the
+//! objects' `DIRTY` flags (see below). Events during the phases,
+//! `unfreeze` (frozen members of a cycle rejoin generation 2) and finalizer
+//! resurrection set bits conservatively, and so does a collection that met
+//! a mutably borrowed `RefCell` (it may have kept garbage alive).
+//!
+//! # Full collections: the closure of the `DIRTY` objects
+//!
+//! Young collections examine their whole range, as CPython's do (their
+//! cost is bounded by the thresholds). A full collection instead examines
+//! only `S`, the objects of its range reachable (within the range) from
+//! its *seeds*, the listed `DIRTY` objects, found through `dirty_slots`
+//! without touching the others: trial deletion over `S`, counting
+//! references from the rest of the range as references from outside.
+//! Its cost is proportional to what changed since the last full
+//! collection, not to the heap: a large live structure untouched since is
+//! not traced.
+//!
+//! This is exact (the same answer as examining the whole range):
+//!
+//! 1. *Trial deletion over a set `S` that contains all the garbage of the
+//!    range finds all of it, and nothing else.* A live member of `S` is
+//!    reachable from a root of the program, hence from a member of `S`
+//!    with a reference from outside `S` (a root of phase 2), through
+//!    members of `S` or of the rest of the range, which phase 2 treats as
+//!    outside. A garbage object is referenced only by garbage, all of it
+//!    in `S`, so none of its references counts as from outside, and
+//!    nothing reachable from a phase-2 root reaches it.
+//! 2. *Every garbage object `x` is reachable from a seed* (garbage that
+//!    involves a frozen object is out of reach of any collection until
+//!    `unfreeze`, as in CPython). Let `T` be the
+//!    last time `x` became unreachable: a strong count was decremented on
+//!    the last path from the roots to `x`, to a value other than zero, on
+//!    an object `y` from which `x` is reachable (a decrement to zero frees
+//!    `y`, decrementing its children: some object of the path is
+//!    decremented to a non-zero value), and `y` was flagged `DIRTY`. Since
+//!    `T`, `x` and the path stayed unreachable and so unchanged (nothing
+//!    can reach them to change them; a `Weak::upgrade` that reached one
+//!    would make `x` reachable again, a later `T`). If a full collection
+//!    `F` ran after `T`, then by induction on full collections `F` was
+//!    exact and would have reclaimed `x`; so none did, and only full
+//!    collections clear `DIRTY` flags (of their seeds): `y` is still a
+//!    seed.
+//!
+//! A full collection clears the flags (and slot bits) of its seeds. When
+//! it cannot vouch for its answer, the next one examines its whole range
+//! instead (`State::take_range_scan`): after a conservative collection (a
+//! mutably borrowed `RefCell` may have kept garbage alive whose seeds are
+//! cleared), after `unfreeze` (a cycle through a frozen object was kept,
+//! and its seeds cleared, by a full collection that could not see the
+//! frozen part), after a `DIRTY` event during the phases or an abandoned
+//! collection. Finalizer resurrection flags the revived objects `DIRTY`.
+//! Moving a handle (into a field, a `RefCell` swap, `try_unwrap`) changes
+//! no count and cannot strand the last path to a structure without a
+//! clone or an upgrade, whose handle is later dropped: a decrement.
+//! (Unsafe code that moves handles inside unreachable objects through
+//! raw pointers can hide garbage from the seeds: a leak, not unsoundness.)
+//!
+//! Tested by `tests/gc_differential.rs` (random long histories against a
+//! reachability model, and the cross-generation, frozen and conservative
+//! cases that defeat a closure without these rules).
 
 use std::any::Any;
 use std::cell::Cell;
@@ -75,7 +131,7 @@ use super::ptr_vec::PtrVec;
 use super::reclaim;
 use super::state::State;
 use super::tracer::{
-    is_candidate, is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, EXT, REACHED,
+    is_candidate, is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, EXT, REACHED, UNSEEN,
 };
 
 pub(crate) type Panic = Box<dyn Any + Send + 'static>;
@@ -187,8 +243,25 @@ fn collect_real(st: &State, g: usize) -> (usize, usize, Option<Panic>) {
     let abandon = AbandonOnUnwind(st);
     let mut sc = Scratch::take();
     let members = ListRange::new(st.list(), start, end);
-    let outcome = find_reachable(&members, start, 0, &mut sc);
+    // A full collection examines what is reachable from the DIRTY objects
+    // (see "Full collections"), unless it was asked for the whole range.
+    let from_dirty = g == 2 && !st.take_range_scan();
+    let outcome = if from_dirty {
+        find_reachable_from_dirty(st, &members, start, &mut sc)
+    } else {
+        find_reachable(&members, start, 0, g == 2, &mut sc)
+    };
     std::mem::forget(abandon);
+    if g == 2 {
+        if from_dirty {
+            st.clear_seeds(start, &sc.seeds);
+        } else {
+            st.clear_dirty_slots(start, end);
+        }
+        if outcome.conservative {
+            st.request_range_scan();
+        }
+    }
     let mut garbage = std::mem::take(&mut sc.garbage);
     let survivors = rebuild_and_promote(st, g, start, end, &sc.refs, &outcome, &mut garbage);
     st.examined(g, outcome.conservative);
@@ -224,11 +297,13 @@ pub(crate) struct Outcome {
 /// afterwards [`is_candidate`]`(sc.refs[pos])` holds exactly for the
 /// members not reachable from outside the set (holes are not
 /// candidates). `held` is the count the caller holds on each member (not
-/// a reference from outside).
+/// a reference from outside). `clear_dirty`: the members' `DIRTY` flags
+/// are cleared (a full collection).
 pub(crate) fn find_reachable<M: Members + ?Sized>(
     members: &M,
     base: usize,
     held: Refs,
+    clear_dirty: bool,
     sc: &mut Scratch,
 ) -> Outcome {
     let n = members.len();
@@ -236,17 +311,127 @@ pub(crate) fn find_reachable<M: Members + ?Sized>(
     let mut tracer = Tracer::new(base, n, sc.refs.as_ptr());
     tracer.stack = std::mem::take(&mut sc.stack);
     tracer.stack.clear();
-    let holes = update_and_subtract_refs(members, held, &sc.refs, &mut sc.late, &mut tracer);
-    let candidates = sc.refs.iter().filter(|r| is_candidate(r.get())).count();
-    if candidates > 0 {
-        move_unreachable(members, &sc.refs, candidates, &mut tracer);
-    }
-    sc.stack = std::mem::take(&mut tracer.stack);
+    let holes = update_and_subtract_refs(
+        members,
+        held,
+        clear_dirty,
+        &sc.refs,
+        &mut sc.late,
+        &mut tracer,
+    );
+    let unreachable = finish(members, sc, &mut tracer);
     Outcome {
         conservative: tracer.saw_external,
         holes,
-        unreachable: candidates - tracer.reached,
+        unreachable,
     }
+}
+
+/// Phases 1 and 2 of a full collection over the list range `members`
+/// (starting at list index `start`), restricted to what is reachable
+/// from the `DIRTY` objects (the seeds, left in `sc.seeds`): afterwards
+/// [`is_candidate`]`(sc.refs[pos])` holds exactly for the unreachable
+/// members; the members not examined are [`UNSEEN`].
+///
+/// Phase 1 discovers the examined set as it subtracts (each member is
+/// traced once, when first met: see [`Mode::Closure`]); as that set is
+/// closed under the edges within the range, every edge from it is
+/// subtracted, and references from the rest of the range count as
+/// references from outside (conservative: they are not examined).
+fn find_reachable_from_dirty(
+    st: &State,
+    members: &ListRange,
+    start: usize,
+    sc: &mut Scratch,
+) -> Outcome {
+    let n = members.len();
+    sc.refs.clear();
+    sc.refs.resize(n, Cell::new(UNSEEN));
+    sc.seeds.clear();
+    st.dirty_seeds(start, &mut sc.seeds);
+    let refs = &sc.refs;
+    let late = &mut sc.late;
+    late.clear();
+    let mut tracer = Tracer::new(start, n, refs.as_ptr());
+    tracer.mode = Mode::Closure;
+    tracer.stack = std::mem::take(&mut sc.stack);
+    tracer.stack.clear();
+    // One slot per member: each is pushed once, when first met.
+    tracer.stack.reserve(n);
+    for &pos in &sc.seeds {
+        refs[pos].set(0);
+        tracer.stack.push(pos);
+    }
+    loop {
+        while let Some(pos) = tracer.stack.pop() {
+            // SAFETY: positions on the stack are below n.
+            let p = unsafe { members.get(pos) };
+            // SAFETY: seeds and the targets of edges are listed objects
+            // (non-null), live during the phases.
+            let h = unsafe { GcHeader::of(p) };
+            let r = &refs[pos];
+            r.set(r.get() + strong_refs(p));
+            if h.has(LENT_MUT) && !lent_mut_ended(p, h) {
+                late.push(pos);
+                continue;
+            }
+            tracer.current = pos;
+            // SAFETY: a live member whose value is not lent out; `refs` is
+            // only accessed through the tracer while `trace` runs.
+            unsafe { (h.vtable.trace)(p, &mut tracer) };
+        }
+        if !trace_proven_late(members, late, &mut tracer) {
+            break;
+        }
+    }
+    for &pos in late.iter() {
+        let c = &refs[pos];
+        c.set(c.get() + EXT);
+    }
+    let unreachable = finish(members, sc, &mut tracer);
+    Outcome {
+        conservative: tracer.saw_external,
+        holes: n - st.tracked(),
+        unreachable,
+    }
+}
+
+/// Counts the candidates phase 1 left, runs phase 2 if there are any,
+/// gives the stack back; returns the number of unreachable members.
+fn finish<M: Members + ?Sized>(members: &M, sc: &mut Scratch, tracer: &mut Tracer) -> usize {
+    let candidates = sc.refs.iter().filter(|r| is_candidate(r.get())).count();
+    if candidates > 0 {
+        move_unreachable(members, &sc.refs, candidates, tracer);
+    }
+    sc.stack = std::mem::take(&mut tracer.stack);
+    candidates - tracer.reached
+}
+
+/// Traces the members of `late` (lent out by `Gc::get_mut` when phase 1
+/// met them) whose flag an edge has since proved stale, and removes them;
+/// returns whether any was.
+fn trace_proven_late<M: Members + ?Sized>(
+    members: &M,
+    late: &mut Vec<usize>,
+    tracer: &mut Tracer,
+) -> bool {
+    let before = late.len();
+    late.retain(|&pos| {
+        // SAFETY: positions in `late` are below members.len().
+        let p = unsafe { members.get(pos) };
+        // SAFETY: a live member (non-null, nothing is freed during the
+        // phases).
+        let h = unsafe { GcHeader::of(p) };
+        if h.has(LENT_MUT) {
+            return true;
+        }
+        tracer.current = pos;
+        // SAFETY: the flag was cleared by a proof that no `&mut` to the
+        // value is alive; live value.
+        unsafe { (h.vtable.trace)(p, tracer) };
+        false
+    });
+    late.len() != before
 }
 
 /// Makes `refs` `n` zeroes. A buffer too small is replaced by a zeroed
@@ -266,9 +451,9 @@ fn zeroed_refs(refs: &mut Vec<Cell<Refs>>, n: usize) {
 
 /// Phase 1, CPython's `update_refs` and `subtract_refs` fused additively:
 /// each member's gc_refs get its strong count (less `held`), and each
-/// edge to a member found by tracing subtracts one. Also clears the
-/// members' `DIRTY` flags (they are being examined). Holes get
-/// [`REACHED`] (they are no candidates); returns their number.
+/// edge to a member found by tracing subtracts one. Clears the members'
+/// `DIRTY` flags if `clear_dirty`. Holes get [`REACHED`] (they are no
+/// candidates); returns their number.
 ///
 /// A member flagged `LENT_MUT` whose counts do not prove its `&mut` ended
 /// is not traced yet; an edge to it met later may prove it, and it is
@@ -277,6 +462,7 @@ fn zeroed_refs(refs: &mut Vec<Cell<Refs>>, n: usize) {
 fn update_and_subtract_refs<M: Members + ?Sized>(
     members: &M,
     held: Refs,
+    clear_dirty: bool,
     refs: &[Cell<Refs>],
     late: &mut Vec<usize>,
     tracer: &mut Tracer,
@@ -297,15 +483,16 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
         // collector).
         let h = unsafe { GcHeader::of(p) };
         let w = h.gc.get();
+        r.set(r.get() + strong_refs(p) - held);
         if w & (DIRTY | LENT_MUT) != 0 {
-            h.gc.set(w & !DIRTY);
+            if clear_dirty {
+                h.gc.set(w & !DIRTY);
+            }
             if w & LENT_MUT != 0 && !lent_mut_ended(p, h) {
-                r.set(r.get() + strong_refs(p) - held);
                 late.push(pos);
                 continue;
             }
         }
-        r.set(r.get() + strong_refs(p) - held);
         tracer.current = pos;
         // SAFETY: as above, and the value is not lent out; `refs` is only
         // accessed through the tracer while `trace` runs.
@@ -313,27 +500,7 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
     }
     // The members lent out by `Gc::get_mut`: trace those an edge proved
     // since (which may prove more), until nothing changes.
-    loop {
-        let before = late.len();
-        late.retain(|&pos| {
-            // SAFETY: positions in `late` are below members.len().
-            let p = unsafe { members.get(pos) };
-            // SAFETY: a live member (non-null above, nothing is freed
-            // during the phases).
-            let h = unsafe { GcHeader::of(p) };
-            if h.has(LENT_MUT) {
-                return true;
-            }
-            tracer.current = pos;
-            // SAFETY: the flag was cleared by a proof that no `&mut` to the
-            // value is alive; live value.
-            unsafe { (h.vtable.trace)(p, tracer) };
-            false
-        });
-        if late.len() == before {
-            break;
-        }
-    }
+    while trace_proven_late(members, late, tracer) {}
     for &pos in late.iter() {
         let c = &refs[pos];
         c.set(c.get() + EXT);
@@ -428,6 +595,7 @@ fn rebuild_and_promote(
                         list.set_unchecked(k, p);
                         GcHeader::of(p).set_index(k);
                     }
+                    st.move_slot_bit(start + pos, k);
                 }
                 k += 1;
             } else {
@@ -443,6 +611,7 @@ fn rebuild_and_promote(
                 // SAFETY: live list entry.
                 unsafe { GcHeader::of(p) }.set_index(i);
             }
+            st.move_slot_bit(end + (i - k), i);
         }
     }
     st.promote(g, k);
@@ -457,6 +626,8 @@ pub(crate) struct Scratch {
     /// gc_refs per member position.
     pub(crate) refs: Vec<Cell<Refs>>,
     stack: Vec<usize>,
+    /// The `DIRTY` seeds of a full collection (range positions).
+    seeds: Vec<usize>,
     /// Members lent out by `Gc::get_mut` not traced yet.
     late: Vec<usize>,
     garbage: Vec<ObjPtr>,
@@ -482,6 +653,7 @@ impl Scratch {
     /// Keeps the (small) arrays for the next collection.
     fn put_back(mut self: Box<Self>) {
         for_small(&mut self.refs);
+        for_small(&mut self.seeds);
         for_small(&mut self.stack);
         for_small(&mut self.late);
         let _ = SCRATCH.try_with(|s| s.set(Some(self)));

@@ -177,6 +177,7 @@ mod ptr;
 mod ptr_vec;
 mod reclaim;
 mod saved_garbage;
+mod slot_bits;
 mod state;
 mod trace;
 mod tracer;

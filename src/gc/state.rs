@@ -24,6 +24,7 @@ use std::ptr;
 
 use super::header::{Counts, GcHeader, ObjPtr, DIRTY, LENT_MUT, SHIFT, UNTRACKED};
 use super::ptr_vec::PtrVec;
+use super::slot_bits::SlotBits;
 use super::GenStats;
 
 /// Every dirty bit of generations 0..=2 (see the skip rule in
@@ -46,7 +47,15 @@ pub(crate) const TEARDOWN_ROUNDS: usize = 16;
 ///   those below `start[0]`;
 /// * the `dirty` bit of generation `g` is set if an object of `g` has had
 ///   its strong count decremented to a non-zero value since `g` was last
-///   examined (the skip rule relies on it; extra bits are allowed).
+///   examined (the skip rule relies on it; extra bits are allowed); in
+///   particular, if an object of `g` is flagged `DIRTY`;
+/// * an object flagged `DIRTY` has had its strong count decremented to a
+///   non-zero value since the last full collection that examined it
+///   (young collections leave the flag), and if it is listed at `i`,
+///   `dirty_slots` bit `i` is set (extra bits are allowed: a seed is a
+///   listed `DIRTY` object whose bit is set). Unless `range_scan_next`
+///   is set, every garbage object is reachable from such a seed (see
+///   `collector`, "Full collections").
 ///
 /// During the phases entries are only appended within the capacity (by
 /// a `trace` that breaks its contract), never moved, and the buffer never
@@ -86,6 +95,13 @@ pub(crate) struct State {
     dirty: Cell<u8>,
     /// A DIRTY event happened during the phases.
     dirty_in_phases: Cell<bool>,
+    /// One bit per list slot: set where a `DIRTY` object is listed (see
+    /// the invariants).
+    dirty_slots: SlotBits,
+    /// The next full collection must examine its whole range, not only
+    /// what is reachable from the `DIRTY` objects (after `unfreeze`, a
+    /// conservative or abandoned full collection).
+    range_scan_next: Cell<bool>,
     /// The trashcan's deferred objects.
     deferred: PtrVec,
     /// CPython's long-lived heuristic. Objects promoted by a collection
@@ -123,6 +139,8 @@ thread_local! {
             dead: Cell::new(false),
             dirty: Cell::new(0),
             dirty_in_phases: Cell::new(false),
+            dirty_slots: SlotBits::new(),
+            range_scan_next: Cell::new(false),
             deferred: PtrVec::new(),
             long_lived_total: Cell::new(0),
             long_lived_pending: Cell::new(0),
@@ -373,20 +391,24 @@ impl State {
     }
 
     /// Tracks again, in generation 0, an object a collection had taken out
-    /// of the list (resurrected by a finalizer); its generation is
-    /// examined next time.
+    /// of the list (resurrected by a finalizer), flagged `DIRTY` (it is
+    /// examined again by the next collections).
     pub(crate) fn retrack(&self, obj: ObjPtr, h: &GcHeader) {
         debug_assert!(!self.in_phases.get());
-        h.clear_flags(UNTRACKED);
+        h.clear_flags(UNTRACKED | DIRTY);
         let i = self.list.len();
-        if self.dead.get() && i == self.list.cap() {
-            h.set_flags(UNTRACKED);
-            return;
+        if i == self.list.cap() {
+            if self.dead.get() {
+                h.set_flags(UNTRACKED);
+                return;
+            }
+            self.grow_list();
         }
-        self.list.push(obj);
+        // SAFETY: len < cap (grown above if needed).
+        unsafe { self.list.push_within_cap(obj) };
         h.set_index(i);
         self.live.set(self.live.get() + 1);
-        self.dirty.set(self.dirty.get() | 1);
+        self.note_dirty(h);
     }
 
     /// The list is full: compact it if at least half of it is holes, or
@@ -398,9 +420,17 @@ impl State {
         let len = self.list.len();
         if len >= 256 && self.live.get() * 2 <= len {
             self.compact_all();
-        } else if self.list.grow() {
+        } else {
+            self.grow_list();
+        }
+    }
+
+    /// Grows the list (and its slot bits).
+    fn grow_list(&self) {
+        if self.list.grow() {
             register_owner();
         }
+        self.dirty_slots.reserve(self.list.cap());
     }
 
     /// Removes an object whose strong count reached zero (or that a
@@ -472,6 +502,8 @@ impl State {
         if old & DIRTY != 0 || w & UNTRACKED != 0 {
             return;
         }
+        // Listed: its index is valid (also during the phases).
+        self.dirty_slots.assign(h.index(), true);
         if self.in_phases.get() {
             self.dirty_in_phases.set(true);
         } else {
@@ -587,7 +619,74 @@ impl State {
         self.in_phases.set(was);
         if !was && self.dirty_in_phases.replace(false) {
             self.dirty.set(ALL_DIRTY);
+            self.range_scan_next.set(true);
         }
+    }
+
+    /// Whether the next full collection must examine its whole range
+    /// (and, if so, that this one does: the request is consumed).
+    pub(crate) fn take_range_scan(&self) -> bool {
+        self.range_scan_next.replace(false)
+    }
+
+    /// A full collection could not prove its answer exact (it was
+    /// conservative): the next one examines the whole range.
+    pub(crate) fn request_range_scan(&self) {
+        self.range_scan_next.set(true);
+    }
+
+    /// The seeds of a full collection of the list range `[start, len)`:
+    /// appends to `seeds` the range position of every listed `DIRTY`
+    /// object whose slot bit is set; clears the other bits of the range.
+    pub(crate) fn dirty_seeds(&self, start: usize, seeds: &mut Vec<usize>) {
+        let len = self.list.len();
+        let mut w = start / 64;
+        while w * 64 < len {
+            let mut bits = self.dirty_slots.word(w);
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if i < start || i >= len {
+                    continue;
+                }
+                // SAFETY: i < len.
+                let p = unsafe { self.list.get_unchecked(i) };
+                // SAFETY: non-null list entries are live tracked objects.
+                if !p.is_null() && unsafe { GcHeader::of(p) }.has(DIRTY) {
+                    seeds.push(i - start);
+                } else {
+                    self.dirty_slots.assign(i, false);
+                }
+            }
+            w += 1;
+        }
+    }
+
+    /// The seeds of a full collection were examined: their `DIRTY` flags
+    /// and slot bits are cleared (before the rebuild moves anything).
+    pub(crate) fn clear_seeds(&self, start: usize, seeds: &[usize]) {
+        for &pos in seeds {
+            let i = start + pos;
+            // SAFETY: seeds are range positions of listed objects, and
+            // nothing was freed or moved since `dirty_seeds`.
+            let p = unsafe { self.list.get_unchecked(i) };
+            // SAFETY: a live tracked object (the collector holds the list).
+            unsafe { GcHeader::of(p) }.clear_flags(DIRTY);
+            self.dirty_slots.assign(i, false);
+        }
+    }
+
+    /// A full collection of the list range `[start, len)` examined it
+    /// whole (and cleared the `DIRTY` flags): clears its slot bits.
+    pub(crate) fn clear_dirty_slots(&self, start: usize, end: usize) {
+        self.dirty_slots.clear_range(start, end);
+    }
+
+    /// The rebuild moves the entry at `from` to `to` (`to < from`): its
+    /// slot bit follows.
+    #[inline(always)]
+    pub(crate) fn move_slot_bit(&self, from: usize, to: usize) {
+        self.dirty_slots.assign(to, self.dirty_slots.get(from));
     }
 
     /// A collection's phases were abandoned (a `trace` panicked): headers
@@ -597,6 +696,7 @@ impl State {
         self.in_phases.set(false);
         self.dirty_in_phases.set(false);
         self.dirty.set(ALL_DIRTY);
+        self.range_scan_next.set(true);
         self.collecting.set(false);
     }
 
@@ -652,6 +752,7 @@ impl State {
                             self.list.set_unchecked(j, p);
                             GcHeader::of(p).set_index(j);
                         }
+                        self.move_slot_bit(i, j);
                     }
                     j += 1;
                 }
@@ -661,6 +762,7 @@ impl State {
                 new_start[b] = j;
             }
         }
+        self.dirty_slots.clear_range(j, bounds[3]);
         self.list.truncate(j);
         for (s, n) in self.start.iter().zip(new_start) {
             s.set(n);
@@ -687,9 +789,12 @@ impl State {
         }
         let moved = self.frozen.replace(0);
         self.start[0].set(0);
-        // Frozen objects may complete cycles with generation 2: examine it.
+        // Frozen objects may complete cycles with generation 2, with no
+        // DIRTY member left (a full collection cleared them while the
+        // permanent generation hid the rest): examine it whole.
         if moved > 0 {
             self.dirty.set(self.dirty.get() | 0b100);
+            self.range_scan_next.set(true);
         }
     }
 
@@ -728,6 +833,7 @@ impl State {
         }
         self.dead.set(true);
         self.list.free();
+        self.dirty_slots.free();
         // Deferred drops queued after the last round (by a later
         // refcount drop during this teardown) are leaked.
         self.deferred.free();

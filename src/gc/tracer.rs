@@ -26,6 +26,10 @@ pub(crate) const EXT: Refs = 1 << 61;
 /// Found reachable by `move_unreachable` (no count is this low); also
 /// given to holes, which are not candidates.
 pub(crate) const REACHED: Refs = Refs::MIN;
+/// A member of the range that a full collection from the `DIRTY` seeds
+/// has not met: outside the examined set, so (like [`REACHED`]) neither
+/// a root nor a candidate.
+pub(crate) const UNSEEN: Refs = REACHED;
 
 /// `update_refs` for one object: the contribution of its strong count.
 #[inline(always)]
@@ -61,6 +65,10 @@ pub(crate) enum Mode {
     /// `subtract_refs`: each edge into the collected range decrements the
     /// target's gc_refs.
     Subtract,
+    /// `subtract_refs` over the closure of the `DIRTY` seeds of a full
+    /// collection: as `Subtract`, and a target met for the first time
+    /// ([`UNSEEN`]) joins the examined set and is pushed on the stack.
+    Closure,
     /// `move_unreachable`: each edge into the collected range to a
     /// candidate marks it reachable and pushes it on the stack (members
     /// with outside references are roots: `move_unreachable` visits them
@@ -156,6 +164,37 @@ impl Tracer {
             // `subtract_refs`
             Mode::Subtract => r.set(r.get() - 1),
             Mode::Mark => self.mark(r, pos),
+            Mode::Closure => self.discover(r, pos),
+        }
+    }
+
+    /// `Closure` mode: subtracts the edge, and schedules the target if it
+    /// was not met before.
+    #[inline(always)]
+    fn discover(&mut self, r: &Cell<Refs>, pos: usize) {
+        let v = r.get();
+        if v != UNSEEN {
+            r.set(v - 1);
+        } else {
+            r.set(-1);
+            self.push(pos);
+        }
+    }
+
+    /// Pushes `pos` on the stack, within the capacity the collector
+    /// reserved: one slot per object that can be pushed (see the callers).
+    #[inline(always)]
+    fn push(&mut self, pos: usize) {
+        let len = self.stack.len();
+        assert!(
+            len < self.stack.capacity(),
+            "pymem: the collector's stack overflowed its reservation"
+        );
+        // SAFETY: len < capacity (checked; it always holds, see `mark` and
+        // `discover`).
+        unsafe {
+            self.stack.as_mut_ptr().add(len).write(pos);
+            self.stack.set_len(len + 1);
         }
     }
 
@@ -166,19 +205,9 @@ impl Tracer {
         if is_candidate(r.get()) {
             r.set(REACHED);
             self.reached += 1;
-            let len = self.stack.len();
-            assert!(
-                len < self.stack.capacity(),
-                "pymem: move_unreachable's stack overflowed its reservation"
-            );
-            // SAFETY: len < capacity (checked; it always holds:
             // `move_unreachable` reserves one slot per candidate, and each
-            // candidate is pushed at most once, as it is REACHED from then
-            // on).
-            unsafe {
-                self.stack.as_mut_ptr().add(len).write(pos);
-                self.stack.set_len(len + 1);
-            }
+            // is pushed at most once, as it is REACHED from then on.
+            self.push(pos);
         }
     }
 
@@ -206,7 +235,7 @@ impl Tracer {
     /// assert_eq!(gc::collect(), 1);
     /// ```
     pub fn mark_external(&mut self) {
-        if self.mode == Mode::Subtract && self.current < self.n {
+        if self.mode != Mode::Mark && self.current < self.n {
             self.saw_external = true;
             // SAFETY: current < n, the length of the refs array.
             let r = unsafe { &*self.refs.add(self.current) };
