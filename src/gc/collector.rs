@@ -103,6 +103,12 @@
 //!    collections clear `DIRTY` flags (of their seeds): `y` is still a
 //!    seed.
 //!
+//! Discovering `S` costs a little more per object than a scan of the whole
+//! range (a push and a pop each, objects met out of list order), so when
+//! a few seeds reached most of the range, the next few full collections
+//! scan the whole range instead (`State::closure_size`); that is trial
+//! deletion over a superset, exact too, and it clears every flag.
+//!
 //! A full collection clears the flags (and slot bits) of its seeds. When
 //! it cannot vouch for its answer, the next one examines its whole range
 //! instead (`State::take_range_scan`): after a conservative collection (a
@@ -244,7 +250,8 @@ fn collect_real(st: &State, g: usize) -> (usize, usize, Option<Panic>) {
     let mut sc = Scratch::take();
     let members = ListRange::new(st.list(), start, end);
     // A full collection examines what is reachable from the DIRTY objects
-    // (see "Full collections"), unless it was asked for the whole range.
+    // (see "Full collections"), unless it must, or is better off, examining
+    // the whole range.
     let from_dirty = g == 2 && !st.take_range_scan();
     let outcome = if from_dirty {
         find_reachable_from_dirty(st, &members, start, &mut sc)
@@ -334,7 +341,7 @@ pub(crate) fn find_reachable<M: Members + ?Sized>(
 /// members; the members not examined are [`UNSEEN`].
 ///
 /// Phase 1 discovers the examined set as it subtracts (each member is
-/// traced once, when first met: see [`Mode::Closure`]); as that set is
+/// traced once, when first met: see [`Mode::Discover`]); as that set is
 /// closed under the edges within the range, every edge from it is
 /// subtracted, and references from the rest of the range count as
 /// references from outside (conservative: they are not examined).
@@ -353,7 +360,7 @@ fn find_reachable_from_dirty(
     let late = &mut sc.late;
     late.clear();
     let mut tracer = Tracer::new(start, n, refs.as_ptr());
-    tracer.mode = Mode::Closure;
+    tracer.mode = Mode::Discover;
     tracer.stack = std::mem::take(&mut sc.stack);
     tracer.stack.clear();
     // One slot per member: each is pushed once, when first met.
@@ -362,8 +369,10 @@ fn find_reachable_from_dirty(
         refs[pos].set(0);
         tracer.stack.push(pos);
     }
+    let mut examined = 0;
     loop {
         while let Some(pos) = tracer.stack.pop() {
+            examined += 1;
             // SAFETY: positions on the stack are below n.
             let p = unsafe { members.get(pos) };
             // SAFETY: seeds and the targets of edges are listed objects
@@ -388,6 +397,7 @@ fn find_reachable_from_dirty(
         let c = &refs[pos];
         c.set(c.get() + EXT);
     }
+    st.closure_size(sc.seeds.len(), examined, n);
     let unreachable = finish(members, sc, &mut tracer);
     Outcome {
         conservative: tracer.saw_external,

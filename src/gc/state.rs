@@ -31,6 +31,10 @@ use super::GenStats;
 /// `collector`).
 pub(crate) const ALL_DIRTY: u8 = 0b111;
 
+/// Full collections that scan their whole range after one whose closure
+/// covered most of it (see [`State::closure_size`]).
+pub(crate) const RANGE_SCANS: u8 = 3;
+
 /// Most collections run at thread exit (see [`State::tear_down`]).
 pub(crate) const TEARDOWN_ROUNDS: usize = 16;
 
@@ -102,6 +106,10 @@ pub(crate) struct State {
     /// what is reachable from the `DIRTY` objects (after `unfreeze`, a
     /// conservative or abandoned full collection).
     range_scan_next: Cell<bool>,
+    /// Full collections left that scan their whole range because the
+    /// closure of the seeds covered most of it last time (a whole-range
+    /// scan then costs less than discovering the closure).
+    range_scans_left: Cell<u8>,
     /// The trashcan's deferred objects.
     deferred: PtrVec,
     /// CPython's long-lived heuristic. Objects promoted by a collection
@@ -141,6 +149,7 @@ thread_local! {
             dirty_in_phases: Cell::new(false),
             dirty_slots: SlotBits::new(),
             range_scan_next: Cell::new(false),
+            range_scans_left: Cell::new(0),
             deferred: PtrVec::new(),
             long_lived_total: Cell::new(0),
             long_lived_pending: Cell::new(0),
@@ -623,10 +632,28 @@ impl State {
         }
     }
 
-    /// Whether the next full collection must examine its whole range
-    /// (and, if so, that this one does: the request is consumed).
+    /// Whether this full collection examines its whole range: because it
+    /// must (the request is consumed), or because the closure of the
+    /// seeds covered most of the range lately (see
+    /// [`closure_size`](Self::closure_size)).
     pub(crate) fn take_range_scan(&self) -> bool {
-        self.range_scan_next.replace(false)
+        let left = self.range_scans_left.get();
+        self.range_scans_left.set(left.saturating_sub(1));
+        self.range_scan_next.replace(false) || left > 0
+    }
+
+    /// A full collection from `seeds` seeds examined `examined` of the `n`
+    /// members of its range. When a few seeds (under a quarter of the
+    /// range) reached most of it, the heap is so connected that later
+    /// seeds will too: the next [`RANGE_SCANS`] full collections scan the
+    /// whole range instead (as much tracing, without the bookkeeping of
+    /// discovering the closure), then the closure is tried again. (Many
+    /// seeds say little: in a growing heap they are what was added since
+    /// the last full collection.)
+    pub(crate) fn closure_size(&self, seeds: usize, examined: usize, n: usize) {
+        if examined * 2 > n && seeds * 4 < n {
+            self.range_scans_left.set(RANGE_SCANS);
+        }
     }
 
     /// A full collection could not prove its answer exact (it was

@@ -65,10 +65,10 @@ pub(crate) enum Mode {
     /// `subtract_refs`: each edge into the collected range decrements the
     /// target's gc_refs.
     Subtract,
-    /// `subtract_refs` over the closure of the `DIRTY` seeds of a full
-    /// collection: as `Subtract`, and a target met for the first time
-    /// ([`UNSEEN`]) joins the examined set and is pushed on the stack.
-    Closure,
+    /// `subtract_refs` of a full collection from the `DIRTY` seeds, whose
+    /// members start [`UNSEEN`]: as `Subtract`, and a target met for the
+    /// first time joins the examined set and is pushed on the stack.
+    Discover,
     /// `move_unreachable`: each edge into the collected range to a
     /// candidate marks it reachable and pushes it on the stack (members
     /// with outside references are roots: `move_unreachable` visits them
@@ -160,15 +160,17 @@ impl Tracer {
         // SAFETY: pos < n, the length of the refs array, which outlives
         // the tracer.
         let r = unsafe { &*self.refs.add(pos) };
-        match self.mode {
-            // `subtract_refs`
-            Mode::Subtract => r.set(r.get() - 1),
-            Mode::Mark => self.mark(r, pos),
-            Mode::Closure => self.discover(r, pos),
+        // (Tested in the order of their frequency.)
+        if self.mode == Mode::Subtract {
+            r.set(r.get() - 1);
+        } else if self.mode == Mode::Discover {
+            self.discover(r, pos)
+        } else {
+            self.mark(r, pos)
         }
     }
 
-    /// `Closure` mode: subtracts the edge, and schedules the target if it
+    /// `Discover` mode: subtracts the edge, and schedules the target if it
     /// was not met before.
     #[inline(always)]
     fn discover(&mut self, r: &Cell<Refs>, pos: usize) {
