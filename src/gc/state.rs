@@ -32,8 +32,9 @@ use super::GenStats;
 pub(crate) const ALL_DIRTY: u8 = 0b111;
 
 /// Full collections that scan their whole range after one whose closure
-/// covered most of it (see [`State::closure_size`]).
+/// covered most of it (see [`State::closure_size`]), at first and at most.
 pub(crate) const RANGE_SCANS: u8 = 3;
+pub(crate) const MAX_RANGE_SCANS: u8 = 48;
 
 /// Most collections run at thread exit (see [`State::tear_down`]).
 pub(crate) const TEARDOWN_ROUNDS: usize = 16;
@@ -110,6 +111,10 @@ pub(crate) struct State {
     /// closure of the seeds covered most of it last time (a whole-range
     /// scan then costs less than discovering the closure).
     range_scans_left: Cell<u8>,
+    /// How many whole-range scans the next large closure buys: doubles
+    /// (up to [`MAX_RANGE_SCANS`]) each time the closure is large again,
+    /// back to [`RANGE_SCANS`] when it is not.
+    range_scans_next: Cell<u8>,
     /// The trashcan's deferred objects.
     deferred: PtrVec,
     /// CPython's long-lived heuristic. Objects promoted by a collection
@@ -150,6 +155,7 @@ thread_local! {
             dirty_slots: SlotBits::new(),
             range_scan_next: Cell::new(false),
             range_scans_left: Cell::new(0),
+            range_scans_next: Cell::new(RANGE_SCANS),
             deferred: PtrVec::new(),
             long_lived_total: Cell::new(0),
             long_lived_pending: Cell::new(0),
@@ -645,14 +651,20 @@ impl State {
     /// A full collection from `seeds` seeds examined `examined` of the `n`
     /// members of its range. When a few seeds (under a quarter of the
     /// range) reached most of it, the heap is so connected that later
-    /// seeds will too: the next [`RANGE_SCANS`] full collections scan the
-    /// whole range instead (as much tracing, without the bookkeeping of
-    /// discovering the closure), then the closure is tried again. (Many
-    /// seeds say little: in a growing heap they are what was added since
-    /// the last full collection.)
+    /// seeds will too: the next full collections scan the whole range
+    /// instead (as much tracing, without the bookkeeping of discovering
+    /// the closure), [`RANGE_SCANS`] of them, twice as many each time the
+    /// closure is found large again (up to [`MAX_RANGE_SCANS`]); then the
+    /// closure is tried again. (Many seeds say little: in a growing heap
+    /// they are what was added since the last full collection.)
     pub(crate) fn closure_size(&self, seeds: usize, examined: usize, n: usize) {
+        let next = self.range_scans_next.get();
         if examined * 2 > n && seeds * 4 < n {
-            self.range_scans_left.set(RANGE_SCANS);
+            self.range_scans_left.set(next);
+            self.range_scans_next
+                .set(next.saturating_mul(2).min(MAX_RANGE_SCANS));
+        } else {
+            self.range_scans_next.set(RANGE_SCANS);
         }
     }
 
