@@ -708,3 +708,61 @@ fn cycle_kept_by_a_conservative_collection_found_later() {
     assert_eq!(gc::collect(), 2);
     assert_eq!((drops_of(ai), drops_of(bi)), (1, 1));
 }
+
+thread_local! {
+    static REVIVED: RefCell<Vec<Gc<Phoenix>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A cycle member whose finalizer resurrects it (once).
+struct Phoenix {
+    id: usize,
+    next: RefCell<Option<Gc<Phoenix>>>,
+}
+
+// SAFETY: `trace` visits the one `Gc` this type owns.
+unsafe impl Trace for Phoenix {
+    fn trace(&self, tracer: &mut Tracer) {
+        self.next.trace(tracer);
+    }
+}
+
+impl Drop for Phoenix {
+    fn drop(&mut self) {
+        DROPS.with(|d| d.borrow_mut()[self.id] += 1);
+    }
+}
+
+impl gc::Finalize for Phoenix {
+    fn finalize(this: &Gc<Self>) {
+        REVIVED.with(|r| r.borrow_mut().push(this.clone()));
+    }
+}
+
+/// A garbage cycle found by a full collection from the seeds, resurrected
+/// by a finalizer, then made garbage again: the next full collection
+/// finds it (and young collections in between do not lose it).
+#[test]
+fn resurrected_cycle_found_again() {
+    gc::disable();
+    let _w = World::new(80, false);
+    DROPS.with(|d| d.borrow_mut().extend([0, 0]));
+    let a = Gc::new_with_finalizer(Phoenix {
+        id: 0,
+        next: RefCell::new(None),
+    });
+    let b = Gc::new(Phoenix {
+        id: 1,
+        next: RefCell::new(Some(a.clone())),
+    });
+    *a.next.borrow_mut() = Some(b);
+    gc::collect(); // both in generation 2
+    drop(a); // the cycle is garbage
+    assert_eq!(gc::collect(), 0, "resurrected by the finalizer");
+    assert_eq!((drops_of(0), drops_of(1)), (0, 0));
+    gc::collect_generation(0);
+    gc::collect_generation(1);
+    REVIVED.with(|r| r.borrow_mut().clear()); // garbage again
+    gc::collect_generation(0);
+    assert_eq!(gc::collect(), 2);
+    assert_eq!((drops_of(0), drops_of(1)), (1, 1));
+}
