@@ -11,13 +11,15 @@
 //! 1. [`update_and_subtract_refs`]: CPython's `update_refs` and
 //!    `subtract_refs`, fused: trace every member in list order; its
 //!    strong count is added to its gc_refs, each edge to a member (its
-//!    index says so) subtracts one, and is recorded. What remains is the
-//!    number of references from outside the range.
+//!    index says so) subtracts one. What remains is the number of
+//!    references from outside the range. Members left with none are the
+//!    *candidates*; when there are none, phase 2 is skipped.
 //! 2. [`move_unreachable`]: members with gc_refs > 0 (or met with a
 //!    mutably borrowed `RefCell`, or lent out by `Gc::get_mut`) are
-//!    roots; everything reachable from them is marked, over the recorded
-//!    edges (or by tracing again when there were too many to record),
-//!    with an explicit stack (no recursion). The rest is unreachable.
+//!    roots; every candidate reachable from them is marked by tracing
+//!    them again, with an explicit stack (no recursion), until all
+//!    candidates are reached or the roots run out. The candidates left
+//!    are unreachable.
 //! 3. [`rebuild_and_promote`]: reachable members are packed at the start
 //!    of the range (only moved ones get their index rewritten), objects
 //!    allocated meanwhile follow; boundaries move so survivors join
@@ -52,16 +54,78 @@
 //! decremented to a value other than zero (a decrement to zero frees the
 //! object instead): Bacon and Rajan's observation. `Gc::drop` flags the
 //! object `DIRTY` on such a decrement; the first time, it sets the bit of
-//! the object's generation in the thread's `dirty` mask. A collection of
+//! the object's generation in the thread's `dirty` mask, and the object's
+//! bit in the per-slot `dirty_slots` of the list. A collection of
 //! generation `g` whose bits `0..=g` are all clear cannot find anything,
 //! so it only promotes (O(1)) and updates counts and statistics. A real
-//! collection of `g` clears the flags of the objects it examined and the
-//! bits `0..=g`, and sets bit `g + 1`: a garbage set spanning older
-//! generations was not found, and its flagged member now lives in `g + 1`.
-//! Events during the phases, `unfreeze` (frozen members of a cycle rejoin
-//! generation 2) and finalizer resurrection set bits conservatively, and
-//! so does a collection that met a mutably borrowed `RefCell` (it may have
-//! kept garbage alive). `Weak::upgrade` only adds references.
+//! collection of `g` clears the bits `0..=g` and sets bit `g + 1` (its
+//! flagged members now live in `g + 1`). Only full collections clear the
+//! objects' `DIRTY` flags (see below). Events during the phases,
+//! `unfreeze` (frozen members of a cycle rejoin generation 2) and finalizer
+//! resurrection set bits conservatively, and so does a collection that met
+//! a mutably borrowed `RefCell` (it may have kept garbage alive).
+//!
+//! # Full collections: the closure of the `DIRTY` objects
+//!
+//! Young collections examine their whole range, as CPython's do (their
+//! cost is bounded by the thresholds). A full collection instead examines
+//! only `S`, the objects of its range reachable (within the range) from
+//! its *seeds*, the listed `DIRTY` objects, found through `dirty_slots`
+//! without touching the others: trial deletion over `S`, counting
+//! references from the rest of the range as references from outside.
+//! Its cost is proportional to what changed since the last full
+//! collection, not to the heap: a large live structure untouched since is
+//! not traced.
+//!
+//! This is exact (the same answer as examining the whole range):
+//!
+//! 1. *Trial deletion over a set `S` that contains all the garbage of the
+//!    range finds all of it, and nothing else.* A live member of `S` is
+//!    reachable from a root of the program, hence from a member of `S`
+//!    with a reference from outside `S` (a root of phase 2), through
+//!    members of `S` or of the rest of the range, which phase 2 treats as
+//!    outside. A garbage object is referenced only by garbage, all of it
+//!    in `S`, so none of its references counts as from outside, and
+//!    nothing reachable from a phase-2 root reaches it.
+//! 2. *Every garbage object `x` is reachable from a seed* (garbage that
+//!    involves a frozen object is out of reach of any collection until
+//!    `unfreeze`, as in CPython). Let `T` be the
+//!    last time `x` became unreachable: a strong count was decremented on
+//!    the last path from the roots to `x`, to a value other than zero, on
+//!    an object `y` from which `x` is reachable (a decrement to zero frees
+//!    `y`, decrementing its children: some object of the path is
+//!    decremented to a non-zero value), and `y` was flagged `DIRTY`. Since
+//!    `T`, `x` and the path stayed unreachable and so unchanged (nothing
+//!    can reach them to change them; a `Weak::upgrade` that reached one
+//!    would make `x` reachable again, a later `T`). If a full collection
+//!    `F` ran after `T`, then by induction on full collections `F` was
+//!    exact and would have reclaimed `x`; so none did, and only full
+//!    collections clear `DIRTY` flags (of their seeds): `y` is still a
+//!    seed.
+//!
+//! Discovering `S` costs a little more per object than a scan of the whole
+//! range (a push and a pop each, objects met out of list order), so when
+//! a few seeds reached most of the range, the next few full collections
+//! scan the whole range instead (`State::closure_size`); that is trial
+//! deletion over a superset, exact too, and it clears every flag.
+//!
+//! A full collection clears the flags (and slot bits) of its seeds. When
+//! it cannot vouch for its answer, the next one examines its whole range
+//! instead (`State::take_range_scan`): after a conservative collection (a
+//! mutably borrowed `RefCell` may have kept garbage alive whose seeds are
+//! cleared), after `unfreeze` (a cycle through a frozen object was kept,
+//! and its seeds cleared, by a full collection that could not see the
+//! frozen part), after a `DIRTY` event during the phases or an abandoned
+//! collection. Finalizer resurrection flags the revived objects `DIRTY`.
+//! Moving a handle (into a field, a `RefCell` swap, `try_unwrap`) changes
+//! no count and cannot strand the last path to a structure without a
+//! clone or an upgrade, whose handle is later dropped: a decrement.
+//! (Unsafe code that moves handles inside unreachable objects through
+//! raw pointers can hide garbage from the seeds: a leak, not unsoundness.)
+//!
+//! Tested by `tests/gc_differential.rs` (random long histories against a
+//! reachability model, and the cross-generation, frozen and conservative
+//! cases that defeat a closure without these rules).
 
 use std::any::Any;
 use std::cell::Cell;
@@ -72,7 +136,9 @@ use super::header::{GcHeader, ObjPtr, DIRTY, LENT_MUT};
 use super::ptr_vec::PtrVec;
 use super::reclaim;
 use super::state::State;
-use super::tracer::{is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, EXT, REACHED};
+use super::tracer::{
+    is_candidate, is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, EXT, REACHED, UNSEEN,
+};
 
 pub(crate) type Panic = Box<dyn Any + Send + 'static>;
 
@@ -81,27 +147,47 @@ pub(crate) type Panic = Box<dyn Any + Send + 'static>;
 /// are given, and holes are null.
 pub(crate) trait Members {
     fn len(&self) -> usize;
-    fn get(&self, pos: usize) -> ObjPtr;
+    /// Member `pos` (null for a hole).
+    ///
+    /// # Safety
+    /// `pos < self.len()`.
+    unsafe fn get(&self, pos: usize) -> ObjPtr;
 }
 
-/// Generations `0..=g`: the list range `[start, start + n)`.
-struct ListRange<'a> {
-    list: &'a PtrVec,
-    start: usize,
+/// Generations `0..=g`: the list range `[start, start + n)`, read through
+/// a pointer to its first entry taken when the phases begin. The list
+/// keeps its buffer throughout the phases (it never grows then, see
+/// `State::track`; a `trace` that breaks its contract by dropping a `Gc`
+/// may null an entry, which is read as a hole), so the pointer stays
+/// valid; entries are read one at a time, never through a slice.
+struct ListRange {
+    first: *const ObjPtr,
     n: usize,
 }
 
-impl Members for ListRange<'_> {
+impl ListRange {
+    fn new(list: &PtrVec, start: usize, end: usize) -> ListRange {
+        assert!(start <= end && end <= list.len());
+        ListRange {
+            // SAFETY: start <= len, so the offset stays within (or one
+            // past) the buffer.
+            first: unsafe { list.as_ptr().add(start) },
+            n: end - start,
+        }
+    }
+}
+
+impl Members for ListRange {
     fn len(&self) -> usize {
         self.n
     }
 
     #[inline(always)]
-    fn get(&self, pos: usize) -> ObjPtr {
-        assert!(pos < self.n);
-        // SAFETY: start + pos < start + n <= the list's length when the
-        // phases began, and the list only grows during the phases.
-        unsafe { self.list.get_unchecked(self.start + pos) }
+    unsafe fn get(&self, pos: usize) -> ObjPtr {
+        // SAFETY: pos < n (the caller's contract), so start + pos is below
+        // the list's length when the phases began; the buffer has not
+        // moved since (see the type's docs).
+        unsafe { *self.first.add(pos) }
     }
 }
 
@@ -111,8 +197,9 @@ impl Members for [ObjPtr] {
     }
 
     #[inline(always)]
-    fn get(&self, pos: usize) -> ObjPtr {
-        self[pos]
+    unsafe fn get(&self, pos: usize) -> ObjPtr {
+        // SAFETY: pos < len, the caller's contract.
+        unsafe { *self.get_unchecked(pos) }
     }
 }
 
@@ -161,16 +248,30 @@ fn collect_real(st: &State, g: usize) -> (usize, usize, Option<Panic>) {
     let was_in_phases = st.enter_phases();
     let abandon = AbandonOnUnwind(st);
     let mut sc = Scratch::take();
-    let members = ListRange {
-        list: st.list(),
-        start,
-        n: end - start,
+    let members = ListRange::new(st.list(), start, end);
+    // A full collection examines what is reachable from the DIRTY objects
+    // (see "Full collections"), unless it must, or is better off, examining
+    // the whole range.
+    let from_dirty = g == 2 && !st.take_range_scan();
+    let outcome = if from_dirty {
+        find_reachable_from_dirty(st, &members, start, &mut sc)
+    } else {
+        find_reachable(&members, start, 0, g == 2, &mut sc)
     };
-    let conservative = find_reachable(&members, start, 0, st.edge_limit(), &mut sc);
     std::mem::forget(abandon);
+    if g == 2 {
+        if from_dirty {
+            st.clear_seeds(start, &sc.seeds);
+        } else {
+            st.clear_dirty_slots(start, end);
+        }
+        if outcome.conservative {
+            st.request_range_scan();
+        }
+    }
     let mut garbage = std::mem::take(&mut sc.garbage);
-    let survivors = rebuild_and_promote(st, g, start, end, &sc.refs, &mut garbage);
-    st.examined(g, conservative);
+    let survivors = rebuild_and_promote(st, g, start, end, &sc.refs, &outcome, &mut garbage);
+    st.examined(g, outcome.conservative);
     st.leave_phases(was_in_phases);
     sc.put_back();
     let (found, panic) = reclaim::reclaim(st, &mut garbage);
@@ -188,113 +289,107 @@ impl Drop for AbandonOnUnwind<'_> {
     }
 }
 
+/// What phases 1 and 2 found.
+pub(crate) struct Outcome {
+    /// A member could not be read (a mutably borrowed `RefCell`): the
+    /// result may keep garbage alive.
+    pub(crate) conservative: bool,
+    /// Null members (holes of the list).
+    pub(crate) holes: usize,
+    /// Members found unreachable.
+    pub(crate) unreachable: usize,
+}
+
 /// Phases 1 and 2 over `members` (whose gc words hold indices `base..`):
-/// afterwards `sc.refs[pos]` is [`REACHED`] for every member reachable
-/// from outside the set, and something else for the unreachable ones (and
-/// holes). `held` is the count the caller holds on each member (not a
-/// reference from outside). Returns whether the result is conservative
-/// (a member could not be read: a mutably borrowed `RefCell`).
+/// afterwards [`is_candidate`]`(sc.refs[pos])` holds exactly for the
+/// members not reachable from outside the set (holes are not
+/// candidates). `held` is the count the caller holds on each member (not
+/// a reference from outside). `clear_dirty`: the members' `DIRTY` flags
+/// are cleared (a full collection).
 pub(crate) fn find_reachable<M: Members + ?Sized>(
     members: &M,
     base: usize,
     held: Refs,
-    edge_limit: usize,
+    clear_dirty: bool,
     sc: &mut Scratch,
-) -> bool {
+) -> Outcome {
     let n = members.len();
-    sc.refs.clear();
-    sc.refs.resize(n, Cell::new(0));
+    zeroed_refs(&mut sc.refs, n);
     let mut tracer = Tracer::new(base, n, sc.refs.as_ptr());
-    tracer.edges = std::mem::take(&mut sc.edges);
-    tracer.edges.clear();
     tracer.stack = std::mem::take(&mut sc.stack);
     tracer.stack.clear();
-    tracer.edge_limit = if n < u32::MAX as usize {
-        edge_limit.min(u32::MAX as usize)
-    } else {
-        0
-    };
-    update_and_subtract_refs(
+    let holes = update_and_subtract_refs(
         members,
         held,
+        clear_dirty,
         &sc.refs,
-        &mut sc.off,
         &mut sc.late,
         &mut tracer,
     );
-    move_unreachable(members, &sc.refs, &sc.off, &mut tracer);
-    sc.edges = std::mem::take(&mut tracer.edges);
-    sc.stack = std::mem::take(&mut tracer.stack);
-    tracer.saw_external
+    let unreachable = finish(members, sc, &mut tracer);
+    Outcome {
+        conservative: tracer.saw_external,
+        holes,
+        unreachable,
+    }
 }
 
-/// Phase 1, CPython's `update_refs` and `subtract_refs` fused additively:
-/// each member's gc_refs get its strong count (less `held`), and each
-/// edge to a member found by tracing subtracts one and is recorded (`off`
-/// gets where each member's edges end). Also clears the members' `DIRTY`
-/// flags (they are being examined).
+/// Phases 1 and 2 of a full collection over the list range `members`
+/// (starting at list index `start`), restricted to what is reachable
+/// from the `DIRTY` objects (the seeds, left in `sc.seeds`): afterwards
+/// [`is_candidate`]`(sc.refs[pos])` holds exactly for the unreachable
+/// members; the members not examined are [`UNSEEN`].
 ///
-/// A member flagged `LENT_MUT` whose counts do not prove its `&mut` ended
-/// is not traced yet; an edge to it met later may prove it, and it is
-/// traced then (its edges are not recorded in order, so phase 2 traces
-/// again); the rest get [`EXT`]: referenced from outside, their targets
-/// (whose edges were not subtracted) likewise.
-fn update_and_subtract_refs<M: Members + ?Sized>(
-    members: &M,
-    held: Refs,
-    refs: &[Cell<Refs>],
-    off: &mut Vec<u32>,
-    late: &mut Vec<usize>,
-    tracer: &mut Tracer,
-) {
-    off.clear();
-    off.reserve(refs.len() + 1);
-    off.push(0);
+/// Phase 1 discovers the examined set as it subtracts (each member is
+/// traced once, when first met: see [`Mode::Discover`]); as that set is
+/// closed under the edges within the range, every edge from it is
+/// subtracted, and references from the rest of the range count as
+/// references from outside (conservative: they are not examined).
+fn find_reachable_from_dirty(
+    st: &State,
+    members: &ListRange,
+    start: usize,
+    sc: &mut Scratch,
+) -> Outcome {
+    let n = members.len();
+    sc.refs.clear();
+    sc.refs.resize(n, Cell::new(UNSEEN));
+    sc.seeds.clear();
+    st.dirty_seeds(start, &mut sc.seeds);
+    let refs = &sc.refs;
+    let late = &mut sc.late;
     late.clear();
-    for (pos, r) in refs.iter().enumerate() {
-        let p = members.get(pos);
-        if !p.is_null() {
-            // SAFETY: non-null members are live tracked objects with live
-            // values (the list's invariant; the garbage is held by the
-            // collector).
-            let h = unsafe { GcHeader::of(p) };
-            let w = h.gc.get();
-            if w & DIRTY != 0 {
-                h.gc.set(w & !DIRTY);
-            }
-            r.set(r.get() + strong_refs(p) - held);
-            if w & LENT_MUT == 0 || lent_mut_ended(p, h) {
-                tracer.current = pos;
-                // SAFETY: as above, and the value is not lent out; `refs`
-                // is only accessed through the tracer while `trace` runs.
-                unsafe { (h.vtable.trace)(p, tracer) };
-            } else {
-                late.push(pos);
-            }
-        }
-        // (Meaningless once `overflowed`: then the edges are unused.)
-        off.push(tracer.edges.len() as u32);
+    let mut tracer = Tracer::new(start, n, refs.as_ptr());
+    tracer.mode = Mode::Discover;
+    tracer.stack = std::mem::take(&mut sc.stack);
+    tracer.stack.clear();
+    // One slot per member: each is pushed once, when first met.
+    tracer.stack.reserve(n);
+    for &pos in &sc.seeds {
+        refs[pos].set(0);
+        tracer.stack.push(pos);
     }
-    // The members lent out by `Gc::get_mut`: trace those an edge proved
-    // since (which may prove more), until nothing changes.
+    let mut examined = 0;
     loop {
-        let before = late.len();
-        late.retain(|&pos| {
-            let p = members.get(pos);
-            // SAFETY: a live member (non-null above, nothing is freed
-            // during the phases).
+        while let Some(pos) = tracer.stack.pop() {
+            examined += 1;
+            // SAFETY: positions on the stack are below n.
+            let p = unsafe { members.get(pos) };
+            // SAFETY: seeds and the targets of edges are listed objects
+            // (non-null), live during the phases.
             let h = unsafe { GcHeader::of(p) };
-            if h.has(LENT_MUT) {
-                return true;
+            let r = &refs[pos];
+            r.set(r.get() + strong_refs(p));
+            if h.has(LENT_MUT) && !lent_mut_ended(p, h) {
+                late.push(pos);
+                continue;
             }
             tracer.current = pos;
-            // SAFETY: the flag was cleared by a proof that no `&mut` to the
-            // value is alive; live value.
-            unsafe { (h.vtable.trace)(p, tracer) };
-            tracer.overflowed = true;
-            false
-        });
-        if late.len() == before {
+            // SAFETY: a live member whose value is not lent out; `refs` is
+            // only accessed through the tracer while `trace` runs.
+            unsafe { (h.vtable.trace)(p, &mut tracer) };
+        }
+        if !trace_proven_late(members, late, &mut tracer) {
             break;
         }
     }
@@ -302,91 +397,175 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
         let c = &refs[pos];
         c.set(c.get() + EXT);
     }
+    st.closure_size(sc.seeds.len(), examined, n);
+    let unreachable = finish(members, sc, &mut tracer);
+    Outcome {
+        conservative: tracer.saw_external,
+        holes: n - st.tracked(),
+        unreachable,
+    }
 }
 
-/// Phase 2, CPython's `move_unreachable`: every member with outside
-/// references (gc_refs > 0, or `EXT`) and everything reachable from it
-/// gets [`REACHED`]. Walks the recorded edges, or traces the reachable
-/// members again when the edges were not all recorded.
+/// Counts the candidates phase 1 left, runs phase 2 if there are any,
+/// gives the stack back; returns the number of unreachable members.
+fn finish<M: Members + ?Sized>(members: &M, sc: &mut Scratch, tracer: &mut Tracer) -> usize {
+    let candidates = sc.refs.iter().filter(|r| is_candidate(r.get())).count();
+    if candidates > 0 {
+        move_unreachable(members, &sc.refs, candidates, tracer);
+    }
+    sc.stack = std::mem::take(&mut tracer.stack);
+    candidates - tracer.reached
+}
+
+/// Traces the members of `late` (lent out by `Gc::get_mut` when phase 1
+/// met them) whose flag an edge has since proved stale, and removes them;
+/// returns whether any was.
+fn trace_proven_late<M: Members + ?Sized>(
+    members: &M,
+    late: &mut Vec<usize>,
+    tracer: &mut Tracer,
+) -> bool {
+    let before = late.len();
+    late.retain(|&pos| {
+        // SAFETY: positions in `late` are below members.len().
+        let p = unsafe { members.get(pos) };
+        // SAFETY: a live member (non-null, nothing is freed during the
+        // phases).
+        let h = unsafe { GcHeader::of(p) };
+        if h.has(LENT_MUT) {
+            return true;
+        }
+        tracer.current = pos;
+        // SAFETY: the flag was cleared by a proof that no `&mut` to the
+        // value is alive; live value.
+        unsafe { (h.vtable.trace)(p, tracer) };
+        false
+    });
+    late.len() != before
+}
+
+/// Makes `refs` `n` zeroes. A buffer too small is replaced by a zeroed
+/// allocation (fresh pages from the system need no clearing).
+fn zeroed_refs(refs: &mut Vec<Cell<Refs>>, n: usize) {
+    if refs.capacity() < n {
+        let mut v = std::mem::ManuallyDrop::new(vec![0 as Refs; n]);
+        // SAFETY: `Cell<Refs>` is `repr(transparent)` over `Refs`, so the
+        // buffer (allocated for `Refs` with this capacity and alignment)
+        // is a valid buffer of as many initialised `Cell<Refs>`.
+        *refs = unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity()) };
+    } else {
+        refs.clear();
+        refs.resize(n, Cell::new(0));
+    }
+}
+
+/// Phase 1, CPython's `update_refs` and `subtract_refs` fused additively:
+/// each member's gc_refs get its strong count (less `held`), and each
+/// edge to a member found by tracing subtracts one. Clears the members'
+/// `DIRTY` flags if `clear_dirty`. Holes get [`REACHED`] (they are no
+/// candidates); returns their number.
+///
+/// A member flagged `LENT_MUT` whose counts do not prove its `&mut` ended
+/// is not traced yet; an edge to it met later may prove it, and it is
+/// traced then; the rest get [`EXT`]: referenced from outside, their
+/// targets (whose edges were not subtracted) likewise.
+fn update_and_subtract_refs<M: Members + ?Sized>(
+    members: &M,
+    held: Refs,
+    clear_dirty: bool,
+    refs: &[Cell<Refs>],
+    late: &mut Vec<usize>,
+    tracer: &mut Tracer,
+) -> usize {
+    late.clear();
+    let mut holes = 0;
+    assert_eq!(refs.len(), members.len());
+    for (pos, r) in refs.iter().enumerate() {
+        // SAFETY: pos < refs.len() == members.len().
+        let p = unsafe { members.get(pos) };
+        if p.is_null() {
+            r.set(REACHED);
+            holes += 1;
+            continue;
+        }
+        // SAFETY: non-null members are live tracked objects with live
+        // values (the list's invariant; the garbage is held by the
+        // collector).
+        let h = unsafe { GcHeader::of(p) };
+        let w = h.gc.get();
+        r.set(r.get() + strong_refs(p) - held);
+        if w & (DIRTY | LENT_MUT) != 0 {
+            if clear_dirty {
+                h.gc.set(w & !DIRTY);
+            }
+            if w & LENT_MUT != 0 && !lent_mut_ended(p, h) {
+                late.push(pos);
+                continue;
+            }
+        }
+        tracer.current = pos;
+        // SAFETY: as above, and the value is not lent out; `refs` is only
+        // accessed through the tracer while `trace` runs.
+        unsafe { (h.vtable.trace)(p, tracer) };
+    }
+    // The members lent out by `Gc::get_mut`: trace those an edge proved
+    // since (which may prove more), until nothing changes.
+    while trace_proven_late(members, late, tracer) {}
+    for &pos in late.iter() {
+        let c = &refs[pos];
+        c.set(c.get() + EXT);
+    }
+    holes
+}
+
+/// Phase 2, CPython's `move_unreachable`: of the `candidates` (members
+/// without outside references, see [`is_candidate`]), marks [`REACHED`]
+/// every one reachable from a member with outside references (gc_refs >
+/// 0, or `EXT`), by tracing the roots and the candidates they reach
+/// again, with an explicit stack. Stops as soon as every candidate is
+/// reached: then nothing is unreachable. (Recording the edges in phase 1
+/// to walk them here cost more than it saved: phase 2 is skipped
+/// altogether when there is no candidate, as for a live heap whose every
+/// object is referenced from outside.)
 fn move_unreachable<M: Members + ?Sized>(
     members: &M,
     refs: &[Cell<Refs>],
-    off: &[u32],
+    candidates: usize,
     tracer: &mut Tracer,
 ) {
-    if !tracer.overflowed {
-        mark_recorded(refs, off, &tracer.edges, &mut tracer.stack);
-        return;
-    }
+    assert_eq!(refs.len(), members.len());
     tracer.mode = Mode::Mark;
     tracer.current = usize::MAX;
+    tracer.reached = 0;
+    // One slot per candidate: the most the stack can hold (see
+    // `Tracer::mark`).
+    tracer.stack.clear();
+    tracer.stack.reserve(candidates);
     for (pos, c) in refs.iter().enumerate() {
+        if tracer.reached == candidates {
+            break;
+        }
         if !is_root(c.get()) {
-            continue; // reached already, or no outside reference (or a hole)
+            continue; // a candidate (reached or not), or a hole
         }
-        c.set(REACHED);
-        tracer.stack.push(pos);
-        while let Some(q) = tracer.stack.pop() {
-            let p = members.get(q);
-            if p.is_null() {
-                continue;
-            }
-            // SAFETY: a live member.
-            let h = unsafe { GcHeader::of(p) };
-            if h.has(LENT_MUT) {
-                continue; // not readable: its targets are roots themselves
-            }
-            // SAFETY: a live member with a live value, not lent out.
-            unsafe { (h.vtable.trace)(p, tracer) };
-        }
-    }
-}
-
-/// [`move_unreachable`] over the recorded edges. Depth first with an
-/// explicit stack; the first unreached target of a member is followed
-/// directly.
-fn mark_recorded(refs: &[Cell<Refs>], off: &[u32], edges: &[u32], stack: &mut Vec<usize>) {
-    let n = refs.len();
-    assert!(off.len() == n + 1 && off[n] as usize == edges.len());
-    for (pos, c) in refs.iter().enumerate() {
-        if !is_root(c.get()) {
-            continue; // reached already, or no outside reference (or a hole)
-        }
-        c.set(REACHED);
         let mut q = pos;
         loop {
-            // SAFETY: q < n (positions come from `refs` or from `edges`,
-            // whose entries the tracer bounded by n), off has n + 1
-            // entries, non-decreasing, the last being edges.len().
-            let (a, b) = unsafe {
-                (
-                    *off.get_unchecked(q) as usize,
-                    *off.get_unchecked(q + 1) as usize,
-                )
-            };
-            let mut next = usize::MAX;
-            // SAFETY: a <= b <= edges.len() (see above).
-            for &t in unsafe { edges.get_unchecked(a..b) } {
-                let t = t as usize;
-                // SAFETY: t < n (see above).
-                let c = unsafe { refs.get_unchecked(t) };
-                if c.get() != REACHED {
-                    c.set(REACHED);
-                    if next == usize::MAX {
-                        next = t;
-                    } else {
-                        stack.push(t);
-                    }
-                }
+            // SAFETY: q < refs.len() == members.len() (a position of `refs`
+            // or one the tracer bounded by n).
+            let p = unsafe { members.get(q) };
+            // SAFETY: roots and reached candidates are non-null (holes are
+            // neither), live members.
+            let h = unsafe { GcHeader::of(p) };
+            // A member still lent out was not traced in phase 1 either: its
+            // targets count its edges as outside references (roots).
+            if !h.has(LENT_MUT) {
+                // SAFETY: a live member with a live value, not lent out.
+                unsafe { (h.vtable.trace)(p, tracer) };
             }
-            q = if next != usize::MAX {
-                next
-            } else {
-                match stack.pop() {
-                    Some(t) => t,
-                    None => break,
-                }
-            };
+            match tracer.stack.pop() {
+                Some(t) => q = t,
+                None => break,
+            }
         }
     }
 }
@@ -395,43 +574,54 @@ fn mark_recorded(refs: &[Cell<Refs>], off: &[u32], edges: &[u32], stack: &mut Ve
 /// at its start (re-indexing the moved ones), then what was allocated
 /// during the phases; moves the generation boundaries so the survivors
 /// join generation `g + 1`; gathers the unreachable into `garbage`, now
-/// out of the list. Returns the number of survivors.
+/// out of the list. Returns the number of survivors. Nothing moves when
+/// the range has neither holes nor garbage.
 fn rebuild_and_promote(
     st: &State,
     g: usize,
     start: usize,
     end: usize,
     refs: &[Cell<Refs>],
+    outcome: &Outcome,
     garbage: &mut Vec<ObjPtr>,
 ) -> usize {
     let list = st.list();
     garbage.clear();
     let mut k = start;
-    for (pos, r) in refs.iter().enumerate() {
-        // SAFETY: start + pos < end <= list.len().
-        let p = unsafe { list.get_unchecked(start + pos) };
-        if p.is_null() {
-            continue;
-        }
-        if r.get() == REACHED {
-            if k != start + pos {
-                // SAFETY: k < start + pos < len; a live list entry.
-                unsafe {
-                    list.set_unchecked(k, p);
-                    GcHeader::of(p).set_index(k);
-                }
+    if outcome.holes == 0 && outcome.unreachable == 0 {
+        k = end;
+    } else {
+        garbage.reserve(outcome.unreachable);
+        for (pos, r) in refs.iter().enumerate() {
+            // SAFETY: start + pos < end <= list.len().
+            let p = unsafe { list.get_unchecked(start + pos) };
+            if p.is_null() {
+                continue;
             }
-            k += 1;
-        } else {
-            garbage.push(p);
+            if !is_candidate(r.get()) {
+                if k != start + pos {
+                    // SAFETY: k < start + pos < len; a live list entry.
+                    unsafe {
+                        list.set_unchecked(k, p);
+                        GcHeader::of(p).set_index(k);
+                    }
+                    st.move_slot_bit(start + pos, k);
+                }
+                k += 1;
+            } else {
+                garbage.push(p);
+            }
         }
     }
     let moved = list.move_tail(end, k);
-    for i in k..k + moved {
-        let p = list.get(i);
-        if !p.is_null() {
-            // SAFETY: live list entry.
-            unsafe { GcHeader::of(p) }.set_index(i);
+    if k != end {
+        for i in k..k + moved {
+            let p = list.get(i);
+            if !p.is_null() {
+                // SAFETY: live list entry.
+                unsafe { GcHeader::of(p) }.set_index(i);
+            }
+            st.move_slot_bit(end + (i - k), i);
         }
     }
     st.promote(g, k);
@@ -445,11 +635,9 @@ fn rebuild_and_promote(
 pub(crate) struct Scratch {
     /// gc_refs per member position.
     pub(crate) refs: Vec<Cell<Refs>>,
-    /// Where the recorded edges of each member end (`n + 1` entries, the
-    /// first 0).
-    off: Vec<u32>,
-    edges: Vec<u32>,
     stack: Vec<usize>,
+    /// The `DIRTY` seeds of a full collection (range positions).
+    seeds: Vec<usize>,
     /// Members lent out by `Gc::get_mut` not traced yet.
     late: Vec<usize>,
     garbage: Vec<ObjPtr>,
@@ -475,8 +663,7 @@ impl Scratch {
     /// Keeps the (small) arrays for the next collection.
     fn put_back(mut self: Box<Self>) {
         for_small(&mut self.refs);
-        for_small(&mut self.off);
-        for_small(&mut self.edges);
+        for_small(&mut self.seeds);
         for_small(&mut self.stack);
         for_small(&mut self.late);
         let _ = SCRATCH.try_with(|s| s.set(Some(self)));

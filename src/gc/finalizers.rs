@@ -45,7 +45,7 @@ use super::header::{
 use super::ptr::Gc;
 use super::state::{self, strong, State};
 use super::trace::Trace;
-use super::tracer::REACHED;
+use super::tracer::is_candidate;
 use super::trashcan;
 use super::weak_callbacks::{run_callbacks, take_callbacks};
 
@@ -374,7 +374,7 @@ pub(crate) fn handle_resurrected_objects(
     let was_in_phases = st.enter_phases();
     let mut sc = Scratch::default();
     let r = catch_unwind(AssertUnwindSafe(|| {
-        find_reachable(&garbage[..], base, 1, usize::MAX, &mut sc);
+        find_reachable(&garbage[..], base, 1, false, &mut sc);
     }));
     st.leave_phases(was_in_phases);
     let mut keep = Vec::new();
@@ -382,7 +382,7 @@ pub(crate) fn handle_resurrected_objects(
     for (i, &p) in garbage.iter().enumerate() {
         // SAFETY: as above.
         unsafe { GcHeader::of(p) }.set_flags(UNTRACKED);
-        if r.is_err() || sc.refs[i].get() == REACHED {
+        if r.is_err() || !is_candidate(sc.refs[i].get()) {
             back.push(p);
         } else {
             keep.push(p);

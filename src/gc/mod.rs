@@ -80,6 +80,12 @@
 //! way), so such collections just promote. `get_stats()` counts them as
 //! collections.
 //!
+//! Young collections examine their whole generations, as CPython's do. A
+//! full collection examines only what is reachable from the objects so
+//! decremented since the last full collection (the rest of the heap cannot
+//! hold garbage: see the `collector` source for the proof), so its cost
+//! follows what changed, not the size of the heap; its answer is the same.
+//!
 //! Automatic collections follow CPython (up to 3.12): generation 0 when
 //! its count passes threshold 0, an older one when its count (collections
 //! of the younger one since) passes its threshold, and generation 2 only
@@ -177,6 +183,7 @@ mod ptr;
 mod ptr_vec;
 mod reclaim;
 mod saved_garbage;
+mod slot_bits;
 mod state;
 mod trace;
 mod tracer;

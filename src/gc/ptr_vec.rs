@@ -38,6 +38,13 @@ impl PtrVec {
         self.cap.get()
     }
 
+    /// The buffer (null while there is none); valid until the vector
+    /// grows or is freed.
+    #[inline(always)]
+    pub(crate) fn as_ptr(&self) -> *const ObjPtr {
+        self.ptr.get()
+    }
+
     /// Entry `i`; panics if `i >= len`.
     #[inline(always)]
     pub(crate) fn get(&self, i: usize) -> ObjPtr {

@@ -24,11 +24,17 @@ use std::ptr;
 
 use super::header::{Counts, GcHeader, ObjPtr, DIRTY, LENT_MUT, SHIFT, UNTRACKED};
 use super::ptr_vec::PtrVec;
+use super::slot_bits::SlotBits;
 use super::GenStats;
 
 /// Every dirty bit of generations 0..=2 (see the skip rule in
 /// `collector`).
 pub(crate) const ALL_DIRTY: u8 = 0b111;
+
+/// Full collections that scan their whole range after one whose closure
+/// covered most of it (see [`State::closure_size`]), at first and at most.
+pub(crate) const RANGE_SCANS: u8 = 3;
+pub(crate) const MAX_RANGE_SCANS: u8 = 48;
 
 /// Most collections run at thread exit (see [`State::tear_down`]).
 pub(crate) const TEARDOWN_ROUNDS: usize = 16;
@@ -46,10 +52,19 @@ pub(crate) const TEARDOWN_ROUNDS: usize = 16;
 ///   those below `start[0]`;
 /// * the `dirty` bit of generation `g` is set if an object of `g` has had
 ///   its strong count decremented to a non-zero value since `g` was last
-///   examined (the skip rule relies on it; extra bits are allowed).
+///   examined (the skip rule relies on it; extra bits are allowed); in
+///   particular, if an object of `g` is flagged `DIRTY`;
+/// * an object flagged `DIRTY` has had its strong count decremented to a
+///   non-zero value since the last full collection that examined it
+///   (young collections leave the flag), and if it is listed at `i`,
+///   `dirty_slots` bit `i` is set (extra bits are allowed: a seed is a
+///   listed `DIRTY` object whose bit is set). Unless `range_scan_next`
+///   is set, every garbage object is reachable from such a seed (see
+///   `collector`, "Full collections").
 ///
-/// During the phases entries are only appended (by a `trace` that breaks
-/// its contract), never moved, so indices stay valid until the rebuild.
+/// During the phases entries are only appended within the capacity (by
+/// a `trace` that breaks its contract), never moved, and the buffer never
+/// grows, so indices and the buffer stay valid until the rebuild.
 /// [`assert_valid`](Self::assert_valid) checks the list invariants in
 /// debug builds after collections.
 ///
@@ -85,6 +100,21 @@ pub(crate) struct State {
     dirty: Cell<u8>,
     /// A DIRTY event happened during the phases.
     dirty_in_phases: Cell<bool>,
+    /// One bit per list slot: set where a `DIRTY` object is listed (see
+    /// the invariants).
+    dirty_slots: SlotBits,
+    /// The next full collection must examine its whole range, not only
+    /// what is reachable from the `DIRTY` objects (after `unfreeze`, a
+    /// conservative or abandoned full collection).
+    range_scan_next: Cell<bool>,
+    /// Full collections left that scan their whole range because the
+    /// closure of the seeds covered most of it last time (a whole-range
+    /// scan then costs less than discovering the closure).
+    range_scans_left: Cell<u8>,
+    /// How many whole-range scans the next large closure buys: doubles
+    /// (up to [`MAX_RANGE_SCANS`]) each time the closure is large again,
+    /// back to [`RANGE_SCANS`] when it is not.
+    range_scans_next: Cell<u8>,
     /// The trashcan's deferred objects.
     deferred: PtrVec,
     /// CPython's long-lived heuristic. Objects promoted by a collection
@@ -98,9 +128,6 @@ pub(crate) struct State {
     skipped: [Cell<usize>; 3],
     /// The skip rule is in force (tests turn it off to check it).
     skip_enabled: Cell<bool>,
-    /// Most edges a collection records for `move_unreachable` (tests lower
-    /// it to exercise the re-tracing fallback).
-    edge_limit: Cell<usize>,
 }
 
 const GS0: GenStats = GenStats {
@@ -125,13 +152,16 @@ thread_local! {
             dead: Cell::new(false),
             dirty: Cell::new(0),
             dirty_in_phases: Cell::new(false),
+            dirty_slots: SlotBits::new(),
+            range_scan_next: Cell::new(false),
+            range_scans_left: Cell::new(0),
+            range_scans_next: Cell::new(RANGE_SCANS),
             deferred: PtrVec::new(),
             long_lived_total: Cell::new(0),
             long_lived_pending: Cell::new(0),
             stats: [Cell::new(GS0), Cell::new(GS0), Cell::new(GS0)],
             skipped: [Cell::new(0), Cell::new(0), Cell::new(0)],
             skip_enabled: Cell::new(true),
-            edge_limit: Cell::new(u32::MAX as usize),
         }
     };
     static OWNER: Owner = const { Owner };
@@ -281,16 +311,6 @@ impl State {
         self.skip_enabled.set(on)
     }
 
-    /// Most edges a collection records (tests lower it).
-    pub(crate) fn edge_limit(&self) -> usize {
-        self.edge_limit.get()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn set_edge_limit(&self, n: usize) {
-        self.edge_limit.set(n)
-    }
-
     /// `(long_lived_total, long_lived_pending)` (tests).
     #[cfg(test)]
     pub(crate) fn long_lived(&self) -> (usize, usize) {
@@ -361,11 +381,17 @@ impl State {
     }
 
     /// Adds a freshly allocated tracked object to generation 0.
+    ///
+    /// The list never grows during the phases of a collection (the
+    /// collector reads its range through a pointer taken when they
+    /// begin): an object created then (by a `trace` that breaks its
+    /// contract) when the list is full stays untracked, as do objects
+    /// created after the collector's teardown.
     #[inline(always)]
     fn track(&self, obj: ObjPtr, h: &GcHeader) {
         let len = self.list.len();
         if len == self.list.cap() {
-            if self.dead.get() {
+            if self.dead.get() || self.in_phases.get() {
                 h.gc.set(UNTRACKED);
                 return;
             }
@@ -380,32 +406,46 @@ impl State {
     }
 
     /// Tracks again, in generation 0, an object a collection had taken out
-    /// of the list (resurrected by a finalizer); its generation is
-    /// examined next time.
+    /// of the list (resurrected by a finalizer), flagged `DIRTY` (it is
+    /// examined again by the next collections).
     pub(crate) fn retrack(&self, obj: ObjPtr, h: &GcHeader) {
-        h.clear_flags(UNTRACKED);
+        debug_assert!(!self.in_phases.get());
+        h.clear_flags(UNTRACKED | DIRTY);
         let i = self.list.len();
-        if self.dead.get() && i == self.list.cap() {
-            h.set_flags(UNTRACKED);
-            return;
+        if i == self.list.cap() {
+            if self.dead.get() {
+                h.set_flags(UNTRACKED);
+                return;
+            }
+            self.grow_list();
         }
-        self.list.push(obj);
+        // SAFETY: len < cap (grown above if needed).
+        unsafe { self.list.push_within_cap(obj) };
         h.set_index(i);
         self.live.set(self.live.get() + 1);
-        self.dirty.set(self.dirty.get() | 1);
+        self.note_dirty(h);
     }
 
     /// The list is full: compact it if at least half of it is holes, or
-    /// grow it.
+    /// grow it. Never called during the phases.
     #[cold]
     #[inline(never)]
     fn make_room(&self) {
+        debug_assert!(!self.in_phases.get());
         let len = self.list.len();
-        if !self.in_phases.get() && len >= 256 && self.live.get() * 2 <= len {
+        if len >= 256 && self.live.get() * 2 <= len {
             self.compact_all();
-        } else if self.list.grow() {
+        } else {
+            self.grow_list();
+        }
+    }
+
+    /// Grows the list (and its slot bits).
+    fn grow_list(&self) {
+        if self.list.grow() {
             register_owner();
         }
+        self.dirty_slots.reserve(self.list.cap());
     }
 
     /// Removes an object whose strong count reached zero (or that a
@@ -477,6 +517,8 @@ impl State {
         if old & DIRTY != 0 || w & UNTRACKED != 0 {
             return;
         }
+        // Listed: its index is valid (also during the phases).
+        self.dirty_slots.assign(h.index(), true);
         if self.in_phases.get() {
             self.dirty_in_phases.set(true);
         } else {
@@ -592,7 +634,98 @@ impl State {
         self.in_phases.set(was);
         if !was && self.dirty_in_phases.replace(false) {
             self.dirty.set(ALL_DIRTY);
+            self.range_scan_next.set(true);
         }
+    }
+
+    /// Whether this full collection examines its whole range: because it
+    /// must (the request is consumed), or because the closure of the
+    /// seeds covered most of the range lately (see
+    /// [`closure_size`](Self::closure_size)).
+    pub(crate) fn take_range_scan(&self) -> bool {
+        let left = self.range_scans_left.get();
+        self.range_scans_left.set(left.saturating_sub(1));
+        self.range_scan_next.replace(false) || left > 0
+    }
+
+    /// A full collection from `seeds` seeds examined `examined` of the `n`
+    /// members of its range. When a few seeds (under a quarter of the
+    /// range) reached most of it, the heap is so connected that later
+    /// seeds will too: the next full collections scan the whole range
+    /// instead (as much tracing, without the bookkeeping of discovering
+    /// the closure), [`RANGE_SCANS`] of them, twice as many each time the
+    /// closure is found large again (up to [`MAX_RANGE_SCANS`]); then the
+    /// closure is tried again. (Many seeds say little: in a growing heap
+    /// they are what was added since the last full collection.)
+    pub(crate) fn closure_size(&self, seeds: usize, examined: usize, n: usize) {
+        let next = self.range_scans_next.get();
+        if examined * 2 > n && seeds * 4 < n {
+            self.range_scans_left.set(next);
+            self.range_scans_next
+                .set(next.saturating_mul(2).min(MAX_RANGE_SCANS));
+        } else {
+            self.range_scans_next.set(RANGE_SCANS);
+        }
+    }
+
+    /// A full collection could not prove its answer exact (it was
+    /// conservative): the next one examines the whole range.
+    pub(crate) fn request_range_scan(&self) {
+        self.range_scan_next.set(true);
+    }
+
+    /// The seeds of a full collection of the list range `[start, len)`:
+    /// appends to `seeds` the range position of every listed `DIRTY`
+    /// object whose slot bit is set; clears the other bits of the range.
+    pub(crate) fn dirty_seeds(&self, start: usize, seeds: &mut Vec<usize>) {
+        let len = self.list.len();
+        let mut w = start / 64;
+        while w * 64 < len {
+            let mut bits = self.dirty_slots.word(w);
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if i < start || i >= len {
+                    continue;
+                }
+                // SAFETY: i < len.
+                let p = unsafe { self.list.get_unchecked(i) };
+                // SAFETY: non-null list entries are live tracked objects.
+                if !p.is_null() && unsafe { GcHeader::of(p) }.has(DIRTY) {
+                    seeds.push(i - start);
+                } else {
+                    self.dirty_slots.assign(i, false);
+                }
+            }
+            w += 1;
+        }
+    }
+
+    /// The seeds of a full collection were examined: their `DIRTY` flags
+    /// and slot bits are cleared (before the rebuild moves anything).
+    pub(crate) fn clear_seeds(&self, start: usize, seeds: &[usize]) {
+        for &pos in seeds {
+            let i = start + pos;
+            // SAFETY: seeds are range positions of listed objects, and
+            // nothing was freed or moved since `dirty_seeds`.
+            let p = unsafe { self.list.get_unchecked(i) };
+            // SAFETY: a live tracked object (the collector holds the list).
+            unsafe { GcHeader::of(p) }.clear_flags(DIRTY);
+            self.dirty_slots.assign(i, false);
+        }
+    }
+
+    /// A full collection of the list range `[start, len)` examined it
+    /// whole (and cleared the `DIRTY` flags): clears its slot bits.
+    pub(crate) fn clear_dirty_slots(&self, start: usize, end: usize) {
+        self.dirty_slots.clear_range(start, end);
+    }
+
+    /// The rebuild moves the entry at `from` to `to` (`to < from`): its
+    /// slot bit follows.
+    #[inline(always)]
+    pub(crate) fn move_slot_bit(&self, from: usize, to: usize) {
+        self.dirty_slots.assign(to, self.dirty_slots.get(from));
     }
 
     /// A collection's phases were abandoned (a `trace` panicked): headers
@@ -602,6 +735,7 @@ impl State {
         self.in_phases.set(false);
         self.dirty_in_phases.set(false);
         self.dirty.set(ALL_DIRTY);
+        self.range_scan_next.set(true);
         self.collecting.set(false);
     }
 
@@ -657,6 +791,7 @@ impl State {
                             self.list.set_unchecked(j, p);
                             GcHeader::of(p).set_index(j);
                         }
+                        self.move_slot_bit(i, j);
                     }
                     j += 1;
                 }
@@ -666,6 +801,7 @@ impl State {
                 new_start[b] = j;
             }
         }
+        self.dirty_slots.clear_range(j, bounds[3]);
         self.list.truncate(j);
         for (s, n) in self.start.iter().zip(new_start) {
             s.set(n);
@@ -692,9 +828,12 @@ impl State {
         }
         let moved = self.frozen.replace(0);
         self.start[0].set(0);
-        // Frozen objects may complete cycles with generation 2: examine it.
+        // Frozen objects may complete cycles with generation 2, with no
+        // DIRTY member left (a full collection cleared them while the
+        // permanent generation hid the rest): examine it whole.
         if moved > 0 {
             self.dirty.set(self.dirty.get() | 0b100);
+            self.range_scan_next.set(true);
         }
     }
 
@@ -733,6 +872,7 @@ impl State {
         }
         self.dead.set(true);
         self.list.free();
+        self.dirty_slots.free();
         // Deferred drops queued after the last round (by a later
         // refcount drop during this teardown) are leaked.
         self.deferred.free();
