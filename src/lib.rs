@@ -117,6 +117,28 @@ pub use alloc::{
 };
 pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};
 
+#[cfg(all(
+    feature = "override",
+    not(all(target_os = "linux", target_env = "gnu"))
+))]
+compile_error!("the `override` feature needs glibc (Linux, target_env = \"gnu\")");
+
+/// The C allocation API behind the `override` feature and the
+/// `pymem-malloc` preload (`pymem::__export_c_allocator!()` exports it).
+#[cfg(all(not(loom), target_os = "linux", target_env = "gnu"))]
+#[doc(hidden)]
+pub mod __cabi {
+    pub use crate::alloc::cabi::{
+        aligned_alloc, calloc, free, free_aligned_sized, free_sized, mallinfo, mallinfo2, malloc,
+        malloc_stats, malloc_trim, malloc_usable_size, memalign, posix_memalign, pvalloc, realloc,
+        reallocarray, valloc,
+    };
+    /// glibc's `struct mallinfo2`.
+    pub type Mallinfo2 = libc::mallinfo2;
+    /// glibc's `struct mallinfo`.
+    pub type Mallinfo = libc::mallinfo;
+}
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

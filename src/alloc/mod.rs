@@ -98,13 +98,20 @@
 //! it, and catches double frees, aborting with a message on stderr.
 
 mod arena;
+mod arena_bitmap;
 mod asan;
+#[cfg(all(not(loom), target_os = "linux", target_env = "gnu"))]
+pub(crate) mod cabi;
+#[cfg(not(loom))]
+mod debug_large;
 // The model checks drive heaps directly, without the front end that checks.
 #[cfg_attr(loom, allow(dead_code))]
 mod debug;
 #[cfg(not(loom))]
 mod global;
 mod heap;
+#[cfg(not(loom))]
+mod heap_slot;
 #[cfg(not(loom))]
 mod hooks;
 #[cfg(not(loom))]

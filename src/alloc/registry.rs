@@ -128,11 +128,11 @@ impl Registry {
         self.arenas_highwater
             .fetch_max(bytes / ARENA_SIZE, Ordering::Relaxed);
         self.note_footprint(bytes + self.large_bytes.load(Ordering::Relaxed));
-        super::debug::register_arena(base);
+        super::arena_bitmap::insert(base);
     }
 
     pub(crate) fn arena_unmapped(&self, base: *mut u8) {
-        super::debug::unregister_arena(base);
+        super::arena_bitmap::remove(base);
         self.arenas_freed_total.fetch_add(1, Ordering::Relaxed);
         self.arena_bytes.fetch_sub(ARENA_SIZE, Ordering::Relaxed);
     }

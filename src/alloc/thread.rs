@@ -1,8 +1,8 @@
 //! Binding heaps to threads.
 //!
-//! `HEAP` is a `const`-initialised thread-local without a destructor, so
-//! reading it is a single TLS load that works at any time, even while the
-//! thread's other thread-locals are being torn down. A second thread-local,
+//! The heap pointer lives in `heap_slot`, a thread-local without a
+//! destructor, so reading it is a single TLS load that works at any time,
+//! even while the thread's other thread-locals are being torn down. A second thread-local,
 //! `GUARD`, exists only for its destructor: it parks the heap when the
 //! thread exits. After that, the thread has no heap; the rare allocations
 //! it still makes borrow a parked heap for the duration of one call.
@@ -11,11 +11,11 @@ use core::cell::Cell;
 use core::ptr;
 
 use super::heap::{self, Heap, HeapState};
+use super::heap_slot;
 use super::pool::Pool;
 use super::REGISTRY;
 
 thread_local! {
-    static HEAP: Cell<*mut Heap> = const { Cell::new(ptr::null_mut()) };
     static EXITED: Cell<bool> = const { Cell::new(false) };
     static GUARD: ExitGuard = const { ExitGuard };
 }
@@ -24,7 +24,8 @@ struct ExitGuard;
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let heap = HEAP.with(|h| h.replace(ptr::null_mut()));
+        let heap = heap_slot::get();
+        heap_slot::set(ptr::null_mut());
         EXITED.with(|e| e.set(true));
         if !heap.is_null() {
             // SAFETY: this thread owned the heap and forgets it just now.
@@ -36,7 +37,7 @@ impl Drop for ExitGuard {
 /// The calling thread's heap, or null if it has none (yet, or any more).
 #[inline(always)]
 pub(crate) fn current_heap() -> *mut Heap {
-    HEAP.with(|h| h.get())
+    heap_slot::get()
 }
 
 /// Gives the calling thread a heap if it can have one: not during its
@@ -44,11 +45,24 @@ pub(crate) fn current_heap() -> *mut Heap {
 #[cold]
 #[inline(never)]
 fn bind() -> *mut Heap {
-    if EXITED.with(|e| e.get()) || GUARD.try_with(|_| ()).is_err() {
+    if EXITED.with(|e| e.get()) {
         return ptr::null_mut();
     }
     let heap = REGISTRY.claim_heap(HeapState::Owned);
-    HEAP.with(|h| h.set(heap));
+    if heap.is_null() {
+        return heap;
+    }
+    // Bound before GUARD's destructor is registered: registering allocates
+    // (glibc's `__cxa_thread_atexit_impl` calls `calloc`, which is ours when
+    // PyMalloc is the process's `malloc`), and that allocation must find
+    // the heap rather than bind again.
+    heap_slot::set(heap);
+    if GUARD.try_with(|_| ()).is_err() {
+        heap_slot::set(ptr::null_mut());
+        // SAFETY: bound just above and forgotten again.
+        unsafe { (*heap).park() };
+        return ptr::null_mut();
+    }
     heap
 }
 

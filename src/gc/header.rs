@@ -16,8 +16,10 @@
 //!   -24            -16            -8                   ▲ obj          ▲ Gc points here
 //!  tracked slice [T], 40 bytes: the element count precedes the header,
 //!  so that the type-erased vtable can rebuild the wide pointer.
-//!  gc word flags: DIRTY UNTRACKED DEAD DROPPED FINALIZED FINALIZE
-//!                 WEAK_CALLBACKS (bit 7 free) NO_HEADER
+//!  gc word = index in the generation list << SHIFT (9)
+//!          | flags (bits 0-7: DIRTY UNTRACKED DEAD DROPPED FINALIZER_RAN
+//!                   FINALIZER_PENDING WEAK_CALLBACKS LENT_MUT;
+//!                   bit 8, NO_HEADER, is never set in a gc word)
 //! ```
 //!
 //! A `Gc` points at its value, as `Rc::into_raw` does, for every `T`. The
@@ -62,8 +64,8 @@ pub(crate) struct GcHeader {
     /// The weak count (the `Weak`s, plus one while strong handles exist)
     /// `<< SHIFT`.
     pub(crate) weak: Cell<usize>,
-    /// `(index or gc_refs) << SHIFT | flags`: the flags word of a tracked
-    /// object.
+    /// `index in the generation list << SHIFT | flags`: the flags word of
+    /// a tracked object.
     pub(crate) gc: Cell<usize>,
 }
 
@@ -87,15 +89,25 @@ pub(crate) const UNTRACKED: usize = 1 << 1;
 pub(crate) const DEAD: usize = 1 << 2;
 /// The value has been dropped (by the collector or refcounting).
 pub(crate) const DROPPED: usize = 1 << 3;
-/// PEP 442: the object's finalizer already ran (see `finalize`).
-pub(crate) const FINALIZED: usize = 1 << 4;
-/// The object has a finalizer that has not run yet (see `finalize`): the
-/// refcount death path tests it together with `DROPPED`, so objects
+/// PEP 442: the object's finalizer already ran (see `finalizers`).
+pub(crate) const FINALIZER_RAN: usize = 1 << 4;
+/// The object has a finalizer that has not run yet (see `finalizers`):
+/// the refcount death path tests it together with `DROPPED`, so objects
 /// without one pay nothing.
-pub(crate) const FINALIZE: usize = 1 << 5;
+pub(crate) const FINALIZER_PENDING: usize = 1 << 5;
 /// Weak callbacks (`gc::finalize`, `Weak::with_callback`) may be
-/// registered for the object in the thread's side table (see `finalize`).
+/// registered for the object in the thread's side table (see
+/// `weak_callbacks`).
 pub(crate) const WEAK_CALLBACKS: usize = 1 << 6;
+/// `Gc::get_mut` lent out a `&mut` to the value, which may still be
+/// alive: the collector must not read the value. It treats the object as
+/// referenced from outside (as a mutably borrowed `RefCell`) until it has
+/// proof that the `&mut` ended: the strong or weak count is no longer 1
+/// (a clone or a downgrade happened, which needs the handle the `&mut`
+/// borrows), or its tracing meets the edge that is the only strong handle
+/// (a handle the collector can read is not mutably borrowed). Either
+/// proof clears the flag.
+pub(crate) const LENT_MUT: usize = 1 << 7;
 /// The allocation has no collector header (it is untracked): the flags
 /// word is its weak word. Never set in a gc word.
 pub(crate) const NO_HEADER: usize = 1 << 8;
@@ -165,15 +177,17 @@ impl GcHeader {
         self.gc.set(self.gc.get() & !f)
     }
 
-    /// The upper bits: list index, or gc_refs during a collection.
+    /// The upper bits: the object's index in the generation list (the
+    /// collector keeps gc_refs in a side array, so a listed object's
+    /// index is valid even during a collection).
     #[inline(always)]
-    pub(crate) fn word(&self) -> usize {
+    pub(crate) fn index(&self) -> usize {
         self.gc.get() >> SHIFT
     }
 
     #[inline(always)]
-    pub(crate) fn set_word(&self, w: usize) {
-        self.gc.set((w << SHIFT) | self.flags())
+    pub(crate) fn set_index(&self, i: usize) {
+        self.gc.set((i << SHIFT) | self.flags())
     }
 }
 

@@ -11,12 +11,12 @@ use std::ops::Deref;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::generations;
 use super::header::{
     allocate, counts_of, dec_weak, flags_word, free, inc_strong, inc_weak, weak_count, weak_word,
-    Counts, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, NO_HEADER, SHIFT,
-    TRACKED_PREFIX, UNTRACKED, UNTRACKED_PREFIX, WEAK_CALLBACKS,
+    Counts, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZER_PENDING, LENT_MUT, NO_HEADER,
+    SHIFT, TRACKED_PREFIX, UNTRACKED, UNTRACKED_PREFIX, WEAK_CALLBACKS,
 };
+use super::state;
 use super::trace::{GcLayout, Trace};
 use super::tracer::Tracer;
 use super::trashcan;
@@ -159,7 +159,7 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     #[inline(always)]
     pub(crate) fn track_new(this: &Self) {
         if this.has_header() {
-            generations::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
+            state::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
         }
     }
 }
@@ -258,10 +258,10 @@ impl<T: Trace + 'static> Gc<T> {
         let mut callbacks = None;
         if this.has_header() {
             let h = this.header();
-            generations::with(|st| st.untrack(obj, h));
+            state::with(|st| st.untrack(obj, h));
             h.set_flags(DROPPED);
             if h.has(WEAK_CALLBACKS) {
-                callbacks = super::finalize::take_on_unwrap(obj, h);
+                callbacks = super::weak_callbacks::take_on_unwrap(obj, h);
             }
         }
         // SAFETY: strong was 1 and is now 0: the value is ours to move out,
@@ -270,7 +270,7 @@ impl<T: Trace + 'static> Gc<T> {
         // SAFETY: strong == 0, value moved out.
         unsafe { release_weak(this.ptr, this.flags()) };
         if let Some(c) = callbacks {
-            super::finalize::run_on_unwrap(c);
+            super::weak_callbacks::run_on_unwrap(c);
         }
         Ok(value)
     }
@@ -403,13 +403,16 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// ```
     #[inline(always)]
     pub fn try_deref(this: &Self) -> Option<&T> {
-        if this.flags() & DROPPED != 0 {
-            None
-        } else {
-            // SAFETY: the handle keeps the allocation alive and the value
-            // is not dropped.
-            Some(unsafe { this.ptr.as_ref() })
+        // One test for both rare states; an untracked object's flags word
+        // (its weak word) never says DROPPED or LENT_MUT.
+        if this.flags() & (DROPPED | LENT_MUT) != 0 && !deref_flagged(this.obj()) {
+            return None;
         }
+        // SAFETY: the handle keeps the allocation alive, the value is not
+        // dropped (DROPPED is clear), and no `&mut` from `Gc::get_mut`
+        // is alive: that one borrows the only handle, so reading through
+        // `this` proves it ended (LENT_MUT is clear now).
+        Some(unsafe { this.ptr.as_ref() })
     }
 
     /// Consumes the handle, returning the pointer to the value, as
@@ -476,8 +479,22 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
         // SAFETY: the handle keeps the allocation alive.
         let weak = unsafe { weak_word(this.obj(), f) }.get();
         if this.counts().strong.get() == 1 && weak_count(weak) == 1 && f & (DROPPED | DEAD) == 0 {
-            // SAFETY: we are the only handle of any kind, so no other
-            // reference to the value can exist.
+            if f & NO_HEADER == 0 {
+                // Tracked: the collector lists the object and would read
+                // the value through `&T` while the `&mut` lives: LENT_MUT
+                // tells it not to (see the flag's docs for when it is
+                // cleared). An untracked object is never read by the
+                // collector, and its flags word (the weak word) never
+                // carries LENT_MUT.
+                this.header().set_flags(LENT_MUT);
+            }
+            // SAFETY: we are the only handle of any kind (strong == 1 and
+            // weak == 1, the strong handles' implicit one), and `this`
+            // stays mutably borrowed while the result lives, so no `Gc`,
+            // `Weak` or `&T` can reach the value meanwhile; the collector,
+            // which reaches a tracked object through its list, skips
+            // objects flagged LENT_MUT (set just above) until that borrow
+            // has provably ended (LENT_MUT's invariant, see `header`).
             Some(unsafe { this.ptr.as_mut() })
         } else {
             None
@@ -512,11 +529,11 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
             // SAFETY: forwarded contract.
             return unsafe { Self::drop_untracked(self.ptr, w) };
         }
-        if w & (DROPPED | UNTRACKED | FINALIZE | WEAK_CALLBACKS) != 0 {
+        if w & (DROPPED | UNTRACKED | FINALIZER_PENDING | WEAK_CALLBACKS) != 0 {
             // SAFETY: forwarded contract.
             return unsafe { self.drop_slow_unlisted(w) };
         }
-        let st = generations::state();
+        let st = state::state();
         st.untrack_at(self.obj(), w >> SHIFT);
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
         unsafe { trashcan::drop_object(st, self.ptr) }
@@ -551,22 +568,43 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
             unsafe { Self::release_weak(self.ptr) };
             return;
         }
-        if w & (FINALIZE | WEAK_CALLBACKS) != 0 {
+        if w & (FINALIZER_PENDING | WEAK_CALLBACKS) != 0 {
             // A pending finalizer or weak callbacks.
             // SAFETY: strong just reached 0 on this live tracked object.
-            return unsafe { super::finalize::last_drop(self.ptr) };
+            return unsafe { super::finalizers::last_drop(self.ptr) };
         }
         // Untracked (created after the thread's collector was torn down):
         // just drop the value.
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object(generations::state(), self.ptr) }
+        unsafe { trashcan::drop_object(state::state(), self.ptr) }
     }
 }
 
 #[cold]
 #[inline(never)]
 fn note_dirty(h: &GcHeader) {
-    generations::state().note_dirty(h);
+    state::state().note_dirty(h);
+}
+
+/// `try_deref` (and so `deref`) of a handle whose object is flagged
+/// `DROPPED` or `LENT_MUT`: whether the value may be read. `false` if it
+/// was dropped; otherwise the flag was `LENT_MUT`, which reading through
+/// this handle proves stale (the `&mut` from `Gc::get_mut` borrows the
+/// only handle), so it is cleared.
+///
+/// Only tracked objects carry either flag, so `obj` is tracked.
+#[cold]
+#[inline(never)]
+fn deref_flagged(obj: ObjPtr) -> bool {
+    // SAFETY: the caller's handle keeps the allocation alive; the flag
+    // test that led here means its flags word is a gc word (an untracked
+    // object's never has DROPPED or LENT_MUT), so the header exists.
+    let h = unsafe { GcHeader::of(obj) };
+    if h.has(DROPPED) {
+        return false;
+    }
+    h.clear_flags(LENT_MUT);
+    true
 }
 
 #[cold]
@@ -596,9 +634,11 @@ impl<T: ?Sized + Trace + 'static> Drop for Gc<T> {
                 // SAFETY: we released the last strong count.
                 unsafe { self.drop_slow() }
             }
-        } else if self.flags() & DIRTY == 0 {
-            // Tracked (an untracked object's flags always say DIRTY): the
-            // skip rule's mark.
+        } else if self.flags() & (DIRTY | LENT_MUT) != DIRTY {
+            // Tracked (an untracked object's flags word always says DIRTY
+            // and never LENT_MUT), and one test for both: not yet DIRTY
+            // (the skip rule's mark), or LENT_MUT (which this use of the
+            // handle proves stale).
             note_dirty(self.header());
         }
     }

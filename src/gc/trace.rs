@@ -87,22 +87,35 @@ use super::tracer::Tracer;
 ///    **dropped early**, and a later dereference of a handle to them
 ///    **panics** with a message naming the collector (a `Weak` stops
 ///    upgrading, [`Gc::try_deref`](crate::Gc::try_deref) returns `None`).
-///    Not undefined behaviour: memory is freed only when its strong and
-///    weak counts reach zero, the collector holds a count on every object
-///    it reclaims, and every dereference checks whether the value was
-///    dropped.
+///    Memory is freed only when its strong and weak counts reach zero, the
+///    collector holds a count on every object it reclaims, and every
+///    dereference checks whether the value was dropped, so handles stay
+///    safe to use; but a `&T` obtained from a handle *before* the
+///    collection and used after it reads a dropped value, which is
+///    **undefined behaviour**.
 /// 4. **`may_contain_gc` is `false` only if no value of the type can own a
 ///    `Gc`**, and is the same on every call (a constant of the type).
 ///    Otherwise `Gc`s of the type are not tracked, or containers of it
 ///    skip tracing it: cycles through such values **leak**. Each
 ///    allocation keeps the answer it was made with, so an answer that
 ///    changes is not undefined behaviour either.
-/// 5. **`trace` only reads**: it must not create, clone or drop `Gc`s or
-///    `Weak`s, allocate tracked objects, or mutate what it traces. If it
-///    does, or panics, memory safety holds (the collector re-reads its
+/// 5. **`trace` only reads**: it must not write through a shared
+///    reference (borrow a `RefCell` mutably, `Cell::set`, ...), create,
+///    clone or drop `Gc`s or `Weak`s, allocate tracked objects, or run
+///    other code that may do any of these (callbacks, `Drop` impls: a
+///    dropped handle may run its value's). `RefCell`'s impl reads the
+///    contents without taking a borrow
+///    ([`RefCell::try_borrow_unguarded`], which leaves the borrow flag
+///    alone: tracing writes nothing), so a mutable borrow of a cell that
+///    an enclosing `trace` is reading, made by `trace` or by code it ran,
+///    is **undefined behaviour**, not a panic. Whatever else breaks this
+///    rule, or a panic, keeps memory safety (the collector re-reads its
 ///    list, objects freed meanwhile become holes, a panic restores the
 ///    lists and is resumed), but which garbage that collection finds is
-///    unspecified: rules 2 and 3 apply to the result.
+///    unspecified: rules 2 and 3 apply to the result. Taking a lock
+///    without waiting, as `Mutex`'s and `RwLock`'s impls do (`try_lock`,
+///    `try_read`), writes only the lock's own state, which no read of
+///    the collector's covers: it is allowed.
 ///
 /// The `#[doc(hidden)]` items of this trait and [`GcLayout`] are pymem's:
 /// they are not part of the API and are not to be implemented by hand.
@@ -445,8 +458,12 @@ unsafe impl<T: ?Sized> Trace for PhantomData<T> {
 // bitwise move or swap (`replace`, `set`, `take`, `swap`), running no user
 // code meanwhile (`set` drops the old value after the write), and
 // `get_mut` needs `&mut Cell`, which for a value inside a `Gc` only
-// `Gc::get_mut` gives, and the collector does not trace a value borrowed
-// that way. So `Cell<Option<Gc<T>>>` is traced without `take`/`replace`.
+// `Gc::get_mut` gives (and the collector does not trace a value lent out
+// that way: it is flagged `LENT_MUT` until the `&mut` provably ended, see
+// `header::LENT_MUT`), or a `RefCell` or lock guard (whose impls do not
+// read contents that are borrowed mutably). `trace` itself writes no
+// `Cell` (rule 5). So `Cell<Option<Gc<T>>>` is traced without
+// `take`/`replace`.
 unsafe impl<T: Trace> Trace for Cell<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
@@ -459,13 +476,20 @@ unsafe impl<T: Trace> Trace for Cell<T> {
     tracking!(inline T);
 }
 
-// SAFETY: visits the contents when they can be borrowed; a mutably
-// borrowed cell is reported as an external reference (conservative).
+// SAFETY: visits the contents when the cell is not mutably borrowed; a
+// mutably borrowed cell is reported as an external reference
+// (conservative).
 unsafe impl<T: Trace> Trace for RefCell<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
         if T::may_contain_gc() {
-            match self.try_borrow() {
+            // SAFETY: `try_borrow_unguarded` reads without writing the
+            // borrow flag; the reference must not outlive a mutable
+            // borrow starting. It lives only for this `trace` call, during
+            // which nothing borrows a `RefCell` mutably: the collector
+            // runs no code but `trace` impls, and those neither mutate nor
+            // run code that may (rule 5 of the `Trace` contract).
+            match unsafe { self.try_borrow_unguarded() } {
                 Ok(v) => v.trace(tracer),
                 Err(_) => tracer.mark_external(),
             }
