@@ -83,6 +83,9 @@ fn collection_never_traces_a_value_borrowed_through_get_mut() {
     let mut h = Gc::new(Holder {
         items: vec![item(1, false), item(2, false)],
     });
+    // A seed of the full collection below (a decrement to non-zero), so
+    // that it would trace `h` if the flag did not stop it.
+    drop(h.clone());
     let m = Gc::get_mut(&mut h).expect("unique");
     MUTATING.with(|f| f.set(true));
     m.items.push(item(3, false));
@@ -245,4 +248,57 @@ fn get_mut_object_on_the_stack_keeps_its_cycle_alive() {
     drop(h);
     assert_eq!(gc::collect(), 1);
     assert_eq!(gc::tracked_count(), 0);
+}
+
+/// A trait object over a `Holder`, mutated through `Gc::get_mut` on the
+/// `Gc<dyn HasItems>` handle.
+trait HasItems: Trace {
+    fn items_mut(&mut self) -> &mut Vec<Gc<Item>>;
+}
+
+impl HasItems for Holder {
+    fn items_mut(&mut self) -> &mut Vec<Gc<Item>> {
+        &mut self.items
+    }
+}
+
+/// `get_mut` through an unsized handle (`Gc<dyn Trait>`, `Gc<[T]>`) lends
+/// the value out as through a sized one: the tracked allocation behind it
+/// is flagged, and no collection reads it while the `&mut` is alive. Each
+/// object is made a seed of the full collection first (a clone dropped:
+/// a decrement to non-zero), so that the collection would trace it.
+#[test]
+fn get_mut_through_unsized_handles_is_not_traced() {
+    reset();
+    let h = Gc::new(Holder {
+        items: vec![item(1, false)],
+    });
+    let mut d: Gc<dyn HasItems> = pymem::coerce_gc!(h => dyn HasItems);
+    assert!(gc::is_tracked(&d));
+    drop(d.clone());
+    let m = Gc::get_mut(&mut d).expect("unique");
+    MUTATING.with(|f| f.set(true));
+    m.items_mut().push(item(2, false));
+    assert_eq!(gc::collect(), 0);
+    MUTATING.with(|f| f.set(false));
+
+    let mut s: Gc<[Holder]> = vec![Holder {
+        items: vec![item(3, false)],
+    }]
+    .into();
+    assert!(gc::is_tracked(&s));
+    drop(s.clone());
+    let m = Gc::get_mut(&mut s).expect("unique");
+    MUTATING.with(|f| f.set(true));
+    m[0].items.push(item(4, false));
+    assert_eq!(gc::collect(), 0);
+    MUTATING.with(|f| f.set(false));
+    assert_eq!(
+        TRACED_WHILE_MUT.with(Cell::get),
+        0,
+        "the collector read an unsized value while a &mut from get_mut was alive"
+    );
+    assert_eq!(s[0].items.len(), 2);
+    drop((d, s));
+    assert_eq!(DROPS.with(Cell::get), 4);
 }

@@ -982,3 +982,52 @@ fn allocation_in_trace_with_full_list() {
         gc::collect();
     });
 }
+
+/// The flags word of the object behind `g` (see `header`).
+fn flags_of<T: ?Sized + Trace>(g: &Gc<T>) -> usize {
+    // SAFETY: `g` keeps the allocation alive.
+    unsafe { super::header::flags_word(g.obj()) }.get()
+}
+
+/// `Gc::get_mut` flags `LENT_MUT` in the gc word of a tracked object,
+/// sized or not, and `try_deref` (like `deref`) clears it; an untracked
+/// object's flags word (its weak word) is left alone, so its weak count
+/// stays right.
+#[test]
+fn get_mut_lends_through_the_flags_word() {
+    use super::header::{DIRTY, LENT_MUT, NO_HEADER};
+    fresh(|| {
+        let drops = Rc::new(Cell::new(0));
+        let mut a = node(1, &drops);
+        assert_eq!(flags_of(&a) & LENT_MUT, 0);
+        Gc::get_mut(&mut a).unwrap().id = 2;
+        assert_ne!(flags_of(&a) & LENT_MUT, 0);
+        assert_eq!(Gc::try_deref(&a).map(|n| n.id), Some(2));
+        assert_eq!(flags_of(&a) & LENT_MUT, 0, "try_deref clears LENT_MUT");
+        Gc::get_mut(&mut a).unwrap();
+        assert_eq!(a.id, 2);
+        assert_eq!(flags_of(&a) & LENT_MUT, 0, "deref clears LENT_MUT");
+
+        // A tracked slice.
+        let mut s: Gc<[Option<Gc<Node>>]> = vec![None, None].into();
+        assert!(gc::is_tracked(&s));
+        Gc::get_mut(&mut s).unwrap()[1] = Some(a.clone());
+        assert_ne!(flags_of(&s) & LENT_MUT, 0);
+        assert!(Gc::try_deref(&s).is_some_and(|v| v[1].is_some()));
+        assert_eq!(flags_of(&s) & LENT_MUT, 0);
+
+        // Untracked: the flags word is the weak word, untouched.
+        let mut t = Gc::new(String::from("x"));
+        let before = flags_of(&t);
+        assert_eq!(before & (NO_HEADER | DIRTY | LENT_MUT), NO_HEADER | DIRTY);
+        Gc::get_mut(&mut t).unwrap().push('y');
+        assert_eq!(flags_of(&t), before);
+        let w = Gc::downgrade(&t);
+        assert_eq!(Gc::weak_count(&t), 1);
+        drop(w);
+        assert_eq!(Gc::weak_count(&t), 0);
+        assert_eq!(Gc::try_deref(&t).map(String::as_str), Some("xy"));
+        drop((s, a));
+        assert_eq!(drops.get(), 1);
+    });
+}
