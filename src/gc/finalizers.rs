@@ -8,7 +8,7 @@
 //! [`Gc::new_with_finalizer`] gets a second vtable whose `finalize` entry
 //! is set, and the `FINALIZER_PENDING` header flag ("a finalizer is pending"). Types
 //! without a finalizer pay nothing: no header word, and the refcount death
-//! path tests `FINALIZE` together with the `DROPPED` flag it already
+//! path tests `FINALIZER_PENDING` together with the `DROPPED` flag it already
 //! tested.
 //!
 //! The finalizer runs at most once (`FINALIZER_PENDING` is replaced by `FINALIZER_RAN`
@@ -229,7 +229,7 @@ pub fn is_finalized<T: Trace>(gc: &Gc<T>) -> bool {
 // ---------------------------------------------------------------------------
 // the refcount death path
 
-/// The last strong handle of a tracked object with `FINALIZE` or
+/// The last strong handle of a tracked object with `FINALIZER_PENDING` or
 /// `WEAK_CALLBACKS` set (and not `DROPPED`) is gone (`Gc::drop_slow`'s
 /// rare path).
 ///

@@ -25,13 +25,25 @@
 //! A `Gc` points at its value, as `Rc::into_raw` does, for every `T`. The
 //! strong count is the word right before the value and the *flags word*
 //! the one before it, in both layouts: the gc word of a tracked object,
-//! the weak word of an untracked one, whose flags say `NO_HEADER` and
-//! `DIRTY` (so a decrement never asks the collector to mark it) and
-//! never `DROPPED` or `DEAD`. The handle's hot paths (`clone`, `drop`,
-//! `deref`, `Weak::upgrade`) read that word and never need to know the
-//! kind of allocation beforehand: for tracked objects they are the code
-//! they were before unsized values existed, and an untracked one pays one
-//! load and test in `deref` and in a `drop` that leaves other handles.
+//! the weak word of an untracked one.
+//!
+//! Invariant of an untracked object's flags word: its flag bits are
+//! exactly `NO_HEADER | DIRTY`, from `allocate` on (nothing sets or
+//! clears a flag in it; the weak count lives above `SHIFT`). So the
+//! tests the handle's hot paths make on the flags word need not know
+//! the kind of allocation: `drop` leaving other handles tests
+//! `(DIRTY | LENT_MUT) != DIRTY` (false: it never asks the collector to
+//! mark an untracked object), `deref`/`try_deref` test
+//! `DROPPED | LENT_MUT` and `get_mut`/`try_unwrap`/`Weak::upgrade`
+//! `DROPPED | DEAD` (all clear). For tracked objects these are the tests
+//! they were before unsized values existed, and an untracked one pays
+//! one load and test in `deref` and in a `drop` that leaves other
+//! handles. The `DIRTY` there is only for that shared test: the
+//! collector never reads an untracked object's flags word, as it reaches
+//! objects only through its list (tracked ones only: `track_new` asks
+//! `NO_HEADER` first), `dirty_slots` (set by `note_dirty`, called for
+//! tracked objects only, as above) and edges (`Gc`'s `Trace` impl reports
+//! an edge only if the flags word lacks `NO_HEADER`).
 //!
 //! Whether an allocation is tracked is decided once, when it is made: the
 //! value's [`GcLayout`](super::trace::GcLayout) answer, which for a sized

@@ -32,7 +32,7 @@
 //!         ┌──────────────────────────────────┬──────────────┬───────────┐
 //!         │ weak<<SHIFT | NO_HEADER | DIRTY   │ strong usize │ value: T  │
 //!         └──────────────────────────────────┴──────────────┴───────────┘
-//!  tracked, 32 bytes:
+//!  tracked, 32 bytes (a slice: 40, its length before the vtable):
 //!  ┌───────────────┬──────────────┬──────────────────┬──────────────┬───────────┐
 //!  │ &'static      │ weak<<SHIFT  │ gc word          │ strong usize │ value: T  │
 //!  │ VTable        │              │ index<<9 | flags │              │           │
@@ -58,12 +58,13 @@
 //!
 //! # Tracking
 //!
-//! Whether `Gc<T>` is tracked is decided at compile time by
-//! [`Trace::may_contain_gc`] (for `Gc<dyn Trait>`, by the concrete type's;
-//! see `header` for unsized values): a type that
-//! can hold no `Gc` cannot be part of a cycle, so it gets the 16-byte
-//! header, no list entry and no effect on [`get_count`] or
-//! [`tracked_count`], as CPython untracks atomic objects.
+//! Whether an allocation is tracked is decided when it is made, by
+//! [`Trace::may_contain_gc`] of its type: a constant for a sized `T`
+//! (`Gc::new` contains no test), the concrete type's for `Gc<dyn Trait>`
+//! (see `header` for unsized values). A type that can hold no `Gc` cannot
+//! be part of a cycle, so it gets the 16-byte header, no list entry and
+//! no effect on [`get_count`] or [`tracked_count`], as CPython untracks
+//! atomic objects.
 //!
 //! # Generations
 //!
