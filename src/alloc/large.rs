@@ -46,22 +46,43 @@ pub(crate) unsafe fn dealloc(registry: &Registry, ptr: *mut u8, layout: Layout) 
     unsafe { System.dealloc(ptr, layout) }
 }
 
+/// Resizes to `new_size` bytes, asking the system allocator for
+/// `capacity >= new_size` (headroom for the next steps of a growing
+/// buffer); the block is counted as `new_size` bytes.
+///
 /// # Safety
-/// As `GlobalAlloc::realloc`, large to large.
+/// As `GlobalAlloc::realloc`, large to large, for both sizes.
 pub(crate) unsafe fn realloc(
     registry: &Registry,
     ptr: *mut u8,
     layout: Layout,
     new_size: usize,
+    capacity: usize,
 ) -> *mut u8 {
     if super::debug::CHECKS {
         super::debug::check_large(ptr, layout);
     }
     // SAFETY: forwarded caller contract.
-    let new = unsafe { System.realloc(ptr, layout, new_size) };
+    let new = unsafe { System.realloc(ptr, layout, capacity) };
     if !new.is_null() {
-        note_free(registry, layout.size());
-        note_alloc(registry, new_size);
+        super::resize_credit::note_resize(registry, layout.size(), new_size);
     }
     new
+}
+
+/// Bytes the block at `ptr` can hold without moving (the system allocator's
+/// `malloc_usable_size`), or 0 where that is not known.
+///
+/// # Safety
+/// `ptr` must be a live block from [`alloc`] or [`realloc`].
+pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `ptr` is a live block of the system allocator (caller
+    // contract), the one `malloc_usable_size` answers for.
+    return unsafe { libc::malloc_usable_size(ptr.cast()) };
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = ptr;
+        0
+    }
 }

@@ -114,6 +114,8 @@ pub mod model;
 mod os;
 mod pool;
 mod registry;
+#[cfg(not(loom))]
+mod resize_credit;
 mod size_class;
 #[cfg(not(loom))]
 mod snapshot;
