@@ -17,6 +17,7 @@ const PROGRAMS: [&str; 3] = ["tokio", "rayon", "parse"];
 
 struct Run {
     ms: f64,
+    cpu_ms: f64,
     hwm_kb: f64,
 }
 
@@ -40,6 +41,7 @@ fn run(dir: &PathBuf, allocator: &str, program: &str) -> Run {
     };
     Run {
         ms: field("ms="),
+        cpu_ms: field("cpu_ms="),
         hwm_kb: field("hwm_kb="),
     }
 }
@@ -91,49 +93,59 @@ fn main() {
                 let a = (k + rep) % ALLOCATORS.len();
                 let r = run(&dir, ALLOCATORS[a], program);
                 eprintln!(
-                    "rep {rep} {program:6} {:9} {:9.1} ms {:8.1} MiB",
+                    "rep {rep} {program:6} {:9} {:9.1} ms {:9.1} ms CPU {:8.1} MiB",
                     ALLOCATORS[a],
                     r.ms,
+                    r.cpu_ms,
                     r.hwm_kb / 1024.0
                 );
                 runs[p][a].push(r);
             }
         }
     }
-    println!("medians of {reps} (workload ms / peak RSS MiB):");
+    let metrics: [(&str, fn(&Run) -> f64, usize); 3] = [
+        ("workload wall time, ms", |r| r.ms, 3),
+        ("workload CPU time (all threads), ms", |r| r.cpu_ms, 3),
+        ("peak RSS (VmHWM), MiB", |r| r.hwm_kb / 1024.0, 1),
+    ];
+    for (title, metric, versus) in metrics {
+        table(&programs, &runs, reps, title, metric, versus);
+    }
+}
+
+/// One table: the medians of `metric` per program and allocator, pymem's
+/// ratio to allocator `versus` (jemalloc for times, glibc for RSS), and
+/// the geometric means relative to glibc.
+fn table(
+    programs: &[String],
+    runs: &[Vec<Vec<Run>>],
+    reps: usize,
+    title: &str,
+    metric: fn(&Run) -> f64,
+    versus: usize,
+) {
+    println!();
+    println!("{title}, medians of {reps}:");
     print!("{:8}", "program");
     for a in ALLOCATORS {
-        print!(" | {a:>19}");
+        print!(" | {a:>9}");
     }
-    println!(" | pymem/jemalloc time | pymem/glibc RSS");
-    let mut times = vec![Vec::new(); ALLOCATORS.len()];
-    let mut rss = vec![Vec::new(); ALLOCATORS.len()];
+    println!(" | pymem/{}", ALLOCATORS[versus]);
+    let mut med = vec![Vec::new(); ALLOCATORS.len()];
     for (p, program) in programs.iter().enumerate() {
         print!("{program:8}");
         for a in 0..ALLOCATORS.len() {
-            let ms = median(runs[p][a].iter().map(|r| r.ms).collect());
-            let mib = median(runs[p][a].iter().map(|r| r.hwm_kb).collect()) / 1024.0;
-            times[a].push(ms);
-            rss[a].push(mib);
-            print!(" | {ms:8.1} / {mib:8.1}");
+            med[a].push(median(runs[p][a].iter().map(metric).collect()));
+            print!(" | {:9.1}", med[a][p]);
         }
-        println!(
-            " | {:19.3} | {:15.3}",
-            times[0][p] / times[3][p],
-            rss[0][p] / rss[1][p]
-        );
+        println!(" | {:.3}", med[0][p] / med[versus][p]);
     }
-    // Geometric means relative to glibc, so programs weigh alike.
     print!("{:8}", "geomean");
-    let mut gt = Vec::new();
-    let mut gr = Vec::new();
-    for a in 0..ALLOCATORS.len() {
-        let t: Vec<f64> = (0..programs.len()).map(|p| times[a][p] / times[1][p]).collect();
-        let r: Vec<f64> = (0..programs.len()).map(|p| rss[a][p] / rss[1][p]).collect();
-        gt.push(geomean(&t));
-        gr.push(geomean(&r));
-        print!(" | {:8.3} / {:8.3}", gt[a], gr[a]);
+    let g: Vec<f64> = (0..ALLOCATORS.len())
+        .map(|a| geomean(&(0..programs.len()).map(|p| med[a][p] / med[1][p]).collect::<Vec<_>>()))
+        .collect();
+    for x in &g {
+        print!(" | {x:9.3}");
     }
-    println!(" | {:19.3} | {:15.3}", gt[0] / gt[3], gr[0] / gr[1]);
-    println!("(geomean row: time and RSS relative to glibc)");
+    println!(" | {:.3}   (geomean: relative to glibc)", g[0] / g[versus]);
 }
