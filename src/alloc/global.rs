@@ -7,7 +7,7 @@ use core::ptr;
 use super::pool::Pool;
 use super::registry::Registry;
 use super::size_class::{self, route, SMALL_REQUEST_THRESHOLD};
-use super::{asan, debug, hooks, large, resize_credit, thread, PyMalloc};
+use super::{asan, debug, hooks, large, large_credit, thread, PyMalloc};
 
 /// The process-wide registry of heaps and counters.
 pub(crate) static REGISTRY: Registry = Registry::new();
@@ -191,7 +191,7 @@ impl PyMalloc {
     /// `malloc_usable_size`) stays in place without a call. A
     /// [small step](size_class::is_small_step) asks for a quarter more than
     /// `new_size`, so that the next steps fit; the bytes counted are those
-    /// requested, through [`resize_credit`], so a step costs no shared
+    /// requested, through [`large_credit`], so a step costs no shared
     /// atomic either.
     unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old_size = layout.size();
@@ -202,7 +202,7 @@ impl PyMalloc {
             // SAFETY: `ptr` is a live large block (the layout routed it to
             // the system allocator).
             if new_size <= unsafe { large::usable_size(ptr) } {
-                resize_credit::note_resize(&REGISTRY, old_size, new_size);
+                large_credit::note_resize(&REGISTRY, old_size, new_size);
                 return ptr;
             }
         }
@@ -365,6 +365,6 @@ unsafe impl GlobalAlloc for PyMalloc {
 /// println!("released {released} bytes");
 /// ```
 pub fn release_free_memory() -> usize {
-    resize_credit::give_back_current();
+    large_credit::give_back_current();
     thread::trim_current() + REGISTRY.trim_parked()
 }

@@ -109,13 +109,13 @@ mod heap;
 mod hooks;
 #[cfg(not(loom))]
 mod large;
+#[cfg(not(loom))]
+mod large_credit;
 #[cfg(loom)]
 pub mod model;
 mod os;
 mod pool;
 mod registry;
-#[cfg(not(loom))]
-mod resize_credit;
 mod size_class;
 #[cfg(not(loom))]
 mod snapshot;

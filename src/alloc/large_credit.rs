@@ -1,14 +1,16 @@
-//! Counting `realloc` of large blocks without a shared atomic per call.
+//! Counting the bytes of large blocks without a shared atomic per call.
 //!
 //! The registry counts the bytes of large blocks in use, and every thread
-//! updates that one counter. A buffer that grows a few bytes at a time
-//! through `realloc` would pay a read-modify-write of the shared line per
-//! step, which costs as much as glibc's whole in-place `realloc`. So each
-//! thread keeps a *credit*: bytes already added to the registry's count
-//! that no block of the thread's uses yet. A growth step that fits the
-//! credit only spends it, a plain thread-local write; a step that does not
-//! adds what is missing plus a fresh credit, sized to the step's block, in
-//! one read-modify-write. A shrink adds the bytes it frees to the credit.
+//! updates that one counter: one read-modify-write of a shared cache line
+//! per large `alloc`, `dealloc` or `realloc`, which costs as much as
+//! glibc's whole in-place `realloc`, and more when two threads take turns
+//! with the line. So each thread keeps a *credit*: bytes already added to
+//! the registry's count that no block of the thread's uses yet. A free or a
+//! shrink adds its bytes to the credit (up to [`MAX_CREDIT`], the rest goes
+//! back at once); an allocation or a growth that fits the credit only
+//! spends it, a thread-local write. One that does not adds what is missing
+//! in one read-modify-write, plus, after a small growth step
+//! (`size_class::is_small_step`), a fresh credit for the steps after it.
 //!
 //! Invariant: the registry's `large_bytes` is the requested bytes of the
 //! large blocks in use plus the credits of all threads, each at most
@@ -50,8 +52,9 @@ fn give_back(registry: &Registry, bytes: usize) {
     }
 }
 
-/// Counts a large block resized from `old` to `new` bytes by `realloc`.
-/// `registry` must be [`REGISTRY`] (the credits are given back to it).
+/// Counts a large block going from `old` to `new` bytes: `realloc`, an
+/// allocation (`old` 0) or a free (`new` 0). `registry` must be
+/// [`REGISTRY`] (the credits are given back to it).
 pub(crate) fn note_resize(registry: &Registry, old: usize, new: usize) {
     debug_assert!(core::ptr::eq(registry, &REGISTRY));
     let counted = CREDIT.try_with(|credit| {
