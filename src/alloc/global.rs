@@ -212,10 +212,11 @@ impl PyMalloc {
             new_size
         };
         // SAFETY: forwarded caller contract; `capacity` is `new_size` or, after
-        // a small step, a quarter more, which the system allocator refuses
-        // (null, the block untouched) rather than overflows.
+        // a small step, a quarter more and at most `isize::MAX / 2`, a valid
+        // layout size (`large_growth_capacity`).
         let new = unsafe { large::realloc(&REGISTRY, ptr, layout, new_size, capacity) };
         if new.is_null() && capacity > new_size {
+            // Refused (out of memory): try for exactly what was asked.
             // SAFETY: the block is untouched by the refused attempt.
             return unsafe { large::realloc(&REGISTRY, ptr, layout, new_size, new_size) };
         }
