@@ -27,6 +27,8 @@
 
 #[path = "support/alloc_workloads.rs"]
 mod alloc_workloads;
+#[path = "support/config.rs"]
+mod config;
 
 use std::alloc::{handle_alloc_error, GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -188,16 +190,9 @@ fn realloc_rows(c: &mut Criterion) {
     row(c, "doubling_8_to_4096", 9, |a, n| a.doubling(n));
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(10)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = config::config();
     targets = realloc_rows
 }
 criterion_main!(benches);

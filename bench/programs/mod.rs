@@ -263,7 +263,8 @@ fn rayon_strings() -> impl FnOnce() -> bool {
             .build()
             .expect("a rayon pool");
         pool.install(|| {
-            let mut strings: Vec<String> = (0..STRINGS).into_par_iter().map(random_string).collect();
+            let mut strings: Vec<String> =
+                (0..STRINGS).into_par_iter().map(random_string).collect();
             strings.par_sort();
             let sorted = strings.par_windows(2).all(|w| w[0] <= w[1]);
             let upper: Vec<String> = strings.par_iter().map(|s| s.to_uppercase()).collect();
@@ -289,7 +290,11 @@ fn rayon_strings() -> impl FnOnce() -> bool {
                 });
             drop(upper);
             let letters_ok = (0..26).all(|i| {
-                counts.get(&char::from(b'A' + i as u8)).copied().unwrap_or(0) == expected_letters[i]
+                counts
+                    .get(&char::from(b'A' + i as u8))
+                    .copied()
+                    .unwrap_or(0)
+                    == expected_letters[i]
             });
             sorted && sum == expected_sum && letters_ok
         })
@@ -347,7 +352,11 @@ struct Generator {
 
 impl Generator {
     fn expr(&mut self, depth: usize) -> Value {
-        let choice = if depth == 0 { self.rng.below(3) } else { self.rng.below(7) };
+        let choice = if depth == 0 {
+            self.rng.below(3)
+        } else {
+            self.rng.below(7)
+        };
         match choice {
             0 => {
                 let n = self.rng.below(1_000) as i64;
@@ -384,33 +393,30 @@ impl Generator {
             }
             5 => {
                 let n = self.rng.range(0, 4);
-                self.text.push('[');
-                let mut items = Vec::new();
-                for k in 0..n {
-                    if k > 0 {
-                        self.text.push_str(", ");
-                    }
-                    items.push(self.expr(depth - 1));
-                }
-                self.text.push(']');
-                Value::List(items)
+                Value::List(self.items(n, depth - 1, '[', ']'))
             }
             _ => {
                 let f = ["len", "concat", "sum"][self.rng.below(3)];
                 let n = self.rng.range(1, 3);
                 self.text.push_str(f);
-                self.text.push('(');
-                let mut args = Vec::new();
-                for k in 0..n {
-                    if k > 0 {
-                        self.text.push_str(", ");
-                    }
-                    args.push(self.expr(depth - 1));
-                }
-                self.text.push(')');
+                let args = self.items(n, depth - 1, '(', ')');
                 call(f, args)
             }
         }
+    }
+
+    /// `n` expressions, comma-separated between `open` and `close`.
+    fn items(&mut self, n: usize, depth: usize, open: char, close: char) -> Vec<Value> {
+        self.text.push(open);
+        let mut items = Vec::new();
+        for k in 0..n {
+            if k > 0 {
+                self.text.push_str(", ");
+            }
+            items.push(self.expr(depth));
+        }
+        self.text.push(close);
+        items
     }
 }
 
@@ -459,7 +465,13 @@ impl Parser<'_> {
 
     fn eat(&mut self, b: u8) {
         self.skip_ws();
-        assert_eq!(self.src[self.pos], b, "expected {:?} at {}", char::from(b), self.pos);
+        assert_eq!(
+            self.src[self.pos],
+            b,
+            "expected {:?} at {}",
+            char::from(b),
+            self.pos
+        );
         self.pos += 1;
     }
 

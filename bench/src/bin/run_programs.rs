@@ -9,7 +9,7 @@
 //! bench/target/release/run_programs [--reps 5] [tokio rayon parse]
 //! ```
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 
 const ALLOCATORS: [&str; 4] = ["pymem", "glibc", "mimalloc", "jemalloc"];
@@ -21,7 +21,7 @@ struct Run {
     hwm_kb: f64,
 }
 
-fn run(dir: &PathBuf, allocator: &str, program: &str) -> Run {
+fn run(dir: &Path, allocator: &str, program: &str) -> Run {
     let exe = dir.join(format!("prog_{allocator}"));
     let out = Command::new(&exe)
         .arg(program)
@@ -45,6 +45,10 @@ fn run(dir: &PathBuf, allocator: &str, program: &str) -> Run {
         hwm_kb: field("hwm_kb="),
     }
 }
+
+/// A table to print: its title, the figure of a run, and the allocator
+/// pymem's figure is divided by in the last column.
+type Metric = (&'static str, fn(&Run) -> f64, usize);
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -103,7 +107,7 @@ fn main() {
             }
         }
     }
-    let metrics: [(&str, fn(&Run) -> f64, usize); 3] = [
+    let metrics: [Metric; 3] = [
         ("workload wall time, ms", |r| r.ms, 3),
         ("workload CPU time (all threads), ms", |r| r.cpu_ms, 3),
         ("peak RSS (VmHWM), MiB", |r| r.hwm_kb / 1024.0, 1),
@@ -142,7 +146,13 @@ fn table(
     }
     print!("{:8}", "geomean");
     let g: Vec<f64> = (0..ALLOCATORS.len())
-        .map(|a| geomean(&(0..programs.len()).map(|p| med[a][p] / med[1][p]).collect::<Vec<_>>()))
+        .map(|a| {
+            geomean(
+                &(0..programs.len())
+                    .map(|p| med[a][p] / med[1][p])
+                    .collect::<Vec<_>>(),
+            )
+        })
         .collect();
     for x in &g {
         print!(" | {x:9.3}");
