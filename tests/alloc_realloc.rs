@@ -178,7 +178,9 @@ fn growth_within_the_block_stays_in_place() {
 /// it with its smaller layout gives that class's count back.
 #[test]
 fn grown_blocks_count_in_their_class() {
-    let _g = serial();
+    if !in_child("grown_blocks_count_in_their_class", &[]) {
+        return;
+    }
     let before = pymem::alloc_stats();
     const N: usize = 500;
     let mut blocks: Vec<*mut u8> = Vec::with_capacity(N);
@@ -264,6 +266,36 @@ fn large_steps_count_their_bytes() {
     );
 }
 
+/// Only small growth steps use the credit: while the thread holds one, a
+/// large allocation, a doubling, a shrink and a free still move the count
+/// by exactly their bytes.
+#[test]
+fn other_large_changes_count_exactly() {
+    if !in_child("other_large_changes_count_exactly", &[]) {
+        return;
+    }
+    // SAFETY: every block is live with the layout passed with it.
+    unsafe {
+        let mut size = 600;
+        let mut stepper = alloc_filled(layout(size, 8), 5);
+        while size < 800 {
+            stepper = grow_checked(stepper, layout(size, 8), size + 8, 5);
+            size += 8;
+        }
+        let bytes = || large_figures().0;
+        let b0 = bytes();
+        let p = alloc_filled(layout(100_000, 8), 6);
+        assert_eq!(bytes() - b0, 100_000, "allocation");
+        let p = grow_checked(p, layout(100_000, 8), 200_000, 6);
+        assert_eq!(bytes() - b0, 200_000, "doubling");
+        let p = grow_checked(p, layout(200_000, 8), 150_000, 6);
+        assert_eq!(bytes() - b0, 150_000, "shrink");
+        PyMalloc.dealloc(p, layout(150_000, 8));
+        assert_eq!(bytes(), b0, "free");
+        PyMalloc.dealloc(stepper, layout(size, 8));
+    }
+}
+
 /// A thread that grows large blocks by small steps and exits leaves the
 /// count exact (its credit goes back with its thread-locals).
 #[test]
@@ -285,7 +317,7 @@ fn a_thread_that_grew_large_blocks_leaves_the_count_exact() {
                 p = grow_checked(p, layout(size, 16), size + 8, 9);
                 size += 8;
             }
-            // Shrink a little, leaving the thread some credit.
+            // The steps leave the thread some credit; a shrink is exact.
             p = grow_checked(p, layout(size, 16), size - 100, 9);
             PyMalloc.dealloc(p, layout(size - 100, 16));
         }

@@ -7,17 +7,15 @@ use std::alloc::System;
 use super::registry::Registry;
 use crate::sync::Ordering;
 
-// The bytes go through the thread's credit (see `large_credit`): a free
-// refills it and the next allocation spends it, without a second shared
-// read-modify-write.
 fn note_alloc(registry: &Registry, size: usize) {
     registry.large_allocs.fetch_add(1, Ordering::Relaxed);
-    super::large_credit::note_resize(registry, 0, size);
+    let bytes = registry.large_bytes.fetch_add(size, Ordering::Relaxed) + size;
+    registry.note_footprint(bytes + registry.arena_bytes.load(Ordering::Relaxed));
 }
 
 fn note_free(registry: &Registry, size: usize) {
     registry.large_allocs.fetch_sub(1, Ordering::Relaxed);
-    super::large_credit::note_resize(registry, size, 0);
+    registry.large_bytes.fetch_sub(size, Ordering::Relaxed);
 }
 
 /// # Safety

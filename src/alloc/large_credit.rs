@@ -1,16 +1,18 @@
-//! Counting the bytes of large blocks without a shared atomic per call.
+//! Counting `realloc`'s small growth steps of large blocks without a shared
+//! atomic per step.
 //!
 //! The registry counts the bytes of large blocks in use, and every thread
-//! updates that one counter: one read-modify-write of a shared cache line
-//! per large `alloc`, `dealloc` or `realloc`, which costs as much as
-//! glibc's whole in-place `realloc`, and more when two threads take turns
-//! with the line. So each thread keeps a *credit*: bytes already added to
-//! the registry's count that no block of the thread's uses yet. A free or a
-//! shrink adds its bytes to the credit (up to [`MAX_CREDIT`], the rest goes
-//! back at once); an allocation or a growth that fits the credit only
-//! spends it, a thread-local write. One that does not adds what is missing
-//! in one read-modify-write, plus, after a small growth step
-//! (`size_class::is_small_step`), a fresh credit for the steps after it.
+//! updates that one counter. A buffer that grows a few bytes at a time
+//! through `realloc` would pay a read-modify-write of the shared line per
+//! step, which costs as much as glibc's whole in-place `realloc`. So each
+//! thread keeps a *credit*: bytes already added to the registry's count
+//! that no block of the thread's uses yet. A small growth step
+//! (`size_class::is_small_step`) that fits the credit only spends it, a
+//! thread-local write; one that does not adds what is missing plus a fresh
+//! credit (a quarter of the new size, at most [`MAX_CREDIT`]) in one
+//! read-modify-write. Every other change (an allocation, a free, a
+//! doubling, a shrink) is counted exactly, at once, so a program that never
+//! grows a large block by small steps sees exact figures.
 //!
 //! Invariant: the registry's `large_bytes` is the requested bytes of the
 //! large blocks in use plus the credits of all threads, each at most
@@ -52,42 +54,36 @@ fn give_back(registry: &Registry, bytes: usize) {
     }
 }
 
-/// Counts a large block going from `old` to `new` bytes: `realloc`, an
-/// allocation (`old` 0) or a free (`new` 0). `registry` must be
-/// [`REGISTRY`] (the credits are given back to it).
+/// Counts a large block resized from `old` to `new` bytes by `realloc`.
+/// `registry` must be [`REGISTRY`] (the credits are given back to it).
 pub(crate) fn note_resize(registry: &Registry, old: usize, new: usize) {
     debug_assert!(core::ptr::eq(registry, &REGISTRY));
+    if !super::size_class::is_small_step(old, new) {
+        count_exactly(registry, old, new);
+        return;
+    }
+    let step = new - old;
     let counted = CREDIT.try_with(|credit| {
         let held = credit.0.get();
-        if new >= old {
-            let step = new - old;
-            if step <= held {
-                credit.0.set(held - step);
-                return;
-            }
-            // Only a small step (not a doubling, which amortises its own
-            // counting) is given a credit for the steps after it.
-            let grant = if super::size_class::is_small_step(old, new) {
-                (new / 4).min(MAX_CREDIT)
-            } else {
-                0
-            };
+        if step <= held {
+            credit.0.set(held - step);
+        } else {
+            let grant = (new / 4).min(MAX_CREDIT);
             take(registry, step - held + grant);
             credit.0.set(grant);
-        } else {
-            let kept = held + (old - new);
-            let excess = kept.saturating_sub(MAX_CREDIT);
-            give_back(registry, excess);
-            credit.0.set(kept - excess);
         }
     });
     if counted.is_err() {
-        // The thread's locals are being torn down: count exactly.
-        if new >= old {
-            take(registry, new - old);
-        } else {
-            give_back(registry, old - new);
-        }
+        // The thread's locals are being torn down.
+        count_exactly(registry, old, new);
+    }
+}
+
+fn count_exactly(registry: &Registry, old: usize, new: usize) {
+    if new >= old {
+        take(registry, new - old);
+    } else {
+        give_back(registry, old - new);
     }
 }
 
