@@ -39,9 +39,10 @@
 
 #[path = "support/alloc_workloads.rs"]
 mod alloc_workloads;
+#[path = "support/config.rs"]
+mod config;
 
 use std::alloc::{GlobalAlloc, System};
-use std::time::Duration;
 
 use alloc_workloads::{PyMallocCall, Workload};
 use criterion::measurement::WallTime;
@@ -79,16 +80,9 @@ fn workloads(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(10)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = config::config();
     targets = workloads
 }
 criterion_main!(benches);

@@ -28,6 +28,11 @@ pub(crate) fn in_arena(ptr: *mut u8) -> bool {
 /// Checks a small free (or a realloc of a small block) before it happens.
 /// `owned` tells whether the calling thread owns the block's pool, in which
 /// case its free list may be searched.
+///
+/// A layout smaller than the block's class is accepted: `realloc` grows a
+/// block into a class with headroom (`size_class::growth_class`), and the
+/// program then frees or reallocates it with the layout it asked for. Only
+/// a layout larger than the block is an error.
 pub(crate) fn check_small(ptr: *mut u8, layout: Layout, class: usize, owned: bool, what: &str) {
     let (size, align) = (layout.size(), layout.align());
     let shown = format_args!(" (size {size}, align {align})");

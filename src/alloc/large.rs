@@ -174,25 +174,31 @@ pub(crate) unsafe fn dealloc(registry: &Registry, ptr: *mut u8, layout: Layout) 
     };
 }
 
+/// Resizes to `new_size` bytes, asking the system allocator for
+/// `capacity >= new_size` (headroom for the next steps of a growing
+/// buffer); the block is counted as `new_size` bytes.
+///
 /// # Safety
-/// As `GlobalAlloc::realloc`, large to large.
+/// As `GlobalAlloc::realloc`, large to large, for both sizes.
 pub(crate) unsafe fn realloc(
     registry: &Registry,
     ptr: *mut u8,
     layout: Layout,
     new_size: usize,
+    capacity: usize,
 ) -> *mut u8 {
     if super::debug::CHECKS {
         super::debug::check_large(ptr, layout);
     }
     #[cfg(feature = "override")]
     // SAFETY: `realloc`'s contract: a live block from `glibc::alloc` (under
-    // `override`) of `layout.size()` bytes, aligned as `layout` says.
+    // `override`) of `layout.size()` bytes, aligned as `layout` says;
+    // `capacity >= new_size`, so the copy stays within both blocks.
     let new = unsafe {
         if layout.align() <= ALIGNMENT {
-            glibc::realloc(ptr, new_size)
+            glibc::realloc(ptr, capacity)
         } else {
-            let new = glibc::alloc(new_size, layout.align(), false);
+            let new = glibc::alloc(capacity, layout.align(), false);
             if !new.is_null() {
                 core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
                 glibc::free(ptr);
@@ -202,12 +208,34 @@ pub(crate) unsafe fn realloc(
     };
     #[cfg(not(feature = "override"))]
     // SAFETY: `realloc`'s contract: a live block `System` allocated with
-    // `layout`, and a `new_size` valid for it.
+    // `layout`; `capacity >= new_size` is a valid layout size for that
+    // alignment (`size_class::large_growth_capacity` caps it so).
     let new =
-        unsafe { core::alloc::GlobalAlloc::realloc(&std::alloc::System, ptr, layout, new_size) };
+        unsafe { core::alloc::GlobalAlloc::realloc(&std::alloc::System, ptr, layout, capacity) };
     if !new.is_null() {
-        note_free(registry, layout.size());
-        note_alloc(registry, new_size);
+        super::large_credit::note_resize(registry, layout.size(), new_size);
     }
     new
+}
+
+/// Bytes the block at `ptr` can hold without moving (the system allocator's
+/// `malloc_usable_size`), or 0 where that is not known.
+///
+/// # Safety
+/// `ptr` must be a live block from [`alloc`] or [`realloc`].
+pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+    #[cfg(feature = "override")]
+    // SAFETY: under `override` a large block is glibc's (see `alloc`), the
+    // kind `glibc::usable_size` reads; the exported `malloc_usable_size`
+    // would only come back here through the arena lookup.
+    return unsafe { glibc::usable_size(ptr) };
+    #[cfg(all(target_os = "linux", not(feature = "override")))]
+    // SAFETY: `ptr` is a live block of the system allocator (caller
+    // contract), the one `malloc_usable_size` answers for.
+    return unsafe { libc::malloc_usable_size(ptr.cast()) };
+    #[cfg(not(any(target_os = "linux", feature = "override")))]
+    {
+        let _ = ptr;
+        0
+    }
 }

@@ -116,6 +116,8 @@ mod heap_slot;
 mod hooks;
 #[cfg(not(loom))]
 mod large;
+#[cfg(not(loom))]
+mod large_credit;
 #[cfg(loom)]
 pub mod model;
 mod os;

@@ -138,7 +138,11 @@ impl Registry {
     }
 
     pub(crate) fn note_footprint(&self, bytes: usize) {
-        self.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
+        // A plain load first: the peak rarely moves, and `fetch_max` is a
+        // compare-and-swap loop that writes the shared line every time.
+        if bytes > self.peak_bytes.load(Ordering::Relaxed) {
+            self.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn count_orphan_free(&self, class: usize) {
