@@ -671,13 +671,12 @@ impl<T: ?Sized + Trace + 'static> Deref for Gc<T> {
 }
 
 // SAFETY: a Gc is one strong edge; visiting it is exactly its edge. Edges
-// to untracked objects cannot be part of a cycle and are not reported.
+// to untracked objects cannot be part of a cycle: `visit` tells them by
+// their flags word and ignores them.
 unsafe impl<T: ?Sized + Trace + 'static> Trace for Gc<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
-        if self.has_header() {
-            tracer.visit(self.obj());
-        }
+        tracer.visit(self.obj());
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::cell::Cell;
 
-use super::header::{weak_count, GcHeader, ObjPtr, LENT_MUT, SHIFT, UNTRACKED};
+use super::header::{
+    flags_word, weak_count, GcHeader, ObjPtr, LENT_MUT, NO_HEADER, SHIFT, UNTRACKED,
+};
 use super::state::strong;
 
 /// gc_refs of one object of the collected range, in a side array indexed
@@ -128,31 +130,33 @@ impl Tracer {
         }
     }
 
-    /// Reports an edge to the tracked object `obj`: the caller (the one
-    /// caller, `Gc`'s `Trace` impl) checked that the handle's flags word
-    /// does not say `NO_HEADER`, so the word read here is a gc word.
+    /// Reports an edge to the object `obj`, tracked or not (`Gc`'s
+    /// `Trace` impl, the one caller, passes every handle it holds).
     ///
     /// The hot path of every collection: a leaf (no call), so that a
-    /// `trace` needs no stack frame.
+    /// `trace` needs no stack frame. It reads only the flags word, which
+    /// both layouts have, so telling an untracked target apart costs no
+    /// test of its own: `NO_HEADER` joins the rare-flags mask.
     #[inline(always)]
     pub(crate) fn visit(&mut self, obj: ObjPtr) {
         // SAFETY: `obj` comes from a live `Gc` handle owned by the value
-        // being traced, which is live for the duration of `trace`, and it
-        // is tracked (this function's contract: an untracked allocation
-        // has no header before its flags word).
-        let h = unsafe { GcHeader::of(obj) };
-        let w = h.gc.get();
-        if w & (UNTRACKED | LENT_MUT) != 0 {
-            // An untracked target is not a candidate. A `LENT_MUT` target
-            // is reached through a handle the collector is reading, so
-            // that handle is not mutably borrowed: if it is the only
-            // strong one, no `&mut` from `Gc::get_mut` can be alive; if it
-            // is not, a clone happened after `get_mut`, which also ends
-            // the `&mut`. Either way the flag is stale: cleared.
-            if w & UNTRACKED != 0 {
+        // being traced, which is live for the duration of `trace`; every
+        // allocation has a flags word before its counts (see `header`).
+        let word = unsafe { flags_word(obj) };
+        let w = word.get();
+        if w & (UNTRACKED | LENT_MUT | NO_HEADER) != 0 {
+            // An untracked target is not a candidate: not listed, or
+            // without a collector header at all (`NO_HEADER`: the word is
+            // an untracked object's weak word, never written here). A
+            // `LENT_MUT` target is reached through a handle the collector
+            // is reading, so that handle is not mutably borrowed: if it is
+            // the only strong one, no `&mut` from `Gc::get_mut` can be
+            // alive; if it is not, a clone happened after `get_mut`, which
+            // also ends the `&mut`. Either way the flag is stale: cleared.
+            if w & (UNTRACKED | NO_HEADER) != 0 {
                 return;
             }
-            h.gc.set(w & !LENT_MUT);
+            word.set(w & !LENT_MUT);
         }
         // The index is valid for every listed object during the phases (no
         // compaction happens before the rebuild): in range iff the
