@@ -39,11 +39,14 @@
 //! they were before unsized values existed, and an untracked one pays
 //! one load and test in `deref` and in a `drop` that leaves other
 //! handles. The `DIRTY` there is only for that shared test: the
-//! collector never reads an untracked object's flags word, as it reaches
-//! objects only through its list (tracked ones only: `track_new` asks
-//! `NO_HEADER` first), `dirty_slots` (set by `note_dirty`, called for
-//! tracked objects only, as above) and edges (`Gc`'s `Trace` impl reports
-//! an edge only if the flags word lacks `NO_HEADER`).
+//! collector never takes an untracked object's flags word for a gc word
+//! (its index, `DIRTY` seed or `LENT_MUT`). It reaches objects through
+//! its list (tracked ones only: `track_new` asks `NO_HEADER` first),
+//! `dirty_slots` (set by `note_dirty`, called for tracked objects only,
+//! as above) and edges: `Tracer::visit` reads the flags word of every
+//! target and returns at once when it says `NO_HEADER` (one mask with
+//! the rare gc-word flags, so tracked edges pay nothing for it), without
+//! writing it.
 //!
 //! Whether an allocation is tracked is decided once, when it is made: the
 //! value's [`GcLayout`](super::trace::GcLayout) answer, which for a sized
