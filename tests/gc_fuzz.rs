@@ -93,8 +93,28 @@ fn run_cfg() -> RunCfg {
     }
 }
 
+type Coverage = std::collections::BTreeMap<String, u64>;
+
+/// Keeps the panics the fuzzer raises on purpose off stderr.
+fn quiet_fuzz_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = common::panic_message(info.payload()).unwrap_or_default();
+            // (A zombie's deref panics on purpose too; one that escapes
+            // is reported as an unexpected panic.)
+            let expected = msg.starts_with(heap::FUZZ_PANIC) || msg.contains("already dropped");
+            if !expected || flag("PYMEM_FUZZ_TRACE", false) {
+                prev(info);
+            }
+        }));
+    });
+}
+
 /// Runs `prog` on a fresh thread (a fresh collector); the first failure.
-fn run(prog: Vec<Op>, cfg: RunCfg) -> Result<(), Fail> {
+fn run(prog: Vec<Op>, cfg: RunCfg) -> Result<Coverage, Fail> {
+    quiet_fuzz_panics();
     let t = std::thread::Builder::new()
         .name("gc-fuzz".into())
         .stack_size(64 << 20)
@@ -114,8 +134,11 @@ fn run(prog: Vec<Op>, cfg: RunCfg) -> Result<(), Fail> {
                 // Leave without running the scripts again.
                 heap::set_armed(false);
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(w)));
+                return r.map(|_| Coverage::new());
             }
-            r
+            let mut c = std::mem::take(&mut w.coverage);
+            c.insert("objects".into(), w.model.nodes.len() as u64);
+            Ok(c)
         })
         .unwrap();
     match t.join() {
@@ -141,6 +164,7 @@ fn gc_fuzz() {
     let start = Instant::now();
     let mut seed = range.start;
     let mut total_ops = 0;
+    let mut coverage = Coverage::new();
     loop {
         let done = match budget {
             Some(b) => start.elapsed() >= b,
@@ -151,8 +175,13 @@ fn gc_fuzz() {
         }
         let prog = program(seed, GenCfg { ops: n });
         total_ops += program::size(&prog);
-        if let Err(f) = run(prog, cfg) {
-            panic!(
+        match run(prog, cfg) {
+            Ok(c) => {
+                for (k, v) in c {
+                    *coverage.entry(k).or_default() += v;
+                }
+            }
+            Err(f) => panic!(
                 "gc fuzz: seed {seed} ({n} ops, get_mut ops {}) failed at {f}\n\
                  reproduce: PYMEM_FUZZ_SEEDS={seed}..{} PYMEM_FUZZ_OPS={n} PYMEM_FUZZ_TRACE=1 \
                  cargo test --test gc_fuzz gc_fuzz -- --nocapture\n\
@@ -160,7 +189,7 @@ fn gc_fuzz() {
                  minimize -- --ignored --nocapture",
                 cfg.get_mut_ops,
                 seed + 1
-            );
+            ),
         }
         seed += 1;
     }
@@ -170,6 +199,11 @@ fn gc_fuzz() {
         cfg.get_mut_ops,
         start.elapsed().as_secs_f64()
     );
+    if flag("PYMEM_FUZZ_COVERAGE", false) {
+        for (k, v) in &coverage {
+            eprintln!("  {v:>9}  {k}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

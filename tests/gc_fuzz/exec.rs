@@ -3,6 +3,7 @@
 //! and checks the collector's public state and the real object graph
 //! against it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -101,6 +102,8 @@ pub struct World {
     /// Pre-order index of the operation running.
     pub at: usize,
     callback: Option<gc::CallbackId>,
+    /// What the run exercised (event kinds and notable outcomes).
+    pub coverage: BTreeMap<String, u64>,
 }
 
 type Res = Result<(), Fail>;
@@ -136,7 +139,12 @@ impl World {
             out: Vec::new(),
             at: 0,
             callback: Some(callback),
+            coverage: BTreeMap::new(),
         }
+    }
+
+    fn cover(&mut self, what: &str) {
+        *self.coverage.entry(what.to_string()).or_default() += 1;
     }
 
     fn fail(&self, op: &Op, msgs: Vec<String>) -> Fail {
@@ -387,6 +395,7 @@ impl World {
             && self.model.strong_count(id, &h) == 1
             && self.model.weak_count(id, &h) == 0;
         let mut res = Ok(());
+        self.cover(if expect { "get_mut Some" } else { "get_mut None" });
         match Gc::get_mut(&mut g) {
             Some(m) => {
                 if !expect {
@@ -450,6 +459,7 @@ impl World {
             return self.finish(op, ov, false, Expect::None);
         };
         let id = g.id;
+        self.cover(if mutable { "borrow scope (mut)" } else { "borrow scope (shared)" });
         self.pins.push((id, g.clone()));
         self.held.push(id);
         let mut res = self.finish(op, ov, false, Expect::None);
@@ -736,6 +746,7 @@ impl World {
                     let out = &mut self.out;
                     let back = try_unwrap_logged(id, g, |obj| out.push(obj));
                     let ok = back.is_none();
+                    self.cover(if ok { "try_unwrap Ok" } else { "try_unwrap Err" });
                     if let Some(g) = back {
                         self.roots.push((id, g));
                     }
@@ -851,6 +862,7 @@ impl World {
         let mut msgs = Vec::new();
         let id = self.stash[i].id;
         let dropped = self.model.st(id) == St::Dropped;
+        self.cover(if dropped { "touch zombie" } else { "touch live stash" });
         let r = catch_unwind(AssertUnwindSafe(|| self.stash[i].gc.id));
         match (&r, dropped) {
             (Ok(x), false) if *x == id => {}
@@ -1022,9 +1034,15 @@ impl World {
             }
         }
         let h = self.holders(ov);
+        self.count_coverage(&evs, panicked);
+        let limbo = self.model.nodes.iter().filter(|n| n.st == St::Limbo).count();
         self.model.apply(&evs, &h);
         self.model
             .settle(&h, ov.as_ref().map(|o| o.id), &StepInfo { panicked });
+        let limbo_after = self.model.nodes.iter().filter(|n| n.st == St::Limbo).count();
+        if limbo_after > limbo {
+            self.cover("deferred drops left queued by a panic (limbo)");
+        }
         let mut msgs = std::mem::take(&mut self.model.violations);
         if let Expect::Full {
             dropped,
@@ -1064,6 +1082,45 @@ impl World {
             Ok(())
         } else {
             Err(self.fail(op, msgs))
+        }
+    }
+
+    fn count_coverage(&mut self, evs: &[Ev], panicked: bool) {
+        let (mut collecting, mut depth, mut deep) = (self.model.collecting, 0u32, false);
+        for ev in evs {
+            let name = format!("{ev:?}");
+            let cut = name.find([' ', '(']).unwrap_or(name.len());
+            let key = match ev {
+                Ev::Stashed { dead: true, .. } => "Stashed (zombie)",
+                Ev::Stashed {
+                    by_finalizer: true, ..
+                } => "Stashed (finalizer)",
+                Ev::GcStop { collected, .. } if *collected > 0 => "GcStop (found garbage)",
+                Ev::CollectReturn { found: 0 } => "CollectReturn (0)",
+                Ev::CallbackRan {
+                    dead_now: false, ..
+                } => "CallbackRan (early)",
+                Ev::Dropped { .. } if collecting > 0 => "Dropped (in a collection)",
+                Ev::Note(n) => n,
+                _ => &name[..cut],
+            };
+            *self.coverage.entry(key.to_string()).or_default() += 1;
+            match ev {
+                Ev::GcStart { .. } => collecting += 1,
+                Ev::GcStop { .. } => collecting = collecting.saturating_sub(1),
+                Ev::Dropped { .. } => {
+                    depth += 1;
+                    deep |= depth >= 64;
+                }
+                Ev::DropEnd { .. } => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if panicked {
+            self.cover("step panicked");
+        }
+        if deep {
+            self.cover("drops nested 64 deep");
         }
     }
 

@@ -181,6 +181,8 @@ pub enum Ev {
     /// A check that can only be made inside a `Drop`/finalizer/callback
     /// failed.
     Violation(String),
+    /// Something worth counting happened (coverage only).
+    Note(&'static str),
 }
 
 /// A strong edge; `to` is the target's id (readable without a deref).
@@ -546,6 +548,7 @@ fn check_deref(from: Id, e: &Edge) {
     match (dropped, r) {
         (false, Ok(id)) if id == e.to => {}
         (true, Err(p)) => {
+            log(Ev::Note("deref of a dropped value panicked"));
             let msg = panic_message(&*p).unwrap_or_default();
             if !msg.contains("already dropped") {
                 log(Ev::Violation(format!(

@@ -485,6 +485,7 @@ impl Model {
                 }
             }
             Ev::Violation(s) => self.fail(s.clone()),
+            Ev::Note(_) => {}
         }
     }
 

@@ -178,7 +178,7 @@ impl Gen {
 
     /// Most objects do nothing special when dropped.
     fn script(&mut self) -> Vec<Act> {
-        if self.rng.percent(65) {
+        if self.rng.percent(60) {
             return Vec::new();
         }
         let n = 1 + self.rng.below(3);
@@ -309,7 +309,7 @@ impl Gen {
             1,         // Detach
             1,         // Call
             2,         // DropStash
-            1,         // TouchStash
+            3,         // TouchStash
             1,         // StashToRoot
         ];
         match pick(&mut self.rng, &w) {
