@@ -26,7 +26,12 @@
 //! `PYMEM_FUZZ_SEED=S cargo test --test gc_fuzz minimize -- --ignored --nocapture`.
 //!
 //! Runs over `PyMalloc`, so that `scripts/asan.sh` sees pool memory too.
+//! Under Miri (`cargo +nightly miri test --test gc_fuzz` with a small
+//! `PYMEM_FUZZ_OPS`/`PYMEM_FUZZ_SEEDS`), over the system allocator, it
+//! checks the aliasing rules too.
 
+// (Miri runs it over the system allocator.)
+#[cfg(not(miri))]
 #[global_allocator]
 static GLOBAL: pymem::PyMalloc = pymem::PyMalloc;
 
@@ -89,6 +94,7 @@ fn run_cfg() -> RunCfg {
         trace: flag("PYMEM_FUZZ_TRACE", false),
         tolerate: model::Tolerate {
             early_callback_in_deep_drop: !strict,
+            queued_after_panic: !strict,
         },
     }
 }
@@ -175,6 +181,9 @@ fn gc_fuzz() {
         }
         let prog = program(seed, GenCfg { ops: n });
         total_ops += program::size(&prog);
+        if flag("PYMEM_FUZZ_PROGRESS", false) {
+            eprintln!("gc fuzz: seed {seed}");
+        }
         match run(prog, cfg) {
             Ok(c) => {
                 for (k, v) in c {

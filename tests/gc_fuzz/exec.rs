@@ -363,7 +363,12 @@ impl World {
             eprintln!("#{} {op:?}", self.at - 1);
         }
         match op {
-            Op::GetMut { root, ops } => self.get_mut_scope(op, *root, ops, ov),
+            Op::GetMut {
+                root,
+                fill,
+                fresh,
+                ops,
+            } => self.get_mut_scope(op, *root, fill, fresh, ops, ov),
             Op::Borrow { node, mutable, ops } => self.borrow_scope(op, *node, *mutable, ops, ov),
             Op::Cyclic {
                 self_weak,
@@ -382,20 +387,53 @@ impl World {
         self.at += super::program::size(ops);
     }
 
-    fn get_mut_scope(&mut self, op: &Op, root: u16, ops: &[Op], ov: &mut Option<Ov<'_>>) -> Res {
-        if self.roots.is_empty() {
-            self.skip_ops(ops);
-            return self.finish(op, ov, false, Expect::None);
-        }
-        let i = root as usize % self.roots.len();
-        let (id, mut g) = self.roots.swap_remove(i);
+    fn get_mut_scope(
+        &mut self,
+        op: &Op,
+        root: Option<u16>,
+        fill: &[u16],
+        fresh: &[Vec<heap::Act>],
+        ops: &[Op],
+        ov: &mut Option<Ov<'_>>,
+    ) -> Res {
+        let (id, mut g) = match root {
+            Some(_) if self.roots.is_empty() => {
+                self.skip_ops(ops);
+                return self.finish(op, ov, false, Expect::None);
+            }
+            Some(r) => self.roots.swap_remove(r as usize % self.roots.len()),
+            None => {
+                let g = new_obj(Vec::new(), None, false);
+                for &sel in fill {
+                    if let Some(t) = self.pick(ov, sel) {
+                        push_edge(g.id, &mut g.edges.borrow_mut(), t);
+                    }
+                }
+                for script in fresh {
+                    let t = new_obj(script.clone(), None, false);
+                    push_edge(g.id, &mut g.edges.borrow_mut(), t);
+                }
+                self.held.push(g.id);
+                if let Err(f) = self.finish(op, ov, false, Expect::None) {
+                    self.held.pop();
+                    self.roots.push((g.id, g));
+                    return Err(f);
+                }
+                self.held.pop();
+                (g.id, g)
+            }
+        };
         self.held.push(id);
         let h = self.holders(ov);
         let expect = self.model.st(id) == St::Live
             && self.model.strong_count(id, &h) == 1
             && self.model.weak_count(id, &h) == 0;
         let mut res = Ok(());
-        self.cover(if expect { "get_mut Some" } else { "get_mut None" });
+        self.cover(if expect {
+            "get_mut Some"
+        } else {
+            "get_mut None"
+        });
         match Gc::get_mut(&mut g) {
             Some(m) => {
                 if !expect {
@@ -459,7 +497,11 @@ impl World {
             return self.finish(op, ov, false, Expect::None);
         };
         let id = g.id;
-        self.cover(if mutable { "borrow scope (mut)" } else { "borrow scope (shared)" });
+        self.cover(if mutable {
+            "borrow scope (mut)"
+        } else {
+            "borrow scope (shared)"
+        });
         self.pins.push((id, g.clone()));
         self.held.push(id);
         let mut res = self.finish(op, ov, false, Expect::None);
@@ -746,7 +788,11 @@ impl World {
                     let out = &mut self.out;
                     let back = try_unwrap_logged(id, g, |obj| out.push(obj));
                     let ok = back.is_none();
-                    self.cover(if ok { "try_unwrap Ok" } else { "try_unwrap Err" });
+                    self.cover(if ok {
+                        "try_unwrap Ok"
+                    } else {
+                        "try_unwrap Err"
+                    });
                     if let Some(g) = back {
                         self.roots.push((id, g));
                     }
@@ -862,7 +908,11 @@ impl World {
         let mut msgs = Vec::new();
         let id = self.stash[i].id;
         let dropped = self.model.st(id) == St::Dropped;
-        self.cover(if dropped { "touch zombie" } else { "touch live stash" });
+        self.cover(if dropped {
+            "touch zombie"
+        } else {
+            "touch live stash"
+        });
         let r = catch_unwind(AssertUnwindSafe(|| self.stash[i].gc.id));
         match (&r, dropped) {
             (Ok(x), false) if *x == id => {}
@@ -1035,11 +1085,21 @@ impl World {
         }
         let h = self.holders(ov);
         self.count_coverage(&evs, panicked);
-        let limbo = self.model.nodes.iter().filter(|n| n.st == St::Limbo).count();
+        let limbo = self
+            .model
+            .nodes
+            .iter()
+            .filter(|n| n.st == St::Limbo)
+            .count();
         self.model.apply(&evs, &h);
         self.model
             .settle(&h, ov.as_ref().map(|o| o.id), &StepInfo { panicked });
-        let limbo_after = self.model.nodes.iter().filter(|n| n.st == St::Limbo).count();
+        let limbo_after = self
+            .model
+            .nodes
+            .iter()
+            .filter(|n| n.st == St::Limbo)
+            .count();
         if limbo_after > limbo {
             self.cover("deferred drops left queued by a panic (limbo)");
         }
@@ -1335,9 +1395,15 @@ impl World {
         if r.is_err() {
             msgs.push("the last collection (scripts disarmed) panicked".into());
         }
-        if gc::tracked_count() != 0 || gc::get_freeze_count() != 0 {
+        // With the trashcan's queue left behind by a panic (tolerated),
+        // what it holds stays.
+        let stuck = self.model.held_by_limbo();
+        let live_stuck = (0..stuck.len())
+            .filter(|&i| stuck[i] && self.model.nodes[i].st == St::Live)
+            .count();
+        if gc::tracked_count() != live_stuck || gc::get_freeze_count() != 0 {
             msgs.push(format!(
-                "after teardown: tracked_count {}, freeze count {}",
+                "after teardown: tracked_count {} (model {live_stuck} held by deferred drops), freeze count {}",
                 gc::tracked_count(),
                 gc::get_freeze_count()
             ));
@@ -1346,8 +1412,7 @@ impl World {
             let d = heap::drops(i as Id);
             let ok = match n.st {
                 St::Abandoned => d == 0,
-                // Deferred after a panic: the trashcan may still hold it.
-                St::Limbo => d <= 1,
+                _ if stuck[i] => d <= 1,
                 _ => d == 1,
             };
             if !ok {

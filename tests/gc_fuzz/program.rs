@@ -66,11 +66,16 @@ pub enum Op {
     TryUnwrap(Sel),
     DropOut(Sel),
     Rewrap(Sel),
-    /// `Gc::get_mut` on a root; with the `&mut` alive, `ops` run (their
-    /// `Vec` operations act on the value's edge vector through
-    /// `RefCell::get_mut`) if the get_mut operations are switched on.
+    /// `Gc::get_mut` on a root, or (`root: None`) on a new object given
+    /// edges to the objects `fill` picks (repeats make duplicates) and to
+    /// new objects with the `fresh` scripts (owned by it alone); with the
+    /// `&mut` alive, `ops` run (their `Vec` operations act on the value's
+    /// edge vector through `RefCell::get_mut`) if the get_mut operations
+    /// are switched on.
     GetMut {
-        root: Sel,
+        root: Option<Sel>,
+        fill: Vec<Sel>,
+        fresh: Vec<Vec<Act>>,
         ops: Vec<Op>,
     },
     /// Holds a `RefCell` borrow of an object's edges while `ops` run
@@ -367,10 +372,26 @@ impl Gen {
             20 => Op::TryUnwrap(self.sel()),
             21 => Op::DropOut(self.sel()),
             22 => Op::Rewrap(self.sel()),
-            23 => Op::GetMut {
-                root: self.sel(),
-                ops: self.inner(depth, true),
-            },
+            23 => {
+                let fresh_target = self.rng.percent(60);
+                let (mut fill, mut fresh) = (Vec::new(), Vec::new());
+                if fresh_target {
+                    for _ in 0..self.rng.below(5) {
+                        let s = self.sel();
+                        fill.push(s);
+                        if self.rng.percent(40) {
+                            fill.push(s);
+                        }
+                    }
+                    fresh = (0..self.rng.below(4)).map(|_| self.script()).collect();
+                }
+                Op::GetMut {
+                    root: (!fresh_target).then(|| self.sel()),
+                    fill,
+                    fresh,
+                    ops: self.inner(depth, true),
+                }
+            }
             24 => {
                 let mutable = self.rng.percent(60);
                 Op::Borrow {
