@@ -12,7 +12,7 @@
 //!   operations run, the audit of the real graph).
 //!
 //! Environment (all optional):
-//! * `PYMEM_FUZZ_SEEDS=N` or `A..B`: the seeds (default `0..16`);
+//! * `PYMEM_FUZZ_SEEDS=N`, `A..B` or `A..`: the seeds (default `0..16`);
 //! * `PYMEM_FUZZ_OPS=N`: top-level operations per program (default 250);
 //! * `PYMEM_FUZZ_SECONDS=S`: keep taking seeds from the first one until
 //!   `S` seconds have passed (overrides the end of the range);
@@ -75,6 +75,7 @@ fn seeds() -> std::ops::Range<u64> {
     match env("PYMEM_FUZZ_SEEDS") {
         None => SEEDS,
         Some(s) => match s.split_once("..") {
+            Some((a, "")) => a.parse().expect("PYMEM_FUZZ_SEEDS=A..")..u64::MAX,
             Some((a, b)) => {
                 a.parse().expect("PYMEM_FUZZ_SEEDS=A..B")..b.parse().expect("PYMEM_FUZZ_SEEDS=A..B")
             }
