@@ -89,13 +89,18 @@ fn ops() -> usize {
 }
 
 fn run_cfg() -> RunCfg {
-    let strict = flag("PYMEM_FUZZ_STRICT", false);
+    // `PYMEM_FUZZ_STRICT=1`: no tolerance; or a list of the ones to drop.
+    let strict = env("PYMEM_FUZZ_STRICT").unwrap_or_default();
+    let tolerate = |name: &str| {
+        !(matches!(strict.as_str(), "1" | "true" | "all") || strict.split(',').any(|s| s == name))
+    };
     RunCfg {
         get_mut_ops: flag("PYMEM_FUZZ_GET_MUT", GET_MUT_OPS_DEFAULT),
         trace: flag("PYMEM_FUZZ_TRACE", false),
         tolerate: model::Tolerate {
-            early_callback_in_deep_drop: !strict,
-            queued_after_panic: !strict,
+            early_callback_in_deep_drop: tolerate("early_callback_in_deep_drop"),
+            queued_after_panic: tolerate("queued_after_panic"),
+            callback_lost_on_panic: tolerate("callback_lost_on_panic"),
         },
     }
 }

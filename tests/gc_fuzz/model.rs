@@ -137,6 +137,10 @@ pub struct Tolerate {
     /// objects stay queued (the model's `Limbo`) until an unrelated later
     /// drop, or for ever.
     pub queued_after_panic: bool,
+    /// `weak_callback_runs_when_the_referent_drop_panics`: the weak
+    /// callbacks of an object whose `Drop` panics on the refcount path are
+    /// dropped without running.
+    pub callback_lost_on_panic: bool,
 }
 
 /// The model.
@@ -699,7 +703,7 @@ impl Model {
             let t = &self.nodes[c.target as usize];
             let dead = matches!(t.st, St::Dropped | St::Out) || t.epoch != c.epoch;
             if dead && c.st == CbSt::Pending {
-                if info.panicked {
+                if info.panicked && self.tolerate.callback_lost_on_panic {
                     c.st = CbSt::Unknown;
                 } else {
                     self.violations.push(format!(
