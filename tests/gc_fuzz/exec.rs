@@ -897,6 +897,20 @@ impl World {
                 }
             }
             Op::Boom => fuzz_panic("boom"),
+            Op::Census => {
+                let c = gc::census();
+                let (tracked, frozen) = self.model.tracked();
+                let objs = c.count(std::any::type_name::<Obj>());
+                if c.total_count() != tracked + frozen || objs != tracked + frozen {
+                    return Err(self.fail(
+                        op,
+                        vec![format!(
+                            "census: {} objects, {objs} of Obj; model {tracked} tracked + {frozen} frozen",
+                            c.total_count()
+                        )],
+                    ));
+                }
+            }
             Op::GetMut { .. } | Op::Borrow { .. } | Op::Cyclic { .. } => unreachable!(),
         }
         Ok(Expect::None)

@@ -104,6 +104,8 @@ pub enum Op {
     Vec(VecOp),
     /// Panics (only inside scopes: unwinding with borrows held).
     Boom,
+    /// `gc::census()`: counts every tracked object (frozen ones too).
+    Census,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -316,6 +318,7 @@ impl Gen {
             2,         // DropStash
             3,         // TouchStash
             1,         // StashToRoot
+            1,         // Census
         ];
         match pick(&mut self.rng, &w) {
             0 => {
@@ -413,7 +416,8 @@ impl Gen {
             29 => Op::Call(self.sel()),
             30 => Op::DropStash(self.sel()),
             31 => Op::TouchStash(self.sel()),
-            _ => Op::StashToRoot(self.sel()),
+            32 => Op::StashToRoot(self.sel()),
+            _ => Op::Census,
         }
     }
 }
