@@ -268,17 +268,7 @@ impl World {
         if nav.is_empty() {
             return None;
         }
-        let id = nav[sel as usize % nav.len()];
-        let mut found = None;
-        self.walk(ov, &mut |g, o, _| {
-            if o.id == id {
-                found = g.cloned();
-                true
-            } else {
-                false
-            }
-        });
-        found
+        self.pick_id(ov, nav[sel as usize % nav.len()])
     }
 
     /// Runs `f` on the edge vector of the object `sel` picks (the scope's
@@ -311,6 +301,7 @@ impl World {
         f(self, id, &mut edges);
     }
 
+    /// A handle to object `id`, if the program's handles reach it.
     fn pick_id(&self, ov: &Option<Ov<'_>>, id: Id) -> Option<Gc<Obj>> {
         let mut found = None;
         self.walk(ov, &mut |g, o, _| {

@@ -207,35 +207,35 @@ impl Model {
         self.nodes.get(id as usize).map_or(St::Fresh, |n| n.st)
     }
 
+    /// Values that exist and hold their edges (not dropped, not
+    /// abandoned).
+    fn holding(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| {
+            matches!(
+                n.st,
+                St::Live | St::Out | St::Limbo | St::Constructing | St::Fresh
+            )
+        })
+    }
+
+    /// Strong edges to `id` from the values that exist.
+    fn edges_to(&self, id: Id) -> usize {
+        self.holding()
+            .map(|n| n.edges.iter().filter(|&&t| t == id).count())
+            .sum()
+    }
+
     /// Strong handles to `id` from the graph (values not dropped) and
     /// from the holders.
     pub fn strong_count(&self, id: Id, h: &Holders) -> usize {
-        let from_graph: usize = self
-            .nodes
-            .iter()
-            .filter(|n| {
-                matches!(
-                    n.st,
-                    St::Live | St::Out | St::Limbo | St::Constructing | St::Fresh
-                )
-            })
-            .map(|n| n.edges.iter().filter(|&&t| t == id).count())
-            .sum();
-        from_graph + h.strong.iter().filter(|&&t| t == id).count()
+        self.edges_to(id) + h.strong.iter().filter(|&&t| t == id).count()
     }
 
     /// `Weak` handles to the current allocation of `id`.
     pub fn weak_count(&self, id: Id, h: &Holders) -> usize {
         let ep = self.nodes[id as usize].epoch;
         let from_graph: usize = self
-            .nodes
-            .iter()
-            .filter(|n| {
-                matches!(
-                    n.st,
-                    St::Live | St::Out | St::Limbo | St::Constructing | St::Fresh
-                )
-            })
+            .holding()
             .map(|n| n.weak_edges.iter().filter(|&&w| w == (id, ep)).count())
             .sum();
         from_graph + h.weak.iter().filter(|&&w| w == (id, ep)).count()
@@ -400,17 +400,7 @@ impl Model {
                 let (_, collections, events) = self.unwrapping.pop().unwrap_or_default();
                 if *ok {
                     let st = self.st(*id);
-                    let others: usize = self
-                        .nodes
-                        .iter()
-                        .filter(|n| {
-                            matches!(
-                                n.st,
-                                St::Live | St::Out | St::Limbo | St::Constructing | St::Fresh
-                            )
-                        })
-                        .map(|n| n.edges.iter().filter(|&&t| t == *id).count())
-                        .sum();
+                    let others = self.edges_to(*id);
                     if st != St::Live || others != 0 {
                         self.fail(format!(
                             "try_unwrap of {id} succeeded in state {st:?} with {others} edges to it"
