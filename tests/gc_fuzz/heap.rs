@@ -57,6 +57,11 @@ pub enum Act {
 pub enum FinAct {
     /// Stores a clone of `this` in the stash.
     Resurrect,
+    /// Stores a clone of edge `k % len` in the stash (resurrects another
+    /// member of the garbage).
+    StashEdge(u8),
+    /// Drops every edge (breaks the cycle while it is being finalized).
+    ClearEdges,
     /// Reads every edge's value: all must be alive.
     ReadEdges,
     Alloc(u8),
@@ -581,6 +586,32 @@ impl Finalize for Obj {
                         dead: false,
                         by_finalizer: true,
                     });
+                }
+                FinAct::StashEdge(k) => {
+                    let Ok(edges) = this.edges.try_borrow() else {
+                        continue;
+                    };
+                    if !edges.is_empty() {
+                        let e = &edges[k as usize % edges.len()];
+                        STASH.with(|s| s.borrow_mut().push((e.to, e.gc.clone())));
+                        log(Ev::Stashed {
+                            id: e.to,
+                            dead: false,
+                            by_finalizer: true,
+                        });
+                    }
+                }
+                FinAct::ClearEdges => {
+                    let Ok(mut edges) = this.edges.try_borrow_mut() else {
+                        continue;
+                    };
+                    let old = std::mem::take(&mut *edges);
+                    drop(edges);
+                    log(Ev::EdgesSet {
+                        from: id,
+                        to: Vec::new(),
+                    });
+                    drop(old);
                 }
                 FinAct::ReadEdges => {
                     let Ok(edges) = this.edges.try_borrow() else {

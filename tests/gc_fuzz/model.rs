@@ -761,29 +761,41 @@ impl Model {
             stack.extend(self.nodes[i].edges.iter().map(|&t| t as usize));
         }
         let collected: Vec<usize> = (0..n).filter(|&i| in_range(i) && !kept[i]).collect();
-        // PEP 442: pending finalizers run, those that resurrect (before any
-        // panic in their script) keep everything they reach.
+        // PEP 442: pending finalizers run (their scripts up to a panic):
+        // what they stash is referenced from outside, and the edges they
+        // drop are gone; everything reachable from the former is kept.
         let mut back = vec![false; n];
-        let mut stack: Vec<usize> = collected
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let node = &self.nodes[i];
-                node.fin == Fin::Pending
-                    && node
-                        .fin_script
-                        .iter()
-                        .take_while(|a| **a != FinAct::Panic)
-                        .any(|a| *a == FinAct::Resurrect)
-            })
-            .collect();
+        let mut stack: Vec<usize> = Vec::new();
+        let mut cleared = vec![false; n];
+        for &i in &collected {
+            let node = &self.nodes[i];
+            if node.fin != Fin::Pending {
+                continue;
+            }
+            let mut edges: &[Id] = &node.edges;
+            for act in node.fin_script.iter().take_while(|a| **a != FinAct::Panic) {
+                match *act {
+                    FinAct::Resurrect => stack.push(i),
+                    FinAct::StashEdge(k) if !edges.is_empty() => {
+                        stack.push(edges[k as usize % edges.len()] as usize)
+                    }
+                    FinAct::ClearEdges => {
+                        edges = &[];
+                        cleared[i] = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
         let in_collected = |i: usize| in_range(i) && !kept[i];
         while let Some(i) = stack.pop() {
             if !in_collected(i) || back[i] {
                 continue;
             }
             back[i] = true;
-            stack.extend(self.nodes[i].edges.iter().map(|&t| t as usize));
+            if !cleared[i] {
+                stack.extend(self.nodes[i].edges.iter().map(|&t| t as usize));
+            }
         }
         let dropped: Vec<Id> = collected
             .iter()

@@ -197,13 +197,15 @@ impl Gen {
         (0..n)
             .map(|_| {
                 let r = &mut self.rng;
-                match pick(r, &[3, 2, 1, 1, 1, 1]) {
+                match pick(r, &[3, 2, 1, 1, 1, 1, 2, 1]) {
                     0 => FinAct::Resurrect,
                     1 => FinAct::ReadEdges,
                     2 => FinAct::Alloc(1 + r.below(2) as u8),
                     3 => FinAct::Collect,
                     4 => FinAct::RegisterOnEdge(r.next_u64() as u8),
-                    _ => FinAct::Panic,
+                    5 => FinAct::Panic,
+                    6 => FinAct::StashEdge(r.next_u64() as u8),
+                    _ => FinAct::ClearEdges,
                 }
             })
             .collect()
