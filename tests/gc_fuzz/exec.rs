@@ -1403,8 +1403,12 @@ impl World {
         // With the trashcan's queue left behind by a panic (tolerated),
         // what it holds stays.
         let stuck = self.model.held_by_limbo();
+        // (The last collection's events were not replayed: what it or a
+        // drain of the queue dropped, the drop counts tell.)
         let live_stuck = (0..stuck.len())
-            .filter(|&i| stuck[i] && self.model.nodes[i].st == St::Live)
+            .filter(|&i| {
+                stuck[i] && self.model.nodes[i].st == St::Live && heap::drops(i as Id) == 0
+            })
             .count();
         if gc::tracked_count() != live_stuck || gc::get_freeze_count() != 0 {
             msgs.push(format!(
