@@ -124,6 +124,17 @@ fn quiet_fuzz_panics() {
     });
 }
 
+/// The program of `seed`, without finalizers and weak callbacks if
+/// `PYMEM_FUZZ_NO_CALLBACKS` says so.
+fn program_of(seed: u64, n: usize) -> Vec<Op> {
+    let prog = program(seed, GenCfg { ops: n });
+    if flag("PYMEM_FUZZ_NO_CALLBACKS", false) {
+        program::without_callbacks(prog)
+    } else {
+        prog
+    }
+}
+
 /// Runs `prog` on a fresh thread (a fresh collector); the first failure.
 fn run(prog: Vec<Op>, cfg: RunCfg) -> Result<Coverage, Fail> {
     quiet_fuzz_panics();
@@ -185,7 +196,7 @@ fn gc_fuzz() {
         if done {
             break;
         }
-        let prog = program(seed, GenCfg { ops: n });
+        let prog = program_of(seed, n);
         total_ops += program::size(&prog);
         if flag("PYMEM_FUZZ_PROGRESS", false) {
             eprintln!("gc fuzz: seed {seed}");
@@ -230,7 +241,7 @@ const CHILD: &str = "PYMEM_FUZZ_CHILD_DELETE";
 /// the operation at pre-order position 12; `r3-9`: top-level operations
 /// 3..9), applied in order.
 fn shrunk(seed: u64, n: usize, spec: &str) -> Vec<Op> {
-    let mut prog = program(seed, GenCfg { ops: n });
+    let mut prog = program_of(seed, n);
     for d in spec.split(',').filter(|s| !s.is_empty()) {
         if let Some(p) = d.strip_prefix('p') {
             prog = program::without(&prog, p.parse().unwrap());
