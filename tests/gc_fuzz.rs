@@ -26,9 +26,13 @@
 //! `PYMEM_FUZZ_SEED=S cargo test --test gc_fuzz minimize -- --ignored --nocapture`.
 //!
 //! Runs over `PyMalloc`, so that `scripts/asan.sh` sees pool memory too.
-//! Under Miri (`cargo +nightly miri test --test gc_fuzz` with a small
-//! `PYMEM_FUZZ_OPS`/`PYMEM_FUZZ_SEEDS`), over the system allocator, it
-//! checks the aliasing rules too.
+//! Under Miri, over the system allocator, it checks the aliasing rules
+//! too (slowly: about 3 operations a second):
+//! `MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-ignore-leaks"
+//! PYMEM_FUZZ_NO_CALLBACKS=1 PYMEM_FUZZ_SEEDS=0..4 PYMEM_FUZZ_OPS=80
+//! cargo +nightly miri test --test gc_fuzz -- gc_fuzz --exact` (without
+//! `-Zmiri-disable-isolation` Miri passes no environment variable; the
+//! leaks are the allocations of values whose `Drop` panicked).
 
 // (Miri runs it over the system allocator.)
 #[cfg(not(miri))]

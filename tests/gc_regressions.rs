@@ -171,9 +171,10 @@ fn weak_callback_runs_when_the_referent_drop_panics() {
     assert!(ran.get(), "the callback never ran");
 }
 
-/// Found by Miri on the fuzzer (seeds 100.. with 60 operations; Stacked
-/// Borrows: "deallocating while item [SharedReadOnly] is strongly
-/// protected"): when the last handle of an object with a weak callback
+/// Found by Miri on the fuzzer (its first seeds; Stacked Borrows:
+/// "deallocating while item [SharedReadOnly] is strongly protected",
+/// Tree Borrows: "deallocation ... would cause the protected tag ... to
+/// become Disabled", the tag created by `last_drop`'s closure): when the last handle of an object with a weak callback
 /// (or a finalizer) goes, `finalize::last_drop` calls
 /// `generations::with(|st| { .. st.untrack(obj, h); trashcan::drop_object(st, obj) })`:
 /// the closure captures `h: &GcHeader`, a reference into the object's own
