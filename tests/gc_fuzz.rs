@@ -32,7 +32,8 @@
 //! PYMEM_FUZZ_NO_CALLBACKS=1 PYMEM_FUZZ_SEEDS=0..4 PYMEM_FUZZ_OPS=80
 //! cargo +nightly miri test --test gc_fuzz -- gc_fuzz --exact` (without
 //! `-Zmiri-disable-isolation` Miri passes no environment variable; the
-//! leaks are the allocations of values whose `Drop` panicked).
+//! leaks are allocations panics leave behind: a value whose `Drop`
+//! panicked on the refcount path, drops queued by the trashcan).
 
 // (Miri runs it over the system allocator.)
 #[cfg(not(miri))]
