@@ -19,7 +19,16 @@
 //! * `PYMEM_FUZZ_GET_MUT=0|1`: the operations run while a `Gc::get_mut`
 //!   borrow is alive (off by default until issue 12 item 1 is fixed: the
 //!   collector traces a value that is mutably borrowed);
-//! * `PYMEM_FUZZ_TRACE=1`: print every operation.
+//! * `PYMEM_FUZZ_STRICT=1`: tolerate none of the known bugs the model
+//!   otherwise tolerates narrowly (`model::Tolerate`, each named after its
+//!   test in `tests/gc_regressions.rs`), or `PYMEM_FUZZ_STRICT=a,b`: not
+//!   those;
+//! * `PYMEM_FUZZ_NO_CALLBACKS=1`: no finalizers and weak callbacks (to run
+//!   under Miri past `finalize::last_drop`'s bug);
+//! * `PYMEM_FUZZ_TRACE=1`: print every operation and event;
+//! * `PYMEM_FUZZ_COVERAGE=1`: print what the run exercised;
+//! * `PYMEM_FUZZ_PROGRESS=1`: print each seed as it starts (to find the
+//!   seed of a crash).
 //!
 //! To minimize a failing seed (in child processes, so that crashes and
 //! AddressSanitizer reports minimize too):
