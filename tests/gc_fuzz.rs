@@ -17,14 +17,12 @@
 //! * `PYMEM_FUZZ_SECONDS=S`: keep taking seeds from the first one until
 //!   `S` seconds have passed (overrides the end of the range);
 //! * `PYMEM_FUZZ_GET_MUT=0|1`: the operations run while a `Gc::get_mut`
-//!   borrow is alive (off by default until issue 12 item 1 is fixed: the
-//!   collector traces a value that is mutably borrowed);
-//! * `PYMEM_FUZZ_STRICT=1`: tolerate none of the known bugs the model
-//!   otherwise tolerates narrowly (`model::Tolerate`, each named after its
-//!   test in `tests/gc_regressions.rs`), or `PYMEM_FUZZ_STRICT=a,b`: not
-//!   those;
+//!   borrow is alive (on by default since issue 12 item 1 was fixed);
+//! * `PYMEM_FUZZ_TOLERATE=all` or `=a,b`: tolerate, narrowly, the bugs the
+//!   model knows (`model::Tolerate`, each named after its test in
+//!   `tests/gc_regressions.rs`; all fixed), to run against older commits;
 //! * `PYMEM_FUZZ_NO_CALLBACKS=1`: no finalizers and weak callbacks (to run
-//!   under Miri past `finalize::last_drop`'s bug);
+//!   under Miri against commits before `last_drop`'s fix);
 //! * `PYMEM_FUZZ_TRACE=1`: print every operation and event;
 //! * `PYMEM_FUZZ_COVERAGE=1`: print what the run exercised;
 //! * `PYMEM_FUZZ_PROGRESS=1`: print each seed as it starts (to find the
@@ -66,10 +64,11 @@ use std::time::{Duration, Instant};
 use exec::{Fail, RunCfg, World};
 use program::{program, GenCfg, Op};
 
-/// Whether the operations inside `GetMut` scopes run by default. Off
-/// while `Gc::get_mut` lets the collector trace a mutably borrowed value
-/// (issue 12 item 1, branch `collector`); turn it on once that is fixed.
-const GET_MUT_OPS_DEFAULT: bool = false;
+/// Whether the operations inside `GetMut` scopes run by default
+/// (`PYMEM_FUZZ_GET_MUT=0` turns them off, e.g. to bisect before issue 12
+/// item 1 was fixed: `Gc::get_mut` let the collector trace a mutably
+/// borrowed value).
+const GET_MUT_OPS_DEFAULT: bool = true;
 
 /// Default top-level operations per program, and seeds.
 const OPS: usize = 250;
@@ -103,10 +102,12 @@ fn ops() -> usize {
 }
 
 fn run_cfg() -> RunCfg {
-    // `PYMEM_FUZZ_STRICT=1`: no tolerance; or a list of the ones to drop.
-    let strict = env("PYMEM_FUZZ_STRICT").unwrap_or_default();
+    // Every bug the model knows is fixed, so nothing is tolerated unless
+    // asked (to run against an older commit): `PYMEM_FUZZ_TOLERATE=all`
+    // or a list of the names below.
+    let asked = env("PYMEM_FUZZ_TOLERATE").unwrap_or_default();
     let tolerate = |name: &str| {
-        !(matches!(strict.as_str(), "1" | "true" | "all") || strict.split(',').any(|s| s == name))
+        matches!(asked.as_str(), "1" | "true" | "all") || asked.split(',').any(|s| s == name)
     };
     RunCfg {
         get_mut_ops: flag("PYMEM_FUZZ_GET_MUT", GET_MUT_OPS_DEFAULT),

@@ -125,7 +125,8 @@ struct Call {
 
 /// Known bugs the model tolerates (each narrowly), so that a long run
 /// looks for the next one; every flag names its regression test in
-/// `tests/gc_regressions.rs`. All off with `PYMEM_FUZZ_STRICT=1`.
+/// `tests/gc_regressions.rs`. All fixed, so all off unless
+/// `PYMEM_FUZZ_TOLERATE` names them (to run against an older commit).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tolerate {
     /// `weak_callbacks_wait_for_deferred_drop`: a weak callback runs
