@@ -132,7 +132,7 @@ use std::cell::Cell;
 use std::panic::resume_unwind;
 
 use super::callbacks;
-use super::header::{GcHeader, ObjPtr, DIRTY, LENT_MUT};
+use super::header::{GcHeader, ObjPtr, CLEAN, LENT_MUT};
 use super::ptr_vec::PtrVec;
 use super::reclaim;
 use super::state::State;
@@ -494,9 +494,9 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
         let h = unsafe { GcHeader::of(p) };
         let w = h.gc.get();
         r.set(r.get() + strong_refs(p) - held);
-        if w & (DIRTY | LENT_MUT) != 0 {
+        if w & (CLEAN | LENT_MUT) != CLEAN {
             if clear_dirty {
-                h.gc.set(w & !DIRTY);
+                h.gc.set(w | CLEAN);
             }
             if w & LENT_MUT != 0 && !lent_mut_ended(p, h) {
                 late.push(pos);
