@@ -52,25 +52,26 @@
 //! A set of objects can only *become* unreachable garbage when the last
 //! reference into it from outside goes away, which is a strong count
 //! decremented to a value other than zero (a decrement to zero frees the
-//! object instead): Bacon and Rajan's observation. `Gc::drop` flags the
-//! object `DIRTY` on such a decrement; the first time, it sets the bit of
-//! the object's generation in the thread's `dirty` mask, and the object's
-//! bit in the per-slot `dirty_slots` of the list. A collection of
+//! object instead): Bacon and Rajan's observation. `Gc::drop` makes the
+//! object *dirty* on such a decrement (it clears its `CLEAN` flag); the
+//! first time, it sets the bit of the object's generation in the thread's
+//! `dirty` mask, and the object's bit in the per-slot `dirty_slots` of the
+//! list. A collection of
 //! generation `g` whose bits `0..=g` are all clear cannot find anything,
 //! so it only promotes (O(1)) and updates counts and statistics. A real
 //! collection of `g` clears the bits `0..=g` and sets bit `g + 1` (its
-//! flagged members now live in `g + 1`). Only full collections clear the
-//! objects' `DIRTY` flags (see below). Events during the phases,
+//! dirty members now live in `g + 1`). Only full collections make
+//! objects clean again (see below). Events during the phases,
 //! `unfreeze` (frozen members of a cycle rejoin generation 2) and finalizer
 //! resurrection set bits conservatively, and so does a collection that met
 //! a mutably borrowed `RefCell` (it may have kept garbage alive).
 //!
-//! # Full collections: the closure of the `DIRTY` objects
+//! # Full collections: the closure of the dirty objects
 //!
 //! Young collections examine their whole range, as CPython's do (their
 //! cost is bounded by the thresholds). A full collection instead examines
 //! only `S`, the objects of its range reachable (within the range) from
-//! its *seeds*, the listed `DIRTY` objects, found through `dirty_slots`
+//! its *seeds*, the listed dirty objects, found through `dirty_slots`
 //! without touching the others: trial deletion over `S`, counting
 //! references from the rest of the range as references from outside.
 //! Its cost is proportional to what changed since the last full
@@ -94,13 +95,13 @@
 //!    the last path from the roots to `x`, to a value other than zero, on
 //!    an object `y` from which `x` is reachable (a decrement to zero frees
 //!    `y`, decrementing its children: some object of the path is
-//!    decremented to a non-zero value), and `y` was flagged `DIRTY`. Since
+//!    decremented to a non-zero value), and `y` became dirty. Since
 //!    `T`, `x` and the path stayed unreachable and so unchanged (nothing
 //!    can reach them to change them; a `Weak::upgrade` that reached one
 //!    would make `x` reachable again, a later `T`). If a full collection
 //!    `F` ran after `T`, then by induction on full collections `F` was
 //!    exact and would have reclaimed `x`; so none did, and only full
-//!    collections clear `DIRTY` flags (of their seeds): `y` is still a
+//!    collections make objects clean (their seeds): `y` is still a
 //!    seed.
 //!
 //! Discovering `S` costs a little more per object than a scan of the whole
@@ -115,8 +116,9 @@
 //! mutably borrowed `RefCell` may have kept garbage alive whose seeds are
 //! cleared), after `unfreeze` (a cycle through a frozen object was kept,
 //! and its seeds cleared, by a full collection that could not see the
-//! frozen part), after a `DIRTY` event during the phases or an abandoned
-//! collection. Finalizer resurrection flags the revived objects `DIRTY`.
+//! frozen part), after an object became dirty during the phases or an
+//! abandoned collection. Finalizer resurrection makes the revived objects
+//! dirty.
 //! Moving a handle (into a field, a `RefCell` swap, `try_unwrap`) changes
 //! no count and cannot strand the last path to a structure without a
 //! clone or an upgrade, whose handle is later dropped: a decrement.
@@ -249,7 +251,7 @@ fn collect_real(st: &State, g: usize) -> (usize, usize, Option<Panic>) {
     let abandon = AbandonOnUnwind(st);
     let mut sc = Scratch::take();
     let members = ListRange::new(st.list(), start, end);
-    // A full collection examines what is reachable from the DIRTY objects
+    // A full collection examines what is reachable from the dirty objects
     // (see "Full collections"), unless it must, or is better off, examining
     // the whole range.
     let from_dirty = g == 2 && !st.take_range_scan();
@@ -304,8 +306,8 @@ pub(crate) struct Outcome {
 /// afterwards [`is_candidate`]`(sc.refs[pos])` holds exactly for the
 /// members not reachable from outside the set (holes are not
 /// candidates). `held` is the count the caller holds on each member (not
-/// a reference from outside). `clear_dirty`: the members' `DIRTY` flags
-/// are cleared (a full collection).
+/// a reference from outside). `clear_dirty`: the members are made clean
+/// (a full collection).
 pub(crate) fn find_reachable<M: Members + ?Sized>(
     members: &M,
     base: usize,
@@ -336,7 +338,7 @@ pub(crate) fn find_reachable<M: Members + ?Sized>(
 
 /// Phases 1 and 2 of a full collection over the list range `members`
 /// (starting at list index `start`), restricted to what is reachable
-/// from the `DIRTY` objects (the seeds, left in `sc.seeds`): afterwards
+/// from the dirty objects (the seeds, left in `sc.seeds`): afterwards
 /// [`is_candidate`]`(sc.refs[pos])` holds exactly for the unreachable
 /// members; the members not examined are [`UNSEEN`].
 ///
@@ -461,8 +463,8 @@ fn zeroed_refs(refs: &mut Vec<Cell<Refs>>, n: usize) {
 
 /// Phase 1, CPython's `update_refs` and `subtract_refs` fused additively:
 /// each member's gc_refs get its strong count (less `held`), and each
-/// edge to a member found by tracing subtracts one. Clears the members'
-/// `DIRTY` flags if `clear_dirty`. Holes get [`REACHED`] (they are no
+/// edge to a member found by tracing subtracts one. Makes the members
+/// clean if `clear_dirty`. Holes get [`REACHED`] (they are no
 /// candidates); returns their number.
 ///
 /// A member flagged `LENT_MUT` whose counts do not prove its `&mut` ended
@@ -636,7 +638,7 @@ pub(crate) struct Scratch {
     /// gc_refs per member position.
     pub(crate) refs: Vec<Cell<Refs>>,
     stack: Vec<usize>,
-    /// The `DIRTY` seeds of a full collection (range positions).
+    /// The dirty seeds of a full collection (range positions).
     seeds: Vec<usize>,
     /// Members lent out by `Gc::get_mut` not traced yet.
     late: Vec<usize>,

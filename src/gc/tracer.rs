@@ -28,7 +28,7 @@ pub(crate) const EXT: Refs = 1 << 61;
 /// Found reachable by `move_unreachable` (no count is this low); also
 /// given to holes, which are not candidates.
 pub(crate) const REACHED: Refs = Refs::MIN;
-/// A member of the range that a full collection from the `DIRTY` seeds
+/// A member of the range that a full collection from the dirty seeds
 /// has not met: outside the examined set, so (like [`REACHED`]) neither
 /// a root nor a candidate.
 pub(crate) const UNSEEN: Refs = REACHED;
@@ -67,7 +67,7 @@ pub(crate) enum Mode {
     /// `subtract_refs`: each edge into the collected range decrements the
     /// target's gc_refs.
     Subtract,
-    /// `subtract_refs` of a full collection from the `DIRTY` seeds, whose
+    /// `subtract_refs` of a full collection from the dirty seeds, whose
     /// members start [`UNSEEN`]: as `Subtract`, and a target met for the
     /// first time joins the examined set and is pushed on the stack.
     Discover,
