@@ -19,7 +19,10 @@
 //!    roots; every candidate reachable from them is marked by tracing
 //!    them again, with an explicit stack (no recursion), until all
 //!    candidates are reached or the roots run out. The candidates left
-//!    are unreachable.
+//!    are unreachable. A full collection from the dirty seeds first
+//!    follows the parent links its phase 1 recorded
+//!    ([`resolve_through_parents`]), which settles most shapes without
+//!    tracing again.
 //! 3. [`rebuild_and_promote`]: reachable members are packed at the start
 //!    of the range (only moved ones get their index rewritten), objects
 //!    allocated meanwhile follow; boundaries move so survivors join
