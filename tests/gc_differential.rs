@@ -487,7 +487,7 @@ fn differential_larger_graphs() {
 // ---------------------------------------------------------------------------
 // Long histories: full collections examine only what is reachable from the
 // objects decremented to a non-zero count since the last full collection
-// (the `DIRTY` seeds; see the `collector` module), so garbage left by one
+// (the dirty seeds; see the `collector` module), so garbage left by one
 // collection must still be found by a later one, whatever happened between
 // them: young collections, freeze/unfreeze, more mutations.
 

@@ -28,6 +28,9 @@
 //!   trace; `Rc` has no collection and is left out.
 //! * `clone_drop`: clone and drop one handle to a tracked node, 1,000
 //!   times per iteration [<= 1.2x `Rc`].
+//! * `deref_untracked`, `deref_tracked`: 1,000 handles to `u64`s / to
+//!   tree leaves and nodes, each dereferenced 100 times (a sum) [<= 1.05x
+//!   `Rc` for the untracked ones].
 //! * `unsized_str`, `unsized_slice_u64`: create and drop 100k `Gc<str>`
 //!   (24 bytes) / `Gc<[u64]>` (16 elements) from borrowed data, beside
 //!   `Rc<str>` / `Rc<[u64]>` (issue 13) [<= 1.1x `Rc`].
@@ -74,6 +77,20 @@ fn tree_nodes(max: usize) -> usize {
         .step_by(2)
         .map(|d| (1usize << (max - d + 4)) * ((1usize << (d + 1)) - 1))
         .sum()
+}
+
+/// Sums `value(handle)` over `handles`, `reps` times: one dereference per
+/// handle and repetition.
+macro_rules! deref_sum {
+    ($handles:expr, $reps:expr, |$h:ident| $value:expr) => {{
+        let mut sum = 0u64;
+        for _ in 0..$reps {
+            for $h in black_box($handles) {
+                sum = sum.wrapping_add($value);
+            }
+        }
+        sum
+    }};
 }
 
 /// Generates the workloads for one collector. `$P` is the pointer type,
@@ -185,6 +202,30 @@ macro_rules! workloads {
             for _ in 0..n {
                 drop(black_box(h.clone()));
             }
+        }
+
+        pub fn deref_untracked(handles: &[$P<u64>], reps: usize) -> u64 {
+            deref_sum!(handles, reps, |h| **h)
+        }
+
+        pub fn deref_tracked(handles: &[$P<TreeNode>], reps: usize) -> u64 {
+            deref_sum!(handles, reps, |h| matches!(**h, TreeNode::End) as u64)
+        }
+
+        pub fn new_u64(i: u64) -> $P<u64> {
+            $new(i)
+        }
+
+        /// A leaf for even `i`, a node with two leaves for odd `i`.
+        pub fn new_tree(i: u64) -> $P<TreeNode> {
+            $new(if i % 2 == 0 {
+                TreeNode::End
+            } else {
+                TreeNode::Nested {
+                    left: $new(TreeNode::End),
+                    right: $new(TreeNode::End),
+                }
+            })
         }
 
         /// Rings built while the earlier ones are held, then all dropped
@@ -605,6 +646,29 @@ mod rc {
         }
     }
 
+    pub fn deref_untracked(handles: &[Rc<u64>], reps: usize) -> u64 {
+        deref_sum!(handles, reps, |h| **h)
+    }
+
+    pub fn deref_tracked(handles: &[Rc<TreeNode>], reps: usize) -> u64 {
+        deref_sum!(handles, reps, |h| matches!(**h, TreeNode::End) as u64)
+    }
+
+    pub fn new_u64(i: u64) -> Rc<u64> {
+        Rc::new(i)
+    }
+
+    pub fn new_tree(i: u64) -> Rc<TreeNode> {
+        Rc::new(if i % 2 == 0 {
+            TreeNode::End
+        } else {
+            TreeNode::Nested {
+                left: Rc::new(TreeNode::End),
+                right: Rc::new(TreeNode::End),
+            }
+        })
+    }
+
     pub fn rings_held(count: usize, len: usize) {
         let mut held = Vec::with_capacity(count);
         for _ in 0..count {
@@ -837,6 +901,35 @@ fn clone_drop(c: &mut Criterion) {
     g.finish();
 }
 
+/// Dereferences: 1,000 handles read 100 times each (a sum), to `u64`s
+/// (untracked, no drop glue: `Gc` compiles to what `Rc` does) and to tree
+/// leaves (tracked: `Gc` tests its flags word first, since the collector
+/// may have dropped the value).
+fn derefs(c: &mut Criterion) {
+    const HANDLES: u64 = 1000;
+    const REPS: usize = 100;
+    macro_rules! group {
+        ($name:literal, $make:ident, $read:ident) => {{
+            let mut g = configure(c, $name, HANDLES as usize * REPS);
+            macro_rules! one {
+                ($label:literal, $m:ident) => {{
+                    let v: Vec<_> = (0..HANDLES).map($m::$make).collect();
+                    g.bench_function($label, |b| b.iter(|| $m::$read(&v, REPS)));
+                }};
+            }
+            one!("Rc", rc);
+            one!("pymem", pm);
+            one!("gcmodule", gcm);
+            one!("bacon_rajan_cc", bacon);
+            one!("rust-cc", rcc);
+            one!("dumpster", dump);
+            g.finish();
+        }};
+    }
+    group!("deref_untracked", new_u64, deref_untracked);
+    group!("deref_tracked", new_tree, deref_tracked);
+}
+
 /// `Gc<str>` and `Gc<[u64]>` created from borrowed data and dropped,
 /// beside `Rc<str>` / `Rc<[u64]>` (issue 13: within 1.1x). Both are
 /// untracked: a 16-byte header, as `Rc`'s.
@@ -1009,6 +1102,7 @@ criterion_group!(
     dlists,
     full_collect,
     clone_drop,
+    derefs,
     shapes
 );
 // As `criterion_main!(benches)`, but on a thread with a 2 GiB stack:

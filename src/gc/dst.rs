@@ -80,7 +80,7 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     pub fn from_box(b: Box<T>) -> Gc<T> {
         let layout = Layout::for_value::<T>(&b);
         let header = <T as GcLayout>::__gc_header(&b);
-        let dst = allocate(layout, header, 1, 1, 0);
+        let dst = allocate(layout, header, 1, 1);
         let src: *mut T = Box::into_raw(b);
         let value = with_metadata_of(src, dst);
         // SAFETY: the new allocation has room for a value of `layout`
@@ -127,7 +127,7 @@ fn allocate_slice<T: Trace>(len: usize) -> (NonNull<[T]>, usize) {
     } else {
         None
     };
-    let elems = allocate(value, header, 1, 1, 0).cast::<T>();
+    let elems = allocate(value, header, 1, 1).cast::<T>();
     (NonNull::slice_from_raw_parts(elems, len), prefix(header))
 }
 

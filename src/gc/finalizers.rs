@@ -39,7 +39,7 @@ use std::ptr::{self, NonNull};
 
 use super::collector::{find_reachable, Panic, Scratch};
 use super::header::{
-    release_implicit_weak, value_of, GcHeader, Lay, ObjPtr, VTable, DEAD, DIRTY, DROPPED,
+    release_implicit_weak, value_of, GcHeader, Lay, ObjPtr, VTable, CLEAN, DEAD, DROPPED,
     FINALIZER_PENDING, FINALIZER_RAN, UNTRACKED,
 };
 use super::ptr::Gc;
@@ -263,7 +263,7 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
         s.set(n);
         if n > 0 {
             // Resurrected: the object stays tracked, as it was.
-            if !h.has(DIRTY) {
+            if h.has(CLEAN) {
                 state::with(|st| st.note_dirty(h));
             }
             if let Some(p) = panic {
@@ -278,10 +278,7 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
     let callback_panic = state::with(|st: &State| {
         // SAFETY: the object is live (strong == 0, value not dropped);
         // this reference ends before the drop.
-        let h = unsafe { GcHeader::of(obj) };
-        if !h.has(UNTRACKED) {
-            st.untrack(obj, h);
-        }
+        st.untrack(unsafe { GcHeader::of(obj) });
         // SAFETY: strong == 0, value live and dropped once, by the
         // trashcan; its weak callbacks run after that drop, whenever the
         // trashcan performs it.
@@ -419,7 +416,7 @@ fn revive(st: &State, objs: &[ObjPtr]) -> Option<Panic> {
     for &p in objs {
         // SAFETY: the collector holds a count on each object.
         let h = unsafe { GcHeader::of(p) };
-        h.clear_flags(DEAD | DIRTY);
+        h.clear_flags(DEAD);
         // They may still hold cycles: generation 0 is examined next time.
         st.retrack(p, h);
     }
@@ -433,7 +430,7 @@ fn revive(st: &State, objs: &[ObjPtr]) -> Option<Panic> {
             // SAFETY: live, tracked; strong == 0 so no one else will drop
             // the value; the header is valid until the weak count goes.
             let h = unsafe { GcHeader::of(p) };
-            st.untrack(p, h);
+            st.untrack(h);
             let callbacks = take_callbacks(p, h);
             h.set_flags(DROPPED | DEAD);
             // SAFETY: as above; the value is dropped once, here.

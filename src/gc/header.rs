@@ -6,7 +6,6 @@
 //!         ┌────────────────────────────┬──────────────┬───────────┐
 //!         │ weak word                  │ strong usize │ value: T  │
 //!         │ weak<<SHIFT | NO_HEADER    │              │           │
-//!         │             | DIRTY        │              │           │
 //!         └────────────────────────────┴──────────────┴───────────┘
 //!  tracked, 32 bytes (sized values, and trait objects: the concrete type's):
 //!  ┌──────────────┬──────────────┬────────────────────┬──────────────┬───────────┐
@@ -17,7 +16,7 @@
 //!  tracked slice [T], 40 bytes: the element count precedes the header,
 //!  so that the type-erased vtable can rebuild the wide pointer.
 //!  gc word = index in the generation list << SHIFT (9)
-//!          | flags (bits 0-7: DIRTY UNTRACKED DEAD DROPPED FINALIZER_RAN
+//!          | flags (bits 0-7: CLEAN UNTRACKED DEAD DROPPED FINALIZER_RAN
 //!                   FINALIZER_PENDING WEAK_CALLBACKS LENT_MUT;
 //!                   bit 8, NO_HEADER, is never set in a gc word)
 //! ```
@@ -28,20 +27,24 @@
 //! the weak word of an untracked one.
 //!
 //! Invariant of an untracked object's flags word: its flag bits are
-//! exactly `NO_HEADER | DIRTY`, from `allocate` on (nothing sets or
-//! clears a flag in it; the weak count lives above `SHIFT`). So the
-//! tests the handle's hot paths make on the flags word need not know
-//! the kind of allocation: `drop` leaving other handles tests
-//! `(DIRTY | LENT_MUT) != DIRTY` (false: it never asks the collector to
-//! mark an untracked object), `deref`/`try_deref` test
-//! `DROPPED | LENT_MUT` and `get_mut`/`try_unwrap`/`Weak::upgrade`
-//! `DROPPED | DEAD` (all clear). For tracked objects these are the tests
-//! they were before unsized values existed, and an untracked one pays
-//! one load and test in `deref` and in a `drop` that leaves other
-//! handles. The `DIRTY` there is only for that shared test: the
-//! collector never takes an untracked object's flags word for a gc word
-//! (its index, `DIRTY` seed or `LENT_MUT`). It reaches objects through
-//! its list (tracked ones only: `track_new` asks `NO_HEADER` first),
+//! exactly `NO_HEADER`, from `allocate` on (nothing sets or clears a flag
+//! in it; the weak count lives above `SHIFT`). So the tests the handle's
+//! hot paths make on the flags word need not know the kind of
+//! allocation: `drop` leaving other handles tests `CLEAN | LENT_MUT`
+//! (clear: it never asks the collector to mark an untracked object),
+//! `deref`/`try_deref` test `DROPPED | LENT_MUT` and
+//! `get_mut`/`try_unwrap`/`Weak::upgrade` `DROPPED | DEAD` (all clear);
+//! and the last `drop` of an untracked object without `Weak`s finds the
+//! word equal to `NO_HEADER | WEAK_ONE` (one compare), so it frees the
+//! allocation without writing the word back. For tracked objects these
+//! are the tests they were before unsized values existed. Handles of a
+//! sized type that is never tracked (see [`statically_untracked`]) skip
+//! the tests of `drop` and `trace`, and of `deref` when the value has no
+//! drop glue; other handles to untracked objects pay one load and test
+//! in `deref` and in a `drop` that leaves other handles. The collector
+//! never takes an untracked object's flags word for a gc word (its
+//! index, `CLEAN` or `LENT_MUT`). It reaches objects through its list
+//! (tracked ones only: `track_new` asks `NO_HEADER` first),
 //! `dirty_slots` (set by `note_dirty`, called for tracked objects only,
 //! as above) and edges: `Tracer::visit` reads the flags word of every
 //! target and returns at once when it says `NO_HEADER` (one mask with
@@ -91,14 +94,20 @@ pub(crate) type ObjPtr = *const Counts;
 /// Bits of the low bits of the gc word (and of an untracked object's weak
 /// word).
 pub(crate) const SHIFT: u32 = 9;
-/// Strong count decremented to a non-zero value since the collector last
-/// looked (the skip rule, see `collector`). Always set in an untracked
-/// object's flags word, so that `drop` never reports one.
-pub(crate) const DIRTY: usize = 1 << 0;
+/// The object is *clean*: its strong count has not been decremented to a
+/// non-zero value since the last full collection that examined it (or
+/// since it was tracked); an object without the flag is *dirty* (the skip
+/// rule and the seeds of full collections, see `collector`). `Gc::drop`
+/// clears it on such a decrement (`State::note_dirty`). Stored as the
+/// complement of "dirty" so that `drop` tests one mask, `CLEAN |
+/// LENT_MUT`, for both reasons to call the collector; never set in an
+/// untracked object's flags word, so that `drop` never reports one.
+pub(crate) const CLEAN: usize = 1 << 0;
 /// Not in the generation list (the index is stale): being freed, garbage
-/// being reclaimed, resurrected after its value was dropped, under
-/// construction in `new_cyclic`, or created after the thread's collector
-/// was torn down.
+/// being reclaimed, resurrected after its value was dropped, not listed
+/// yet (from `allocate` until `track_new`; under construction in
+/// `new_cyclic`), or created after the thread's collector was torn down
+/// (or while a collection could not grow the list).
 pub(crate) const UNTRACKED: usize = 1 << 1;
 /// Found unreachable: `Weak::upgrade` returns `None`.
 pub(crate) const DEAD: usize = 1 << 2;
@@ -129,7 +138,7 @@ pub(crate) const NO_HEADER: usize = 1 << 8;
 /// The flag bits.
 pub(crate) const FLAG_MASK: usize = (1 << SHIFT) - 1;
 /// One weak reference, in a weak word.
-const WEAK_ONE: usize = 1 << SHIFT;
+pub(crate) const WEAK_ONE: usize = 1 << SHIFT;
 
 /// Per-type operations the type-erased collector needs.
 ///
@@ -218,6 +227,25 @@ pub(crate) unsafe fn flags_word<'a>(obj: ObjPtr) -> &'a Cell<usize> {
     unsafe { &*obj.cast::<Cell<usize>>().sub(1) }
 }
 
+/// The low byte of the flags word of any object (flags 0-7: `CLEAN` to
+/// `LENT_MUT`). `Gc::drop` tests it when other handles remain: a load of
+/// its own, which the compiler does not merge with (and hoist as) the
+/// word the last drop reads, so the common path stays one test of memory.
+///
+/// # Safety
+/// As [`flags_word`].
+#[inline(always)]
+pub(crate) unsafe fn low_flags(obj: ObjPtr) -> u8 {
+    const LOW: usize = if cfg!(target_endian = "little") {
+        0
+    } else {
+        size_of::<usize>() - 1
+    };
+    // SAFETY: a byte of the flags word (`flags_word`'s contract); only
+    // read, never through a reference that outlives this call.
+    unsafe { *flags_word(obj).as_ptr().cast::<u8>().add(LOW) }
+}
+
 /// The word holding the weak count of an object whose flags word is
 /// `flags`: the flags word itself if it says `NO_HEADER`, the header's
 /// otherwise.
@@ -251,12 +279,18 @@ pub(crate) fn inc_weak(w: &Cell<usize>) {
     }
 }
 
-/// Removes a weak reference from a weak word; returns how many remain.
+/// Removes a weak reference from a weak word; returns whether it was the
+/// last one, in which case the word is left as it was (the caller frees
+/// the allocation: one compare with memory, no store).
 #[inline(always)]
-pub(crate) fn dec_weak(w: &Cell<usize>) -> usize {
-    let n = w.get() - WEAK_ONE;
-    w.set(n);
-    weak_count(n)
+pub(crate) fn dec_weak_is_last(w: &Cell<usize>) -> bool {
+    let n = w.get();
+    // The flags are below WEAK_ONE: a count of one is a word below two.
+    if n < 2 * WEAK_ONE {
+        return true;
+    }
+    w.set(n - WEAK_ONE);
+    false
 }
 
 /// Adds a strong handle; aborts on overflow, as `Rc` does.
@@ -267,6 +301,39 @@ pub(crate) fn inc_strong(c: &Counts) {
     if s == 0 {
         std::process::abort();
     }
+}
+
+/// Whether `T` is a sized type that is never tracked: for a sized `T`
+/// the constant `!T::may_contain_gc()` (through [`GcLayout`]'s blanket
+/// impl, which does not read the value), which code generic over `T:
+/// ?Sized` cannot name directly; `false` for unsized types (`str`,
+/// slices, trait objects), whose answer is per allocation, in its flags
+/// word. So a `Gc<u64>` handle compiles to what an `Rc<u64>` handle
+/// does, and a `Gc<dyn Trait>` handle tests its flags word.
+///
+/// The handle's hot paths use it only where trusting it cannot break
+/// memory safety even if a hand-written `may_contain_gc` answers
+/// differently on different calls (rule 4 of `Trace`'s safety section,
+/// whose allocation may then be tracked after all): skipping the
+/// collector's mark in `drop` (the skip rule may then miss that object's
+/// cycles: a leak; a stale `LENT_MUT` stays set: conservative) and the
+/// edge in `trace` (a missed edge: a leak), and the `DROPPED | LENT_MUT`
+/// test of `deref` only for values without drop glue (whose bytes
+/// `drop_in_place` leaves as they were, in memory that stays allocated
+/// while a handle exists). The last `drop` still reads the flags word:
+/// it decides how the memory is freed.
+///
+/// [`GcLayout`]: super::trace::GcLayout
+#[inline(always)]
+pub(crate) fn statically_untracked<T: ?Sized + Trace>(value: NonNull<T>) -> bool {
+    size_of::<*const T>() == size_of::<ObjPtr>()
+        // SAFETY: `value` points at the value of a live allocation (the
+        // callers hold a handle). The value may have been dropped by the
+        // collector: the reference only carries the address (a
+        // reference's validity does not depend on the memory it points
+        // to, t-opsem's decision in rust-lang/unsafe-code-guidelines#414),
+        // and for a sized `T` `__gc_header` does not read it.
+        && unsafe { value.as_ref() }.__gc_header().is_none()
 }
 
 /// What the header of a tracked allocation holds besides the gc word: the
@@ -358,8 +425,10 @@ impl Placement {
 
 /// Allocates memory for an object whose value has layout `value`: writes
 /// the counts and, if `header` is given (a tracked object), the header
-/// with gc word `gc` (and the slice length); an untracked object's flags
-/// word gets `NO_HEADER | DIRTY`. The value is left uninitialised.
+/// (and the slice length) with the gc word `UNTRACKED`, until `track_new`
+/// lists it (so that a handle dropped before, as a panic unwinds, finds
+/// no list index to remove); an untracked object's flags word gets
+/// `NO_HEADER`. The value is left uninitialised.
 /// Returns the pointer to where the value goes, carrying the provenance
 /// of the whole allocation.
 ///
@@ -372,7 +441,6 @@ pub(crate) fn allocate(
     header: Option<HeaderSpec>,
     strong: usize,
     weak: usize,
-    gc: usize,
 ) -> NonNull<u8> {
     let pl = Placement::new(value.size(), value.align(), prefix(header));
     let layout = pl.layout();
@@ -401,17 +469,14 @@ pub(crate) fn allocate(
                     GcHeader {
                         vtable: h.vtable,
                         weak: Cell::new(weak * WEAK_ONE),
-                        gc: Cell::new(gc),
+                        gc: Cell::new(UNTRACKED),
                     },
                 );
                 if let Some(len) = h.slice_len {
                     ptr::write(hp.cast::<usize>().sub(1), len);
                 }
             }
-            None => ptr::write(
-                counts.cast::<usize>().sub(1),
-                (weak * WEAK_ONE) | NO_HEADER | DIRTY,
-            ),
+            None => ptr::write(counts.cast::<usize>().sub(1), (weak * WEAK_ONE) | NO_HEADER),
         }
         NonNull::new_unchecked(value)
     }
@@ -596,7 +661,7 @@ unsafe fn dealloc_slice<T: Trace>(obj: ObjPtr) {
 pub(crate) unsafe fn release_implicit_weak(obj: ObjPtr) {
     // SAFETY: live tracked object per the contract.
     let h = unsafe { GcHeader::of(obj) };
-    if dec_weak(&h.weak) == 0 {
+    if dec_weak_is_last(&h.weak) {
         // SAFETY: no strong and no weak handle remain; tracked, so the
         // header (and vtable) exists.
         unsafe { (h.vtable.dealloc)(obj) }

@@ -30,7 +30,7 @@
 //! ```text
 //!  untracked (the value can hold no Gc), 16 bytes like Rc:
 //!         ┌──────────────────────────────────┬──────────────┬───────────┐
-//!         │ weak<<SHIFT | NO_HEADER | DIRTY   │ strong usize │ value: T  │
+//!         │ weak<<SHIFT | NO_HEADER           │ strong usize │ value: T  │
 //!         └──────────────────────────────────┴──────────────┴───────────┘
 //!  tracked, 32 bytes (a slice: 40, its length before the vtable):
 //!  ┌───────────────┬──────────────┬──────────────────┬──────────────┬───────────┐
@@ -48,13 +48,16 @@
 //! not written); its low 9 bits hold flags (bit 7 is `LENT_MUT`, see
 //! below; bit 8, `NO_HEADER`, is set only in an untracked object's weak
 //! word). The word before the strong count is a flags word in both
-//! layouts (an untracked object's says `NO_HEADER | DIRTY` and never
-//! anything else), so `clone`, `drop` and `deref` need not know the kind
-//! of object: for tracked ones they are one flag test away from `Rc`'s
-//! code (the value may have been dropped by the collector, or lent out by
-//! `Gc::get_mut`, see below), and an untracked one pays a load and test
-//! in `deref`. `T` may be unsized (`str`, `[T]`, `dyn Trait`); see
-//! `header`.
+//! layouts (an untracked object's says `NO_HEADER` and never anything
+//! else), so `clone`, `drop` and `deref` need not know the kind of
+//! object: for tracked ones they are one flag test away from `Rc`'s code
+//! (the value may have been dropped by the collector, or lent out by
+//! `Gc::get_mut`, see below). For a sized type that is never tracked
+//! (`Gc<u64>`, a derived struct of plain fields) the compiler knows the
+//! answer, and the handle is `Rc`'s code: no test in `drop`, none in
+//! `deref` when the value has no drop glue; other untracked handles
+//! (`Gc<String>`, `Gc<str>`) pay a load and test in `deref`. `T` may be
+//! unsized (`str`, `[T]`, `dyn Trait`); see `header`.
 //!
 //! # Tracking
 //!

@@ -12,9 +12,10 @@ use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::header::{
-    allocate, counts_of, dec_weak, flags_word, free, inc_strong, inc_weak, weak_count, weak_word,
-    Counts, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZER_PENDING, LENT_MUT, NO_HEADER,
-    SHIFT, TRACKED_PREFIX, UNTRACKED, UNTRACKED_PREFIX, WEAK_CALLBACKS,
+    allocate, counts_of, dec_weak_is_last, flags_word, free, inc_strong, inc_weak, low_flags,
+    statically_untracked, weak_count, weak_word, Counts, GcHeader, Lay, ObjPtr, CLEAN, DEAD,
+    DROPPED, FINALIZER_PENDING, LENT_MUT, NO_HEADER, SHIFT, TRACKED_PREFIX, UNTRACKED,
+    UNTRACKED_PREFIX, WEAK_CALLBACKS, WEAK_ONE,
 };
 use super::state;
 use super::trace::{GcLayout, Trace};
@@ -102,7 +103,7 @@ pub(crate) unsafe fn deallocate<T: ?Sized>(ptr: NonNull<T>, flags: usize) {
 pub(crate) unsafe fn release_weak<T: ?Sized>(ptr: NonNull<T>, flags: usize) {
     // SAFETY: live until the weak count reaches zero.
     let w = unsafe { weak_word(counts_of(ptr), flags) };
-    if dec_weak(w) == 0 {
+    if dec_weak_is_last(w) {
         // SAFETY: no handle of any kind remains.
         unsafe { deallocate(ptr, flags) }
     }
@@ -179,7 +180,7 @@ impl<T: Trace + 'static> Gc<T> {
     #[inline(always)]
     pub fn new(value: T) -> Gc<T> {
         let header = <T as GcLayout>::__gc_header(&value);
-        let p = allocate(Layout::new::<T>(), header, 1, 1, 0).cast::<T>();
+        let p = allocate(Layout::new::<T>(), header, 1, 1).cast::<T>();
         // SAFETY: fresh allocation; the value slot is in bounds and aligned.
         unsafe { ptr::write(p.as_ptr(), value) };
         // SAFETY: `p` is a fully initialised object we own one count of.
@@ -209,7 +210,7 @@ impl<T: Trace + 'static> Gc<T> {
         // strong 0, weak 1 (the `Weak` handed to `data_fn`); untracked until
         // the value is written.
         let header = T::may_contain_gc().then_some(Lay::<T>::HEADER);
-        let p = allocate(Layout::new::<T>(), header, 0, 1, UNTRACKED).cast::<T>();
+        let p = allocate(Layout::new::<T>(), header, 0, 1).cast::<T>();
         // SAFETY: `p` is a live allocation with weak == 1, owned by this
         // Weak.
         let weak = unsafe { Weak::from_inner(p) };
@@ -225,9 +226,7 @@ impl<T: Trace + 'static> Gc<T> {
         std::mem::forget(weak);
         // SAFETY: initialised, strong == 1 owned by this handle.
         let this = unsafe { Gc::from_inner(p) };
-        if this.has_header() {
-            this.header().clear_flags(UNTRACKED);
-        }
+        // Still UNTRACKED (from `allocate`) until listed here.
         Gc::track_new(&this);
         this
     }
@@ -258,7 +257,7 @@ impl<T: Trace + 'static> Gc<T> {
         let mut callbacks = None;
         if this.has_header() {
             let h = this.header();
-            state::with(|st| st.untrack(obj, h));
+            state::with(|st| st.untrack(h));
             h.set_flags(DROPPED);
             if h.has(WEAK_CALLBACKS) {
                 callbacks = super::weak_callbacks::take_on_unwrap(obj, h);
@@ -404,14 +403,20 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     #[inline(always)]
     pub fn try_deref(this: &Self) -> Option<&T> {
         // One test for both rare states; an untracked object's flags word
-        // (its weak word) never says DROPPED or LENT_MUT.
-        if this.flags() & (DROPPED | LENT_MUT) != 0 && !deref_flagged(this.obj()) {
+        // (its weak word) never says DROPPED or LENT_MUT, and a sized type
+        // that is never tracked and has no drop glue needs no test at all
+        // (see `statically_untracked`).
+        let tested = std::mem::needs_drop::<T>() || !statically_untracked(this.ptr);
+        if tested && this.flags() & (DROPPED | LENT_MUT) != 0 && !deref_flagged(this.obj()) {
             return None;
         }
         // SAFETY: the handle keeps the allocation alive, the value is not
-        // dropped (DROPPED is clear), and no `&mut` from `Gc::get_mut`
-        // is alive: that one borrows the only handle, so reading through
-        // `this` proves it ended (LENT_MUT is clear now).
+        // dropped (DROPPED is clear, or the value has no drop glue and so
+        // was left as it was), and no `&mut` from `Gc::get_mut` is alive:
+        // that one borrows the only handle, so reading through `this`
+        // proves it ended (LENT_MUT is clear now, or stays set on an
+        // object whose type never asks: the collector then only treats it
+        // as referenced from outside).
         Some(unsafe { this.ptr.as_ref() })
     }
 
@@ -514,69 +519,121 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
         unsafe { release_weak(ptr, 0) }
     }
 
-    /// The last strong handle is gone: drops the value (an untracked
-    /// object's here, a tracked one's through the trashcan after leaving
-    /// the collector's list) and releases the strong handles' weak
-    /// reference. Out of line, so that `Gc`'s inlined `drop` stays small
-    /// whatever `T` is.
+    /// The last strong handle is gone: frees an untracked value without
+    /// drop glue and `Weak`s at once (`Rc`'s inline path), hands a listed
+    /// tracked object without rare flags to [`drop_listed`], and
+    /// everything else to [`drop_slow`].
+    ///
+    /// [`drop_listed`]: Self::drop_listed
+    /// [`drop_slow`]: Self::drop_slow
     ///
     /// # Safety
-    /// We released the last strong count of this live object.
+    /// We released the last strong count of the live object at `ptr`.
+    #[inline(always)]
+    unsafe fn drop_last(ptr: NonNull<T>) {
+        // SAFETY: the allocation is live until freed below.
+        let w = unsafe { flags_word(counts_of(ptr)) }.get();
+        if !std::mem::needs_drop::<T>() && w == NO_HEADER | WEAK_ONE {
+            // Untracked, no `Weak` (the strong handles' implicit one is the
+            // only weak reference), nothing to drop: the word need not be
+            // written back.
+            // SAFETY: strong == weak == 0 now, and the value needs no drop.
+            unsafe { deallocate(ptr, NO_HEADER) }
+        } else if statically_untracked(ptr) {
+            // SAFETY: forwarded contract (`drop_untracked` checks that the
+            // object is untracked, and reads its flags word itself, so that
+            // the test above compares with memory).
+            unsafe { Self::drop_untracked(ptr) }
+        } else if w & (NO_HEADER | DROPPED | UNTRACKED | FINALIZER_PENDING | WEAK_CALLBACKS) == 0 {
+            // SAFETY: forwarded contract; tracked (not NO_HEADER), listed
+            // (not UNTRACKED) at index `w >> SHIFT`, value live.
+            unsafe { Self::drop_listed(ptr, w) }
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { Self::drop_slow(ptr) }
+        }
+    }
+
+    /// The last strong handle of a listed tracked object without rare
+    /// flags is gone: leaves the list, then drops the value (through the
+    /// trashcan) and releases the implicit weak reference. Out of line,
+    /// so that `Gc`'s inlined `drop` stays small whatever `T` is; its
+    /// only frame is the trashcan's.
+    ///
+    /// # Safety
+    /// As [`drop_last`](Self::drop_last), and `w` is the object's gc word,
+    /// without `NO_HEADER`, `UNTRACKED`, `DROPPED` or a pending finalizer
+    /// or weak callbacks.
     #[inline(never)]
-    unsafe fn drop_slow(&mut self) {
-        let w = self.flags();
-        if w & NO_HEADER != 0 {
-            // SAFETY: forwarded contract.
-            return unsafe { Self::drop_untracked(self.ptr, w) };
-        }
-        if w & (DROPPED | UNTRACKED | FINALIZER_PENDING | WEAK_CALLBACKS) != 0 {
-            // SAFETY: forwarded contract.
-            return unsafe { self.drop_slow_unlisted(w) };
-        }
+    unsafe fn drop_listed(ptr: NonNull<T>, w: usize) {
         let st = state::state();
-        st.untrack_at(self.obj(), w >> SHIFT);
+        st.untrack_at(w >> SHIFT);
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object(st, self.ptr) }
+        unsafe { trashcan::drop_object(st, ptr) }
     }
 
-    /// `drop_slow` for an untracked object (whose flags word, `w`, is its
-    /// weak word). Out of line: its frame (the value's drop) must not
-    /// weigh on the tracked path, which nests through the trashcan.
+    /// `drop_last` for everything but the two common cases: an untracked
+    /// object, or a tracked one that is not in the list or has a rare
+    /// flag.
     ///
     /// # Safety
-    /// As `drop_slow`.
-    #[inline(never)]
-    unsafe fn drop_untracked(ptr: NonNull<T>, w: usize) {
-        // SAFETY: untracked values hold no Gc and are never reached by the
-        // collector; strong == 0 gives us the value, dropped once, then the
-        // implicit weak count is released.
-        unsafe {
-            ptr::drop_in_place(ptr.as_ptr());
-            release_weak(ptr, w);
-        }
-    }
-
-    /// `drop_slow` for a tracked object that is not in the list; `w` is its
-    /// gc word, as `drop_slow` read it.
+    /// As [`drop_last`](Self::drop_last).
     #[cold]
     #[inline(never)]
-    unsafe fn drop_slow_unlisted(&mut self, w: usize) {
+    unsafe fn drop_slow(ptr: NonNull<T>) {
+        // SAFETY: live until freed.
+        let w = unsafe { flags_word(counts_of(ptr)) }.get();
+        if w & NO_HEADER != 0 {
+            // SAFETY: forwarded contract.
+            return unsafe { Self::drop_untracked(ptr) };
+        }
         if w & DROPPED != 0 {
             // A handle resurrected from a Drop run by the collector: the
             // value is gone, only the memory remains.
             // SAFETY: strong == 0 and the value is dropped.
-            unsafe { Self::release_weak(self.ptr) };
+            unsafe { Self::release_weak(ptr) };
             return;
         }
         if w & (FINALIZER_PENDING | WEAK_CALLBACKS) != 0 {
             // A pending finalizer or weak callbacks.
             // SAFETY: strong just reached 0 on this live tracked object.
-            return unsafe { super::finalizers::last_drop(self.ptr) };
+            return unsafe { super::finalizers::last_drop(ptr) };
         }
-        // Untracked (created after the thread's collector was torn down):
-        // just drop the value.
+        let st = state::state();
+        if w & UNTRACKED == 0 {
+            st.untrack_at(w >> SHIFT);
+        }
+        // Listed, or untracked (created after the thread's collector was
+        // torn down, or while a collection could not grow the list): drop
+        // the value.
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object(state::state(), self.ptr) }
+        unsafe { trashcan::drop_object(st, ptr) }
+    }
+
+    /// The last strong handle of an object that is usually untracked is
+    /// gone (an untracked one, or any handle of a type that is never
+    /// tracked). Out of line: its frame (the value's drop) must not weigh
+    /// on the callers.
+    ///
+    /// # Safety
+    /// As [`drop_last`](Self::drop_last).
+    #[inline(never)]
+    unsafe fn drop_untracked(ptr: NonNull<T>) {
+        // SAFETY: live until freed.
+        if unsafe { flags_word(counts_of(ptr)) }.get() & NO_HEADER == 0 {
+            // Tracked after all: a `may_contain_gc` that answered
+            // differently when the object was made (rule 4 of `Trace`).
+            // SAFETY: forwarded contract.
+            return unsafe { Self::drop_slow(ptr) };
+        }
+        // SAFETY: untracked values hold no Gc and are never reached by the
+        // collector; strong == 0 gives us the value, dropped once, then the
+        // implicit weak count is released (its word read afresh: the
+        // value's drop may have dropped `Weak`s to it).
+        unsafe {
+            ptr::drop_in_place(ptr.as_ptr());
+            release_weak(ptr, NO_HEADER);
+        }
     }
 }
 
@@ -624,21 +681,16 @@ impl<T: ?Sized + Trace + 'static> Drop for Gc<T> {
         let s = c.strong.get() - 1;
         c.strong.set(s);
         if s == 0 {
-            let w = self.flags();
-            if !std::mem::needs_drop::<T>() && w & NO_HEADER != 0 {
-                // Untracked, and the value needs no drop (a `Gc<u64>`):
-                // `Rc`'s inline path.
-                // SAFETY: strong == 0 and the value needs no drop.
-                unsafe { release_weak(self.ptr, w) }
-            } else {
-                // SAFETY: we released the last strong count.
-                unsafe { self.drop_slow() }
-            }
-        } else if self.flags() & (DIRTY | LENT_MUT) != DIRTY {
-            // Tracked (an untracked object's flags word always says DIRTY
-            // and never LENT_MUT), and one test for both: not yet DIRTY
-            // (the skip rule's mark), or LENT_MUT (which this use of the
-            // handle proves stale).
+            // SAFETY: we released the last strong count.
+            unsafe { Self::drop_last(self.ptr) }
+        } else if !statically_untracked(self.ptr)
+            // SAFETY: the handle keeps the allocation alive.
+            && unsafe { low_flags(self.obj()) } & (CLEAN | LENT_MUT) as u8 != 0
+        {
+            // Tracked (an untracked object's flags word has neither flag),
+            // and one test for both: still CLEAN (the skip rule must learn
+            // of this decrement), or LENT_MUT (which this use of the handle
+            // proves stale).
             note_dirty(self.header());
         }
     }
@@ -671,12 +723,18 @@ impl<T: ?Sized + Trace + 'static> Deref for Gc<T> {
 }
 
 // SAFETY: a Gc is one strong edge; visiting it is exactly its edge. Edges
-// to untracked objects cannot be part of a cycle: `visit` tells them by
+// to untracked objects cannot be part of a cycle: a handle whose type is
+// never tracked skips them at compile time, `visit` tells the others by
 // their flags word and ignores them.
 unsafe impl<T: ?Sized + Trace + 'static> Trace for Gc<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
-        tracer.visit(self.obj());
+        // A sized type that is never tracked: no test at run time (see
+        // `statically_untracked`: if a hand-written `may_contain_gc`
+        // broke its rule, the missed edge only leaks).
+        if !statically_untracked(self.ptr) {
+            tracer.visit(self.obj());
+        }
     }
 }
 

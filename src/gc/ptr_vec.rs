@@ -119,6 +119,16 @@ impl PtrVec {
         }
     }
 
+    /// Sets the length to `n` without a check.
+    ///
+    /// # Safety
+    /// `n <= len`.
+    #[inline(always)]
+    pub(crate) unsafe fn set_len(&self, n: usize) {
+        debug_assert!(n <= self.len.get());
+        self.len.set(n);
+    }
+
     /// Moves `[from, len)` down to `to` (`to <= from`) and truncates;
     /// returns the number of entries moved.
     pub(crate) fn move_tail(&self, from: usize, to: usize) -> usize {

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use super::collector::Panic;
 use super::debug;
 use super::finalizers::{finalize_garbage, handle_resurrected_objects};
-use super::header::{release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, UNTRACKED};
+use super::header::{release_implicit_weak, GcHeader, ObjPtr, CLEAN, DEAD, DROPPED, UNTRACKED};
 use super::saved_garbage;
 use super::state::{strong, State};
 use super::trashcan;
@@ -45,7 +45,7 @@ pub(crate) fn reclaim(st: &State, garbage: &mut Vec<ObjPtr>) -> (usize, Option<P
 
 /// CPython's `handle_weakrefs`: every member of the garbage stops
 /// upgrading (`DEAD`) before any value is dropped, is flagged
-/// `UNTRACKED` (out of the list) and `DIRTY` (a resurrected member is
+/// `UNTRACKED` (out of the list) and dirty (a resurrected member is
 /// examined again), and is held by a strong count the collector takes, so
 /// no `Drop` can free it under the collector's feet.
 fn handle_weakrefs(garbage: &[ObjPtr]) {
@@ -53,7 +53,8 @@ fn handle_weakrefs(garbage: &[ObjPtr]) {
         // SAFETY: garbage objects are live (their strong counts come from
         // each other).
         let h = unsafe { GcHeader::of(p) };
-        h.set_flags(UNTRACKED | DEAD | DIRTY);
+        h.set_flags(UNTRACKED | DEAD);
+        h.clear_flags(CLEAN);
         let s = strong(p);
         s.set(s.get() + 1);
     }

@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-use super::header::{Counts, GcHeader, ObjPtr, DIRTY, LENT_MUT, SHIFT, UNTRACKED};
+use super::header::{Counts, GcHeader, ObjPtr, CLEAN, LENT_MUT, SHIFT, UNTRACKED};
 use super::ptr_vec::PtrVec;
 use super::slot_bits::SlotBits;
 use super::GenStats;
@@ -50,17 +50,30 @@ pub(crate) const TEARDOWN_ROUNDS: usize = 16;
 ///   twice;
 /// * `live` is the number of non-null entries, `frozen` the number of
 ///   those below `start[0]`;
+/// * every tracked object not flagged `UNTRACKED` is listed (at the index
+///   its gc word holds): the refcount free takes that index on trust
+///   (the garbage a rebuild takes out of the list is flagged by
+///   `handle_weakrefs` before any other code runs; the teardown flags
+///   what is left);
+/// * `room <= cap - len` (the fast path of `Gc::new` pushes without
+///   looking at the capacity), and while an automatic collection can
+///   happen (enabled, threshold 0 non-zero, collector alive), `room` is 0
+///   or `count[0] + room <= threshold[0] + 1`, so that the fast path never
+///   carries count 0 past the point where CPython collects (the slow
+///   path then collects, or recomputes `room`: [`reset_room`]);
 /// * the `dirty` bit of generation `g` is set if an object of `g` has had
 ///   its strong count decremented to a non-zero value since `g` was last
 ///   examined (the skip rule relies on it; extra bits are allowed); in
-///   particular, if an object of `g` is flagged `DIRTY`;
-/// * an object flagged `DIRTY` has had its strong count decremented to a
-///   non-zero value since the last full collection that examined it
-///   (young collections leave the flag), and if it is listed at `i`,
+///   particular, if an object of `g` is dirty (not flagged `CLEAN`);
+/// * a dirty object has had its strong count decremented to a non-zero
+///   value since the last full collection that examined it (young
+///   collections leave the flag), and if it is listed at `i`,
 ///   `dirty_slots` bit `i` is set (extra bits are allowed: a seed is a
-///   listed `DIRTY` object whose bit is set). Unless `range_scan_next`
-///   is set, every garbage object is reachable from such a seed (see
+///   listed dirty object whose bit is set). Unless `range_scan_next` is
+///   set, every garbage object is reachable from such a seed (see
 ///   `collector`, "Full collections").
+///
+/// [`reset_room`]: Self::reset_room
 ///
 /// During the phases entries are only appended within the capacity (by
 /// a `trace` that breaks its contract), never moved, and the buffer never
@@ -69,11 +82,15 @@ pub(crate) const TEARDOWN_ROUNDS: usize = 16;
 /// debug builds after collections.
 ///
 /// `#[repr(C)]` with the fields `Gc::new` and the refcount free touch
-/// first (the list's ptr/len/cap, the counts, threshold 0, the generation
+/// first (the room, the list's ptr/len/cap, the counts, the generation
 /// boundaries, the trashcan depth and the state flags), so that the hot
 /// paths read one or two adjacent cache lines.
 #[repr(C, align(64))]
 pub(crate) struct State {
+    /// Tracked allocations `Gc::new` may make before its slow path runs:
+    /// one countdown for the list's capacity and threshold 0 (see the
+    /// invariants).
+    room: Cell<usize>,
     /// Tracked objects, oldest first (see the module docs).
     list: PtrVec,
     /// CPython's `generations[i].count`.
@@ -98,13 +115,13 @@ pub(crate) struct State {
     dead: Cell<bool>,
     /// Generation i may hold new cyclic garbage (see `collector`).
     dirty: Cell<u8>,
-    /// A DIRTY event happened during the phases.
+    /// An object became dirty during the phases.
     dirty_in_phases: Cell<bool>,
-    /// One bit per list slot: set where a `DIRTY` object is listed (see
-    /// the invariants).
+    /// One bit per list slot: set where a dirty object is listed (see the
+    /// invariants).
     dirty_slots: SlotBits,
     /// The next full collection must examine its whole range, not only
-    /// what is reachable from the `DIRTY` objects (after `unfreeze`, a
+    /// what is reachable from the dirty objects (after `unfreeze`, a
     /// conservative or abandoned full collection).
     range_scan_next: Cell<bool>,
     /// Full collections left that scan their whole range because the
@@ -139,6 +156,7 @@ const GS0: GenStats = GenStats {
 thread_local! {
     static STATE: State = const {
         State {
+            room: Cell::new(0),
             list: PtrVec::new(),
             count: [Cell::new(0), Cell::new(0), Cell::new(0)],
             threshold: [Cell::new(700), Cell::new(10), Cell::new(10)],
@@ -229,7 +247,8 @@ impl State {
     }
 
     pub(crate) fn set_enabled(&self, on: bool) {
-        self.enabled.set(on)
+        self.enabled.set(on);
+        self.reset_room();
     }
 
     pub(crate) fn thresholds(&self) -> (usize, usize, usize) {
@@ -241,6 +260,7 @@ impl State {
         self.threshold[0].set(t0);
         self.threshold[1].set(t1);
         self.threshold[2].set(t2);
+        self.reset_room();
     }
 
     /// CPython's `gc.get_count()`.
@@ -350,27 +370,29 @@ impl State {
 
 impl State {
     /// Runs CPython's automatic collection check, then tracks `obj` (a
-    /// fresh allocation) in generation 0.
+    /// fresh allocation) in generation 0, clean.
     ///
-    /// The fast path (no collection due, room in the list) is a handful of
-    /// instructions inlined into `Gc::new`; everything else is in
-    /// [`track_slow`](Self::track_slow).
+    /// The fast path (room left: no collection due, no growth needed) is
+    /// a handful of instructions inlined into `Gc::new`, one countdown
+    /// instead of the count, threshold, length and capacity; everything
+    /// else is in [`track_slow`](Self::track_slow).
     #[inline(always)]
     pub(crate) fn maybe_collect_then_track(&self, obj: ObjPtr, h: &GcHeader) {
-        let c = self.count[0].get();
-        let len = self.list.len();
-        if c > self.threshold[0].get() || len == self.list.cap() {
+        let room = self.room.get();
+        if room == 0 {
             return self.track_slow(obj, h);
         }
-        // SAFETY: len < cap (checked above).
+        self.room.set(room - 1);
+        let len = self.list.len();
+        // SAFETY: room <= cap - len (the invariant), and room > 0.
         unsafe { self.list.push_within_cap(obj) };
-        h.gc.set(len << SHIFT);
+        h.gc.set((len << SHIFT) | CLEAN);
         self.live.set(self.live.get() + 1);
-        self.count[0].set(c + 1);
+        self.count[0].set(self.count[0].get() + 1);
     }
 
-    /// `maybe_collect_then_track` when a collection is due or the list is
-    /// full.
+    /// `maybe_collect_then_track` when the room ran out: a collection may
+    /// be due, or the list full.
     #[cold]
     #[inline(never)]
     fn track_slow(&self, obj: ObjPtr, h: &GcHeader) {
@@ -378,9 +400,27 @@ impl State {
             self.collect_automatic();
         }
         self.track(obj, h);
+        self.reset_room();
     }
 
-    /// Adds a freshly allocated tracked object to generation 0.
+    /// Recomputes `room` (see the invariants): what the list holds
+    /// without growing, and, while an automatic collection can happen,
+    /// no more than brings count 0 past threshold 0. Called wherever the
+    /// list's length or capacity, count 0 or the settings change other
+    /// than by the fast path (a smaller room than this is never wrong:
+    /// the slow path recomputes it).
+    pub(crate) fn reset_room(&self) {
+        let free = self.list.cap() - self.list.len();
+        let t0 = self.threshold[0].get();
+        let due = if self.enabled.get() && t0 != 0 && !self.dead.get() {
+            t0.saturating_add(1).saturating_sub(self.count[0].get())
+        } else {
+            usize::MAX
+        };
+        self.room.set(free.min(due));
+    }
+
+    /// Adds a freshly allocated tracked object to generation 0, clean.
     ///
     /// The list never grows during the phases of a collection (the
     /// collector reads its range through a pointer taken when they
@@ -400,17 +440,19 @@ impl State {
         let len = self.list.len();
         // SAFETY: `make_room` left len < cap.
         unsafe { self.list.push_within_cap(obj) };
-        h.gc.set(len << SHIFT);
+        h.gc.set((len << SHIFT) | CLEAN);
         self.live.set(self.live.get() + 1);
         self.count[0].set(self.count[0].get() + 1);
     }
 
     /// Tracks again, in generation 0, an object a collection had taken out
-    /// of the list (resurrected by a finalizer), flagged `DIRTY` (it is
-    /// examined again by the next collections).
+    /// of the list (resurrected by a finalizer), dirty (it is examined
+    /// again by the next collections).
     pub(crate) fn retrack(&self, obj: ObjPtr, h: &GcHeader) {
         debug_assert!(!self.in_phases.get());
-        h.clear_flags(UNTRACKED | DIRTY);
+        h.clear_flags(UNTRACKED);
+        // Clean for a moment, so that `note_dirty` registers it.
+        h.set_flags(CLEAN);
         let i = self.list.len();
         if i == self.list.cap() {
             if self.dead.get() {
@@ -423,6 +465,7 @@ impl State {
         unsafe { self.list.push_within_cap(obj) };
         h.set_index(i);
         self.live.set(self.live.get() + 1);
+        self.reset_room();
         self.note_dirty(h);
     }
 
@@ -448,35 +491,38 @@ impl State {
         self.dirty_slots.reserve(self.list.cap());
     }
 
-    /// Removes an object whose strong count reached zero (or that a
-    /// collection found unreachable) from its list slot.
+    /// Removes a tracked object whose strong count reached zero from the
+    /// list, if it is listed (not `UNTRACKED`).
     #[inline(always)]
-    pub(crate) fn untrack(&self, obj: ObjPtr, h: &GcHeader) {
-        self.untrack_at(obj, h.index());
+    pub(crate) fn untrack(&self, h: &GcHeader) {
+        if !h.has(UNTRACKED) {
+            self.untrack_at(h.index());
+        }
     }
 
-    /// [`untrack`](Self::untrack) given the index read from the gc word.
+    /// Removes the object listed at index `i` (its strong count reached
+    /// zero): the refcount free's path, which takes the index from the
+    /// gc word of an object not flagged `UNTRACKED` (so listed there: the
+    /// invariants).
     #[inline(always)]
-    pub(crate) fn untrack_at(&self, obj: ObjPtr, i: usize) {
+    pub(crate) fn untrack_at(&self, i: usize) {
         // No UNTRACKED flag is needed: once out of the list the object has
         // no strong handle left that could reach the collector.
         let len = self.list.len();
-        // Listed objects always hold their valid index (the collector
-        // keeps gc_refs elsewhere); the checks cover a torn-down list.
-        // SAFETY (both accesses): i < len, checked first.
-        if i < len && unsafe { self.list.get_unchecked(i) } == obj {
-            self.live.set(self.live.get() - 1);
-            if i < self.start[0].get() {
-                self.frozen.set(self.frozen.get() - 1);
-            }
-            let c = self.count[0].get();
-            self.count[0].set(c - usize::from(c > 0));
-            if i + 1 == len && !self.in_phases.get() {
-                // The last entry: pop it (no need to null it first).
-                self.pop_holes(i);
-            } else {
-                unsafe { self.list.set_unchecked(i, ptr::null()) };
-            }
+        debug_assert!(i < len, "untrack_at({i}) past the list's end ({len})");
+        self.live.set(self.live.get() - 1);
+        if i < self.start[0].get() {
+            self.frozen.set(self.frozen.get() - 1);
+        }
+        let c = self.count[0].get();
+        self.count[0].set(c - usize::from(c > 0));
+        if i + 1 == len && !self.in_phases.get() {
+            // The last entry: pop it (no need to null it first).
+            self.pop_holes(i);
+        } else if i < len {
+            // SAFETY: i < len, checked (the invariants promise it; the
+            // check keeps a broken promise from writing out of bounds).
+            unsafe { self.list.set_unchecked(i, ptr::null()) };
         }
     }
 
@@ -489,7 +535,8 @@ impl State {
         while len > 0 && unsafe { self.list.get_unchecked(len - 1) }.is_null() {
             len -= 1;
         }
-        self.list.truncate(len);
+        // SAFETY: below the old length, which was initialised.
+        unsafe { self.list.set_len(len) };
         if len < self.start[2].get() {
             self.lower_starts(len);
         }
@@ -506,15 +553,16 @@ impl State {
     }
 
     /// Records that `obj`'s strong count dropped to a non-zero value (see
-    /// the skip rule in `collector`); that use of a handle also proves a
-    /// `&mut` from `Gc::get_mut` (which borrows the only handle) ended.
-    /// (Inlined into the one cold caller, `ptr::note_dirty`.)
+    /// the skip rule in `collector`): it is dirty (`CLEAN` cleared); that
+    /// use of a handle also proves a `&mut` from `Gc::get_mut` (which
+    /// borrows the only handle) ended. (Inlined into the one cold caller,
+    /// `ptr::note_dirty`.)
     #[inline(always)]
     pub(crate) fn note_dirty(&self, h: &GcHeader) {
         let old = h.gc.get();
-        let w = (old | DIRTY) & !LENT_MUT;
+        let w = old & !(CLEAN | LENT_MUT);
         h.gc.set(w);
-        if old & DIRTY != 0 || w & UNTRACKED != 0 {
+        if old & CLEAN == 0 || w & UNTRACKED != 0 {
             return;
         }
         // Listed: its index is valid (also during the phases).
@@ -619,6 +667,7 @@ impl State {
     /// The collection is over: collections may start again.
     pub(crate) fn end_collection(&self) {
         self.collecting.set(false);
+        self.reset_room();
     }
 
     /// The phases start: the list must not move until
@@ -675,8 +724,8 @@ impl State {
     }
 
     /// The seeds of a full collection of the list range `[start, len)`:
-    /// appends to `seeds` the range position of every listed `DIRTY`
-    /// object whose slot bit is set; clears the other bits of the range.
+    /// appends to `seeds` the range position of every listed dirty object
+    /// whose slot bit is set; clears the other bits of the range.
     pub(crate) fn dirty_seeds(&self, start: usize, seeds: &mut Vec<usize>) {
         let len = self.list.len();
         let mut w = start / 64;
@@ -691,7 +740,7 @@ impl State {
                 // SAFETY: i < len.
                 let p = unsafe { self.list.get_unchecked(i) };
                 // SAFETY: non-null list entries are live tracked objects.
-                if !p.is_null() && unsafe { GcHeader::of(p) }.has(DIRTY) {
+                if !p.is_null() && !unsafe { GcHeader::of(p) }.has(CLEAN) {
                     seeds.push(i - start);
                 } else {
                     self.dirty_slots.assign(i, false);
@@ -701,8 +750,8 @@ impl State {
         }
     }
 
-    /// The seeds of a full collection were examined: their `DIRTY` flags
-    /// and slot bits are cleared (before the rebuild moves anything).
+    /// The seeds of a full collection were examined: they are clean again
+    /// and their slot bits cleared (before the rebuild moves anything).
     pub(crate) fn clear_seeds(&self, start: usize, seeds: &[usize]) {
         for &pos in seeds {
             let i = start + pos;
@@ -710,13 +759,13 @@ impl State {
             // nothing was freed or moved since `dirty_seeds`.
             let p = unsafe { self.list.get_unchecked(i) };
             // SAFETY: a live tracked object (the collector holds the list).
-            unsafe { GcHeader::of(p) }.clear_flags(DIRTY);
+            unsafe { GcHeader::of(p) }.set_flags(CLEAN);
             self.dirty_slots.assign(i, false);
         }
     }
 
     /// A full collection of the list range `[start, len)` examined it
-    /// whole (and cleared the `DIRTY` flags): clears its slot bits.
+    /// whole (and made its members clean): clears its slot bits.
     pub(crate) fn clear_dirty_slots(&self, start: usize, end: usize) {
         self.dirty_slots.clear_range(start, end);
     }
@@ -730,13 +779,14 @@ impl State {
 
     /// A collection's phases were abandoned (a `trace` panicked): headers
     /// hold their indices throughout, so only the flags need resetting;
-    /// every generation is marked dirty (some DIRTY flags were cleared).
+    /// every generation is marked dirty (some members were made clean).
     pub(crate) fn abandon_collection(&self) {
         self.in_phases.set(false);
         self.dirty_in_phases.set(false);
         self.dirty.set(ALL_DIRTY);
         self.range_scan_next.set(true);
         self.collecting.set(false);
+        self.reset_room();
     }
 
     /// Generations `0..=g` were examined: their dirty bits are cleared,
@@ -829,7 +879,7 @@ impl State {
         let moved = self.frozen.replace(0);
         self.start[0].set(0);
         // Frozen objects may complete cycles with generation 2, with no
-        // DIRTY member left (a full collection cleared them while the
+        // dirty member left (a full collection cleaned them while the
         // permanent generation hid the rest): examine it whole.
         if moved > 0 {
             self.dirty.set(self.dirty.get() | 0b100);
@@ -871,6 +921,17 @@ impl State {
             }
         }
         self.dead.set(true);
+        // Objects still listed leave the list unflagged otherwise: the
+        // refcount free, which trusts the index of an object not flagged
+        // UNTRACKED, must not look for them in a list that is gone.
+        for i in 0..self.list.len() {
+            // SAFETY: i < len.
+            let p = unsafe { self.list.get_unchecked(i) };
+            if !p.is_null() {
+                // SAFETY: non-null list entries are live tracked objects.
+                unsafe { GcHeader::of(p) }.set_flags(UNTRACKED);
+            }
+        }
         self.list.free();
         self.dirty_slots.free();
         // Deferred drops queued after the last round (by a later
@@ -881,6 +942,7 @@ impl State {
         for s in &self.start {
             s.set(0);
         }
+        self.reset_room();
     }
 
     /// Checks the list invariants (see the type's docs) over the list
@@ -912,6 +974,18 @@ impl State {
         if from == 0 {
             assert_eq!(live, self.live.get(), "live count");
             assert_eq!(frozen, self.frozen.get(), "frozen count");
+        }
+        let room = self.room.get();
+        assert!(
+            room <= self.list.cap() - len,
+            "room {room} past the capacity"
+        );
+        let t0 = self.threshold[0].get();
+        if self.enabled.get() && t0 != 0 && room != 0 {
+            assert!(
+                self.count[0].get() + room <= t0.saturating_add(1),
+                "room {room} past threshold 0"
+            );
         }
     }
 }

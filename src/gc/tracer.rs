@@ -28,10 +28,21 @@ pub(crate) const EXT: Refs = 1 << 61;
 /// Found reachable by `move_unreachable` (no count is this low); also
 /// given to holes, which are not candidates.
 pub(crate) const REACHED: Refs = Refs::MIN;
-/// A member of the range that a full collection from the `DIRTY` seeds
-/// has not met: outside the examined set, so (like [`REACHED`]) neither
-/// a root nor a candidate.
+/// A member of the range that a full collection from the dirty seeds has
+/// not met: outside the examined set, so (like [`REACHED`]) neither a
+/// root nor a candidate.
 pub(crate) const UNSEEN: Refs = REACHED;
+/// A candidate that `move_unreachable` found reachable through the
+/// parent links (see `collector::resolve_through_parents`): neither a
+/// root nor a candidate, but (unlike [`REACHED`], which holes and
+/// [`UNSEEN`] members share) known to be a reachable member.
+pub(crate) const RESOLVED: Refs = Refs::MIN + 1;
+/// A candidate on the parent chain being followed (transient).
+pub(crate) const VISITING: Refs = Refs::MIN + 2;
+/// A candidate whose parent chain reached no root: a candidate still.
+pub(crate) const PENDING: Refs = Refs::MIN + 3;
+/// No parent recorded (see [`Tracer::parents`]).
+pub(crate) const NO_PARENT: u32 = u32::MAX;
 
 /// `update_refs` for one object: the contribution of its strong count.
 #[inline(always)]
@@ -58,7 +69,9 @@ pub(crate) fn is_root(r: Refs) -> bool {
 /// members.
 #[inline(always)]
 pub(crate) fn is_candidate(r: Refs) -> bool {
-    r <= 0 && r != REACHED
+    // In VISITING..=0, that is not REACHED nor RESOLVED (the two lowest
+    // values): one unsigned compare.
+    (r.wrapping_sub(VISITING) as u64) <= VISITING.unsigned_abs()
 }
 
 /// What the collector is doing with the edges it is shown.
@@ -67,7 +80,7 @@ pub(crate) enum Mode {
     /// `subtract_refs`: each edge into the collected range decrements the
     /// target's gc_refs.
     Subtract,
-    /// `subtract_refs` of a full collection from the `DIRTY` seeds, whose
+    /// `subtract_refs` of a full collection from the dirty seeds, whose
     /// members start [`UNSEEN`]: as `Subtract`, and a target met for the
     /// first time joins the examined set and is pushed on the stack.
     Discover,
@@ -114,10 +127,24 @@ pub struct Tracer {
     pub(crate) reached: usize,
     /// `mark_external` was called: the collection was conservative.
     pub(crate) saw_external: bool,
+    /// [`Mode::Discover`]: `n` entries, the position of the member that
+    /// last reported an edge to member `pos` (`NO_PARENT` if none did),
+    /// so that phase 2 can settle most candidates by following these
+    /// links instead of tracing (see `collector::resolve_through_parents`).
+    /// Null in the other modes.
+    pub(crate) parents: *mut u32,
 }
 
 impl Tracer {
-    pub(crate) fn new(start: usize, n: usize, refs: *const Cell<Refs>) -> Tracer {
+    /// A tracer over the range `[start, start + n)`, writing gc_refs to
+    /// `refs` and, in [`Mode::Discover`], parent links to `parents` (`n`
+    /// entries each).
+    pub(crate) fn new(
+        start: usize,
+        n: usize,
+        refs: *const Cell<Refs>,
+        parents: *mut u32,
+    ) -> Tracer {
         Tracer {
             mode: Mode::Subtract,
             start,
@@ -127,7 +154,17 @@ impl Tracer {
             stack: Vec::new(),
             reached: 0,
             saw_external: false,
+            parents,
         }
+    }
+
+    /// Records `current` as the parent of member `pos` (phase 1).
+    #[inline(always)]
+    fn set_parent(&mut self, pos: usize) {
+        // SAFETY: in Discover mode (the only caller) `parents` has n
+        // entries (`Scratch::parents_for`) and pos < n; `current < n <
+        // u32::MAX` while a member is traced.
+        unsafe { *self.parents.add(pos) = self.current as u32 }
     }
 
     /// Reports an edge to the object `obj`, tracked or not (`Gc`'s
@@ -182,6 +219,7 @@ impl Tracer {
     /// was not met before.
     #[inline(always)]
     fn discover(&mut self, r: &Cell<Refs>, pos: usize) {
+        self.set_parent(pos);
         let v = r.get();
         if v != UNSEEN {
             r.set(v - 1);

@@ -25,28 +25,29 @@ use std::ptr::{self, NonNull};
 use super::collector::Panic;
 use super::header::{counts_of, release_implicit_weak, GcHeader, ObjPtr, DROPPED};
 use super::ptr::Gc;
-use super::state::State;
+use super::state::{state, State};
 use super::trace::Trace;
 use super::weak_callbacks::{run_callbacks, take_callbacks};
 
 /// Nesting depth past which drops are deferred.
 pub(crate) const LIMIT: u32 = 64;
 
-/// Restores the trashcan depth when a drop unwinds (the normal paths
-/// forget it and store the depth back themselves). When the unwinding
-/// leaves the outermost frame, the objects deferred meanwhile are
-/// drained before the panic goes on (see [`drain_unwinding`]).
-struct UnwindGuard<'a> {
-    st: &'a State,
-    depth: u32,
-}
+/// Leaves a trashcan frame when a drop unwinds (the normal paths forget
+/// it and lower the depth themselves): every frame raised the depth by
+/// one, so unwinding lowers it by one. When the unwinding leaves the
+/// outermost frame, the objects deferred meanwhile are drained before the
+/// panic goes on (see [`drain_unwinding`]). It holds nothing, so that the
+/// hot path stores nothing for it.
+struct UnwindGuard;
 
-impl Drop for UnwindGuard<'_> {
+impl Drop for UnwindGuard {
     #[cold]
     fn drop(&mut self) {
-        self.st.set_trashcan_depth(self.depth);
-        if self.depth == 0 && self.st.deferred().len() != 0 {
-            drain_unwinding(self.st);
+        let st = state();
+        let d = st.trashcan_depth() - 1;
+        st.set_trashcan_depth(d);
+        if d == 0 && st.deferred().len() != 0 {
+            drain_unwinding(st);
         }
     }
 }
@@ -60,17 +61,14 @@ impl Drop for UnwindGuard<'_> {
 /// not been dropped, and no one else will drop it.
 #[inline(always)]
 pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: NonNull<T>) {
-    let obj = counts_of(ptr);
     let d = st.trashcan_depth();
     if d >= LIMIT {
-        st.deferred().push(obj);
+        st.deferred().push(counts_of(ptr));
         return;
     }
     st.set_trashcan_depth(d + 1);
-    // The guard restores the depth only on unwind; the normal path stores
-    // `d` back from a register (nested frames restore their own changes).
-    let g = UnwindGuard { st, depth: d };
-    let release = Release(obj);
+    let g = UnwindGuard;
+    let release = Release(counts_of(ptr));
     // SAFETY: the value is initialised and dropped exactly once here;
     // then strong == 0 and the value is dropped, as `release_weak`
     // requires.
@@ -80,12 +78,15 @@ pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: N
         Gc::<T>::release_weak(ptr);
     }
     std::mem::forget(g);
-    st.set_trashcan_depth(d);
-    // One compare on the hot path: true when this is the outermost frame
-    // (d == 0) with deferred objects, and (rarely: only while objects are
-    // deferred) in nested frames, which `drain_from` turns away.
-    if st.deferred().len() > d as usize {
-        drain_from(st, d);
+    // Nested frames restored their own changes: the depth is `d + 1`
+    // again. Lowering it by one (rather than storing `d`) keeps nothing
+    // alive across the value's drop but the pointer.
+    st.set_trashcan_depth(st.trashcan_depth() - 1);
+    // One compare on the hot path: objects are deferred only while a
+    // chain deeper than LIMIT is being dropped, and drained by its
+    // outermost frame.
+    if st.deferred().len() != 0 {
+        drain_if_outermost(st);
     }
 }
 
@@ -109,7 +110,7 @@ pub(crate) unsafe fn drop_object_then_callbacks<T: ?Sized + Trace + 'static>(
         return None;
     }
     st.set_trashcan_depth(d + 1);
-    let g = UnwindGuard { st, depth: d };
+    let g = UnwindGuard;
     let release = Release(obj);
     let callbacks = CallbacksAfterDrop(obj);
     // SAFETY: the value is initialised and dropped exactly once here
@@ -122,8 +123,8 @@ pub(crate) unsafe fn drop_object_then_callbacks<T: ?Sized + Trace + 'static>(
     unsafe { Gc::<T>::release_weak(ptr) };
     std::mem::forget(g);
     st.set_trashcan_depth(d);
-    if st.deferred().len() > d as usize {
-        drain_from(st, d);
+    if st.deferred().len() != 0 {
+        drain_if_outermost(st);
     }
     panic
 }
@@ -133,7 +134,7 @@ pub(crate) unsafe fn drop_object_then_callbacks<T: ?Sized + Trace + 'static>(
 pub(crate) fn nested(st: &State, f: impl FnOnce()) {
     let d = st.trashcan_depth();
     st.set_trashcan_depth(d + 1);
-    let g = UnwindGuard { st, depth: d };
+    let g = UnwindGuard;
     f();
     std::mem::forget(g);
     st.set_trashcan_depth(d);
@@ -142,11 +143,11 @@ pub(crate) fn nested(st: &State, f: impl FnOnce()) {
     }
 }
 
-/// [`drain`] if `d` is the outermost frame.
+/// [`drain`] if the frame that just ended was the outermost one.
 #[cold]
 #[inline(never)]
-fn drain_from(st: &State, d: u32) {
-    if d == 0 {
+fn drain_if_outermost(st: &State) {
+    if st.trashcan_depth() == 0 {
         drain(st);
     }
 }
@@ -159,7 +160,7 @@ fn drain_from(st: &State, d: u32) {
 fn drain(st: &State) {
     while let Some(obj) = st.deferred().pop() {
         st.set_trashcan_depth(1);
-        let g = UnwindGuard { st, depth: 0 };
+        let g = UnwindGuard;
         // SAFETY: deferred objects are live, tracked, strong == 0, value
         // not yet dropped (see `drop_object`), and popped once.
         unsafe { drop_deferred(obj) };
