@@ -1,14 +1,19 @@
 //! Model checks of PyMalloc's concurrent core with loom: the real heap,
-//! pool and registry code (`src/alloc/`), whose atomics become loom's under
-//! `--cfg loom`, explored over every interleaving up to the preemption
-//! bound. Run with `scripts/loom.sh`.
+//! pool, registry, outbox and pass code (`src/alloc/`), whose atomics and
+//! cells become loom's under `--cfg loom`, explored over every
+//! interleaving up to the preemption bound. Every allocator `Cell` is a
+//! loom cell there, so a model also fails (with a causality error) when
+//! two threads touch one without a happens-before edge: that is how the
+//! ownership rules written on `Heap`, `Pool` and `Outbox` are checked.
+//! Run with `scripts/loom.sh`.
 //!
 //! Each model yields once after spawning its threads: loom's DPOR only
 //! weighs threads that have reached their first operation, so without the
 //! yield the schedules in which a new thread runs first would be missed.
-//! Each model was checked to fail when the ordering it guards is broken on
-//! purpose (a non-atomic `take` of the remote list; reading a pending link
-//! after emptying the pool's list).
+//!
+//! Each model was checked to fail when the step or ordering it guards is
+//! broken on purpose; its doc says which breakage it was run against, and
+//! what loom reported.
 #![cfg(loom)]
 
 use std::collections::HashSet;
@@ -36,7 +41,16 @@ fn model(f: impl Fn() + Send + Sync + 'static) {
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(4);
     }
-    builder.check(f);
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = runs.clone();
+    builder.check(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f()
+    });
+    eprintln!(
+        "{} executions",
+        runs.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
 
 fn alloc(heap: HeapRef, tag: u64) -> Block {
@@ -50,6 +64,16 @@ fn alloc_in(heap: HeapRef, class: usize, tag: u64) -> Block {
     // SAFETY: a fresh 48-byte block.
     unsafe { ptr.cast::<u64>().add(2).write(tag) };
     Block(ptr)
+}
+
+/// Checks the tag `alloc_in` wrote.
+fn check(block: Block, tag: u64) {
+    // SAFETY: the block is live; its tag sits past the free-list link.
+    assert_eq!(
+        unsafe { block.0.cast::<u64>().add(2).read() },
+        tag,
+        "block corrupted"
+    );
 }
 
 fn free(heap: HeapRef, block: Block, tag: u64) {
@@ -76,12 +100,12 @@ fn finish(registry: &Registry) {
 fn remote_frees_race_with_owner() {
     model(|| {
         let registry = Arc::new(Registry::new());
-        let owner = registry.claim_owned();
+        let owner = registry.claim();
         let (a, b) = (alloc(owner, 1), alloc(owner, 2));
         let remote = {
             let registry = registry.clone();
             thread::spawn(move || {
-                let mine = registry.claim_owned();
+                let mine = registry.claim();
                 free(mine, a, 1);
                 free(mine, b, 2);
                 // SAFETY: this thread claimed `mine` and gives it up.
@@ -114,7 +138,7 @@ fn remote_frees_race_with_owner() {
 fn concurrent_remote_pushes_are_all_collected() {
     model(|| {
         let registry = Arc::new(Registry::new());
-        let owner = registry.claim_owned();
+        let owner = registry.claim();
         let blocks: Vec<Block> = (0..3).map(|i| alloc(owner, i)).collect();
         let threads: Vec<_> = blocks
             .iter()
@@ -158,7 +182,7 @@ fn concurrent_remote_pushes_are_all_collected() {
 fn pending_list_survives_a_pool_pushed_again_mid_walk() {
     model(|| {
         let registry = Arc::new(Registry::new());
-        let owner = registry.claim_owned();
+        let owner = registry.claim();
         let small = class_for(48, 8).unwrap();
         let large = class_for(96, 8).unwrap();
         let b1 = alloc_in(owner, large, 1);
@@ -208,7 +232,7 @@ fn parked_heap_is_adopted_while_others_free_into_it() {
         let (x, y) = {
             let registry = registry.clone();
             thread::spawn(move || {
-                let heap = registry.claim_owned();
+                let heap = registry.claim();
                 let blocks = (alloc(heap, 1), alloc(heap, 2));
                 // SAFETY: the thread exits: it gives its heap up.
                 unsafe { heap.park() };
@@ -224,7 +248,7 @@ fn parked_heap_is_adopted_while_others_free_into_it() {
         let adopter = {
             let registry = registry.clone();
             thread::spawn(move || {
-                let heap = registry.claim_owned();
+                let heap = registry.claim();
                 let z = alloc(heap, 3);
                 assert_ne!(z, y, "a live block was handed out again");
                 free(heap, y, 2);
@@ -241,31 +265,34 @@ fn parked_heap_is_adopted_while_others_free_into_it() {
             1,
             "the parked heap was adopted, not replaced"
         );
-        registry.trim_parked();
+        // SAFETY: this thread has no heap.
+        unsafe { registry.release(None) };
         let stats = registry.stats();
         assert_eq!(stats.small_blocks_in_use, 0);
-        assert_eq!(stats.arenas_in_use, 0, "trimming returns every arena");
+        assert_eq!(stats.arenas_in_use, 0, "a parked heap keeps nothing empty");
         finish(&registry);
     });
 }
 
 /// Two heaps map arenas at once; one frees the last block of the other's
-/// arena remotely; both trim. The registry's arena counts stay exact.
+/// arena remotely and calls `release_free_memory()` (visiting the other
+/// heap as a guest while its owner collects); both release. The
+/// registry's arena counts stay exact.
 #[test]
 fn arenas_come_and_go_across_threads() {
     model(|| {
         let registry = Arc::new(Registry::new());
-        let first = registry.claim_owned();
+        let first = registry.claim();
         let a = alloc(first, 1);
         let other = {
             let registry = registry.clone();
             thread::spawn(move || {
-                let heap = registry.claim_owned();
+                let heap = registry.claim();
                 let b = alloc(heap, 2);
                 free(heap, a, 1);
                 free(heap, b, 2);
-                // SAFETY: this thread claimed the heap.
-                unsafe { heap.trim() };
+                // SAFETY: this thread owns `heap`.
+                unsafe { registry.release(Some(heap)) };
                 // SAFETY: the thread exits.
                 unsafe { heap.park() };
             })
@@ -277,7 +304,7 @@ fn arenas_come_and_go_across_threads() {
         // SAFETY: as above.
         unsafe {
             first.collect();
-            first.trim();
+            registry.release(Some(first));
         }
         let stats = registry.stats();
         assert_eq!(stats.arenas_allocated_total, 2);
@@ -294,12 +321,12 @@ fn arenas_come_and_go_across_threads() {
 fn stats_are_consistent_while_threads_work() {
     model(|| {
         let registry = Arc::new(Registry::new());
-        let owner = registry.claim_owned();
+        let owner = registry.claim();
         let a = alloc(owner, 1);
         let worker = {
             let registry = registry.clone();
             thread::spawn(move || {
-                let heap = registry.claim_owned();
+                let heap = registry.claim();
                 let b = alloc(heap, 2);
                 free(heap, b, 2);
                 free(heap, a, 1);
@@ -318,6 +345,208 @@ fn stats_are_consistent_while_threads_work() {
         assert_eq!(done.per_class[class()].blocks_in_use, 0);
         // SAFETY: the owner collects its own heap.
         unsafe { owner.collect() };
+        finish(&registry);
+    });
+}
+
+/// A thread frees two blocks of the main thread's pool into its outbox
+/// (two busy sections) while the main thread runs `release_free_memory()`,
+/// which flushes that outbox as a guest; the thread then stays alive and
+/// idle, and a second release flushes whatever the first could not reach.
+/// Every block comes home exactly once, and no outbox slot is touched by
+/// both threads without a happens-before edge (loom's cells check it).
+///
+/// Checked against: the owner's `light_barrier` reduced to nothing (loom
+/// finds the store-buffering outcome: both sides in the outbox, a
+/// causality violation on a slot cell); `FlushTicket::issue` without the
+/// heavy barrier (the same); the guest not waiting for `busy` to clear
+/// (the same); the end of a busy section stored Relaxed (a causality
+/// violation on the guest's read of the slots).
+#[test]
+fn a_guest_flushes_an_outbox_while_its_owner_fills_it() {
+    model(|| {
+        let registry = Arc::new(Registry::new());
+        let owner = registry.claim();
+        let (a, b) = (alloc(owner, 1), alloc(owner, 2));
+        let keep = alloc(owner, 3);
+        let freer = {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                let mine = registry.claim();
+                free(mine, a, 1);
+                free(mine, b, 2);
+                // Idle from here on: it neither ticks nor exits.
+                mine
+            })
+        };
+        thread::yield_now();
+        // SAFETY: the main thread owns `owner`.
+        unsafe { registry.release(Some(owner)) };
+        let _idle = freer.join().unwrap();
+        // SAFETY: as above.
+        unsafe { registry.release(Some(owner)) };
+        // SAFETY: the owner reads its own pool.
+        assert_eq!(
+            unsafe { pool_used(keep.0) },
+            1,
+            "both remote frees came home, once each"
+        );
+        assert_eq!(registry.stats().small_blocks_in_use, 1);
+        free(owner, keep, 3);
+        finish(&registry);
+    });
+}
+
+/// The main thread's first pool of 512-byte blocks is detached (full, off
+/// its class list) with every block but two freed by another thread. Then
+/// at once: a thread frees one of the two remotely, the main thread frees
+/// the other locally, and a guest runs `release_free_memory()`, which may
+/// reclaim the pool only if it finds every block in use on its remote
+/// list. Whoever empties the pool returns it, once.
+///
+/// Checked against: the local free pushing onto a detached pool before
+/// taking the lock (a causality violation on `used` between owner and
+/// guest); the guest reading `detached` Relaxed (a causality violation on
+/// `used`); the guest reclaiming a detached pool without comparing the
+/// counts (the pool released while a block is held: `used` underflows or
+/// the arena's free-slot count goes wrong).
+#[test]
+fn a_guest_reclaims_a_detached_pool_only_when_every_block_is_back() {
+    model(|| {
+        let registry = Arc::new(Registry::new());
+        let owner = registry.claim();
+        let big = class_for(512, 8).unwrap();
+        let mut blocks: Vec<Block> = (0..32).map(|i| alloc_in(owner, big, i)).collect();
+        // The 33rd block comes from a second pool: the first is detached.
+        let other = alloc_in(owner, big, 99);
+        let local = blocks.pop().unwrap();
+        let remote = blocks.pop().unwrap();
+        thread::spawn(move || {
+            for (i, block) in blocks.into_iter().enumerate() {
+                check(block, i as u64);
+                // SAFETY: live blocks; this thread has no heap.
+                unsafe { free_without_heap(block.0) };
+            }
+        })
+        .join()
+        .unwrap();
+        let freer = thread::spawn(move || {
+            check(remote, 30);
+            // SAFETY: as above.
+            unsafe { free_without_heap(remote.0) };
+        });
+        let guest = {
+            let registry = registry.clone();
+            // SAFETY: the guest thread has no heap.
+            thread::spawn(move || unsafe { registry.release(None) })
+        };
+        thread::yield_now();
+        free(owner, local, 31);
+        freer.join().unwrap();
+        guest.join().unwrap();
+        // SAFETY: the owner collects its own heap.
+        unsafe { owner.collect() };
+        let stats = registry.stats();
+        assert_eq!(stats.small_blocks_in_use, 1);
+        assert_eq!(
+            stats.per_class[big].pools, 1,
+            "the emptied pool went back to its arena, once"
+        );
+        free(owner, other, 99);
+        finish(&registry);
+    });
+}
+
+/// A thread frees a block of the main thread's pool (into its outbox) and
+/// exits (parking its heap, which delivers the outbox and returns its
+/// empty arena) while the main thread runs `release_free_memory()`,
+/// visiting that heap as a guest or, once parked, as its keeper.
+///
+/// Checked against: parking without the lock (a causality violation on
+/// the heap's arena list between the exiting owner and the keeper);
+/// `Locked` releasing the lock before taking its arenas off the lists (the
+/// same).
+#[test]
+fn a_thread_exits_while_a_release_visits_its_heap() {
+    model(|| {
+        let registry = Arc::new(Registry::new());
+        let owner = registry.claim();
+        let y = alloc(owner, 1);
+        let exiting = {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                let heap = registry.claim();
+                let x = alloc(heap, 2);
+                free(heap, x, 2);
+                free(heap, y, 1);
+                // SAFETY: the thread exits.
+                unsafe { heap.park() };
+            })
+        };
+        thread::yield_now();
+        // SAFETY: the main thread owns `owner`.
+        unsafe { registry.release(Some(owner)) };
+        exiting.join().unwrap();
+        // SAFETY: as above.
+        unsafe { registry.release(Some(owner)) };
+        let stats = registry.stats();
+        assert_eq!(stats.small_blocks_in_use, 0);
+        assert_eq!(stats.heaps_parked, 1);
+        assert_eq!(stats.arenas_in_use, 0, "every empty arena went back");
+        assert_eq!(stats.arenas_freed_total, stats.arenas_allocated_total);
+        finish(&registry);
+    });
+}
+
+/// A thread that has no heap any more (it is exiting) allocates from a
+/// parked heap kept for the call, while another thread starts and adopts
+/// that heap. The block comes from the parked heap or a new one, never
+/// twice.
+///
+/// Checked against: `try_keep` not re-checking the state after taking the
+/// lock (the adopter and the keeper both use the heap: a causality
+/// violation on a class list).
+#[test]
+fn an_exiting_thread_borrows_a_heap_while_another_adopts_it() {
+    model(|| {
+        let registry = Arc::new(Registry::new());
+        {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                let heap = registry.claim();
+                let x = alloc(heap, 1);
+                free(heap, x, 1);
+                // SAFETY: the thread exits.
+                unsafe { heap.park() };
+            })
+            .join()
+            .unwrap();
+        }
+        let borrower = {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                let p = registry.alloc_without_heap(class());
+                assert!(!p.is_null());
+                Block(p)
+            })
+        };
+        let adopter = {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                let heap = registry.claim();
+                let z = alloc(heap, 3);
+                (heap, z)
+            })
+        };
+        thread::yield_now();
+        let b = borrower.join().unwrap();
+        let (heap, z) = adopter.join().unwrap();
+        assert_ne!(b, z, "one block handed out twice");
+        // SAFETY: `b` is live; this thread has no heap.
+        unsafe { free_without_heap(b.0) };
+        // The adopter's thread is gone; its heap is handed on by joining.
+        free(heap, z, 3);
+        assert_eq!(registry.stats().small_blocks_in_use, 0);
         finish(&registry);
     });
 }

@@ -102,6 +102,7 @@ mod asan;
 // The model checks drive heaps directly, without the front end that checks.
 #[cfg_attr(loom, allow(dead_code))]
 mod debug;
+mod free;
 #[cfg(not(loom))]
 mod global;
 mod heap;
@@ -111,9 +112,11 @@ mod hooks;
 mod large;
 #[cfg(loom)]
 pub mod model;
-mod os;
+pub(crate) mod os;
 mod pool;
+mod purge;
 mod registry;
+mod remote;
 mod size_class;
 #[cfg(not(loom))]
 mod snapshot;
@@ -125,9 +128,11 @@ mod thread;
 pub use global::release_free_memory;
 #[cfg(not(loom))]
 pub use hooks::{debug_allocator_enabled, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE};
+#[cfg(not(loom))]
+pub use purge::purge_in_background;
 pub use size_class::SMALL_REQUEST_THRESHOLD;
 #[cfg(not(loom))]
-pub use snapshot::{heap_map, ArenaMap, HeapMap, PoolMap};
+pub use snapshot::{heap_map, ArenaMap, HeapMap, HeapState, PoolMap};
 #[cfg(not(loom))]
 pub use stats::alloc_stats;
 pub use stats::{AllocStats, ClassStats};
