@@ -1,4 +1,5 @@
-//! PyMalloc against `System` (glibc malloc), mimalloc and jemalloc.
+//! PyMalloc against `System` (glibc malloc), mimalloc, jemalloc and
+//! snmalloc.
 //!
 //! Each allocator is driven through [`GlobalAlloc`] directly
 //! (`unsafe { A.alloc(layout) }`) on identical workloads, from the same
@@ -49,6 +50,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
 use mimalloc::MiMalloc;
+use snmalloc_rs::SnMalloc;
 use tikv_jemallocator::Jemalloc;
 
 const SEED: u64 = 0x05EE_D0FA_110C;
@@ -75,6 +77,7 @@ fn workloads(c: &mut Criterion) {
         bench_one(&mut group, "System", &System, w);
         bench_one(&mut group, "mimalloc", &MiMalloc, w);
         bench_one(&mut group, "jemalloc", &Jemalloc, w);
+        bench_one(&mut group, "snmalloc", &SnMalloc, w);
         group.finish();
     }
 }

@@ -196,11 +196,6 @@ impl ArenaSet {
         self.usable.get()
     }
 
-    /// The most recently retired arena, or null.
-    pub(crate) fn newest_retired(&self) -> *mut Arena {
-        self.retired.get()
-    }
-
     /// Keeps an empty arena, on no other list but `all`, for reuse.
     ///
     /// # Safety

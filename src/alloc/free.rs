@@ -20,17 +20,13 @@ use crate::sync::Ordering;
 #[inline(always)]
 pub(crate) unsafe fn free_block(me: *mut Heap, ptr: *mut u8) {
     let pool = Pool::of(ptr);
-    // SAFETY: a block in use has a live pool header, whose owner does not
-    // change while the block is in use (see `Pool`); nor does its class.
-    let (owner, size) = unsafe {
-        (
-            (*pool).shared.owner.load(Ordering::Relaxed),
-            (*pool).block_size(),
-        )
-    };
+    // SAFETY: a block in use has a live pool header, whose owning heap does
+    // not change while the block is in use (see `Pool`); nor does its class.
+    let (owner, size) = unsafe { ((*pool).owner_word(), (*pool).block_size()) };
     asan::poison(ptr, size);
     if owner == me {
-        // SAFETY: we own the block's pool (a real owner is never null).
+        // SAFETY: we own the block's pool and it is attached (a detached
+        // pool's owner word is tagged; a real owner is never null).
         unsafe { (*me).free_local(pool, ptr) }
     } else {
         // SAFETY: forwarded; the pool is not `me`'s.
@@ -38,12 +34,14 @@ pub(crate) unsafe fn free_block(me: *mut Heap, ptr: *mut u8) {
     }
 }
 
-/// A block of a pool that the calling thread's heap does not own (or a
-/// thread with no heap yet: it gets one, if it can, so that its frees are
-/// batched; the heap it gets may turn out to own the pool).
+/// A block of a detached pool of `me`'s, or of a pool that the calling
+/// thread's heap does not own (or a thread with no heap yet: it gets one,
+/// if it can, so that its frees are batched; the heap it gets may turn out
+/// to own the pool).
 ///
 /// # Safety
-/// As [`free_block`], with `pool` the block's pool, not `me`'s.
+/// As [`free_block`], with `pool` the block's pool, not an attached one of
+/// `me`'s.
 #[cold]
 #[inline(never)]
 unsafe fn free_elsewhere(me: *mut Heap, pool: *mut Pool, ptr: *mut u8) {
@@ -54,9 +52,17 @@ unsafe fn free_elsewhere(me: *mut Heap, pool: *mut Pool, ptr: *mut u8) {
         me
     };
     // SAFETY: as in `free_block`.
-    if !me.is_null() && unsafe { (*pool).shared.owner.load(Ordering::Relaxed) } == me {
-        // SAFETY: a heap just bound (adopted) owns the pool after all.
-        return unsafe { (*me).free_local(pool, ptr) };
+    let (owner, detached) = unsafe { (*pool).owner(Ordering::Relaxed) };
+    if !me.is_null() && owner == me {
+        // SAFETY: our own pool (detached, or a heap just bound, adopted,
+        // owns it after all).
+        return unsafe {
+            if detached {
+                (*me).free_to_detached(pool, ptr)
+            } else {
+                (*me).free_local(pool, ptr)
+            }
+        };
     }
     // SAFETY: forwarded caller contract; the pool is not `me`'s.
     unsafe { remote::free_remote(me, pool, ptr) }

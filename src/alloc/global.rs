@@ -35,7 +35,7 @@ impl PyMalloc {
         if debug::CHECKS {
             // SAFETY: `ptr` is a live block (GlobalAlloc contract), so its
             // pool header is live and its owner fixed while it is.
-            let owned = unsafe { (*Pool::of(ptr)).shared.owner.load(Ordering::Relaxed) } == heap;
+            let owned = unsafe { (*Pool::of(ptr)).owner(Ordering::Relaxed).0 } == heap;
             debug::check_small(ptr, layout, class, owned, "dealloc");
             debug::tag_freed(ptr);
         }

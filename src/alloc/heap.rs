@@ -266,11 +266,11 @@ impl Heap {
                 return block.cast();
             }
             // Nothing left: detach it until a block comes back. Unlink
-            // first: `detached` is the last write, with Release, after
+            // first: detaching is the last write, with Release, after
             // which only lock holders write the pool (see `Pool`).
             // SAFETY: the pool is on its class list.
             unsafe { self.unlink(pool) };
-            p.detached.store(true, Ordering::Release);
+            p.detach(self.as_mut_ptr());
         }
         // SAFETY: owner capacity (caller contract).
         let Some(locked) = (unsafe { self.lock_as_owner() }) else {
@@ -285,6 +285,7 @@ impl Heap {
         // SAFETY: a fresh pool of ours, on no list.
         unsafe { self.link_front(pool) };
         drop(locked);
+        super::purge::pass_if_due(self.registry(), Some(self));
         // SAFETY: a fresh attached pool of ours: carve its first page.
         unsafe {
             (*pool).carve_page();
@@ -295,24 +296,17 @@ impl Heap {
 
     // ---- local free ---------------------------------------------------
 
-    /// Frees a block of a pool this heap owns. The fast path: push on the
-    /// pool's free list.
+    /// Frees a block of an attached pool this heap owns. The fast path:
+    /// push on the pool's free list.
     ///
     /// # Safety
     /// The caller must be in owner capacity; `block` must be a block in use
-    /// of `pool`, and `pool` one of this heap's.
+    /// of `pool`, and `pool` an attached pool of this heap (its owner word
+    /// equal to this heap, which is what the free dispatch tests).
     #[inline(always)]
     pub(crate) unsafe fn free_local(&self, pool: *mut Pool, block: *mut u8) {
         // SAFETY: caller contract.
         let p = unsafe { &*pool };
-        // Relaxed: only owner capacity writes `detached` of an attached
-        // pool, and lock holders write it only under the lock we would
-        // take below; we read our own (or a previous keeper's, ordered by
-        // the lock) writes.
-        if p.detached.load(Ordering::Relaxed) {
-            // SAFETY: forwarded.
-            return unsafe { self.free_to_detached(pool, block) };
-        }
         // SAFETY: owner capacity, an attached pool, a block being freed.
         let used = unsafe { p.push(block.cast()) };
         // SAFETY: a live pool's class is below NB_CLASSES.
@@ -337,14 +331,20 @@ impl Heap {
         }
         if frees & TICK_MASK == 0 {
             self.tick();
+        } else if used == 0 {
+            // A pool emptying is allocator activity too: let a due pass run.
+            super::purge::pass_if_due(self.registry(), Some(self));
         }
     }
 
     /// A local free into a detached pool: the pool rejoins its class list,
     /// under the lock (a guest may be looking at it, see `Pool`).
+    ///
+    /// # Safety
+    /// As [`Heap::free_local`], but `pool` is detached.
     #[cold]
     #[inline(never)]
-    unsafe fn free_to_detached(&self, pool: *mut Pool, block: *mut u8) {
+    pub(crate) unsafe fn free_to_detached(&self, pool: *mut Pool, block: *mut u8) {
         // SAFETY: a live pool's class is below NB_CLASSES.
         bump(&self.classes[unsafe { (*pool).class() }].frees);
         // SAFETY: owner capacity (caller contract of `free_local`).
@@ -373,9 +373,8 @@ impl Heap {
     pub(super) unsafe fn blocks_returned(&self, locked: &Locked<'_>, pool: *mut Pool) {
         // SAFETY: caller contract.
         let p = unsafe { &*pool };
-        if p.detached.load(Ordering::Relaxed) {
-            // Relaxed: guests act only on `true`, under the lock we hold.
-            p.detached.store(false, Ordering::Relaxed);
+        if p.is_detached() {
+            p.attach(self.as_mut_ptr());
             // SAFETY: a detached pool is on no list.
             unsafe { self.link_front(pool) };
         }
@@ -485,7 +484,7 @@ impl Heap {
     fn new_pool(&self, locked: &Locked<'_>, class: usize) -> *mut Pool {
         let mut arena = self.arenas.usable_head();
         if arena.is_null() {
-            arena = self.unretire_newest(locked);
+            arena = self.unretire(locked);
             if arena.is_null() {
                 arena = arena::map_arena(self.registry());
                 if arena.is_null() {
@@ -581,7 +580,8 @@ impl Heap {
         // SAFETY: as above: owner capacity.
         if let Some(locked) = unsafe { self.lock_as_owner() } {
             self.collect_pending(&locked);
-            self.purge_retired(&locked, os::now_ms(), super::purge::RETAIN_MS);
+            let age = super::purge::retention_ms(self.registry());
+            self.purge_retired(&locked, os::now_ms(), age);
         }
         super::purge::pass_if_due(self.registry(), Some(self));
     }

@@ -39,7 +39,7 @@ use super::size_class::{
     block_size, blocks_per_pool, ARENA_MASK, NB_CLASSES, PAGE_SIZE, POOLS_PER_ARENA, POOL_SHIFT,
     POOL_SIZE,
 };
-use crate::sync::{AtomicBool, AtomicPtr, Cell, Ordering};
+use crate::sync::{AtomicPtr, Cell, Ordering};
 
 /// A free block; its first word links it into a free list.
 #[repr(C)]
@@ -79,52 +79,9 @@ impl Block {
 
 const LINK: usize = core::mem::size_of::<*mut Block>();
 
-/// A pool's count of blocks in use. Written only in owner capacity (see
-/// `Heap`); an atomic in production so that a snapshot (`heap_map()`) may
-/// read another thread's pools while their owner works, and a checked cell
-/// under loom, so the models catch any write from outside owner capacity.
-#[cfg(not(loom))]
-pub(crate) struct UsedCount(core::sync::atomic::AtomicU32);
-
-#[cfg(not(loom))]
-impl UsedCount {
-    const fn new(n: u32) -> UsedCount {
-        UsedCount(core::sync::atomic::AtomicU32::new(n))
-    }
-    /// Relaxed: only the thread in owner capacity writes it, and it reads
-    /// its own writes; readers in guest capacity are ordered by the
-    /// Release/Acquire pair on `Pool::detached` (see `Pool`).
-    #[inline(always)]
-    pub(crate) fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-    #[inline(always)]
-    pub(crate) fn set(&self, n: u32) {
-        self.0.store(n, Ordering::Relaxed)
-    }
-    /// A read from outside owner capacity, for snapshots: some value the
-    /// count had lately, never torn.
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn peek(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[cfg(loom)]
-pub(crate) struct UsedCount(Cell<u32>);
-
-#[cfg(loom)]
-impl UsedCount {
-    fn new(n: u32) -> UsedCount {
-        UsedCount(Cell::new(n))
-    }
-    pub(crate) fn get(&self) -> u32 {
-        self.0.get()
-    }
-    pub(crate) fn set(&self, n: u32) {
-        self.0.set(n)
-    }
-}
+/// The low bit of `owner`: the pool is detached (heaps are page-aligned,
+/// so the bit is free).
+pub(crate) const DETACHED: usize = 1;
 
 /// Written into every pool header in use, so debug builds and snapshots
 /// can tell a pool in use from a free slot.
@@ -158,12 +115,15 @@ pub(crate) const POOL_MAGIC: u16 = 0x9E3A;
 ///   only in *owner capacity* (the heap's owning thread, or whoever holds
 ///   the lock of a parked heap; see `Heap`), and, while the pool is
 ///   *detached*, only by a holder of the heap's lock.
-/// * `detached`: the pool is on no class list (it ran out of blocks). The
-///   owner sets it with Release as its last write to the pool after
-///   unlinking it; it is cleared under the heap's lock. Its fast-path free
-///   tests it first and takes the lock before touching a detached pool, so
-///   a guest holding the lock that reads `detached == true` (Acquire) sees
-///   a pool nobody else writes. Because a detached pool is on no list, its
+/// * *Detached*: the pool is on no class list (it ran out of blocks). The
+///   state is the [`DETACHED`] bit of `owner`, so that the owner's
+///   fast-path free, which compares `owner` with its heap anyway, goes to
+///   its slow path for a detached pool at no extra cost. The owner sets the
+///   bit with Release as its last write to the pool after unlinking it; it
+///   is cleared under the heap's lock. The fast-path free thus never
+///   touches a detached pool: its slow path takes the lock first. So a
+///   guest holding the lock that reads the bit set (Acquire) sees a pool
+///   nobody else writes. Because a detached pool is on no list, its
 ///   owner's allocations never reach it either.
 /// * `remote` is pushed to by any thread (see `RemoteList`); it is taken by
 ///   whoever took the pool off its heap's pending list.
@@ -181,14 +141,12 @@ pub(crate) struct Pool {
     /// Owner-local free list (LIFO).
     pub(crate) free: Cell<*mut Block>,
     /// Blocks handed out, on `remote`, or in an outbox.
-    pub(crate) used: UsedCount,
+    pub(crate) used: Cell<u32>,
     /// Offset of the first never-used block.
     pub(crate) carve: Cell<u32>,
     /// Neighbours in the heap's list of pools of this class.
     pub(crate) next: Cell<*mut Pool>,
     pub(crate) prev: Cell<*mut Pool>,
-    /// Off its class list because it had no free block when last looked at.
-    pub(crate) detached: AtomicBool,
     /// [`POOL_MAGIC`] while the pool is in use, 0 once its slot is free.
     pub(crate) magic: Cell<u16>,
     /// The second cache line: what other threads read and write.
@@ -198,8 +156,9 @@ pub(crate) struct Pool {
 /// The shared line of a pool header (see [`Pool`] for who writes what).
 #[repr(C, align(64))]
 pub(crate) struct PoolShared {
-    /// The heap the pool belongs to.
-    pub(crate) owner: AtomicPtr<Heap>,
+    /// The heap the pool belongs to, tagged with [`DETACHED`] while the
+    /// pool is detached (see [`Pool`]). Read it through [`Pool::owner`].
+    owner: AtomicPtr<Heap>,
     /// Blocks freed by threads other than the owner.
     pub(crate) remote: RemoteList,
     /// Link in the owner's list of pools with remote frees.
@@ -227,11 +186,10 @@ impl Pool {
     pub(crate) fn empty() -> Pool {
         Pool {
             free: Cell::new(ptr::null_mut()),
-            used: UsedCount::new(0),
+            used: Cell::new(0),
             carve: Cell::new(0),
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
-            detached: AtomicBool::new(false),
             magic: Cell::new(0),
             shared: PoolShared {
                 owner: AtomicPtr::new(ptr::null_mut()),
@@ -252,6 +210,7 @@ impl Pool {
         header.shared.class.set(class as u8);
         header.magic.set(POOL_MAGIC);
         header.shared.owner.store(owner, Ordering::Relaxed);
+        debug_assert_eq!(owner as usize & DETACHED, 0);
         // SAFETY: the slot is unused (contract above), so nothing reads the
         // header while it is replaced.
         unsafe { ptr::write(pool, header) };
@@ -280,6 +239,45 @@ impl Pool {
     pub(crate) fn base(&self) -> *mut u8 {
         let arena = self as *const Pool as usize & ARENA_MASK;
         (arena + self.slot_index() * POOL_SIZE) as *mut u8
+    }
+
+    /// The heap the pool belongs to, and whether the pool is detached.
+    /// `order` is Acquire for a guest asking whether it may touch the pool
+    /// (pairs with the Release of [`Pool::detach`]), Relaxed otherwise.
+    #[inline(always)]
+    pub(crate) fn owner(&self, order: Ordering) -> (*mut Heap, bool) {
+        let word = self.shared.owner.load(order) as usize;
+        ((word & !DETACHED) as *mut Heap, word & DETACHED != 0)
+    }
+
+    /// The owner word as the fast-path free compares it: the owning heap
+    /// while the pool is attached, a tagged pointer no heap equals while it
+    /// is detached.
+    #[inline(always)]
+    pub(crate) fn owner_word(&self) -> *mut Heap {
+        self.shared.owner.load(Ordering::Relaxed)
+    }
+
+    /// Marks the pool detached: the owner's last write to it outside the
+    /// lock, after unlinking it (see [`Pool`]).
+    pub(crate) fn detach(&self, owner: *mut Heap) {
+        // Release: a guest that sees the bit (Acquire) sees every write
+        // before it, `used` above all.
+        self.shared
+            .owner
+            .store((owner as usize | DETACHED) as *mut Heap, Ordering::Release);
+    }
+
+    /// Marks the pool attached again (under the heap's lock).
+    pub(crate) fn attach(&self, owner: *mut Heap) {
+        // Relaxed: guests act only on the bit being set, under the lock the
+        // caller holds.
+        self.shared.owner.store(owner, Ordering::Relaxed);
+    }
+
+    /// Whether the pool is detached, as its owner (or a lock holder) sees it.
+    pub(crate) fn is_detached(&self) -> bool {
+        self.owner(Ordering::Relaxed).1
     }
 
     #[inline(always)]
@@ -425,7 +423,7 @@ impl Pool {
         if self.shared.remote.count() > self.used.get() {
             broken("more blocks on the remote list than in use");
         }
-        if self.detached.load(Ordering::Relaxed) && (len != 0 || self.can_carve()) {
+        if self.is_detached() && (len != 0 || self.can_carve()) {
             broken("a detached pool with free blocks");
         }
     }

@@ -386,7 +386,7 @@ impl Drop for FlushTicket<'_> {
 pub(crate) unsafe fn deliver(pool: *mut Pool, head: *mut Block, tail: *mut Block, n: u32) {
     // SAFETY: the pool has blocks in use (ours), so its header is live and
     // its owner fixed (see `Pool`); heaps are never unmapped.
-    let (p, owner) = unsafe { (&*pool, &*(*pool).shared.owner.load(Ordering::Relaxed)) };
+    let (p, owner) = unsafe { (&*pool, &*(*pool).owner(Ordering::Relaxed).0) };
     // SAFETY: forwarded caller contract.
     if unsafe { p.shared.remote.push_chain(head, tail, n) } {
         // SAFETY: our push made `remote` non-empty, so we alone may link
@@ -420,7 +420,7 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
     let block = block.cast::<Block>();
     if me.is_null() {
         // SAFETY: every pool's owner is a live (never unmapped) heap.
-        unsafe { (*p.shared.owner.load(Ordering::Relaxed)).registry() }.count_orphan_free(class);
+        unsafe { (*p.owner(Ordering::Relaxed).0).registry() }.count_orphan_free(class);
         // SAFETY: a block of `pool` that we are freeing (caller contract).
         return unsafe { deliver(pool, block, block, 1) };
     }
@@ -553,7 +553,7 @@ impl Heap {
             // Acquire: pairs with the owner's Release store that detached
             // the pool, after which it writes the owner's line only under
             // the lock, which we hold; so `used` is stable here.
-            if p.detached.load(Ordering::Acquire) && p.shared.remote.count() == p.used.get() {
+            if p.owner(Ordering::Acquire).1 && p.shared.remote.count() == p.used.get() {
                 // Every block in use is on the remote list: none is handed
                 // out or in an outbox, so no thread can push another.
                 let (_, count) = p.shared.remote.take();

@@ -18,8 +18,7 @@ pub struct PoolMap {
     /// Block size of the pool's size class.
     pub block_size: usize,
     /// Blocks handed out (including those freed by other threads and not
-    /// yet taken back by the owner). For another live thread's pools, a
-    /// value the count had a moment ago.
+    /// yet taken back by the owner).
     pub blocks_in_use: usize,
     /// Blocks the pool holds when full.
     pub capacity: usize,
@@ -74,29 +73,34 @@ pub struct HeapInfo {
     pub state: HeapState,
     /// Whether it is the calling thread's heap.
     pub current_thread: bool,
-    /// Arenas it has mapped (its entries in [`HeapMap::arenas`]), the
-    /// retired ones included.
+    /// Arenas it has mapped, the retired ones included (its entries in
+    /// [`HeapMap::arenas`], unless it is another live thread's heap).
     pub arenas: usize,
     /// Of those, arenas that are empty and kept mapped for reuse.
     pub retired_arenas: usize,
 }
 
-/// Every heap, arena and pool of the allocator, at one moment.
+/// Every heap of the allocator at one moment, with the arenas and pools of
+/// the calling thread's heap and of parked heaps. Another live thread's
+/// pools change under its fast paths, which take no lock, so its heap is
+/// listed with its state and arena counts only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct HeapMap {
     /// The heaps, the calling thread's first. A heap whose lock was busy
     /// throughout the call is left out (it is working; ask again).
     pub heaps: Vec<HeapInfo>,
-    /// The arenas, grouped by heap in the order of `heaps`.
+    /// The arenas of the calling thread's heap and of parked heaps, grouped
+    /// by heap in the order of `heaps`.
     pub arenas: Vec<ArenaMap>,
-    /// The pools in use, grouped by arena, in slot order.
+    /// The pools in use of those arenas, grouped by arena, in slot order.
     pub pools: Vec<PoolMap>,
     /// Pool slots per arena, header slot included.
     pub slots_per_arena: usize,
 }
 
 /// Takes a [`HeapMap`] of every heap: the calling thread's, other live
-/// threads' and the parked heaps of exited threads.
+/// threads' and the parked heaps of exited threads (see [`HeapMap`] for
+/// which pools it lists).
 ///
 /// ```
 /// #[global_allocator]
@@ -172,25 +176,31 @@ fn record<'h>(
         };
         let index = map.heaps.len();
         let mut retired = 0;
+        // A guest may not read the pools' counts, which their owner writes
+        // without a lock: another live thread's heap is listed with its
+        // arena counts only.
+        let listed = locked.in_owner_capacity();
         // SAFETY: the lock is held: the heap's arenas and the set of its
-        // pools (and their classes) are stable; `blocks_in_use` of another
-        // live thread's pools is read as a snapshot. Nothing below
-        // allocates (room is reserved).
+        // pools are stable; in owner capacity, so are the pools. Nothing
+        // below allocates (room is reserved).
         unsafe {
             heap.for_each_arena(|arena| {
                 let arena_index = map.arenas.len();
                 let mut live = 0;
+                retired += usize::from(arena.is_retired());
+                if !listed {
+                    return;
+                }
                 arena.for_each_live_pool(|pool| {
                     live += 1;
                     map.pools.push(PoolMap {
                         arena: arena_index,
                         slot: pool.slot_index(),
                         block_size: pool.block_size(),
-                        blocks_in_use: pool.used.peek() as usize,
+                        blocks_in_use: pool.used.get() as usize,
                         capacity: blocks_per_pool(pool.class()),
                     });
                 });
-                retired += usize::from(live == 0 && arena.is_retired());
                 map.arenas.push(ArenaMap {
                     address: arena as *const _ as usize,
                     size: ARENA_SIZE,
