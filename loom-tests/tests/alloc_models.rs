@@ -397,19 +397,22 @@ fn a_guest_flushes_an_outbox_while_its_owner_fills_it() {
     });
 }
 
-/// The main thread's first pool of 512-byte blocks is detached (full, off
-/// its class list) with every block but two freed by another thread. Then
-/// at once: a thread frees one of the two remotely, the main thread frees
-/// the other locally, and a guest runs `release_free_memory()`, which may
-/// reclaim the pool only if it finds every block in use on its remote
-/// list. Whoever empties the pool returns it, once.
+/// The main thread's pool of 512-byte blocks is full, with 30 of its 32
+/// blocks freed by another thread (so it waits on the pending list). Then
+/// at once: a thread frees one more block remotely; the main thread
+/// allocates (finding the pool dry, it detaches it and takes a fresh one)
+/// and frees the last block locally; and a guest runs
+/// `release_free_memory()`, which may take the pool off the pending list
+/// while it is being detached, and may reclaim it only if it finds every
+/// block in use on its remote list. Whoever empties the pool returns it,
+/// once, and the counts come out exact.
 ///
 /// Checked against: the local free pushing onto a detached pool before
-/// taking the lock (a causality violation on `used` between owner and
-/// guest); the guest reading `detached` Relaxed (a causality violation on
-/// `used`); the guest reclaiming a detached pool without comparing the
-/// counts (the pool released while a block is held: `used` underflows or
-/// the arena's free-slot count goes wrong).
+/// taking the lock (a causality violation on the pool's free list between
+/// owner and guest); the guest reading the detached bit Relaxed (a
+/// causality violation on `used`); the guest reclaiming a detached pool
+/// with one block still held (an overflow of `used`, or a broken pool
+/// invariant, when that block comes back).
 #[test]
 fn a_guest_reclaims_a_detached_pool_only_when_every_block_is_back() {
     model(|| {
@@ -417,8 +420,6 @@ fn a_guest_reclaims_a_detached_pool_only_when_every_block_is_back() {
         let owner = registry.claim();
         let big = class_for(512, 8).unwrap();
         let mut blocks: Vec<Block> = (0..32).map(|i| alloc_in(owner, big, i)).collect();
-        // The 33rd block comes from a second pool: the first is detached.
-        let other = alloc_in(owner, big, 99);
         let local = blocks.pop().unwrap();
         let remote = blocks.pop().unwrap();
         thread::spawn(move || {
@@ -441,6 +442,7 @@ fn a_guest_reclaims_a_detached_pool_only_when_every_block_is_back() {
             thread::spawn(move || unsafe { registry.release(None) })
         };
         thread::yield_now();
+        let other = alloc_in(owner, big, 99);
         free(owner, local, 31);
         freer.join().unwrap();
         guest.join().unwrap();
@@ -448,24 +450,25 @@ fn a_guest_reclaims_a_detached_pool_only_when_every_block_is_back() {
         unsafe { owner.collect() };
         let stats = registry.stats();
         assert_eq!(stats.small_blocks_in_use, 1);
-        assert_eq!(
-            stats.per_class[big].pools, 1,
-            "the emptied pool went back to its arena, once"
-        );
         free(owner, other, 99);
+        // SAFETY: as above.
+        unsafe { owner.collect() };
+        // The pool of `other` is kept as the class's last; the first one
+        // went back to its arena exactly once.
+        assert_eq!(registry.stats().per_class[big].pools, 1);
         finish(&registry);
     });
 }
 
 /// A thread frees a block of the main thread's pool (into its outbox) and
-/// exits (parking its heap, which delivers the outbox and returns its
-/// empty arena) while the main thread runs `release_free_memory()`,
-/// visiting that heap as a guest or, once parked, as its keeper.
+/// exits (parking its heap, which delivers the outbox) while the main
+/// thread runs `release_free_memory()`, visiting that heap as a guest or,
+/// once parked, as its keeper; the main thread's arena goes back once the
+/// block is home.
 ///
-/// Checked against: parking without the lock (a causality violation on
-/// the heap's arena list between the exiting owner and the keeper);
-/// `Locked` releasing the lock before taking its arenas off the lists (the
-/// same).
+/// Checked against: the heap lock taken with Relaxed instead of Acquire
+/// (a causality violation between the exiting owner's writes and the
+/// keeper's reads).
 #[test]
 fn a_thread_exits_while_a_release_visits_its_heap() {
     model(|| {
@@ -476,8 +479,6 @@ fn a_thread_exits_while_a_release_visits_its_heap() {
             let registry = registry.clone();
             thread::spawn(move || {
                 let heap = registry.claim();
-                let x = alloc(heap, 2);
-                free(heap, x, 2);
                 free(heap, y, 1);
                 // SAFETY: the thread exits.
                 unsafe { heap.park() };

@@ -179,6 +179,10 @@ pub(crate) struct ArenaSet {
     /// newest first, linked through `next` and `prev`.
     retired: Cell<*mut Arena>,
     oldest_retired: Cell<*mut Arena>,
+    /// When the heap last took a retired arena back into use (coarse
+    /// monotonic milliseconds): demand is back, so its other retired
+    /// arenas count as retired from then on.
+    pub(crate) last_reuse_ms: Cell<u64>,
 }
 
 impl ArenaSet {
@@ -188,6 +192,7 @@ impl ArenaSet {
             all: Cell::new(ptr::null_mut()),
             retired: Cell::new(ptr::null_mut()),
             oldest_retired: Cell::new(ptr::null_mut()),
+            last_reuse_ms: Cell::new(0),
         }
     }
 

@@ -15,7 +15,10 @@
 //!   straight away (the FIFO benchmark: 264 MB per round) reuses its
 //!   arenas warm; measured, returning everything above 64 MiB at once made
 //!   that round three times slower.
-//! * Retired arenas are reused oldest first (those closest to expiring).
+//! * Retired arenas are reused oldest first (those closest to expiring),
+//!   and a heap that reuses one shows that its demand is back: its other
+//!   retired arenas get a new window from then (see
+//!   [`Heap::purge_retired`]).
 //! * Expired arenas are returned by their owner's tick and whenever an
 //!   arena empties, and by a process-wide *pass* ([`pass`]), which also
 //!   delivers the outboxes of threads that went idle, collects parked
@@ -93,6 +96,7 @@ impl Heap {
         if !arena.is_null() {
             // SAFETY: a retired arena of ours; the lock is held.
             unsafe { self.arenas.unlink_retired(arena) };
+            self.arenas.last_reuse_ms.set(os::now_ms());
             self.registry()
                 .retained_bytes
                 .fetch_sub(ARENA_SIZE, Ordering::Relaxed);
@@ -101,7 +105,12 @@ impl Heap {
     }
 
     /// Dooms the retired arenas, oldest first, that have been retired for
-    /// at least `age_ms` by `now` (all of them for an age of 0).
+    /// at least `age_ms` by `now` (all of them for an age of 0). An arena
+    /// counts as retired from when it emptied or from when the heap last
+    /// took a retired arena back into use, whichever is later: a heap whose
+    /// demand has come back (a program that builds its working set again
+    /// after a pause) reuses its arenas warm rather than have them unmapped
+    /// under it one by one.
     pub(super) fn purge_retired(&self, locked: &Locked<'_>, now: u64, age_ms: u64) {
         loop {
             let oldest = self.arenas.oldest_retired();
@@ -109,7 +118,7 @@ impl Heap {
                 return;
             }
             // SAFETY: retired arenas are live and ours; the lock is held.
-            let retired_at = unsafe { (*oldest).retired_at.get() };
+            let retired_at = unsafe { (*oldest).retired_at.get() }.max(self.arenas.last_reuse_ms.get());
             if age_ms > 0 && now.saturating_sub(retired_at) < age_ms {
                 return;
             }
