@@ -26,8 +26,8 @@ fn in_child(name: &str, purge_ms: Option<&str>) {
         None => cmd.env_remove("PYMEM_PURGE_MS"),
     };
     let out = cmd.output().expect("run the child");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && text.contains("1 passed"),
         "{name} failed:\n{text}"

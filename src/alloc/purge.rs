@@ -118,7 +118,8 @@ impl Heap {
                 return;
             }
             // SAFETY: retired arenas are live and ours; the lock is held.
-            let retired_at = unsafe { (*oldest).retired_at.get() }.max(self.arenas.last_reuse_ms.get());
+            let retired_at =
+                unsafe { (*oldest).retired_at.get() }.max(self.arenas.last_reuse_ms.get());
             if age_ms > 0 && now.saturating_sub(retired_at) < age_ms {
                 return;
             }
