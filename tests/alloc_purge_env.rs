@@ -7,7 +7,6 @@ mod alloc_shapes;
 #[path = "common/rng.rs"]
 mod rng;
 
-use std::process::Command;
 use std::time::Duration;
 
 use pymem::PyMalloc;
@@ -15,27 +14,8 @@ use pymem::PyMalloc;
 #[global_allocator]
 static GLOBAL: PyMalloc = PyMalloc;
 
-const CHILD: &str = "PYMEM_PURGE_CHILD";
-
 fn in_child(name: &str, purge_ms: Option<&str>) {
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, name);
-    match purge_ms {
-        Some(ms) => cmd.env("PYMEM_PURGE_MS", ms),
-        None => cmd.env_remove("PYMEM_PURGE_MS"),
-    };
-    let out = cmd.output().expect("run the child");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "{name} failed:\n{text}"
-    );
-}
-
-fn is_child(name: &str) -> bool {
-    std::env::var(CHILD).as_deref() == Ok(name)
+    alloc_shapes::run_child_test(name, &[("PYMEM_PURGE_MS", purge_ms)]);
 }
 
 /// Threads of this process named `pymem-purge`.
@@ -55,7 +35,7 @@ fn the_environment_variable_starts_the_background_purge() {
 
 #[test]
 fn child_environment() {
-    if !is_child("child_environment") {
+    if !alloc_shapes::is_child("child_environment") {
         return;
     }
     assert_eq!(purge_threads(), 1, "no pymem-purge thread");
@@ -75,7 +55,7 @@ fn without_the_variable_there_is_no_background_thread() {
 
 #[test]
 fn child_no_environment() {
-    if !is_child("child_no_environment") {
+    if !alloc_shapes::is_child("child_no_environment") {
         return;
     }
     let v: Vec<u64> = (0..1_000).collect();
@@ -96,7 +76,7 @@ fn a_forked_child_has_no_background_thread_until_it_asks() {
 
 #[test]
 fn child_fork() {
-    if !is_child("child_fork") {
+    if !alloc_shapes::is_child("child_fork") {
         return;
     }
     assert_eq!(purge_threads(), 1);

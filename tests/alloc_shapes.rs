@@ -24,7 +24,6 @@ mod alloc_shapes;
 #[path = "common/rng.rs"]
 mod rng;
 
-use std::process::Command;
 use std::time::Duration;
 
 use alloc_shapes::{rss_mb, wait_for_rss, Trickle};
@@ -35,34 +34,19 @@ static GLOBAL: PyMalloc = PyMalloc;
 
 const BYTES: usize = 160_000_000;
 const LIMIT_MB: f64 = 32.0;
-const CHILD: &str = "PYMEM_SHAPE_CHILD";
-
-/// Runs the test `name` of this binary in a child process and fails with
-/// its output if it fails.
+/// Runs the test `name` of this binary in a child process, showing the
+/// figures it printed.
 fn in_child(name: &str) {
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, name)
-        .output()
-        .expect("run the child");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let figures: Vec<&str> = text
+    let text = alloc_shapes::run_child_test(name, &[]);
+    for line in text
         .lines()
         .filter_map(|l| l.find("shape:").map(|at| &l[at..]))
-        .collect();
-    eprintln!("{}", figures.join("\n"));
-    assert!(out.status.success(), "{name} failed:\n{text}");
-    assert!(text.contains("1 passed"), "{name} did not run:\n{text}");
+    {
+        eprintln!("{line}");
+    }
 }
 
-/// Whether this process is the child asked to run `name`.
-fn is_child(name: &str) -> bool {
-    std::env::var(CHILD).as_deref() == Ok(name)
-}
+use alloc_shapes::is_child;
 
 fn check(what: &str, rss: f64) {
     println!("shape: {what}: {rss:.1} MB");

@@ -77,6 +77,17 @@ fn raw_threads(total: usize, at_once: usize) {
     }
 }
 
+/// At most 50 heaps more after `threads` threads came and went (at most 50
+/// ran at once): the heaps of exited threads were parked and adopted.
+fn assert_heaps_reused(before: &pymem::AllocStats, after: &pymem::AllocStats, threads: usize) {
+    assert!(
+        after.heaps <= before.heaps + 50,
+        "{} heaps after {threads} threads ({} before): exited threads' heaps were not parked",
+        after.heaps,
+        before.heaps
+    );
+}
+
 #[test]
 fn threads_first_allocating_in_a_key_destructor_park_their_heaps() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,12 +103,7 @@ fn threads_first_allocating_in_a_key_destructor_park_their_heaps() {
     );
     release_free_memory();
     let after = alloc_stats();
-    assert!(
-        after.heaps <= before.heaps + 50,
-        "{} heaps after 1,000 threads ({} before): exited threads' heaps were not parked",
-        after.heaps,
-        before.heaps
-    );
+    assert_heaps_reused(&before, &after, 1_000);
     // The test harness's own threads come and go meanwhile: a little slack.
     let (owned_before, owned_after) = (
         before.heaps - before.heaps_parked,
@@ -135,11 +141,5 @@ fn threads_allocating_in_thread_local_destructors_park_their_heaps() {
     for _ in 0..200 {
         std::thread::spawn(|| LATE.with(|_| {})).join().unwrap();
     }
-    let after = alloc_stats();
-    assert!(
-        after.heaps <= before.heaps + 50,
-        "{} heaps after 200 threads ({} before)",
-        after.heaps,
-        before.heaps
-    );
+    assert_heaps_reused(&before, &alloc_stats(), 200);
 }

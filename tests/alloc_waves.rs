@@ -15,7 +15,6 @@ mod alloc_shapes;
 mod rng;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use pymem::PyMalloc;
@@ -84,22 +83,11 @@ unsafe impl GlobalAlloc for Either {
 #[global_allocator]
 static GLOBAL: Either = Either;
 
-const CHILD: &str = "PYMEM_WAVES_CHILD";
-
 /// Runs `child_waves` in a child process; returns its `key=value` figures.
 fn run(system: bool) -> Vec<(String, f64)> {
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args(["child_waves", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1");
-    if system {
-        cmd.env("PYMEM_WAVES_SYSTEM", "1");
-    }
-    let out = cmd.output().expect("run the child");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "child failed:\n{text}"
+    let text = alloc_shapes::run_child_test(
+        "child_waves",
+        &[("PYMEM_WAVES_SYSTEM", system.then_some("1"))],
     );
     text.lines()
         .filter_map(|l| l.split_once("waves: ").map(|(_, figures)| figures))
@@ -142,7 +130,7 @@ const WAVE: usize = 200;
 
 #[test]
 fn child_waves() {
-    if std::env::var(CHILD).is_err() {
+    if !alloc_shapes::is_child("child_waves") {
         return;
     }
     alloc_shapes::waves(&GLOBAL, 10_000, WAVE, 32 << 10);

@@ -17,6 +17,34 @@ use std::time::{Duration, Instant};
 
 use crate::rng::SplitMix64;
 
+/// Runs the test `name` of the current test binary in a child process,
+/// with `env` set (and `name` in `PYMEM_CHILD_TEST`, see [`is_child`]);
+/// returns its output, or panics with it if the child failed.
+pub fn run_child_test(name: &str, env: &[(&str, Option<&str>)]) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("PYMEM_CHILD_TEST", name);
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let out = cmd.output().expect("run the child");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{name} failed:\n{text}"
+    );
+    text
+}
+
+/// Whether this process is the child [`run_child_test`] started for `name`.
+pub fn is_child(name: &str) -> bool {
+    std::env::var("PYMEM_CHILD_TEST").as_deref() == Ok(name)
+}
+
 /// Smallest and largest block of the shapes (the small-object range).
 pub const MIN_SIZE: usize = 16;
 /// Largest block.
