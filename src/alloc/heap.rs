@@ -321,20 +321,36 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn free_slow(&self, pool: *mut Pool, used: u32, frees: usize) {
-        if used == 0 {
+        // An emptied pool that is its class's only one is kept, which only
+        // reads our class list: no lock (a program that allocates and frees
+        // one block in a loop comes here every time).
+        // SAFETY: an attached pool of ours.
+        if used == 0 && !unsafe { self.keeps_when_empty(pool) } {
             // SAFETY: owner capacity (caller contract of `free_local`).
             if let Some(locked) = unsafe { self.lock_as_owner() } {
                 // SAFETY: an attached (so linked) pool of ours, now empty.
                 unsafe { self.pool_emptied(&locked, pool) };
+                locked.finish();
+                // A pool going back is allocator activity: let a due pass
+                // run.
+                super::purge::pass_if_due(self.registry(), Some(self));
             }
             // Without the lock the empty pool just stays attached.
         }
         if frees & TICK_MASK == 0 {
             self.tick();
-        } else if used == 0 {
-            // A pool emptying is allocator activity too: let a due pass run.
-            super::purge::pass_if_due(self.registry(), Some(self));
         }
+    }
+
+    /// Whether an empty attached pool stays on its class list: it is the
+    /// class's only pool (see [`Heap::pool_emptied`]).
+    ///
+    /// # Safety
+    /// Owner capacity; `pool` must be an attached pool of ours.
+    unsafe fn keeps_when_empty(&self, pool: *mut Pool) -> bool {
+        // SAFETY: caller contract.
+        let p = unsafe { &*pool };
+        self.classes[p.class()].current.get() == pool && p.next.get().is_null()
     }
 
     /// A local free into a detached pool: the pool rejoins its class list,
@@ -441,9 +457,7 @@ impl Heap {
     /// Owner capacity with the lock held; `pool` attached and empty.
     pub(super) unsafe fn pool_emptied(&self, locked: &Locked<'_>, pool: *mut Pool) {
         // SAFETY: caller contract.
-        let p = unsafe { &*pool };
-        let slot = &self.classes[p.class()];
-        if !locked.returns_everything() && slot.current.get() == pool && p.next.get().is_null() {
+        if !locked.returns_everything() && unsafe { self.keeps_when_empty(pool) } {
             return;
         }
         // SAFETY: on its class list, empty, ours.

@@ -118,13 +118,13 @@ impl RemoteList {
 }
 
 /// Chains (one per pool) an outbox holds at most.
-const OUTBOX_SLOTS: usize = 16;
+const OUTBOX_SLOTS: usize = 64;
 /// Blocks an outbox holds at most before it delivers everything: 256
-/// blocks are at most 128 KiB and pin at most 16 pools.
+/// blocks are at most 128 KiB.
 pub(crate) const OUTBOX_LIMIT: u32 = 256;
 /// How long a guest waits for an owner to leave its outbox before it gives
 /// up on that outbox for this pass (the owner's busy section is a few
-/// dozen instructions, or one delivery of 16 chains).
+/// dozen instructions, or one delivery of 64 chains).
 const BUSY_WAIT_SPINS: u32 = 1 << 14;
 
 /// One chain of an [`Outbox`]: blocks of one pool, linked `head` to `tail`.
