@@ -1,19 +1,19 @@
 //! Memory goes back to the OS in the shapes real servers and thread pools
 //! have (issue 8), not only when one thread frees what it allocated:
 //!
-//! * server: 4 workers allocate 160 MB of 16..512-byte blocks, 4 other
+//! * server: 4 workers allocate 96 MB of 16..512-byte blocks, 4 other
 //!   live threads free them all, everyone idles: `release_free_memory()`
 //!   on the main thread brings the resident set to 32 MB or less, and so
 //!   does `purge_in_background(100 ms)` without any call, within 1 s;
-//! * spike then block: one thread frees its own 160 MB spike and blocks on
+//! * spike then block: one thread frees its own 96 MB spike and blocks on
 //!   a channel: the same two figures;
-//! * exited threads: 32 threads allocate 160 MB and exit, the main thread
+//! * exited threads: 32 threads allocate 96 MB and exit, the main thread
 //!   frees their blocks in random order: 32 MB or less within 1 s while
 //!   another thread allocates now and then, and after a release.
 //!
 //! (The issue's figures are for 500 MB; `bench/benches/alloc_shapes.rs`
 //! runs them at that size beside glibc and mimalloc. Here the sizes are
-//! smaller so that the debug build stays fast; 32 MB is still a fifth of
+//! smaller so that the debug build stays fast; 32 MB is a third of
 //! what was allocated.)
 //!
 //! Each shape runs in a child process of its own (this test binary, asked
@@ -32,7 +32,7 @@ use pymem::{release_free_memory, PyMalloc};
 #[global_allocator]
 static GLOBAL: PyMalloc = PyMalloc;
 
-const BYTES: usize = 160_000_000;
+const BYTES: usize = 96_000_000;
 const LIMIT_MB: f64 = 32.0;
 /// Runs the test `name` of this binary in a child process, showing the
 /// figures it printed.

@@ -35,12 +35,17 @@ unsafe impl Send for Block {}
 /// Explores `f` with loom. `LOOM_MAX_PREEMPTIONS` (default 4, set by
 /// `scripts/loom.sh`) bounds the search.
 fn model(f: impl Fn() + Send + Sync + 'static) {
+    model_bounded(usize::MAX, f)
+}
+
+/// As [`model`], with the preemption bound at most `max`: the models of
+/// three threads running whole passes explore millions of schedules at
+/// bound 4, hundreds of thousands at 3.
+fn model_bounded(max: usize, f: impl Fn() + Send + Sync + 'static) {
     let mut builder = loom::model::Builder::new();
     // Allocating a heap touches ~150 atomics, each a branch for loom.
     builder.max_branches = 100_000;
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(4);
-    }
+    builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(4).min(max));
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = runs.clone();
     builder.check(move || {
@@ -417,7 +422,7 @@ fn a_guest_flushes_an_outbox_while_its_owner_fills_it() {
 /// not model-checked.
 #[test]
 fn a_guest_reclaims_a_detached_pool_only_when_every_block_is_back() {
-    model(|| {
+    model_bounded(3, || {
         let registry = Arc::new(Registry::new());
         let owner = registry.claim();
         let big = class_for(512, 8).unwrap();
@@ -526,7 +531,7 @@ fn a_guest_leaves_a_detached_pool_alone_while_a_block_is_held() {
 /// keeper's reads).
 #[test]
 fn a_thread_exits_while_a_release_visits_its_heap() {
-    model(|| {
+    model_bounded(3, || {
         let registry = Arc::new(Registry::new());
         let owner = registry.claim();
         let y = alloc(owner, 1);
