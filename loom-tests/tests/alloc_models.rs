@@ -92,6 +92,34 @@ fn free(heap: HeapRef, block: Block, tag: u64) {
     unsafe { heap.free(block.0) };
 }
 
+/// Allocates a whole pool of 512-byte blocks (32, tagged 0..32) for the
+/// calling thread's heap `owner`; returns the class and the blocks.
+fn full_pool_of_512(owner: HeapRef) -> (usize, Vec<Block>) {
+    let big = class_for(512, 8).unwrap();
+    (big, (0..32).map(|i| alloc_in(owner, big, i)).collect())
+}
+
+/// Frees `blocks` (tagged with their index) from a thread that has no
+/// heap, and waits for it.
+fn free_from_a_thread_without_heap(blocks: Vec<Block>) {
+    thread::spawn(move || {
+        for (i, block) in blocks.into_iter().enumerate() {
+            check(block, i as u64);
+            // SAFETY: live blocks; this thread has no heap.
+            unsafe { free_without_heap(block.0) };
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// A thread with no heap running `release_free_memory()`: a guest.
+fn spawn_guest(registry: &Arc<Registry>) -> thread::JoinHandle<usize> {
+    let registry = registry.clone();
+    // SAFETY: the guest thread has no heap.
+    thread::spawn(move || unsafe { registry.release(None) })
+}
+
 /// Frees everything the model mapped; every thread has been joined.
 fn finish(registry: &Registry) {
     // SAFETY: no model thread runs any more.
@@ -425,29 +453,16 @@ fn a_guest_reclaims_a_detached_pool_only_when_every_block_is_back() {
     model_bounded(3, || {
         let registry = Arc::new(Registry::new());
         let owner = registry.claim();
-        let big = class_for(512, 8).unwrap();
-        let mut blocks: Vec<Block> = (0..32).map(|i| alloc_in(owner, big, i)).collect();
+        let (big, mut blocks) = full_pool_of_512(owner);
         let local = blocks.pop().unwrap();
         let remote = blocks.pop().unwrap();
-        thread::spawn(move || {
-            for (i, block) in blocks.into_iter().enumerate() {
-                check(block, i as u64);
-                // SAFETY: live blocks; this thread has no heap.
-                unsafe { free_without_heap(block.0) };
-            }
-        })
-        .join()
-        .unwrap();
+        free_from_a_thread_without_heap(blocks);
         let freer = thread::spawn(move || {
             check(remote, 30);
             // SAFETY: as above.
             unsafe { free_without_heap(remote.0) };
         });
-        let guest = {
-            let registry = registry.clone();
-            // SAFETY: the guest thread has no heap.
-            thread::spawn(move || unsafe { registry.release(None) })
-        };
+        let guest = spawn_guest(&registry);
         thread::yield_now();
         // A local free into the attached pool and the allocation that
         // takes the block again: writes of `used` just before the detach.
@@ -489,24 +504,11 @@ fn a_guest_leaves_a_detached_pool_alone_while_a_block_is_held() {
     model(|| {
         let registry = Arc::new(Registry::new());
         let owner = registry.claim();
-        let big = class_for(512, 8).unwrap();
-        let mut blocks: Vec<Block> = (0..32).map(|i| alloc_in(owner, big, i)).collect();
+        let (big, mut blocks) = full_pool_of_512(owner);
         let other = alloc_in(owner, big, 99);
         let last = blocks.pop().unwrap();
-        thread::spawn(move || {
-            for (i, block) in blocks.into_iter().enumerate() {
-                check(block, i as u64);
-                // SAFETY: live blocks; this thread has no heap.
-                unsafe { free_without_heap(block.0) };
-            }
-        })
-        .join()
-        .unwrap();
-        let guest = {
-            let registry = registry.clone();
-            // SAFETY: the guest thread has no heap.
-            thread::spawn(move || unsafe { registry.release(None) })
-        };
+        free_from_a_thread_without_heap(blocks);
+        let guest = spawn_guest(&registry);
         thread::yield_now();
         free(owner, last, 31);
         guest.join().unwrap();
