@@ -328,13 +328,22 @@ mod background {
     /// [`release_free_memory`]: crate::release_free_memory
     ///
     /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: pymem::PyMalloc = pymem::PyMalloc;
+    ///
+    /// # fn main() {
     /// use std::time::Duration;
-    /// pymem::purge_in_background(Some(Duration::from_millis(100)));
+    /// pymem::purge_in_background(Some(Duration::from_millis(50)));
+    /// let before = pymem::alloc_stats().bytes_returned;
     /// let spike: Vec<Box<[u8; 64]>> = (0..100_000).map(|_| Box::new([0; 64])).collect();
     /// drop(spike);
-    /// std::thread::sleep(Duration::from_millis(300));
-    /// // The spike's arenas have been returned by now, without a call.
+    /// std::thread::sleep(Duration::from_millis(400));
+    /// // The spike's arenas went back without a call.
+    /// let stats = pymem::alloc_stats();
+    /// assert_eq!(stats.arenas_retired, 0);
+    /// assert!(stats.bytes_returned >= before + (5 << 20));
     /// pymem::purge_in_background(None);
+    /// # }
     /// ```
     pub fn purge_in_background(interval: Option<Duration>) {
         let ms = match interval {
