@@ -250,17 +250,46 @@ impl Outbox {
     }
 
     /// Adds a freed block to the chain of its pool, delivering what the
-    /// slot held for another pool, or everything at the limit.
+    /// slot held for another pool, or everything at the limit. The common
+    /// case (the slot already holds the pool's chain) is a few plain stores
+    /// and no call; the rest is out of line.
     ///
     /// # Safety
     /// As [`Outbox::deliver_all`]; `block` is a block of `pool` being freed
     /// by the caller.
     #[inline(always)]
     unsafe fn add(&self, pool: *mut Pool, block: *mut Block) {
-        let hash = (pool as usize >> 7) ^ (pool as usize >> 20);
-        let slot = &self.slots[hash % OUTBOX_SLOTS];
-        if slot.pool.get() == pool {
+        let slot = &self.slots[Self::slot_of(pool)];
+        let held = self.held.get() + 1;
+        if slot.pool.get() == pool && held < OUTBOX_LIMIT {
             // SAFETY: the block is being freed by us: nobody else reaches it.
+            unsafe { Block::set_next(block, slot.head.get()) };
+            slot.head.set(block);
+            slot.count.set(slot.count.get() + 1);
+            self.held.set(held);
+            return;
+        }
+        // SAFETY: forwarded.
+        unsafe { self.add_slow(pool, block) }
+    }
+
+    /// The slot of `pool`'s chain.
+    #[inline(always)]
+    fn slot_of(pool: *mut Pool) -> usize {
+        ((pool as usize >> 7) ^ (pool as usize >> 20)) % OUTBOX_SLOTS
+    }
+
+    /// [`Outbox::add`] when the slot holds another pool's chain (or none),
+    /// or the outbox is full.
+    ///
+    /// # Safety
+    /// As [`Outbox::add`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn add_slow(&self, pool: *mut Pool, block: *mut Block) {
+        let slot = &self.slots[Self::slot_of(pool)];
+        if slot.pool.get() == pool {
+            // SAFETY: as in `add`.
             unsafe { Block::set_next(block, slot.head.get()) };
             slot.count.set(slot.count.get() + 1);
         } else {
@@ -419,10 +448,8 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
     }
     let block = block.cast::<Block>();
     if me.is_null() {
-        // SAFETY: every pool's owner is a live (never unmapped) heap.
-        unsafe { (*p.owner(Ordering::Relaxed).0).registry() }.count_orphan_free(class);
-        // SAFETY: a block of `pool` that we are freeing (caller contract).
-        return unsafe { deliver(pool, block, block, 1) };
+        // SAFETY: forwarded caller contract.
+        return unsafe { free_orphan(pool, block) };
     }
     // SAFETY: the caller owns `me`.
     let me = unsafe { &*me };
@@ -434,6 +461,23 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
         // SAFETY: as above.
         None => unsafe { deliver(pool, block, block, 1) },
     }
+}
+
+/// A remote free by a thread that has no heap (thread teardown): counted
+/// as an orphan free, delivered at once.
+///
+/// # Safety
+/// `block` must be a block in use of `pool`, being freed by the caller.
+#[cold]
+#[inline(never)]
+unsafe fn free_orphan(pool: *mut Pool, block: *mut Block) {
+    // SAFETY: a pool with a block in use is live; its owning heap is never
+    // unmapped.
+    let p = unsafe { &*pool };
+    // SAFETY: as above.
+    unsafe { (*p.owner(Ordering::Relaxed).0).registry() }.count_orphan_free(p.class());
+    // SAFETY: a block of `pool` that we are freeing (caller contract).
+    unsafe { deliver(pool, block, block, 1) }
 }
 
 impl Heap {
