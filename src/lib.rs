@@ -72,7 +72,9 @@ pub use gc::{Gc, Trace, Tracer, Weak};
 /// `#[derive(Trace)]`: implements [`Trace`] for structs (named, tuple,
 /// unit) and enums, generic or not, visiting every field;
 /// `#[trace(skip)]` on a field that holds no `Gc` leaves it out (it then
-/// needs no `Trace` impl). `MAY_CONTAIN_GC` is the OR of the fields'.
+/// needs no `Trace` impl). `may_contain_gc()` is the OR of the fields'
+/// (see [`Trace`'s tracking rules](Trace#tracking)); recursive and
+/// mutually recursive types derive without a cycle.
 ///
 /// ```
 /// use pymem::{gc, Gc, Trace};
@@ -95,6 +97,14 @@ pub use pymem_derive::Trace;
 // Lets the derive's `::pymem::` paths resolve inside this crate too.
 extern crate self as pymem;
 
+/// What `#[derive(Trace)]` expands to refers to these; not part of the
+/// API (no semver guarantee).
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::gc::header::HeaderSpec;
+    pub use crate::gc::trace::{Deeper, DefaultDepth, Depth, Exhausted, GcLayout, SelfReference};
+}
+
 /// The allocator's internals, driven step by step by the loom model checks
 /// in `loom-tests/` (only with `--cfg loom`).
 #[cfg(loom)]
@@ -106,6 +116,28 @@ pub use alloc::{
     ArenaMap, HeapMap, HeapState, PoolMap, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE,
 };
 pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};
+
+#[cfg(all(
+    feature = "override",
+    not(all(target_os = "linux", target_env = "gnu"))
+))]
+compile_error!("the `override` feature needs glibc (Linux, target_env = \"gnu\")");
+
+/// The C allocation API behind the `override` feature and the
+/// `pymem-malloc` preload (`pymem::__export_c_allocator!()` exports it).
+#[cfg(all(not(loom), target_os = "linux", target_env = "gnu"))]
+#[doc(hidden)]
+pub mod __cabi {
+    pub use crate::alloc::cabi::{
+        aligned_alloc, calloc, free, free_aligned_sized, free_sized, mallinfo, mallinfo2, malloc,
+        malloc_stats, malloc_trim, malloc_usable_size, memalign, posix_memalign, pvalloc, realloc,
+        reallocarray, valloc,
+    };
+    /// glibc's `struct mallinfo2`.
+    pub type Mallinfo2 = libc::mallinfo2;
+    /// glibc's `struct mallinfo`.
+    pub type Mallinfo = libc::mallinfo;
+}
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

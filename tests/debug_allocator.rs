@@ -10,13 +10,17 @@ static GLOBAL: pymem::PyMalloc = pymem::PyMalloc;
 
 const MISTAKE: &str = "PYMEM_TEST_MISTAKE";
 
-fn run_child(mistake: &str) -> (Option<i32>, String) {
-    let out = Command::new(std::env::current_exe().unwrap())
+fn child_output(mistake: &str, debug: &str) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env("PYMEM_DEBUG", "1")
+        .env("PYMEM_DEBUG", debug)
         .env(MISTAKE, mistake)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn run_child(mistake: &str) -> (Option<i32>, String) {
+    let out = child_output(mistake, "1");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -37,6 +41,10 @@ fn child() {
     let Ok(mistake) = std::env::var(MISTAKE) else {
         return;
     };
+    if mistake == "none-off" {
+        assert!(!pymem::debug_allocator_enabled());
+        return;
+    }
     assert!(pymem::debug_allocator_enabled());
     // SAFETY: none of what follows is sound: each arm is the mistake the
     // debug allocator must catch before it does harm.
@@ -87,6 +95,24 @@ fn child() {
                 let ptr = pymem::PyMalloc.alloc(layout);
                 ptr.add(5000).write(0);
                 pymem::PyMalloc.dealloc(ptr, layout);
+            }
+            "large-wild" => {
+                // An unmapped address with a large layout: never readable.
+                let layout = Layout::from_size_align(5000, 8).unwrap();
+                pymem::PyMalloc.dealloc(std::ptr::without_provenance_mut(0x1000), layout);
+            }
+            "large-double-free" => {
+                let layout = Layout::from_size_align(5000, 8).unwrap();
+                let ptr = pymem::PyMalloc.alloc(layout);
+                pymem::PyMalloc.dealloc(ptr, layout);
+                pymem::PyMalloc.dealloc(ptr, layout);
+            }
+            "box-string-double-drop" => {
+                let raw = Box::into_raw(Box::new(String::from("owns a heap buffer")));
+                drop(Box::from_raw(raw));
+                // The second drop reads the freed String: pointer and
+                // capacity are now 0xDDDD... (the dead fill).
+                drop(Box::from_raw(raw));
             }
             other => panic!("unknown mistake {other}"),
         }
@@ -140,6 +166,55 @@ fn wrong_layout_is_caught() {
 }
 
 #[test]
+fn wild_large_pointer_is_reported_not_read() {
+    assert_caught(
+        "large-wild",
+        &["free of 0x1000 (size 5000): not a pointer PyMalloc handed out"],
+    );
+}
+
+#[test]
+fn large_double_free_is_caught() {
+    assert_caught("large-double-free", &["or one already freed"]);
+}
+
+#[test]
+fn switched_on_by_true_yes_on_and_announced() {
+    for value in ["true", "YES", "on", "1"] {
+        let out = child_output("clean", value);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "PYMEM_DEBUG={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("pymem: debug allocator on (PYMEM_DEBUG={value})")),
+            "PYMEM_DEBUG={value}: {stderr}"
+        );
+    }
+    let out = child_output("none-off", "off");
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("debug allocator on"));
+}
+
+#[test]
 fn large_blocks_are_guarded_too() {
     assert_caught("large-overrun", &["rear guard damaged", "size 5000"]);
 }
+
+/// Issue 12, item 4: the second drop of a `Box<String>` hands `dealloc` the
+/// freed `String`'s pointer and capacity, both `0xDDDD...`. The debug
+/// allocator used to dereference that pointer and die of SIGSEGV; it must
+/// name the mistake instead. (In debug builds the `#[global_allocator]`
+/// shim's own precondition check on the `Layout` fires first and aborts
+/// with its message; that is a clear report too, and not a crash.)
+#[test]
+fn double_drop_of_a_box_string_is_a_use_after_free_not_a_crash() {
+    use std::os::unix::process::ExitStatusExt;
+    let out = child_output("box-string-double-drop", "1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.signal(), Some(SIGSEGV), "crashed:\n{stderr}");
+    assert!(!out.status.success(), "went unnoticed:\n{stderr}");
+    let ours = stderr.contains("use after free") && stderr.contains("dead-fill byte 0xdd");
+    let std_check = cfg!(debug_assertions) && stderr.contains("unsafe precondition(s) violated");
+    assert!(ours || std_check, "{stderr}");
+}
+
+const SIGSEGV: i32 = 11;

@@ -217,3 +217,98 @@ fn deep_chain_through_an_untracked_looking_value() {
         assert_eq!(n, 499_999);
     });
 }
+
+/// A list node whose `Drop` panics when its id is `panic_at`.
+struct PanicNode {
+    id: usize,
+    panic_at: usize,
+    next: Option<Gc<PanicNode>>,
+    drops: Rc<Cell<usize>>,
+}
+
+// SAFETY: `trace` visits the `Gc` this type owns.
+unsafe impl Trace for PanicNode {
+    fn trace(&self, tracer: &mut Tracer) {
+        self.next.trace(tracer);
+    }
+}
+
+impl Drop for PanicNode {
+    fn drop(&mut self) {
+        self.drops.set(self.drops.get() + 1);
+        if self.id == self.panic_at {
+            panic!("PanicNode {} panics in drop", self.id);
+        }
+    }
+}
+
+/// Drops a list of `n` nodes, one of which panics in its `Drop`, and
+/// returns how many values were dropped when the panic reached the
+/// caller, and how many objects the collector still tracked.
+fn drop_list_with_panic(n: usize, panic_at: usize) -> (usize, usize) {
+    let drops = Rc::new(Cell::new(0));
+    let mut head: Option<Gc<PanicNode>> = None;
+    for id in (0..n).rev() {
+        head = Some(Gc::new(PanicNode {
+            id,
+            panic_at,
+            next: head.take(),
+            drops: drops.clone(),
+        }));
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(head)));
+    assert!(r.is_err(), "the panic reaches the caller");
+    // Nothing else has been dropped since: what the trashcan deferred must
+    // already be gone.
+    (drops.get(), gc::tracked_count())
+}
+
+/// Issue 12, item 3: a panic in a `Drop` within the first 64 levels of a
+/// deep refcount drop unwinds through the outermost frame, which drains
+/// the objects deferred past the depth limit as the panic leaves it.
+#[test]
+fn deferred_drops_are_drained_when_a_panic_leaves_the_outermost_drop() {
+    with_stack(SMALL_STACK, || {
+        gc::collect();
+        assert_eq!(drop_list_with_panic(10_000, 10), (10_000, 0));
+    });
+}
+
+/// The panicking value is itself a deferred one (dropped by the drain
+/// loop): the rest of the queue is still drained.
+#[test]
+fn deferred_drops_are_drained_when_a_deferred_drop_panics() {
+    with_stack(SMALL_STACK, || {
+        gc::collect();
+        assert_eq!(drop_list_with_panic(10_000, 5_000), (10_000, 0));
+    });
+}
+
+/// Two panics: one in a nested frame, one in a drop drained while the
+/// first unwinds. The second cannot propagate (a panic is already in
+/// flight): it is caught and the drain goes on; the first reaches the
+/// caller.
+#[test]
+fn second_panic_while_draining_on_unwind_is_contained() {
+    with_stack(SMALL_STACK, || {
+        gc::collect();
+        let drops = Rc::new(Cell::new(0));
+        let mut head: Option<Gc<PanicNode>> = None;
+        for id in (0..1_000).rev() {
+            // Node 3 panics while the list unwinds; node 500 (deferred)
+            // panics again while the queue is drained on the way out.
+            let panic_at = if id == 500 { 500 } else { 3 };
+            head = Some(Gc::new(PanicNode {
+                id,
+                panic_at,
+                next: head.take(),
+                drops: drops.clone(),
+            }));
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(head)));
+        let msg = common::panic_message(&*r.unwrap_err()).unwrap();
+        assert!(msg.contains("PanicNode 3"), "{msg}");
+        assert_eq!(drops.get(), 1_000);
+        assert_eq!(gc::tracked_count(), 0);
+    });
+}

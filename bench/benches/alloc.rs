@@ -42,6 +42,8 @@
 
 #[path = "support/alloc_workloads.rs"]
 mod alloc_workloads;
+#[path = "support/config.rs"]
+mod config;
 
 use std::alloc::{GlobalAlloc, System};
 use std::time::Duration;
@@ -125,16 +127,9 @@ fn fifo_cold(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(10)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = config::config();
     targets = workloads, fifo_cold
 }
 criterion_main!(benches);

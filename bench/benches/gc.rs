@@ -28,6 +28,29 @@
 //!   trace; `Rc` has no collection and is left out.
 //! * `clone_drop`: clone and drop one handle to a tracked node, 1,000
 //!   times per iteration [<= 1.2x `Rc`].
+//! * `unsized_str`, `unsized_slice_u64`: create and drop 100k `Gc<str>`
+//!   (24 bytes) / `Gc<[u64]>` (16 elements) from borrowed data, beside
+//!   `Rc<str>` / `Rc<[u64]>` (issue 13) [<= 1.1x `Rc`].
+//!
+//! The program shapes of issue 9 (targets in brackets):
+//!
+//! * `rings_held`: 100k rings of 10, each closed by a `RefCell` edge, all
+//!   held in a `Vec` while the next are built (automatic collection on),
+//!   then the `Vec` is cleared and one collection runs [<= 2x `Rc`].
+//! * `big_tree`: one complete binary tree of 2^20 - 1 nodes built,
+//!   checked and dropped [<= 1.05x `Rc`].
+//! * `parent_trees`: 16 binary trees of depth 10 whose nodes hold a
+//!   strong edge to their parent (`Rc`: a `Weak`), dropped, collected
+//!   [<= 2x `Rc`].
+//! * `stress`: 32K nodes, 32K random edges, then 32 rounds that drop the
+//!   last 1/32 of the roots and collect [faster than rust-cc].
+//! * `random_graph`: 1M random operations (allocate a root, link two
+//!   roots, unlink, drop a root) over at most 1,000 roots, automatic
+//!   collection only, one collection at the end; `Rc` runs the same
+//!   operations and leaks its cycles [faster than gcmodule].
+//!
+//! Before each pymem group, `pauses <name>` prints the number of
+//! collections of one run and the longest (`gc::callbacks` durations).
 //!
 //! Run: `cargo bench --manifest-path bench/Cargo.toml --bench gc` (a few minutes).
 
@@ -163,11 +186,137 @@ macro_rules! workloads {
                 drop(black_box(h.clone()));
             }
         }
+
+        /// Rings built while the earlier ones are held, then all dropped
+        /// and collected at once.
+        pub fn rings_held(count: usize, len: usize) {
+            let mut held = Vec::with_capacity(count);
+            for _ in 0..count {
+                let first = $new(DNode::default());
+                let mut last = first.clone();
+                for _ in 1..len {
+                    let n = $new(DNode::default());
+                    *last.next.borrow_mut() = Some(n.clone());
+                    last = n;
+                }
+                *last.next.borrow_mut() = Some(first.clone());
+                held.push(first);
+            }
+            held.clear();
+            $collect();
+        }
+
+        /// One complete binary tree of the given depth, built and dropped.
+        pub fn big_tree(depth: usize) -> usize {
+            let t = $new(TreeNode::new(depth));
+            let n = t.check();
+            drop(t);
+            $collect();
+            n
+        }
+
+        /// Binary trees whose nodes point back at their parent (a strong
+        /// edge), each dropped as garbage, then one collection.
+        pub fn parent_trees(count: usize, depth: usize) -> usize {
+            let mut total = 0;
+            for _ in 0..count {
+                let root = $new(GNode::default());
+                let mut level = vec![root.clone()];
+                for _ in 0..depth {
+                    let mut next = Vec::with_capacity(level.len() * 2);
+                    for p in &level {
+                        for _ in 0..2 {
+                            let c = $new(GNode::default());
+                            *c.parent.borrow_mut() = Some(p.clone());
+                            p.edges.borrow_mut().push(c.clone());
+                            next.push(c);
+                        }
+                    }
+                    total += next.len();
+                    level = next;
+                }
+                total += black_box(&root).edges.borrow().len();
+            }
+            $collect();
+            total
+        }
+
+        /// `nodes` nodes, `edges` random edges between them, then `rounds`
+        /// rounds that each drop the last 1/rounds of the roots and
+        /// collect.
+        pub fn stress(nodes: usize, edges: usize, rounds: usize, seed: u64) {
+            let mut rng = Rng(seed);
+            let mut roots: Vec<$P<GNode>> = (0..nodes).map(|_| $new(GNode::default())).collect();
+            for _ in 0..edges {
+                let a = rng.below(nodes);
+                let b = rng.below(nodes);
+                let t = roots[b].clone();
+                roots[a].edges.borrow_mut().push(t);
+            }
+            let step = nodes / rounds;
+            for _ in 0..rounds {
+                let keep = roots.len().saturating_sub(step);
+                roots.truncate(keep);
+                $collect();
+            }
+        }
+
+        /// Random graph operations on a bounded set of roots: allocate a
+        /// root, link two roots, unlink, drop a root; automatic
+        /// collection only.
+        pub fn random_graph(ops: usize, max_roots: usize, seed: u64) -> usize {
+            let mut rng = Rng(seed);
+            let mut roots: Vec<$P<GNode>> = Vec::with_capacity(max_roots);
+            for _ in 0..ops {
+                match rng.below(10) {
+                    0..=3 => {
+                        let n = $new(GNode::default());
+                        if roots.len() < max_roots {
+                            roots.push(n);
+                        } else {
+                            let i = rng.below(roots.len());
+                            roots[i] = n;
+                        }
+                    }
+                    4..=6 if !roots.is_empty() => {
+                        let a = rng.below(roots.len());
+                        let b = rng.below(roots.len());
+                        let t = roots[b].clone();
+                        roots[a].edges.borrow_mut().push(t);
+                    }
+                    7 if !roots.is_empty() => {
+                        let a = rng.below(roots.len());
+                        roots[a].edges.borrow_mut().pop();
+                    }
+                    _ if !roots.is_empty() => {
+                        let a = rng.below(roots.len());
+                        roots.swap_remove(a);
+                    }
+                    _ => {}
+                }
+            }
+            let n = roots.len();
+            drop(roots);
+            $collect();
+            n
+        }
     };
 }
 
+/// A small deterministic generator (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as usize % n
+    }
+}
+
 mod pm {
-    use super::black_box;
+    use super::{black_box, Rng};
     use pymem::{gc, Gc, Trace};
     use std::cell::RefCell;
 
@@ -186,6 +335,12 @@ mod pm {
         End,
     }
 
+    #[derive(Trace, Default)]
+    pub struct GNode {
+        edges: RefCell<Vec<Gc<GNode>>>,
+        parent: RefCell<Option<Gc<GNode>>>,
+    }
+
     fn collect() {
         gc::collect();
     }
@@ -194,7 +349,7 @@ mod pm {
 }
 
 mod gcm {
-    use super::black_box;
+    use super::{black_box, Rng};
     use gcmodule::{Cc, Trace, Tracer};
     use std::cell::RefCell;
 
@@ -226,6 +381,18 @@ mod gcm {
         }
     }
 
+    #[derive(Default)]
+    pub struct GNode {
+        edges: RefCell<Vec<Cc<GNode>>>,
+        parent: RefCell<Option<Cc<GNode>>>,
+    }
+    impl Trace for GNode {
+        fn trace(&self, tracer: &mut Tracer) {
+            self.edges.trace(tracer);
+            self.parent.trace(tracer);
+        }
+    }
+
     fn collect() {
         gcmodule::collect_thread_cycles();
     }
@@ -234,7 +401,7 @@ mod gcm {
 }
 
 mod bacon {
-    use super::black_box;
+    use super::{black_box, Rng};
     use bacon_rajan_cc::{Cc, Trace, Tracer};
     use std::cell::RefCell;
 
@@ -266,11 +433,23 @@ mod bacon {
         }
     }
 
+    #[derive(Default)]
+    pub struct GNode {
+        edges: RefCell<Vec<Cc<GNode>>>,
+        parent: RefCell<Option<Cc<GNode>>>,
+    }
+    impl Trace for GNode {
+        fn trace(&self, tracer: &mut Tracer) {
+            self.edges.trace(tracer);
+            self.parent.trace(tracer);
+        }
+    }
+
     workloads!(Cc, Cc::new, bacon_rajan_cc::collect_cycles);
 }
 
 mod rcc {
-    use super::black_box;
+    use super::{black_box, Rng};
     use rust_cc::Cc;
     use std::cell::RefCell;
 
@@ -289,11 +468,17 @@ mod rcc {
         End,
     }
 
+    #[derive(rust_cc::Trace, rust_cc::Finalize, Default)]
+    pub struct GNode {
+        edges: RefCell<Vec<Cc<GNode>>>,
+        parent: RefCell<Option<Cc<GNode>>>,
+    }
+
     workloads!(Cc, Cc::new, rust_cc::collect_cycles);
 }
 
 mod dump {
-    use super::black_box;
+    use super::{black_box, Rng};
     use dumpster::unsync::Gc;
     use std::cell::RefCell;
 
@@ -310,6 +495,12 @@ mod dump {
             right: Gc<TreeNode>,
         },
         End,
+    }
+
+    #[derive(dumpster::Trace, Default)]
+    pub struct GNode {
+        edges: RefCell<Vec<Gc<GNode>>>,
+        parent: RefCell<Option<Gc<GNode>>>,
     }
 
     workloads!(Gc, Gc::new, dumpster::unsync::collect);
@@ -413,6 +604,93 @@ mod rc {
             drop(black_box(h.clone()));
         }
     }
+
+    pub fn rings_held(count: usize, len: usize) {
+        let mut held = Vec::with_capacity(count);
+        for _ in 0..count {
+            let first = Rc::new(DNode::default());
+            let mut last = first.clone();
+            for _ in 1..len {
+                let n = Rc::new(DNode::default());
+                *last.next.borrow_mut() = Some(n.clone());
+                last = n;
+            }
+            *last.close.borrow_mut() = Rc::downgrade(&first);
+            held.push(first);
+        }
+        held.clear();
+    }
+
+    pub fn big_tree(depth: usize) -> usize {
+        let t = Rc::new(TreeNode::new(depth));
+        let n = t.check();
+        drop(t);
+        n
+    }
+
+    #[derive(Default)]
+    pub struct GNode {
+        edges: RefCell<Vec<Rc<GNode>>>,
+        parent: RefCell<Weak<GNode>>,
+    }
+
+    pub fn parent_trees(count: usize, depth: usize) -> usize {
+        let mut total = 0;
+        for _ in 0..count {
+            let root = Rc::new(GNode::default());
+            let mut level = vec![root.clone()];
+            for _ in 0..depth {
+                let mut next = Vec::with_capacity(level.len() * 2);
+                for p in &level {
+                    for _ in 0..2 {
+                        let c = Rc::new(GNode::default());
+                        *c.parent.borrow_mut() = Rc::downgrade(p);
+                        p.edges.borrow_mut().push(c.clone());
+                        next.push(c);
+                    }
+                }
+                total += next.len();
+                level = next;
+            }
+            total += black_box(&root).edges.borrow().len();
+        }
+        total
+    }
+
+    /// The same operations with `Rc`: cycles leak (no collector).
+    pub fn random_graph(ops: usize, max_roots: usize, seed: u64) -> usize {
+        let mut rng = super::Rng(seed);
+        let mut roots: Vec<Rc<GNode>> = Vec::with_capacity(max_roots);
+        for _ in 0..ops {
+            match rng.below(10) {
+                0..=3 => {
+                    let n = Rc::new(GNode::default());
+                    if roots.len() < max_roots {
+                        roots.push(n);
+                    } else {
+                        let i = rng.below(roots.len());
+                        roots[i] = n;
+                    }
+                }
+                4..=6 if !roots.is_empty() => {
+                    let a = rng.below(roots.len());
+                    let b = rng.below(roots.len());
+                    let t = roots[b].clone();
+                    roots[a].edges.borrow_mut().push(t);
+                }
+                7 if !roots.is_empty() => {
+                    let a = rng.below(roots.len());
+                    roots[a].edges.borrow_mut().pop();
+                }
+                _ if !roots.is_empty() => {
+                    let a = rng.below(roots.len());
+                    roots.swap_remove(a);
+                }
+                _ => {}
+            }
+        }
+        roots.len()
+    }
 }
 
 fn configure<'a>(
@@ -455,6 +733,9 @@ fn trees(c: &mut Criterion) {
     let expect = rc::binary_trees(TREE_DEPTH);
     assert_eq!(expect, nodes);
     assert_eq!(pm::binary_trees(TREE_DEPTH), nodes);
+    pauses("binary_trees", || {
+        pm::binary_trees(TREE_DEPTH);
+    });
     let mut g = configure(c, "binary_trees", nodes);
     g.bench_function("Rc", |b| b.iter(|| rc::binary_trees(TREE_DEPTH)));
     g.bench_function("pymem", |b| b.iter(|| pm::binary_trees(TREE_DEPTH)));
@@ -472,6 +753,7 @@ fn rings(c: &mut Criterion) {
     pymem::gc::collect();
     pm::rings(1000, RING_LEN);
     assert_eq!(pymem::gc::tracked_count(), 0);
+    pauses("rings", || pm::rings(RINGS, RING_LEN));
     let mut g = configure(c, "rings", RINGS * RING_LEN);
     g.bench_function("Rc", |b| b.iter(|| rc::rings(RINGS, RING_LEN)));
     g.bench_function("pymem", |b| b.iter(|| pm::rings(RINGS, RING_LEN)));
@@ -487,6 +769,9 @@ fn rings(c: &mut Criterion) {
 fn dlists(c: &mut Criterion) {
     pm::dlists(2, DLIST_LEN);
     assert_eq!(pymem::gc::tracked_count(), 0);
+    pauses("dlists", || {
+        pm::dlists(DLISTS, DLIST_LEN);
+    });
     let mut g = configure(c, "dlists", DLISTS * DLIST_LEN);
     g.bench_function("Rc", |b| b.iter(|| rc::dlists(DLISTS, DLIST_LEN)));
     g.bench_function("pymem", |b| b.iter(|| pm::dlists(DLISTS, DLIST_LEN)));
@@ -503,6 +788,7 @@ fn full_collect(c: &mut Criterion) {
     macro_rules! live {
         ($g:expr, $name:literal, $m:ident) => {{
             let heap = $m::live_heap(LIVE);
+
             $g.bench_function(concat!($name, "/clean"), |b| {
                 b.iter(|| $m::collect_live(&heap, usize::MAX))
             });
@@ -515,6 +801,13 @@ fn full_collect(c: &mut Criterion) {
             });
             $m::free_heap(heap);
         }};
+    }
+    {
+        let heap = pm::live_heap(LIVE);
+        pauses("full_collect_live/pymem/dirty", || {
+            pm::collect_live(&heap, 12345)
+        });
+        pm::free_heap(heap);
     }
     let mut g = configure(c, "full_collect_live", LIVE);
     live!(g, "pymem", pm);
@@ -544,14 +837,179 @@ fn clone_drop(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Gc<str>` and `Gc<[u64]>` created from borrowed data and dropped,
+/// beside `Rc<str>` / `Rc<[u64]>` (issue 13: within 1.1x). Both are
+/// untracked: a 16-byte header, as `Rc`'s.
+fn unsized_values(c: &mut Criterion) {
+    const N: usize = 100_000;
+    let text = "a string of 24 bytes....";
+    let mut g = configure(c, "unsized_str", N);
+    g.bench_function("Rc", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                black_box(std::rc::Rc::<str>::from(black_box(text)));
+            }
+        })
+    });
+    g.bench_function("pymem", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                black_box(pymem::Gc::<str>::from(black_box(text)));
+            }
+        })
+    });
+    g.finish();
+    let words: Vec<u64> = (0..16).collect();
+    let mut g = configure(c, "unsized_slice_u64", N);
+    g.bench_function("Rc", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                black_box(std::rc::Rc::<[u64]>::from(black_box(&words[..])));
+            }
+        })
+    });
+    g.bench_function("pymem", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                black_box(pymem::Gc::<[u64]>::from(black_box(&words[..])));
+            }
+        })
+    });
+    g.finish();
+}
+
+/// Runs `f` once with a `gc::callbacks` probe and prints pymem's
+/// collections and the longest one (its `duration`).
+fn pauses(name: &str, f: impl FnOnce()) {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let longest = Rc::new(Cell::new(Duration::ZERO));
+    let count = Rc::new(Cell::new(0usize));
+    let (l, c) = (longest.clone(), count.clone());
+    let id = pymem::gc::callbacks::add(move |phase, info| {
+        if phase == pymem::gc::Phase::Stop {
+            c.set(c.get() + 1);
+            l.set(l.get().max(info.duration));
+        }
+    });
+    f();
+    pymem::gc::callbacks::remove(id);
+    println!(
+        "pauses {name}: {} collections, longest {:?}",
+        count.get(),
+        longest.get()
+    );
+}
+
+macro_rules! peers {
+    ($g:expr, $rc:expr, |$m:ident| $body:expr) => {{
+        if let Some(f) = $rc {
+            $g.bench_function("Rc", |b| b.iter(f));
+        }
+        {
+            use pm as $m;
+            $g.bench_function("pymem", |b| b.iter(|| $body));
+        }
+        {
+            use gcm as $m;
+            $g.bench_function("gcmodule", |b| b.iter(|| $body));
+        }
+        {
+            use bacon as $m;
+            $g.bench_function("bacon_rajan_cc", |b| b.iter(|| $body));
+        }
+        {
+            use rcc as $m;
+            $g.bench_function("rust-cc", |b| b.iter(|| $body));
+        }
+        {
+            use dump as $m;
+            $g.bench_function("dumpster", |b| b.iter(|| $body));
+        }
+    }};
+}
+
+const BIG_TREE_DEPTH: usize = 19;
+const PARENT_TREES: usize = 16;
+const PARENT_DEPTH: usize = 10;
+const STRESS_NODES: usize = 32 * 1024;
+const STRESS_ROUNDS: usize = 32;
+const GRAPH_OPS: usize = 1_000_000;
+const GRAPH_ROOTS: usize = 1000;
+
+fn shapes(c: &mut Criterion) {
+    pymem::gc::collect();
+    pm::rings_held(1000, RING_LEN);
+    assert_eq!(pymem::gc::tracked_count(), 0);
+    pauses("rings_held", || pm::rings_held(RINGS, RING_LEN));
+    let mut g = configure(c, "rings_held", RINGS * RING_LEN);
+    peers!(g, Some(|| rc::rings_held(RINGS, RING_LEN)), |m| {
+        m::rings_held(RINGS, RING_LEN)
+    });
+    g.finish();
+
+    let nodes = (1usize << (BIG_TREE_DEPTH + 1)) - 1;
+    assert_eq!(pm::big_tree(BIG_TREE_DEPTH), nodes);
+    pauses("big_tree", || {
+        pm::big_tree(BIG_TREE_DEPTH);
+    });
+    let mut g = configure(c, "big_tree", nodes);
+    peers!(g, Some(|| rc::big_tree(BIG_TREE_DEPTH)), |m| m::big_tree(
+        BIG_TREE_DEPTH
+    ));
+    g.finish();
+
+    let n = pm::parent_trees(1, PARENT_DEPTH) * PARENT_TREES;
+    assert_eq!(pymem::gc::tracked_count(), 0);
+    pauses("parent_trees", || {
+        pm::parent_trees(PARENT_TREES, PARENT_DEPTH);
+    });
+    let mut g = configure(c, "parent_trees", n);
+    peers!(
+        g,
+        Some(|| rc::parent_trees(PARENT_TREES, PARENT_DEPTH)),
+        |m| m::parent_trees(PARENT_TREES, PARENT_DEPTH)
+    );
+    g.finish();
+
+    pm::stress(STRESS_NODES, STRESS_NODES, STRESS_ROUNDS, 7);
+    assert_eq!(pymem::gc::tracked_count(), 0);
+    pauses("stress", || {
+        pm::stress(STRESS_NODES, STRESS_NODES, STRESS_ROUNDS, 7)
+    });
+    let mut g = configure(c, "stress", STRESS_NODES);
+    peers!(g, None::<fn()>, |m| m::stress(
+        STRESS_NODES,
+        STRESS_NODES,
+        STRESS_ROUNDS,
+        7
+    ));
+    g.finish();
+
+    pm::random_graph(100_000, GRAPH_ROOTS, 11);
+    assert_eq!(pymem::gc::tracked_count(), 0);
+    pauses("random_graph", || {
+        pm::random_graph(GRAPH_OPS, GRAPH_ROOTS, 11);
+    });
+    let mut g = configure(c, "random_graph", GRAPH_OPS);
+    peers!(
+        g,
+        Some(|| rc::random_graph(GRAPH_OPS, GRAPH_ROOTS, 11)),
+        |m| m::random_graph(GRAPH_OPS, GRAPH_ROOTS, 11)
+    );
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    unsized_values,
     leaves,
     trees,
     rings,
     dlists,
     full_collect,
-    clone_drop
+    clone_drop,
+    shapes
 );
 // As `criterion_main!(benches)`, but on a thread with a 2 GiB stack:
 // gcmodule's collector recurses along the 1M-node list of

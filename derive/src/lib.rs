@@ -1,19 +1,29 @@
 //! `#[derive(Trace)]` for `pymem::Gc`.
 //!
-//! Generates `unsafe impl pymem::Trace` that visits every field (except
-//! those marked `#[trace(skip)]`) and sets `MAY_CONTAIN_GC` to the OR of
-//! the fields' values, so a struct of atomic fields is untracked. A field
-//! whose type mentions the type itself (`Box<Self>`, `Vec<Expr>`)
-//! contributes what the rest of its type contributes (the least fixed
-//! point), so recursive types derive without a const-evaluation cycle.
-//! Type parameters used by traced fields get a `Trace + 'static` bound.
+//! Generates an `unsafe impl pymem::Trace` that visits every field (except
+//! those marked `#[trace(skip)]`) and answers `may_contain_gc` with the OR
+//! of the fields' answers, so a struct of atomic fields is untracked.
+//!
+//! The answer is a pure function of the field types, computed through
+//! `__may_contain_gc_within::<D>()`, where `D` is a type-level budget of
+//! indirections that containers spend (see `pymem::Trace`): mutually
+//! recursive types (`Expr` holding a `Vec<Stmt>`, `Stmt` a `Box<Expr>`)
+//! compile and are tracked when in doubt. A field that reaches the type
+//! itself, with the same generic arguments, through std wrappers only
+//! (`Box<Self>`, `Vec<Option<Box<Node<T>>>>` in `Node<T>`) counts as
+//! adding nothing (the least fixed point); `Node<Gc<X>>` inside `Node<T>`
+//! is a different type and counts in full.
+//!
+//! Type parameters used by traced fields get a `Trace + 'static` bound,
+//! lifetime parameters a `'static` one.
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::visit::Visit;
-use syn::visit_mut::VisitMut;
 use syn::{
-    parse_macro_input, parse_quote, Data, DeriveInput, Error, Field, Fields, Ident, Result, Type,
+    parse_macro_input, parse_quote, Data, DeriveInput, Error, Field, Fields, GenericArgument,
+    GenericParam, Ident, PathArguments, Result, Type,
 };
 
 /// Derives `pymem::Trace`. See the `pymem` crate docs.
@@ -44,25 +54,98 @@ fn is_skipped(field: &Field) -> Result<bool> {
     Ok(skip)
 }
 
-/// Replaces `Self` and paths naming the type being derived by `()`.
-struct Unself<'a> {
+/// std wrappers whose `Trace` impls ask their type arguments and nothing
+/// else (no extra bounds), so that a self-reference inside them can be
+/// replaced by `SelfReference` without changing anything but the answer
+/// for the type itself.
+const TRANSPARENT: &[&str] = &[
+    "Box",
+    "Vec",
+    "VecDeque",
+    "LinkedList",
+    "BinaryHeap",
+    "BTreeSet",
+    "HashSet",
+    "BTreeMap",
+    "HashMap",
+    "Option",
+    "Result",
+    "Cell",
+    "RefCell",
+    "Mutex",
+    "RwLock",
+    "OnceCell",
+    "Reverse",
+];
+
+/// Replaces the type's references to itself (`Self`, or its own name with
+/// exactly its own generic arguments) by `::pymem::__private::SelfReference`
+/// where they are reached through [`TRANSPARENT`] wrappers, tuples, arrays
+/// and slices only; anything else is left as written.
+struct SelfRefs<'a> {
     name: &'a Ident,
+    /// The type's own generic arguments, as written in `Name<...>`.
+    own_args: Vec<String>,
+    /// A type parameter shares the type's name: no rewriting.
+    disabled: bool,
 }
 
-impl VisitMut for Unself<'_> {
-    fn visit_type_mut(&mut self, ty: &mut Type) {
-        if let Type::Path(tp) = ty {
-            if tp.qself.is_none() {
-                if let Some(last) = tp.path.segments.last() {
-                    let own = last.ident == *self.name && tp.path.segments.len() == 1;
-                    if own || tp.path.is_ident("Self") {
-                        *ty = parse_quote!(());
-                        return;
+impl SelfRefs<'_> {
+    fn is_self(&self, ty: &Type) -> bool {
+        let Type::Path(tp) = ty else { return false };
+        if tp.qself.is_some() || tp.path.leading_colon.is_some() || tp.path.segments.len() != 1 {
+            return false;
+        }
+        let seg = &tp.path.segments[0];
+        if seg.ident == "Self" {
+            return seg.arguments.is_empty();
+        }
+        if seg.ident != *self.name {
+            return false;
+        }
+        let args: Vec<String> = match &seg.arguments {
+            PathArguments::None => Vec::new(),
+            PathArguments::AngleBracketed(a) => {
+                a.args.iter().map(|g| quote!(#g).to_string()).collect()
+            }
+            PathArguments::Parenthesized(_) => return false,
+        };
+        args == self.own_args
+    }
+
+    /// Rewrites `ty` in place; returns whether it contained a rewritten
+    /// self-reference.
+    fn rewrite(&self, ty: &mut Type) -> bool {
+        if self.is_self(ty) {
+            *ty = parse_quote!(::pymem::__private::SelfReference);
+            return true;
+        }
+        match ty {
+            Type::Paren(p) => self.rewrite(&mut p.elem),
+            Type::Group(g) => self.rewrite(&mut g.elem),
+            Type::Tuple(t) => t.elems.iter_mut().fold(false, |a, e| self.rewrite(e) | a),
+            Type::Array(a) => self.rewrite(&mut a.elem),
+            Type::Slice(s) => self.rewrite(&mut s.elem),
+            Type::Path(tp) if tp.qself.is_none() => {
+                let Some(last) = tp.path.segments.last_mut() else {
+                    return false;
+                };
+                if !TRANSPARENT.iter().any(|w| last.ident == w) {
+                    return false;
+                }
+                let PathArguments::AngleBracketed(args) = &mut last.arguments else {
+                    return false;
+                };
+                let mut any = false;
+                for arg in args.args.iter_mut() {
+                    if let GenericArgument::Type(t) = arg {
+                        any |= self.rewrite(t);
                     }
                 }
+                any
             }
+            _ => false,
         }
-        syn::visit_mut::visit_type_mut(self, ty);
     }
 }
 
@@ -90,19 +173,38 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
         .type_params()
         .map(|t| t.ident.clone())
         .collect();
+    let self_refs = SelfRefs {
+        name,
+        own_args: input
+            .generics
+            .params
+            .iter()
+            .map(|p| match p {
+                GenericParam::Type(t) => t.ident.to_string(),
+                GenericParam::Lifetime(l) => quote!(#l).to_string(),
+                GenericParam::Const(c) => c.ident.to_string(),
+            })
+            .collect(),
+        disabled: params.iter().any(|p| p == name),
+    };
     let mut uses = Uses {
         params: &params,
         used: vec![false; params.len()],
     };
-    let mut consts: Vec<TokenStream2> = Vec::new();
+    let mut answers: Vec<TokenStream2> = Vec::new();
     let mut note_field = |f: &Field| -> Result<bool> {
         if is_skipped(f)? {
             return Ok(false);
         }
         uses.visit_type(&f.ty);
         let mut ty = f.ty.clone();
-        Unself { name }.visit_type_mut(&mut ty);
-        consts.push(quote!(<#ty as ::pymem::Trace>::MAY_CONTAIN_GC));
+        if !self_refs.disabled {
+            self_refs.rewrite(&mut ty);
+        }
+        // Spanned at the field, so that a missing `Trace` is reported there.
+        answers.push(quote_spanned!(f.ty.span()=>
+            <#ty as ::pymem::Trace>::__may_contain_gc_within::<__PymemBudget>()
+        ));
         Ok(true)
     };
 
@@ -133,6 +235,11 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
     };
 
     let mut generics = input.generics.clone();
+    let lifetimes: Vec<syn::Lifetime> = input
+        .generics
+        .lifetimes()
+        .map(|l| l.lifetime.clone())
+        .collect();
     {
         let wc = generics.make_where_clause();
         for (p, used) in params.iter().zip(&uses.used) {
@@ -141,21 +248,36 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
                     .push(parse_quote!(#p: ::pymem::Trace + 'static));
             }
         }
+        // A `Gc` holds only `'static` values: `Token<'a>` is `Trace` for
+        // `'a = 'static`, and borrowing a local is reported where the value
+        // is put in a `Gc`.
+        for l in &lifetimes {
+            wc.predicates.push(parse_quote!(#l: 'static));
+        }
     }
     let (impl_g, ty_g, where_c) = generics.split_for_impl();
-    // SAFETY (of the generated impl): it visits every field that is not
-    // `#[trace(skip)]`, each once, through the field type's own `Trace`.
+    // SAFETY (of the generated impl, see `pymem::Trace`'s contract): it
+    // visits every field that is not `#[trace(skip)]`, each once, through
+    // the field type's own `Trace`; `may_contain_gc` is an OR of the field
+    // types' answers, a constant.
     Ok(quote! {
         #[automatically_derived]
         #[allow(unused_variables, non_shorthand_field_patterns, clippy::needless_borrow)]
         unsafe impl #impl_g ::pymem::Trace for #name #ty_g #where_c {
-            const MAY_CONTAIN_GC: bool = false #(|| #consts)*;
             #[inline]
             fn trace(&self, tracer: &mut ::pymem::Tracer) {
-                if !<Self as ::pymem::Trace>::MAY_CONTAIN_GC {
+                if !<Self as ::pymem::Trace>::may_contain_gc() {
                     return;
                 }
                 #body
+            }
+            #[inline(always)]
+            fn may_contain_gc() -> bool {
+                <Self as ::pymem::Trace>::__may_contain_gc_within::<::pymem::__private::DefaultDepth>()
+            }
+            #[inline(always)]
+            fn __may_contain_gc_within<__PymemBudget: ::pymem::__private::Depth>() -> bool {
+                false #(|| #answers)*
             }
         }
     })
@@ -175,7 +297,7 @@ fn fields_pattern(
                 if note(f)? {
                     let b = format_ident!("__pymem_{}", i);
                     binds.push(quote!(#id: #b));
-                    calls.push(quote!(::pymem::Trace::trace(#b, tracer);));
+                    calls.push(trace_call(&b, f));
                 }
             }
             Ok((quote!({ #(#binds,)* .. }), calls))
@@ -185,7 +307,7 @@ fn fields_pattern(
                 if note(f)? {
                     let b = Ident::new(&format!("__pymem_{i}"), Span::call_site());
                     binds.push(quote!(#b));
-                    calls.push(quote!(::pymem::Trace::trace(#b, tracer);));
+                    calls.push(trace_call(&b, f));
                 } else {
                     binds.push(quote!(_));
                 }
@@ -194,4 +316,10 @@ fn fields_pattern(
         }
         Fields::Unit => Ok((quote!(), calls)),
     }
+}
+
+/// `Trace::trace(binding, tracer)`, spanned at the field's type.
+fn trace_call(binding: &Ident, f: &Field) -> TokenStream2 {
+    let ty = &f.ty;
+    quote_spanned!(f.ty.span()=> <#ty as ::pymem::Trace>::trace(#binding, tracer);)
 }

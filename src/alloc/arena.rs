@@ -13,6 +13,7 @@
 
 use core::ptr;
 
+use super::arena_bitmap;
 use super::asan;
 use super::os;
 use super::pool::Pool;
@@ -56,7 +57,9 @@ pub(crate) fn map_arena(registry: &Registry) -> *mut Arena {
             "the OS mapped an arena at {base:p}, above the 48-bit addresses PyMalloc supports"
         ));
     }
-    registry.arena_mapped(base);
+    registry.arena_mapped();
+    // Before any block of the arena is handed out (see `arena_bitmap`).
+    arena_bitmap::insert(base);
     // SAFETY: a fresh aligned mapping of ARENA_SIZE bytes.
     unsafe { Arena::init(base) }
 }
@@ -67,7 +70,10 @@ pub(crate) fn map_arena(registry: &Registry) -> *mut Arena {
 /// The arena must be empty, off every list of its heap, and known to no
 /// one else.
 pub(crate) unsafe fn unmap_arena(registry: &Registry, arena: *mut Arena) {
-    registry.arena_unmapped(arena.cast());
+    // Before the unmapping: a foreign mapping at this address must not
+    // pass for ours (see `arena_bitmap`).
+    arena_bitmap::remove(arena.cast());
+    registry.arena_unmapped();
     // The next mapping at this address may not be ours.
     asan::unpoison(arena.cast(), ARENA_SIZE);
     // SAFETY: nothing refers to the arena (caller contract).

@@ -1,97 +1,64 @@
 //! Cheap misuse detection, on in debug builds and with the `debug` feature.
 //!
-//! Every arena is registered in a bitmap indexed by `address >> ARENA_SHIFT`
-//! (16 MiB of address space reserved once, touched only where arenas are).
-//! On free, the bitmap, the pool header's magic and the block geometry tell
-//! whether the pointer is a block PyMalloc handed out; a freed block carries
+//! On free, the arena bitmap (`arena_bitmap`), the pool header's magic and
+//! the block geometry tell whether the pointer is a block PyMalloc handed
+//! out; a freed block carries
 //! a tag in its second word, and a free of a tagged block is confirmed as a
 //! double free by finding it on the pool's free list.
 
 use core::alloc::Layout;
-use core::ptr;
 
+use super::arena_bitmap;
 use super::asan;
 use super::os;
 use super::pool::{Block, Pool, POOL_MAGIC};
-use super::size_class::{block_size, ARENA_MASK, ARENA_SHIFT, POOL_SIZE};
-// Not model-checked (it only observes), and a static: plain std atomics.
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use super::size_class::{block_size, ARENA_MASK, POOL_SIZE};
 
 /// Whether frees are checked.
 pub(crate) const CHECKS: bool = cfg!(any(debug_assertions, feature = "debug"));
 
-/// Arenas lie below `pool::ADDRESS_LIMIT` (2^48; checked when mapped),
-/// which covers x86-64 (47-bit user space) and aarch64 (48-bit).
-const ADDRESS_BITS: u32 = super::pool::ADDRESS_LIMIT.trailing_zeros();
-const BITMAP_WORDS: usize = 1 << (ADDRESS_BITS - ARENA_SHIFT - 6);
-const BITMAP_BYTES: usize = BITMAP_WORDS * core::mem::size_of::<usize>();
-
-static ARENA_BITMAP: AtomicPtr<AtomicUsize> = AtomicPtr::new(ptr::null_mut());
-
 /// Written into the second word of a freed block, xor-ed with its address.
 const FREED_TAG: usize = 0xDEAD_F4EE_B10C_0000;
 
-fn bitmap() -> *mut AtomicUsize {
-    let map = ARENA_BITMAP.load(Ordering::Acquire);
-    if !map.is_null() {
-        return map;
-    }
-    let fresh = os::map_aligned(BITMAP_BYTES, 4096).cast::<AtomicUsize>();
-    if fresh.is_null() {
-        os::fatal(format_args!("cannot reserve the debug arena bitmap"));
-    }
-    match ARENA_BITMAP.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
-    {
-        Ok(_) => fresh,
-        Err(winner) => {
-            // SAFETY: our mapping lost the race and was never shared.
-            unsafe { os::unmap(fresh.cast(), BITMAP_BYTES) };
-            winner
-        }
-    }
-}
-
-fn bit(addr: usize) -> Option<(&'static AtomicUsize, usize)> {
-    let index = addr >> ARENA_SHIFT;
-    if index >= BITMAP_WORDS * 64 {
-        return None;
-    }
-    // SAFETY: the bitmap is BITMAP_WORDS words long, mapped zeroed, never
-    // unmapped; zeroed memory is a valid AtomicUsize.
-    let word = unsafe { &*bitmap().add(index / 64) };
-    Some((word, 1 << (index % 64)))
-}
-
-// Arenas are registered in every build (one atomic OR per mapped
-// megabyte), so the debug allocator can be switched on at run time.
-pub(crate) fn register_arena(base: *mut u8) {
-    if let Some((word, mask)) = bit(base as usize) {
-        word.fetch_or(mask, Ordering::Release);
-    }
-}
-
-pub(crate) fn unregister_arena(base: *mut u8) {
-    if let Some((word, mask)) = bit(base as usize) {
-        word.fetch_and(!mask, Ordering::Release);
-    }
-}
-
 /// Whether `ptr` lies in an arena PyMalloc has mapped now.
 pub(crate) fn in_arena(ptr: *mut u8) -> bool {
-    match bit(ptr as usize & ARENA_MASK) {
-        Some((word, mask)) => word.load(Ordering::Acquire) & mask != 0,
-        None => false,
-    }
+    arena_bitmap::contains(ptr)
 }
 
 /// Checks a small free (or a realloc of a small block) before it happens.
 /// `owned` tells whether the calling thread owns the block's pool, in which
 /// case its free list may be searched.
+///
+/// A layout smaller than the block's class is accepted: `realloc` grows a
+/// block into a class with headroom (`size_class::growth_class`), and the
+/// program then frees or reallocates it with the layout it asked for. Only
+/// a layout larger than the block is an error.
 pub(crate) fn check_small(ptr: *mut u8, layout: Layout, class: usize, owned: bool, what: &str) {
     let (size, align) = (layout.size(), layout.align());
+    let shown = format_args!(" (size {size}, align {align})");
+    let pool_class = check_block(ptr, owned, what, shown);
+    if block_size(pool_class) < block_size(class) {
+        os::fatal(format_args!(
+            "{what} of {ptr:p}: layout of {size} bytes is larger than its {}-byte block \
+             (wrong layout passed to dealloc)",
+            block_size(pool_class)
+        ));
+    }
+}
+
+/// Checks that `ptr` is a block in use of a live pool, reading nothing
+/// before it is known to lie in an arena; returns the pool's class. For
+/// frees without a layout (C's `free`), and the first half of
+/// [`check_small`]. `shown` describes the request in messages.
+pub(crate) fn check_block(
+    ptr: *mut u8,
+    owned: bool,
+    what: &str,
+    shown: core::fmt::Arguments<'_>,
+) -> usize {
     if !in_arena(ptr) {
         os::fatal(format_args!(
-            "{what} of {ptr:p} (size {size}, align {align}): not a pointer PyMalloc handed out"
+            "{what} of {ptr:p}{shown}: not a pointer PyMalloc handed out"
         ));
     }
     let pool = Pool::of(ptr);
@@ -101,7 +68,7 @@ pub(crate) fn check_small(ptr: *mut u8, layout: Layout, class: usize, owned: boo
     let magic = unsafe { (*pool).magic.get() };
     if offset_in_arena < POOL_SIZE || magic != POOL_MAGIC {
         os::fatal(format_args!(
-            "{what} of {ptr:p} (size {size}, align {align}): not in a pool in use \
+            "{what} of {ptr:p}{shown}: not in a pool in use \
              (freed twice, or never allocated)"
         ));
     }
@@ -110,32 +77,36 @@ pub(crate) fn check_small(ptr: *mut u8, layout: Layout, class: usize, owned: boo
     // SAFETY: as above.
     if !unsafe { (*pool).is_block_start(ptr) } {
         os::fatal(format_args!(
-            "{what} of {ptr:p} (size {size}, align {align}): not the start of a block \
+            "{what} of {ptr:p}{shown}: not the start of a block \
              (the pool's blocks are {} bytes)",
-            block_size(pool_class)
-        ));
-    }
-    if block_size(pool_class) < block_size(class) {
-        os::fatal(format_args!(
-            "{what} of {ptr:p}: layout of {size} bytes is larger than its {}-byte block \
-             (wrong layout passed to dealloc)",
             block_size(pool_class)
         ));
     }
     if owned && is_tagged(ptr) && on_free_list(pool, ptr) {
         os::fatal(format_args!(
-            "{what} of {ptr:p} (size {size}, align {align}): double free \
-             (the block is already free)"
+            "{what} of {ptr:p}{shown}: double free (the block is already free)"
         ));
     }
+    pool_class
 }
 
-/// Checks a large free: it must not be a pool block.
+/// Checks a large free: it must not be a pool block, nor a pointer read
+/// from freed memory (which the system allocator would dereference; such a
+/// pointer is odd, so no block of any allocator's).
+#[cfg(not(loom))] // large blocks and the hooks are not modelled
 pub(crate) fn check_large(ptr: *mut u8, layout: Layout) {
     if in_arena(ptr) {
         os::fatal(format_args!(
             "dealloc of {ptr:p}: a pool block freed with a {}-byte layout (wrong layout)",
             layout.size()
+        ));
+    }
+    if super::hooks::looks_dead(ptr as usize) {
+        os::fatal(format_args!(
+            "dealloc of {ptr:p} (size {}): use after free: the pointer is made of \
+             the dead-fill byte {:#x} (read from a freed block)",
+            layout.size(),
+            super::hooks::DEAD_BYTE
         ));
     }
 }

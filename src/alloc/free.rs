@@ -70,13 +70,14 @@ unsafe fn free_elsewhere(me: *mut Heap, pool: *mut Pool, ptr: *mut u8) {
 
 /// Frees a small block given only its address, as C's `free` is: the pool
 /// header tells the block's class, so no layout is needed (the entry point
-/// for the C ABI).
+/// for the C API, `cabi.rs`, whose `free` inlines it).
 ///
 /// # Safety
 /// `ptr` must be a block PyMalloc handed out from a pool and still in use,
 /// freed by the caller.
 #[cfg(not(loom))]
-#[allow(dead_code)] // the C ABI's entry point; `GlobalAlloc` inlines `free_block`
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+#[inline(always)]
 pub(crate) unsafe fn free_small(ptr: *mut u8) {
     // SAFETY: forwarded caller contract.
     unsafe { free_block(super::thread::current_heap(), ptr) }

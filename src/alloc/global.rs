@@ -7,8 +7,8 @@ use core::ptr;
 use super::pool::Pool;
 use super::purge::{self, PassKind};
 use super::registry::Registry;
-use super::size_class::{self, route};
-use super::{asan, debug, free, hooks, large, thread, PyMalloc};
+use super::size_class::{self, route, SMALL_REQUEST_THRESHOLD};
+use super::{asan, debug, free, hooks, large, large_credit, thread, PyMalloc};
 use crate::sync::Ordering;
 
 /// The process-wide registry of heaps and counters.
@@ -108,39 +108,135 @@ impl PyMalloc {
         }
     }
 
+    /// `realloc` without the debug hooks: in place where the block allows
+    /// it, otherwise a move (see [`PyMalloc::realloc_small`] for small to
+    /// small; large to large is the system allocator's `realloc`).
     pub(super) unsafe fn raw_realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
-        let old_class = route(layout.size(), align);
-        let new_class = route(new_size, align);
-        match (old_class, new_class) {
-            (Some(class), Some(new_class)) => {
-                if debug::CHECKS {
-                    debug::check_small(ptr, layout, class, false, "realloc");
-                }
-                // SAFETY: a live block's pool header is live.
-                let (block, pool_class) =
-                    unsafe { ((*Pool::of(ptr)).block_size(), (*Pool::of(ptr)).class()) };
-                // Stay in place while the block is big enough and would not
-                // shrink by more than a quarter (CPython's rule), or when the
-                // new size maps to the same class anyway.
-                // (Under AddressSanitizer blocks always move, so the
-                // unpoisoned bytes stay exactly those requested.)
-                if new_size <= block
-                    && (new_class == pool_class || new_size * 4 >= block * 3)
-                    && asan::REDZONE == 0
-                {
-                    return ptr;
-                }
-            }
+        // Both sizes above the threshold route to System whatever the
+        // alignment: skip `route`'s look at the alignment.
+        const LARGE: usize = SMALL_REQUEST_THRESHOLD - asan::REDZONE;
+        if layout.size() > LARGE && new_size > LARGE {
             // SAFETY: forwarded caller contract; both sizes are System's.
-            (None, None) => return unsafe { large::realloc(&REGISTRY, ptr, layout, new_size) },
-            _ => {}
+            return unsafe { Self::realloc_large(ptr, layout, new_size) };
         }
-        // SAFETY: `align` is a valid alignment and the caller guarantees
-        // `new_size` does not overflow when rounded up to it.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
-        // SAFETY: a valid layout of non-zero size (caller contract).
-        let new = unsafe { Self::raw_alloc(new_layout) };
+        match (route(layout.size(), align), route(new_size, align)) {
+            // SAFETY: forwarded caller contract; the layout routed the block
+            // to a pool.
+            (Some(class), Some(new_class)) => unsafe {
+                Self::realloc_small(ptr, layout, class, new_size, new_class)
+            },
+            // SAFETY: forwarded caller contract; both sizes are System's.
+            (None, None) => unsafe { Self::realloc_large(ptr, layout, new_size) },
+            // Across the threshold, either way: a move.
+            // SAFETY: forwarded caller contract.
+            _ => unsafe { Self::realloc_move(ptr, layout, new_size, None) },
+        }
+    }
+
+    /// `realloc` of a pool block (allocated with `layout`, so of class
+    /// `class` or, after an earlier growth, a larger one) to `new_size`
+    /// bytes, whose exact class is `new_class`.
+    ///
+    /// The block stays where it is when `new_size` fits it and is not a
+    /// shrink by more than a quarter into another class (CPython's rule).
+    /// A move upward takes a class with headroom
+    /// ([`size_class::growth_class`]); the pool header records the real
+    /// class, so the caller's later `dealloc` or `realloc` with the smaller
+    /// layout frees or measures the real block.
+    unsafe fn realloc_small(
+        ptr: *mut u8,
+        layout: Layout,
+        class: usize,
+        new_size: usize,
+        new_class: usize,
+    ) -> *mut u8 {
+        if debug::CHECKS {
+            debug::check_small(ptr, layout, class, false, "realloc");
+        }
+        // SAFETY: a live block's pool header is live, and its class does
+        // not change while the block is in use (`Pool` invariants).
+        let pool_class = unsafe { (*Pool::of(ptr)).class() };
+        let block = size_class::block_size(pool_class);
+        // Under AddressSanitizer blocks always move, so the unpoisoned
+        // bytes stay exactly those requested.
+        if asan::REDZONE == 0
+            && new_size <= block
+            && (new_size >= layout.size() || new_class == pool_class || new_size * 4 >= block * 3)
+        {
+            return ptr;
+        }
+        let target = if new_size > layout.size() {
+            size_class::growth_class(layout.size(), new_size, layout.align(), new_class)
+        } else {
+            new_class
+        };
+        // SAFETY: forwarded caller contract; `target` is a valid class whose
+        // blocks hold `new_size` bytes aligned to `layout.align()`.
+        unsafe { Self::realloc_move(ptr, layout, new_size, Some(target)) }
+    }
+
+    /// `realloc` of a block of the system allocator's to a size above the
+    /// small threshold.
+    ///
+    /// Growth that fits the block as the system allocator made it (its
+    /// `malloc_usable_size`) stays in place without a call. A
+    /// [small step](size_class::is_small_step) asks for a quarter more than
+    /// `new_size`, so that the next steps fit; the bytes counted are those
+    /// requested, through [`large_credit`], so a step costs no shared
+    /// atomic either.
+    unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old_size = layout.size();
+        if asan::REDZONE == 0 && new_size > old_size {
+            if debug::CHECKS {
+                debug::check_large(ptr, layout);
+            }
+            // SAFETY: `ptr` is a live large block (the layout routed it to
+            // the system allocator).
+            if new_size <= unsafe { large::usable_size(ptr) } {
+                large_credit::note_resize(&REGISTRY, old_size, new_size);
+                return ptr;
+            }
+        }
+        let capacity = if asan::REDZONE == 0 {
+            size_class::large_growth_capacity(old_size, new_size)
+        } else {
+            new_size
+        };
+        // SAFETY: forwarded caller contract; `capacity` is `new_size` or, after
+        // a small step, a quarter more and at most `isize::MAX / 2`, a valid
+        // layout size (`large_growth_capacity`).
+        let new = unsafe { large::realloc(&REGISTRY, ptr, layout, new_size, capacity) };
+        if new.is_null() && capacity > new_size {
+            // Refused (out of memory): try for exactly what was asked.
+            // SAFETY: the block is untouched by the refused attempt.
+            return unsafe { large::realloc(&REGISTRY, ptr, layout, new_size, new_size) };
+        }
+        new
+    }
+
+    /// Moves a block to a new one of `new_size` bytes (from class `class`,
+    /// or wherever the new layout routes when `None`), copying the prefix
+    /// and freeing the old block with the layout it was given.
+    unsafe fn realloc_move(
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        class: Option<usize>,
+    ) -> *mut u8 {
+        let new = match class {
+            // SAFETY: the caller passes a class that serves `new_size`.
+            Some(class) => unsafe { Self::alloc_small(class, new_size) },
+            None => {
+                // SAFETY: `layout.align()` is a valid alignment and the
+                // caller guarantees `new_size` does not overflow when
+                // rounded up to it.
+                let new_layout =
+                    unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+                // SAFETY: a valid layout of non-zero size (caller contract).
+                unsafe { Self::raw_alloc(new_layout) }
+            }
+        };
         if !new.is_null() {
             // SAFETY: both blocks are live and distinct and hold the bytes
             // copied; the old one is freed with the layout it was given.
@@ -150,6 +246,17 @@ impl PyMalloc {
             }
         }
         new
+    }
+
+    /// Every `realloc` the inlined fast path does not take.
+    #[inline(never)]
+    unsafe fn realloc_general(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if hooks::enabled() {
+            // SAFETY: forwarded caller contract.
+            return unsafe { hooks::realloc(ptr, layout, new_size) };
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { Self::raw_realloc(ptr, layout, new_size) }
     }
 }
 
@@ -206,13 +313,24 @@ unsafe impl GlobalAlloc for PyMalloc {
         unsafe { Self::raw_alloc_zeroed(layout) }
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if hooks::enabled() {
-            // SAFETY: forwarded caller contract.
-            return unsafe { hooks::realloc(ptr, layout, new_size) };
+        // The fast path: a default-aligned pool block growing within its
+        // block (which, after a move with headroom, is most steps of a
+        // growing buffer) costs a read of the pool header.
+        if hooks::known_off()
+            && !debug::CHECKS
+            && asan::REDZONE == 0
+            && size_class::route_fast(layout.size(), layout.align()).is_some()
+            && new_size >= layout.size()
+            // SAFETY: `ptr` is live with `layout` (GlobalAlloc contract),
+            // which routes to a pool, so its pool header is live.
+            && new_size <= unsafe { (*Pool::of(ptr)).block_size() }
+        {
+            return ptr;
         }
         // SAFETY: forwarded caller contract.
-        unsafe { Self::raw_realloc(ptr, layout, new_size) }
+        unsafe { Self::realloc_general(ptr, layout, new_size) }
     }
 }
 
@@ -244,6 +362,9 @@ unsafe impl GlobalAlloc for PyMalloc {
 /// ```
 pub fn release_free_memory() -> usize {
     purge::start_from_environment();
+    // The calling thread's credit for large growth steps first, so that
+    // the figures read after this call are exact.
+    large_credit::give_back_current();
     let me = thread::current_heap();
     // SAFETY: the calling thread owns its bound heap; heaps are never
     // unmapped.

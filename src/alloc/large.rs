@@ -1,10 +1,43 @@
-//! Requests above the small threshold (or with an alignment no class
-//! honours) go to the system allocator, counted.
+//! Large blocks: requests above the small threshold, or with an alignment
+//! no class honours.
+//!
+//! # Where they come from
+//!
+//! As a Rust `#[global_allocator]` alone, PyMalloc passes them to
+//! `std::alloc::System`, that is to the process's `malloc`.
+//!
+//! Once PyMalloc *is* the process's `malloc` (the `override` feature, or
+//! the `pymem-malloc` preload), `System` would call us again. They then
+//! come from glibc's own allocator through the entry points it exports for
+//! exactly this purpose (`__libc_malloc`, `__libc_free`, `__libc_realloc`,
+//! `__libc_calloc`, `__libc_memalign`, the names glibc's manual gives for
+//! wrapping `malloc`), which bypass the `malloc` symbol. The other choice,
+//! `mmap` with a header, was rejected: it costs a system call and at least
+//! a page per block, where the sizes just above 512 bytes (the bulk of
+//! large requests in most programs) would need a second, medium-size
+//! allocator to be served well; glibc's bins and per-thread cache already
+//! are one, reuse memory the way glibc does (so peak RSS stays glibc's on
+//! large-block programs), keep glibc's `mmap` threshold and `mremap` for
+//! huge `realloc`s, and, above all, make every pointer that is not in an
+//! arena glibc's: a pointer allocated before the override took effect or
+//! by glibc itself is freed exactly as a large block of ours is, with no
+//! header to forge and no lookup to miss.
+//!
+//! The C entry points ([`super::cabi`]) always use glibc's entry points
+//! (they only exist where PyMalloc is the process's `malloc`); the Rust
+//! path uses them under the `override` feature and `System` otherwise.
+//!
+//! # Statistics
+//!
+//! Large blocks of the Rust path are counted in the registry (by requested
+//! size). Those of the C path are not: `free` has no size, the count would
+//! cost two shared atomic read-modify-writes per call on the C fast path,
+//! and glibc counts them already (`mallinfo2()` reports both halves).
 
-use core::alloc::{GlobalAlloc, Layout};
-use std::alloc::System;
+use core::alloc::Layout;
 
 use super::registry::Registry;
+use super::size_class::ALIGNMENT;
 use crate::sync::Ordering;
 
 fn note_alloc(registry: &Registry, size: usize) {
@@ -18,15 +51,100 @@ fn note_free(registry: &Registry, size: usize) {
     registry.large_bytes.fetch_sub(size, Ordering::Relaxed);
 }
 
+/// glibc's allocator, reached without going through the `malloc` symbol.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) mod glibc {
+    use core::ffi::c_void;
+
+    use super::ALIGNMENT;
+
+    extern "C" {
+        fn __libc_malloc(size: usize) -> *mut c_void;
+        fn __libc_calloc(count: usize, size: usize) -> *mut c_void;
+        fn __libc_realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
+        fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
+        fn __libc_free(ptr: *mut c_void);
+    }
+
+    /// `size` bytes aligned to `align` (a power of two), zeroed if asked;
+    /// null (with `errno` set by glibc) on failure.
+    #[inline]
+    pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+        // SAFETY: glibc's entry points accept any size and, for memalign,
+        // any power-of-two alignment; they do not call `malloc`.
+        unsafe {
+            if align <= ALIGNMENT {
+                if zeroed {
+                    __libc_calloc(1, size).cast()
+                } else {
+                    __libc_malloc(size).cast()
+                }
+            } else {
+                let ptr = __libc_memalign(align, size).cast::<u8>();
+                if zeroed && !ptr.is_null() {
+                    ptr.write_bytes(0, size);
+                }
+                ptr
+            }
+        }
+    }
+
+    /// Frees a block of glibc's (null is ignored).
+    ///
+    /// # Safety
+    /// `ptr` must be null or a live block of glibc's allocator.
+    #[inline]
+    pub(crate) unsafe fn free(ptr: *mut u8) {
+        // SAFETY: our contract: null or a live block of glibc's.
+        unsafe { __libc_free(ptr.cast()) }
+    }
+
+    /// Resizes a block of glibc's, keeping its 16-byte alignment; null on
+    /// failure (the block is then untouched).
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of glibc's allocator.
+    #[inline]
+    pub(crate) unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
+        // SAFETY: our contract: a live block of glibc's.
+        unsafe { __libc_realloc(ptr.cast(), size).cast() }
+    }
+
+    /// The usable size of a live block of glibc's, read from its chunk
+    /// header: the word before the block holds the chunk size with three
+    /// flag bits (bit 1, `IS_MMAPPED`), and the chunk's overhead is one
+    /// word, or two for a chunk mapped on its own (glibc's `musable()`).
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of glibc's allocator.
+    pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+        const WORD: usize = core::mem::size_of::<usize>();
+        const IS_MMAPPED: usize = 2;
+        // SAFETY: a live glibc chunk is preceded by its size word.
+        let header = unsafe { ptr.sub(WORD).cast::<usize>().read() };
+        let chunk = header & !7;
+        chunk
+            - if header & IS_MMAPPED != 0 {
+                2 * WORD
+            } else {
+                WORD
+            }
+    }
+}
+
 /// # Safety
 /// As `GlobalAlloc::alloc`.
 pub(crate) unsafe fn alloc(registry: &Registry, layout: Layout, zeroed: bool) -> *mut u8 {
-    // SAFETY: forwarded caller contract.
+    #[cfg(feature = "override")]
+    let ptr = glibc::alloc(layout.size(), layout.align(), zeroed);
+    #[cfg(not(feature = "override"))]
+    // SAFETY: `GlobalAlloc::alloc`'s contract, as `System` asks.
     let ptr = unsafe {
+        use core::alloc::GlobalAlloc;
         if zeroed {
-            System.alloc_zeroed(layout)
+            std::alloc::System.alloc_zeroed(layout)
         } else {
-            System.alloc(layout)
+            std::alloc::System.alloc(layout)
         }
     };
     if !ptr.is_null() {
@@ -42,26 +160,82 @@ pub(crate) unsafe fn dealloc(registry: &Registry, ptr: *mut u8, layout: Layout) 
         super::debug::check_large(ptr, layout);
     }
     note_free(registry, layout.size());
-    // SAFETY: forwarded caller contract.
-    unsafe { System.dealloc(ptr, layout) }
+    #[cfg(feature = "override")]
+    // SAFETY: `dealloc`'s contract: a live block from `alloc`, which under
+    // `override` is `glibc::alloc`'s.
+    unsafe {
+        glibc::free(ptr)
+    };
+    #[cfg(not(feature = "override"))]
+    // SAFETY: `dealloc`'s contract: a live block `System` allocated with
+    // this layout.
+    unsafe {
+        core::alloc::GlobalAlloc::dealloc(&std::alloc::System, ptr, layout)
+    };
 }
 
+/// Resizes to `new_size` bytes, asking the system allocator for
+/// `capacity >= new_size` (headroom for the next steps of a growing
+/// buffer); the block is counted as `new_size` bytes.
+///
 /// # Safety
-/// As `GlobalAlloc::realloc`, large to large.
+/// As `GlobalAlloc::realloc`, large to large, for both sizes.
 pub(crate) unsafe fn realloc(
     registry: &Registry,
     ptr: *mut u8,
     layout: Layout,
     new_size: usize,
+    capacity: usize,
 ) -> *mut u8 {
     if super::debug::CHECKS {
         super::debug::check_large(ptr, layout);
     }
-    // SAFETY: forwarded caller contract.
-    let new = unsafe { System.realloc(ptr, layout, new_size) };
+    #[cfg(feature = "override")]
+    // SAFETY: `realloc`'s contract: a live block from `glibc::alloc` (under
+    // `override`) of `layout.size()` bytes, aligned as `layout` says;
+    // `capacity >= new_size`, so the copy stays within both blocks.
+    let new = unsafe {
+        if layout.align() <= ALIGNMENT {
+            glibc::realloc(ptr, capacity)
+        } else {
+            let new = glibc::alloc(capacity, layout.align(), false);
+            if !new.is_null() {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                glibc::free(ptr);
+            }
+            new
+        }
+    };
+    #[cfg(not(feature = "override"))]
+    // SAFETY: `realloc`'s contract: a live block `System` allocated with
+    // `layout`; `capacity >= new_size` is a valid layout size for that
+    // alignment (`size_class::large_growth_capacity` caps it so).
+    let new =
+        unsafe { core::alloc::GlobalAlloc::realloc(&std::alloc::System, ptr, layout, capacity) };
     if !new.is_null() {
-        note_free(registry, layout.size());
-        note_alloc(registry, new_size);
+        super::large_credit::note_resize(registry, layout.size(), new_size);
     }
     new
+}
+
+/// Bytes the block at `ptr` can hold without moving (the system allocator's
+/// `malloc_usable_size`), or 0 where that is not known.
+///
+/// # Safety
+/// `ptr` must be a live block from [`alloc`] or [`realloc`].
+pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+    #[cfg(feature = "override")]
+    // SAFETY: under `override` a large block is glibc's (see `alloc`), the
+    // kind `glibc::usable_size` reads; the exported `malloc_usable_size`
+    // would only come back here through the arena lookup.
+    return unsafe { glibc::usable_size(ptr) };
+    #[cfg(all(target_os = "linux", not(feature = "override")))]
+    // SAFETY: `ptr` is a live block of the system allocator (caller
+    // contract), the one `malloc_usable_size` answers for.
+    return unsafe { libc::malloc_usable_size(ptr.cast()) };
+    #[cfg(not(any(target_os = "linux", feature = "override")))]
+    {
+        let _ = ptr;
+        0
+    }
 }

@@ -120,7 +120,12 @@
 //! it, and catches double frees, aborting with a message on stderr.
 
 mod arena;
+mod arena_bitmap;
 mod asan;
+#[cfg(all(not(loom), target_os = "linux", target_env = "gnu"))]
+pub(crate) mod cabi;
+#[cfg(not(loom))]
+mod debug_large;
 // The model checks drive heaps directly, without the front end that checks.
 #[cfg_attr(loom, allow(dead_code))]
 mod debug;
@@ -129,9 +134,13 @@ mod free;
 mod global;
 mod heap;
 #[cfg(not(loom))]
+mod heap_slot;
+#[cfg(not(loom))]
 mod hooks;
 #[cfg(not(loom))]
 mod large;
+#[cfg(not(loom))]
+mod large_credit;
 #[cfg(loom)]
 pub mod model;
 pub(crate) mod os;

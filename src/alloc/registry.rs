@@ -483,24 +483,26 @@ impl Registry {
         }
     }
 
-    pub(crate) fn arena_mapped(&self, base: *mut u8) {
+    pub(crate) fn arena_mapped(&self) {
         self.arenas_allocated_total.fetch_add(1, Ordering::Relaxed);
         let bytes = self.arena_bytes.fetch_add(ARENA_SIZE, Ordering::Relaxed) + ARENA_SIZE;
         self.arenas_highwater
             .fetch_max(bytes / ARENA_SIZE, Ordering::Relaxed);
         self.note_footprint(bytes + self.large_bytes.load(Ordering::Relaxed));
-        super::debug::register_arena(base);
     }
 
-    pub(crate) fn arena_unmapped(&self, base: *mut u8) {
-        super::debug::unregister_arena(base);
+    pub(crate) fn arena_unmapped(&self) {
         self.arenas_freed_total.fetch_add(1, Ordering::Relaxed);
         self.arena_bytes.fetch_sub(ARENA_SIZE, Ordering::Relaxed);
         self.bytes_returned.fetch_add(ARENA_SIZE, Ordering::Relaxed);
     }
 
     pub(crate) fn note_footprint(&self, bytes: usize) {
-        self.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
+        // A plain load first: the peak rarely moves, and `fetch_max` is a
+        // compare-and-swap loop that writes the shared line every time.
+        if bytes > self.peak_bytes.load(Ordering::Relaxed) {
+            self.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn count_orphan_free(&self, class: usize) {

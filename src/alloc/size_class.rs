@@ -73,6 +73,58 @@ fn route_aligned(size: usize, align: usize) -> Option<usize> {
     (rounded <= SMALL_REQUEST_THRESHOLD).then(|| class_of_size(rounded))
 }
 
+/// Whether `realloc` from `old_size` to `new_size` bytes is a *small step*
+/// of a buffer growing by increments. A caller that at least doubles its
+/// block (`Vec`, `String`) amortises its own growth and is given exactly
+/// what it asks for; a smaller step (a C-style buffer growing 8 bytes at a
+/// time) is given headroom, so that the steps after it stay in place.
+#[inline(always)]
+pub(crate) fn is_small_step(old_size: usize, new_size: usize) -> bool {
+    new_size > old_size && new_size / 2 < old_size
+}
+
+/// The class a small block moves to when `realloc` grows it from
+/// `old_size` to `new_size` bytes (`new_class` being the class that fits
+/// `new_size` exactly).
+///
+/// After a [small step](is_small_step) it is a class with room for half as
+/// much again, capped at the largest class, so a run of 8-byte steps from
+/// 8 to 512 bytes moves 7 times instead of 32. The block keeps every
+/// class's guarantees (its natural alignment honours `align`), and
+/// `dealloc` with the smaller layout finds its class in the pool header,
+/// as every small free does.
+#[inline]
+pub(crate) fn growth_class(
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    new_class: usize,
+) -> usize {
+    if !is_small_step(old_size, new_size) {
+        return new_class;
+    }
+    let roomy = (new_size + new_size / 2).min(SMALL_REQUEST_THRESHOLD - super::asan::REDZONE);
+    match route(roomy, align) {
+        Some(class) if class > new_class => class,
+        _ => new_class,
+    }
+}
+
+/// The bytes to ask the system allocator for when `realloc` grows a large
+/// block from `old_size` to `new_size`: a quarter more after a
+/// [small step](is_small_step), so the steps after it fit the block (see
+/// `global::PyMalloc::realloc_large`), exactly `new_size` otherwise. The
+/// headroom is never asked for past `isize::MAX / 2`, so the capacity is
+/// always a valid `Layout` size at any alignment `new_size` is valid with.
+#[inline]
+pub(crate) fn large_growth_capacity(old_size: usize, new_size: usize) -> usize {
+    if is_small_step(old_size, new_size) && new_size <= isize::MAX as usize / 4 {
+        new_size + new_size / 4
+    } else {
+        new_size
+    }
+}
+
 /// The class of a request of `size <= 512` bytes with the default alignment.
 /// A zero-byte request is given the smallest block.
 #[inline(always)]
@@ -147,6 +199,41 @@ mod tests {
         assert_eq!(route(513, 8), None);
         assert_eq!(route(400, 256), Some(class_of_size(512)));
         assert_eq!(route(200, 1024), None);
+    }
+
+    #[test]
+    fn growth_gives_headroom_to_small_steps_only() {
+        assert!(is_small_step(16, 24) && is_small_step(1000, 1008));
+        assert!(!is_small_step(64, 128) && !is_small_step(100, 100) && !is_small_step(100, 50));
+        for align in [1, 8, 16, 32, 64, 128, 256, 512] {
+            for old in 1..=SMALL_REQUEST_THRESHOLD {
+                for new in old + 1..=SMALL_REQUEST_THRESHOLD {
+                    let (Some(exact), Some(_)) = (route(new, align), route(old, align)) else {
+                        continue;
+                    };
+                    let class = growth_class(old, new, align, exact);
+                    assert!(class >= exact, "{old} -> {new} / {align}");
+                    assert!(block_size(class) >= new + REDZONE);
+                    assert_eq!(
+                        natural_alignment(class) % align,
+                        0,
+                        "{old} -> {new} / {align}"
+                    );
+                    if !is_small_step(old, new) {
+                        assert_eq!(class, exact, "a doubling {old} -> {new} got headroom");
+                    }
+                }
+            }
+        }
+        if REDZONE == 0 {
+            assert_eq!(block_size(growth_class(32, 40, 8, class_of_size(40))), 64);
+        }
+        assert_eq!(large_growth_capacity(1000, 1008), 1260);
+        assert_eq!(large_growth_capacity(1000, 2000), 2000);
+        assert_eq!(
+            large_growth_capacity(usize::MAX / 2, usize::MAX / 2 + 8),
+            usize::MAX / 2 + 8
+        );
     }
 
     #[test]

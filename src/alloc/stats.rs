@@ -55,7 +55,10 @@ pub struct AllocStats {
     pub small_bytes_in_use: usize,
     /// Allocations forwarded to the system allocator and not yet freed.
     pub large_allocs_in_use: usize,
-    /// Bytes requested by those allocations.
+    /// Bytes requested by those allocations; a thread that grows a large
+    /// block by small `realloc` steps keeps up to 4 KiB more counted ahead
+    /// (so that its next steps need not update this shared figure), until
+    /// it exits or calls [`release_free_memory`](crate::release_free_memory).
     pub large_bytes_in_use: usize,
     /// High-water mark of the memory PyMalloc has held: bytes of arenas
     /// mapped plus bytes of large allocations in use. Never below

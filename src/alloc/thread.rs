@@ -1,9 +1,9 @@
 //! Binding heaps to threads, and the process's life events: thread exit
 //! and `fork`.
 //!
-//! `HEAP` is a `const`-initialised thread-local without a destructor, so
-//! reading it is a single TLS load that works at any time, even while the
-//! thread's thread-locals are being torn down.
+//! The heap pointer lives in `heap_slot`, a thread-local without a
+//! destructor, so reading it is a single TLS load that works at any time,
+//! even while the thread's thread-locals are being torn down.
 //!
 //! # Thread exit
 //!
@@ -33,10 +33,10 @@ use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use super::heap::Heap;
+use super::heap_slot;
 use super::{purge, REGISTRY};
 
 thread_local! {
-    static HEAP: Cell<*mut Heap> = const { Cell::new(ptr::null_mut()) };
     /// Set once the thread's exit hook has run.
     static EXITED: Cell<bool> = const { Cell::new(false) };
 }
@@ -44,7 +44,7 @@ thread_local! {
 /// The calling thread's heap, or null if it has none (yet, or any more).
 #[inline(always)]
 pub(crate) fn current_heap() -> *mut Heap {
-    HEAP.with(|h| h.get())
+    heap_slot::get()
 }
 
 /// `pthread_key_t + 1` of the exit key; 0 until created.
@@ -79,7 +79,8 @@ fn exit_key() -> Option<libc::pthread_key_t> {
 
 /// The exit key's destructor: parks the thread's heap.
 extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
-    let heap = HEAP.with(|h| h.replace(ptr::null_mut()));
+    let heap = heap_slot::get();
+    heap_slot::set(ptr::null_mut());
     EXITED.with(|e| e.set(true));
     if !heap.is_null() {
         // SAFETY: this thread owned the heap and forgets it just now.
@@ -102,10 +103,12 @@ fn bind() -> *mut Heap {
     if heap.is_null() {
         return heap;
     }
-    HEAP.with(|h| h.set(heap));
-    // Both calls below may allocate (glibc's second-level key blocks, its
-    // atfork list): the heap is bound already, so that is an ordinary
-    // allocation of this thread.
+    // Bound before the exit key's value is set: both calls below may
+    // allocate (glibc's second-level key blocks, its atfork list), and when
+    // PyMalloc is the process's `malloc` (the C API) that allocation comes
+    // back here: it must find the heap bound, an ordinary allocation of
+    // this thread, rather than bind again (which recursed without end).
+    heap_slot::set(heap);
     if let Some(key) = exit_key() {
         // SAFETY: a key we created; the value only has to be non-null.
         unsafe { libc::pthread_setspecific(key, heap.cast()) };
@@ -136,9 +139,9 @@ extern "C" fn in_child_after_fork() {
     // SAFETY: heaps are never unmapped.
     if !heap.is_null() && unsafe { (*heap).lock_is_held() } {
         // Held by a thread of the parent: the heap may be mid-update.
-        HEAP.with(|h| h.set(ptr::null_mut()));
+        heap_slot::set(ptr::null_mut());
         let fresh = REGISTRY.claim_heap();
-        HEAP.with(|h| h.set(fresh));
+        heap_slot::set(fresh);
         if let (Some(key), false) = (exit_key(), fresh.is_null()) {
             // SAFETY: as in `bind`.
             unsafe { libc::pthread_setspecific(key, fresh.cast()) };

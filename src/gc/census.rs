@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::generations::with;
 use super::header::GcHeader;
+use super::state::with;
 
 /// The live objects of one type in a [`Census`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,11 +67,11 @@ pub struct Census {
 pub fn census() -> Census {
     let mut by_vtable: HashMap<usize, (&'static str, usize, usize)> = HashMap::new();
     with(|st| {
-        if st.in_phases.get() {
+        if st.in_phases() {
             return;
         }
-        for i in 0..st.list.len() {
-            let p = st.list.get(i);
+        for i in 0..st.list().len() {
+            let p = st.list().get(i);
             if p.is_null() {
                 continue;
             }

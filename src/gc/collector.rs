@@ -1,35 +1,46 @@
-//! The collector proper: CPython's `gc_collect_main`, phase by phase.
+//! The collector proper: CPython's `gc_collect_main`, phase by phase, each
+//! phase a function of this file (the reclamation phases are in
+//! `reclaim`).
 //!
 //! Collecting generation `g` examines the list range of generations
-//! `0..=g` (contiguous, see `generations`). The gc_refs live in a side
-//! array indexed by range position rather than in the headers (which keep
-//! their list index), so an object that survives without moving is only
+//! `0..=g` (contiguous, see `state`). The gc_refs live in a side array
+//! indexed by range position, not in the headers (which keep their list
+//! index throughout), so an object that survives without moving is only
 //! ever read, never written:
 //!
-//! 1. **`update_refs` + `subtract_refs`**, fused: trace every object of the
-//!    range in list order; an object's gc_refs start as its strong count
-//!    the first time it is met (as a source or as a target); each edge to
-//!    an object of the range (its index says so) decrements its gc_refs.
-//!    What remains is the number of references from outside the range.
-//! 2. **`move_unreachable`**: objects with gc_refs > 0 (or met with a
-//!    mutably borrowed `RefCell`) are roots; everything reachable from
-//!    them inside the range is marked, with an explicit stack of
-//!    positions (no recursion). The rest is unreachable.
-//! 3. **rebuild and promote**: reachable objects are packed at the start
+//! 1. [`update_and_subtract_refs`]: CPython's `update_refs` and
+//!    `subtract_refs`, fused: trace every member in list order; its
+//!    strong count is added to its gc_refs, each edge to a member (its
+//!    index says so) subtracts one. What remains is the number of
+//!    references from outside the range. Members left with none are the
+//!    *candidates*; when there are none, phase 2 is skipped.
+//! 2. [`move_unreachable`]: members with gc_refs > 0 (or met with a
+//!    mutably borrowed `RefCell`, or lent out by `Gc::get_mut`) are
+//!    roots; every candidate reachable from them is marked by tracing
+//!    them again, with an explicit stack (no recursion), until all
+//!    candidates are reached or the roots run out. The candidates left
+//!    are unreachable.
+//! 3. [`rebuild_and_promote`]: reachable members are packed at the start
 //!    of the range (only moved ones get their index rewritten), objects
 //!    allocated meanwhile follow; boundaries move so survivors join
-//!    generation `g + 1`.
-//! 4. **`handle_weakrefs`**: every unreachable object is marked `DEAD` and
-//!    `UNTRACKED`, and the collector takes a strong count on it, so
-//!    `Weak::upgrade` fails for all of them before any value is dropped and
-//!    none can be freed under the collector's feet. Then PEP 442 finalizers
-//!    run, followed by a resurrection check (see `finalize`).
-//! 5. **`delete_garbage`**: values are dropped one by one, each marked
-//!    `DROPPED` first (so a `Drop` reaching a dropped member panics instead
-//!    of reading freed data), under `catch_unwind`. Then the collector's
-//!    counts are released: memory is freed where no handle remains; a
-//!    handle cloned by a `Drop` (resurrection) keeps the memory valid.
-//!    The first panic is resumed once all of this is done.
+//!    generation `g + 1`; the unreachable are gathered.
+//! 4. `reclaim::handle_weakrefs`: every unreachable object is marked `DEAD`
+//!    and `UNTRACKED`, and the collector takes a strong count on it, so
+//!    `Weak::upgrade` fails for all of them before any value is dropped
+//!    and none can be freed under the collector's feet. Then PEP 442
+//!    finalizers run, followed by a resurrection check that runs phases
+//!    1 and 2 again over the garbage alone (see `finalizers`).
+//! 5. `reclaim::delete_garbage`: values are dropped one by one, each
+//!    marked `DROPPED` first (so a `Drop` reaching a dropped member panics
+//!    instead of reading freed data), under `catch_unwind`. Then the
+//!    collector's counts are released: memory is freed where no handle
+//!    remains; a handle cloned by a `Drop` (resurrection) keeps the memory
+//!    valid. The first panic is resumed once all of this is done.
+//!
+//! Phases 1 and 2 take the objects to examine as [`Members`] (a list
+//! range, or the garbage), so they assume nothing about where the objects
+//! came from: a thread-safe collector could hand them any set whose gc
+//! words hold consecutive indices.
 //!
 //! `trace` runs only in phases 1 and 2; it must not create or drop `Gc`s
 //! (part of `Trace`'s unsafe contract). If it panics, nothing in the
@@ -43,86 +54,163 @@
 //! decremented to a value other than zero (a decrement to zero frees the
 //! object instead): Bacon and Rajan's observation. `Gc::drop` flags the
 //! object `DIRTY` on such a decrement; the first time, it sets the bit of
-//! the object's generation in the thread's `dirty` mask. A collection of
+//! the object's generation in the thread's `dirty` mask, and the object's
+//! bit in the per-slot `dirty_slots` of the list. A collection of
 //! generation `g` whose bits `0..=g` are all clear cannot find anything,
 //! so it only promotes (O(1)) and updates counts and statistics. A real
-//! collection of `g` clears the flags of the objects it examined and the
-//! bits `0..=g`, and sets bit `g + 1`: a garbage set spanning older
-//! generations was not found, and its flagged member now lives in `g + 1`.
-//! Events while the gc words hold gc_refs, `unfreeze` (frozen members of
-//! a cycle rejoin generation 2) and, later, finalizer resurrection set
-//! bits conservatively, and so does a collection that met a mutably
-//! borrowed `RefCell` (it may have kept garbage alive).
-//! `Weak::upgrade` only adds references.
+//! collection of `g` clears the bits `0..=g` and sets bit `g + 1` (its
+//! flagged members now live in `g + 1`). Only full collections clear the
+//! objects' `DIRTY` flags (see below). Events during the phases,
+//! `unfreeze` (frozen members of a cycle rejoin generation 2) and finalizer
+//! resurrection set bits conservatively, and so does a collection that met
+//! a mutably borrowed `RefCell` (it may have kept garbage alive).
+//!
+//! # Full collections: the closure of the `DIRTY` objects
+//!
+//! Young collections examine their whole range, as CPython's do (their
+//! cost is bounded by the thresholds). A full collection instead examines
+//! only `S`, the objects of its range reachable (within the range) from
+//! its *seeds*, the listed `DIRTY` objects, found through `dirty_slots`
+//! without touching the others: trial deletion over `S`, counting
+//! references from the rest of the range as references from outside.
+//! Its cost is proportional to what changed since the last full
+//! collection, not to the heap: a large live structure untouched since is
+//! not traced.
+//!
+//! This is exact (the same answer as examining the whole range):
+//!
+//! 1. *Trial deletion over a set `S` that contains all the garbage of the
+//!    range finds all of it, and nothing else.* A live member of `S` is
+//!    reachable from a root of the program, hence from a member of `S`
+//!    with a reference from outside `S` (a root of phase 2), through
+//!    members of `S` or of the rest of the range, which phase 2 treats as
+//!    outside. A garbage object is referenced only by garbage, all of it
+//!    in `S`, so none of its references counts as from outside, and
+//!    nothing reachable from a phase-2 root reaches it.
+//! 2. *Every garbage object `x` is reachable from a seed* (garbage that
+//!    involves a frozen object is out of reach of any collection until
+//!    `unfreeze`, as in CPython). Let `T` be the
+//!    last time `x` became unreachable: a strong count was decremented on
+//!    the last path from the roots to `x`, to a value other than zero, on
+//!    an object `y` from which `x` is reachable (a decrement to zero frees
+//!    `y`, decrementing its children: some object of the path is
+//!    decremented to a non-zero value), and `y` was flagged `DIRTY`. Since
+//!    `T`, `x` and the path stayed unreachable and so unchanged (nothing
+//!    can reach them to change them; a `Weak::upgrade` that reached one
+//!    would make `x` reachable again, a later `T`). If a full collection
+//!    `F` ran after `T`, then by induction on full collections `F` was
+//!    exact and would have reclaimed `x`; so none did, and only full
+//!    collections clear `DIRTY` flags (of their seeds): `y` is still a
+//!    seed.
+//!
+//! Discovering `S` costs a little more per object than a scan of the whole
+//! range (a push and a pop each, objects met out of list order), so when
+//! a few seeds reached most of the range, the next few full collections
+//! scan the whole range instead (`State::closure_size`); that is trial
+//! deletion over a superset, exact too, and it clears every flag.
+//!
+//! A full collection clears the flags (and slot bits) of its seeds. When
+//! it cannot vouch for its answer, the next one examines its whole range
+//! instead (`State::take_range_scan`): after a conservative collection (a
+//! mutably borrowed `RefCell` may have kept garbage alive whose seeds are
+//! cleared), after `unfreeze` (a cycle through a frozen object was kept,
+//! and its seeds cleared, by a full collection that could not see the
+//! frozen part), after a `DIRTY` event during the phases or an abandoned
+//! collection. Finalizer resurrection flags the revived objects `DIRTY`.
+//! Moving a handle (into a field, a `RefCell` swap, `try_unwrap`) changes
+//! no count and cannot strand the last path to a structure without a
+//! clone or an upgrade, whose handle is later dropped: a decrement.
+//! (Unsafe code that moves handles inside unreachable objects through
+//! raw pointers can hide garbage from the seeds: a leak, not unsoundness.)
+//!
+//! Tested by `tests/gc_differential.rs` (random long histories against a
+//! reachability model, and the cross-generation, frozen and conservative
+//! cases that defeat a closure without these rules).
 
 use std::any::Any;
 use std::cell::Cell;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::resume_unwind;
 
-use super::generations::{strong, State};
-use super::header::{
-    release_implicit_weak, GcHeader, ObjPtr, DEAD, DIRTY, DROPPED, SHIFT, UNTRACKED,
+use super::callbacks;
+use super::header::{GcHeader, ObjPtr, DIRTY, LENT_MUT};
+use super::ptr_vec::PtrVec;
+use super::reclaim;
+use super::state::State;
+use super::tracer::{
+    is_candidate, is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, EXT, REACHED, UNSEEN,
 };
-use super::tracer::{is_root, strong_refs, Mode, Refs, Tracer, REACHED};
-use super::trashcan;
-use super::GenStats;
 
-type Panic = Box<dyn Any + Send + 'static>;
+pub(crate) type Panic = Box<dyn Any + Send + 'static>;
 
-/// Every dirty bit of generations 0..=2.
-pub(crate) const ALL_DIRTY: u8 = 0b111;
+/// The objects phases 1 and 2 examine, by position `0..len()`; member
+/// `pos`'s gc word holds index `base + pos` for the `base` the phases
+/// are given, and holes are null.
+pub(crate) trait Members {
+    fn len(&self) -> usize;
+    /// Member `pos` (null for a hole).
+    ///
+    /// # Safety
+    /// `pos < self.len()`.
+    unsafe fn get(&self, pos: usize) -> ObjPtr;
+}
+
+/// Generations `0..=g`: the list range `[start, start + n)`, read through
+/// a pointer to its first entry taken when the phases begin. The list
+/// keeps its buffer throughout the phases (it never grows then, see
+/// `State::track`; a `trace` that breaks its contract by dropping a `Gc`
+/// may null an entry, which is read as a hole), so the pointer stays
+/// valid; entries are read one at a time, never through a slice.
+struct ListRange {
+    first: *const ObjPtr,
+    n: usize,
+}
+
+impl ListRange {
+    fn new(list: &PtrVec, start: usize, end: usize) -> ListRange {
+        assert!(start <= end && end <= list.len());
+        ListRange {
+            // SAFETY: start <= len, so the offset stays within (or one
+            // past) the buffer.
+            first: unsafe { list.as_ptr().add(start) },
+            n: end - start,
+        }
+    }
+}
+
+impl Members for ListRange {
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    #[inline(always)]
+    unsafe fn get(&self, pos: usize) -> ObjPtr {
+        // SAFETY: pos < n (the caller's contract), so start + pos is below
+        // the list's length when the phases began; the buffer has not
+        // moved since (see the type's docs).
+        unsafe { *self.first.add(pos) }
+    }
+}
+
+impl Members for [ObjPtr] {
+    fn len(&self) -> usize {
+        <[ObjPtr]>::len(self)
+    }
+
+    #[inline(always)]
+    unsafe fn get(&self, pos: usize) -> ObjPtr {
+        // SAFETY: pos < len, the caller's contract.
+        unsafe { *self.get_unchecked(pos) }
+    }
+}
 
 impl State {
-    /// Runs CPython's automatic collection check, then tracks `obj` (a
-    /// fresh allocation) in generation 0.
-    ///
-    /// The fast path (no collection due, room in the list) is a handful of
-    /// instructions inlined into `Gc::new`; everything else is in
-    /// [`track_slow`](Self::track_slow).
-    #[inline(always)]
-    pub(crate) fn maybe_collect_then_track(&self, obj: ObjPtr, h: &GcHeader) {
-        let c = self.count[0].get();
-        let len = self.list.len();
-        if c > self.threshold[0].get() || len == self.list.cap() {
-            return self.track_slow(obj, h);
-        }
-        // SAFETY: len < cap (checked above).
-        unsafe { self.list.push_within_cap(obj) };
-        h.gc.set(len << SHIFT);
-        self.live.set(self.live.get() + 1);
-        self.count[0].set(c + 1);
-    }
-
-    /// `maybe_collect_then_track` when a collection is due or the list is
-    /// full.
-    #[cold]
-    #[inline(never)]
-    fn track_slow(&self, obj: ObjPtr, h: &GcHeader) {
-        if self.count[0].get() > self.threshold[0].get() {
-            self.collect_automatic();
-        }
-        self.track(obj, h);
-    }
-
-    /// CPython's `collect_generations`.
+    /// CPython's `collect_generations`: collects the generation the
+    /// thresholds call for, if any.
     #[cold]
     #[inline(never)]
     pub(crate) fn collect_automatic(&self) {
-        if !self.enabled.get()
-            || self.collecting.get()
-            || self.dead.get()
-            || self.threshold[0].get() == 0
-        {
-            return;
-        }
-        for g in (0..3).rev() {
-            if self.count[g].get() > self.threshold[g].get() {
-                if g == 2 && self.long_lived_pending.get() < self.long_lived_total.get() / 4 {
-                    continue;
-                }
-                self.collect(g);
-                break;
-            }
+        if let Some(g) = self.automatic_generation() {
+            self.collect(g);
         }
     }
 
@@ -130,330 +218,428 @@ impl State {
     /// ones): returns the number of unreachable objects found.
     pub(crate) fn collect(&self, g: usize) -> usize {
         assert!(g < 3, "pymem: invalid generation {g} (0, 1 or 2)");
-        if self.collecting.get() || self.dead.get() {
+        if !self.begin_collection(g) {
             return 0;
         }
-        self.collecting.set(true);
-        // debug hook: DEBUG_STATS and gc::callbacks ("start")
-        let session = super::debug::collection_start(self, g);
-        if g + 1 < 3 {
-            self.count[g + 1].set(self.count[g + 1].get() + 1);
-        }
-        for i in 0..=g {
-            self.count[i].set(0);
-        }
-        let mask = (1u8 << (g + 1)) - 1;
-        let (found, survivors, panic) = if self.skip_enabled.get() && self.dirty.get() & mask == 0 {
-            let survivors = self.list.len() - self.range_start(g);
-            self.promote(g, self.list.len());
-            self.skipped[g].set(self.skipped[g].get() + 1);
-            (0, survivors, None)
+        // DEBUG_STATS and gc::callbacks ("start")
+        let session = callbacks::collection_start(self, g);
+        let (found, survivors, panic) = if self.can_skip(g) {
+            (0, self.skip_collection(g), None)
         } else {
-            self.collect_real(g)
+            collect_real(self, g)
         };
-        if g == 1 {
-            self.long_lived_pending
-                .set(self.long_lived_pending.get() + survivors);
-        } else if g == 2 {
-            self.long_lived_pending.set(0);
-            self.long_lived_total.set(survivors);
-        }
-        let mut s = self.stats[g].get();
-        s.collections += 1;
-        s.collected += found;
-        self.stats[g].set(s);
-        // debug hook: DEBUG_STATS and gc::callbacks ("stop")
-        let panic = panic.or(super::debug::collection_stop(session, g, found));
-        self.collecting.set(false);
+        self.account_collection(g, found, survivors);
+        // DEBUG_STATS and gc::callbacks ("stop")
+        let panic = panic.or(callbacks::collection_stop(session, g, found));
+        self.end_collection();
+        self.assert_valid(if g == 2 { 0 } else { self.range_start(g + 1) });
         if let Some(p) = panic {
             resume_unwind(p);
         }
         found
     }
+}
 
-    /// A real collection: returns (unreachable found, survivors, first
-    /// panic of a `Drop`).
-    fn collect_real(&self, g: usize) -> (usize, usize, Option<Panic>) {
-        let start = self.range_start(g);
-        let end = self.list.len();
-        let n = end - start;
-        self.in_phases.set(true);
-        let mut guard = PhaseGuard {
-            st: self,
-            armed: true,
-        };
-        let mut sc = Scratch::take();
-        // Shared between this function and the tracer: cells, so both sides
-        // only ever hold shared references.
-        sc.refs.clear();
-        sc.refs.resize(n, Cell::new(0));
-        sc.off.clear();
-        sc.off.reserve(n + 1);
-        sc.off.push(0);
-        let refs: &[Cell<Refs>] = &sc.refs;
-        let mut tracer = Tracer::new(start, n, refs.as_ptr());
-        tracer.edges = std::mem::take(&mut sc.edges);
-        tracer.edges.clear();
-        tracer.stack = std::mem::take(&mut sc.stack);
-        tracer.stack.clear();
-        tracer.edge_limit = if n < u32::MAX as usize {
-            self.edge_limit.get().min(u32::MAX as usize)
+/// A real collection: returns (unreachable found, survivors, first panic
+/// of a `Drop`, finalizer or callback).
+fn collect_real(st: &State, g: usize) -> (usize, usize, Option<Panic>) {
+    let start = st.range_start(g);
+    let end = st.list().len();
+    let was_in_phases = st.enter_phases();
+    let abandon = AbandonOnUnwind(st);
+    let mut sc = Scratch::take();
+    let members = ListRange::new(st.list(), start, end);
+    // A full collection examines what is reachable from the DIRTY objects
+    // (see "Full collections"), unless it must, or is better off, examining
+    // the whole range.
+    let from_dirty = g == 2 && !st.take_range_scan();
+    let outcome = if from_dirty {
+        find_reachable_from_dirty(st, &members, start, &mut sc)
+    } else {
+        find_reachable(&members, start, 0, g == 2, &mut sc)
+    };
+    std::mem::forget(abandon);
+    if g == 2 {
+        if from_dirty {
+            st.clear_seeds(start, &sc.seeds);
         } else {
-            0
-        };
-
-        // update_refs + subtract_refs, recording the edges into the range.
-        for (pos, r) in refs.iter().enumerate() {
-            // The list only grows during the phases (a `trace` that breaks
-            // its contract may allocate), so start + pos < len.
-            let p = self.list.get_unchecked(start + pos);
-            if !p.is_null() {
-                // SAFETY: non-null list entries are live tracked objects
-                // with live values.
-                let h = unsafe { GcHeader::of(p) };
-                let w = h.gc.get();
-                if w & DIRTY != 0 {
-                    h.gc.set(w & !DIRTY);
-                }
-                r.set(r.get() + strong_refs(p));
-                tracer.current = pos;
-                // SAFETY: as above; `refs` is only accessed through the
-                // tracer while `trace` runs.
-                unsafe { (h.vtable.trace)(p, &mut tracer) };
-            }
-            // (Meaningless once `overflowed`: then the edges are unused.)
-            sc.off.push(tracer.edges.len() as u32);
+            st.clear_dirty_slots(start, end);
         }
-
-        // move_unreachable: everything reachable from an object with
-        // outside references (gc_refs > 0, or EXT) is REACHED.
-        let mut stack = std::mem::take(&mut tracer.stack);
-        if !tracer.overflowed {
-            mark_recorded(refs, &sc.off, &tracer.edges, &mut stack);
-        } else {
-            // Too many edges to record: trace the reachable objects again.
-            tracer.mode = Mode::Mark;
-            tracer.current = usize::MAX;
-            tracer.stack = stack;
-            for (pos, c) in refs.iter().enumerate() {
-                let r = c.get();
-                if !is_root(r) {
-                    continue; // reached already, or no outside reference (or a hole)
-                }
-                c.set(REACHED);
-                tracer.stack.push(pos);
-                while let Some(q) = tracer.stack.pop() {
-                    let p = self.list.get_unchecked(start + q);
-                    if p.is_null() {
-                        continue;
-                    }
-                    // SAFETY: live list entry with a live value.
-                    unsafe { (GcHeader::of(p).vtable.trace)(p, &mut tracer) };
-                }
-            }
-            stack = std::mem::take(&mut tracer.stack);
+        if outcome.conservative {
+            st.request_range_scan();
         }
-        let saw_external = tracer.saw_external;
-        sc.edges = std::mem::take(&mut tracer.edges);
-        sc.stack = stack;
+    }
+    let mut garbage = std::mem::take(&mut sc.garbage);
+    let survivors = rebuild_and_promote(st, g, start, end, &sc.refs, &outcome, &mut garbage);
+    st.examined(g, outcome.conservative);
+    st.leave_phases(was_in_phases);
+    sc.put_back();
+    let (found, panic) = reclaim::reclaim(st, &mut garbage);
+    Scratch::return_garbage(garbage);
+    (found, survivors, panic)
+}
 
-        // Rebuild the range: survivors packed (moved ones re-indexed), the
-        // unreachable gathered, then what was allocated meanwhile.
-        let mut garbage = std::mem::take(&mut sc.garbage);
-        garbage.clear();
-        let mut k = start;
+/// Abandons a collection whose `trace` panicked (forgotten on the normal
+/// path): see [`State::abandon_collection`].
+struct AbandonOnUnwind<'a>(&'a State);
+
+impl Drop for AbandonOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.abandon_collection();
+    }
+}
+
+/// What phases 1 and 2 found.
+pub(crate) struct Outcome {
+    /// A member could not be read (a mutably borrowed `RefCell`): the
+    /// result may keep garbage alive.
+    pub(crate) conservative: bool,
+    /// Null members (holes of the list).
+    pub(crate) holes: usize,
+    /// Members found unreachable.
+    pub(crate) unreachable: usize,
+}
+
+/// Phases 1 and 2 over `members` (whose gc words hold indices `base..`):
+/// afterwards [`is_candidate`]`(sc.refs[pos])` holds exactly for the
+/// members not reachable from outside the set (holes are not
+/// candidates). `held` is the count the caller holds on each member (not
+/// a reference from outside). `clear_dirty`: the members' `DIRTY` flags
+/// are cleared (a full collection).
+pub(crate) fn find_reachable<M: Members + ?Sized>(
+    members: &M,
+    base: usize,
+    held: Refs,
+    clear_dirty: bool,
+    sc: &mut Scratch,
+) -> Outcome {
+    let n = members.len();
+    zeroed_refs(&mut sc.refs, n);
+    let mut tracer = Tracer::new(base, n, sc.refs.as_ptr());
+    tracer.stack = std::mem::take(&mut sc.stack);
+    tracer.stack.clear();
+    let holes = update_and_subtract_refs(
+        members,
+        held,
+        clear_dirty,
+        &sc.refs,
+        &mut sc.late,
+        &mut tracer,
+    );
+    let unreachable = finish(members, sc, &mut tracer);
+    Outcome {
+        conservative: tracer.saw_external,
+        holes,
+        unreachable,
+    }
+}
+
+/// Phases 1 and 2 of a full collection over the list range `members`
+/// (starting at list index `start`), restricted to what is reachable
+/// from the `DIRTY` objects (the seeds, left in `sc.seeds`): afterwards
+/// [`is_candidate`]`(sc.refs[pos])` holds exactly for the unreachable
+/// members; the members not examined are [`UNSEEN`].
+///
+/// Phase 1 discovers the examined set as it subtracts (each member is
+/// traced once, when first met: see [`Mode::Discover`]); as that set is
+/// closed under the edges within the range, every edge from it is
+/// subtracted, and references from the rest of the range count as
+/// references from outside (conservative: they are not examined).
+fn find_reachable_from_dirty(
+    st: &State,
+    members: &ListRange,
+    start: usize,
+    sc: &mut Scratch,
+) -> Outcome {
+    let n = members.len();
+    sc.refs.clear();
+    sc.refs.resize(n, Cell::new(UNSEEN));
+    sc.seeds.clear();
+    st.dirty_seeds(start, &mut sc.seeds);
+    let refs = &sc.refs;
+    let late = &mut sc.late;
+    late.clear();
+    let mut tracer = Tracer::new(start, n, refs.as_ptr());
+    tracer.mode = Mode::Discover;
+    tracer.stack = std::mem::take(&mut sc.stack);
+    tracer.stack.clear();
+    // One slot per member: each is pushed once, when first met.
+    tracer.stack.reserve(n);
+    for &pos in &sc.seeds {
+        refs[pos].set(0);
+        tracer.stack.push(pos);
+    }
+    let mut examined = 0;
+    loop {
+        while let Some(pos) = tracer.stack.pop() {
+            examined += 1;
+            // SAFETY: positions on the stack are below n.
+            let p = unsafe { members.get(pos) };
+            // SAFETY: seeds and the targets of edges are listed objects
+            // (non-null), live during the phases.
+            let h = unsafe { GcHeader::of(p) };
+            let r = &refs[pos];
+            r.set(r.get() + strong_refs(p));
+            if h.has(LENT_MUT) && !lent_mut_ended(p, h) {
+                late.push(pos);
+                continue;
+            }
+            tracer.current = pos;
+            // SAFETY: a live member whose value is not lent out; `refs` is
+            // only accessed through the tracer while `trace` runs.
+            unsafe { (h.vtable.trace)(p, &mut tracer) };
+        }
+        if !trace_proven_late(members, late, &mut tracer) {
+            break;
+        }
+    }
+    for &pos in late.iter() {
+        let c = &refs[pos];
+        c.set(c.get() + EXT);
+    }
+    st.closure_size(sc.seeds.len(), examined, n);
+    let unreachable = finish(members, sc, &mut tracer);
+    Outcome {
+        conservative: tracer.saw_external,
+        holes: n - st.tracked(),
+        unreachable,
+    }
+}
+
+/// Counts the candidates phase 1 left, runs phase 2 if there are any,
+/// gives the stack back; returns the number of unreachable members.
+fn finish<M: Members + ?Sized>(members: &M, sc: &mut Scratch, tracer: &mut Tracer) -> usize {
+    let candidates = sc.refs.iter().filter(|r| is_candidate(r.get())).count();
+    if candidates > 0 {
+        move_unreachable(members, &sc.refs, candidates, tracer);
+    }
+    sc.stack = std::mem::take(&mut tracer.stack);
+    candidates - tracer.reached
+}
+
+/// Traces the members of `late` (lent out by `Gc::get_mut` when phase 1
+/// met them) whose flag an edge has since proved stale, and removes them;
+/// returns whether any was.
+fn trace_proven_late<M: Members + ?Sized>(
+    members: &M,
+    late: &mut Vec<usize>,
+    tracer: &mut Tracer,
+) -> bool {
+    let before = late.len();
+    late.retain(|&pos| {
+        // SAFETY: positions in `late` are below members.len().
+        let p = unsafe { members.get(pos) };
+        // SAFETY: a live member (non-null, nothing is freed during the
+        // phases).
+        let h = unsafe { GcHeader::of(p) };
+        if h.has(LENT_MUT) {
+            return true;
+        }
+        tracer.current = pos;
+        // SAFETY: the flag was cleared by a proof that no `&mut` to the
+        // value is alive; live value.
+        unsafe { (h.vtable.trace)(p, tracer) };
+        false
+    });
+    late.len() != before
+}
+
+/// Makes `refs` `n` zeroes. A buffer too small is replaced by a zeroed
+/// allocation (fresh pages from the system need no clearing).
+fn zeroed_refs(refs: &mut Vec<Cell<Refs>>, n: usize) {
+    if refs.capacity() < n {
+        let mut v = std::mem::ManuallyDrop::new(vec![0 as Refs; n]);
+        // SAFETY: `Cell<Refs>` is `repr(transparent)` over `Refs`, so the
+        // buffer (allocated for `Refs` with this capacity and alignment)
+        // is a valid buffer of as many initialised `Cell<Refs>`.
+        *refs = unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity()) };
+    } else {
+        refs.clear();
+        refs.resize(n, Cell::new(0));
+    }
+}
+
+/// Phase 1, CPython's `update_refs` and `subtract_refs` fused additively:
+/// each member's gc_refs get its strong count (less `held`), and each
+/// edge to a member found by tracing subtracts one. Clears the members'
+/// `DIRTY` flags if `clear_dirty`. Holes get [`REACHED`] (they are no
+/// candidates); returns their number.
+///
+/// A member flagged `LENT_MUT` whose counts do not prove its `&mut` ended
+/// is not traced yet; an edge to it met later may prove it, and it is
+/// traced then; the rest get [`EXT`]: referenced from outside, their
+/// targets (whose edges were not subtracted) likewise.
+fn update_and_subtract_refs<M: Members + ?Sized>(
+    members: &M,
+    held: Refs,
+    clear_dirty: bool,
+    refs: &[Cell<Refs>],
+    late: &mut Vec<usize>,
+    tracer: &mut Tracer,
+) -> usize {
+    late.clear();
+    let mut holes = 0;
+    assert_eq!(refs.len(), members.len());
+    for (pos, r) in refs.iter().enumerate() {
+        // SAFETY: pos < refs.len() == members.len().
+        let p = unsafe { members.get(pos) };
+        if p.is_null() {
+            r.set(REACHED);
+            holes += 1;
+            continue;
+        }
+        // SAFETY: non-null members are live tracked objects with live
+        // values (the list's invariant; the garbage is held by the
+        // collector).
+        let h = unsafe { GcHeader::of(p) };
+        let w = h.gc.get();
+        r.set(r.get() + strong_refs(p) - held);
+        if w & (DIRTY | LENT_MUT) != 0 {
+            if clear_dirty {
+                h.gc.set(w & !DIRTY);
+            }
+            if w & LENT_MUT != 0 && !lent_mut_ended(p, h) {
+                late.push(pos);
+                continue;
+            }
+        }
+        tracer.current = pos;
+        // SAFETY: as above, and the value is not lent out; `refs` is only
+        // accessed through the tracer while `trace` runs.
+        unsafe { (h.vtable.trace)(p, tracer) };
+    }
+    // The members lent out by `Gc::get_mut`: trace those an edge proved
+    // since (which may prove more), until nothing changes.
+    while trace_proven_late(members, late, tracer) {}
+    for &pos in late.iter() {
+        let c = &refs[pos];
+        c.set(c.get() + EXT);
+    }
+    holes
+}
+
+/// Phase 2, CPython's `move_unreachable`: of the `candidates` (members
+/// without outside references, see [`is_candidate`]), marks [`REACHED`]
+/// every one reachable from a member with outside references (gc_refs >
+/// 0, or `EXT`), by tracing the roots and the candidates they reach
+/// again, with an explicit stack. Stops as soon as every candidate is
+/// reached: then nothing is unreachable. (Recording the edges in phase 1
+/// to walk them here cost more than it saved: phase 2 is skipped
+/// altogether when there is no candidate, as for a live heap whose every
+/// object is referenced from outside.)
+fn move_unreachable<M: Members + ?Sized>(
+    members: &M,
+    refs: &[Cell<Refs>],
+    candidates: usize,
+    tracer: &mut Tracer,
+) {
+    assert_eq!(refs.len(), members.len());
+    tracer.mode = Mode::Mark;
+    tracer.current = usize::MAX;
+    tracer.reached = 0;
+    // One slot per candidate: the most the stack can hold (see
+    // `Tracer::mark`).
+    tracer.stack.clear();
+    tracer.stack.reserve(candidates);
+    for (pos, c) in refs.iter().enumerate() {
+        if tracer.reached == candidates {
+            break;
+        }
+        if !is_root(c.get()) {
+            continue; // a candidate (reached or not), or a hole
+        }
+        let mut q = pos;
+        loop {
+            // SAFETY: q < refs.len() == members.len() (a position of `refs`
+            // or one the tracer bounded by n).
+            let p = unsafe { members.get(q) };
+            // SAFETY: roots and reached candidates are non-null (holes are
+            // neither), live members.
+            let h = unsafe { GcHeader::of(p) };
+            // A member still lent out was not traced in phase 1 either: its
+            // targets count its edges as outside references (roots).
+            if !h.has(LENT_MUT) {
+                // SAFETY: a live member with a live value, not lent out.
+                unsafe { (h.vtable.trace)(p, tracer) };
+            }
+            match tracer.stack.pop() {
+                Some(t) => q = t,
+                None => break,
+            }
+        }
+    }
+}
+
+/// Phase 3: packs the reachable members of the list range `[start, end)`
+/// at its start (re-indexing the moved ones), then what was allocated
+/// during the phases; moves the generation boundaries so the survivors
+/// join generation `g + 1`; gathers the unreachable into `garbage`, now
+/// out of the list. Returns the number of survivors. Nothing moves when
+/// the range has neither holes nor garbage.
+fn rebuild_and_promote(
+    st: &State,
+    g: usize,
+    start: usize,
+    end: usize,
+    refs: &[Cell<Refs>],
+    outcome: &Outcome,
+    garbage: &mut Vec<ObjPtr>,
+) -> usize {
+    let list = st.list();
+    garbage.clear();
+    let mut k = start;
+    if outcome.holes == 0 && outcome.unreachable == 0 {
+        k = end;
+    } else {
+        garbage.reserve(outcome.unreachable);
         for (pos, r) in refs.iter().enumerate() {
-            let p = self.list.get_unchecked(start + pos);
+            // SAFETY: start + pos < end <= list.len().
+            let p = unsafe { list.get_unchecked(start + pos) };
             if p.is_null() {
                 continue;
             }
-            if r.get() == REACHED {
+            if !is_candidate(r.get()) {
                 if k != start + pos {
-                    self.list.set_unchecked(k, p);
-                    // SAFETY: live list entry.
-                    unsafe { GcHeader::of(p) }.set_word(k);
+                    // SAFETY: k < start + pos < len; a live list entry.
+                    unsafe {
+                        list.set_unchecked(k, p);
+                        GcHeader::of(p).set_index(k);
+                    }
+                    st.move_slot_bit(start + pos, k);
                 }
                 k += 1;
             } else {
                 garbage.push(p);
             }
         }
-        let moved = self.list.move_tail(end, k);
+    }
+    let moved = list.move_tail(end, k);
+    if k != end {
         for i in k..k + moved {
-            let p = self.list.get(i);
+            let p = list.get(i);
             if !p.is_null() {
                 // SAFETY: live list entry.
-                unsafe { GcHeader::of(p) }.set_word(i);
+                unsafe { GcHeader::of(p) }.set_index(i);
             }
-        }
-        guard.armed = false;
-        drop(guard);
-        self.in_phases.set(false);
-        let survivors = k - start;
-        self.promote(g, k);
-        self.live.set(self.live.get() - garbage.len());
-
-        // The dirty mask: generations 0..=g were examined; what they held
-        // that could still be part of garbage spanning older generations
-        // moved to g + 1.
-        let mask = (1u8 << (g + 1)) - 1;
-        let mut d = self.dirty.get();
-        if d & mask != 0 && g < 2 {
-            d |= 1 << (g + 1);
-        }
-        d &= !mask;
-        if self.dirty_in_phases.replace(false) {
-            d |= ALL_DIRTY;
-        }
-        if saw_external {
-            // Garbage may have been kept conservatively; it now lives in
-            // the generation the survivors joined.
-            d |= 1 << (g + 1).min(2);
-        }
-        self.dirty.set(d);
-
-        // handle_weakrefs: all of the garbage is dead for Weak::upgrade
-        // before any value drops, and held by the collector.
-        for &p in &garbage {
-            // SAFETY: garbage objects are live (their strong counts come
-            // from each other).
-            let h = unsafe { GcHeader::of(p) };
-            h.set_flags(UNTRACKED | DEAD | DIRTY);
-            let s = strong(p);
-            s.set(s.get() + 1);
-        }
-        // finalizers, resurrection, DEBUG_COLLECTABLE / DEBUG_SAVEALL, then
-        // delete_garbage and weak callbacks (see `finalize`)
-        let (found, panic) = super::finalize::reclaim(self, &mut garbage);
-        sc.garbage = garbage;
-        sc.put_back();
-        (found, survivors, panic)
-    }
-
-    /// Drops the values of the garbage (already `DEAD`), then releases the
-    /// collector's counts, freeing what no handle holds.
-    pub(crate) fn delete_garbage(&self, garbage: &[ObjPtr]) -> Option<Panic> {
-        let mut first: Option<Panic> = None;
-        let mut i = 0;
-        // One `catch_unwind` per run of drops that do not panic: after a
-        // panic, carry on with the next object.
-        while i < garbage.len() {
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                trashcan::nested(self, || {
-                    while i < garbage.len() {
-                        let p = garbage[i];
-                        i += 1;
-                        // SAFETY: we hold a strong count on every garbage
-                        // object, so its header is live.
-                        let h = unsafe { GcHeader::of(p) };
-                        if !h.has(DROPPED) {
-                            h.set_flags(DROPPED);
-                            // SAFETY: the value is live (not DROPPED until
-                            // just now) and dropped exactly once, here.
-                            unsafe { (h.vtable.drop_value)(p) }
-                        }
-                    }
-                })
-            }));
-            if let Err(e) = r {
-                first.get_or_insert(e);
-            }
-        }
-        for &p in garbage {
-            let s = strong(p);
-            let n = s.get() - 1;
-            s.set(n);
-            if n == 0 {
-                // SAFETY: value dropped above; no strong handle remains.
-                unsafe { release_implicit_weak(p) };
-            }
-        }
-        first
-    }
-}
-
-/// Abandons a collection whose `trace` panicked: headers hold their
-/// indices throughout, so only the state flags need resetting; every
-/// generation is marked dirty (some DIRTY flags were cleared).
-struct PhaseGuard<'a> {
-    st: &'a State,
-    armed: bool,
-}
-
-impl Drop for PhaseGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let st = self.st;
-            st.in_phases.set(false);
-            st.dirty_in_phases.set(false);
-            st.dirty.set(ALL_DIRTY);
-            st.collecting.set(false);
+            st.move_slot_bit(end + (i - k), i);
         }
     }
-}
-
-/// `move_unreachable` over the recorded edges: every object with
-/// outside references (gc_refs > 0, or `EXT`) and everything reachable
-/// from it gets `REACHED`. Depth first with an explicit stack; the first
-/// unreached target of an object is followed directly.
-fn mark_recorded(refs: &[Cell<Refs>], off: &[u32], edges: &[u32], stack: &mut Vec<usize>) {
-    let n = refs.len();
-    assert!(off.len() == n + 1 && off[n] as usize == edges.len());
-    for (pos, c) in refs.iter().enumerate() {
-        let r = c.get();
-        if !is_root(r) {
-            continue; // reached already, or no outside reference (or a hole)
-        }
-        c.set(REACHED);
-        let mut q = pos;
-        loop {
-            // SAFETY: q < n (positions come from `refs` or from `edges`,
-            // whose entries the tracer bounded by n), off has n + 1
-            // entries, non-decreasing, the last being edges.len().
-            let (a, b) = unsafe {
-                (
-                    *off.get_unchecked(q) as usize,
-                    *off.get_unchecked(q + 1) as usize,
-                )
-            };
-            let mut next = usize::MAX;
-            // SAFETY: a <= b <= edges.len() (see above).
-            for &t in unsafe { edges.get_unchecked(a..b) } {
-                let t = t as usize;
-                // SAFETY: t < n (see above).
-                let c = unsafe { refs.get_unchecked(t) };
-                if c.get() != REACHED {
-                    c.set(REACHED);
-                    if next == usize::MAX {
-                        next = t;
-                    } else {
-                        stack.push(t);
-                    }
-                }
-            }
-            q = if next != usize::MAX {
-                next
-            } else {
-                match stack.pop() {
-                    Some(t) => t,
-                    None => break,
-                }
-            };
-        }
-    }
+    st.promote(g, k);
+    st.forget_unreachable(garbage.len());
+    k - start
 }
 
 /// The collector's working arrays, kept between collections (when
 /// small) so that the frequent young collections allocate nothing.
 #[derive(Default)]
-struct Scratch {
-    /// gc_refs per range position.
-    refs: Vec<Cell<Refs>>,
-    /// Where the recorded edges of each range position end (`n + 1`
-    /// entries, the first 0).
-    off: Vec<u32>,
-    edges: Vec<u32>,
+pub(crate) struct Scratch {
+    /// gc_refs per member position.
+    pub(crate) refs: Vec<Cell<Refs>>,
     stack: Vec<usize>,
+    /// The `DIRTY` seeds of a full collection (range positions).
+    seeds: Vec<usize>,
+    /// Members lent out by `Gc::get_mut` not traced yet.
+    late: Vec<usize>,
     garbage: Vec<ObjPtr>,
 }
 
@@ -476,13 +662,23 @@ impl Scratch {
 
     /// Keeps the (small) arrays for the next collection.
     fn put_back(mut self: Box<Self>) {
-        self.garbage.clear();
         for_small(&mut self.refs);
-        for_small(&mut self.off);
-        for_small(&mut self.edges);
+        for_small(&mut self.seeds);
         for_small(&mut self.stack);
-        for_small(&mut self.garbage);
+        for_small(&mut self.late);
         let _ = SCRATCH.try_with(|s| s.set(Some(self)));
+    }
+
+    /// Gives the garbage vector (emptied) back to the kept arrays.
+    fn return_garbage(mut garbage: Vec<ObjPtr>) {
+        garbage.clear();
+        for_small(&mut garbage);
+        let _ = SCRATCH.try_with(|s| {
+            if let Some(mut sc) = s.take() {
+                sc.garbage = garbage;
+                s.set(Some(sc));
+            }
+        });
     }
 }
 
@@ -490,16 +686,5 @@ impl Scratch {
 fn for_small<T>(v: &mut Vec<T>) {
     if v.capacity() > KEEP {
         *v = Vec::new();
-    }
-}
-
-impl State {
-    /// A snapshot of the statistics.
-    pub(crate) fn stats(&self) -> [GenStats; 3] {
-        [
-            self.stats[0].get(),
-            self.stats[1].get(),
-            self.stats[2].get(),
-        ]
     }
 }

@@ -1,20 +1,61 @@
-//! Object headers: the refcount words every `Gc` allocation starts with,
-//! the two collector words that precede them in tracked allocations, the
-//! per-type vtable, and allocation/deallocation.
+//! Object headers: the words before the value of every `Gc` allocation,
+//! the per-type vtable, and allocation/deallocation.
 //!
 //! ```text
-//!  untracked (T::MAY_CONTAIN_GC == false), 16 bytes like Rc:
-//!                 ┌──────────────┬──────────────┬───────────┐
-//!  Gc points ───► │ strong usize │ weak usize   │ value: T  │
-//!                 └──────────────┴──────────────┴───────────┘
-//!  tracked, 32 bytes:
-//!  ┌───────────────┬──────────────────┬──────────────┬──────────────┬───────────┐
-//!  │ vtable &'stat │ gc word usize    │ strong usize │ weak usize   │ value: T  │
-//!  └───────────────┴──────────────────┴──────────────┴──────────────┴───────────┘
-//!   -16             -8                 ▲ Gc points here (same code as untracked)
-//!  gc word = index in the generation list << 8
-//!          | flags (DIRTY UNTRACKED DEAD DROPPED FINALIZED FINALIZE WEAK_CALLBACKS, 1 bit free)
+//!  untracked (the value can hold no Gc), 16 bytes like Rc, any T:
+//!         ┌────────────────────────────┬──────────────┬───────────┐
+//!         │ weak word                  │ strong usize │ value: T  │
+//!         │ weak<<SHIFT | NO_HEADER    │              │           │
+//!         │             | DIRTY        │              │           │
+//!         └────────────────────────────┴──────────────┴───────────┘
+//!  tracked, 32 bytes (sized values, and trait objects: the concrete type's):
+//!  ┌──────────────┬──────────────┬────────────────────┬──────────────┬───────────┐
+//!  │ vtable &'stat│ weak<<SHIFT  │ gc word            │ strong usize │ value: T  │
+//!  │              │              │ index<<SHIFT|flags │              │           │
+//!  └──────────────┴──────────────┴────────────────────┴──────────────┴───────────┘
+//!   -24            -16            -8                   ▲ obj          ▲ Gc points here
+//!  tracked slice [T], 40 bytes: the element count precedes the header,
+//!  so that the type-erased vtable can rebuild the wide pointer.
+//!  gc word = index in the generation list << SHIFT (9)
+//!          | flags (bits 0-7: DIRTY UNTRACKED DEAD DROPPED FINALIZER_RAN
+//!                   FINALIZER_PENDING WEAK_CALLBACKS LENT_MUT;
+//!                   bit 8, NO_HEADER, is never set in a gc word)
 //! ```
+//!
+//! A `Gc` points at its value, as `Rc::into_raw` does, for every `T`. The
+//! strong count is the word right before the value and the *flags word*
+//! the one before it, in both layouts: the gc word of a tracked object,
+//! the weak word of an untracked one.
+//!
+//! Invariant of an untracked object's flags word: its flag bits are
+//! exactly `NO_HEADER | DIRTY`, from `allocate` on (nothing sets or
+//! clears a flag in it; the weak count lives above `SHIFT`). So the
+//! tests the handle's hot paths make on the flags word need not know
+//! the kind of allocation: `drop` leaving other handles tests
+//! `(DIRTY | LENT_MUT) != DIRTY` (false: it never asks the collector to
+//! mark an untracked object), `deref`/`try_deref` test
+//! `DROPPED | LENT_MUT` and `get_mut`/`try_unwrap`/`Weak::upgrade`
+//! `DROPPED | DEAD` (all clear). For tracked objects these are the tests
+//! they were before unsized values existed, and an untracked one pays
+//! one load and test in `deref` and in a `drop` that leaves other
+//! handles. The `DIRTY` there is only for that shared test: the
+//! collector never takes an untracked object's flags word for a gc word
+//! (its index, `DIRTY` seed or `LENT_MUT`). It reaches objects through
+//! its list (tracked ones only: `track_new` asks `NO_HEADER` first),
+//! `dirty_slots` (set by `note_dirty`, called for tracked objects only,
+//! as above) and edges: `Tracer::visit` reads the flags word of every
+//! target and returns at once when it says `NO_HEADER` (one mask with
+//! the rare gc-word flags, so tracked edges pay nothing for it), without
+//! writing it.
+//!
+//! Whether an allocation is tracked is decided once, when it is made: the
+//! value's [`GcLayout`](super::trace::GcLayout) answer, which for a sized
+//! type is its `Trace::may_contain_gc()` (a constant: `Gc::new` writes
+//! constant words) and for a trait object that of the concrete type
+//! behind it. Code generic over unsized types cannot ask a sized type for
+//! a constant, and must not ask the value (while it is dropped in place it
+//! is mutably borrowed, and handles to it are still dropped and
+//! dereferenced), hence the flag in memory.
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::cell::Cell;
@@ -23,21 +64,11 @@ use std::ptr::{self, NonNull};
 use super::trace::Trace;
 use super::tracer::Tracer;
 
-/// The refcount words at the start of every `Gc` allocation.
-///
-/// `weak` counts the `Weak`s plus one for all the strong handles together,
-/// as in `Rc`.
+/// The strong count of an allocation, the word right before the value:
+/// what the collector's type-erased object pointer ([`ObjPtr`]) points at.
 #[repr(C)]
 pub(crate) struct Counts {
     pub(crate) strong: Cell<usize>,
-    pub(crate) weak: Cell<usize>,
-}
-
-/// The refcount words followed by the value; what a `Gc<T>` points at.
-#[repr(C)]
-pub(crate) struct GcBox<T> {
-    pub(crate) counts: Counts,
-    pub(crate) value: T,
 }
 
 /// The collector's words, immediately before the [`Counts`] of a tracked
@@ -45,17 +76,24 @@ pub(crate) struct GcBox<T> {
 #[repr(C)]
 pub(crate) struct GcHeader {
     pub(crate) vtable: &'static VTable,
-    /// `(index or gc_refs) << SHIFT | flags`.
+    /// The weak count (the `Weak`s, plus one while strong handles exist)
+    /// `<< SHIFT`.
+    pub(crate) weak: Cell<usize>,
+    /// `index in the generation list << SHIFT | flags`: the flags word of
+    /// a tracked object.
     pub(crate) gc: Cell<usize>,
 }
 
-/// A type-erased pointer to the [`Counts`] of a tracked object.
+/// A type-erased pointer to the [`Counts`] of an object (8 bytes before
+/// its value).
 pub(crate) type ObjPtr = *const Counts;
 
-/// Bits of the low byte of the gc word.
-pub(crate) const SHIFT: u32 = 8;
+/// Bits of the low bits of the gc word (and of an untracked object's weak
+/// word).
+pub(crate) const SHIFT: u32 = 9;
 /// Strong count decremented to a non-zero value since the collector last
-/// looked (the skip rule, see `collector`).
+/// looked (the skip rule, see `collector`). Always set in an untracked
+/// object's flags word, so that `drop` never reports one.
 pub(crate) const DIRTY: usize = 1 << 0;
 /// Not in the generation list (the index is stale): being freed, garbage
 /// being reclaimed, resurrected after its value was dropped, under
@@ -66,19 +104,38 @@ pub(crate) const UNTRACKED: usize = 1 << 1;
 pub(crate) const DEAD: usize = 1 << 2;
 /// The value has been dropped (by the collector or refcounting).
 pub(crate) const DROPPED: usize = 1 << 3;
-/// PEP 442: the object's finalizer already ran (see `finalize`).
-pub(crate) const FINALIZED: usize = 1 << 4;
-/// The object has a finalizer that has not run yet (see `finalize`): the
-/// refcount death path tests it together with `DROPPED`, so objects
+/// PEP 442: the object's finalizer already ran (see `finalizers`).
+pub(crate) const FINALIZER_RAN: usize = 1 << 4;
+/// The object has a finalizer that has not run yet (see `finalizers`):
+/// the refcount death path tests it together with `DROPPED`, so objects
 /// without one pay nothing.
-pub(crate) const FINALIZE: usize = 1 << 5;
+pub(crate) const FINALIZER_PENDING: usize = 1 << 5;
 /// Weak callbacks (`gc::finalize`, `Weak::with_callback`) may be
-/// registered for the object in the thread's side table (see `finalize`).
+/// registered for the object in the thread's side table (see
+/// `weak_callbacks`).
 pub(crate) const WEAK_CALLBACKS: usize = 1 << 6;
+/// `Gc::get_mut` lent out a `&mut` to the value, which may still be
+/// alive: the collector must not read the value. It treats the object as
+/// referenced from outside (as a mutably borrowed `RefCell`) until it has
+/// proof that the `&mut` ended: the strong or weak count is no longer 1
+/// (a clone or a downgrade happened, which needs the handle the `&mut`
+/// borrows), or its tracing meets the edge that is the only strong handle
+/// (a handle the collector can read is not mutably borrowed). Either
+/// proof clears the flag.
+pub(crate) const LENT_MUT: usize = 1 << 7;
+/// The allocation has no collector header (it is untracked): the flags
+/// word is its weak word. Never set in a gc word.
+pub(crate) const NO_HEADER: usize = 1 << 8;
 /// The flag bits.
 pub(crate) const FLAG_MASK: usize = (1 << SHIFT) - 1;
+/// One weak reference, in a weak word.
+const WEAK_ONE: usize = 1 << SHIFT;
 
 /// Per-type operations the type-erased collector needs.
+///
+/// There is one per sized type ([`Lay::VTABLE`]) and one per slice type
+/// ([`SliceLay::VTABLE`]); a trait object's allocation carries the one of
+/// its concrete type, so the collector never needs a wide pointer.
 pub(crate) struct VTable {
     /// `Trace::trace` of the value.
     pub(crate) trace: unsafe fn(ObjPtr, &mut Tracer),
@@ -88,7 +145,8 @@ pub(crate) struct VTable {
     pub(crate) dealloc: unsafe fn(ObjPtr),
     /// `core::any::type_name::<T>()` (for the census and debug output).
     pub(crate) type_name: fn() -> &'static str,
-    /// Bytes of the whole allocation.
+    /// Bytes of the whole allocation; for a slice type, of an empty one
+    /// (the elements are not counted).
     pub(crate) size: usize,
     /// The PEP 442 finalizer (`gc::Finalize`), if the object was created
     /// with one (`Gc::new_with_finalizer` uses a second vtable).
@@ -104,7 +162,7 @@ impl GcHeader {
     #[inline(always)]
     pub(crate) unsafe fn of<'a>(obj: *const Counts) -> &'a GcHeader {
         // SAFETY: tracked allocations place a GcHeader immediately before
-        // the Counts (see `alloc_tracked`), and the caller guarantees the
+        // the Counts (see `allocate`), and the caller guarantees the
         // allocation is live and `obj` carries its provenance.
         unsafe {
             &*obj
@@ -134,45 +192,288 @@ impl GcHeader {
         self.gc.set(self.gc.get() & !f)
     }
 
-    /// The upper bits: list index, or gc_refs during a collection.
+    /// The upper bits: the object's index in the generation list (the
+    /// collector keeps gc_refs in a side array, so a listed object's
+    /// index is valid even during a collection).
     #[inline(always)]
-    pub(crate) fn word(&self) -> usize {
+    pub(crate) fn index(&self) -> usize {
         self.gc.get() >> SHIFT
     }
 
     #[inline(always)]
-    pub(crate) fn set_word(&self, w: usize) {
-        self.gc.set((w << SHIFT) | self.flags())
+    pub(crate) fn set_index(&self, i: usize) {
+        self.gc.set((i << SHIFT) | self.flags())
     }
 }
 
-/// Layout facts for a `GcBox<T>`.
+/// The flags word of any object: the word before its strong count (see
+/// the module docs).
+///
+/// # Safety
+/// `obj` points at the `Counts` of a live allocation, with its provenance.
+#[inline(always)]
+pub(crate) unsafe fn flags_word<'a>(obj: ObjPtr) -> &'a Cell<usize> {
+    // SAFETY: both layouts have a word there (`allocate`); live per the
+    // contract.
+    unsafe { &*obj.cast::<Cell<usize>>().sub(1) }
+}
+
+/// The word holding the weak count of an object whose flags word is
+/// `flags`: the flags word itself if it says `NO_HEADER`, the header's
+/// otherwise.
+///
+/// # Safety
+/// As [`flags_word`].
+#[inline(always)]
+pub(crate) unsafe fn weak_word<'a>(obj: ObjPtr, flags: usize) -> &'a Cell<usize> {
+    if flags & NO_HEADER != 0 {
+        // SAFETY: forwarded contract.
+        unsafe { flags_word(obj) }
+    } else {
+        // SAFETY: forwarded contract; tracked, so the header exists.
+        unsafe { &GcHeader::of(obj).weak }
+    }
+}
+
+/// The weak count in a weak word.
+#[inline(always)]
+pub(crate) fn weak_count(word: usize) -> usize {
+    word >> SHIFT
+}
+
+/// Adds a weak reference to a weak word; aborts on overflow, as `Rc` does.
+#[inline(always)]
+pub(crate) fn inc_weak(w: &Cell<usize>) {
+    let n = w.get().wrapping_add(WEAK_ONE);
+    w.set(n);
+    if n < WEAK_ONE {
+        std::process::abort();
+    }
+}
+
+/// Removes a weak reference from a weak word; returns how many remain.
+#[inline(always)]
+pub(crate) fn dec_weak(w: &Cell<usize>) -> usize {
+    let n = w.get() - WEAK_ONE;
+    w.set(n);
+    weak_count(n)
+}
+
+/// Adds a strong handle; aborts on overflow, as `Rc` does.
+#[inline(always)]
+pub(crate) fn inc_strong(c: &Counts) {
+    let s = c.strong.get().wrapping_add(1);
+    c.strong.set(s);
+    if s == 0 {
+        std::process::abort();
+    }
+}
+
+/// What the header of a tracked allocation holds besides the gc word: the
+/// vtable, and for a slice its length. A value's
+/// [`GcLayout`](super::trace::GcLayout) hands it to the allocator.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct HeaderSpec {
+    pub(crate) vtable: &'static VTable,
+    pub(crate) slice_len: Option<usize>,
+}
+
+/// Bytes before the value of an untracked allocation: the weak word and
+/// the strong count.
+pub(crate) const UNTRACKED_PREFIX: usize = 2 * size_of::<usize>();
+/// Bytes before the value of a tracked sized allocation.
+pub(crate) const TRACKED_PREFIX: usize = size_of::<GcHeader>() + size_of::<Counts>();
+
+impl HeaderSpec {
+    /// Bytes before the value: the header, the count, and a slice's
+    /// length.
+    #[inline(always)]
+    pub(crate) fn prefix(self) -> usize {
+        TRACKED_PREFIX
+            + match self.slice_len {
+                Some(_) => size_of::<usize>(),
+                None => 0,
+            }
+    }
+}
+
+/// The bytes before the value of an allocation with this header (`None`:
+/// untracked).
+#[inline(always)]
+pub(crate) fn prefix(header: Option<HeaderSpec>) -> usize {
+    match header {
+        Some(h) => h.prefix(),
+        None => UNTRACKED_PREFIX,
+    }
+}
+
+/// Where the parts of one allocation are: its value `offset` bytes from
+/// the start, and its size and alignment. The only place allocation sizes
+/// are computed, so allocating and freeing always agree.
+#[derive(Clone, Copy)]
+pub(crate) struct Placement {
+    pub(crate) offset: usize,
+    pub(crate) size: usize,
+    pub(crate) align: usize,
+}
+
+/// `n` rounded up to a multiple of `align` (a power of two).
+#[inline(always)]
+const fn round_up(n: usize, align: usize) -> usize {
+    (n + align - 1) & !(align - 1)
+}
+
+impl Placement {
+    /// The placement of an allocation whose value has `value_size` bytes
+    /// and alignment `value_align`, preceded by `prefix` bytes of counts
+    /// and header: the value at the first multiple of its alignment past
+    /// them, the whole padded to that alignment (as `Rc` pads its box).
+    ///
+    /// `value_size` is at most `isize::MAX` (it comes from a `Layout`), so
+    /// the sums cannot overflow; [`layout`](Self::layout) checks the total.
+    #[inline(always)]
+    pub(crate) const fn new(value_size: usize, value_align: usize, prefix: usize) -> Placement {
+        let align = if value_align > align_of::<usize>() {
+            value_align
+        } else {
+            align_of::<usize>()
+        };
+        let offset = round_up(prefix, align);
+        Placement {
+            offset,
+            size: round_up(offset + value_size, align),
+            align,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn layout(self) -> Layout {
+        match Layout::from_size_align(self.size, self.align) {
+            Ok(l) => l,
+            Err(_) => capacity_overflow(),
+        }
+    }
+}
+
+/// Allocates memory for an object whose value has layout `value`: writes
+/// the counts and, if `header` is given (a tracked object), the header
+/// with gc word `gc` (and the slice length); an untracked object's flags
+/// word gets `NO_HEADER | DIRTY`. The value is left uninitialised.
+/// Returns the pointer to where the value goes, carrying the provenance
+/// of the whole allocation.
+///
+/// For a sized value every argument but the counts is a constant, and so
+/// is the whole computation (the generated code is a call to `alloc` and
+/// the stores).
+#[inline(always)]
+pub(crate) fn allocate(
+    value: Layout,
+    header: Option<HeaderSpec>,
+    strong: usize,
+    weak: usize,
+    gc: usize,
+) -> NonNull<u8> {
+    let pl = Placement::new(value.size(), value.align(), prefix(header));
+    let layout = pl.layout();
+    // SAFETY: the layout has non-zero size (it holds the counts).
+    let base = unsafe { alloc(layout) };
+    if base.is_null() {
+        handle_alloc_error(layout);
+    }
+    // SAFETY: `pl.offset >= prefix(header)`, so every word written below
+    // (the prefix's, counted back from the value) is in bounds; the offset
+    // is a multiple of 8, so each word is aligned.
+    unsafe {
+        let value = base.add(pl.offset);
+        let counts = value.cast::<Counts>().sub(1);
+        ptr::write(
+            counts,
+            Counts {
+                strong: Cell::new(strong),
+            },
+        );
+        match header {
+            Some(h) => {
+                let hp = counts.cast::<GcHeader>().sub(1);
+                ptr::write(
+                    hp,
+                    GcHeader {
+                        vtable: h.vtable,
+                        weak: Cell::new(weak * WEAK_ONE),
+                        gc: Cell::new(gc),
+                    },
+                );
+                if let Some(len) = h.slice_len {
+                    ptr::write(hp.cast::<usize>().sub(1), len);
+                }
+            }
+            None => ptr::write(
+                counts.cast::<usize>().sub(1),
+                (weak * WEAK_ONE) | NO_HEADER | DIRTY,
+            ),
+        }
+        NonNull::new_unchecked(value)
+    }
+}
+
+/// Frees the memory of an object allocated by [`allocate`].
+///
+/// # Safety
+/// `obj` came from [`allocate`] with a prefix of `prefix` bytes for a
+/// value of `value_size` bytes aligned to `value_align`, the value is
+/// dropped or was never written, and no handle will touch it again.
+#[inline(always)]
+pub(crate) unsafe fn free(obj: ObjPtr, value_size: usize, value_align: usize, prefix: usize) {
+    let pl = Placement::new(value_size, value_align, prefix);
+    // SAFETY: undoes the offset applied by `allocate` (the value is one
+    // word past the counts), with the same layout; `obj` carries the
+    // allocation's provenance.
+    unsafe {
+        let base = obj
+            .cast::<u8>()
+            .cast_mut()
+            .add(size_of::<Counts>())
+            .sub(pl.offset);
+        dealloc(base, pl.layout())
+    }
+}
+
+/// The value of the sized object at `obj`.
+///
+/// # Safety
+/// `obj` points at the `Counts` of an allocation made for a `T`, with its
+/// provenance.
+#[inline(always)]
+pub(crate) unsafe fn value_of<T>(obj: ObjPtr) -> NonNull<T> {
+    // SAFETY: the value is one word past the counts (`allocate`).
+    unsafe { NonNull::new_unchecked(obj.add(1).cast::<T>().cast_mut()) }
+}
+
+/// The counts of the object whose value is at `value` (any `T`).
+#[inline(always)]
+pub(crate) fn counts_of<T: ?Sized>(value: NonNull<T>) -> ObjPtr {
+    // The counts are the word before the value (`allocate`); wrapping
+    // arithmetic keeps the provenance and needs no proof of bounds here
+    // (callers dereference it only for live allocations).
+    value.as_ptr().cast::<Counts>().wrapping_sub(1)
+}
+
+/// Layout facts and the vtable of a sized `T`.
 pub(crate) struct Lay<T>(std::marker::PhantomData<T>);
 
-impl<T: Trace + 'static> Lay<T> {
-    /// Offset of the `GcBox<T>` from the start of a tracked allocation: the
-    /// header fits before it and the box stays aligned.
-    pub(crate) const OFFSET: usize = {
-        let a = align_of::<GcBox<T>>();
-        let h = size_of::<GcHeader>();
-        if a > h {
-            a
-        } else {
-            h
-        }
-    };
+impl<T: Trace> Lay<T> {
+    /// The allocation of a tracked `T`.
+    pub(crate) const TRACKED: Placement =
+        Placement::new(size_of::<T>(), align_of::<T>(), TRACKED_PREFIX);
 
-    /// The layout of the whole allocation.
-    #[inline(always)]
+    /// The layout of the whole allocation of a `T`, tracked or not.
+    #[cfg(test)]
     pub(crate) fn layout() -> Layout {
-        if T::MAY_CONTAIN_GC {
-            let a = align_of::<GcBox<T>>().max(align_of::<GcHeader>());
-            match Layout::from_size_align(Self::OFFSET + size_of::<GcBox<T>>(), a) {
-                Ok(l) => l,
-                Err(_) => capacity_overflow(),
-            }
+        if T::may_contain_gc() {
+            Self::TRACKED.layout()
         } else {
-            Layout::new::<GcBox<T>>()
+            Placement::new(size_of::<T>(), align_of::<T>(), UNTRACKED_PREFIX).layout()
         }
     }
 
@@ -181,74 +482,15 @@ impl<T: Trace + 'static> Lay<T> {
         drop_value: drop_value_erased::<T>,
         dealloc: dealloc_erased::<T>,
         type_name: std::any::type_name::<T>,
-        size: Self::OFFSET + size_of::<GcBox<T>>(),
+        size: Self::TRACKED.size,
         finalize: None,
     };
 
-    /// Allocates a box with `strong`/`weak` counts and, for tracked types,
-    /// a header with the vtable and the given gc word; the value is left
-    /// uninitialised.
-    #[inline(always)]
-    pub(crate) fn allocate(strong: usize, weak: usize, gc: usize) -> NonNull<GcBox<T>> {
-        // (`gc` is written here; `track` overwrites it with the index.)
-        let layout = Self::layout();
-        // SAFETY: the layout has non-zero size (it holds the counts).
-        let base = unsafe { alloc(layout) };
-        if base.is_null() {
-            handle_alloc_error(layout);
-        }
-        let boxp = if T::MAY_CONTAIN_GC {
-            // SAFETY: OFFSET + size_of::<GcBox<T>>() == layout.size(), and
-            // OFFSET >= size_of::<GcHeader>(), so both writes are in bounds
-            // and aligned (OFFSET is a multiple of GcBox<T>'s alignment and
-            // of 8, the header's).
-            unsafe {
-                let boxp = base.add(Self::OFFSET).cast::<GcBox<T>>();
-                let h = boxp
-                    .cast::<u8>()
-                    .sub(size_of::<GcHeader>())
-                    .cast::<GcHeader>();
-                ptr::write(
-                    h,
-                    GcHeader {
-                        vtable: Self::VTABLE,
-                        gc: Cell::new(gc),
-                    },
-                );
-                boxp
-            }
-        } else {
-            base.cast::<GcBox<T>>()
-        };
-        // SAFETY: `boxp` is in bounds of the fresh allocation and aligned.
-        unsafe {
-            ptr::write(
-                ptr::addr_of_mut!((*boxp).counts),
-                Counts {
-                    strong: Cell::new(strong),
-                    weak: Cell::new(weak),
-                },
-            );
-            NonNull::new_unchecked(boxp)
-        }
-    }
-
-    /// Frees the allocation of `boxp`.
-    ///
-    /// # Safety
-    /// `boxp` came from [`Lay::allocate`] for this `T`, the value is dropped
-    /// or was never written, and no handle will touch it again.
-    #[inline]
-    pub(crate) unsafe fn deallocate(boxp: NonNull<GcBox<T>>) {
-        let base = if T::MAY_CONTAIN_GC {
-            // SAFETY: undoes the offset applied by `allocate`.
-            unsafe { boxp.as_ptr().cast::<u8>().sub(Self::OFFSET) }
-        } else {
-            boxp.as_ptr().cast::<u8>()
-        };
-        // SAFETY: same pointer and layout as the allocation.
-        unsafe { dealloc(base, Self::layout()) }
-    }
+    /// The header of a tracked `T`.
+    pub(crate) const HEADER: HeaderSpec = HeaderSpec {
+        vtable: Self::VTABLE,
+        slice_len: None,
+    };
 }
 
 #[cold]
@@ -256,23 +498,93 @@ fn capacity_overflow() -> ! {
     panic!("pymem: Gc allocation size overflows isize")
 }
 
-unsafe fn trace_erased<T: Trace + 'static>(obj: ObjPtr, tracer: &mut Tracer) {
+unsafe fn trace_erased<T: Trace>(obj: ObjPtr, tracer: &mut Tracer) {
     // SAFETY: the collector only passes live tracked objects of this
     // vtable's type whose value has not been dropped.
-    let v = unsafe { &(*obj.cast::<GcBox<T>>()).value };
-    v.trace(tracer)
+    unsafe { value_of::<T>(obj).as_ref() }.trace(tracer)
 }
 
-unsafe fn drop_value_erased<T: Trace + 'static>(obj: ObjPtr) {
+unsafe fn drop_value_erased<T: Trace>(obj: ObjPtr) {
     // SAFETY: the caller (collector or trashcan) drops each value at most
     // once, marking it DROPPED first.
-    unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*(obj as *mut GcBox<T>)).value)) }
+    unsafe { ptr::drop_in_place(value_of::<T>(obj).as_ptr()) }
 }
 
-unsafe fn dealloc_erased<T: Trace + 'static>(obj: ObjPtr) {
+unsafe fn dealloc_erased<T: Trace>(obj: ObjPtr) {
     // SAFETY: the caller frees only when strong == weak == 0, once; the
-    // pointer came from `allocate` for this T (vtable per T).
-    unsafe { Lay::<T>::deallocate(NonNull::new_unchecked(obj as *mut GcBox<T>)) }
+    // object was allocated for this T with a header (vtable per T).
+    unsafe { free(obj, size_of::<T>(), align_of::<T>(), TRACKED_PREFIX) }
+}
+
+/// Layout facts and the vtable of a tracked slice `[T]`, whose element
+/// count is stored before its header.
+pub(crate) struct SliceLay<T>(std::marker::PhantomData<T>);
+
+/// Bytes before the elements of a tracked slice.
+const SLICE_PREFIX: usize = TRACKED_PREFIX + size_of::<usize>();
+
+impl<T: Trace> SliceLay<T> {
+    /// The header of a tracked slice of `len` elements.
+    #[inline(always)]
+    pub(crate) fn header(len: usize) -> HeaderSpec {
+        HeaderSpec {
+            vtable: Self::VTABLE,
+            slice_len: Some(len),
+        }
+    }
+
+    pub(crate) const VTABLE: &'static VTable = &VTable {
+        trace: trace_slice::<T>,
+        drop_value: drop_slice::<T>,
+        dealloc: dealloc_slice::<T>,
+        type_name: std::any::type_name::<[T]>,
+        size: Placement::new(0, align_of::<T>(), SLICE_PREFIX).size,
+        finalize: None,
+    };
+
+    /// The element count of the slice object at `obj`.
+    ///
+    /// # Safety
+    /// `obj` is a live tracked `[T]` allocation made with this vtable.
+    #[inline(always)]
+    unsafe fn len(obj: ObjPtr) -> usize {
+        // SAFETY: `allocate` wrote the length right before the header of
+        // a slice allocation (HeaderSpec::slice_len).
+        unsafe {
+            *obj.cast::<u8>()
+                .sub(SLICE_PREFIX - size_of::<Counts>())
+                .cast::<usize>()
+        }
+    }
+
+    /// The wide pointer to the elements of the slice object at `obj`.
+    ///
+    /// # Safety
+    /// As [`len`](Self::len).
+    #[inline(always)]
+    unsafe fn elems(obj: ObjPtr) -> *mut [T] {
+        // SAFETY: forwarded contract.
+        unsafe { ptr::slice_from_raw_parts_mut(value_of::<T>(obj).as_ptr(), Self::len(obj)) }
+    }
+}
+
+unsafe fn trace_slice<T: Trace>(obj: ObjPtr, tracer: &mut Tracer) {
+    // SAFETY: as `trace_erased`; the vtable is this slice type's.
+    unsafe { (*SliceLay::<T>::elems(obj)).trace(tracer) }
+}
+
+unsafe fn drop_slice<T: Trace>(obj: ObjPtr) {
+    // SAFETY: as `drop_value_erased`.
+    unsafe { ptr::drop_in_place(SliceLay::<T>::elems(obj)) }
+}
+
+unsafe fn dealloc_slice<T: Trace>(obj: ObjPtr) {
+    // SAFETY: as `dealloc_erased`; the length read back is the one the
+    // allocation was sized for.
+    unsafe {
+        let len = SliceLay::<T>::len(obj);
+        free(obj, size_of::<T>() * len, align_of::<T>(), SLICE_PREFIX)
+    }
 }
 
 /// Decrements the implicit weak reference held by the strong handles once
@@ -282,13 +594,11 @@ unsafe fn dealloc_erased<T: Trace + 'static>(obj: ObjPtr) {
 /// `obj` is a live tracked object with strong == 0 and its value dropped.
 #[inline]
 pub(crate) unsafe fn release_implicit_weak(obj: ObjPtr) {
-    // SAFETY: live per the contract.
-    let c = unsafe { &*obj };
-    let w = c.weak.get() - 1;
-    c.weak.set(w);
-    if w == 0 {
+    // SAFETY: live tracked object per the contract.
+    let h = unsafe { GcHeader::of(obj) };
+    if dec_weak(&h.weak) == 0 {
         // SAFETY: no strong and no weak handle remain; tracked, so the
         // header (and vtable) exists.
-        unsafe { (GcHeader::of(obj).vtable.dealloc)(obj) }
+        unsafe { (h.vtable.dealloc)(obj) }
     }
 }

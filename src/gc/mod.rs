@@ -28,33 +28,43 @@
 //! # Object headers
 //!
 //! ```text
-//!  untracked (T::MAY_CONTAIN_GC == false), 16 bytes like Rc:
-//!                 ┌──────────────┬──────────────┬───────────┐
-//!  Gc points ───► │ strong usize │ weak usize   │ value: T  │
-//!                 └──────────────┴──────────────┴───────────┘
-//!  tracked, 32 bytes:
-//!  ┌───────────────┬──────────────────┬──────────────┬──────────────┬───────────┐
-//!  │ &'static      │ gc word          │ strong usize │ weak usize   │ value: T  │
-//!  │ VTable        │ index<<8 | flags │              │              │           │
-//!  └───────────────┴──────────────────┴──────────────┴──────────────┴───────────┘
-//!                                      ▲ Gc points here in both cases
+//!  untracked (the value can hold no Gc), 16 bytes like Rc:
+//!         ┌──────────────────────────────────┬──────────────┬───────────┐
+//!         │ weak<<SHIFT | NO_HEADER | DIRTY   │ strong usize │ value: T  │
+//!         └──────────────────────────────────┴──────────────┴───────────┘
+//!  tracked, 32 bytes (a slice: 40, its length before the vtable):
+//!  ┌───────────────┬──────────────┬──────────────────┬──────────────┬───────────┐
+//!  │ &'static      │ weak<<SHIFT  │ gc word          │ strong usize │ value: T  │
+//!  │ VTable        │              │ index<<9 | flags │              │           │
+//!  └───────────────┴──────────────┴──────────────────┴──────────────┴───────────┘
+//!                                                     ▲ obj          ▲ Gc points here
 //! ```
 //!
 //! The vtable holds `trace`, `drop_value`, `dealloc`, the type name and
 //! size (for a census). The gc word's upper bits hold the object's index
-//! in the generation list, or its `gc_refs` during a collection (as
-//! CPython reuses `_gc_prev`); its low byte holds flags. The common words
-//! are identical, so `clone`, `drop` and `deref` are `Rc`'s code; for
-//! tracked types `deref` also tests one flag (the value may have been
-//! dropped by the collector, see below), compiled away for untracked ones.
+//! in the generation list, at all times (during a collection the
+//! `gc_refs` live in a side array indexed by list position, where CPython
+//! reuses `_gc_prev` for them, so a surviving object's header is read,
+//! not written); its low 9 bits hold flags (bit 7 is `LENT_MUT`, see
+//! below; bit 8, `NO_HEADER`, is set only in an untracked object's weak
+//! word). The word before the strong count is a flags word in both
+//! layouts (an untracked object's says `NO_HEADER | DIRTY` and never
+//! anything else), so `clone`, `drop` and `deref` need not know the kind
+//! of object: for tracked ones they are one flag test away from `Rc`'s
+//! code (the value may have been dropped by the collector, or lent out by
+//! `Gc::get_mut`, see below), and an untracked one pays a load and test
+//! in `deref`. `T` may be unsized (`str`, `[T]`, `dyn Trait`); see
+//! `header`.
 //!
 //! # Tracking
 //!
-//! Whether `Gc<T>` is tracked is decided at compile time by
-//! [`Trace::MAY_CONTAIN_GC`]: a type that
-//! can hold no `Gc` cannot be part of a cycle, so it gets the 16-byte
-//! header, no list entry and no effect on [`get_count`] or
-//! [`tracked_count`], as CPython untracks atomic objects.
+//! Whether an allocation is tracked is decided when it is made, by
+//! [`Trace::may_contain_gc`] of its type: a constant for a sized `T`
+//! (`Gc::new` contains no test), the concrete type's for `Gc<dyn Trait>`
+//! (see `header` for unsized values). A type that can hold no `Gc` cannot
+//! be part of a cycle, so it gets the 16-byte header, no list entry and
+//! no effect on [`get_count`] or [`tracked_count`], as CPython untracks
+//! atomic objects.
 //!
 //! # Generations
 //!
@@ -66,15 +76,23 @@
 //!
 //! # The collection
 //!
-//! The phases are CPython's (`Python/gc.c`): `update_refs`,
-//! `subtract_refs`, `move_unreachable` (iterative, an explicit stack),
-//! promotion, `handle_weakrefs`, `delete_garbage`. See the `collector`
-//! source for the details, and for the *skip rule*: a collection of
+//! The phases are CPython's (`Python/gc.c`), each a function:
+//! `update_and_subtract_refs`, `move_unreachable` (iterative, an explicit
+//! stack), `rebuild_and_promote`, `handle_weakrefs`, `finalize_garbage`,
+//! `handle_resurrected_objects` (which reuses the first two),
+//! `delete_garbage`. See the `collector` source for the details, and for
+//! the *skip rule*: a collection of
 //! generation `g` provably finds nothing unless some object in
 //! generations `0..=g` had its strong count decremented to a non-zero
 //! value since they were last examined (garbage cycles are only born that
 //! way), so such collections just promote. `get_stats()` counts them as
 //! collections.
+//!
+//! Young collections examine their whole generations, as CPython's do. A
+//! full collection examines only what is reachable from the objects so
+//! decremented since the last full collection (the rest of the heap cannot
+//! hold garbage: see the `collector` source for the proof), so its cost
+//! follows what changed, not the size of the heap; its answer is the same.
 //!
 //! Automatic collections follow CPython (up to 3.12): generation 0 when
 //! its count passes threshold 0, an older one when its count (collections
@@ -103,19 +121,23 @@
 //!
 //! # What a wrong `Trace` impl can cause
 //!
-//! * **Leaks**: an edge not visited (or `MAY_CONTAIN_GC = false` on a type
-//!   holding a `Gc`) makes its target look referenced from outside; a
-//!   cycle through it is never collected, as with `Rc`.
-//! * **Premature drops, which panic**: visiting an edge twice, or a `Gc`
-//!   the value does not own, may make live objects look unreachable.
-//!   Their values get dropped while handles exist; dereferencing such a
-//!   handle panics ("already dropped by the cycle collector").
-//! * **Never undefined behaviour**: memory is freed only when its strong
-//!   and weak counts reach zero, the collector holds a count on every
-//!   object it examines, and deref checks the dropped flag. A `trace`
-//!   that panics leaves the lists restored (every generation marked for
-//!   re-examination); one that drops handles only makes the collection
-//!   more conservative.
+//! See the rules and their consequences in [`Trace`'s safety
+//! section](crate::Trace#safety): a missed edge (or a `may_contain_gc`
+//! that says `false` for a type holding a `Gc`) leaks; an extra one drops
+//! values early (a later dereference of a handle panics, "already dropped
+//! by the cycle collector"). A `trace` that panics leaves the lists
+//! restored (every generation marked for re-examination). Undefined
+//! behaviour comes only from a `trace` that reads data that may be
+//! mutably borrowed, or that mutates (borrows a `RefCell` mutably,
+//! directly or in code it runs: the collector reads `RefCell`s without
+//! taking a borrow), and from a `&T` held across a collection that an
+//! extra edge made drop its value.
+//!
+//! The collector never reads a value that `Gc::get_mut` lent out while the
+//! `&mut` may be alive: the object is flagged `LENT_MUT` and treated as
+//! referenced from outside until a later use of its handle (a `deref`, a
+//! `drop` of a clone, or a count other than one) or an edge to it met
+//! while tracing proves the `&mut` ended.
 //!
 //! A `RefCell` that is mutably borrowed while traced cannot be read: the
 //! object is treated as referenced from outside (see
@@ -155,34 +177,46 @@
 //! gc::set_debug(0);
 //! ```
 
+mod any;
+pub mod callbacks;
 mod census;
 mod collector;
 mod debug;
-mod finalize;
-mod generations;
-mod header;
+mod dst;
+mod finalizers;
+pub(crate) mod header;
 mod ptr;
-mod trace;
+mod ptr_vec;
+mod reclaim;
+mod saved_garbage;
+mod slot_bits;
+mod state;
+pub(crate) mod trace;
 mod tracer;
 mod trashcan;
 mod weak;
+mod weak_callbacks;
 
 #[cfg(test)]
 mod tests;
 
+pub use any::AnyTrace;
+pub use callbacks::{CallbackId, CallbackInfo, Phase};
 pub use census::{census, Census, CensusGrowth, TypeCount, TypeGrowth};
 pub use debug::{
-    callbacks, clear_garbage, garbage, get_debug, set_debug, CallbackId, CallbackInfo, GarbageInfo,
-    Phase, DEBUG_COLLECTABLE, DEBUG_LEAK, DEBUG_SAVEALL, DEBUG_STATS, DEBUG_UNCOLLECTABLE,
+    get_debug, set_debug, DEBUG_COLLECTABLE, DEBUG_LEAK, DEBUG_SAVEALL, DEBUG_STATS,
+    DEBUG_UNCOLLECTABLE,
 };
-pub use finalize::{finalize, is_finalized, Finalize, Finalizer, WeakRef};
+pub use finalizers::{is_finalized, Finalize};
 pub use ptr::Gc;
+pub use saved_garbage::{clear_garbage, garbage, GarbageInfo};
 pub use trace::Trace;
 pub use tracer::Tracer;
 pub use weak::Weak;
+pub use weak_callbacks::{finalize, Finalizer, WeakRef};
 
-use generations::with;
 use header::UNTRACKED;
+use state::with;
 
 /// Per-generation statistics, as an entry of Python's `gc.get_stats()`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -252,7 +286,7 @@ pub fn collect_generation(gen: usize) -> usize {
 /// assert!(pymem::gc::is_enabled());
 /// ```
 pub fn enable() {
-    with(|st| st.enabled.set(true))
+    with(|st| st.set_enabled(true))
 }
 
 /// Turns automatic collection off for this thread, as `gc.disable()`;
@@ -264,7 +298,7 @@ pub fn enable() {
 /// pymem::gc::enable();
 /// ```
 pub fn disable() {
-    with(|st| st.enabled.set(false))
+    with(|st| st.set_enabled(false))
 }
 
 /// Whether automatic collection is on for this thread.
@@ -273,7 +307,7 @@ pub fn disable() {
 /// assert!(pymem::gc::is_enabled());
 /// ```
 pub fn is_enabled() -> bool {
-    with(|st| st.enabled.get())
+    with(|st| st.enabled())
 }
 
 /// This thread's collection thresholds, `(700, 10, 10)` by default.
@@ -282,13 +316,7 @@ pub fn is_enabled() -> bool {
 /// assert_eq!(pymem::gc::get_threshold(), (700, 10, 10));
 /// ```
 pub fn get_threshold() -> (usize, usize, usize) {
-    with(|st| {
-        (
-            st.threshold[0].get(),
-            st.threshold[1].get(),
-            st.threshold[2].get(),
-        )
-    })
+    with(|st| st.thresholds())
 }
 
 /// Sets this thread's thresholds, as `gc.set_threshold`. Threshold 0 of
@@ -301,11 +329,7 @@ pub fn get_threshold() -> (usize, usize, usize) {
 /// gc::set_threshold(700, 10, 10);
 /// ```
 pub fn set_threshold(threshold0: usize, threshold1: usize, threshold2: usize) {
-    with(|st| {
-        st.threshold[0].set(threshold0);
-        st.threshold[1].set(threshold1);
-        st.threshold[2].set(threshold2);
-    })
+    with(|st| st.set_thresholds(threshold0, threshold1, threshold2))
 }
 
 /// The current collection counts, as `gc.get_count()` in CPython up to
@@ -320,11 +344,11 @@ pub fn set_threshold(threshold0: usize, threshold1: usize, threshold2: usize) {
 /// assert_eq!((c1, c2), (0, 0));
 /// ```
 pub fn get_count() -> (usize, usize, usize) {
-    with(|st| (st.count[0].get(), st.count[1].get(), st.count[2].get()))
+    with(|st| st.counts())
 }
 
 /// Whether the collector tracks this object: `false` for types that can
-/// hold no `Gc` ([`Trace::MAY_CONTAIN_GC`] is `false`), as
+/// hold no `Gc` ([`Trace::may_contain_gc`] is `false`), as
 /// `gc.is_tracked`.
 ///
 /// ```
@@ -333,8 +357,8 @@ pub fn get_count() -> (usize, usize, usize) {
 /// assert!(!gc::is_tracked(&Gc::new(String::from("atomic"))));
 /// assert!(gc::is_tracked(&Gc::new(vec![Gc::new(1)])));
 /// ```
-pub fn is_tracked<T: Trace>(gc: &Gc<T>) -> bool {
-    T::MAY_CONTAIN_GC && !gc.header().has(UNTRACKED)
+pub fn is_tracked<T: ?Sized + Trace>(gc: &Gc<T>) -> bool {
+    gc.has_header() && !gc.header().has(UNTRACKED)
 }
 
 /// Number of objects this thread's collector tracks, as
@@ -387,7 +411,7 @@ pub fn unfreeze() {
 /// assert_eq!(pymem::gc::get_freeze_count(), 0);
 /// ```
 pub fn get_freeze_count() -> usize {
-    with(|st| st.frozen.get())
+    with(|st| st.frozen_count())
 }
 
 /// Statistics per generation since the thread started, as
@@ -424,11 +448,5 @@ pub fn get_stats() -> [GenStats; 3] {
 /// assert_eq!(gc::get_skipped()[2], before[2] + 1);
 /// ```
 pub fn get_skipped() -> [usize; 3] {
-    with(|st| {
-        [
-            st.skipped[0].get(),
-            st.skipped[1].get(),
-            st.skipped[2].get(),
-        ]
-    })
+    with(|st| st.skipped())
 }

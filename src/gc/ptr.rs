@@ -1,5 +1,6 @@
 //! [`Gc<T>`]: the strong handle.
 
+use std::alloc::Layout;
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
@@ -10,12 +11,13 @@ use std::ops::Deref;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::generations;
 use super::header::{
-    Counts, GcBox, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZE, SHIFT, UNTRACKED,
-    WEAK_CALLBACKS,
+    allocate, counts_of, dec_weak, flags_word, free, inc_strong, inc_weak, weak_count, weak_word,
+    Counts, GcHeader, Lay, ObjPtr, DEAD, DIRTY, DROPPED, FINALIZER_PENDING, LENT_MUT, NO_HEADER,
+    SHIFT, TRACKED_PREFIX, UNTRACKED, UNTRACKED_PREFIX, WEAK_CALLBACKS,
 };
-use super::trace::Trace;
+use super::state;
+use super::trace::{GcLayout, Trace};
 use super::tracer::Tracer;
 use super::trashcan;
 use super::weak::Weak;
@@ -46,45 +48,126 @@ use super::weak::Weak;
 /// drop((a, b)); // Rc would leak the pair
 /// assert_eq!(gc::collect(), 2);
 /// ```
-pub struct Gc<T: Trace + 'static> {
-    ptr: NonNull<GcBox<T>>,
-    _marker: PhantomData<GcBox<T>>,
+pub struct Gc<T: ?Sized + Trace + 'static> {
+    /// The value (the counts and header precede it: see `header`).
+    ptr: NonNull<T>,
+    _marker: PhantomData<T>,
 }
 
-impl<T: Trace + 'static> UnwindSafe for Gc<T> where T: RefUnwindSafe {}
+impl<T: ?Sized + Trace + 'static> UnwindSafe for Gc<T> where T: RefUnwindSafe {}
 
-impl<T: Trace + 'static> Gc<T> {
+/// Frees the memory of the allocation whose value is at `ptr` and whose
+/// flags word is `flags` (the one implementation, for `Gc` and `Weak`):
+/// an untracked one has a prefix of a constant size; so has a tracked
+/// sized one; a tracked unsized one (a slice, or a trait object whose
+/// concrete allocation may be a slice's or a sized type's) is freed by
+/// its own vtable, which knows how it was made.
+///
+/// # Safety
+/// strong == weak == 0: the value is dropped or moved out, and no handle
+/// will touch the allocation again.
+#[inline(always)]
+pub(crate) unsafe fn deallocate<T: ?Sized>(ptr: NonNull<T>, flags: usize) {
+    let obj = counts_of(ptr);
+    // SAFETY: the allocation is live until freed here. The size and
+    // alignment come from the wide pointer's metadata through a reference
+    // to the dropped value: nothing borrows it any more, and a reference's
+    // validity does not depend on the memory it points to (t-opsem's
+    // decision in rust-lang/unsafe-code-guidelines#414); for a sized `T`
+    // both are constants.
+    unsafe {
+        let value = ptr.as_ref();
+        if flags & NO_HEADER != 0 {
+            free(
+                obj,
+                size_of_val(value),
+                align_of_val(value),
+                UNTRACKED_PREFIX,
+            )
+        } else if size_of::<*const T>() == size_of::<ObjPtr>() {
+            free(obj, size_of_val(value), align_of_val(value), TRACKED_PREFIX)
+        } else {
+            (GcHeader::of(obj).vtable.dealloc)(obj)
+        }
+    }
+}
+
+/// Releases one weak reference of the allocation at `ptr` whose flags
+/// word is `flags`, freeing the memory if it was the last.
+///
+/// # Safety
+/// The caller owns that weak reference; if it is the implicit one of the
+/// strong handles, strong == 0 and the value is dropped or moved out.
+#[inline(always)]
+pub(crate) unsafe fn release_weak<T: ?Sized>(ptr: NonNull<T>, flags: usize) {
+    // SAFETY: live until the weak count reaches zero.
+    let w = unsafe { weak_word(counts_of(ptr), flags) };
+    if dec_weak(w) == 0 {
+        // SAFETY: no handle of any kind remains.
+        unsafe { deallocate(ptr, flags) }
+    }
+}
+
+impl<T: ?Sized + Trace + 'static> Gc<T> {
+    /// The type-erased object pointer (to the counts).
     #[inline(always)]
     pub(crate) fn obj(&self) -> ObjPtr {
-        self.ptr.as_ptr() as ObjPtr
+        counts_of(self.ptr)
     }
 
     #[inline(always)]
     fn counts(&self) -> &Counts {
         // SAFETY: a handle keeps the allocation (counts included) alive.
-        unsafe { &(*self.ptr.as_ptr()).counts }
+        unsafe { &*self.obj() }
     }
 
-    /// The collector header; only for tracked `T`.
+    /// The flags word (see `header`).
+    #[inline(always)]
+    fn flags(&self) -> usize {
+        // SAFETY: the handle keeps the allocation alive.
+        unsafe { flags_word(self.obj()) }.get()
+    }
+
+    /// Whether this allocation has a collector header (is tracked).
+    #[inline(always)]
+    pub(crate) fn has_header(&self) -> bool {
+        self.flags() & NO_HEADER == 0
+    }
+
+    /// The collector header; only for tracked allocations.
     #[inline(always)]
     pub(crate) fn header(&self) -> &GcHeader {
-        debug_assert!(T::MAY_CONTAIN_GC);
+        debug_assert!(self.has_header());
         // SAFETY: tracked allocations have a header; the handle keeps it
         // alive.
         unsafe { GcHeader::of(self.obj()) }
     }
 
+    /// # Safety
+    /// The caller transfers one strong count on a live allocation whose
+    /// value (at `ptr`) is initialised.
     #[inline(always)]
-    pub(crate) unsafe fn from_inner(ptr: NonNull<GcBox<T>>) -> Self {
+    pub(crate) unsafe fn from_inner(ptr: NonNull<T>) -> Self {
         Gc {
             ptr,
             _marker: PhantomData,
         }
     }
 
+    /// Hands a fresh object (strong count 1, value initialised) to this
+    /// thread's collector if it is tracked.
+    #[inline(always)]
+    pub(crate) fn track_new(this: &Self) {
+        if this.has_header() {
+            state::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
+        }
+    }
+}
+
+impl<T: Trace + 'static> Gc<T> {
     /// Allocates `value` with a strong count of one.
     ///
-    /// If `T` may contain a `Gc` ([`Trace::MAY_CONTAIN_GC`]) the object is
+    /// If `T` may contain a `Gc` ([`Trace::may_contain_gc`]) the object is
     /// tracked by this thread's collector, which may first run an automatic
     /// collection (CPython's threshold rule).
     ///
@@ -95,14 +178,13 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     #[inline(always)]
     pub fn new(value: T) -> Gc<T> {
-        let p = Lay::<T>::allocate(1, 1, 0);
+        let header = <T as GcLayout>::__gc_header(&value);
+        let p = allocate(Layout::new::<T>(), header, 1, 1, 0).cast::<T>();
         // SAFETY: fresh allocation; the value slot is in bounds and aligned.
-        unsafe { ptr::write(ptr::addr_of_mut!((*p.as_ptr()).value), value) };
-        // SAFETY: `p` is a fully initialised box we own one count of.
+        unsafe { ptr::write(p.as_ptr(), value) };
+        // SAFETY: `p` is a fully initialised object we own one count of.
         let this = unsafe { Gc::from_inner(p) };
-        if T::MAY_CONTAIN_GC {
-            generations::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
-        }
+        Gc::track_new(&this);
         this
     }
 
@@ -126,28 +208,86 @@ impl<T: Trace + 'static> Gc<T> {
     pub fn new_cyclic<F: FnOnce(&Weak<T>) -> T>(data_fn: F) -> Gc<T> {
         // strong 0, weak 1 (the `Weak` handed to `data_fn`); untracked until
         // the value is written.
-        let p = Lay::<T>::allocate(0, 1, UNTRACKED);
-        // SAFETY: `p` is a live box with weak == 1, owned by this Weak.
+        let header = T::may_contain_gc().then_some(Lay::<T>::HEADER);
+        let p = allocate(Layout::new::<T>(), header, 0, 1, UNTRACKED).cast::<T>();
+        // SAFETY: `p` is a live allocation with weak == 1, owned by this
+        // Weak.
         let weak = unsafe { Weak::from_inner(p) };
         let value = data_fn(&weak);
         // SAFETY: the allocation is live (we hold a weak count) and the
         // value slot is still uninitialised (strong is 0, so no one could
         // read it).
         unsafe {
-            ptr::write(ptr::addr_of_mut!((*p.as_ptr()).value), value);
-            (*p.as_ptr()).counts.strong.set(1);
+            ptr::write(p.as_ptr(), value);
+            (*counts_of(p)).strong.set(1);
         }
         // The Weak's count becomes the strong handles' implicit one.
         std::mem::forget(weak);
         // SAFETY: initialised, strong == 1 owned by this handle.
         let this = unsafe { Gc::from_inner(p) };
-        if T::MAY_CONTAIN_GC {
+        if this.has_header() {
             this.header().clear_flags(UNTRACKED);
-            generations::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
         }
+        Gc::track_new(&this);
         this
     }
 
+    /// Returns the value if this is the only strong handle, as
+    /// [`Rc::try_unwrap`](std::rc::Rc::try_unwrap); outstanding [`Weak`]s
+    /// stop upgrading.
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let a = Gc::new(3);
+    /// let w = Gc::downgrade(&a);
+    /// assert_eq!(Gc::try_unwrap(a), Ok(3));
+    /// assert!(w.upgrade().is_none());
+    ///
+    /// let b = Gc::new(4);
+    /// let b2 = b.clone();
+    /// assert_eq!(*Gc::try_unwrap(b).unwrap_err(), 4);
+    /// # drop(b2);
+    /// ```
+    pub fn try_unwrap(this: Self) -> Result<T, Self> {
+        if Self::strong_count(&this) != 1 || this.flags() & (DROPPED | DEAD) != 0 {
+            return Err(this);
+        }
+        let this = ManuallyDrop::new(this);
+        let obj = this.obj();
+        this.counts().strong.set(0);
+        let mut callbacks = None;
+        if this.has_header() {
+            let h = this.header();
+            state::with(|st| st.untrack(obj, h));
+            h.set_flags(DROPPED);
+            if h.has(WEAK_CALLBACKS) {
+                callbacks = super::weak_callbacks::take_on_unwrap(obj, h);
+            }
+        }
+        // SAFETY: strong was 1 and is now 0: the value is ours to move out,
+        // and no one will drop it again (DROPPED / strong == 0).
+        let value = unsafe { ptr::read(this.ptr.as_ptr()) };
+        // SAFETY: strong == 0, value moved out.
+        unsafe { release_weak(this.ptr, this.flags()) };
+        if let Some(c) = callbacks {
+            super::weak_callbacks::run_on_unwrap(c);
+        }
+        Ok(value)
+    }
+
+    /// Returns the value if this is the only strong handle, dropping the
+    /// handle otherwise (as [`Rc::into_inner`](std::rc::Rc::into_inner)).
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// assert_eq!(Gc::into_inner(Gc::new(1)), Some(1));
+    /// ```
+    pub fn into_inner(this: Self) -> Option<T> {
+        Gc::try_unwrap(this).ok()
+    }
+}
+
+impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// Makes a new [`Weak`] handle to this allocation.
     ///
     /// ```
@@ -158,13 +298,9 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     #[inline]
     pub fn downgrade(this: &Self) -> Weak<T> {
-        let c = this.counts();
-        let w = c.weak.get().wrapping_add(1);
-        c.weak.set(w);
-        if w == 0 {
-            std::process::abort();
-        }
-        // SAFETY: we just took a weak count on a live box.
+        // SAFETY: the handle keeps the allocation alive.
+        inc_weak(unsafe { weak_word(this.obj(), this.flags()) });
+        // SAFETY: we just took a weak count on a live allocation.
         unsafe { Weak::from_inner(this.ptr) }
     }
 
@@ -194,7 +330,8 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     #[inline]
     pub fn weak_count(this: &Self) -> usize {
-        this.counts().weak.get() - 1
+        // SAFETY: the handle keeps the allocation alive.
+        weak_count(unsafe { weak_word(this.obj(), this.flags()) }.get()) - 1
     }
 
     /// Whether two handles point to the same allocation (as
@@ -221,65 +358,107 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     #[inline]
     pub fn as_ptr(this: &Self) -> *const T {
-        // SAFETY: no reference is created; the field projection stays in
-        // bounds of the live allocation.
-        unsafe { ptr::addr_of!((*this.ptr.as_ptr()).value) }
+        this.ptr.as_ptr()
     }
 
-    /// Returns the value if this is the only strong handle, as
-    /// [`Rc::try_unwrap`](std::rc::Rc::try_unwrap); outstanding [`Weak`]s
-    /// stop upgrading.
+    /// The value, or `None` once the collector has dropped it: for `Drop`
+    /// impls of objects that can be part of a cycle.
+    ///
+    /// When the collector reclaims an unreachable cycle it drops the
+    /// values one at a time, so a `Drop` impl that reaches another member
+    /// of the same garbage through a `Gc` may find its value already
+    /// gone; dereferencing such a handle panics, `try_deref` asks first.
+    /// Outside such a `Drop` it always returns `Some`. To act while the
+    /// whole cycle is still alive, give the type a finalizer instead
+    /// ([`Finalize`](crate::gc::Finalize): it runs before any value of the
+    /// garbage is dropped).
+    ///
+    /// ```
+    /// use pymem::{gc, Gc, Trace};
+    /// use std::cell::{Cell, RefCell};
+    ///
+    /// thread_local!(static SEEN: Cell<(u32, u32)> = const { Cell::new((0, 0)) });
+    ///
+    /// #[derive(Trace)]
+    /// struct Peer { other: RefCell<Option<Gc<Peer>>> }
+    /// impl Drop for Peer {
+    ///     fn drop(&mut self) {
+    ///         // The first of the pair to be dropped sees its partner; the
+    ///         // second finds it gone instead of panicking.
+    ///         let alive = self.other.borrow().as_ref().and_then(|o| Gc::try_deref(o)).is_some();
+    ///         SEEN.with(|s| {
+    ///             let (a, d) = s.get();
+    ///             s.set(if alive { (a + 1, d) } else { (a, d + 1) })
+    ///         });
+    ///     }
+    /// }
+    ///
+    /// let a = Gc::new(Peer { other: RefCell::new(None) });
+    /// let b = Gc::new(Peer { other: RefCell::new(Some(a.clone())) });
+    /// *a.other.borrow_mut() = Some(b.clone());
+    /// assert!(Gc::try_deref(&a).is_some());
+    /// drop((a, b));
+    /// assert_eq!(gc::collect(), 2);
+    /// assert_eq!(SEEN.with(Cell::get), (1, 1));
+    /// ```
+    #[inline(always)]
+    pub fn try_deref(this: &Self) -> Option<&T> {
+        // One test for both rare states; an untracked object's flags word
+        // (its weak word) never says DROPPED or LENT_MUT.
+        if this.flags() & (DROPPED | LENT_MUT) != 0 && !deref_flagged(this.obj()) {
+            return None;
+        }
+        // SAFETY: the handle keeps the allocation alive, the value is not
+        // dropped (DROPPED is clear), and no `&mut` from `Gc::get_mut`
+        // is alive: that one borrows the only handle, so reading through
+        // `this` proves it ended (LENT_MUT is clear now).
+        Some(unsafe { this.ptr.as_ref() })
+    }
+
+    /// Consumes the handle, returning the pointer to the value, as
+    /// [`Rc::into_raw`](std::rc::Rc::into_raw); the strong count it held
+    /// stays taken until [`Gc::from_raw`] gives it back.
     ///
     /// ```
     /// use pymem::Gc;
-    /// let a = Gc::new(3);
-    /// let w = Gc::downgrade(&a);
-    /// assert_eq!(Gc::try_unwrap(a), Ok(3));
-    /// assert!(w.upgrade().is_none());
-    ///
-    /// let b = Gc::new(4);
-    /// let b2 = b.clone();
-    /// assert_eq!(*Gc::try_unwrap(b).unwrap_err(), 4);
-    /// # drop(b2);
+    /// let raw = Gc::into_raw(Gc::new(String::from("x")));
+    /// // SAFETY: `raw` came from `into_raw` and is given back once.
+    /// let back = unsafe { Gc::from_raw(raw) };
+    /// assert_eq!(*back, "x");
     /// ```
-    pub fn try_unwrap(this: Self) -> Result<T, Self> {
-        if Self::strong_count(&this) != 1
-            || (T::MAY_CONTAIN_GC && this.header().has(DROPPED | DEAD))
-        {
-            return Err(this);
-        }
-        let this = ManuallyDrop::new(this);
-        let obj = this.obj();
-        this.counts().strong.set(0);
-        let mut callbacks = None;
-        if T::MAY_CONTAIN_GC {
-            let h = this.header();
-            generations::with(|st| st.untrack(obj, h));
-            h.set_flags(DROPPED);
-            if h.has(WEAK_CALLBACKS) {
-                callbacks = super::finalize::take_on_unwrap(obj, h);
-            }
-        }
-        // SAFETY: strong was 1 and is now 0: the value is ours to move out,
-        // and no one will drop it again (DROPPED / strong == 0).
-        let value = unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) };
-        // SAFETY: strong == 0, value moved out.
-        unsafe { Self::release_weak(this.ptr) };
-        if let Some(c) = callbacks {
-            super::finalize::run_on_unwrap(c);
-        }
-        Ok(value)
+    pub fn into_raw(this: Self) -> *const T {
+        ManuallyDrop::new(this).ptr.as_ptr()
     }
 
-    /// Returns the value if this is the only strong handle, dropping the
-    /// handle otherwise (as [`Rc::into_inner`](std::rc::Rc::into_inner)).
+    /// Rebuilds a handle from [`Gc::into_raw`]'s pointer, as
+    /// [`Rc::from_raw`](std::rc::Rc::from_raw).
+    ///
+    /// # Safety
+    /// `ptr` was returned by `Gc::<U>::into_raw` where `U` is `T` or a type
+    /// that unsizes to `T` (a `*const U` coerces to `*const T`: `[X; N]` to
+    /// `[X]`, a type to a `dyn Trait` it implements), on this thread, and
+    /// each such pointer is given back once.
     ///
     /// ```
     /// use pymem::Gc;
-    /// assert_eq!(Gc::into_inner(Gc::new(1)), Some(1));
+    /// use std::fmt::Display;
+    /// # use pymem::{Trace, Tracer};
+    /// # trait Show: Trace + Display {}
+    /// # impl Show for u32 {}
+    /// let raw: *const u32 = Gc::into_raw(Gc::new(7u32));
+    /// let raw: *const dyn Show = raw; // an unsizing coercion
+    /// // SAFETY: from `into_raw`, unsized by a coercion, given back once.
+    /// let shown: Gc<dyn Show> = unsafe { Gc::from_raw(raw) };
+    /// assert_eq!(shown.to_string(), "7");
     /// ```
-    pub fn into_inner(this: Self) -> Option<T> {
-        Gc::try_unwrap(this).ok()
+    pub unsafe fn from_raw(ptr: *const T) -> Gc<T> {
+        // SAFETY: `ptr` points to the value of a live allocation (the raw
+        // pointer holds a strong count), and the counts and header precede
+        // every value the same way (see `header`); the unsizing coercion
+        // kept the address and provenance and added the metadata of that
+        // same value. Whether the allocation is tracked is in its flags
+        // word, whatever type the handle names.
+        unsafe { Gc::from_inner(NonNull::new_unchecked(ptr.cast_mut())) }
     }
 
     /// A mutable reference to the value if there is no other `Gc` or
@@ -296,56 +475,92 @@ impl<T: Trace + 'static> Gc<T> {
     /// ```
     #[inline]
     pub fn get_mut(this: &mut Self) -> Option<&mut T> {
-        let c = this.counts();
-        if c.strong.get() == 1
-            && c.weak.get() == 1
-            && !(T::MAY_CONTAIN_GC && this.header().has(DROPPED | DEAD))
-        {
-            // SAFETY: we are the only handle of any kind, so no other
-            // reference to the value can exist.
-            Some(unsafe { &mut (*this.ptr.as_ptr()).value })
+        let f = this.flags();
+        // SAFETY: the handle keeps the allocation alive.
+        let weak = unsafe { weak_word(this.obj(), f) }.get();
+        if this.counts().strong.get() == 1 && weak_count(weak) == 1 && f & (DROPPED | DEAD) == 0 {
+            if f & NO_HEADER == 0 {
+                // Tracked: the collector lists the object and would read
+                // the value through `&T` while the `&mut` lives: LENT_MUT
+                // tells it not to (see the flag's docs for when it is
+                // cleared). An untracked object is never read by the
+                // collector, and its flags word (the weak word) never
+                // carries LENT_MUT.
+                this.header().set_flags(LENT_MUT);
+            }
+            // SAFETY: we are the only handle of any kind (strong == 1 and
+            // weak == 1, the strong handles' implicit one), and `this`
+            // stays mutably borrowed while the result lives, so no `Gc`,
+            // `Weak` or `&T` can reach the value meanwhile; the collector,
+            // which reaches a tracked object through its list, skips
+            // objects flagged LENT_MUT (set just above) until that borrow
+            // has provably ended (LENT_MUT's invariant, see `header`).
+            Some(unsafe { this.ptr.as_mut() })
         } else {
             None
         }
     }
 
-    /// Frees the memory if the implicit weak count was the last one.
+    /// Releases the strong handles' implicit weak reference of a tracked
+    /// object (the collector's and the trashcan's path).
     ///
     /// # Safety
-    /// strong == 0 and the value was dropped or moved out.
+    /// strong == 0 on a tracked object whose value was dropped or moved
+    /// out.
     #[inline(always)]
-    pub(crate) unsafe fn release_weak(ptr: NonNull<GcBox<T>>) {
-        // SAFETY: live until the weak count reaches zero.
-        let c = unsafe { &(*ptr.as_ptr()).counts };
-        let w = c.weak.get() - 1;
-        c.weak.set(w);
-        if w == 0 {
-            // SAFETY: no handle of any kind remains.
-            unsafe { Lay::<T>::deallocate(ptr) }
-        }
+    pub(crate) unsafe fn release_weak(ptr: NonNull<T>) {
+        // SAFETY: forwarded contract; tracked, so its flags are not
+        // `NO_HEADER` (0 stands for any gc word here).
+        unsafe { release_weak(ptr, 0) }
     }
 
-    /// The last strong handle of a tracked object is gone.
+    /// The last strong handle is gone: drops the value (an untracked
+    /// object's here, a tracked one's through the trashcan after leaving
+    /// the collector's list) and releases the strong handles' weak
+    /// reference. Out of line, so that `Gc`'s inlined `drop` stays small
+    /// whatever `T` is.
+    ///
+    /// # Safety
+    /// We released the last strong count of this live object.
     #[inline(never)]
     unsafe fn drop_slow(&mut self) {
-        let obj = self.obj();
-        let w = self.header().gc.get();
-        if w & (DROPPED | UNTRACKED | FINALIZE | WEAK_CALLBACKS) != 0 {
+        let w = self.flags();
+        if w & NO_HEADER != 0 {
+            // SAFETY: forwarded contract.
+            return unsafe { Self::drop_untracked(self.ptr, w) };
+        }
+        if w & (DROPPED | UNTRACKED | FINALIZER_PENDING | WEAK_CALLBACKS) != 0 {
             // SAFETY: forwarded contract.
             return unsafe { self.drop_slow_unlisted(w) };
         }
-        let st = generations::state();
-        st.untrack_at(obj, w >> SHIFT);
+        let st = state::state();
+        st.untrack_at(self.obj(), w >> SHIFT);
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object::<T>(st, obj) }
+        unsafe { trashcan::drop_object(st, self.ptr) }
     }
 
-    /// `drop_slow` for an object that is not in the list; `w` is its gc
-    /// word, as `drop_slow` read it.
+    /// `drop_slow` for an untracked object (whose flags word, `w`, is its
+    /// weak word). Out of line: its frame (the value's drop) must not
+    /// weigh on the tracked path, which nests through the trashcan.
+    ///
+    /// # Safety
+    /// As `drop_slow`.
+    #[inline(never)]
+    unsafe fn drop_untracked(ptr: NonNull<T>, w: usize) {
+        // SAFETY: untracked values hold no Gc and are never reached by the
+        // collector; strong == 0 gives us the value, dropped once, then the
+        // implicit weak count is released.
+        unsafe {
+            ptr::drop_in_place(ptr.as_ptr());
+            release_weak(ptr, w);
+        }
+    }
+
+    /// `drop_slow` for a tracked object that is not in the list; `w` is its
+    /// gc word, as `drop_slow` read it.
     #[cold]
     #[inline(never)]
     unsafe fn drop_slow_unlisted(&mut self, w: usize) {
-        let obj = self.obj();
         if w & DROPPED != 0 {
             // A handle resurrected from a Drop run by the collector: the
             // value is gone, only the memory remains.
@@ -353,22 +568,43 @@ impl<T: Trace + 'static> Gc<T> {
             unsafe { Self::release_weak(self.ptr) };
             return;
         }
-        if w & (FINALIZE | WEAK_CALLBACKS) != 0 {
+        if w & (FINALIZER_PENDING | WEAK_CALLBACKS) != 0 {
             // A pending finalizer or weak callbacks.
-            // SAFETY: strong just reached 0 on this live tracked box.
-            return unsafe { super::finalize::last_drop::<T>(self.ptr) };
+            // SAFETY: strong just reached 0 on this live tracked object.
+            return unsafe { super::finalizers::last_drop(self.ptr) };
         }
         // Untracked (created after the thread's collector was torn down):
         // just drop the value.
         // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object::<T>(generations::state(), obj) }
+        unsafe { trashcan::drop_object(state::state(), self.ptr) }
     }
 }
 
 #[cold]
 #[inline(never)]
 fn note_dirty(h: &GcHeader) {
-    generations::state().note_dirty(h);
+    state::state().note_dirty(h);
+}
+
+/// `try_deref` (and so `deref`) of a handle whose object is flagged
+/// `DROPPED` or `LENT_MUT`: whether the value may be read. `false` if it
+/// was dropped; otherwise the flag was `LENT_MUT`, which reading through
+/// this handle proves stale (the `&mut` from `Gc::get_mut` borrows the
+/// only handle), so it is cleared.
+///
+/// Only tracked objects carry either flag, so `obj` is tracked.
+#[cold]
+#[inline(never)]
+fn deref_flagged(obj: ObjPtr) -> bool {
+    // SAFETY: the caller's handle keeps the allocation alive; the flag
+    // test that led here means its flags word is a gc word (an untracked
+    // object's never has DROPPED or LENT_MUT), so the header exists.
+    let h = unsafe { GcHeader::of(obj) };
+    if h.has(DROPPED) {
+        return false;
+    }
+    h.clear_flags(LENT_MUT);
+    true
 }
 
 #[cold]
@@ -381,85 +617,76 @@ fn dropped_panic(type_name: &str) -> ! {
     )
 }
 
-impl<T: Trace + 'static> Drop for Gc<T> {
-    #[inline]
+impl<T: ?Sized + Trace + 'static> Drop for Gc<T> {
+    #[inline(always)]
     fn drop(&mut self) {
         let c = self.counts();
         let s = c.strong.get() - 1;
         c.strong.set(s);
         if s == 0 {
-            if T::MAY_CONTAIN_GC {
+            let w = self.flags();
+            if !std::mem::needs_drop::<T>() && w & NO_HEADER != 0 {
+                // Untracked, and the value needs no drop (a `Gc<u64>`):
+                // `Rc`'s inline path.
+                // SAFETY: strong == 0 and the value needs no drop.
+                unsafe { release_weak(self.ptr, w) }
+            } else {
                 // SAFETY: we released the last strong count.
                 unsafe { self.drop_slow() }
-            } else {
-                // SAFETY: untracked values hold no Gc and are never reached
-                // by the collector; strong == 0 gives us the value, dropped
-                // once, then the implicit weak count is released.
-                unsafe {
-                    ptr::drop_in_place(ptr::addr_of_mut!((*self.ptr.as_ptr()).value));
-                    Self::release_weak(self.ptr);
-                }
             }
-        } else if T::MAY_CONTAIN_GC {
-            let h = self.header();
-            if !h.has(DIRTY) {
-                note_dirty(h);
-            }
+        } else if self.flags() & (DIRTY | LENT_MUT) != DIRTY {
+            // Tracked (an untracked object's flags word always says DIRTY
+            // and never LENT_MUT), and one test for both: not yet DIRTY
+            // (the skip rule's mark), or LENT_MUT (which this use of the
+            // handle proves stale).
+            note_dirty(self.header());
         }
     }
 }
 
-impl<T: Trace + 'static> Clone for Gc<T> {
+impl<T: ?Sized + Trace + 'static> Clone for Gc<T> {
     /// Another handle to the same allocation (a count increment).
     #[inline]
     fn clone(&self) -> Self {
-        let c = self.counts();
-        let s = c.strong.get().wrapping_add(1);
-        c.strong.set(s);
-        if s == 0 {
-            std::process::abort();
-        }
+        inc_strong(self.counts());
         // SAFETY: we took a strong count.
         unsafe { Gc::from_inner(self.ptr) }
     }
 }
 
-impl<T: Trace + 'static> Deref for Gc<T> {
+impl<T: ?Sized + Trace + 'static> Deref for Gc<T> {
     type Target = T;
 
     /// The value. Panics only if the collector already dropped it: inside a
     /// `Drop` run by a collection, reaching another member of the same
-    /// garbage.
+    /// garbage (see [`Gc::try_deref`]).
     #[inline(always)]
     #[track_caller]
     fn deref(&self) -> &T {
-        if T::MAY_CONTAIN_GC && self.header().has(DROPPED) {
-            dropped_panic(std::any::type_name::<T>());
+        match Gc::try_deref(self) {
+            Some(v) => v,
+            None => dropped_panic(std::any::type_name::<T>()),
         }
-        // SAFETY: the handle keeps the allocation alive and the value is
-        // not dropped.
-        unsafe { &(*self.ptr.as_ptr()).value }
     }
 }
 
 // SAFETY: a Gc is one strong edge; visiting it is exactly its edge. Edges
-// to untracked objects cannot be part of a cycle and are not reported.
-unsafe impl<T: Trace + 'static> Trace for Gc<T> {
+// to untracked objects cannot be part of a cycle: `visit` tells them by
+// their flags word and ignores them.
+unsafe impl<T: ?Sized + Trace + 'static> Trace for Gc<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
-        if T::MAY_CONTAIN_GC {
-            tracer.visit(self.obj());
-        }
+        tracer.visit(self.obj());
     }
 }
 
-impl<T: Trace + 'static> AsRef<T> for Gc<T> {
+impl<T: ?Sized + Trace + 'static> AsRef<T> for Gc<T> {
     fn as_ref(&self) -> &T {
         self
     }
 }
 
-impl<T: Trace + 'static> Borrow<T> for Gc<T> {
+impl<T: ?Sized + Trace + 'static> Borrow<T> for Gc<T> {
     fn borrow(&self) -> &T {
         self
     }
@@ -479,48 +706,48 @@ impl<T: Trace + 'static> From<T> for Gc<T> {
     }
 }
 
-impl<T: Trace + 'static + fmt::Debug> fmt::Debug for Gc<T> {
+impl<T: ?Sized + Trace + 'static + fmt::Debug> fmt::Debug for Gc<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }
 }
 
-impl<T: Trace + 'static + fmt::Display> fmt::Display for Gc<T> {
+impl<T: ?Sized + Trace + 'static + fmt::Display> fmt::Display for Gc<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&**self, f)
     }
 }
 
-impl<T: Trace + 'static> fmt::Pointer for Gc<T> {
+impl<T: ?Sized + Trace + 'static> fmt::Pointer for Gc<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Pointer::fmt(&Gc::as_ptr(self), f)
     }
 }
 
-impl<T: Trace + 'static + PartialEq> PartialEq for Gc<T> {
+impl<T: ?Sized + Trace + 'static + PartialEq> PartialEq for Gc<T> {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
         **self == **other
     }
 }
 
-impl<T: Trace + 'static + Eq> Eq for Gc<T> {}
+impl<T: ?Sized + Trace + 'static + Eq> Eq for Gc<T> {}
 
-impl<T: Trace + 'static + PartialOrd> PartialOrd for Gc<T> {
+impl<T: ?Sized + Trace + 'static + PartialOrd> PartialOrd for Gc<T> {
     #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         (**self).partial_cmp(&**other)
     }
 }
 
-impl<T: Trace + 'static + Ord> Ord for Gc<T> {
+impl<T: ?Sized + Trace + 'static + Ord> Ord for Gc<T> {
     #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         (**self).cmp(&**other)
     }
 }
 
-impl<T: Trace + 'static + Hash> Hash for Gc<T> {
+impl<T: ?Sized + Trace + 'static + Hash> Hash for Gc<T> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (**self).hash(state)
     }

@@ -2,8 +2,10 @@
 
 use std::cell::Cell;
 
-use super::generations::strong;
-use super::header::{GcHeader, ObjPtr, SHIFT, UNTRACKED};
+use super::header::{
+    flags_word, weak_count, GcHeader, ObjPtr, LENT_MUT, NO_HEADER, SHIFT, UNTRACKED,
+};
+use super::state::strong;
 
 /// gc_refs of one object of the collected range, in a side array indexed
 /// by list position (the header keeps its index, as the generation list
@@ -23,8 +25,13 @@ pub(crate) const MAX_COUNT: Refs = 1 << 60;
 /// Added once to an object that is referenced from outside for sure (a
 /// mutably borrowed `RefCell` met while tracing it): it stays positive.
 pub(crate) const EXT: Refs = 1 << 61;
-/// Found reachable by `move_unreachable` (no count is this low).
+/// Found reachable by `move_unreachable` (no count is this low); also
+/// given to holes, which are not candidates.
 pub(crate) const REACHED: Refs = Refs::MIN;
+/// A member of the range that a full collection from the `DIRTY` seeds
+/// has not met: outside the examined set, so (like [`REACHED`]) neither
+/// a root nor a candidate.
+pub(crate) const UNSEEN: Refs = REACHED;
 
 /// `update_refs` for one object: the contribution of its strong count.
 #[inline(always)]
@@ -44,14 +51,30 @@ pub(crate) fn is_root(r: Refs) -> bool {
     r > 0
 }
 
+/// Whether gc_refs `r` mark a *candidate*: a member with no reference
+/// from outside the examined set (gc_refs <= 0; below zero only when a
+/// `trace` visits an edge twice) that `move_unreachable` has not reached
+/// (yet). After phase 2 the candidates are exactly the unreachable
+/// members.
+#[inline(always)]
+pub(crate) fn is_candidate(r: Refs) -> bool {
+    r <= 0 && r != REACHED
+}
+
 /// What the collector is doing with the edges it is shown.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Mode {
     /// `subtract_refs`: each edge into the collected range decrements the
     /// target's gc_refs.
     Subtract,
-    /// `move_unreachable`: each edge into the collected range marks the
-    /// target reachable and pushes it on the stack.
+    /// `subtract_refs` of a full collection from the `DIRTY` seeds, whose
+    /// members start [`UNSEEN`]: as `Subtract`, and a target met for the
+    /// first time joins the examined set and is pushed on the stack.
+    Discover,
+    /// `move_unreachable`: each edge into the collected range to a
+    /// candidate marks it reachable and pushes it on the stack (members
+    /// with outside references are roots: `move_unreachable` visits them
+    /// in its own scan).
     Mark,
 }
 
@@ -87,18 +110,10 @@ pub struct Tracer {
     pub(crate) current: usize,
     /// `move_unreachable`'s explicit stack of range positions.
     pub(crate) stack: Vec<usize>,
+    /// Candidates `move_unreachable` has reached so far.
+    pub(crate) reached: usize,
     /// `mark_external` was called: the collection was conservative.
     pub(crate) saw_external: bool,
-    /// The edges into the range met by `subtract_refs`, as range
-    /// positions, in tracing order (the collector records where each
-    /// object's edges end), so that `move_unreachable` walks this array
-    /// instead of tracing every object a second time.
-    pub(crate) edges: Vec<u32>,
-    /// Most edges `edges` may hold; past it recording stops, `overflowed`
-    /// is set and `move_unreachable` traces the objects again (the
-    /// `Mark` mode).
-    pub(crate) edge_limit: usize,
-    pub(crate) overflowed: bool,
 }
 
 impl Tracer {
@@ -110,77 +125,99 @@ impl Tracer {
             refs,
             current: usize::MAX,
             stack: Vec::new(),
+            reached: 0,
             saw_external: false,
-            edges: Vec::new(),
-            edge_limit: 0,
-            overflowed: false,
         }
     }
 
-    /// Reports an edge to the tracked object `obj`.
+    /// Reports an edge to the object `obj`, tracked or not (`Gc`'s
+    /// `Trace` impl, the one caller, passes every handle it holds).
+    ///
+    /// The hot path of every collection: a leaf (no call), so that a
+    /// `trace` needs no stack frame. It reads only the flags word, which
+    /// both layouts have, so telling an untracked target apart costs no
+    /// test of its own: `NO_HEADER` joins the rare-flags mask.
     #[inline(always)]
     pub(crate) fn visit(&mut self, obj: ObjPtr) {
         // SAFETY: `obj` comes from a live `Gc` handle owned by the value
-        // being traced, which is live for the duration of `trace`.
-        let w = unsafe { GcHeader::of(obj) }.gc.get();
+        // being traced, which is live for the duration of `trace`; every
+        // allocation has a flags word before its counts (see `header`).
+        let word = unsafe { flags_word(obj) };
+        let w = word.get();
+        if w & (UNTRACKED | LENT_MUT | NO_HEADER) != 0 {
+            // An untracked target is not a candidate: not listed, or
+            // without a collector header at all (`NO_HEADER`: the word is
+            // an untracked object's weak word, never written here). A
+            // `LENT_MUT` target is reached through a handle the collector
+            // is reading, so that handle is not mutably borrowed: if it is
+            // the only strong one, no `&mut` from `Gc::get_mut` can be
+            // alive; if it is not, a clone happened after `get_mut`, which
+            // also ends the `&mut`. Either way the flag is stale: cleared.
+            if w & (UNTRACKED | NO_HEADER) != 0 {
+                return;
+            }
+            word.set(w & !LENT_MUT);
+        }
         // The index is valid for every listed object during the phases (no
         // compaction happens before the rebuild): in range iff the
         // position is below `n`.
         let pos = (w >> SHIFT).wrapping_sub(self.start);
-        if w & UNTRACKED != 0 || pos >= self.n {
+        if pos >= self.n {
             return;
         }
-        match self.mode {
-            Mode::Subtract => self.subtract(pos),
-            Mode::Mark => self.mark(pos),
-        }
-    }
-
-    /// `subtract_refs` for one edge to the object at range position `pos`.
-    #[inline(always)]
-    fn subtract(&mut self, pos: usize) {
         // SAFETY: pos < n, the length of the refs array, which outlives
         // the tracer.
         let r = unsafe { &*self.refs.add(pos) };
-        r.set(r.get() - 1);
-        let len = self.edges.len();
-        if len < self.edges.capacity() {
-            // SAFETY: len < capacity; pos < n <= u32::MAX (the collector
-            // sets `edge_limit` to 0 otherwise, so `push_edge_slow`
-            // records nothing).
-            unsafe {
-                self.edges.as_mut_ptr().add(len).write(pos as u32);
-                self.edges.set_len(len + 1);
-            }
+        // (Tested in the order of their frequency.)
+        if self.mode == Mode::Subtract {
+            r.set(r.get() - 1);
+        } else if self.mode == Mode::Discover {
+            self.discover(r, pos)
         } else {
-            self.push_edge_slow(pos);
+            self.mark(r, pos)
         }
     }
 
-    /// Records an edge when `edges` is full: grows it, or sets
-    /// `overflowed` past the limit.
-    #[cold]
-    #[inline(never)]
-    fn push_edge_slow(&mut self, pos: usize) {
-        let len = self.edges.len();
-        if self.overflowed || len >= self.edge_limit {
-            self.overflowed = true;
-            return;
+    /// `Discover` mode: subtracts the edge, and schedules the target if it
+    /// was not met before.
+    #[inline(always)]
+    fn discover(&mut self, r: &Cell<Refs>, pos: usize) {
+        let v = r.get();
+        if v != UNSEEN {
+            r.set(v - 1);
+        } else {
+            r.set(-1);
+            self.push(pos);
         }
-        let want = len.max(1024).min(self.edge_limit - len);
-        self.edges.reserve(want);
-        self.edges.push(pos as u32);
     }
 
-    /// `move_unreachable` (when the edges were not recorded): marks the
-    /// object at `pos` reachable and schedules it for tracing.
-    #[inline(never)]
-    fn mark(&mut self, pos: usize) {
-        // SAFETY: pos < n, the length of the refs array.
-        let r = unsafe { &*self.refs.add(pos) };
-        if r.get() != REACHED {
+    /// Pushes `pos` on the stack, within the capacity the collector
+    /// reserved: one slot per object that can be pushed (see the callers).
+    #[inline(always)]
+    fn push(&mut self, pos: usize) {
+        let len = self.stack.len();
+        assert!(
+            len < self.stack.capacity(),
+            "pymem: the collector's stack overflowed its reservation"
+        );
+        // SAFETY: len < capacity (checked; it always holds, see `mark` and
+        // `discover`).
+        unsafe {
+            self.stack.as_mut_ptr().add(len).write(pos);
+            self.stack.set_len(len + 1);
+        }
+    }
+
+    /// `move_unreachable`: marks the object at `pos` (gc_refs `r`)
+    /// reachable and schedules it for tracing, if it is a candidate.
+    #[inline(always)]
+    fn mark(&mut self, r: &Cell<Refs>, pos: usize) {
+        if is_candidate(r.get()) {
             r.set(REACHED);
-            self.stack.push(pos);
+            self.reached += 1;
+            // `move_unreachable` reserves one slot per candidate, and each
+            // is pushed at most once, as it is REACHED from then on.
+            self.push(pos);
         }
     }
 
@@ -208,7 +245,7 @@ impl Tracer {
     /// assert_eq!(gc::collect(), 1);
     /// ```
     pub fn mark_external(&mut self) {
-        if self.mode == Mode::Subtract && self.current < self.n {
+        if self.mode != Mode::Mark && self.current < self.n {
             self.saw_external = true;
             // SAFETY: current < n, the length of the refs array.
             let r = unsafe { &*self.refs.add(self.current) };
@@ -217,6 +254,20 @@ impl Tracer {
             }
         }
     }
+}
+
+/// Whether the collector may read the value of `obj` (flagged `LENT_MUT`
+/// by `Gc::get_mut`): yes, clearing the flag, if its counts prove the
+/// `&mut` ended (a strong or weak count other than 1 needed a clone or a
+/// downgrade of the handle that the `&mut` borrows).
+pub(crate) fn lent_mut_ended(obj: ObjPtr, h: &GcHeader) -> bool {
+    // SAFETY: the collector only asks about live objects.
+    let c = unsafe { &*obj };
+    if c.strong.get() != 1 || weak_count(h.weak.get()) != 1 {
+        h.clear_flags(LENT_MUT);
+        return true;
+    }
+    false
 }
 
 impl std::fmt::Debug for Tracer {

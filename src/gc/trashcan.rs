@@ -8,23 +8,42 @@
 //! [`LIMIT`] the object (already untracked, strong count 0) is pushed on a
 //! thread-local queue instead, and the outermost frame drains the queue
 //! when it returns. Untracked values hold no `Gc`, so they cannot nest.
+//!
+//! A panic in a `Drop` unwinds through the frames; each restores its
+//! depth, and the outermost drains the queue before the panic leaves it
+//! (a second panic from a drained drop is caught and discarded: one is
+//! already in flight). Objects still queued at thread exit (a panic that
+//! left an outermost frame drained them already, so only a drop that
+//! never returned could leave any) are drained by the collector's
+//! teardown.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::generations::State;
-use super::header::{release_implicit_weak, GcBox, GcHeader, ObjPtr, DROPPED};
+use super::header::{counts_of, release_implicit_weak, GcHeader, ObjPtr, DROPPED};
 use super::ptr::Gc;
+use super::state::State;
 use super::trace::Trace;
 
 /// Nesting depth past which drops are deferred.
 pub(crate) const LIMIT: u32 = 64;
 
-struct Depth<'a>(&'a State);
+/// Restores the trashcan depth when a drop unwinds (the normal paths
+/// forget it and store the depth back themselves). When the unwinding
+/// leaves the outermost frame, the objects deferred meanwhile are
+/// drained before the panic goes on (see [`drain_unwinding`]).
+struct UnwindGuard<'a> {
+    st: &'a State,
+    depth: u32,
+}
 
-impl Drop for Depth<'_> {
-    #[inline(always)]
+impl Drop for UnwindGuard<'_> {
+    #[cold]
     fn drop(&mut self) {
-        self.0.depth.set(self.0.depth.get() - 1);
+        self.st.set_trashcan_depth(self.depth);
+        if self.depth == 0 && self.st.deferred().len() != 0 {
+            drain_unwinding(self.st);
+        }
     }
 }
 
@@ -33,33 +52,33 @@ impl Drop for Depth<'_> {
 /// defers it when the nesting is too deep.
 ///
 /// # Safety
-/// `obj` is a live tracked `GcBox<T>` with strong == 0 whose value has not
-/// been dropped, and no one else will drop it.
+/// `ptr` is the value of a live tracked object with strong == 0 that has
+/// not been dropped, and no one else will drop it.
 #[inline(always)]
-pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
-    let d = st.depth.get();
+pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: NonNull<T>) {
+    let obj = counts_of(ptr);
+    let d = st.trashcan_depth();
     if d >= LIMIT {
-        st.deferred.push(obj);
+        st.deferred().push(obj);
         return;
     }
-    st.depth.set(d + 1);
+    st.set_trashcan_depth(d + 1);
     // The guard restores the depth only on unwind; the normal path stores
     // `d` back from a register (nested frames restore their own changes).
-    let g = Depth(st);
-    let boxp = obj as *mut GcBox<T>;
+    let g = UnwindGuard { st, depth: d };
     // SAFETY: the value is initialised and dropped exactly once here;
     // then strong == 0 and the value is dropped, as `release_weak`
     // requires.
     unsafe {
-        ptr::drop_in_place(ptr::addr_of_mut!((*boxp).value));
-        Gc::<T>::release_weak(NonNull::new_unchecked(boxp));
+        ptr::drop_in_place(ptr.as_ptr());
+        Gc::<T>::release_weak(ptr);
     }
     std::mem::forget(g);
-    st.depth.set(d);
+    st.set_trashcan_depth(d);
     // One compare on the hot path: true when this is the outermost frame
     // (d == 0) with deferred objects, and (rarely: only while objects are
     // deferred) in nested frames, which `drain_from` turns away.
-    if st.deferred.len() > d as usize {
+    if st.deferred().len() > d as usize {
         drain_from(st, d);
     }
 }
@@ -67,13 +86,13 @@ pub(crate) unsafe fn drop_object<T: Trace + 'static>(st: &State, obj: ObjPtr) {
 /// Runs `f` (which may drop values) as one trashcan frame, then drains the
 /// queue if this was the outermost frame.
 pub(crate) fn nested(st: &State, f: impl FnOnce()) {
-    let d = st.depth.get();
-    st.depth.set(d + 1);
-    {
-        let _g = Depth(st);
-        f();
-    }
-    if d == 0 && st.deferred.len() != 0 {
+    let d = st.trashcan_depth();
+    st.set_trashcan_depth(d + 1);
+    let g = UnwindGuard { st, depth: d };
+    f();
+    std::mem::forget(g);
+    st.set_trashcan_depth(d);
+    if d == 0 && st.deferred().len() != 0 {
         drain(st);
     }
 }
@@ -87,19 +106,60 @@ fn drain_from(st: &State, d: u32) {
     }
 }
 
+/// Drops the deferred objects, from the outermost frame (depth 0). If
+/// one of their drops panics, the guard drains the rest as the panic
+/// leaves.
 #[cold]
 #[inline(never)]
 fn drain(st: &State) {
-    while let Some(obj) = st.deferred.pop() {
-        st.depth.set(1);
-        let _g = Depth(st);
+    while let Some(obj) = st.deferred().pop() {
+        st.set_trashcan_depth(1);
+        let g = UnwindGuard { st, depth: 0 };
         // SAFETY: deferred objects are live, tracked, strong == 0, value
-        // not yet dropped (see `drop_object`).
-        unsafe {
-            let h = GcHeader::of(obj);
-            h.set_flags(DROPPED);
-            (h.vtable.drop_value)(obj);
-            release_implicit_weak(obj);
+        // not yet dropped (see `drop_object`), and popped once.
+        unsafe { drop_deferred(obj) };
+        std::mem::forget(g);
+        st.set_trashcan_depth(0);
+    }
+}
+
+/// Drains the queue while a panic unwinds out of the outermost frame, so
+/// that no deferred object waits for an unrelated later drop (or leaks at
+/// thread exit). Each drop runs under `catch_unwind`: a second panic
+/// cannot propagate while the first is in flight, so it is discarded
+/// (the panic hook has already printed its message) and the drain goes
+/// on; the first panic then continues to the caller.
+#[cold]
+#[inline(never)]
+pub(crate) fn drain_unwinding(st: &State) {
+    while let Some(obj) = st.deferred().pop() {
+        st.set_trashcan_depth(1);
+        // SAFETY: as in `drain`.
+        let r = catch_unwind(AssertUnwindSafe(|| unsafe { drop_deferred(obj) }));
+        st.set_trashcan_depth(0);
+        drop(r);
+    }
+}
+
+/// Drops the value of a deferred object and releases its implicit weak
+/// reference, even if the value's `Drop` panics.
+///
+/// # Safety
+/// `obj` was popped from the deferred queue: live, tracked, strong == 0,
+/// value not yet dropped, and no one else will drop it.
+unsafe fn drop_deferred(obj: ObjPtr) {
+    struct Release(ObjPtr);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            // SAFETY: strong == 0 and the value is dropped (or its drop
+            // unwound, which ends it as well).
+            unsafe { release_implicit_weak(self.0) }
         }
     }
+    // SAFETY: per the contract the header is live.
+    let h = unsafe { GcHeader::of(obj) };
+    h.set_flags(DROPPED);
+    let _release = Release(obj);
+    // SAFETY: dropped exactly once, here (DROPPED is set first).
+    unsafe { (h.vtable.drop_value)(obj) };
 }

@@ -3,8 +3,10 @@
 use std::fmt;
 use std::ptr::{self, NonNull};
 
-use super::header::{Counts, GcBox, GcHeader, Lay, DEAD, DROPPED};
-use super::ptr::Gc;
+use super::header::{
+    counts_of, flags_word, inc_strong, inc_weak, weak_count, weak_word, Counts, DEAD, DROPPED,
+};
+use super::ptr::{release_weak, Gc};
 use super::trace::Trace;
 use super::tracer::Tracer;
 
@@ -32,14 +34,16 @@ use super::tracer::Tracer;
 /// assert!(w.upgrade().is_none()); // ...until it is collected
 /// assert_eq!(w.strong_count(), 0);
 /// ```
-pub struct Weak<T: Trace + 'static> {
-    /// `usize::MAX` (no provenance) for `Weak::new()`.
-    ptr: NonNull<GcBox<T>>,
+pub struct Weak<T: ?Sized + Trace + 'static> {
+    /// The value (as `Gc`'s); `usize::MAX` (no provenance) for
+    /// `Weak::new()`.
+    ptr: NonNull<T>,
 }
 
 impl<T: Trace + 'static> Weak<T> {
     /// A `Weak` that points to nothing: `upgrade` returns `None` and both
-    /// counts are 0. Allocates nothing.
+    /// counts are 0. Allocates nothing. (Sized `T` only, as
+    /// `rc::Weak::new`: an unsized one would need metadata.)
     ///
     /// ```
     /// use pymem::Weak;
@@ -53,33 +57,41 @@ impl<T: Trace + 'static> Weak<T> {
             ptr: unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(usize::MAX)) },
         }
     }
+}
 
+impl<T: ?Sized + Trace + 'static> Weak<T> {
     /// # Safety
-    /// The caller transfers one weak count on a live box.
+    /// The caller transfers one weak count on a live allocation.
     #[inline(always)]
-    pub(crate) unsafe fn from_inner(ptr: NonNull<GcBox<T>>) -> Self {
+    pub(crate) unsafe fn from_inner(ptr: NonNull<T>) -> Self {
         Weak { ptr }
     }
 
+    /// The counts, or `None` for `Weak::new()`.
     #[inline(always)]
     fn counts(&self) -> Option<&Counts> {
-        if self.ptr.as_ptr().addr() == usize::MAX {
+        if self.ptr.as_ptr().cast::<u8>().addr() == usize::MAX {
             None
         } else {
             // SAFETY: a non-dangling Weak holds a weak count, which keeps
             // the allocation (counts included) alive.
-            Some(unsafe { &(*self.ptr.as_ptr()).counts })
+            Some(unsafe { &*counts_of(self.ptr) })
         }
     }
 
+    /// The flags word (see `header`); only when `counts()` is `Some`.
+    #[inline(always)]
+    fn flags(&self) -> usize {
+        // SAFETY: callers checked `counts()`: the allocation is live.
+        unsafe { flags_word(counts_of(self.ptr)) }.get()
+    }
+
     /// Whether the collector has found the object unreachable or its value
-    /// is gone (tracked types only).
+    /// is gone (never for an untracked object); only when `counts()` is
+    /// `Some`.
     #[inline(always)]
     fn dead(&self) -> bool {
-        // SAFETY: called only when `counts()` is Some, so the allocation
-        // is live; tracked types have a header.
-        T::MAY_CONTAIN_GC
-            && unsafe { GcHeader::of(self.ptr.as_ptr() as *const Counts) }.has(DEAD | DROPPED)
+        self.flags() & (DEAD | DROPPED) != 0
     }
 
     /// A strong handle, if the value is still alive and not found
@@ -95,15 +107,10 @@ impl<T: Trace + 'static> Weak<T> {
     /// ```
     pub fn upgrade(&self) -> Option<Gc<T>> {
         let c = self.counts()?;
-        let s = c.strong.get();
-        if s == 0 || self.dead() {
+        if c.strong.get() == 0 || self.dead() {
             return None;
         }
-        let s = s.wrapping_add(1);
-        c.strong.set(s);
-        if s == 0 {
-            std::process::abort();
-        }
+        inc_strong(c);
         // SAFETY: we took a strong count on a live value.
         Some(unsafe { Gc::from_inner(self.ptr) })
     }
@@ -138,7 +145,10 @@ impl<T: Trace + 'static> Weak<T> {
     /// ```
     pub fn weak_count(&self) -> usize {
         match self.counts() {
-            Some(c) if c.strong.get() > 0 && !self.dead() => c.weak.get() - 1,
+            // SAFETY: `counts()` is Some: the allocation is live.
+            Some(c) if c.strong.get() > 0 && !self.dead() => {
+                weak_count(unsafe { weak_word(counts_of(self.ptr), self.flags()) }.get()) - 1
+            }
             _ => 0,
         }
     }
@@ -158,30 +168,24 @@ impl<T: Trace + 'static> Weak<T> {
     }
 }
 
-impl<T: Trace + 'static> Drop for Weak<T> {
+impl<T: ?Sized + Trace + 'static> Drop for Weak<T> {
     #[inline]
     fn drop(&mut self) {
-        let Some(c) = self.counts() else { return };
-        let w = c.weak.get() - 1;
-        c.weak.set(w);
-        if w == 0 {
-            // SAFETY: weak == 0 implies strong == 0 (the strong handles
-            // hold one weak count together) and the value was dropped or
-            // never written; no handle remains.
-            unsafe { Lay::<T>::deallocate(self.ptr) }
+        if self.counts().is_some() {
+            // SAFETY: this Weak owns a weak reference; when it is the last
+            // one, strong == 0 (the strong handles hold one together) and
+            // the value was dropped or never written.
+            unsafe { release_weak(self.ptr, self.flags()) }
         }
     }
 }
 
-impl<T: Trace + 'static> Clone for Weak<T> {
+impl<T: ?Sized + Trace + 'static> Clone for Weak<T> {
     #[inline]
     fn clone(&self) -> Self {
-        if let Some(c) = self.counts() {
-            let w = c.weak.get().wrapping_add(1);
-            c.weak.set(w);
-            if w == 0 {
-                std::process::abort();
-            }
+        if self.counts().is_some() {
+            // SAFETY: a non-dangling Weak keeps the allocation alive.
+            inc_weak(unsafe { weak_word(counts_of(self.ptr), self.flags()) });
         }
         Weak { ptr: self.ptr }
     }
@@ -194,15 +198,18 @@ impl<T: Trace + 'static> Default for Weak<T> {
     }
 }
 
-impl<T: Trace + 'static> fmt::Debug for Weak<T> {
+impl<T: ?Sized + Trace + 'static> fmt::Debug for Weak<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("(Weak)")
     }
 }
 
 // SAFETY: a Weak is not a strong edge; it owns no Gc.
-unsafe impl<T: Trace + 'static> Trace for Weak<T> {
-    const MAY_CONTAIN_GC: bool = false;
+unsafe impl<T: ?Sized + Trace + 'static> Trace for Weak<T> {
     #[inline(always)]
     fn trace(&self, _: &mut Tracer) {}
+    #[inline(always)]
+    fn may_contain_gc() -> bool {
+        false
+    }
 }

@@ -1,0 +1,609 @@
+//! The C allocation API over PyMalloc: `malloc`, `free` and the rest of
+//! glibc's family, for a process whose `malloc` PyMalloc is (the
+//! `override` feature of this crate, or the `pymem-malloc` preload; see
+//! `docs/override.md`).
+//!
+//! # Telling blocks apart without a size
+//!
+//! `free(p)` carries no layout. A pool block is recognised by its address
+//! in the arena bitmap (`arena_bitmap`, a compare, two shifts and a load);
+//! every other pointer is glibc's, because large blocks come from glibc's
+//! own entry points (see `large`), and so is every pointer allocated
+//! before PyMalloc became the process's `malloc` or by glibc itself: they
+//! are handed to `__libc_free` untouched. Nothing of a pointer's memory is
+//! read before the bitmap says it is a pool block.
+//!
+//! # Fast paths
+//!
+//! `malloc` of at most 512 bytes pops the calling thread's pool, as the
+//! Rust fast path does; `free` of a pool block owned by the calling thread
+//! pushes it back. Both test one byte (the debug allocator is known to be
+//! off), and are inlined into the exported symbols.
+//!
+//! # What is glibc's behaviour, and kept
+//!
+//! * Every block is aligned to 16 bytes (`max_align_t`); `malloc(0)`
+//!   returns a unique minimal block; failure returns null with `errno`
+//!   set to `ENOMEM`.
+//! * `calloc` checks `count * size` for overflow (`ENOMEM`).
+//! * `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and
+//!   returns null (glibc's `REALLOC_ZERO_BYTES_FREES`); on failure the old
+//!   block is left untouched. A pool block stays in place while the new
+//!   size fits its block and would not waste more than a quarter of it
+//!   (CPython's rule); glibc's blocks are resized by `__libc_realloc`.
+//!   `reallocarray` checks its product as `calloc` does.
+//! * `posix_memalign` returns `EINVAL` for an alignment that is not a
+//!   power of two multiple of `sizeof(void *)`, `ENOMEM` on failure, and
+//!   leaves `*memptr` alone then. `memalign` rounds a non-power-of-two
+//!   alignment up and refuses one above `SIZE_MAX / 2 + 1` (`EINVAL`);
+//!   `aligned_alloc` refuses a non-power-of-two alignment (`EINVAL`, as
+//!   glibc 2.38 and C17 do). `valloc`/`pvalloc` align to the page;
+//!   `pvalloc` rounds the size up to pages (`ENOMEM` on overflow).
+//! * `malloc_usable_size(NULL)` is 0; a pool block's usable size is its
+//!   block size (the requested size with the debug allocator on).
+//! * C23's `free_sized` and `free_aligned_sized` free as `free` does (the
+//!   debug allocator checks the size given).
+//! * `malloc_trim` returns the pools' free memory
+//!   ([`release_free_memory`](super::release_free_memory)) and trims
+//!   glibc's heap; `malloc_stats` prints [`alloc_stats`](super::alloc_stats)
+//!   then glibc's own report; `mallinfo2`/`mallinfo` add the arenas to
+//!   glibc's figures.
+//!
+//! # Initialisation
+//!
+//! There is none to run: the arena bitmap is a zeroed static, heaps and
+//! arenas come from `mmap`, the debug switch is read with `getenv` at the
+//! first call, and glibc's entry points are linked, not looked up. So the
+//! first `malloc` of the process, made by the dynamic loader or by libc's
+//! start-up code before `main` or before any constructor ran, works, and
+//! nothing here ever allocates through the `malloc` it implements. Only
+//! `malloc_trim`, `malloc_stats` and `mallinfo*` look up glibc's versions
+//! with `dlsym`, outside any allocation.
+
+use core::alloc::Layout;
+use core::ffi::{c_int, c_void};
+use core::ptr;
+
+use super::large::glibc;
+use super::pool::Pool;
+use super::size_class::{block_size, class_of_size, route, route_fast, ALIGNMENT};
+use super::{arena_bitmap, asan, debug, hooks, thread, PyMalloc};
+use crate::sync::Ordering;
+
+fn set_errno(code: c_int) {
+    // SAFETY: `__errno_location` returns the calling thread's errno.
+    unsafe { *libc::__errno_location() = code };
+}
+
+/// The C path under the debug allocator: outer blocks from the pools or
+/// from glibc, freed by address.
+pub(crate) struct CApi;
+
+impl hooks::Backend for CApi {
+    unsafe fn alloc_outer(layout: Layout) -> *mut u8 {
+        // SAFETY: `alloc_raw` has no precondition beyond a power-of-two
+        // alignment, which a `Layout` guarantees.
+        unsafe { alloc_raw(layout.size(), layout.align(), false) }
+    }
+
+    unsafe fn free_outer(base: *mut u8, _layout: Layout) {
+        // SAFETY: `Backend::free_outer`'s contract: `base` is a live block
+        // from `alloc_outer`, i.e. from `alloc_raw`: a pool block or glibc's.
+        unsafe { free_raw(base) }
+    }
+}
+
+/// Allocation without the debug hooks: a pool block when a class honours
+/// `size` and `align` (a power of two), else glibc's.
+unsafe fn alloc_raw(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if route(size, align).is_none() {
+        return glibc::alloc(size, align, zeroed);
+    }
+    // SAFETY: a class honours it, so `size` is at most 512 and `align` a
+    // power of two at most 512: a valid layout, and `raw_alloc` serves a
+    // zero size with the smallest block.
+    unsafe {
+        let layout = Layout::from_size_align_unchecked(size, align);
+        if zeroed {
+            PyMalloc::raw_alloc_zeroed(layout)
+        } else {
+            PyMalloc::raw_alloc(layout)
+        }
+    }
+}
+
+/// Free without the debug hooks, by address.
+///
+/// # Safety
+/// `ptr` must be null or a live block of the process's `malloc` family.
+unsafe fn free_raw(ptr: *mut u8) {
+    // SAFETY: our contract: `ptr` is null or a live block of the malloc
+    // family; the bitmap says whether that is a pool block (ours) or, by
+    // elimination, glibc's.
+    unsafe {
+        if arena_bitmap::contains(ptr) {
+            check_and_free_small(ptr);
+        } else {
+            glibc::free(ptr);
+        }
+    }
+}
+
+/// Frees a pool block given only its address, after the debug checks when
+/// they are compiled in, through
+/// [`free::free_small`](super::free::free_small): the pointer-only entry of
+/// the one free dispatch, which the fast path of [`free`] calls directly.
+///
+/// # Safety
+/// `ptr` must be a live pool block.
+unsafe fn check_and_free_small(ptr: *mut u8) {
+    if debug::CHECKS {
+        // SAFETY: a live block's pool header is live; its owner does not
+        // change while the block is in use (`Pool`'s invariants).
+        let owner = unsafe { (*Pool::of(ptr)).owner(Ordering::Relaxed).0 };
+        debug::check_block(
+            ptr,
+            owner == thread::current_heap(),
+            "free",
+            format_args!(""),
+        );
+        debug::tag_freed(ptr);
+    }
+    // SAFETY: our contract: a live pool block, freed by the caller.
+    unsafe { super::free::free_small(ptr) }
+}
+
+/// The allocation fast path, for a default-aligned request with the debug
+/// allocator known to be off: a small one pops the calling thread's pool,
+/// a large one goes straight to glibc (which sets `errno` itself on
+/// failure). `None` when this path does not apply.
+#[inline(always)]
+fn alloc_fast(size: usize, zeroed: bool) -> Option<*mut u8> {
+    if !hooks::known_off() || debug::CHECKS {
+        return None;
+    }
+    let Some(class) = route_fast(size, ALIGNMENT) else {
+        return Some(glibc::alloc(size, ALIGNMENT, zeroed));
+    };
+    let heap = thread::current_heap();
+    if heap.is_null() {
+        return None;
+    }
+    // SAFETY: a thread's bound heap is owned by it; a valid class.
+    let block = unsafe { (*heap).alloc(class) };
+    if block.is_null() {
+        return None;
+    }
+    asan::unpoison_block(block, size);
+    if zeroed {
+        // SAFETY: the block holds at least `size` bytes.
+        unsafe { block.write_bytes(0, size) };
+    }
+    Some(block)
+}
+
+/// Every allocation the fast path does not take; sets `errno` on failure.
+#[inline(never)]
+fn alloc_general(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    let ptr = if hooks::enabled() {
+        match Layout::from_size_align(size, align) {
+            // SAFETY: any layout is accepted by the hooks.
+            Ok(layout) => unsafe { hooks::alloc_with::<CApi>(layout, zeroed) },
+            Err(_) => ptr::null_mut(),
+        }
+    } else {
+        // SAFETY: `align` is a power of two (callers check).
+        unsafe { alloc_raw(size, align, zeroed) }
+    };
+    if ptr.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    ptr
+}
+
+/// `size` bytes aligned to `align` (a power of two), through the fast path
+/// when the default alignment suffices.
+fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
+    let align = align.max(ALIGNMENT);
+    if align == ALIGNMENT {
+        if let Some(block) = alloc_fast(size, false) {
+            return block;
+        }
+    }
+    alloc_general(size, align, false)
+}
+
+/// C's `malloc`.
+///
+/// # Safety
+/// None beyond C's: the result is freed with this family's `free`.
+#[inline(always)]
+pub unsafe fn malloc(size: usize) -> *mut c_void {
+    match alloc_fast(size, false) {
+        Some(block) => block.cast(),
+        None => alloc_general(size, ALIGNMENT, false).cast(),
+    }
+}
+
+/// C's `calloc`: `count * size` zeroed bytes, null with `ENOMEM` if the
+/// product overflows.
+///
+/// # Safety
+/// As [`malloc`].
+#[inline(always)]
+pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
+    let Some(total) = count.checked_mul(size) else {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    };
+    match alloc_fast(total, true) {
+        Some(block) => block.cast(),
+        None => alloc_general(total, ALIGNMENT, true).cast(),
+    }
+}
+
+/// C's `free`: any pointer of the process's `malloc` family, or null.
+///
+/// # Safety
+/// `ptr` must be null or a live block of the process's `malloc` family
+/// (with the debug allocator on, anything else is reported).
+#[inline(always)]
+pub unsafe fn free(ptr: *mut c_void) {
+    let ptr = ptr.cast::<u8>();
+    if hooks::known_off() && !debug::CHECKS {
+        if !arena_bitmap::contains(ptr) {
+            // SAFETY: `free`'s contract: null, or a live block of the
+            // malloc family that is in no arena, so glibc's.
+            return unsafe { glibc::free(ptr) };
+        }
+        // SAFETY: `free`'s contract: a live block of the malloc family, in
+        // an arena, so a live pool block.
+        return unsafe { super::free::free_small(ptr) };
+    }
+    // SAFETY: `free`'s contract: `ptr` is null or a live block of the
+    // malloc family, which is `free_general`'s contract too.
+    unsafe { free_general(ptr, None) }
+}
+
+/// Every free the fast path does not take; `expected` is the layout of
+/// `free_sized`/`free_aligned_sized`, checked by the debug allocator.
+#[inline(never)]
+unsafe fn free_general(ptr: *mut u8, expected: Option<Layout>) {
+    if hooks::enabled() {
+        if !ptr.is_null() {
+            // SAFETY: the hooks check `ptr` before using it.
+            unsafe { hooks::free_with::<CApi>(ptr, expected, "free") };
+        }
+        return;
+    }
+    // SAFETY: our contract (null or a live block of the malloc family) is
+    // `free_raw`'s.
+    unsafe { free_raw(ptr) }
+}
+
+/// C's `realloc`.
+///
+/// # Safety
+/// As [`free`] for `ptr`.
+pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+    let ptr = ptr.cast::<u8>();
+    if ptr.is_null() {
+        // SAFETY: `malloc` has no precondition.
+        return unsafe { malloc(size) };
+    }
+    if size == 0 {
+        // SAFETY: `realloc`'s contract on `ptr` is `free`'s.
+        unsafe { free(ptr.cast()) };
+        return ptr::null_mut();
+    }
+    if hooks::enabled() {
+        // SAFETY: the hooks check `ptr` before using it.
+        let new = unsafe { hooks::realloc_with::<CApi>(ptr, None, size) };
+        if new.is_null() {
+            set_errno(libc::ENOMEM);
+        }
+        return new.cast();
+    }
+    if !arena_bitmap::contains(ptr) {
+        // SAFETY: `realloc`'s contract: a live block of the malloc family
+        // in no arena, so glibc's.
+        return unsafe { glibc::realloc(ptr, size) }.cast();
+    }
+    if debug::CHECKS {
+        debug::check_block(ptr, false, "realloc", format_args!(""));
+    }
+    // SAFETY: a live pool block (caller contract), so its header is live.
+    let class = unsafe { (*Pool::of(ptr)).class() };
+    let block = block_size(class);
+    if size <= block
+        && (class_of_size(size) == class || size * 4 >= block * 3)
+        && asan::REDZONE == 0
+    {
+        return ptr.cast();
+    }
+    // SAFETY: `malloc` has no precondition.
+    let new = unsafe { malloc(size) }.cast::<u8>();
+    if !new.is_null() {
+        // SAFETY: both blocks are live and distinct; the old one holds
+        // `block` bytes, the new one `size`.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, new, block.min(size));
+            check_and_free_small(ptr);
+        }
+    }
+    new.cast()
+}
+
+/// `reallocarray`: `realloc(ptr, count * size)`, null with `ENOMEM` (and
+/// `ptr` untouched) if the product overflows.
+///
+/// # Safety
+/// As [`realloc`].
+pub unsafe fn reallocarray(ptr: *mut c_void, count: usize, size: usize) -> *mut c_void {
+    match count.checked_mul(size) {
+        // SAFETY: `reallocarray`'s contract on `ptr` is `realloc`'s.
+        Some(total) => unsafe { realloc(ptr, total) },
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// POSIX's `posix_memalign`.
+///
+/// # Safety
+/// `memptr` must be valid for a pointer write.
+pub unsafe fn posix_memalign(memptr: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
+        return libc::EINVAL;
+    }
+    let block = alloc_aligned(align, size);
+    if block.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: `posix_memalign`'s contract: `memptr` is valid for a write.
+    unsafe { *memptr = block.cast() };
+    0
+}
+
+/// C11's `aligned_alloc`: null with `EINVAL` unless `align` is a power of
+/// two.
+///
+/// # Safety
+/// As [`malloc`].
+pub unsafe fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    alloc_aligned(align, size).cast()
+}
+
+/// glibc's `memalign`: an alignment that is not a power of two is rounded
+/// up to one; one above `SIZE_MAX / 2 + 1` is refused with `EINVAL`.
+///
+/// # Safety
+/// As [`malloc`].
+pub unsafe fn memalign(align: usize, size: usize) -> *mut c_void {
+    let Some(align) = align.checked_next_power_of_two() else {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    };
+    alloc_aligned(align, size).cast()
+}
+
+fn page_size() -> usize {
+    // SAFETY: `sysconf` reads a value the loader recorded; no allocation.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// `valloc`: page-aligned.
+///
+/// # Safety
+/// As [`malloc`].
+pub unsafe fn valloc(size: usize) -> *mut c_void {
+    alloc_aligned(page_size(), size).cast()
+}
+
+/// `pvalloc`: page-aligned, the size rounded up to whole pages.
+///
+/// # Safety
+/// As [`malloc`].
+pub unsafe fn pvalloc(size: usize) -> *mut c_void {
+    let page = page_size();
+    let Some(rounded) = size.checked_add(page - 1) else {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    };
+    alloc_aligned(page, rounded & !(page - 1)).cast()
+}
+
+/// `malloc_usable_size`: bytes that may be used in the block, 0 for null.
+///
+/// # Safety
+/// As [`free`] for `ptr`.
+pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
+    let ptr = ptr.cast::<u8>();
+    if ptr.is_null() {
+        return 0;
+    }
+    if hooks::enabled() {
+        return hooks::usable_size(ptr);
+    }
+    if arena_bitmap::contains(ptr) {
+        if debug::CHECKS {
+            debug::check_block(ptr, false, "malloc_usable_size", format_args!(""));
+        }
+        // SAFETY: a live pool block (caller contract).
+        return unsafe { (*Pool::of(ptr)).block_size() };
+    }
+    // SAFETY: our contract: a live block of the malloc family in no arena,
+    // so glibc's.
+    unsafe { glibc::usable_size(ptr) }
+}
+
+/// C23's `free_sized`.
+///
+/// # Safety
+/// As [`free`]; `size` is the size the block was requested with.
+pub unsafe fn free_sized(ptr: *mut c_void, size: usize) {
+    // SAFETY: `free_sized`'s contract on `ptr` is `free_aligned_sized`'s.
+    unsafe { free_aligned_sized(ptr, ALIGNMENT, size) }
+}
+
+/// C23's `free_aligned_sized`.
+///
+/// # Safety
+/// As [`free`]; `align` and `size` are those the block was requested with.
+pub unsafe fn free_aligned_sized(ptr: *mut c_void, align: usize, size: usize) {
+    if hooks::known_off() {
+        // SAFETY: our contract on `ptr` is `free`'s.
+        return unsafe { free(ptr) };
+    }
+    let expected = Layout::from_size_align(size, align.max(ALIGNMENT)).ok();
+    // SAFETY: our contract on `ptr` is `free_general`'s; the hooks check
+    // `expected` against the block.
+    unsafe { free_general(ptr.cast(), expected) }
+}
+
+/// glibc's version of a symbol we replace, found after us in the lookup
+/// order (null if there is none).
+fn glibc_symbol(name: &core::ffi::CStr) -> *mut c_void {
+    // SAFETY: `dlsym` with a NUL-terminated name; it may allocate, which
+    // comes back to us, outside any allocation of ours. The symbol found
+    // after us is the standard function of that name (glibc's), whose C
+    // signature the callers transmute to.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) }
+}
+
+/// `malloc_trim`: returns free pool memory to the OS
+/// ([`release_free_memory`](super::release_free_memory)), then lets glibc
+/// trim the heap its large blocks live in. 1 if memory was released.
+pub fn malloc_trim(pad: usize) -> c_int {
+    let released = super::release_free_memory();
+    let trim = glibc_symbol(c"malloc_trim");
+    let glibc_released = if trim.is_null() {
+        0
+    } else {
+        // SAFETY: glibc's `int malloc_trim(size_t)`.
+        unsafe { core::mem::transmute::<*mut c_void, extern "C" fn(usize) -> c_int>(trim)(pad) }
+    };
+    c_int::from(released > 0 || glibc_released != 0)
+}
+
+/// `malloc_stats`: PyMalloc's table, then glibc's report on its large
+/// blocks, on stderr.
+pub fn malloc_stats() {
+    use std::io::Write;
+    let table = format!("{}", super::alloc_stats());
+    let _ = std::io::stderr().write_all(table.as_bytes());
+    let stats = glibc_symbol(c"malloc_stats");
+    if !stats.is_null() {
+        // SAFETY: glibc's `void malloc_stats(void)`.
+        unsafe { core::mem::transmute::<*mut c_void, extern "C" fn()>(stats)() };
+    }
+}
+
+/// `mallinfo2`: glibc's figures for its blocks plus PyMalloc's arenas
+/// (`arena`: bytes mapped, `uordblks`: bytes in pool blocks in use,
+/// `fordblks`: the rest of the arenas).
+pub fn mallinfo2() -> libc::mallinfo2 {
+    let info = glibc_symbol(c"mallinfo2");
+    let mut total = if info.is_null() {
+        libc::mallinfo2 {
+            arena: 0,
+            ordblks: 0,
+            smblks: 0,
+            hblks: 0,
+            hblkhd: 0,
+            usmblks: 0,
+            fsmblks: 0,
+            uordblks: 0,
+            fordblks: 0,
+            keepcost: 0,
+        }
+    } else {
+        // SAFETY: glibc's `struct mallinfo2 mallinfo2(void)`.
+        unsafe { core::mem::transmute::<*mut c_void, extern "C" fn() -> libc::mallinfo2>(info)() }
+    };
+    let ours = super::alloc_stats();
+    let mapped = ours.arenas_in_use * super::size_class::ARENA_SIZE;
+    total.arena += mapped;
+    total.uordblks += ours.small_bytes_in_use;
+    total.fordblks += mapped.saturating_sub(ours.small_bytes_in_use);
+    total
+}
+
+/// The old `mallinfo`: [`mallinfo2`] with each figure cut to an `int`.
+pub fn mallinfo() -> libc::mallinfo {
+    let wide = mallinfo2();
+    let int = |v: usize| c_int::try_from(v).unwrap_or(c_int::MAX);
+    libc::mallinfo {
+        arena: int(wide.arena),
+        ordblks: int(wide.ordblks),
+        smblks: int(wide.smblks),
+        hblks: int(wide.hblks),
+        hblkhd: int(wide.hblkhd),
+        usmblks: int(wide.usmblks),
+        fsmblks: int(wide.fsmblks),
+        uordblks: int(wide.uordblks),
+        fordblks: int(wide.fordblks),
+        keepcost: int(wide.keepcost),
+    }
+}
+
+/// With the `override` feature, this crate is the process's `malloc`.
+#[cfg(feature = "override")]
+mod exports {
+    crate::__export_c_allocator!();
+}
+
+/// Defines the exported C symbols (`malloc`, `free`, ... `mallinfo2`) in
+/// the invoking crate, each a call of the function of the same name in
+/// `pymem::__cabi`. Used by the `override` feature and by `pymem-malloc`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_c_allocator {
+    () => {
+        $crate::__export_c_allocator! {
+            malloc(size: usize) -> *mut ::core::ffi::c_void;
+            calloc(count: usize, size: usize) -> *mut ::core::ffi::c_void;
+            realloc(ptr: *mut ::core::ffi::c_void, size: usize) -> *mut ::core::ffi::c_void;
+            reallocarray(ptr: *mut ::core::ffi::c_void, count: usize, size: usize)
+                -> *mut ::core::ffi::c_void;
+            free(ptr: *mut ::core::ffi::c_void) -> ();
+            cfree(ptr: *mut ::core::ffi::c_void) -> () = free;
+            free_sized(ptr: *mut ::core::ffi::c_void, size: usize) -> ();
+            free_aligned_sized(ptr: *mut ::core::ffi::c_void, align: usize, size: usize) -> ();
+            posix_memalign(memptr: *mut *mut ::core::ffi::c_void, align: usize, size: usize)
+                -> ::core::ffi::c_int;
+            aligned_alloc(align: usize, size: usize) -> *mut ::core::ffi::c_void;
+            memalign(align: usize, size: usize) -> *mut ::core::ffi::c_void;
+            valloc(size: usize) -> *mut ::core::ffi::c_void;
+            pvalloc(size: usize) -> *mut ::core::ffi::c_void;
+            malloc_usable_size(ptr: *mut ::core::ffi::c_void) -> usize;
+            malloc_trim(pad: usize) -> ::core::ffi::c_int;
+            malloc_stats() -> ();
+            mallinfo2() -> $crate::__cabi::Mallinfo2;
+            mallinfo() -> $crate::__cabi::Mallinfo;
+        }
+    };
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $(= $target:ident)?;)*) => {
+        $(
+            /// The C function of this name, served by PyMalloc.
+            ///
+            /// # Safety
+            /// As the C function's contract.
+            #[no_mangle]
+            #[allow(unused_unsafe, clippy::unused_unit)]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+                // SAFETY: the C function's contract, which is the Rust
+                // function's of the same name.
+                unsafe { $crate::__export_c_allocator!(@call $name $($target)?; $($arg),*) }
+            }
+        )*
+    };
+    (@call $name:ident; $($arg:ident),*) => { $crate::__cabi::$name($($arg),*) };
+    (@call $name:ident $target:ident; $($arg:ident),*) => { $crate::__cabi::$target($($arg),*) };
+}

@@ -1,0 +1,147 @@
+//! The calling thread's heap pointer: the one thread-local the fast paths
+//! read.
+//!
+//! A `thread_local!` compiles to the TLS model the crate type allows. In an
+//! executable that is one instruction (`mov %fs:OFFSET`). In a shared
+//! object, such as the `pymem-malloc` preload, it is the general-dynamic
+//! model: a call to `__tls_get_addr` on every `malloc` and `free`, which
+//! is a large share of a small `malloc`/`free` pair. C allocators built as
+//! preloads (mimalloc, jemalloc) declare their thread-locals `initial-exec`
+//! for that reason; stable Rust cannot choose the model, so with the
+//! `initial-exec-tls` feature (which `pymem-malloc` enables) on x86-64
+//! Linux the slot is declared in assembly with the initial-exec access
+//! sequence: the slot's offset from the thread pointer is read from the GOT
+//! (a `R_X86_64_TPOFF64` relocation the loader fills once), and the slot
+//! itself through `%fs`. A library using initial-exec TLS must be in the
+//! initial TLS block: loaded at start-up (`LD_PRELOAD`, `DT_NEEDED`), as a
+//! `malloc` replacement is; `dlopen` accepts it only while glibc's small
+//! static TLS reserve lasts. That is why it is a feature: a Python
+//! extension module using `PyMalloc` is loaded with `dlopen`, and keeps
+//! the `thread_local!`.
+//!
+//! The symbol is hidden, so a process holding two copies of this crate (a
+//! Rust program with `PyMalloc` and the preload) has two slots; it carries
+//! the crate version so that two versions linked into one binary do not
+//! clash.
+//!
+//! Otherwise (and under loom) the slot is a `const`-initialised
+//! `thread_local!` without a destructor: usable at any time, even during
+//! the thread's TLS teardown, and in an executable just as fast.
+
+use super::heap::Heap;
+
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(loom)
+))]
+mod imp {
+    use super::Heap;
+
+    // The slot: 8 zeroed bytes in `.tbss`, one per thread.
+    core::arch::global_asm!(
+        ".pushsection .tbss.__pymem_0_1_heap_slot,\"awT\",@nobits",
+        ".p2align 3",
+        ".globl __pymem_0_1_heap_slot",
+        ".hidden __pymem_0_1_heap_slot",
+        ".type __pymem_0_1_heap_slot, @object",
+        ".size __pymem_0_1_heap_slot, 8",
+        "__pymem_0_1_heap_slot:",
+        ".zero 8",
+        ".popsection",
+    );
+
+    #[inline(always)]
+    pub(crate) fn get() -> *mut Heap {
+        let heap: *mut Heap;
+        // SAFETY: reads this thread's slot: the GOT entry holds the slot's
+        // offset from the thread pointer (`%fs` base), filled by the loader
+        // before any code runs. `pure, readonly`: the value changes only
+        // through `set`, which is not `readonly`, so reads are not moved
+        // across it.
+        unsafe {
+            core::arch::asm!(
+                "mov {heap}, qword ptr [rip + __pymem_0_1_heap_slot@GOTTPOFF]",
+                "mov {heap}, qword ptr fs:[{heap}]",
+                heap = out(reg) heap,
+                options(nostack, preserves_flags, pure, readonly),
+            );
+        }
+        heap
+    }
+
+    #[inline]
+    pub(crate) fn set(heap: *mut Heap) {
+        // SAFETY: writes this thread's slot, found as in `get`.
+        unsafe {
+            core::arch::asm!(
+                "mov {offset}, qword ptr [rip + __pymem_0_1_heap_slot@GOTTPOFF]",
+                "mov qword ptr fs:[{offset}], {heap}",
+                offset = out(reg) _,
+                heap = in(reg) heap,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+}
+
+#[cfg(not(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(loom)
+)))]
+mod imp {
+    use super::Heap;
+    use core::cell::Cell;
+
+    std::thread_local! {
+        static SLOT: Cell<*mut Heap> = const { Cell::new(core::ptr::null_mut()) };
+    }
+
+    #[inline(always)]
+    pub(crate) fn get() -> *mut Heap {
+        SLOT.with(|slot| slot.get())
+    }
+
+    #[inline]
+    pub(crate) fn set(heap: *mut Heap) {
+        SLOT.with(|slot| slot.set(heap));
+    }
+}
+
+/// The calling thread's heap, or null.
+#[inline(always)]
+pub(crate) fn get() -> *mut Heap {
+    imp::get()
+}
+
+/// Binds (or, with null, unbinds) the calling thread's heap.
+#[inline]
+pub(crate) fn set(heap: *mut Heap) {
+    imp::set(heap)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_thread_has_its_own_slot() {
+        let saved = super::get();
+        let mine = 0x1000 as *mut super::Heap;
+        super::set(mine);
+        let other = std::thread::spawn(|| {
+            let before = super::get() as usize;
+            super::set(0x2000 as *mut super::Heap);
+            (before, super::get() as usize)
+        })
+        .join()
+        .unwrap();
+        // The spawned thread's allocations may have bound it a real heap;
+        // what matters is that it never saw ours, and we never see its.
+        assert_ne!(other.0, 0x1000);
+        assert_eq!(other.1, 0x2000);
+        assert_eq!(super::get(), mine);
+        super::set(saved);
+    }
+}

@@ -1,0 +1,917 @@
+//! The per-thread collector [`State`]: one list of tracked objects ordered
+//! by age, the generations being contiguous ranges of it, with the
+//! counts, thresholds and flags of CPython's `GCState`.
+//!
+//! ```text
+//!  list: [ permanent (frozen) | generation 2 | generation 1 | generation 0 ]
+//!        0                    start[0]       start[1]       start[2]       len
+//! ```
+//!
+//! `Gc::new` pushes at the end (generation 0) and writes the slot index
+//! into the object's gc word; a refcount free nulls its slot (a *hole*) in
+//! O(1); promoting a generation, `freeze` and `unfreeze` move a boundary
+//! in O(1). Holes are squeezed out by each collection of the range it
+//! covers, and by the whole list when it would otherwise have to grow
+//! while at least half of it is holes, so the list stays within twice
+//! the live count plus the growth slack.
+//!
+//! Only this file reads or writes the fields; the collector, the
+//! trashcan and the `gc` module functions go through the methods.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use super::header::{Counts, GcHeader, ObjPtr, DIRTY, LENT_MUT, SHIFT, UNTRACKED};
+use super::ptr_vec::PtrVec;
+use super::slot_bits::SlotBits;
+use super::GenStats;
+
+/// Every dirty bit of generations 0..=2 (see the skip rule in
+/// `collector`).
+pub(crate) const ALL_DIRTY: u8 = 0b111;
+
+/// Full collections that scan their whole range after one whose closure
+/// covered most of it (see [`State::closure_size`]), at first and at most.
+pub(crate) const RANGE_SCANS: u8 = 3;
+pub(crate) const MAX_RANGE_SCANS: u8 = 48;
+
+/// Most collections run at thread exit (see [`State::tear_down`]).
+pub(crate) const TEARDOWN_ROUNDS: usize = 16;
+
+/// Everything one thread's collector knows.
+///
+/// # Invariants
+///
+/// Outside the phases of a collection (`in_phases` false):
+/// * `start[0] <= start[1] <= start[2] <= list.len()`;
+/// * every non-null list entry `i` is a live tracked object, not
+///   `UNTRACKED`, whose gc word holds index `i`; no object is listed
+///   twice;
+/// * `live` is the number of non-null entries, `frozen` the number of
+///   those below `start[0]`;
+/// * the `dirty` bit of generation `g` is set if an object of `g` has had
+///   its strong count decremented to a non-zero value since `g` was last
+///   examined (the skip rule relies on it; extra bits are allowed); in
+///   particular, if an object of `g` is flagged `DIRTY`;
+/// * an object flagged `DIRTY` has had its strong count decremented to a
+///   non-zero value since the last full collection that examined it
+///   (young collections leave the flag), and if it is listed at `i`,
+///   `dirty_slots` bit `i` is set (extra bits are allowed: a seed is a
+///   listed `DIRTY` object whose bit is set). Unless `range_scan_next`
+///   is set, every garbage object is reachable from such a seed (see
+///   `collector`, "Full collections").
+///
+/// During the phases entries are only appended within the capacity (by
+/// a `trace` that breaks its contract), never moved, and the buffer never
+/// grows, so indices and the buffer stay valid until the rebuild.
+/// [`assert_valid`](Self::assert_valid) checks the list invariants in
+/// debug builds after collections.
+///
+/// `#[repr(C)]` with the fields `Gc::new` and the refcount free touch
+/// first (the list's ptr/len/cap, the counts, threshold 0, the generation
+/// boundaries, the trashcan depth and the state flags), so that the hot
+/// paths read one or two adjacent cache lines.
+#[repr(C, align(64))]
+pub(crate) struct State {
+    /// Tracked objects, oldest first (see the module docs).
+    list: PtrVec,
+    /// CPython's `generations[i].count`.
+    count: [Cell<usize>; 3],
+    threshold: [Cell<usize>; 3],
+    /// Start of generation 2, 1 and 0 in `list`; `[0, start[0])` is the
+    /// permanent generation.
+    start: [Cell<usize>; 3],
+    /// Live (non-hole) entries of the list, and of the permanent
+    /// generation.
+    live: Cell<usize>,
+    frozen: Cell<usize>,
+    /// Trashcan nesting depth (see `trashcan`).
+    depth: Cell<u32>,
+    enabled: Cell<bool>,
+    /// A collection is running (re-entrant collections return 0).
+    collecting: Cell<bool>,
+    /// Between the start of a collection and its rebuild: the list must
+    /// not move.
+    in_phases: Cell<bool>,
+    /// The thread's collector has been torn down (thread exit).
+    dead: Cell<bool>,
+    /// Generation i may hold new cyclic garbage (see `collector`).
+    dirty: Cell<u8>,
+    /// A DIRTY event happened during the phases.
+    dirty_in_phases: Cell<bool>,
+    /// One bit per list slot: set where a `DIRTY` object is listed (see
+    /// the invariants).
+    dirty_slots: SlotBits,
+    /// The next full collection must examine its whole range, not only
+    /// what is reachable from the `DIRTY` objects (after `unfreeze`, a
+    /// conservative or abandoned full collection).
+    range_scan_next: Cell<bool>,
+    /// Full collections left that scan their whole range because the
+    /// closure of the seeds covered most of it last time (a whole-range
+    /// scan then costs less than discovering the closure).
+    range_scans_left: Cell<u8>,
+    /// How many whole-range scans the next large closure buys: doubles
+    /// (up to [`MAX_RANGE_SCANS`]) each time the closure is large again,
+    /// back to [`RANGE_SCANS`] when it is not.
+    range_scans_next: Cell<u8>,
+    /// The trashcan's deferred objects.
+    deferred: PtrVec,
+    /// CPython's long-lived heuristic. Objects promoted by a collection
+    /// the skip rule proved empty are counted with the holes of their
+    /// range (an over-estimate that only makes full collections, which
+    /// are then usually skipped too, a little more frequent).
+    long_lived_total: Cell<usize>,
+    long_lived_pending: Cell<usize>,
+    stats: [Cell<GenStats>; 3],
+    /// Collections per generation that the skip rule proved empty.
+    skipped: [Cell<usize>; 3],
+    /// The skip rule is in force (tests turn it off to check it).
+    skip_enabled: Cell<bool>,
+}
+
+const GS0: GenStats = GenStats {
+    collections: 0,
+    collected: 0,
+    uncollectable: 0,
+};
+
+thread_local! {
+    static STATE: State = const {
+        State {
+            list: PtrVec::new(),
+            count: [Cell::new(0), Cell::new(0), Cell::new(0)],
+            threshold: [Cell::new(700), Cell::new(10), Cell::new(10)],
+            start: [Cell::new(0), Cell::new(0), Cell::new(0)],
+            live: Cell::new(0),
+            frozen: Cell::new(0),
+            depth: Cell::new(0),
+            enabled: Cell::new(true),
+            collecting: Cell::new(false),
+            in_phases: Cell::new(false),
+            dead: Cell::new(false),
+            dirty: Cell::new(0),
+            dirty_in_phases: Cell::new(false),
+            dirty_slots: SlotBits::new(),
+            range_scan_next: Cell::new(false),
+            range_scans_left: Cell::new(0),
+            range_scans_next: Cell::new(RANGE_SCANS),
+            deferred: PtrVec::new(),
+            long_lived_total: Cell::new(0),
+            long_lived_pending: Cell::new(0),
+            stats: [Cell::new(GS0), Cell::new(GS0), Cell::new(GS0)],
+            skipped: [Cell::new(0), Cell::new(0), Cell::new(0)],
+            skip_enabled: Cell::new(true),
+        }
+    };
+    static OWNER: Owner = const { Owner };
+}
+
+/// Tears the thread's collector down at thread exit (see
+/// [`State::tear_down`]).
+struct Owner;
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = STATE.try_with(|st| st.tear_down());
+    }
+}
+
+/// Registers the teardown (once per thread; later calls are no-ops).
+///
+/// Thread-local destructors run in the reverse order of their
+/// registration, so the thread-locals the teardown's collection uses
+/// (weak callbacks, saved garbage and callbacks) are touched first: they
+/// are destroyed after it.
+fn register_owner() {
+    super::weak_callbacks::keep_through_teardown();
+    super::saved_garbage::keep_through_teardown();
+    super::callbacks::keep_through_teardown();
+    let _ = OWNER.try_with(|_| ());
+}
+
+/// This thread's state.
+///
+/// `STATE` is `const`-initialised and has no destructor, so it is a plain
+/// thread-local static: no lazy-init check, no registration, never torn
+/// down; its address is valid for the whole life of the thread. Taking
+/// the address through a tiny closure lets LLVM inline `LocalKey::with`
+/// into a single `%fs`-relative address computation on every call site.
+#[inline(always)]
+pub(crate) fn state() -> &'static State {
+    let p: *const State = STATE.with(|s| s as *const State);
+    // SAFETY: see above: the thread-local lives (and is never dropped)
+    // for the whole thread, and `State` is `!Sync` (its `Cell`s), so the
+    // reference cannot leave this thread.
+    unsafe { &*p }
+}
+
+/// Runs `f` on this thread's state.
+#[inline(always)]
+pub(crate) fn with<R>(f: impl FnOnce(&State) -> R) -> R {
+    f(state())
+}
+
+/// Reads `obj`'s strong count.
+#[inline(always)]
+pub(crate) fn strong(obj: ObjPtr) -> &'static Cell<usize> {
+    // SAFETY: callers pass live objects; the 'static is a local fiction
+    // never held across a free.
+    unsafe { &(*obj.cast::<Counts>()).strong }
+}
+
+// ---------------------------------------------------------------------------
+// settings and statistics (the `gc` module functions)
+
+impl State {
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled.get()
+    }
+
+    pub(crate) fn set_enabled(&self, on: bool) {
+        self.enabled.set(on)
+    }
+
+    pub(crate) fn thresholds(&self) -> (usize, usize, usize) {
+        let t = &self.threshold;
+        (t[0].get(), t[1].get(), t[2].get())
+    }
+
+    pub(crate) fn set_thresholds(&self, t0: usize, t1: usize, t2: usize) {
+        self.threshold[0].set(t0);
+        self.threshold[1].set(t1);
+        self.threshold[2].set(t2);
+    }
+
+    /// CPython's `gc.get_count()`.
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        let c = &self.count;
+        (c[0].get(), c[1].get(), c[2].get())
+    }
+
+    /// A snapshot of the statistics.
+    pub(crate) fn stats(&self) -> [GenStats; 3] {
+        [
+            self.stats[0].get(),
+            self.stats[1].get(),
+            self.stats[2].get(),
+        ]
+    }
+
+    pub(crate) fn skipped(&self) -> [usize; 3] {
+        [
+            self.skipped[0].get(),
+            self.skipped[1].get(),
+            self.skipped[2].get(),
+        ]
+    }
+
+    /// Number of live tracked objects outside the permanent generation.
+    pub(crate) fn tracked(&self) -> usize {
+        self.live.get() - self.frozen.get()
+    }
+
+    /// Number of objects in the permanent generation.
+    pub(crate) fn frozen_count(&self) -> usize {
+        self.frozen.get()
+    }
+
+    /// The list of tracked objects (holes are null).
+    #[inline(always)]
+    pub(crate) fn list(&self) -> &PtrVec {
+        &self.list
+    }
+
+    /// `[start[0], start[1], start[2], len]`: the generation boundaries.
+    pub(crate) fn boundaries(&self) -> [usize; 4] {
+        [
+            self.start[0].get(),
+            self.start[1].get(),
+            self.start[2].get(),
+            self.list.len(),
+        ]
+    }
+
+    /// Index where generation `g`'s range (with the younger ones) begins.
+    #[inline]
+    pub(crate) fn range_start(&self, g: usize) -> usize {
+        self.start[2 - g].get()
+    }
+
+    /// The phases of a collection are running (the list must not move,
+    /// and nothing may look at the gc words' indices but the collector).
+    #[inline(always)]
+    pub(crate) fn in_phases(&self) -> bool {
+        self.in_phases.get()
+    }
+
+    /// Turns the skip rule off or on (tests).
+    #[cfg(test)]
+    pub(crate) fn set_skip_enabled(&self, on: bool) {
+        self.skip_enabled.set(on)
+    }
+
+    /// `(long_lived_total, long_lived_pending)` (tests).
+    #[cfg(test)]
+    pub(crate) fn long_lived(&self) -> (usize, usize) {
+        (self.long_lived_total.get(), self.long_lived_pending.get())
+    }
+
+    /// The dirty mask (tests).
+    #[cfg(test)]
+    pub(crate) fn dirty_mask(&self) -> u8 {
+        self.dirty.get()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the trashcan's fields
+
+impl State {
+    #[inline(always)]
+    pub(crate) fn trashcan_depth(&self) -> u32 {
+        self.depth.get()
+    }
+
+    #[inline(always)]
+    pub(crate) fn set_trashcan_depth(&self, d: u32) {
+        self.depth.set(d)
+    }
+
+    /// Objects whose drop the trashcan deferred.
+    #[inline(always)]
+    pub(crate) fn deferred(&self) -> &PtrVec {
+        &self.deferred
+    }
+}
+
+// ---------------------------------------------------------------------------
+// tracking: the hot paths of `Gc::new` and the refcount free
+
+impl State {
+    /// Runs CPython's automatic collection check, then tracks `obj` (a
+    /// fresh allocation) in generation 0.
+    ///
+    /// The fast path (no collection due, room in the list) is a handful of
+    /// instructions inlined into `Gc::new`; everything else is in
+    /// [`track_slow`](Self::track_slow).
+    #[inline(always)]
+    pub(crate) fn maybe_collect_then_track(&self, obj: ObjPtr, h: &GcHeader) {
+        let c = self.count[0].get();
+        let len = self.list.len();
+        if c > self.threshold[0].get() || len == self.list.cap() {
+            return self.track_slow(obj, h);
+        }
+        // SAFETY: len < cap (checked above).
+        unsafe { self.list.push_within_cap(obj) };
+        h.gc.set(len << SHIFT);
+        self.live.set(self.live.get() + 1);
+        self.count[0].set(c + 1);
+    }
+
+    /// `maybe_collect_then_track` when a collection is due or the list is
+    /// full.
+    #[cold]
+    #[inline(never)]
+    fn track_slow(&self, obj: ObjPtr, h: &GcHeader) {
+        if self.count[0].get() > self.threshold[0].get() {
+            self.collect_automatic();
+        }
+        self.track(obj, h);
+    }
+
+    /// Adds a freshly allocated tracked object to generation 0.
+    ///
+    /// The list never grows during the phases of a collection (the
+    /// collector reads its range through a pointer taken when they
+    /// begin): an object created then (by a `trace` that breaks its
+    /// contract) when the list is full stays untracked, as do objects
+    /// created after the collector's teardown.
+    #[inline(always)]
+    fn track(&self, obj: ObjPtr, h: &GcHeader) {
+        let len = self.list.len();
+        if len == self.list.cap() {
+            if self.dead.get() || self.in_phases.get() {
+                h.gc.set(UNTRACKED);
+                return;
+            }
+            self.make_room();
+        }
+        let len = self.list.len();
+        // SAFETY: `make_room` left len < cap.
+        unsafe { self.list.push_within_cap(obj) };
+        h.gc.set(len << SHIFT);
+        self.live.set(self.live.get() + 1);
+        self.count[0].set(self.count[0].get() + 1);
+    }
+
+    /// Tracks again, in generation 0, an object a collection had taken out
+    /// of the list (resurrected by a finalizer), flagged `DIRTY` (it is
+    /// examined again by the next collections).
+    pub(crate) fn retrack(&self, obj: ObjPtr, h: &GcHeader) {
+        debug_assert!(!self.in_phases.get());
+        h.clear_flags(UNTRACKED | DIRTY);
+        let i = self.list.len();
+        if i == self.list.cap() {
+            if self.dead.get() {
+                h.set_flags(UNTRACKED);
+                return;
+            }
+            self.grow_list();
+        }
+        // SAFETY: len < cap (grown above if needed).
+        unsafe { self.list.push_within_cap(obj) };
+        h.set_index(i);
+        self.live.set(self.live.get() + 1);
+        self.note_dirty(h);
+    }
+
+    /// The list is full: compact it if at least half of it is holes, or
+    /// grow it. Never called during the phases.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&self) {
+        debug_assert!(!self.in_phases.get());
+        let len = self.list.len();
+        if len >= 256 && self.live.get() * 2 <= len {
+            self.compact_all();
+        } else {
+            self.grow_list();
+        }
+    }
+
+    /// Grows the list (and its slot bits).
+    fn grow_list(&self) {
+        if self.list.grow() {
+            register_owner();
+        }
+        self.dirty_slots.reserve(self.list.cap());
+    }
+
+    /// Removes an object whose strong count reached zero (or that a
+    /// collection found unreachable) from its list slot.
+    #[inline(always)]
+    pub(crate) fn untrack(&self, obj: ObjPtr, h: &GcHeader) {
+        self.untrack_at(obj, h.index());
+    }
+
+    /// [`untrack`](Self::untrack) given the index read from the gc word.
+    #[inline(always)]
+    pub(crate) fn untrack_at(&self, obj: ObjPtr, i: usize) {
+        // No UNTRACKED flag is needed: once out of the list the object has
+        // no strong handle left that could reach the collector.
+        let len = self.list.len();
+        // Listed objects always hold their valid index (the collector
+        // keeps gc_refs elsewhere); the checks cover a torn-down list.
+        // SAFETY (both accesses): i < len, checked first.
+        if i < len && unsafe { self.list.get_unchecked(i) } == obj {
+            self.live.set(self.live.get() - 1);
+            if i < self.start[0].get() {
+                self.frozen.set(self.frozen.get() - 1);
+            }
+            let c = self.count[0].get();
+            self.count[0].set(c - usize::from(c > 0));
+            if i + 1 == len && !self.in_phases.get() {
+                // The last entry: pop it (no need to null it first).
+                self.pop_holes(i);
+            } else {
+                unsafe { self.list.set_unchecked(i, ptr::null()) };
+            }
+        }
+    }
+
+    /// Drops the holes at the end of the list (`len` and below; the
+    /// entry at `len` was just removed), so that churn (allocate, free in
+    /// reverse order) never grows it nor needs compaction.
+    #[inline(always)]
+    fn pop_holes(&self, mut len: usize) {
+        // SAFETY: len - 1 < len <= list.len().
+        while len > 0 && unsafe { self.list.get_unchecked(len - 1) }.is_null() {
+            len -= 1;
+        }
+        self.list.truncate(len);
+        if len < self.start[2].get() {
+            self.lower_starts(len);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lower_starts(&self, len: usize) {
+        for s in &self.start {
+            if s.get() > len {
+                s.set(len);
+            }
+        }
+    }
+
+    /// Records that `obj`'s strong count dropped to a non-zero value (see
+    /// the skip rule in `collector`); that use of a handle also proves a
+    /// `&mut` from `Gc::get_mut` (which borrows the only handle) ended.
+    /// (Inlined into the one cold caller, `ptr::note_dirty`.)
+    #[inline(always)]
+    pub(crate) fn note_dirty(&self, h: &GcHeader) {
+        let old = h.gc.get();
+        let w = (old | DIRTY) & !LENT_MUT;
+        h.gc.set(w);
+        if old & DIRTY != 0 || w & UNTRACKED != 0 {
+            return;
+        }
+        // Listed: its index is valid (also during the phases).
+        self.dirty_slots.assign(h.index(), true);
+        if self.in_phases.get() {
+            self.dirty_in_phases.set(true);
+        } else {
+            let r = self.region(h.index());
+            self.dirty.set(self.dirty.get() | (1 << r));
+        }
+    }
+
+    /// Region of list index `i`: 0, 1, 2 = generation, 3 = permanent.
+    #[inline(always)]
+    fn region(&self, i: usize) -> usize {
+        if i >= self.start[2].get() {
+            0
+        } else if i >= self.start[1].get() {
+            1
+        } else if i >= self.start[0].get() {
+            2
+        } else {
+            3
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the collector's bookkeeping
+
+impl State {
+    /// CPython's `collect_generations`: the generation an automatic
+    /// collection should examine now, if any.
+    pub(crate) fn automatic_generation(&self) -> Option<usize> {
+        if !self.enabled.get()
+            || self.collecting.get()
+            || self.dead.get()
+            || self.threshold[0].get() == 0
+        {
+            return None;
+        }
+        (0..3).rev().find(|&g| {
+            self.count[g].get() > self.threshold[g].get()
+                // The long-lived rule: a full collection only when what was
+                // promoted since the last one exceeds 25% of its survivors.
+                && (g < 2 || self.long_lived_pending.get() >= self.long_lived_total.get() / 4)
+        })
+    }
+
+    /// Starts a collection of generation `g`: `false` (and nothing
+    /// changes) if one is running or the collector is torn down. Updates
+    /// the counts as CPython does.
+    pub(crate) fn begin_collection(&self, g: usize) -> bool {
+        if self.collecting.get() || self.dead.get() {
+            return false;
+        }
+        self.collecting.set(true);
+        if g + 1 < 3 {
+            self.count[g + 1].set(self.count[g + 1].get() + 1);
+        }
+        for i in 0..=g {
+            self.count[i].set(0);
+        }
+        true
+    }
+
+    /// Whether the skip rule proves that a collection of `g` finds
+    /// nothing: no object of generations `0..=g` was decremented to a
+    /// non-zero count since they were examined.
+    pub(crate) fn can_skip(&self, g: usize) -> bool {
+        let mask = (1u8 << (g + 1)) - 1;
+        self.skip_enabled.get() && self.dirty.get() & mask == 0
+    }
+
+    /// A collection of `g` the skip rule proved empty: promotes its range
+    /// and returns the number of survivors (holes included).
+    pub(crate) fn skip_collection(&self, g: usize) -> usize {
+        let survivors = self.list.len() - self.range_start(g);
+        self.promote(g, self.list.len());
+        self.skipped[g].set(self.skipped[g].get() + 1);
+        survivors
+    }
+
+    /// Ends the collection of `g`: the long-lived counters, the
+    /// statistics; the debug hooks still run before [`end_collection`].
+    ///
+    /// [`end_collection`]: Self::end_collection
+    pub(crate) fn account_collection(&self, g: usize, found: usize, survivors: usize) {
+        if g == 1 {
+            self.long_lived_pending
+                .set(self.long_lived_pending.get() + survivors);
+        } else if g == 2 {
+            self.long_lived_pending.set(0);
+            self.long_lived_total.set(survivors);
+        }
+        let mut s = self.stats[g].get();
+        s.collections += 1;
+        s.collected += found;
+        self.stats[g].set(s);
+    }
+
+    /// The collection is over: collections may start again.
+    pub(crate) fn end_collection(&self) {
+        self.collecting.set(false);
+    }
+
+    /// The phases start: the list must not move until
+    /// [`leave_phases`](Self::leave_phases).
+    pub(crate) fn enter_phases(&self) -> bool {
+        self.in_phases.replace(true)
+    }
+
+    /// The phases are over (`was` is what [`enter_phases`] returned).
+    ///
+    /// [`enter_phases`]: Self::enter_phases
+    pub(crate) fn leave_phases(&self, was: bool) {
+        self.in_phases.set(was);
+        if !was && self.dirty_in_phases.replace(false) {
+            self.dirty.set(ALL_DIRTY);
+            self.range_scan_next.set(true);
+        }
+    }
+
+    /// Whether this full collection examines its whole range: because it
+    /// must (the request is consumed), or because the closure of the
+    /// seeds covered most of the range lately (see
+    /// [`closure_size`](Self::closure_size)).
+    pub(crate) fn take_range_scan(&self) -> bool {
+        let left = self.range_scans_left.get();
+        self.range_scans_left.set(left.saturating_sub(1));
+        self.range_scan_next.replace(false) || left > 0
+    }
+
+    /// A full collection from `seeds` seeds examined `examined` of the `n`
+    /// members of its range. When a few seeds (under a quarter of the
+    /// range) reached most of it, the heap is so connected that later
+    /// seeds will too: the next full collections scan the whole range
+    /// instead (as much tracing, without the bookkeeping of discovering
+    /// the closure), [`RANGE_SCANS`] of them, twice as many each time the
+    /// closure is found large again (up to [`MAX_RANGE_SCANS`]); then the
+    /// closure is tried again. (Many seeds say little: in a growing heap
+    /// they are what was added since the last full collection.)
+    pub(crate) fn closure_size(&self, seeds: usize, examined: usize, n: usize) {
+        let next = self.range_scans_next.get();
+        if examined * 2 > n && seeds * 4 < n {
+            self.range_scans_left.set(next);
+            self.range_scans_next
+                .set(next.saturating_mul(2).min(MAX_RANGE_SCANS));
+        } else {
+            self.range_scans_next.set(RANGE_SCANS);
+        }
+    }
+
+    /// A full collection could not prove its answer exact (it was
+    /// conservative): the next one examines the whole range.
+    pub(crate) fn request_range_scan(&self) {
+        self.range_scan_next.set(true);
+    }
+
+    /// The seeds of a full collection of the list range `[start, len)`:
+    /// appends to `seeds` the range position of every listed `DIRTY`
+    /// object whose slot bit is set; clears the other bits of the range.
+    pub(crate) fn dirty_seeds(&self, start: usize, seeds: &mut Vec<usize>) {
+        let len = self.list.len();
+        let mut w = start / 64;
+        while w * 64 < len {
+            let mut bits = self.dirty_slots.word(w);
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if i < start || i >= len {
+                    continue;
+                }
+                // SAFETY: i < len.
+                let p = unsafe { self.list.get_unchecked(i) };
+                // SAFETY: non-null list entries are live tracked objects.
+                if !p.is_null() && unsafe { GcHeader::of(p) }.has(DIRTY) {
+                    seeds.push(i - start);
+                } else {
+                    self.dirty_slots.assign(i, false);
+                }
+            }
+            w += 1;
+        }
+    }
+
+    /// The seeds of a full collection were examined: their `DIRTY` flags
+    /// and slot bits are cleared (before the rebuild moves anything).
+    pub(crate) fn clear_seeds(&self, start: usize, seeds: &[usize]) {
+        for &pos in seeds {
+            let i = start + pos;
+            // SAFETY: seeds are range positions of listed objects, and
+            // nothing was freed or moved since `dirty_seeds`.
+            let p = unsafe { self.list.get_unchecked(i) };
+            // SAFETY: a live tracked object (the collector holds the list).
+            unsafe { GcHeader::of(p) }.clear_flags(DIRTY);
+            self.dirty_slots.assign(i, false);
+        }
+    }
+
+    /// A full collection of the list range `[start, len)` examined it
+    /// whole (and cleared the `DIRTY` flags): clears its slot bits.
+    pub(crate) fn clear_dirty_slots(&self, start: usize, end: usize) {
+        self.dirty_slots.clear_range(start, end);
+    }
+
+    /// The rebuild moves the entry at `from` to `to` (`to < from`): its
+    /// slot bit follows.
+    #[inline(always)]
+    pub(crate) fn move_slot_bit(&self, from: usize, to: usize) {
+        self.dirty_slots.assign(to, self.dirty_slots.get(from));
+    }
+
+    /// A collection's phases were abandoned (a `trace` panicked): headers
+    /// hold their indices throughout, so only the flags need resetting;
+    /// every generation is marked dirty (some DIRTY flags were cleared).
+    pub(crate) fn abandon_collection(&self) {
+        self.in_phases.set(false);
+        self.dirty_in_phases.set(false);
+        self.dirty.set(ALL_DIRTY);
+        self.range_scan_next.set(true);
+        self.collecting.set(false);
+    }
+
+    /// Generations `0..=g` were examined: their dirty bits are cleared,
+    /// and, if any was set, generation `g + 1` (where their survivors
+    /// went, and where garbage spanning older generations may now lie)
+    /// becomes dirty; so does it if the collection was conservative (it
+    /// may have kept garbage alive).
+    pub(crate) fn examined(&self, g: usize, conservative: bool) {
+        let mask = (1u8 << (g + 1)) - 1;
+        let mut d = self.dirty.get();
+        if d & mask != 0 && g < 2 {
+            d |= 1 << (g + 1);
+        }
+        d &= !mask;
+        if conservative {
+            d |= 1 << (g + 1).min(2);
+        }
+        self.dirty.set(d);
+    }
+
+    /// `n` listed objects were found unreachable and taken out of the
+    /// list by the rebuild.
+    pub(crate) fn forget_unreachable(&self, n: usize) {
+        self.live.set(self.live.get() - n);
+    }
+
+    /// Moves the generations 0..=g into g + 1 (or leaves them in 2 when
+    /// `g == 2`) by moving boundaries: the range ends at `end`, whatever
+    /// follows is generation 0.
+    pub(crate) fn promote(&self, g: usize, end: usize) {
+        for k in (2 - g).max(1)..3 {
+            self.start[k].set(end);
+        }
+    }
+
+    /// Squeezes every hole out of the list, keeping the order and the
+    /// generation boundaries, and rewrites the moved objects' indices.
+    fn compact_all(&self) {
+        let bounds = self.boundaries();
+        let mut j = 0;
+        let mut new_start = [0usize; 3];
+        let mut i = 0;
+        for (b, &end) in bounds.iter().enumerate() {
+            while i < end {
+                // SAFETY: i < len (the last bound), and j <= i.
+                let p = unsafe { self.list.get_unchecked(i) };
+                if !p.is_null() {
+                    if i != j {
+                        // SAFETY: j < i < len; non-null list entries are
+                        // live tracked objects.
+                        unsafe {
+                            self.list.set_unchecked(j, p);
+                            GcHeader::of(p).set_index(j);
+                        }
+                        self.move_slot_bit(i, j);
+                    }
+                    j += 1;
+                }
+                i += 1;
+            }
+            if b < 3 {
+                new_start[b] = j;
+            }
+        }
+        self.dirty_slots.clear_range(j, bounds[3]);
+        self.list.truncate(j);
+        for (s, n) in self.start.iter().zip(new_start) {
+            s.set(n);
+        }
+    }
+
+    /// `gc.freeze()`: every generation joins the permanent one.
+    pub(crate) fn freeze(&self) {
+        if self.in_phases.get() {
+            return;
+        }
+        let n = self.list.len();
+        for s in &self.start {
+            s.set(n);
+        }
+        self.frozen.set(self.live.get());
+        self.count[0].set(0);
+    }
+
+    /// `gc.unfreeze()`: the permanent generation joins generation 2.
+    pub(crate) fn unfreeze(&self) {
+        if self.in_phases.get() {
+            return;
+        }
+        let moved = self.frozen.replace(0);
+        self.start[0].set(0);
+        // Frozen objects may complete cycles with generation 2, with no
+        // DIRTY member left (a full collection cleared them while the
+        // permanent generation hid the rest): examine it whole.
+        if moved > 0 {
+            self.dirty.set(self.dirty.get() | 0b100);
+            self.range_scan_next.set(true);
+        }
+    }
+
+    /// The thread is exiting (its collector's thread-local destructor
+    /// runs): drains the trashcan, brings the permanent generation back,
+    /// and collects until a collection finds nothing (at most
+    /// [`TEARDOWN_ROUNDS`] times: a `Drop` that makes a new cycle every
+    /// time could otherwise loop forever), so that cycles still alive now
+    /// have their `Drop` impls run, as dumpster does. Then frees the list:
+    /// objects still reachable (from thread-locals destroyed after this
+    /// one) are dropped by refcounting later, untracked, or leaked.
+    ///
+    /// A panic from a `Drop`, finalizer or callback run here cannot be
+    /// allowed to leave a thread-local destructor (the process would
+    /// abort): it is caught, reported on stderr, and the teardown goes on.
+    fn tear_down(&self) {
+        if self.dead.get() || self.collecting.get() {
+            return;
+        }
+        for round in 0..TEARDOWN_ROUNDS {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                if self.deferred.len() != 0 && self.depth.get() == 0 {
+                    super::trashcan::drain_unwinding(self);
+                }
+                self.unfreeze();
+                self.collect(2)
+            }));
+            match r {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => eprintln!(
+                    "pymem: a Drop, finalizer or callback panicked in the collection run at \
+                     thread exit (round {round}); the panic was contained"
+                ),
+            }
+        }
+        self.dead.set(true);
+        self.list.free();
+        self.dirty_slots.free();
+        // Deferred drops queued after the last round (by a later
+        // refcount drop during this teardown) are leaked.
+        self.deferred.free();
+        self.live.set(0);
+        self.frozen.set(0);
+        for s in &self.start {
+            s.set(0);
+        }
+    }
+
+    /// Checks the list invariants (see the type's docs) over the list
+    /// range `[from, len)`, and the counts too when `from == 0`. Debug
+    /// builds only; O(len - from).
+    pub(crate) fn assert_valid(&self, from: usize) {
+        if !cfg!(debug_assertions) || self.in_phases.get() || self.dead.get() {
+            return;
+        }
+        let [s0, s1, s2, len] = self.boundaries();
+        assert!(
+            s0 <= s1 && s1 <= s2 && s2 <= len,
+            "generation bounds {s0} {s1} {s2} {len}"
+        );
+        let mut live = 0;
+        let mut frozen = 0;
+        for i in from..len {
+            let p = self.list.get(i);
+            if p.is_null() {
+                continue;
+            }
+            live += 1;
+            frozen += usize::from(i < s0);
+            // SAFETY: non-null list entries are live tracked objects.
+            let h = unsafe { GcHeader::of(p) };
+            assert_eq!(h.index(), i, "list entry {i} holds another index");
+            assert!(!h.has(UNTRACKED), "list entry {i} is flagged UNTRACKED");
+        }
+        if from == 0 {
+            assert_eq!(live, self.live.get(), "live count");
+            assert_eq!(frozen, self.frozen.get(), "frozen count");
+        }
+    }
+}
