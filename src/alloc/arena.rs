@@ -47,6 +47,8 @@ pub(crate) struct Arena {
 
 /// Maps a new arena and counts it: the one place arenas come from.
 /// Returns null when the OS refuses memory.
+#[cold]
+#[inline(never)]
 pub(crate) fn map_arena(registry: &Registry) -> *mut Arena {
     let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
     if base.is_null() {
@@ -69,6 +71,8 @@ pub(crate) fn map_arena(registry: &Registry) -> *mut Arena {
 /// # Safety
 /// The arena must be empty, off every list of its heap, and known to no
 /// one else.
+#[cold]
+#[inline(never)]
 pub(crate) unsafe fn unmap_arena(registry: &Registry, arena: *mut Arena) {
     // Before the unmapping: a foreign mapping at this address must not
     // pass for ours (see `arena_bitmap`).
