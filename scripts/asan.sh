@@ -12,9 +12,16 @@ export RUSTFLAGS="-Zsanitizer=address --cfg pymem_asan"
 # disabled, parked heaps); ASan's job here is memory errors.
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0"
 TARGET=x86_64-unknown-linux-gnu
-ARGS=(--target "$TARGET" --target-dir target/asan -p pymem --tests)
+BASE=(--target "$TARGET" --target-dir target/asan -p pymem)
+ARGS=("${BASE[@]}" --tests)
 cargo test "${ARGS[@]}" --no-run
 cargo test "${ARGS[@]}" --no-fail-fast -- --test-threads=2
+# The Gc fuzzer (tests/gc_fuzz.rs) for longer: consecutive seeds from 1000
+# until the time is up (PYMEM_FUZZ_SECONDS, PYMEM_FUZZ_SEEDS=A.. and the
+# other PYMEM_FUZZ_* variables of tests/gc_fuzz.rs override).
+echo "== the Gc fuzzer, ${PYMEM_FUZZ_SECONDS:-60} s"
+PYMEM_FUZZ_SECONDS="${PYMEM_FUZZ_SECONDS:-60}" PYMEM_FUZZ_SEEDS="${PYMEM_FUZZ_SEEDS:-1000..}" \
+    cargo test "${BASE[@]}" --test gc_fuzz gc_fuzz -- --exact --nocapture
 echo "== the two deliberate bugs, as ASan reports them"
 cargo test "${ARGS[@]}" --test asan_reports -- --nocapture --test-threads=1 2>&1 \
     | grep -E "ASan report|ERROR: AddressSanitizer|^(READ|WRITE) of size|^    #[0-2] " | head -40

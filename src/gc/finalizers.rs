@@ -272,15 +272,22 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
             return;
         }
     }
-    let callbacks = take_callbacks(obj, h);
-    state::with(|st: &State| {
+    // No reference into the object may live across the call below, which
+    // can free it: the closure captures only the raw `ptr` (a reference
+    // captured by a closure stays protected for the whole call).
+    let callback_panic = state::with(|st: &State| {
+        // SAFETY: the object is live (strong == 0, value not dropped);
+        // this reference ends before the drop.
+        let h = unsafe { GcHeader::of(obj) };
         if !h.has(UNTRACKED) {
             st.untrack(obj, h);
         }
-        // SAFETY: strong == 0, value live, dropped once by the trashcan.
-        unsafe { trashcan::drop_object(st, ptr) }
+        // SAFETY: strong == 0, value live and dropped once, by the
+        // trashcan; its weak callbacks run after that drop, whenever the
+        // trashcan performs it.
+        unsafe { trashcan::drop_object_then_callbacks(st, ptr) }
     });
-    if let Some(p) = run_callbacks(callbacks).or(panic) {
+    if let Some(p) = callback_panic.or(panic) {
         resume_unwind(p);
     }
 }

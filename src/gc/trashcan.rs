@@ -9,21 +9,25 @@
 //! thread-local queue instead, and the outermost frame drains the queue
 //! when it returns. Untracked values hold no `Gc`, so they cannot nest.
 //!
-//! A panic in a `Drop` unwinds through the frames; each restores its
-//! depth, and the outermost drains the queue before the panic leaves it
+//! A panic in a `Drop` unwinds through the frames; each releases its
+//! object's memory (the value's remaining fields were dropped while
+//! unwinding) and restores its depth, and the outermost drains the queue
+//! before the panic leaves it
 //! (a second panic from a drained drop is caught and discarded: one is
 //! already in flight). Objects still queued at thread exit (a panic that
 //! left an outermost frame drained them already, so only a drop that
 //! never returned could leave any) are drained by the collector's
 //! teardown.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
+use super::collector::Panic;
 use super::header::{counts_of, release_implicit_weak, GcHeader, ObjPtr, DROPPED};
 use super::ptr::Gc;
 use super::state::State;
 use super::trace::Trace;
+use super::weak_callbacks::{run_callbacks, take_callbacks};
 
 /// Nesting depth past which drops are deferred.
 pub(crate) const LIMIT: u32 = 64;
@@ -66,11 +70,13 @@ pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: N
     // The guard restores the depth only on unwind; the normal path stores
     // `d` back from a register (nested frames restore their own changes).
     let g = UnwindGuard { st, depth: d };
+    let release = Release(obj);
     // SAFETY: the value is initialised and dropped exactly once here;
     // then strong == 0 and the value is dropped, as `release_weak`
     // requires.
     unsafe {
         ptr::drop_in_place(ptr.as_ptr());
+        std::mem::forget(release);
         Gc::<T>::release_weak(ptr);
     }
     std::mem::forget(g);
@@ -81,6 +87,45 @@ pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: N
     if st.deferred().len() > d as usize {
         drain_from(st, d);
     }
+}
+
+/// [`drop_object`] for an object that may have weak callbacks (the cold
+/// path of `finalizers::last_drop`): they run right after the value's
+/// drop, also when that drop panics, and, past the depth limit, when the
+/// queue drains the deferred object (`drop_deferred` looks for them), so
+/// never before the value is gone. Returns the first callback panic.
+///
+/// # Safety
+/// As [`drop_object`].
+pub(crate) unsafe fn drop_object_then_callbacks<T: ?Sized + Trace + 'static>(
+    st: &State,
+    ptr: NonNull<T>,
+) -> Option<Panic> {
+    let obj = counts_of(ptr);
+    let d = st.trashcan_depth();
+    if d >= LIMIT {
+        // The WEAK_CALLBACKS flag stays set: `drop_deferred` runs them.
+        st.deferred().push(obj);
+        return None;
+    }
+    st.set_trashcan_depth(d + 1);
+    let g = UnwindGuard { st, depth: d };
+    let release = Release(obj);
+    let callbacks = CallbacksAfterDrop(obj);
+    // SAFETY: the value is initialised and dropped exactly once here
+    // (strong == 0 and no one else drops it: our contract).
+    unsafe { ptr::drop_in_place(ptr.as_ptr()) };
+    let panic = callbacks.run();
+    std::mem::forget(release);
+    // SAFETY: strong == 0 and the value is dropped, as `release_weak`
+    // requires; no reference into the allocation is alive here.
+    unsafe { Gc::<T>::release_weak(ptr) };
+    std::mem::forget(g);
+    st.set_trashcan_depth(d);
+    if st.deferred().len() > d as usize {
+        drain_from(st, d);
+    }
+    panic
 }
 
 /// Runs `f` (which may drop values) as one trashcan frame, then drains the
@@ -148,18 +193,72 @@ pub(crate) fn drain_unwinding(st: &State) {
 /// `obj` was popped from the deferred queue: live, tracked, strong == 0,
 /// value not yet dropped, and no one else will drop it.
 unsafe fn drop_deferred(obj: ObjPtr) {
-    struct Release(ObjPtr);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            // SAFETY: strong == 0 and the value is dropped (or its drop
-            // unwound, which ends it as well).
-            unsafe { release_implicit_weak(self.0) }
-        }
-    }
     // SAFETY: per the contract the header is live.
     let h = unsafe { GcHeader::of(obj) };
     h.set_flags(DROPPED);
+    let drop_value = h.vtable.drop_value;
     let _release = Release(obj);
+    // Declared after `_release`, so dropped before it: the object's weak
+    // callbacks (if `last_drop` deferred it with some) run once its value
+    // is gone, and before its memory may be.
+    let callbacks = CallbacksAfterDrop(obj);
     // SAFETY: dropped exactly once, here (DROPPED is set first).
-    unsafe { (h.vtable.drop_value)(obj) };
+    unsafe { drop_value(obj) };
+    if let Some(p) = callbacks.run() {
+        resume_unwind(p);
+    }
+}
+
+/// Releases an object's implicit weak reference when dropped: after its
+/// value's drop, which may unwind (a `Drop` that panics has still ended
+/// the value: the remaining fields were dropped while unwinding), so a
+/// panicking `Drop` does not leak the allocation. The normal paths of
+/// [`drop_object`] forget it and release inline.
+struct Release(ObjPtr);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        // SAFETY: a `Release` is only made for a tracked object with
+        // strong == 0 whose value is being dropped, and dropped (or
+        // forgotten) once, after that drop ended.
+        unsafe { release_implicit_weak(self.0) }
+    }
+}
+
+/// Runs an object's weak callbacks (`gc::finalize`, `Weak::with_callback`)
+/// once its value has been dropped, however that drop ends: [`run`]
+/// after a normal return (the first callback panic is returned), or this
+/// guard's `Drop` while a panic from the value's `Drop` unwinds (callback
+/// panics are then discarded, one panic being in flight already). Either
+/// way before the object's implicit weak reference is released, so the
+/// side table is keyed by a live address.
+///
+/// [`run`]: CallbacksAfterDrop::run
+pub(crate) struct CallbacksAfterDrop(ObjPtr);
+
+impl CallbacksAfterDrop {
+    /// Runs the callbacks now (the value's drop returned normally).
+    pub(crate) fn run(self) -> Option<Panic> {
+        let obj = self.0;
+        std::mem::forget(self);
+        take_and_run(obj)
+    }
+}
+
+impl Drop for CallbacksAfterDrop {
+    #[cold]
+    fn drop(&mut self) {
+        // Only reached while unwinding (the normal path calls `run`).
+        drop(take_and_run(self.0));
+    }
+}
+
+/// Takes `obj`'s weak callbacks out of the side table and runs them.
+#[cold]
+fn take_and_run(obj: ObjPtr) -> Option<Panic> {
+    // SAFETY: `CallbacksAfterDrop` is only made for a live tracked object
+    // whose implicit weak reference its maker still holds; the reference
+    // ends inside `take_callbacks`, before any callback runs.
+    let entries = take_callbacks(obj, unsafe { GcHeader::of(obj) });
+    run_callbacks(entries)
 }
