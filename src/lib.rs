@@ -112,8 +112,8 @@ pub mod __private {
 pub use alloc::model as __model;
 #[cfg(not(loom))]
 pub use alloc::{
-    alloc_stats, debug_allocator_enabled, heap_map, release_free_memory, ArenaMap, HeapMap,
-    PoolMap, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE,
+    alloc_stats, debug_allocator_enabled, heap_map, purge_in_background, release_free_memory,
+    ArenaMap, HeapMap, HeapState, PoolMap, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE,
 };
 pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};
 

@@ -26,6 +26,7 @@ const TOTAL: usize = 256 << 20;
 const BLOCKS: usize = TOTAL / BLOCK;
 
 #[test]
+#[cfg_attr(pymem_asan, ignore = "ASan's shadow memory stays resident")]
 fn freeing_everything_returns_resident_memory() {
     let l = layout(BLOCK, 8);
     // Settle first, so "before" is what the process needs anyway.

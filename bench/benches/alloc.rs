@@ -1,4 +1,5 @@
-//! PyMalloc against `System` (glibc malloc), mimalloc and jemalloc.
+//! PyMalloc against `System` (glibc malloc), mimalloc, jemalloc and
+//! snmalloc.
 //!
 //! Each allocator is driven through [`GlobalAlloc`] directly
 //! (`unsafe { A.alloc(layout) }`) on identical workloads, from the same
@@ -11,7 +12,9 @@
 //! * `cross_thread`: a producer thread allocates 64 B blocks, a consumer
 //!   thread frees them, batches of 1,024 over a channel (per block);
 //! * `two_threads_churn`: two threads run `churn` at once (wall time per pair);
-//! * `realloc_8_to_4096`: alloc 8 B, realloc doubling to 4,096 B, free (per chain).
+//! * `realloc_8_to_4096`: alloc 8 B, realloc doubling to 4,096 B, free (per chain);
+//! * `fifo_cold`: FIFO with every allocator returning its free memory to
+//!   the OS before each round (outside the timed part).
 //!
 //! Every block is written once per 64-byte cache line. Throughput is in
 //! elements = alloc + free pairs (blocks for cross-thread, chains for
@@ -43,6 +46,7 @@ mod alloc_workloads;
 mod config;
 
 use std::alloc::{GlobalAlloc, System};
+use std::time::Duration;
 
 use alloc_workloads::{PyMallocCall, Workload};
 use criterion::measurement::WallTime;
@@ -50,6 +54,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
 use mimalloc::MiMalloc;
+use snmalloc_rs::SnMalloc;
 use tikv_jemallocator::Jemalloc;
 
 const SEED: u64 = 0x05EE_D0FA_110C;
@@ -76,13 +81,55 @@ fn workloads(c: &mut Criterion) {
         bench_one(&mut group, "System", &System, w);
         bench_one(&mut group, "mimalloc", &MiMalloc, w);
         bench_one(&mut group, "jemalloc", &Jemalloc, w);
+        bench_one(&mut group, "snmalloc", &SnMalloc, w);
         group.finish();
     }
+}
+
+/// FIFO when cold (see `fifo_cold`): each allocator returns its free
+/// memory before every round. jemalloc and snmalloc are given no release
+/// call (they have none through their Rust crates): for them this is the
+/// warm FIFO again.
+fn fifo_cold(c: &mut Criterion) {
+    extern "C" {
+        fn mi_collect(force: bool);
+    }
+    let mut group = c.benchmark_group("fifo_cold");
+    group.throughput(Throughput::Elements(alloc_workloads::ROUND_BLOCKS as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    let none = || {};
+    let cases: [(&str, &dyn Fn(u64) -> Duration); 5] = [
+        ("PyMalloc", &|n| {
+            alloc_workloads::fifo_cold(&PyMallocCall, n, SEED, &|| {
+                pymem::release_free_memory();
+            })
+        }),
+        ("System", &|n| {
+            // SAFETY: `malloc_trim` only returns free memory.
+            alloc_workloads::fifo_cold(&System, n, SEED, &|| unsafe {
+                libc::malloc_trim(0);
+            })
+        }),
+        ("mimalloc", &|n| {
+            // SAFETY: `mi_collect` only returns free memory.
+            alloc_workloads::fifo_cold(&MiMalloc, n, SEED, &|| unsafe { mi_collect(true) })
+        }),
+        ("jemalloc", &|n| {
+            alloc_workloads::fifo_cold(&Jemalloc, n, SEED, &none)
+        }),
+        ("snmalloc", &|n| {
+            alloc_workloads::fifo_cold(&SnMalloc, n, SEED, &none)
+        }),
+    ];
+    for (name, run) in cases {
+        group.bench_function(name, |b| b.iter_custom(run));
+    }
+    group.finish();
 }
 
 criterion_group! {
     name = benches;
     config = config::config();
-    targets = workloads
+    targets = workloads, fifo_cold
 }
 criterion_main!(benches);

@@ -3,20 +3,25 @@
 //! headers of the other slots' pools, 64 bytes each (only its first page is
 //! ever touched); the other slots are pools.
 //!
-//! Each arena belongs to one heap for its whole life, so everything here is
-//! touched only by the thread that currently owns that heap.
+//! Each arena belongs to one heap for its whole life. Everything here is
+//! touched only by the holder of that heap's lock (see `Heap`).
 //!
 //! A heap keeps its arenas with free slots on a list sorted by the number
 //! of free slots, fullest first, and takes pools from the head: CPython's
 //! `usable_arenas` rule, which lets lightly used arenas drain and go back
 //! to the OS.
 
-use core::cell::Cell;
 use core::ptr;
 
+use super::arena_bitmap;
+use super::asan;
+use super::os;
 use super::pool::Pool;
 use super::pool::POOL_HEADER_SIZE;
-use super::size_class::{ARENA_MASK, POOLS_PER_ARENA};
+use super::registry::Registry;
+use super::remote::ADDRESS_LIMIT;
+use super::size_class::{ARENA_MASK, ARENA_SIZE, POOLS_PER_ARENA};
+use crate::sync::Cell;
 
 /// The header in slot 0 of an arena.
 #[repr(C)]
@@ -27,7 +32,8 @@ pub(crate) struct Arena {
     untouched: Cell<u32>,
     /// Slots not in use (freed or untouched).
     pub(crate) nfree: Cell<u32>,
-    /// Neighbours in the heap's sorted list of arenas with free slots.
+    /// Neighbours in the heap's sorted list of arenas with free slots, or
+    /// in its retired list; `next` also links arenas doomed to be unmapped.
     pub(crate) next: Cell<*mut Arena>,
     pub(crate) prev: Cell<*mut Arena>,
     /// Neighbours in the heap's list of every arena it has mapped.
@@ -35,6 +41,47 @@ pub(crate) struct Arena {
     pub(crate) all_prev: Cell<*mut Arena>,
     /// When the arena last became empty (coarse monotonic milliseconds).
     pub(crate) retired_at: Cell<u64>,
+    /// On its heap's retired list.
+    retired: Cell<bool>,
+}
+
+/// Maps a new arena and counts it: the one place arenas come from.
+/// Returns null when the OS refuses memory.
+#[cold]
+#[inline(never)]
+pub(crate) fn map_arena(registry: &Registry) -> *mut Arena {
+    let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
+    if base.is_null() {
+        return ptr::null_mut();
+    }
+    if base as usize + ARENA_SIZE > ADDRESS_LIMIT {
+        os::fatal(format_args!(
+            "the OS mapped an arena at {base:p}, above the 48-bit addresses PyMalloc supports"
+        ));
+    }
+    registry.arena_mapped();
+    // Before any block of the arena is handed out (see `arena_bitmap`).
+    arena_bitmap::insert(base);
+    // SAFETY: a fresh aligned mapping of ARENA_SIZE bytes.
+    unsafe { Arena::init(base) }
+}
+
+/// Returns an arena to the OS and counts it: the one place arenas go.
+///
+/// # Safety
+/// The arena must be empty, off every list of its heap, and known to no
+/// one else.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn unmap_arena(registry: &Registry, arena: *mut Arena) {
+    // Before the unmapping: a foreign mapping at this address must not
+    // pass for ours (see `arena_bitmap`).
+    arena_bitmap::remove(arena.cast());
+    registry.arena_unmapped();
+    // The next mapping at this address may not be ours.
+    asan::unpoison(arena.cast(), ARENA_SIZE);
+    // SAFETY: nothing refers to the arena (caller contract).
+    unsafe { os::unmap(arena.cast(), ARENA_SIZE) };
 }
 
 /// Pool slots an arena can hand out (slot 0 holds the headers).
@@ -62,6 +109,7 @@ impl Arena {
             all_next: Cell::new(ptr::null_mut()),
             all_prev: Cell::new(ptr::null_mut()),
             retired_at: Cell::new(0),
+            retired: Cell::new(false),
         };
         // SAFETY: the caller hands us the fresh mapping.
         unsafe { ptr::write(arena, header) };
@@ -72,6 +120,12 @@ impl Arena {
     #[inline]
     pub(crate) fn of(addr: *mut u8) -> *mut Arena {
         (addr as usize & ARENA_MASK) as *mut Arena
+    }
+
+    /// Whether the arena is on its heap's retired list (empty, kept).
+    #[cfg_attr(loom, allow(dead_code))] // used by the heap map, absent under loom
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.get()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -135,33 +189,26 @@ pub(crate) struct ArenaSet {
     /// newest first, linked through `next` and `prev`.
     retired: Cell<*mut Arena>,
     oldest_retired: Cell<*mut Arena>,
-    retired_count: Cell<usize>,
+    /// When the heap last took a retired arena back into use (coarse
+    /// monotonic milliseconds): demand is back, so its other retired
+    /// arenas count as retired from then on.
+    pub(crate) last_reuse_ms: Cell<u64>,
 }
 
 impl ArenaSet {
-    pub(crate) const fn new() -> ArenaSet {
+    pub(crate) fn new() -> ArenaSet {
         ArenaSet {
             usable: Cell::new(ptr::null_mut()),
             all: Cell::new(ptr::null_mut()),
             retired: Cell::new(ptr::null_mut()),
             oldest_retired: Cell::new(ptr::null_mut()),
-            retired_count: Cell::new(0),
+            last_reuse_ms: Cell::new(0),
         }
     }
 
     /// The head of the usable list (the fullest arena with a free slot).
     pub(crate) fn usable_head(&self) -> *mut Arena {
         self.usable.get()
-    }
-
-    /// Takes the most recently retired arena, or null.
-    pub(crate) fn pop_retired(&self) -> *mut Arena {
-        let arena = self.retired.get();
-        if !arena.is_null() {
-            // SAFETY: retired arenas are live and ours.
-            unsafe { self.unlink_retired(arena) };
-        }
-        arena
     }
 
     /// Keeps an empty arena, on no other list but `all`, for reuse.
@@ -173,6 +220,7 @@ impl ArenaSet {
         // SAFETY: caller contract; retired arenas are live and ours.
         unsafe {
             (*arena).retired_at.set(now);
+            (*arena).retired.set(true);
             (*arena).prev.set(ptr::null_mut());
             (*arena).next.set(head);
             if head.is_null() {
@@ -182,11 +230,6 @@ impl ArenaSet {
             }
         }
         self.retired.set(arena);
-        self.retired_count.set(self.retired_count.get() + 1);
-    }
-
-    pub(crate) fn retired_count(&self) -> usize {
-        self.retired_count.get()
     }
 
     /// The arena retired longest ago, or null.
@@ -215,8 +258,8 @@ impl ArenaSet {
             }
             (*arena).next.set(ptr::null_mut());
             (*arena).prev.set(ptr::null_mut());
+            (*arena).retired.set(false);
         }
-        self.retired_count.set(self.retired_count.get() - 1);
     }
 
     pub(crate) fn first(&self) -> *mut Arena {

@@ -122,38 +122,35 @@ unsafe fn free_raw(ptr: *mut u8) {
     // elimination, glibc's.
     unsafe {
         if arena_bitmap::contains(ptr) {
-            free_small(ptr);
+            check_and_free_small(ptr);
         } else {
             glibc::free(ptr);
         }
     }
 }
 
-/// Frees a pool block given only its address: the pool header says whose
-/// it is and its class.
+/// Frees a pool block given only its address, after the debug checks when
+/// they are compiled in, through
+/// [`free::free_small`](super::free::free_small): the pointer-only entry of
+/// the one free dispatch, which the fast path of [`free`] calls directly.
 ///
 /// # Safety
 /// `ptr` must be a live pool block.
-unsafe fn free_small(ptr: *mut u8) {
-    let pool = Pool::of(ptr);
-    let heap = thread::current_heap();
-    // SAFETY: a live block's pool header is live; its owner does not change
-    // while the block is in use.
-    let owned = unsafe { (*pool).owner.load(Ordering::Relaxed) } == heap;
+unsafe fn check_and_free_small(ptr: *mut u8) {
     if debug::CHECKS {
-        debug::check_block(ptr, owned, "free", format_args!(""));
+        // SAFETY: a live block's pool header is live; its owner does not
+        // change while the block is in use (`Pool`'s invariants).
+        let owner = unsafe { (*Pool::of(ptr)).owner(Ordering::Relaxed).0 };
+        debug::check_block(
+            ptr,
+            owner == thread::current_heap(),
+            "free",
+            format_args!(""),
+        );
         debug::tag_freed(ptr);
     }
-    // SAFETY: as above; the owner check picks the path that may touch the
-    // pool's owner-only fields.
-    unsafe {
-        asan::poison(ptr, (*pool).block_size());
-        if owned {
-            (*heap).free_local(pool, ptr);
-        } else {
-            thread::free_remote(heap, pool, ptr);
-        }
-    }
+    // SAFETY: our contract: a live pool block, freed by the caller.
+    unsafe { super::free::free_small(ptr) }
 }
 
 /// The allocation fast path, for a default-aligned request with the debug
@@ -259,17 +256,9 @@ pub unsafe fn free(ptr: *mut c_void) {
             // malloc family that is in no arena, so glibc's.
             return unsafe { glibc::free(ptr) };
         }
-        let pool = Pool::of(ptr);
-        let heap = thread::current_heap();
-        // SAFETY: caller contract: a live pool block, so its header is
-        // live and its owner stable.
-        unsafe {
-            if (*pool).owner.load(Ordering::Relaxed) == heap {
-                asan::poison(ptr, (*pool).block_size());
-                return (*heap).free_local(pool, ptr);
-            }
-            return thread::free_remote(heap, pool, ptr);
-        }
+        // SAFETY: `free`'s contract: a live block of the malloc family, in
+        // an arena, so a live pool block.
+        return unsafe { super::free::free_small(ptr) };
     }
     // SAFETY: `free`'s contract: `ptr` is null or a live block of the
     // malloc family, which is `free_general`'s contract too.
@@ -339,7 +328,7 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         // `block` bytes, the new one `size`.
         unsafe {
             ptr::copy_nonoverlapping(ptr, new, block.min(size));
-            free_small(ptr);
+            check_and_free_small(ptr);
         }
     }
     new.cast()

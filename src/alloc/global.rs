@@ -5,9 +5,11 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
 use super::pool::Pool;
+use super::purge::{self, PassKind};
 use super::registry::Registry;
 use super::size_class::{self, route, SMALL_REQUEST_THRESHOLD};
-use super::{asan, debug, hooks, large, large_credit, thread, PyMalloc};
+use super::{asan, debug, free, hooks, large, large_credit, thread, PyMalloc};
+use crate::sync::Ordering;
 
 /// The process-wide registry of heaps and counters.
 pub(crate) static REGISTRY: Registry = Registry::new();
@@ -29,26 +31,16 @@ impl PyMalloc {
 
     #[inline(always)]
     unsafe fn dealloc_small(ptr: *mut u8, layout: Layout, class: usize) {
-        let pool = Pool::of(ptr);
         let heap = thread::current_heap();
-        // SAFETY: `ptr` is a live block (GlobalAlloc contract), so its pool
-        // header is live and its owner never changes while it is.
-        let owned = unsafe { (*pool).owner.load(crate::sync::Ordering::Relaxed) } == heap;
         if debug::CHECKS {
+            // SAFETY: `ptr` is a live block (GlobalAlloc contract), so its
+            // pool header is live and its owner fixed while it is.
+            let owned = unsafe { (*Pool::of(ptr)).owner(Ordering::Relaxed).0 } == heap;
             debug::check_small(ptr, layout, class, owned, "dealloc");
             debug::tag_freed(ptr);
         }
-        // SAFETY: a live block's pool header is live.
-        asan::poison(ptr, unsafe { (*pool).block_size() });
-        // SAFETY: as above; the owner check picks the path that may touch
-        // the pool's owner-only fields.
-        unsafe {
-            if owned {
-                (*heap).free_local(pool, ptr);
-            } else {
-                thread::free_remote(heap, pool, ptr);
-            }
-        }
+        // SAFETY: a live small block, freed by the caller; `heap` is ours.
+        unsafe { free::free_block(heap, ptr) }
     }
 }
 
@@ -296,20 +288,16 @@ unsafe impl GlobalAlloc for PyMalloc {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // The fast path: no hooks, a default-aligned small block. The free
+        // dispatch pushes it on its pool's free list inline if this thread
+        // owns the pool, and calls out for everything else.
         if hooks::known_off()
             && !debug::CHECKS
             && size_class::route_fast(layout.size(), layout.align()).is_some()
         {
-            let pool = Pool::of(ptr);
-            let heap = thread::current_heap();
-            // SAFETY: `ptr` is a live block (GlobalAlloc contract), so its
-            // pool header is live and its owner does not change.
-            if unsafe { (*pool).owner.load(crate::sync::Ordering::Relaxed) } == heap {
-                // SAFETY: as above.
-                asan::poison(ptr, unsafe { (*pool).block_size() });
-                // SAFETY: the calling thread owns the block's pool.
-                return unsafe { (*heap).free_local(pool, ptr) };
-            }
+            // SAFETY: a live small block (GlobalAlloc contract: the same
+            // layout routed its allocation to a pool), freed by the caller.
+            return unsafe { free::free_block(thread::current_heap(), ptr) };
         }
         // SAFETY: forwarded caller contract.
         unsafe { Self::dealloc_general(ptr, layout) }
@@ -346,26 +334,40 @@ unsafe impl GlobalAlloc for PyMalloc {
     }
 }
 
-/// Returns memory that PyMalloc holds but does not use to the OS, and
-/// reports how many bytes were released.
+/// Returns memory that PyMalloc holds but does not use to the OS, from
+/// every thread's heap, and reports how many bytes were released.
 ///
-/// Collects the blocks other threads freed into the calling thread's pools,
-/// gives back the empty pool it keeps per size class, and unmaps every empty
-/// arena, including the spare kept for hysteresis; then does the same for
-/// the heaps of exited threads. Heaps of other live threads are left to
-/// their owners, which return empty arenas as they go.
+/// Delivers the blocks that threads freed into other threads' pools and
+/// still hold in their outboxes (also those of threads that are alive but
+/// idle), takes them back into their pools, gives back the empty pools and
+/// unmaps every empty arena: the calling thread's (including the pool it
+/// keeps per size class and its retained arenas), those of the heaps of
+/// exited threads, and those of other live threads (all but the pools they
+/// are allocating from, which only their owner touches).
 ///
-/// A thread's heap is handed back by its thread-local destructor, which runs
-/// as the thread finishes, possibly after `std::thread::scope` has already
-/// returned; `join` a thread to be sure its heap can be trimmed here.
+/// A thread's heap is handed back by its exit hook, which runs as the
+/// thread finishes, possibly after `std::thread::scope` has already
+/// returned; `join` a thread to be sure its heap is parked.
 ///
 /// ```
+/// #[global_allocator]
+/// static GLOBAL: pymem::PyMalloc = pymem::PyMalloc;
+///
+/// # fn main() {
 /// let boxes: Vec<Box<[u8; 64]>> = (0..100_000).map(|_| Box::new([1; 64])).collect();
 /// drop(boxes);
 /// let released = pymem::release_free_memory();
-/// println!("released {released} bytes");
+/// assert!(released >= 5 << 20, "the 6.4 MB the boxes took came back");
+/// # }
 /// ```
 pub fn release_free_memory() -> usize {
+    purge::start_from_environment();
+    // The calling thread's credit for large growth steps first, so that
+    // the figures read after this call are exact.
     large_credit::give_back_current();
-    thread::trim_current() + REGISTRY.trim_parked()
+    let me = thread::current_heap();
+    // SAFETY: the calling thread owns its bound heap; heaps are never
+    // unmapped.
+    let me = unsafe { me.as_ref() };
+    purge::pass(&REGISTRY, me, PassKind::Everything)
 }

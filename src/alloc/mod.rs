@@ -37,29 +37,50 @@
 //!
 //! Every thread allocates from its own *heap*: for each class a list of
 //! pools with free blocks, the arenas those pools come from, and counters.
-//! The fast paths are CPython's, with no atomic read-modify-write:
+//! The fast paths are CPython's, with no atomic read-modify-write and no
+//! lock:
 //!
 //! * `alloc`: pop the first block of the current pool of the class;
-//! * `dealloc` by the owning thread: push the block on its pool's list.
+//! * `dealloc` by the owning thread: push the block on its pool's list
+//!   (one dispatch, `free.rs`, answers "is this my pool?" for every caller).
 //!
-//! A block freed by another thread goes on the pool's atomic *remote* list
-//! (mimalloc's `thread_free`); the first such free also pushes the pool on
-//! the owner's *pending* list, which the owner drains whenever its fast
-//! path runs dry. When a thread exits, its heap is *parked* with its pools,
-//! live blocks included; the next thread to start adopts it, and threads
-//! freeing into a parked heap collect it from time to time, so memory does
-//! not grow with the number of threads a program creates. There is no lock
-//! anywhere, which also makes `fork` safe: the child can always allocate.
-//! (The heaps of the parent's other threads are left alone in the child,
-//! since they may have been caught mid-update; what they held stays mapped
-//! there. A pool whose remote list a vanished thread had just made
-//! non-empty, without yet announcing it, is likewise never collected.)
+//! A block freed by another thread takes the *remote-free protocol*
+//! (`remote.rs`): the freeing thread keeps it in its heap's *outbox*, a few
+//! per-pool chains, and delivers each chain with one compare-and-swap onto
+//! the pool's remote list (mimalloc's `thread_free`, batched as snmalloc
+//! and jemalloc batch); the delivery that makes that list non-empty also
+//! pushes the pool on the owner's *pending* list, which the owner drains
+//! whenever its free lists run dry and on its periodic tick.
 //!
-//! Blocks freed into the pools of a thread that is alive but has stopped
-//! allocating are taken back when it next allocates or frees (within 4,096
-//! operations of a class, or at once when its free lists run dry) or when
-//! it exits; until then they stay mapped, and other threads'
-//! [`release_free_memory`] cannot reach them.
+//! Each heap has a lock (`registry.rs`), taken by its owner only on slow
+//! paths (a fresh pool, taking back remote frees, an emptied pool), and by
+//! *guests*: other threads that return the free memory of a heap whose
+//! thread is alive but idle. A guest touches only the heap's arenas, its
+//! outbox (with an asymmetric handshake that costs the owner two plain
+//! stores, see `Outbox`) and the pools it takes off the pending list whose
+//! every block in use has come back (see `Pool`): what the owner's fast
+//! paths never touch. The protocol is model-checked with loom on the real
+//! code (`loom-tests/`).
+//!
+//! When a thread exits (a `pthread` key's destructor, which runs after the
+//! thread's `thread_local!` destructors however the thread was created),
+//! its heap is *parked*: its outbox delivered, everything empty returned to
+//! the OS, its live blocks kept; the next thread to start adopts it, and
+//! threads freeing into a parked heap collect it from time to time, so
+//! memory does not grow with the number of threads a program creates.
+//!
+//! # fork
+//!
+//! Nothing on the common path takes a lock, and no lock is held across a
+//! call out of the allocator, so a child after `fork` can always allocate.
+//! A heap lock that a thread of the parent held at the fork stays held in
+//! the child: the child's `pthread_atfork` handler starts a new *fork
+//! generation*, so nobody waits for such a lock, and the heap it guards
+//! (which may have been caught mid-update) is left alone for good; if it is
+//! the forking thread's own heap, the thread is given a fresh one. The
+//! heaps of the parent's other threads are not adopted in the child (their
+//! owners may have been mid-update); what they held stays mapped there.
+//! The child has no background purge thread until it asks for one.
 //!
 //! # Sizes, and returning memory
 //!
@@ -68,21 +89,22 @@
 //! it runs dry) are paid a quarter as often as with 4 KiB pools, the 512-byte
 //! class wastes nothing at the end of a pool, and a pool is carved one OS
 //! page at a time, so its untouched pages never become resident. The cost is
-//! slot 0 of each arena, of which only the first page (the headers) is ever
-//! touched. Larger arenas would make it
-//! rarer for an arena to empty completely and go back to the OS.
+//! slot 0 of each arena, of which only the first two pages (the headers)
+//! are ever touched.
 //!
 //! Empty pools go back to their arena at once (except the last pool of a
 //! class, kept to avoid churn at a pool boundary). Pools are taken from the
 //! fullest arena first (CPython's `usable_arenas` order) so lightly used
-//! arenas drain; an arena whose pools are all free is unmapped with
-//! `munmap`. One empty arena per heap is kept as a spare (CPython's
-//! hysteresis), and any others stay mapped for up to 200 ms in case the
-//! program needs them again (as mimalloc delays its purges): without that,
-//! a program whose memory swings by tens of megabytes pays a page fault per
-//! page on every swing. They go back at the heap's next arena event, within
-//! 4,096 allocations or frees of any class, or when its thread exits;
-//! [`release_free_memory`] returns them, and the spare, at once.
+//! arenas drain. An arena whose pools are all free is *retired*: kept
+//! mapped for up to 200 ms (50 ms while the process retains more than 64
+//! MiB, or an eighth of what it uses, of such arenas), then unmapped with
+//! `munmap`. Retirement is bounded in time, not in events: expired arenas
+//! are returned by the next allocator activity of *any* thread (its tick,
+//! a pool emptying, a fresh pool), which runs a process-wide pass at most
+//! every 100 ms (`purge.rs`), and even with every thread idle by the
+//! opt-in background thread of [`purge_in_background`] (or
+//! `PYMEM_PURGE_MS`). [`release_free_memory`] returns, from any thread,
+//! everything every heap can spare at once.
 //!
 //! # Alignment
 //!
@@ -107,6 +129,7 @@ mod debug_large;
 // The model checks drive heaps directly, without the front end that checks.
 #[cfg_attr(loom, allow(dead_code))]
 mod debug;
+mod free;
 #[cfg(not(loom))]
 mod global;
 mod heap;
@@ -120,9 +143,11 @@ mod large;
 mod large_credit;
 #[cfg(loom)]
 pub mod model;
-mod os;
+pub(crate) mod os;
 mod pool;
+mod purge;
 mod registry;
+mod remote;
 mod size_class;
 #[cfg(not(loom))]
 mod snapshot;
@@ -134,9 +159,11 @@ mod thread;
 pub use global::release_free_memory;
 #[cfg(not(loom))]
 pub use hooks::{debug_allocator_enabled, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE};
+#[cfg(not(loom))]
+pub use purge::purge_in_background;
 pub use size_class::SMALL_REQUEST_THRESHOLD;
 #[cfg(not(loom))]
-pub use snapshot::{heap_map, ArenaMap, HeapMap, PoolMap};
+pub use snapshot::{heap_map, ArenaMap, HeapMap, HeapState, PoolMap};
 #[cfg(not(loom))]
 pub use stats::alloc_stats;
 pub use stats::{AllocStats, ClassStats};

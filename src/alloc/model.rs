@@ -1,14 +1,15 @@
 //! A facade over the allocator's internals for the loom model checks in
-//! `loom-tests/`: the same heaps, pools and registry the global allocator
-//! uses, driven explicitly instead of through thread-locals (loom cannot
-//! run a global allocator). Compiled only with `--cfg loom`.
+//! `loom-tests/`: the same heaps, pools, registry, free dispatch and
+//! passes the global allocator uses, driven explicitly instead of through
+//! thread-locals (loom cannot run a global allocator). Every operation
+//! here is one call into the code `GlobalAlloc` runs; nothing is copied.
+//! Compiled only with `--cfg loom`.
 #![allow(missing_docs, clippy::missing_safety_doc)]
 
-use super::heap::{self, Heap, HeapState};
-use super::pool::Pool;
+use super::heap::Heap;
+use super::purge::{self, PassKind};
 use super::size_class::ARENA_SIZE;
-use super::{os, registry, stats, AllocStats};
-use crate::sync::Ordering;
+use super::{free, os, registry, stats, AllocStats};
 
 /// A registry of heaps private to one model execution.
 pub struct Registry(registry::Registry);
@@ -34,29 +35,40 @@ impl Registry {
         Registry(registry::Registry::new())
     }
 
-    /// A heap for a live thread: a parked one if any, else a new one.
-    pub fn claim_owned(&self) -> HeapRef {
-        HeapRef(self.0.claim_heap(HeapState::Owned))
-    }
-
-    /// A heap borrowed for one operation (thread teardown).
-    pub fn claim_busy(&self) -> HeapRef {
-        HeapRef(self.0.claim_heap(HeapState::Busy))
+    /// A heap for a live thread: a parked one if any, else a new one
+    /// (what a thread's first allocation does).
+    pub fn claim(&self) -> HeapRef {
+        HeapRef(self.0.claim_heap())
     }
 
     pub fn stats(&self) -> AllocStats {
         stats::snapshot(&self.0)
     }
 
-    /// Trims every parked heap; bytes unmapped.
-    pub fn trim_parked(&self) -> usize {
-        self.0.trim_parked()
+    /// `release_free_memory()` called by a thread whose heap is `me` (or
+    /// that has none): returns the bytes unmapped.
+    ///
+    /// # Safety
+    /// The calling thread must own `me`.
+    pub unsafe fn release(&self, me: Option<HeapRef>) -> usize {
+        // SAFETY: caller contract.
+        let me = me.map(|h| unsafe { &*h.0 });
+        purge::pass(&self.0, me, PassKind::Everything)
+    }
+
+    /// A background-purge round (arenas retired for any time go back: the
+    /// model clock stands still at 0).
+    pub fn background_round(&self) -> usize {
+        purge::pass(&self.0, None, PassKind::OlderThan(1))
+    }
+
+    /// An allocation by a thread that has no heap (thread teardown).
+    pub fn alloc_without_heap(&self, class: usize) -> *mut u8 {
+        self.0.alloc_elsewhere(class)
     }
 
     pub fn heaps(&self) -> usize {
-        let mut n = 0;
-        self.0.for_each_heap(|_| n += 1);
-        n
+        self.0.heaps().count()
     }
 
     /// Unmaps every arena and heap. Call once, after every model thread has
@@ -65,9 +77,7 @@ impl Registry {
     /// # Safety
     /// Nothing may use the registry's memory afterwards.
     pub unsafe fn release_all(&self) {
-        let mut heaps = Vec::new();
-        self.0
-            .for_each_heap(|h| heaps.push(h as *const Heap as *mut Heap));
+        let heaps: Vec<*mut Heap> = self.0.heaps().map(Heap::as_mut_ptr).collect();
         for heap in heaps {
             let mut arenas = Vec::new();
             // SAFETY: no thread uses the heap any more (caller contract).
@@ -88,48 +98,62 @@ impl HeapRef {
     }
 
     /// # Safety
-    /// The calling thread must have claimed this heap.
+    /// The calling thread must own this heap.
     pub unsafe fn alloc(self, class: usize) -> *mut u8 {
         // SAFETY: caller contract.
         unsafe { (*self.0).alloc(class) }
     }
 
-    /// Frees a block as `PyMalloc::dealloc` does: locally if this heap owns
-    /// its pool, remotely otherwise.
+    /// Frees a block through the one free dispatch `PyMalloc::dealloc`
+    /// uses: locally if this heap owns its pool, through the outbox
+    /// otherwise.
     ///
     /// # Safety
-    /// The calling thread must have claimed this heap; `block` must be live.
+    /// The calling thread must own this heap; `block` must be live.
     pub unsafe fn free(self, block: *mut u8) {
-        let pool = Pool::of(block);
         // SAFETY: caller contract.
-        unsafe {
-            if (*pool).owner.load(Ordering::Relaxed) == self.0 {
-                (*self.0).free_local(pool, block);
-            } else {
-                heap::free_remote(self.0, pool, block);
-            }
+        unsafe { free::free_block(self.0, block) }
+    }
+
+    /// The owner's tick (what every 4,096th operation of a class runs).
+    ///
+    /// # Safety
+    /// The calling thread must own this heap.
+    pub unsafe fn tick(self) {
+        // SAFETY: caller contract.
+        unsafe { (*self.0).tick() }
+    }
+
+    /// The owner's slow-path collection of remote frees.
+    ///
+    /// # Safety
+    /// The calling thread must own this heap.
+    pub unsafe fn collect(self) {
+        // SAFETY: caller contract.
+        if let Some(locked) = unsafe { (*self.0).lock_as_owner() } {
+            // SAFETY: as above.
+            unsafe { (*self.0).collect_pending(&locked) };
+            locked.finish();
         }
     }
 
+    /// The thread exits.
+    ///
     /// # Safety
-    /// The calling thread must have claimed this heap.
-    pub unsafe fn collect(self) {
-        // SAFETY: caller contract.
-        unsafe { (*self.0).collect_pending() }
-    }
-
-    /// # Safety
-    /// The calling thread must have claimed this heap and gives it up.
+    /// The calling thread must own this heap and gives it up.
     pub unsafe fn park(self) {
         // SAFETY: caller contract.
-        unsafe { (*self.0).park() }
+        assert!(unsafe { (*self.0).park() }, "the heap's lock was lost");
     }
 
+    /// Blocks of this heap's outbox (what it freed remotely and has not
+    /// delivered), for assertions.
+    ///
     /// # Safety
-    /// The calling thread must have claimed this heap.
-    pub unsafe fn trim(self) -> usize {
+    /// The calling thread must own this heap.
+    pub unsafe fn outbox_holds(self) -> u32 {
         // SAFETY: caller contract.
-        unsafe { (*self.0).trim() }
+        unsafe { (*self.0).outbox.held_by_owner() }
     }
 }
 
@@ -145,14 +169,14 @@ pub fn class_for(size: usize, align: usize) -> Option<usize> {
 /// `block` must be live.
 pub unsafe fn free_without_heap(block: *mut u8) {
     // SAFETY: caller contract.
-    unsafe { heap::free_remote(core::ptr::null_mut(), Pool::of(block), block) }
+    unsafe { free::free_block(core::ptr::null_mut(), block) }
 }
 
-/// Blocks handed out from `block`'s pool, as its owner sees them.
+/// Blocks in use in `block`'s pool, as its owner sees them.
 ///
 /// # Safety
 /// The calling thread must own the pool's heap.
 pub unsafe fn pool_used(block: *mut u8) -> u32 {
     // SAFETY: caller contract.
-    unsafe { (*Pool::of(block)).used.get() }
+    unsafe { (*super::pool::Pool::of(block)).used.get() }
 }

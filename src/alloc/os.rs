@@ -56,6 +56,16 @@ pub(crate) unsafe fn unmap(ptr: *mut u8, size: usize) {
 }
 
 /// A coarse monotonic clock in milliseconds (a vDSO read, no system call).
+///
+/// Under loom it always reads 0: a model's executions must be
+/// deterministic, so the models drive retention explicitly instead.
+#[cfg(loom)]
+pub(crate) fn now_ms() -> u64 {
+    0
+}
+
+/// A coarse monotonic clock in milliseconds (a vDSO read, no system call).
+#[cfg(not(loom))]
 pub(crate) fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -64,6 +74,83 @@ pub(crate) fn now_ms() -> u64 {
     // SAFETY: `ts` is a valid out-parameter.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// How [`process_barrier`] reaches the other threads, decided at its first
+/// use.
+#[cfg(not(loom))]
+mod barrier_kind {
+    pub(super) const UNKNOWN: u8 = 0;
+    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED`: an IPI to the CPUs running this
+    /// process's threads (a few microseconds).
+    pub(super) const EXPEDITED: u8 = 1;
+    /// `MEMBARRIER_CMD_GLOBAL`: waits for every CPU to pass a scheduling
+    /// point (milliseconds), for kernels without the expedited command.
+    pub(super) const GLOBAL: u8 = 2;
+    /// No `membarrier` (a sandbox that forbids it, a pre-4.3 kernel).
+    pub(super) const NONE: u8 = 3;
+}
+
+#[cfg(not(loom))]
+static BARRIER_KIND: core::sync::atomic::AtomicU8 =
+    core::sync::atomic::AtomicU8::new(barrier_kind::UNKNOWN);
+
+#[cfg(not(loom))]
+fn membarrier(cmd: libc::c_int) -> bool {
+    // SAFETY: `membarrier` takes two integers and touches no memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_uint,
+            0 as libc::c_int,
+        ) == 0
+    }
+}
+
+/// Makes every thread of this process execute a full memory barrier before
+/// returning (`membarrier(2)`); returns false when the kernel offers no way
+/// to. The expensive half of [`crate::sync::heavy_barrier`]. No lock, no
+/// allocation: safe from any thread at any time, also in a child after
+/// `fork` (whose registration for the expedited command is made anew: the
+/// kernel does not carry it into the child).
+#[cfg(not(loom))]
+pub(crate) fn process_barrier() -> bool {
+    use barrier_kind::*;
+    use core::sync::atomic::Ordering::Relaxed;
+    const CMD_QUERY: libc::c_int = 0;
+    const CMD_GLOBAL: libc::c_int = 1;
+    const CMD_PRIVATE_EXPEDITED: libc::c_int = 8;
+    const CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 16;
+    for _ in 0..3 {
+        match BARRIER_KIND.load(Relaxed) {
+            EXPEDITED => {
+                if membarrier(CMD_PRIVATE_EXPEDITED) {
+                    return true;
+                }
+                // EPERM: not registered in this process (a child after
+                // fork); register again.
+                BARRIER_KIND.store(UNKNOWN, Relaxed);
+            }
+            GLOBAL => return membarrier(CMD_GLOBAL),
+            NONE => return false,
+            _ => {
+                let kind = if membarrier(CMD_REGISTER_PRIVATE_EXPEDITED) {
+                    EXPEDITED
+                } else {
+                    // SAFETY: as in `membarrier`.
+                    let mask = unsafe { libc::syscall(libc::SYS_membarrier, CMD_QUERY, 0, 0) };
+                    if mask > 0 && mask & libc::c_long::from(CMD_GLOBAL) != 0 {
+                        GLOBAL
+                    } else {
+                        NONE
+                    }
+                };
+                BARRIER_KIND.store(kind, Relaxed);
+            }
+        }
+    }
+    false
 }
 
 /// A fixed buffer that formats without allocating; what does not fit is cut.

@@ -1,17 +1,17 @@
 //! Pools: one size class's blocks in a `POOL_SIZE`-aligned slot of an
 //! arena. Their headers are not in the pools but side by side at the start
-//! of the arena, one 64-byte line each, as mimalloc keeps its page
+//! of the arena, two 64-byte cache lines each, as mimalloc keeps its page
 //! descriptors:
 //!
 //! ```text
-//!  arena                                    slot i (16 KiB)
-//! +--------+--------+-----+--------+ ... ---+---------+---------+-----+---------+-----------+
-//! | arena  | pool 1 | ... | pool 63|        | block 0 | block 1 | ... | block k | never used|
-//! | header | header |     | header |        |         |         |     |         |           |
-//! +--------+--------+-----+--------+ ... ---+---------+---------+-----+---------+-----------+
-//!  \___ slot 0: 64 x 64 bytes ___/                                              ^ carve
+//!  arena                                     slot i (16 KiB)
+//! +--------+--------+-----+---------+ ... ---+---------+---------+-----+---------+-----------+
+//! | arena  | pool 1 | ... | pool 63 |        | block 0 | block 1 | ... | block k | never used|
+//! | header | header |     | header  |        |         |         |     |         |           |
+//! +--------+--------+-----+---------+ ... ---+---------+---------+-----+---------+-----------+
+//!  \__ slot 0: 64 x 128 bytes ___/                                               ^ carve
 //!
-//!  header of block p = (p & ARENA_MASK) + 64 * ((p & !ARENA_MASK) >> POOL_SHIFT)
+//!  header of block p = (p & ARENA_MASK) + 128 * ((p & !ARENA_MASK) >> POOL_SHIFT)
 //! ```
 //!
 //! Two reasons for keeping headers apart. Headers at the front of 16 KiB
@@ -21,20 +21,25 @@
 //! inside, a pool is all blocks, so every block is naturally aligned with
 //! nothing lost to padding.
 //!
-//! A block is in exactly one of four places: handed out to the program, on
-//! the owner's `free` list, on the `remote` list (freed by another thread
-//! and not yet collected), or past `carve` (never used). `used` counts the
-//! first and third kinds, so a pool is empty exactly when `used == 0`.
+//! A header is two cache lines: the owner's line, written by every
+//! allocation and local free, and the shared line, which other threads read
+//! (owner, class) and push to (the remote list). Were they one line, every
+//! free by another thread would read a line the owner had just written, and
+//! the line would travel between the two cores once per block.
 
-use core::cell::Cell;
 use core::ptr;
 
 use super::asan;
 use super::heap::Heap;
+use super::remote::RemoteList;
+/// Arenas lie below this address (the remote list packs block addresses in
+/// 48 bits); also what the debug allocator's arena bitmap covers.
+pub(crate) use super::remote::ADDRESS_LIMIT;
 use super::size_class::{
-    block_size, ARENA_MASK, PAGE_SIZE, POOLS_PER_ARENA, POOL_SHIFT, POOL_SIZE,
+    block_size, blocks_per_pool, ARENA_MASK, NB_CLASSES, PAGE_SIZE, POOLS_PER_ARENA, POOL_SHIFT,
+    POOL_SIZE,
 };
-use crate::sync::{AtomicPtr, AtomicUsize, CasStart, Ordering};
+use crate::sync::{AtomicPtr, Cell, Ordering};
 
 /// A free block; its first word links it into a free list.
 #[repr(C)]
@@ -46,11 +51,13 @@ impl Block {
     /// The block after `this` on its list.
     ///
     /// # Safety
-    /// `this` must be a free block the caller may read.
+    /// `this` must be a free block the caller may read: on a list the
+    /// caller has taken or owns (see `Pool` and `RemoteList`).
     #[inline(always)]
     pub(crate) unsafe fn next(this: *mut Block) -> *mut Block {
         asan::unpoison(this.cast(), LINK);
-        // SAFETY: caller contract.
+        // SAFETY: the caller may read the block (contract above), and every
+        // block is at least one word long.
         let next = unsafe { (*this).next };
         asan::poison(this.cast(), LINK);
         next
@@ -59,11 +66,12 @@ impl Block {
     /// Links `this` to `next`.
     ///
     /// # Safety
-    /// `this` must be a free block the caller may write.
+    /// `this` must be a free block no other thread can reach: one being
+    /// freed by the caller, or on a list the caller owns.
     #[inline(always)]
     pub(crate) unsafe fn set_next(this: *mut Block, next: *mut Block) {
         asan::unpoison(this.cast(), LINK);
-        // SAFETY: caller contract.
+        // SAFETY: nobody else reaches the block (contract above).
         unsafe { (*this).next = next };
         asan::poison(this.cast(), LINK);
     }
@@ -71,113 +79,91 @@ impl Block {
 
 const LINK: usize = core::mem::size_of::<*mut Block>();
 
-/// Blocks freed into a pool by threads other than its owner: a Treiber
-/// stack whose head word also counts the blocks on it, so the owner learns
-/// how many it takes without walking them (each is a cache miss, the line
-/// last written by another core).
-///
-/// ```text
-///  63        48 47                                 0
-/// +-----------+------------------------------------+
-/// |   count   |  address of the last block pushed  |
-/// +-----------+------------------------------------+
-/// ```
-///
-/// Block addresses fit in 48 bits (arenas are checked when mapped) and a
-/// pool holds at most 1,024 blocks. The owner takes the whole stack at once
-/// and never pops single blocks, so the push CAS has no ABA hazard.
-pub(crate) struct RemoteList(AtomicUsize);
+/// The low bit of `owner`: the pool is detached (heaps are page-aligned,
+/// so the bit is free).
+pub(crate) const DETACHED: usize = 1;
 
-/// Addresses above this are refused for arenas (see [`RemoteList`]).
-pub(crate) const ADDRESS_LIMIT: usize = 1 << 48;
-const COUNT_SHIFT: u32 = 48;
-const ADDRESS_MASK: usize = ADDRESS_LIMIT - 1;
-
-impl RemoteList {
-    pub(crate) fn new() -> RemoteList {
-        RemoteList(AtomicUsize::new(0))
-    }
-
-    /// Pushes a block. Returns true if the list was empty before.
-    ///
-    /// # Safety
-    /// `block` must be a block of this list's pool that the caller is
-    /// freeing, below [`ADDRESS_LIMIT`].
-    pub(crate) unsafe fn push(&self, block: *mut Block) -> bool {
-        let mut old = self.0.load_for_cas();
-        loop {
-            // SAFETY: the block is ours to write until the CAS publishes it.
-            unsafe { Block::set_next(block, (old & ADDRESS_MASK) as *mut Block) };
-            let count = (old >> COUNT_SHIFT) + 1;
-            let new = block as usize | (count << COUNT_SHIFT);
-            // AcqRel: Release publishes the link just written; Acquire orders
-            // our later push of the pool on the pending list after the
-            // owner's `take` that emptied this list (see `Pool`).
-            match self
-                .0
-                .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return old == 0,
-                Err(now) => old = now,
-            }
-        }
-    }
-
-    /// The block pushed last, for debug checks (it may change at once).
-    pub(crate) fn head(&self) -> *mut Block {
-        (self.0.load(Ordering::Relaxed) & ADDRESS_MASK) as *mut Block
-    }
-
-    /// Takes every block: the head of their list and how many there are.
-    pub(crate) fn take(&self) -> (*mut Block, u32) {
-        // AcqRel: Acquire sees the pushers' links; Release orders the
-        // owner's earlier read of `pending_next` before a later pusher's
-        // write of it.
-        let word = self.0.swap(0, Ordering::AcqRel);
-        (
-            (word & ADDRESS_MASK) as *mut Block,
-            (word >> COUNT_SHIFT) as u32,
-        )
-    }
-}
-
-/// Written into every pool header in use, so debug builds can tell a pool
-/// in use from a free slot.
+/// Written into every pool header in use, so debug builds and snapshots
+/// can tell a pool in use from a free slot.
 pub(crate) const POOL_MAGIC: u16 = 0x9E3A;
 
 /// The header of a pool.
 ///
-/// Invariants:
-/// * `owner` is set when the pool is handed to a heap and does not change
-///   until every block is back (pools never move between heaps while in
-///   use). Only the thread that currently owns that heap touches the
-///   `Cell` fields.
-/// * `remote` is pushed to by any thread. The pool is on its owner's
-///   pending list exactly when `remote` is non-empty, except for the
-///   moment between a push that found `remote` empty and that pusher's
-///   push of the pool onto the pending list; the owner takes `remote` only
-///   after taking the pool off the pending list, so it never sees that
-///   moment.
+/// # Where a block is
+///
+/// Every block of a pool is in exactly one of five places: handed out to
+/// the program; on `free` (the owner's list); on `remote` (pushed by other
+/// threads, not yet taken back); in some thread's outbox (freed by another
+/// thread and not yet pushed, see `Outbox`); or past `carve` (never handed
+/// out). `used` counts the first, third and fourth kinds, so
+///
+/// * `used + len(free) == carve / block_size`,
+/// * `remote.count() <= used`,
+/// * a detached pool has an empty `free` list and no room left to carve,
+///
+/// and the pool is empty, every block back, exactly when `used == 0`.
+/// [`Pool::assert_valid`] checks all three on slow paths in debug builds.
+///
+/// # Who writes what
+///
+/// * `class`, `owner` and `magic` are written by [`Pool::init`] when the heap
+///   takes the slot (under its lock), before any block is handed out, and
+///   do not change while a block is in use: pools never move between heaps.
+///   Whoever holds a block may read them. `magic` is cleared when the slot
+///   goes back to its arena (under the lock).
+/// * The owner's line (`free`, `used`, `carve`, `next`, `prev`) is written
+///   only in *owner capacity* (the heap's owning thread, or whoever holds
+///   the lock of a parked heap; see `Heap`), and, while the pool is
+///   *detached*, only by a holder of the heap's lock.
+/// * *Detached*: the pool is on no class list (it ran out of blocks). The
+///   state is the [`DETACHED`] bit of `owner`, so that the owner's
+///   fast-path free, which compares `owner` with its heap anyway, goes to
+///   its slow path for a detached pool at no extra cost. The owner sets the
+///   bit with Release as its last write to the pool after unlinking it; it
+///   is cleared under the heap's lock. The fast-path free thus never
+///   touches a detached pool: its slow path takes the lock first. So a
+///   guest holding the lock that reads the bit set (Acquire) sees a pool
+///   nobody else writes. Because a detached pool is on no list, its
+///   owner's allocations never reach it either.
+/// * `remote` is pushed to by any thread (see `RemoteList`); it is taken by
+///   whoever took the pool off its heap's pending list.
+/// * `pending_next` links the pool into its heap's pending list. The pool
+///   is on that list exactly when `remote` is non-empty, except between a
+///   push that found `remote` empty and that pusher's push of the pool onto
+///   the list, and while a lock holder that took the pool off the list
+///   decides what to do with it. Only the thread whose push made `remote`
+///   non-empty links the pool in, and whoever takes the list reads each
+///   `pending_next` before taking that pool's `remote`, so a link is never
+///   written by two threads at once.
 #[repr(C, align(64))]
 pub(crate) struct Pool {
+    // ---- the owner's line ---------------------------------------------
     /// Owner-local free list (LIFO).
     pub(crate) free: Cell<*mut Block>,
-    /// Blocks handed out or on `remote`.
+    /// Blocks handed out, on `remote`, or in an outbox.
     pub(crate) used: Cell<u32>,
     /// Offset of the first never-used block.
     pub(crate) carve: Cell<u32>,
-    pub(crate) class: Cell<u8>,
-    /// Off its class list because it had no free block when last looked at.
-    pub(crate) full: Cell<bool>,
-    pub(crate) magic: Cell<u16>,
     /// Neighbours in the heap's list of pools of this class.
     pub(crate) next: Cell<*mut Pool>,
     pub(crate) prev: Cell<*mut Pool>,
-    pub(crate) owner: AtomicPtr<Heap>,
+    /// [`POOL_MAGIC`] while the pool is in use, 0 once its slot is free.
+    pub(crate) magic: Cell<u16>,
+    /// The second cache line: what other threads read and write.
+    pub(crate) shared: PoolShared,
+}
+
+/// The shared line of a pool header (see [`Pool`] for who writes what).
+#[repr(C, align(64))]
+pub(crate) struct PoolShared {
+    /// The heap the pool belongs to, tagged with [`DETACHED`] while the
+    /// pool is detached (see [`Pool`]). Read it through [`Pool::owner`].
+    owner: AtomicPtr<Heap>,
     /// Blocks freed by threads other than the owner.
     pub(crate) remote: RemoteList,
     /// Link in the owner's list of pools with remote frees.
     pub(crate) pending_next: AtomicPtr<Pool>,
+    class: Cell<u8>,
 }
 
 /// Bytes of each pool header in an arena's slot 0.
@@ -185,8 +171,8 @@ pub(crate) const POOL_HEADER_SIZE: usize = core::mem::size_of::<Pool>();
 
 #[cfg(not(loom))]
 const _: () = assert!(
-    POOL_HEADER_SIZE == 64,
-    "the pool header must fit one cache line"
+    POOL_HEADER_SIZE == 128,
+    "the pool header must be two cache lines"
 );
 const _: () = assert!(
     POOL_HEADER_SIZE * POOLS_PER_ARENA <= POOL_SIZE,
@@ -202,27 +188,31 @@ impl Pool {
             free: Cell::new(ptr::null_mut()),
             used: Cell::new(0),
             carve: Cell::new(0),
-            class: Cell::new(0),
-            full: Cell::new(false),
-            magic: Cell::new(0),
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
-            owner: AtomicPtr::new(ptr::null_mut()),
-            remote: RemoteList::new(),
-            pending_next: AtomicPtr::new(ptr::null_mut()),
+            magic: Cell::new(0),
+            shared: PoolShared {
+                owner: AtomicPtr::new(ptr::null_mut()),
+                remote: RemoteList::new(),
+                pending_next: AtomicPtr::new(ptr::null_mut()),
+                class: Cell::new(0),
+            },
         }
     }
 
     /// Writes a fresh header for `class` at `pool`, owned by `owner`.
     ///
     /// # Safety
-    /// `pool` must be the header of a pool slot that no thread is using.
+    /// `pool` must be the header of a pool slot that no thread is using
+    /// (just taken from its arena by the holder of `owner`'s lock).
     pub(crate) unsafe fn init(pool: *mut Pool, class: usize, owner: *mut Heap) {
         let header = Pool::empty();
-        header.class.set(class as u8);
+        header.shared.class.set(class as u8);
         header.magic.set(POOL_MAGIC);
-        header.owner.store(owner, Ordering::Relaxed);
-        // SAFETY: the caller guarantees the slot is ours to write.
+        header.shared.owner.store(owner, Ordering::Relaxed);
+        debug_assert_eq!(owner as usize & DETACHED, 0);
+        // SAFETY: the slot is unused (contract above), so nothing reads the
+        // header while it is replaced.
         unsafe { ptr::write(pool, header) };
     }
 
@@ -251,9 +241,48 @@ impl Pool {
         (arena + self.slot_index() * POOL_SIZE) as *mut u8
     }
 
+    /// The heap the pool belongs to, and whether the pool is detached.
+    /// `order` is Acquire for a guest asking whether it may touch the pool
+    /// (pairs with the Release of [`Pool::detach`]), Relaxed otherwise.
+    #[inline(always)]
+    pub(crate) fn owner(&self, order: Ordering) -> (*mut Heap, bool) {
+        let word = self.shared.owner.load(order) as usize;
+        ((word & !DETACHED) as *mut Heap, word & DETACHED != 0)
+    }
+
+    /// The owner word as the fast-path free compares it: the owning heap
+    /// while the pool is attached, a tagged pointer no heap equals while it
+    /// is detached.
+    #[inline(always)]
+    pub(crate) fn owner_word(&self) -> *mut Heap {
+        self.shared.owner.load(Ordering::Relaxed)
+    }
+
+    /// Marks the pool detached: the owner's last write to it outside the
+    /// lock, after unlinking it (see [`Pool`]).
+    pub(crate) fn detach(&self, owner: *mut Heap) {
+        // Release: a guest that sees the bit (Acquire) sees every write
+        // before it, `used` above all.
+        self.shared
+            .owner
+            .store((owner as usize | DETACHED) as *mut Heap, Ordering::Release);
+    }
+
+    /// Marks the pool attached again (under the heap's lock).
+    pub(crate) fn attach(&self, owner: *mut Heap) {
+        // Relaxed: guests act only on the bit being set, under the lock the
+        // caller holds.
+        self.shared.owner.store(owner, Ordering::Relaxed);
+    }
+
+    /// Whether the pool is detached, as its owner (or a lock holder) sees it.
+    pub(crate) fn is_detached(&self) -> bool {
+        self.owner(Ordering::Relaxed).1
+    }
+
     #[inline(always)]
     pub(crate) fn class(&self) -> usize {
-        self.class.get() as usize
+        self.shared.class.get() as usize
     }
 
     #[inline(always)]
@@ -262,11 +291,16 @@ impl Pool {
     }
 
     /// Pops a block from the local free list, if any.
+    ///
+    /// # Safety
+    /// The caller must be in owner capacity and the pool attached (or the
+    /// caller hold the heap's lock).
     #[inline(always)]
-    pub(crate) fn pop(&self) -> *mut Block {
+    pub(crate) unsafe fn pop(&self) -> *mut Block {
         let block = self.free.get();
         if !block.is_null() {
-            // SAFETY: blocks on the free list are ours and start with a link.
+            // SAFETY: blocks on the free list are the owner's (contract
+            // above) and start with a link.
             self.free.set(unsafe { Block::next(block) });
             self.used.set(self.used.get() + 1);
         }
@@ -276,16 +310,22 @@ impl Pool {
     /// Pushes a block onto the local free list. Returns the new `used`.
     ///
     /// # Safety
-    /// `block` must be a block of this pool that is handed out, and the
-    /// caller must own the pool.
+    /// `block` must be a block of this pool that is handed out and being
+    /// freed by the caller, which must be in owner capacity, and hold the
+    /// heap's lock if the pool is detached.
     #[inline(always)]
     pub(crate) unsafe fn push(&self, block: *mut Block) -> u32 {
-        // SAFETY: the block is ours again and at least 16 bytes long.
+        // SAFETY: the block is being freed, so nobody else reaches it.
         unsafe { Block::set_next(block, self.free.get()) };
         self.free.set(block);
         let used = self.used.get() - 1;
         self.used.set(used);
         used
+    }
+
+    /// Whether the pool has room to carve another block.
+    pub(crate) fn can_carve(&self) -> bool {
+        self.carve.get() as usize + self.block_size() <= POOL_SIZE
     }
 
     /// Turns the next never-used run of blocks, up to the end of the OS
@@ -294,13 +334,14 @@ impl Pool {
     /// pool memory out of the resident set.
     ///
     /// # Safety
-    /// The caller must own the pool, and its free list must be empty.
+    /// The caller must be in owner capacity, the pool attached, and its free
+    /// list empty.
     pub(crate) unsafe fn carve_page(&self) -> bool {
-        let size = self.block_size();
-        let start = self.carve.get() as usize;
-        if start + size > POOL_SIZE {
+        if !self.can_carve() {
             return false;
         }
+        let size = self.block_size();
+        let start = self.carve.get() as usize;
         let page_end = (start / PAGE_SIZE + 1) * PAGE_SIZE;
         // At least one block, then every block that starts in this page.
         let mut end = start + size;
@@ -314,7 +355,7 @@ impl Pool {
         loop {
             // SAFETY: `offset` lies in the never-used part of this pool.
             let block = unsafe { base.add(offset) } as *mut Block;
-            // SAFETY: as above; the block is at least 16 bytes.
+            // SAFETY: as above: nobody reaches never-used blocks.
             unsafe { Block::set_next(block, next) };
             next = block;
             if offset == start {
@@ -331,5 +372,59 @@ impl Pool {
     pub(crate) fn is_block_start(&self, block: *mut u8) -> bool {
         let offset = block as usize - self.base() as usize;
         offset < POOL_SIZE && offset % self.block_size() == 0
+    }
+
+    /// Checks the invariants stated on [`Pool`] (debug builds; a no-op
+    /// otherwise). Walks the free list, so it runs on slow paths only.
+    ///
+    /// # Safety
+    /// The caller must be in owner capacity, or hold the heap's lock with
+    /// the pool detached.
+    pub(crate) unsafe fn assert_valid(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let broken = |what: &str| -> ! {
+            super::os::fatal(format_args!(
+                "pool {:p} (class {}, used {}, carve {}): invariant broken: {what}",
+                self as *const Pool,
+                self.shared.class.get(),
+                self.used.get(),
+                self.carve.get()
+            ))
+        };
+        if self.magic.get() != POOL_MAGIC || self.class() >= NB_CLASSES {
+            broken("not a live pool header");
+        }
+        let size = self.block_size();
+        let carve = self.carve.get() as usize;
+        if carve > POOL_SIZE || carve % size != 0 {
+            broken("carve offset");
+        }
+        let capacity = blocks_per_pool(self.class());
+        let base = self.base() as usize;
+        let mut len = 0usize;
+        let mut block = self.free.get();
+        while !block.is_null() {
+            let offset = (block as usize).wrapping_sub(base);
+            if offset >= carve || offset % size != 0 {
+                broken("a free-list block outside the carved part, or misaligned");
+            }
+            len += 1;
+            if len > capacity {
+                broken("the free list is longer than the pool (a cycle)");
+            }
+            // SAFETY: owner capacity (contract above): the list is ours.
+            block = unsafe { Block::next(block) };
+        }
+        if self.used.get() as usize + len != carve / size {
+            broken("used + free != carved");
+        }
+        if self.shared.remote.count() > self.used.get() {
+            broken("more blocks on the remote list than in use");
+        }
+        if self.is_detached() && (len != 0 || self.can_carve()) {
+            broken("a detached pool with free blocks");
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use super::heap::HeapState;
+use super::registry::Ownership;
 use super::registry::Registry;
 use super::size_class::{
     block_size, blocks_per_pool, ARENA_SIZE, NB_CLASSES, POOL_SIZE, SMALL_REQUEST_THRESHOLD,
@@ -68,6 +68,18 @@ pub struct AllocStats {
     pub heaps: usize,
     /// Heaps of exited threads, waiting to be adopted by new threads.
     pub heaps_parked: usize,
+    /// Bytes of empty arenas kept mapped for reuse (each is returned to the
+    /// OS after 200 ms, or at once by [`release_free_memory`]; together
+    /// they never exceed 64 MiB or an eighth of the arena memory in use,
+    /// whichever is larger).
+    ///
+    /// [`release_free_memory`]: crate::release_free_memory
+    pub bytes_retained_empty: usize,
+    /// Empty arenas kept mapped for reuse now (`bytes_retained_empty` in
+    /// arenas).
+    pub arenas_retired: usize,
+    /// Bytes of arenas returned to the OS since the process started.
+    pub bytes_returned: usize,
     /// One entry per size class, smallest first.
     pub per_class: Vec<ClassStats>,
 }
@@ -81,6 +93,7 @@ pub struct AllocStats {
 /// ```
 #[cfg(not(loom))]
 pub fn alloc_stats() -> AllocStats {
+    super::purge::start_from_environment();
     snapshot(&super::REGISTRY)
 }
 
@@ -94,21 +107,21 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
     for (class, orphan) in registry.orphan_frees.iter().enumerate() {
         frees[class] = orphan.load(Ordering::Acquire);
     }
-    registry.for_each_heap(|heap| {
+    for heap in registry.heaps() {
         for (class, count) in frees.iter_mut().enumerate() {
             *count += heap.class_slot(class).frees.load(Ordering::Acquire);
         }
-    });
+    }
     fence(Ordering::SeqCst);
-    registry.for_each_heap(|heap| {
+    for heap in registry.heaps() {
         heaps += 1;
-        parked += usize::from(heap.state() == HeapState::Parked as u8);
+        parked += usize::from(heap.state() == Ownership::Parked as u8);
         for class in 0..NB_CLASSES {
             let slot = heap.class_slot(class);
             allocs[class] += slot.allocs.load(Ordering::Acquire);
             pools[class] += slot.pools.load(Ordering::Relaxed);
         }
-    });
+    }
     let per_class: Vec<ClassStats> = (0..NB_CLASSES)
         .map(|class| {
             let in_use = allocs[class].saturating_sub(frees[class]);
@@ -129,6 +142,7 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
     let arena_bytes = registry.arena_bytes.load(Ordering::Relaxed);
     let large_bytes_in_use = registry.large_bytes.load(Ordering::Relaxed);
     let peak = registry.peak_bytes.load(Ordering::Relaxed);
+    let retained = registry.retained_bytes.load(Ordering::Relaxed);
     AllocStats {
         arenas_in_use: arena_bytes / ARENA_SIZE,
         arenas_allocated_total: registry.arenas_allocated_total.load(Ordering::Relaxed),
@@ -142,6 +156,9 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
         peak_bytes_in_use: peak.max(arena_bytes + large_bytes_in_use),
         heaps,
         heaps_parked: parked,
+        bytes_retained_empty: retained,
+        arenas_retired: retained / ARENA_SIZE,
+        bytes_returned: registry.bytes_returned.load(Ordering::Relaxed),
         per_class,
     }
 }
@@ -226,11 +243,14 @@ impl fmt::Display for AllocStats {
         line(f, "# bytes in large allocations", self.large_bytes_in_use)?;
         line(f, "# peak bytes (arenas + large)", self.peak_bytes_in_use)?;
         line(f, "# thread heaps", self.heaps)?;
+        line(f, "# thread heaps parked", self.heaps_parked)?;
+        line(f, "# arenas retired (empty, kept)", self.arenas_retired)?;
+        line(f, "# bytes retained empty", self.bytes_retained_empty)?;
         write!(
             f,
             "{:<35}= {:>21}",
-            "# thread heaps parked",
-            Grouped(self.heaps_parked)
+            "# bytes returned to the OS",
+            Grouped(self.bytes_returned)
         )
     }
 }

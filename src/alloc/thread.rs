@@ -1,37 +1,44 @@
-//! Binding heaps to threads.
+//! Binding heaps to threads, and the process's life events: thread exit
+//! and `fork`.
 //!
 //! The heap pointer lives in `heap_slot`, a thread-local without a
 //! destructor, so reading it is a single TLS load that works at any time,
-//! even while the thread's other thread-locals are being torn down. A second thread-local,
-//! `GUARD`, exists only for its destructor: it parks the heap when the
-//! thread exits. After that, the thread has no heap; the rare allocations
-//! it still makes borrow a parked heap for the duration of one call.
+//! even while the thread's thread-locals are being torn down.
+//!
+//! # Thread exit
+//!
+//! A thread's heap is parked by the destructor of a `pthread` key whose
+//! value is set when the heap is bound (mimalloc does the same). glibc runs
+//! `thread_local!` destructors first and `pthread_key` destructors after,
+//! in up to four rounds, running a destructor again in a later round when
+//! another destructor set its key: so whatever the order, the heap is
+//! parked after the last Rust destructor, and a thread whose *first*
+//! allocation happens in some other key's destructor (C libraries do this)
+//! still sets our key in time to be parked. After that the thread has no
+//! heap: the rare allocations it still makes are served by a parked heap
+//! kept for one call, and its frees are delivered at once.
+//!
+//! # fork
+//!
+//! Nothing here takes a lock a `fork` could leave held, but a heap lock
+//! held by a thread that did not survive the fork stays held in the child
+//! (see `registry.rs`). The child's `pthread_atfork` handler starts a new
+//! fork generation, so those locks are recognised; rebinds the forking
+//! thread to a fresh heap if its own heap's lock is among them; lowers any
+//! outbox flush request the parent had raised; and forgets the parent's
+//! background purge thread.
 
 use core::cell::Cell;
 use core::ptr;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use super::heap::{self, Heap, HeapState};
+use super::heap::Heap;
 use super::heap_slot;
-use super::pool::Pool;
-use super::REGISTRY;
+use super::{purge, REGISTRY};
 
 thread_local! {
+    /// Set once the thread's exit hook has run.
     static EXITED: Cell<bool> = const { Cell::new(false) };
-    static GUARD: ExitGuard = const { ExitGuard };
-}
-
-struct ExitGuard;
-
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        let heap = heap_slot::get();
-        heap_slot::set(ptr::null_mut());
-        EXITED.with(|e| e.set(true));
-        if !heap.is_null() {
-            // SAFETY: this thread owned the heap and forgets it just now.
-            unsafe { (*heap).park() };
-        }
-    }
 }
 
 /// The calling thread's heap, or null if it has none (yet, or any more).
@@ -40,30 +47,106 @@ pub(crate) fn current_heap() -> *mut Heap {
     heap_slot::get()
 }
 
-/// Gives the calling thread a heap if it can have one: not during its
-/// thread-local teardown, and not if the OS refuses memory.
+/// `pthread_key_t + 1` of the exit key; 0 until created.
+static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
+
+/// What has been set up for the process (see `set_up_process`).
+static PROCESS: AtomicU8 = AtomicU8::new(0);
+const PROCESS_ATFORK: u8 = 1;
+
+/// The exit key, created at first use (`pthread_key_create` does not
+/// allocate). `None` if the system has no key left.
+fn exit_key() -> Option<libc::pthread_key_t> {
+    let key = EXIT_KEY.load(Ordering::Acquire);
+    if key != 0 {
+        return Some((key - 1) as libc::pthread_key_t);
+    }
+    let mut new: libc::pthread_key_t = 0;
+    // SAFETY: `new` is a valid out-parameter; the destructor has the
+    // signature pthreads expects.
+    if unsafe { libc::pthread_key_create(&mut new, Some(on_thread_exit)) } != 0 {
+        return None;
+    }
+    match EXIT_KEY.compare_exchange(0, new as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(new),
+        Err(winner) => {
+            // SAFETY: our key lost the race and was never used.
+            unsafe { libc::pthread_key_delete(new) };
+            Some((winner - 1) as libc::pthread_key_t)
+        }
+    }
+}
+
+/// The exit key's destructor: parks the thread's heap.
+extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
+    let heap = heap_slot::get();
+    heap_slot::set(ptr::null_mut());
+    EXITED.with(|e| e.set(true));
+    if !heap.is_null() {
+        // SAFETY: this thread owned the heap and forgets it just now.
+        unsafe { (*heap).park() };
+    }
+}
+
+/// Gives the calling thread a heap if it can have one: not once its exit
+/// hook has run, and not if the OS refuses memory.
 #[cold]
 #[inline(never)]
 fn bind() -> *mut Heap {
     if EXITED.with(|e| e.get()) {
         return ptr::null_mut();
     }
-    let heap = REGISTRY.claim_heap(HeapState::Owned);
+    // Read before any heap exists, without allocating (see
+    // `purge_in_background`).
+    let _ = purge::environment_interval();
+    let heap = REGISTRY.claim_heap();
     if heap.is_null() {
         return heap;
     }
-    // Bound before GUARD's destructor is registered: registering allocates
-    // (glibc's `__cxa_thread_atexit_impl` calls `calloc`, which is ours when
-    // PyMalloc is the process's `malloc`), and that allocation must find
-    // the heap rather than bind again.
+    // Bound before the exit key's value is set: both calls below may
+    // allocate (glibc's second-level key blocks, its atfork list), and when
+    // PyMalloc is the process's `malloc` (the C API) that allocation comes
+    // back here: it must find the heap bound, an ordinary allocation of
+    // this thread, rather than bind again (which recursed without end).
     heap_slot::set(heap);
-    if GUARD.try_with(|_| ()).is_err() {
-        heap_slot::set(ptr::null_mut());
-        // SAFETY: bound just above and forgotten again.
-        unsafe { (*heap).park() };
-        return ptr::null_mut();
+    if let Some(key) = exit_key() {
+        // SAFETY: a key we created; the value only has to be non-null.
+        unsafe { libc::pthread_setspecific(key, heap.cast()) };
     }
+    set_up_process();
     heap
+}
+
+/// Registers the `fork` handler, once.
+fn set_up_process() {
+    if PROCESS.load(Ordering::Acquire) & PROCESS_ATFORK != 0 {
+        return;
+    }
+    if PROCESS.fetch_or(PROCESS_ATFORK, Ordering::AcqRel) & PROCESS_ATFORK == 0 {
+        // SAFETY: registers a handler with the signature pthreads expects.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child_after_fork)) };
+    }
+}
+
+/// The child's `fork` handler (see the module docs). The child has one
+/// thread, which is outside the allocator.
+extern "C" fn in_child_after_fork() {
+    super::registry::FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+    REGISTRY.flush_requests.store(0, Ordering::SeqCst);
+    REGISTRY.pass_running.store(false, Ordering::SeqCst);
+    purge::after_fork_in_child();
+    let heap = current_heap();
+    // SAFETY: heaps are never unmapped.
+    if !heap.is_null() && unsafe { (*heap).lock_is_held() } {
+        // Held by a thread of the parent: the heap may be mid-update.
+        heap_slot::set(ptr::null_mut());
+        let fresh = REGISTRY.claim_heap();
+        heap_slot::set(fresh);
+        if let (Some(key), false) = (exit_key(), fresh.is_null()) {
+            // SAFETY: as in `bind`.
+            unsafe { libc::pthread_setspecific(key, fresh.cast()) };
+        }
+    }
 }
 
 /// Allocates a block of `class` for a thread that has no heap bound.
@@ -75,44 +158,31 @@ pub(crate) fn alloc_unbound(class: usize) -> *mut u8 {
         // SAFETY: the thread owns the heap it just bound.
         return unsafe { (*heap).alloc(class) };
     }
-    // Thread teardown: borrow a heap for this one allocation.
-    let heap = REGISTRY.claim_heap(HeapState::Busy);
-    if heap.is_null() {
-        return ptr::null_mut();
-    }
-    // SAFETY: claimed (Busy) just now, parked again right after.
-    unsafe {
-        let block = (*heap).alloc(class);
-        (*heap).park();
-        block
-    }
+    // Thread teardown: serve this one from a parked heap.
+    REGISTRY.alloc_elsewhere(class)
 }
 
-/// Frees a block of a pool the calling thread's heap does not own.
-///
-/// # Safety
-/// As [`heap::free_remote`]; `me` is [`current_heap()`].
-#[cold]
-#[inline(never)]
-pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8) {
-    let me = if me.is_null() { bind() } else { me };
-    // SAFETY: forwarded; a freshly bound heap owns no pool yet... unless it
-    // was adopted, in which case the block may be ours after all.
-    unsafe {
-        if !me.is_null() && (*pool).owner.load(crate::sync::Ordering::Relaxed) == me {
-            (*me).free_local(pool, block);
-        } else {
-            heap::free_remote(me, pool, block);
-        }
-    }
-}
-
-/// Trims the calling thread's own heap, if it has one.
-pub(crate) fn trim_current() -> usize {
+/// The heap of a thread about to free a block: its own, or one bound now.
+/// Null if it cannot have one.
+pub(crate) fn bind_for_free() -> *mut Heap {
     let heap = current_heap();
     if heap.is_null() {
-        return 0;
+        bind()
+    } else {
+        heap
     }
-    // SAFETY: the thread owns its bound heap.
-    unsafe { (*heap).trim() }
+}
+
+/// Starts the background purge thread if `PYMEM_PURGE_MS` asks for it,
+/// before `main` (a constructor: never inside an allocation). It sits
+/// beside `bind`, which every program using PyMalloc calls, so that the
+/// linker keeps it.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static START_PURGE_FROM_ENVIRONMENT: extern "C" fn() = start_purge_from_environment;
+
+#[cfg(target_os = "linux")]
+extern "C" fn start_purge_from_environment() {
+    purge::start_from_environment();
 }

@@ -201,6 +201,33 @@ pub fn fifo<A: GlobalAlloc>(a: &A, rounds: u64, seed: u64) -> Duration {
     start.elapsed()
 }
 
+/// FIFO when cold: as [`fifo`], but before each round (outside the timed
+/// part) `release` gives the allocator's free memory back to the OS
+/// (`release_free_memory()`, `malloc_trim(0)`, `mi_collect(true)`), as
+/// happens to a program's memory between its bursts when other work runs
+/// in between; so each round starts from unmapped (or decommitted) memory.
+pub fn fifo_cold<A: GlobalAlloc>(a: &A, rounds: u64, seed: u64, release: &dyn Fn()) -> Duration {
+    let mut rng = SplitMix64::new(seed);
+    let sizes: Vec<u16> = (0..ROUND_BLOCKS)
+        .map(|_| size_from_bits(rng.next_u64() as u32) as u16)
+        .collect();
+    let mut ptrs: Vec<*mut u8> = Vec::with_capacity(ROUND_BLOCKS);
+    let mut elapsed = Duration::ZERO;
+    for _ in 0..rounds {
+        release();
+        let start = Instant::now();
+        for &size in &sizes {
+            ptrs.push(alloc_touch(a, usize::from(size)));
+        }
+        for (&p, &size) in ptrs.iter().zip(&sizes) {
+            free(a, p, usize::from(size));
+        }
+        elapsed += start.elapsed();
+        ptrs.clear();
+    }
+    elapsed
+}
+
 /// Cross-thread: a producer thread allocates `blocks` blocks of 64 B and
 /// hands them over in batches of 1,024 through a channel; a consumer thread
 /// frees them. Batch vectors are recycled, so the channel traffic allocates

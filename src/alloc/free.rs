@@ -1,0 +1,84 @@
+//! The one free dispatch: every free of a small block, whoever calls it
+//! (`GlobalAlloc::dealloc`'s inlined fast path, the general path behind
+//! the debug hooks, the C ABI's `free`, the loom models), goes through
+//! [`free_block`], which is where the question "is this my pool?" is
+//! asked, once.
+
+use super::asan;
+use super::heap::Heap;
+use super::pool::Pool;
+use super::remote;
+use crate::sync::Ordering;
+
+/// Frees a small block: onto its pool's free list if `me` owns the pool,
+/// else through the remote-free protocol (`remote.rs`).
+///
+/// # Safety
+/// `ptr` must be a block PyMalloc handed out and still in use, freed by
+/// the caller; `me` must be the calling thread's heap (the caller being its
+/// owner) or null if it has none.
+#[inline(always)]
+pub(crate) unsafe fn free_block(me: *mut Heap, ptr: *mut u8) {
+    let pool = Pool::of(ptr);
+    // SAFETY: a block in use has a live pool header, whose owning heap does
+    // not change while the block is in use (see `Pool`); nor does its class.
+    let (owner, size) = unsafe { ((*pool).owner_word(), (*pool).block_size()) };
+    asan::poison(ptr, size);
+    if owner == me {
+        // SAFETY: we own the block's pool and it is attached (a detached
+        // pool's owner word is tagged; a real owner is never null).
+        unsafe { (*me).free_local(pool, ptr) }
+    } else {
+        // SAFETY: forwarded; the pool is not `me`'s.
+        unsafe { free_elsewhere(me, pool, ptr) }
+    }
+}
+
+/// A block of a detached pool of `me`'s, or of a pool that the calling
+/// thread's heap does not own (or a thread with no heap yet: it gets one,
+/// if it can, so that its frees are batched; the heap it gets may turn out
+/// to own the pool).
+///
+/// # Safety
+/// As [`free_block`], with `pool` the block's pool, not an attached one of
+/// `me`'s.
+#[cold]
+#[inline(never)]
+unsafe fn free_elsewhere(me: *mut Heap, pool: *mut Pool, ptr: *mut u8) {
+    #[cfg(not(loom))]
+    let me = if me.is_null() {
+        super::thread::bind_for_free()
+    } else {
+        me
+    };
+    // SAFETY: as in `free_block`.
+    let (owner, detached) = unsafe { (*pool).owner(Ordering::Relaxed) };
+    if !me.is_null() && owner == me {
+        // SAFETY: our own pool (detached, or a heap just bound, adopted,
+        // owns it after all).
+        return unsafe {
+            if detached {
+                (*me).free_to_detached(pool, ptr)
+            } else {
+                (*me).free_local(pool, ptr)
+            }
+        };
+    }
+    // SAFETY: forwarded caller contract; the pool is not `me`'s.
+    unsafe { remote::free_remote(me, pool, ptr) }
+}
+
+/// Frees a small block given only its address, as C's `free` is: the pool
+/// header tells the block's class, so no layout is needed (the entry point
+/// for the C API, `cabi.rs`, whose `free` inlines it).
+///
+/// # Safety
+/// `ptr` must be a block PyMalloc handed out from a pool and still in use,
+/// freed by the caller.
+#[cfg(not(loom))]
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+#[inline(always)]
+pub(crate) unsafe fn free_small(ptr: *mut u8) {
+    // SAFETY: forwarded caller contract.
+    unsafe { free_block(super::thread::current_heap(), ptr) }
+}

@@ -1,0 +1,457 @@
+//! Retention and purging: how long empty memory stays mapped, and who
+//! returns it.
+//!
+//! * An arena that empties is *retired*: kept mapped, off the usable list,
+//!   so a program whose memory swings does not pay `munmap`, `mmap` and a
+//!   page fault (with the kernel zeroing the page) per page on every swing
+//!   (CPython keeps one such arena; mimalloc delays its purges). It is
+//!   returned to the OS once it has been retired for [`RETAIN_MS`]; sooner,
+//!   after [`OVER_CAP_MS`], while the empty memory retained by the whole
+//!   process is above [`retained_cap`] (64 MiB, or an eighth of the arena
+//!   memory in use if that is more); at once when its heap is parked (a
+//!   parked heap keeps nothing empty), or while `release_free_memory()`
+//!   runs. The cap is enforced after a short grace rather than at once so
+//!   that a program that frees a whole working set and builds it again
+//!   straight away (the FIFO benchmark: 264 MB per round) reuses its
+//!   arenas warm; measured, returning everything above 64 MiB at once made
+//!   that round three times slower.
+//! * Retired arenas are reused oldest first (those closest to expiring),
+//!   and a heap that reuses one shows that its demand is back: its other
+//!   retired arenas get a new window from then (see
+//!   [`Heap::purge_retired`]).
+//! * Expired arenas are returned by their owner's tick and whenever an
+//!   arena empties, and by a process-wide *pass* ([`pass`]), which also
+//!   delivers the outboxes of threads that went idle, collects parked
+//!   heaps, and reclaims the pools of live heaps no block of which is held
+//!   any more. A pass runs from any thread's allocator activity (a tick, a
+//!   pool emptying, a fresh pool; at most every [`PASS_EVERY_MS`]), from
+//!   `release_free_memory()` (returning everything, whatever its age), and
+//!   from the opt-in background thread ([`purge_in_background`]).
+
+use core::ptr;
+
+use super::arena::Arena;
+use super::heap::Heap;
+use super::os;
+use super::registry::{Capacity, Locked, Registry};
+use super::remote::FlushTicket;
+use super::size_class::ARENA_SIZE;
+use crate::sync::Ordering;
+
+/// How long an empty arena stays mapped for reuse.
+pub(crate) const RETAIN_MS: u64 = 200;
+/// How long, while the process retains more than [`retained_cap`].
+pub(crate) const OVER_CAP_MS: u64 = 50;
+/// The least time between two passes run by ticks.
+const PASS_EVERY_MS: u64 = 100;
+/// Empty memory the process may keep mapped whatever its size.
+const RETAINED_FLOOR: usize = 64 << 20;
+
+/// The empty arena memory the process keeps mapped for [`RETAIN_MS`]: 64
+/// MiB, or an eighth of the arena memory in use if that is more. Above it,
+/// arenas are kept for [`OVER_CAP_MS`] only.
+pub(crate) fn retained_cap(registry: &Registry) -> usize {
+    let mapped = registry.arena_bytes.load(Ordering::Relaxed);
+    let retained = registry.retained_bytes.load(Ordering::Relaxed);
+    RETAINED_FLOOR.max(mapped.saturating_sub(retained) / 8)
+}
+
+/// How long retired arenas may stay now: [`RETAIN_MS`], or [`OVER_CAP_MS`]
+/// while the process retains more than its cap.
+pub(crate) fn retention_ms(registry: &Registry) -> u64 {
+    if registry.retained_bytes.load(Ordering::Relaxed) > retained_cap(registry) {
+        OVER_CAP_MS
+    } else {
+        RETAIN_MS
+    }
+}
+
+impl Heap {
+    /// An arena became empty: retire it, or doom it (see the module docs).
+    ///
+    /// # Safety
+    /// The lock must be held; `arena` must be an empty arena of this heap
+    /// on no list but the list of all arenas.
+    pub(super) unsafe fn arena_emptied(&self, locked: &Locked<'_>, arena: *mut Arena) {
+        if locked.returns_everything() {
+            // SAFETY: as above.
+            unsafe { self.arenas.remove(arena) };
+            locked.doom(arena);
+            return;
+        }
+        let registry = self.registry();
+        registry
+            .retained_bytes
+            .fetch_add(ARENA_SIZE, Ordering::Relaxed);
+        let now = os::now_ms();
+        // SAFETY: empty, ours, on no usable list; the lock is held.
+        unsafe { self.arenas.push_retired(arena, now) };
+        self.purge_retired(locked, now, retention_ms(registry));
+    }
+
+    /// Takes the oldest retired arena (the closest to expiring) back into
+    /// use, or null.
+    pub(super) fn unretire(&self, _locked: &Locked<'_>) -> *mut Arena {
+        let arena = self.arenas.oldest_retired();
+        if !arena.is_null() {
+            // SAFETY: a retired arena of ours; the lock is held.
+            unsafe { self.arenas.unlink_retired(arena) };
+            self.arenas.last_reuse_ms.set(os::now_ms());
+            self.registry()
+                .retained_bytes
+                .fetch_sub(ARENA_SIZE, Ordering::Relaxed);
+        }
+        arena
+    }
+
+    /// Dooms the retired arenas, oldest first, that have been retired for
+    /// at least `age_ms` by `now` (all of them for an age of 0). An arena
+    /// counts as retired from when it emptied or from when the heap last
+    /// took a retired arena back into use, whichever is later: a heap whose
+    /// demand has come back (a program that builds its working set again
+    /// after a pause) reuses its arenas warm rather than have them unmapped
+    /// under it one by one.
+    pub(super) fn purge_retired(&self, locked: &Locked<'_>, now: u64, age_ms: u64) {
+        loop {
+            let oldest = self.arenas.oldest_retired();
+            if oldest.is_null() {
+                return;
+            }
+            // SAFETY: retired arenas are live and ours; the lock is held.
+            let retired_at =
+                unsafe { (*oldest).retired_at.get() }.max(self.arenas.last_reuse_ms.get());
+            if age_ms > 0 && now.saturating_sub(retired_at) < age_ms {
+                return;
+            }
+            // SAFETY: as above; empty and on the retired list only.
+            unsafe {
+                self.arenas.unlink_retired(oldest);
+                self.arenas.remove(oldest);
+            }
+            self.registry()
+                .retained_bytes
+                .fetch_sub(ARENA_SIZE, Ordering::Relaxed);
+            locked.doom(oldest);
+        }
+    }
+
+    /// Returns everything this heap can spare: delivers its outbox, takes
+    /// back remote frees, gives back every empty pool (the one kept per
+    /// class included) and returns every empty arena.
+    ///
+    /// # Safety
+    /// Owner capacity with the lock held (`locked` is this heap's).
+    pub(crate) unsafe fn trim(&self, locked: &Locked<'_>) {
+        debug_assert!(locked.in_owner_capacity());
+        locked.return_everything();
+        self.outbox.flush_locked(locked);
+        self.collect_pending(locked);
+        // SAFETY: owner capacity, lock held, returning everything.
+        unsafe { self.release_empty_pools(locked) };
+        self.purge_retired(locked, 0, 0);
+    }
+
+    /// Notes whether the heap's thread did anything since a lock holder
+    /// last looked; returns true if it has been idle for `RETAIN_MS`.
+    pub(super) fn note_activity(&self, _locked: &Locked<'_>, now: u64) -> bool {
+        let ops = self.ops();
+        if ops != self.idle_ops.get() {
+            self.idle_ops.set(ops);
+            self.idle_since_ms.set(now);
+        }
+        now.saturating_sub(self.idle_since_ms.get()) >= RETAIN_MS
+    }
+}
+
+/// What a [`pass`] returns.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum PassKind {
+    /// Everything, now, whatever its age (`release_free_memory()`).
+    Everything,
+    /// Empty arenas retired for at least this many milliseconds (the
+    /// background thread, ticks).
+    OlderThan(u64),
+}
+
+/// The process-wide pass: every heap's free memory goes back, as far as
+/// `kind` says. `me` is the calling thread's heap, if it has one: visited
+/// in owner capacity, last (so that what others deliver into it on the way
+/// is collected too). Returns the bytes returned to the OS.
+///
+/// 1. Outboxes: the caller's own is delivered under its lock; the others'
+///    by visiting each heap (as keeper, or as guest under a
+///    [`FlushTicket`] if any live thread's outbox may hold blocks).
+/// 2. Every other heap: parked ones are trimmed by their keeper; live ones
+///    have their reclaimable pools taken and their retired arenas purged.
+/// 3. The caller's heap: trimmed, or collected and purged.
+pub(crate) fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind) -> usize {
+    let now = os::now_ms();
+    let age = match kind {
+        PassKind::Everything => 0,
+        PassKind::OlderThan(ms) => ms,
+    };
+    let mut returned = 0;
+    let is_me = |heap: &Heap| me.is_some_and(|m| ptr::eq(m, heap));
+    if let Some(me) = me {
+        // SAFETY: the caller owns `me` (contract of `pass`'s callers).
+        if let Some(locked) = unsafe { me.lock_as_owner() } {
+            me.outbox.flush_locked(&locked);
+            returned += locked.finish();
+        }
+    }
+    let live_outboxes = registry
+        .heaps()
+        .any(|heap| !is_me(heap) && heap.outbox.may_hold_blocks());
+    let ticket = if live_outboxes {
+        FlushTicket::issue(registry)
+    } else {
+        None
+    };
+    for heap in registry.heaps().filter(|heap| !is_me(heap)) {
+        let Some(locked) = heap.visit() else { continue };
+        match (locked.capacity(), &ticket) {
+            (Capacity::Guest, Some(ticket)) => {
+                heap.outbox.flush_as_guest(&locked, ticket);
+            }
+            (Capacity::Guest, None) => {}
+            _ => heap.outbox.flush_locked(&locked),
+        }
+        returned += locked.finish();
+    }
+    drop(ticket);
+    for heap in registry.heaps().filter(|heap| !is_me(heap)) {
+        let Some(locked) = heap.visit() else { continue };
+        if locked.capacity() == Capacity::Keeper {
+            // SAFETY: keeper capacity with the lock held.
+            unsafe { heap.trim(&locked) };
+        } else {
+            heap.note_activity(&locked, now);
+            if kind == PassKind::Everything {
+                locked.return_everything();
+            }
+            heap.reclaim_pending_as_guest(&locked);
+            heap.purge_retired(&locked, now, age);
+        }
+        returned += locked.finish();
+    }
+    if let Some(me) = me {
+        // SAFETY: as above.
+        if let Some(locked) = unsafe { me.lock_as_owner() } {
+            if kind == PassKind::Everything {
+                // SAFETY: owner capacity with the lock held.
+                unsafe { me.trim(&locked) };
+            } else {
+                me.collect_pending(&locked);
+                me.purge_retired(&locked, now, age);
+            }
+            returned += locked.finish();
+        }
+    }
+    returned
+}
+
+/// Runs a pass returning arenas retired for [`RETAIN_MS`] (or
+/// [`OVER_CAP_MS`], over the cap) if none has run
+/// for [`PASS_EVERY_MS`] and no other thread is running one. Called from
+/// ticks, with the calling thread's heap.
+pub(crate) fn pass_if_due(registry: &Registry, me: Option<&Heap>) {
+    let now = os::now_ms();
+    if now < registry.next_pass_ms.load(Ordering::Relaxed) {
+        return;
+    }
+    // Acquire/Release: passes run one at a time (they would only get in
+    // each other's way).
+    if registry.pass_running.swap(true, Ordering::Acquire) {
+        return;
+    }
+    registry
+        .next_pass_ms
+        .store(now + PASS_EVERY_MS, Ordering::Relaxed);
+    pass(registry, me, PassKind::OlderThan(retention_ms(registry)));
+    registry.pass_running.store(false, Ordering::Release);
+}
+
+#[cfg(not(loom))]
+pub use background::purge_in_background;
+#[cfg(not(loom))]
+pub(crate) use background::{after_fork_in_child, start_from_environment};
+
+/// The opt-in background thread (not under loom: it is a real thread).
+#[cfg(not(loom))]
+mod background {
+    use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::{pass, PassKind};
+    use crate::alloc::REGISTRY;
+
+    /// The interval asked for, in milliseconds; 0 when stopped.
+    static INTERVAL_MS: AtomicU64 = AtomicU64::new(0);
+    /// Bumped by every start and stop, and in a child after `fork`: a
+    /// thread that sees it change leaves.
+    static GENERATION: AtomicUsize = AtomicUsize::new(0);
+    /// The thread of the current generation is running.
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    /// `PYMEM_PURGE_MS`: not read yet, read and absent, read and present
+    /// (then in `ENV_MS`).
+    static ENV_STATE: AtomicU8 = AtomicU8::new(ENV_UNREAD);
+    static ENV_MS: AtomicU64 = AtomicU64::new(0);
+    const ENV_UNREAD: u8 = 0;
+    const ENV_ABSENT: u8 = 1;
+    const ENV_PRESENT: u8 = 2;
+    /// The background thread has been started for `PYMEM_PURGE_MS`.
+    static ENV_STARTED: AtomicBool = AtomicBool::new(false);
+
+    /// Starts, retunes or stops a background thread that returns every
+    /// heap's free memory to the OS at the given interval, as jemalloc's
+    /// `background_thread` does: `Some(interval)` starts it (or changes
+    /// its interval), `None` stops it (it finishes the pass it may be in).
+    ///
+    /// Without it, empty memory goes back when the thread that emptied it
+    /// next works, when any thread's allocator activity finds it has been
+    /// idle for 200 ms, or when [`release_free_memory`] is called. With it,
+    /// memory is returned even when every thread has gone quiet: each
+    /// round delivers the blocks idle threads freed into other threads'
+    /// pools, reclaims pools no block of which is in use any more, and
+    /// unmaps arenas that have been empty for one interval.
+    ///
+    /// The thread is never started from inside an allocation. Setting
+    /// `PYMEM_PURGE_MS=<milliseconds>` in the environment does the same as
+    /// calling this at start-up: the variable is read once, without
+    /// allocating, at the first allocation (or before `main`, whichever
+    /// comes first), and the thread is started before `main` (from the
+    /// library's constructor) or at the next call of this function,
+    /// [`release_free_memory`], [`alloc_stats`](crate::alloc_stats) or
+    /// [`heap_map`](crate::heap_map). After `fork`, the child has no
+    /// background thread until it asks for one.
+    ///
+    /// [`release_free_memory`]: crate::release_free_memory
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: pymem::PyMalloc = pymem::PyMalloc;
+    ///
+    /// # fn main() {
+    /// use std::time::Duration;
+    /// pymem::purge_in_background(Some(Duration::from_millis(50)));
+    /// let before = pymem::alloc_stats().bytes_returned;
+    /// let spike: Vec<Box<[u8; 64]>> = (0..100_000).map(|_| Box::new([0; 64])).collect();
+    /// drop(spike);
+    /// std::thread::sleep(Duration::from_millis(400));
+    /// // The spike's arenas went back without a call.
+    /// let stats = pymem::alloc_stats();
+    /// assert_eq!(stats.arenas_retired, 0);
+    /// assert!(stats.bytes_returned >= before + (5 << 20));
+    /// pymem::purge_in_background(None);
+    /// # }
+    /// ```
+    pub fn purge_in_background(interval: Option<Duration>) {
+        let ms = match interval {
+            Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
+            None => 0,
+        };
+        INTERVAL_MS.store(ms, Ordering::SeqCst);
+        if ms == 0 {
+            GENERATION.fetch_add(1, Ordering::SeqCst);
+            RUNNING.store(false, Ordering::SeqCst);
+            return;
+        }
+        if RUNNING.swap(true, Ordering::SeqCst) {
+            // Running: it picks the new interval up after its current sleep.
+            return;
+        }
+        let generation = GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
+        let spawned = std::thread::Builder::new()
+            .name("pymem-purge".into())
+            .spawn(move || run(generation));
+        if spawned.is_err() {
+            RUNNING.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn run(generation: usize) {
+        loop {
+            let ms = INTERVAL_MS.load(Ordering::SeqCst);
+            if ms == 0 || GENERATION.load(Ordering::SeqCst) != generation {
+                return;
+            }
+            // Sleep in steps of at most a second, so a stop or a restart
+            // is noticed soon even with a long interval.
+            let mut slept = 0;
+            while slept < ms {
+                let step = (ms - slept).min(1_000);
+                std::thread::sleep(Duration::from_millis(step));
+                slept += step;
+                if GENERATION.load(Ordering::SeqCst) != generation {
+                    return;
+                }
+            }
+            pass(&REGISTRY, None, PassKind::OlderThan(ms));
+        }
+    }
+
+    /// Reads `PYMEM_PURGE_MS` once (without allocating); returns the
+    /// interval it asks for, if any.
+    pub(crate) fn environment_interval() -> Option<u64> {
+        match ENV_STATE.load(Ordering::Acquire) {
+            ENV_ABSENT => return None,
+            ENV_PRESENT => return Some(ENV_MS.load(Ordering::Relaxed)),
+            _ => {}
+        }
+        // SAFETY: `getenv` reads the environment without allocating; the
+        // name is a NUL-terminated literal.
+        let value = unsafe { libc::getenv(c"PYMEM_PURGE_MS".as_ptr()) };
+        let mut ms: Option<u64> = None;
+        if !value.is_null() {
+            let mut p = value;
+            let mut n: u64 = 0;
+            let mut digits = 0;
+            // SAFETY: a non-null result is a NUL-terminated string; we stop
+            // at its NUL.
+            while let Some(d) = (unsafe { *p } as u8 as char).to_digit(10) {
+                n = n.saturating_mul(10).saturating_add(u64::from(d));
+                digits += 1;
+                // SAFETY: not past the NUL (the current byte is a digit).
+                p = unsafe { p.add(1) };
+            }
+            // SAFETY: `p` is within the string.
+            if digits > 0 && unsafe { *p } == 0 && n > 0 {
+                ms = Some(n);
+            }
+        }
+        ENV_MS.store(ms.unwrap_or(0), Ordering::Relaxed);
+        ENV_STATE.store(
+            if ms.is_some() {
+                ENV_PRESENT
+            } else {
+                ENV_ABSENT
+            },
+            Ordering::Release,
+        );
+        ms
+    }
+
+    /// Starts the background thread if `PYMEM_PURGE_MS` asks for one and
+    /// it has not been started for it yet. Never called inside `alloc`.
+    pub(crate) fn start_from_environment() {
+        if ENV_STARTED.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(ms) = environment_interval() {
+            if !ENV_STARTED.swap(true, Ordering::SeqCst) {
+                purge_in_background(Some(Duration::from_millis(ms)));
+            }
+        }
+    }
+
+    /// In the child after `fork` (single-threaded, from the `atfork`
+    /// handler): the parent's background thread did not come along.
+    pub(crate) fn after_fork_in_child() {
+        GENERATION.fetch_add(1, Ordering::SeqCst);
+        INTERVAL_MS.store(0, Ordering::SeqCst);
+        RUNNING.store(false, Ordering::SeqCst);
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) use background::environment_interval;
