@@ -27,6 +27,21 @@ fn purge_threads() -> usize {
         .count()
 }
 
+/// Waits up to 5 s for the number of `pymem-purge` threads to become
+/// `n` (a thread names itself once it runs, and stops at its next
+/// interval, so neither shows at once on a loaded machine); returns the
+/// last count seen.
+fn wait_for_purge_threads(n: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = purge_threads();
+        if now == n || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 #[cfg_attr(pymem_asan, ignore = "ASan's shadow memory stays resident")]
 fn the_environment_variable_starts_the_background_purge() {
@@ -38,7 +53,7 @@ fn child_environment() {
     if !alloc_shapes::is_child("child_environment") {
         return;
     }
-    assert_eq!(purge_threads(), 1, "no pymem-purge thread");
+    assert_eq!(wait_for_purge_threads(1), 1, "no pymem-purge thread");
     let worker = alloc_shapes::spike_then_block(&GLOBAL, 100_000_000);
     let (rss, after) = alloc_shapes::wait_for_rss(32.0, Duration::from_secs(1));
     assert!(
@@ -62,11 +77,9 @@ fn child_no_environment() {
     assert_eq!(v.len(), 1_000);
     assert_eq!(purge_threads(), 0);
     pymem::purge_in_background(Some(Duration::from_millis(20)));
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(purge_threads(), 1);
+    assert_eq!(wait_for_purge_threads(1), 1);
     pymem::purge_in_background(None);
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(purge_threads(), 0, "None stops it");
+    assert_eq!(wait_for_purge_threads(0), 0, "None stops it");
 }
 
 #[test]
@@ -79,7 +92,7 @@ fn child_fork() {
     if !alloc_shapes::is_child("child_fork") {
         return;
     }
-    assert_eq!(purge_threads(), 1);
+    assert_eq!(wait_for_purge_threads(1), 1);
     // SAFETY: the child allocates (PyMalloc takes no lock a fork could
     // leave held on its common paths), checks and leaves with `_exit`.
     let pid = unsafe { libc::fork() };
@@ -89,8 +102,7 @@ fn child_fork() {
         drop(v);
         pymem::release_free_memory();
         pymem::purge_in_background(Some(Duration::from_millis(20)));
-        std::thread::sleep(Duration::from_millis(50));
-        let after = purge_threads();
+        let after = wait_for_purge_threads(1);
         let code = if before == 0 && after == 1 { 0 } else { 1 };
         // SAFETY: leave the child at once.
         unsafe { libc::_exit(code) };
