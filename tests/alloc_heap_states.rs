@@ -2,6 +2,11 @@
 //! by an idle one, parked by an exited one), and `alloc_stats()` tells how
 //! much empty memory is retained and how much has gone back to the OS.
 
+#[path = "common/alloc_shapes.rs"]
+mod alloc_shapes;
+#[path = "common/rng.rs"]
+mod rng;
+
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
@@ -13,9 +18,18 @@ static GLOBAL: PyMalloc = PyMalloc;
 /// The tests look at process-wide figures: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// In a child process of its own: a thread the test harness starts
+/// meanwhile (for another test) would adopt the parked heap.
 #[test]
 fn heap_map_tells_owned_idle_and_parked_heaps() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    alloc_shapes::run_child_test("child_heap_states", &[]);
+}
+
+#[test]
+fn child_heap_states() {
+    if !alloc_shapes::is_child("child_heap_states") {
+        return;
+    }
     // A thread that allocates, then blocks: its heap goes idle.
     let (wake_tx, wake_rx) = channel::<()>();
     let (ready_tx, ready_rx) = channel::<()>();
