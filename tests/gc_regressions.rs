@@ -264,3 +264,96 @@ fn a_drop_that_panics_on_the_refcount_path_frees_its_object() {
         "{leaked} bytes still allocated after {N} panicking drops"
     );
 }
+
+/// A node whose `trace` breaks rule 5 of the `Trace` contract in one of
+/// the ways the contract says stays memory-safe (the collector "re-reads
+/// its list, objects freed meanwhile become holes").
+struct Rogue {
+    edges: RefCell<Vec<Gc<Rogue>>>,
+    /// Handles the collector never sees; `trace` drops them.
+    side: RefCell<Vec<Gc<Rogue>>>,
+    /// `trace` allocates a tracked object (kept in `side`).
+    alloc: bool,
+}
+
+// SAFETY: deliberately breaks rule 5 (drops and creates handles in
+// `trace`), never rule 1: `side` is read by no `trace`.
+unsafe impl Trace for Rogue {
+    fn trace(&self, tracer: &mut Tracer) {
+        self.edges.trace(tracer);
+        if self.alloc {
+            if let Ok(mut s) = self.side.try_borrow_mut() {
+                s.push(rogue(false));
+            }
+        } else {
+            drop(self.side.try_borrow_mut().ok().and_then(|mut s| s.pop()));
+        }
+    }
+}
+
+fn rogue(alloc: bool) -> Gc<Rogue> {
+    Gc::new(Rogue {
+        edges: RefCell::new(Vec::new()),
+        side: RefCell::new(Vec::new()),
+        alloc,
+    })
+}
+
+/// Found by the hostile fuzzer (`tests/gc_fuzz_hostile.rs`, seed 3): a
+/// `trace` that allocates a tracked object during a full collection from
+/// the dirty seeds made `find_reachable_from_dirty` compute its holes as
+/// `n - st.tracked()` with more objects tracked than the range holds:
+/// "attempt to subtract with overflow" in debug builds (the collection
+/// abandoned with a panic), a wrapped count in release builds.
+#[test]
+fn a_trace_that_allocates_during_a_full_collection_does_not_break_it() {
+    gc::collect();
+    let a = rogue(true);
+    let b = rogue(false);
+    a.edges.borrow_mut().push(b.clone());
+    b.edges.borrow_mut().push(a.clone());
+    // A full collection that examines the whole range first, then one from
+    // the dirty seeds: `b`'s decrement makes it a seed.
+    gc::collect();
+    let (wa, wb) = (Gc::downgrade(&a), Gc::downgrade(&b));
+    drop(b);
+    drop(a);
+    // (The objects the traces made are owned by `a`: freed with it.)
+    assert_eq!(gc::collect(), 2);
+    assert!(wa.upgrade().is_none() && wb.upgrade().is_none());
+}
+
+/// Found by the review of the collector's phases (rule 5 of `Trace` says a
+/// `trace` that drops handles keeps memory safety): a `trace` that drops
+/// the last handle of a member the collection already scanned frees it
+/// during the phases, and its list slot becomes null. Phase 2 then took
+/// that member, a root by its gc_refs, and read the header before the
+/// null pointer (`GcHeader::of(null)`: a wild read, SIGSEGV natively).
+#[test]
+fn a_trace_that_frees_a_scanned_member_does_not_crash_the_collection() {
+    gc::collect();
+    // Listed in this order: the victim (scanned first), the rogue that
+    // frees it, then a garbage pair so that phase 2 runs.
+    let victim = rogue(false);
+    let r = rogue(false);
+    r.side.borrow_mut().push(victim);
+    let x = rogue(false);
+    let y = rogue(false);
+    x.edges.borrow_mut().push(y.clone());
+    y.edges.borrow_mut().push(x.clone());
+    drop((x, y));
+    // Young and full collections, from the dirty seeds too.
+    assert_eq!(gc::collect_generation(0), 2);
+    let victim = rogue(false);
+    r.side.borrow_mut().push(victim);
+    let x = rogue(false);
+    let y = rogue(false);
+    x.edges.borrow_mut().push(y.clone());
+    y.edges.borrow_mut().push(x.clone());
+    r.edges.borrow_mut().push(x.clone());
+    r.edges.borrow_mut().clear();
+    drop((x, y));
+    assert_eq!(gc::collect(), 2);
+    drop(r);
+    gc::collect();
+}
