@@ -12,6 +12,8 @@ use std::rc::Rc;
 
 use pymem::{gc, Gc, Trace, Tracer};
 
+mod common;
+
 /// The system allocator, counting the bytes each thread has live (tests
 /// run on several threads at once, so a per-thread count keeps them
 /// apart).
@@ -356,4 +358,64 @@ fn a_trace_that_frees_a_scanned_member_does_not_crash_the_collection() {
     assert_eq!(gc::collect(), 2);
     drop(r);
     gc::collect();
+}
+
+/// A node whose `Drop` panics (unless it runs during an unwind).
+fn bomb() -> Gc<Node> {
+    node(
+        Vec::new(),
+        Some(Box::new(|| {
+            if !std::thread::panicking() {
+                panic!("a Drop that panics at thread exit");
+            }
+        })),
+    )
+}
+
+/// Found by the hostile fuzzer (`tests/gc_fuzz_hostile.rs`, seed 3): the
+/// weak callbacks still registered when a thread exits (on objects still
+/// reachable then) are dropped by the registry's thread-local destructor;
+/// a callback that owns a `Gc` whose `Drop` panics made that destructor
+/// unwind, and the process aborted ("thread local panicked on drop").
+/// Issue 12 item 6 asks that `Drop` impls run at thread exit may panic:
+/// the registry now drops each callback under `catch_unwind`, as the
+/// teardown's collection does.
+#[test]
+fn a_weak_callback_owning_a_panicking_drop_does_not_abort_thread_exit() {
+    common::isolated(
+        "a_weak_callback_owning_a_panicking_drop_does_not_abort_thread_exit",
+        || {
+            std::thread::spawn(|| {
+                let target = node(Vec::new(), None);
+                let held = bomb();
+                let _f = gc::finalize(&target, move || drop(held));
+                // Still reachable at thread exit.
+                std::mem::forget(target);
+            })
+            .join()
+            .unwrap();
+        },
+    );
+}
+
+/// Found with the previous one, by review: the `gc::callbacks` registered
+/// when a thread exits are dropped by their thread-local's destructor
+/// just as well; a callback owning a `Gc` whose `Drop` panics aborted
+/// the process.
+#[test]
+fn a_gc_callback_owning_a_panicking_drop_does_not_abort_thread_exit() {
+    common::isolated(
+        "a_gc_callback_owning_a_panicking_drop_does_not_abort_thread_exit",
+        || {
+            std::thread::spawn(|| {
+                let held = bomb();
+                gc::callbacks::add(move |_, _| {
+                    let _ = &held;
+                });
+                gc::collect();
+            })
+            .join()
+            .unwrap();
+        },
+    );
 }

@@ -50,6 +50,17 @@ struct Registered {
     next_id: Cell<u64>,
 }
 
+impl Drop for Registered {
+    /// At thread exit: dropping the callbacks drops what they own (`Gc`s
+    /// among it, whose `Drop` impls may panic), each under `catch_unwind`:
+    /// a thread-local destructor must not unwind.
+    fn drop(&mut self) {
+        for (_, f) in std::mem::take(self.list.get_mut()) {
+            super::weak_callbacks::drop_contained(f, "gc callbacks");
+        }
+    }
+}
+
 thread_local! {
     static CALLBACKS: Registered = const {
         Registered {

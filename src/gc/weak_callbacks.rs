@@ -32,6 +32,33 @@ struct Registry {
     table: RefCell<HashMap<usize, Vec<Entry>>>,
 }
 
+/// Drops `v` and contains a panic of a `Drop` it runs, reporting it on
+/// stderr: for thread-local destructors, which must not unwind (the
+/// process would abort), after the teardown's collection (which contains
+/// its panics the same way). `what` names what is dropped.
+pub(crate) fn drop_contained<V>(v: V, what: &str) {
+    if catch_unwind(AssertUnwindSafe(|| drop(v))).is_err() {
+        eprintln!(
+            "pymem: a Drop panicked while the {what} left at thread exit were dropped; the panic \
+             was contained"
+        );
+    }
+}
+
+impl Drop for Registry {
+    /// At thread exit: the callbacks of objects still reachable then never
+    /// run; dropping them drops what they own (`Gc`s among it, whose
+    /// `Drop` impls may panic), each under `catch_unwind`.
+    fn drop(&mut self) {
+        let table = std::mem::take(self.table.get_mut());
+        for (_, entries) in table {
+            for e in entries {
+                drop_contained(e, "weak callbacks");
+            }
+        }
+    }
+}
+
 thread_local! {
     static REGISTRY: Registry = Registry {
         next: Cell::new(1),
