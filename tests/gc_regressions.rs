@@ -419,3 +419,25 @@ fn a_gc_callback_owning_a_panicking_drop_does_not_abort_thread_exit() {
         },
     );
 }
+
+/// Found by the hostile fuzzer (seed 43, after the fix above): a full
+/// collection from the dirty seeds makes its seeds clean after the phases
+/// (`State::clear_seeds`), trusting that "nothing was freed since"; a
+/// `trace` that dropped the last handle of a seed had nulled its slot, and
+/// `clear_seeds` wrote the flags of the header before the null pointer
+/// (SIGSEGV).
+#[test]
+fn a_trace_that_frees_a_dirty_seed_does_not_crash_the_full_collection() {
+    gc::collect();
+    let victim = rogue(false);
+    let r = rogue(false);
+    // Both dirty (a count decremented to a non-zero value): seeds of the
+    // next full collection, the rogue traced first.
+    r.side.borrow_mut().push(victim.clone());
+    drop(victim);
+    drop(r.clone());
+    assert_eq!(gc::collect(), 0);
+    assert!(r.side.borrow().is_empty());
+    drop(r);
+    gc::collect();
+}
