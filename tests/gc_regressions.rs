@@ -441,3 +441,26 @@ fn a_trace_that_frees_a_dirty_seed_does_not_crash_the_full_collection() {
     drop(r);
     gc::collect();
 }
+
+/// Found by the hostile fuzzer (seed 48): `gc::callbacks::remove` dropped
+/// the removed closure while the callback list was mutably borrowed; a
+/// `Gc` the closure owned ran a `Drop` that collected, the collection's
+/// start borrowed the list to call the callbacks and panicked ("RefCell
+/// already mutably borrowed") after `begin_collection` had marked a
+/// collection as running: the flag was never cleared, so every later
+/// collection on the thread returned 0 (cycles leaked for good, and the
+/// collection at thread exit did nothing either).
+#[test]
+fn removing_a_gc_callback_whose_drop_collects_keeps_the_collector_working() {
+    let collects_on_drop = node(Vec::new(), Some(Box::new(|| drop(gc::collect()))));
+    let id = gc::callbacks::add(move |_, _| {
+        let _ = &collects_on_drop;
+    });
+    let r = std::panic::catch_unwind(|| gc::callbacks::remove(id));
+    assert!(matches!(r, Ok(true)), "remove panicked or found nothing");
+    let a = node(Vec::new(), None);
+    let b = node(vec![a.clone()], None);
+    a.edges.borrow_mut().push(b);
+    drop(a);
+    assert_eq!(gc::collect(), 2, "the collector stopped working");
+}

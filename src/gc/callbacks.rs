@@ -108,15 +108,20 @@ pub fn add(f: impl FnMut(Phase, &CallbackInfo) + 'static) -> CallbackId {
 /// assert!(!callbacks::remove(id));
 /// ```
 pub fn remove(id: CallbackId) -> bool {
-    CALLBACKS
+    // The removed closure is dropped after the list's borrow ends: what it
+    // owns may run a `Drop` that collects, and the collection borrows the
+    // list to call the callbacks.
+    let removed = CALLBACKS
         .try_with(|d| {
             let mut v = d.list.borrow_mut();
-            let before = v.len();
-            v.retain(|(i, _)| *i != id.0);
+            let at = v.iter().position(|(i, _)| *i == id.0);
+            let removed = at.map(|at| v.remove(at));
             d.len.set(v.len());
-            v.len() != before
+            removed
         })
-        .unwrap_or(false)
+        .ok()
+        .flatten();
+    removed.is_some()
 }
 
 /// Unregisters every callback of this thread (`gc.callbacks.clear()`).
@@ -282,8 +287,15 @@ pub(crate) fn collection_stop(s: Option<Session>, g: usize, found: usize) -> Opt
 /// Calls every registered callback (a snapshot of the list), each under
 /// `catch_unwind`; returns the first panic.
 fn invoke(phase: Phase, info: &CallbackInfo) -> Option<Panic> {
+    // (`try_borrow`: the list is only borrowed mutably by `add`, `remove`
+    // and `clear`, none of which runs code that could collect meanwhile;
+    // were it borrowed, skipping the callbacks beats panicking with a
+    // collection marked as running.)
     let snapshot: Vec<Callback> = CALLBACKS
-        .try_with(|d| d.list.borrow().iter().map(|(_, f)| f.clone()).collect())
+        .try_with(|d| match d.list.try_borrow() {
+            Ok(l) => l.iter().map(|(_, f)| f.clone()).collect(),
+            Err(_) => Vec::new(),
+        })
         .unwrap_or_default();
     let mut first = None;
     for f in snapshot {
