@@ -464,3 +464,54 @@ fn removing_a_gc_callback_whose_drop_collects_keeps_the_collector_working() {
     drop(a);
     assert_eq!(gc::collect(), 2, "the collector stopped working");
 }
+
+/// Found by the hostile fuzzer (seed 268): when the last handle of an
+/// object with a weak callback goes during an unwind (a local of a frame
+/// that panicked), the callback runs from `Gc::drop`, and a panic in it
+/// was resumed from there: a panic escaping a destructor that runs during
+/// an unwind aborts the process ("panic in a destructor during cleanup").
+/// It is now contained (reported on stderr) when the thread is already
+/// unwinding; the first panic goes on.
+#[test]
+fn a_weak_callback_that_panics_while_an_unwind_drops_its_referent_does_not_abort() {
+    common::isolated(
+        "a_weak_callback_that_panics_while_an_unwind_drops_its_referent_does_not_abort",
+        || {
+            let r = std::panic::catch_unwind(|| {
+                let target = node(Vec::new(), None);
+                let _f = gc::finalize(&target, || panic!("a weak callback that panics"));
+                panic!("the first panic");
+            });
+            let msg = common::panic_message(&*r.unwrap_err());
+            assert_eq!(msg.as_deref(), Some("the first panic"));
+        },
+    );
+}
+
+/// A finalizer whose object dies by refcount during an unwind (the same
+/// path: `finalize::last_drop`, then a panic resumed from `Gc::drop`).
+#[test]
+fn a_finalizer_that_panics_while_an_unwind_drops_its_object_does_not_abort() {
+    #[derive(Trace)]
+    struct Fin {
+        next: RefCell<Option<Gc<Fin>>>,
+    }
+    impl gc::Finalize for Fin {
+        fn finalize(_: &Gc<Self>) {
+            panic!("a finalizer that panics");
+        }
+    }
+    common::isolated(
+        "a_finalizer_that_panics_while_an_unwind_drops_its_object_does_not_abort",
+        || {
+            let r = std::panic::catch_unwind(|| {
+                let _target = Gc::new_with_finalizer(Fin {
+                    next: RefCell::new(None),
+                });
+                panic!("the first panic");
+            });
+            let msg = common::panic_message(&*r.unwrap_err());
+            assert_eq!(msg.as_deref(), Some("the first panic"));
+        },
+    );
+}

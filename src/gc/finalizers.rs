@@ -34,7 +34,7 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::collector::{find_reachable, Panic, Scratch};
@@ -47,7 +47,7 @@ use super::state::{self, strong, State};
 use super::trace::Trace;
 use super::tracer::is_candidate;
 use super::trashcan;
-use super::weak_callbacks::{run_callbacks, take_callbacks};
+use super::weak_callbacks::{resume_from_drop, run_callbacks, take_callbacks};
 
 /// A PEP 442 finalizer (Python's `__del__` / `tp_finalize`): code that
 /// runs once before an object is reclaimed, while everything it refers
@@ -267,7 +267,7 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
                 state::with(|st| st.note_dirty(h));
             }
             if let Some(p) = panic {
-                resume_unwind(p);
+                resume_from_drop(p);
             }
             return;
         }
@@ -285,7 +285,7 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
         unsafe { trashcan::drop_object_then_callbacks(st, ptr) }
     });
     if let Some(p) = callback_panic.or(panic) {
-        resume_unwind(p);
+        resume_from_drop(p);
     }
 }
 

@@ -45,6 +45,23 @@ pub(crate) fn drop_contained<V>(v: V, what: &str) {
     }
 }
 
+/// Resumes a panic that a weak callback or finalizer raised under
+/// `Gc::drop` (a refcount death), unless the thread is already unwinding:
+/// then that `drop` runs as part of the unwind's cleanup, where a panic
+/// escaping it would abort the process, so the panic is contained
+/// (reported on stderr) and the first one goes on.
+pub(crate) fn resume_from_drop(p: Panic) {
+    if std::thread::panicking() {
+        drop_contained(p, "panic payloads");
+        eprintln!(
+            "pymem: a weak callback or finalizer panicked while a Gc was dropped during an \
+             unwind; the panic was contained (resuming it would abort the process)"
+        );
+    } else {
+        resume_unwind(p);
+    }
+}
+
 impl Drop for Registry {
     /// At thread exit: the callbacks of objects still reachable then never
     /// run; dropping them drops what they own (`Gc`s among it, whose
