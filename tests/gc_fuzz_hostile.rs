@@ -25,7 +25,7 @@
 //! * when the lies stop (honest traces, everything dropped, `collect`,
 //!   `clear_garbage`), every object is dropped exactly once.
 //!
-//! Environment: `PYMEM_HOSTILE_SEEDS=N` or `A..B` (default `0..48`),
+//! Environment: `PYMEM_HOSTILE_SEEDS=N` or `A..B` (default `0..500`, about 2 s),
 //! `PYMEM_HOSTILE_OPS=N` (default 600), `PYMEM_HOSTILE_SECONDS=S` (keep
 //! going from the first seed for `S` seconds), `PYMEM_HOSTILE_TRACE=1` (every operation
 //! and panic), `PYMEM_HOSTILE_PROGRESS=1` (each seed as it starts).
@@ -854,7 +854,7 @@ fn gc_fuzz_hostile() {
     let ops: usize = env("PYMEM_HOSTILE_OPS").map_or(600, |s| s.parse().unwrap());
     let trace = env("PYMEM_HOSTILE_TRACE").is_some();
     let (start, end) = match env("PYMEM_HOSTILE_SEEDS") {
-        None => (0, 48),
+        None => (0, 500),
         Some(s) => match s.split_once("..") {
             Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap_or(u64::MAX)),
             None => (0, s.parse().unwrap()),
