@@ -526,3 +526,45 @@ fn a_finalizer_that_panics_while_an_unwind_drops_its_object_does_not_abort() {
         },
     );
 }
+
+thread_local! {
+    /// A user thread-local touched before any `Gc` exists on the thread,
+    /// so destroyed after pymem's (destructors run in reverse order).
+    static EARLY: RefCell<Vec<Gc<Node>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Found by review of the thread-locals the `gc` functions use (issue 12
+/// item 6: `Drop` impls run at thread exit may "touch other thread-locals
+/// that are already gone"): a `Drop` that runs after pymem's weak-callback
+/// and gc-callback registries were destroyed (its object kept by a user
+/// thread-local destroyed later) and calls `gc::finalize` or
+/// `gc::callbacks::add` made them panic ("cannot access a Thread Local
+/// Storage value during or after destruction") inside a thread-local
+/// destructor: the process aborted. They now register nothing (the
+/// callback could never run: the thread is ending), as `gc::finalize`
+/// already does for an object being reclaimed.
+#[test]
+fn registering_callbacks_from_a_drop_after_the_registries_are_gone_does_not_abort() {
+    isolated(
+        "registering_callbacks_from_a_drop_after_the_registries_are_gone_does_not_abort",
+        || {
+            std::thread::spawn(|| {
+                EARLY.with(|_| ());
+                let other = node(Vec::new(), None);
+                let keep = other.clone();
+                let late = node(
+                    Vec::new(),
+                    Some(Box::new(move || {
+                        let f = gc::finalize(&keep, || {});
+                        assert!(!f.alive());
+                        gc::callbacks::add(|_, _| {});
+                    })),
+                );
+                EARLY.with(|e| e.borrow_mut().push(late));
+                drop(other);
+            })
+            .join()
+            .unwrap();
+        },
+    );
+}

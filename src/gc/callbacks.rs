@@ -88,14 +88,24 @@ pub(crate) fn keep_through_teardown() {
 /// assert!(callbacks::remove(id));
 /// ```
 pub fn add(f: impl FnMut(Phase, &CallbackInfo) + 'static) -> CallbackId {
-    CALLBACKS.with(|d| {
-        let id = d.next_id.get();
-        d.next_id.set(id + 1);
-        let mut v = d.list.borrow_mut();
-        v.push((id, Rc::new(RefCell::new(f))));
-        d.len.set(v.len());
-        CallbackId(id)
-    })
+    // `try_with`: called by a `Drop` at thread exit after the list was
+    // destroyed, it registers nothing (no collection runs any more) and
+    // returns an id no callback has (ids start at 1), instead of
+    // panicking inside a thread-local destructor (an abort).
+    let mut f = Some(f);
+    let id = CALLBACKS
+        .try_with(|d| {
+            let id = d.next_id.get();
+            d.next_id.set(id + 1);
+            let mut v = d.list.borrow_mut();
+            let f = f.take().expect("taken once");
+            v.push((id, Rc::new(RefCell::new(f)) as Callback));
+            d.len.set(v.len());
+            id
+        })
+        .unwrap_or(0);
+    super::weak_callbacks::drop_contained(f, "gc callbacks");
+    CallbackId(id)
 }
 
 /// Unregisters a callback; `false` if it was not registered (already

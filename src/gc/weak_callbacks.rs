@@ -138,16 +138,31 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
             _not_send: PhantomData,
         };
     }
-    let id = REGISTRY.with(|r| {
-        let id = r.next.get();
-        r.next.set(id + 1);
-        r.table
-            .borrow_mut()
-            .entry(addr)
-            .or_default()
-            .push(Entry { id, f });
-        id
-    });
+    // `try_with`: a `Drop` run at thread exit after the registry was
+    // destroyed registers nothing (the callback could never run, and a
+    // panic there would be inside a thread-local destructor: an abort).
+    let mut f = Some(f);
+    let id = REGISTRY
+        .try_with(|r| {
+            let id = r.next.get();
+            r.next.set(id + 1);
+            let f = f.take().expect("taken once");
+            r.table
+                .borrow_mut()
+                .entry(addr)
+                .or_default()
+                .push(Entry { id, f });
+            id
+        })
+        .unwrap_or(0);
+    if id == 0 {
+        drop_contained(f, "weak callbacks");
+        return Finalizer {
+            id: 0,
+            addr,
+            _not_send: PhantomData,
+        };
+    }
     h.set_flags(WEAK_CALLBACKS);
     arm();
     Finalizer {
