@@ -378,6 +378,10 @@ fn node(lie: Lie, on_drop: DropAct) -> Gc<dyn Obj> {
     }
 }
 
+type Handles = Vec<Gc<dyn Obj>>;
+type Init = Box<dyn FnOnce() -> Handles>;
+type Slice = Gc<[Gc<dyn Obj>]>;
+
 /// A value in one of the std containers (honest traces).
 #[derive(Trace)]
 struct Boxed {
@@ -389,8 +393,8 @@ struct Boxed {
     rw: RwLock<Option<Gc<dyn Obj>>>,
     once: OnceCell<Gc<dyn Obj>>,
     cell: Cell<Option<Gc<dyn Obj>>>,
-    lazy: LazyCell<Vec<Gc<dyn Obj>>, Box<dyn FnOnce() -> Vec<Gc<dyn Obj>>>>,
-    slice: RefCell<Option<Gc<[Gc<dyn Obj>]>>>,
+    lazy: LazyCell<Handles, Init>,
+    slice: RefCell<Option<Slice>>,
     text: Gc<str>,
 }
 
@@ -420,11 +424,11 @@ fn boxed(targets: &[Gc<dyn Obj>]) -> Gc<dyn Obj> {
     let lazy_targets: Vec<_> = targets.iter().take(2).cloned().collect();
     // A `LazyCell` whose closure owns handles: untraced until forced (a
     // leak if they close a cycle, rule 2; never unsafe).
-    let init: Box<dyn FnOnce() -> Vec<Gc<dyn Obj>>> = Box::new(move || lazy_targets);
+    let init: Init = Box::new(move || lazy_targets);
     let b = Boxed {
         id,
         check: check_of(id),
-        mutex: Mutex::new(targets.iter().cloned().collect()),
+        mutex: Mutex::new(targets.to_vec()),
         rw: RwLock::new(pick(1)),
         once: OnceCell::new(),
         cell: Cell::new(pick(2)),

@@ -463,7 +463,12 @@ fn a_trace_that_frees_a_dirty_seed_does_not_crash_the_full_collection() {
 /// collection at thread exit did nothing either).
 #[test]
 fn removing_a_gc_callback_whose_drop_collects_keeps_the_collector_working() {
-    let collects_on_drop = node(Vec::new(), Some(Box::new(|| drop(gc::collect()))));
+    let collects_on_drop = node(
+        Vec::new(),
+        Some(Box::new(|| {
+            gc::collect();
+        })),
+    );
     let id = gc::callbacks::add(move |_, _| {
         let _ = &collects_on_drop;
     });

@@ -212,6 +212,10 @@ impl Drop for EndMarker {
     }
 }
 
+/// Untracked handles: a `String`, the same text as a `str`, `id % 5`
+/// words.
+pub type Labels = (Gc<String>, Gc<str>, Gc<[u64]>);
+
 /// The fuzzer's object. Fields drop in declaration order: the edges, then
 /// the end marker.
 pub struct Obj {
@@ -219,7 +223,7 @@ pub struct Obj {
     pub edges: RefCell<Vec<Edge>>,
     pub weak_edges: RefCell<Vec<WeakEdge>>,
     /// Untracked `Gc`s, sized and unsized (must change no collector count).
-    pub label: Option<(Gc<String>, Gc<str>, Gc<[u64]>)>,
+    pub label: Option<Labels>,
     pub script: Vec<Act>,
     pub fin: Vec<FinAct>,
     pub tag: Cell<u64>,
