@@ -77,7 +77,10 @@ use super::weak_callbacks::{resume_from_drop, run_callbacks, take_callbacks};
 ///   calling finalizers), and a re-entrant
 ///   [`gc::collect`](crate::gc::collect) returns 0.
 /// * A panic in a finalizer is resumed after the object (or the rest of
-///   the garbage) has been dealt with.
+///   the garbage) has been dealt with; when the object dies by refcount
+///   while the thread is already unwinding (a handle dropped by the
+///   unwind), it is reported on stderr instead, as a panic escaping that
+///   drop would abort the process.
 /// * [`Gc::try_unwrap`] hands the value back without finalizing it.
 ///
 /// Types that can hold no `Gc` ([`Trace::may_contain_gc`] is `false`) are

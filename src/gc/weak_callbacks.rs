@@ -184,7 +184,9 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
 /// member of the same garbage) registers nothing: the returned handle is
 /// not [`alive`](Finalizer::alive). Finalizers may register callbacks on
 /// the members of their garbage: they run when those are reclaimed. The callback runs on this thread; a panic in it is
-/// resumed after the reclamation is complete. Garbage found by the
+/// resumed after the reclamation is complete (reported on stderr instead
+/// when the referent's last handle is dropped by an unwind: a panic
+/// escaping that drop would abort the process). Garbage found by the
 /// collection run at thread exit runs its callbacks; objects still
 /// reachable then do not. Only tracked types
 /// (those that may hold a `Gc`) can have callbacks: for the others it
