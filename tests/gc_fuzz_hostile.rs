@@ -149,9 +149,14 @@ enum Lie {
     Collect,
     /// Upgrades its weak side edge and drops the result (rule 5).
     Upgrade,
+    /// Calls the `gc` functions that touch the collector's state
+    /// (`census`, `freeze`/`unfreeze`, `clear_garbage`), or `try_unwrap`s
+    /// or `get_mut`s one of its side handles (never one to itself: a
+    /// `&mut` to the value being traced would break rule 1) (rule 5).
+    Meddle,
 }
 
-const LIES: [Lie; 10] = [
+const LIES: [Lie; 11] = [
     Lie::Honest,
     Lie::Missing,
     Lie::Twice,
@@ -162,6 +167,7 @@ const LIES: [Lie; 10] = [
     Lie::Alloc,
     Lie::Collect,
     Lie::Upgrade,
+    Lie::Meddle,
 ];
 
 /// The object trait: `Gc<dyn Obj>` everywhere (trait objects are traced
@@ -286,6 +292,40 @@ unsafe impl Trace for Node {
                 report(&self.edges, tracer);
                 let w = self.weak.try_borrow().ok().and_then(|w| w.clone());
                 drop(w.and_then(|w| w.upgrade()));
+            }
+            Lie::Meddle => {
+                report(&self.edges, tracer);
+                let n = TRACED.try_with(Cell::get).unwrap_or(0);
+                match n % 6 {
+                    0 => drop(gc::census()),
+                    1 => gc::freeze(),
+                    2 => gc::unfreeze(),
+                    3 => {
+                        let _ = catch_unwind(gc::clear_garbage);
+                    }
+                    k => {
+                        let g = self.side.try_borrow_mut().ok().and_then(|mut s| s.pop());
+                        if let Some(mut g) = g {
+                            let me = std::ptr::from_ref(self).cast::<u8>();
+                            if std::ptr::addr_eq(Gc::as_ptr(&g), me) {
+                                // (Keep it: see above.)
+                                if let Ok(mut s) = self.side.try_borrow_mut() {
+                                    s.push(g);
+                                }
+                            } else if k == 4 {
+                                if let Some(v) = Gc::get_mut(&mut g) {
+                                    if let Some(e) = v.edges() {
+                                        if let Ok(mut e) = e.try_borrow_mut() {
+                                            e.push(node(Lie::Honest, DropAct::Nothing));
+                                        }
+                                    }
+                                }
+                            } else if let Ok(b) = g.downcast::<Node>() {
+                                drop(Gc::try_unwrap(b));
+                            }
+                        }
+                    }
+                }
             }
         }
     }
