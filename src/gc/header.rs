@@ -15,11 +15,12 @@
 //!          -16                          -8                   ▲ obj          ▲ Gc points here
 //!  tracked slice [T], 32 bytes: the element count precedes the header,
 //!  so that the type-erased vtable can rebuild the wide pointer.
-//!  vtable code = the 32-bit code of the per-type vtable (`vt_code`: its
-//!          offset from a static of this crate, or an index in a global
-//!          table for vtables too far away); on targets whose pointers are
-//!          not 64 bits wide the vtable is a word of its own before the
-//!          weak word (32 bytes) and the weak count is `weak << SHIFT`.
+//!  vtable code = the per-type vtable's address minus that of a static of
+//!          this crate, as an i32 (`vt_code`; a vtable farther away is
+//!          copied into a static table of this crate); on targets whose
+//!          pointers are not 64 bits wide the vtable is a word of its own
+//!          before the weak word (32 bytes) and the weak count is
+//!          `weak << SHIFT`.
 //!  gc word = index in the generation list << SHIFT (9)
 //!          | flags (bits 0-7: CLEAN UNTRACKED DEAD DROPPED FINALIZER_RAN
 //!                   FINALIZER_PENDING WEAK_CALLBACKS LENT_MUT;

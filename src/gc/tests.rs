@@ -50,20 +50,19 @@ fn header_sizes() {
     );
 }
 
-/// Objects whose vtable codes are registry indexes (as for types of a
-/// shared object loaded more than 2 GiB away from this crate) behave as
-/// the others: cycles, weak references, finalizers, slices, trait
-/// objects.
+/// Objects whose vtables are copies in `vt_code`'s far table (as for the
+/// types of a shared object loaded more than 2 GiB away from this crate)
+/// behave as the others: cycles, weak references, slices, the census.
 #[cfg(target_pointer_width = "64")]
 #[test]
-fn registry_vtable_codes() {
-    use super::vt_code::FORCE_REGISTRY;
+fn far_vtable_codes() {
+    use super::vt_code::FORCE_FAR;
     let drops = Rc::new(Cell::new(0));
-    FORCE_REGISTRY.with(|f| f.set(true));
+    FORCE_FAR.with(|f| f.set(true));
     let a = node(1, &drops);
     let b = node(2, &drops);
     let s: Gc<[Option<Gc<Node>>]> = Gc::from(vec![Some(a.clone()), None]);
-    FORCE_REGISTRY.with(|f| f.set(false));
+    FORCE_FAR.with(|f| f.set(false));
     a.edges.borrow_mut().push(b.clone());
     b.edges.borrow_mut().push(a.clone());
     let w = Gc::downgrade(&a);

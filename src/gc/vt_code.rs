@@ -7,24 +7,23 @@
 //! from a 48-byte chunk instead of a 64-byte one, as it does `Rc`'s 32
 //! bytes (figures in docs/performance.md, issue 9, fourth round).
 //!
-//! A code is one of:
+//! A code is the address of a vtable minus the address of [`ANCHOR`], a
+//! static of this crate, as an `i32`: decoding it is one sign-extending
+//! load of the weak word's low half and one add. Every vtable is a promoted
+//! constant of the binary or shared object that instantiated
+//! `Gc::new::<T>`, and a binary is linked within 2 GiB of itself on the
+//! usual code models, so the offset fits for every object of a program
+//! linked as one binary. A vtable too far away (a type instantiated in a
+//! shared object loaded elsewhere) is copied once into a slot of
+//! [`FAR`], a static table of this crate (so within 2 GiB of the anchor),
+//! and the code is the slot's offset: slower to encode (a lock and a hash
+//! lookup per allocation), as fast to decode, and only ever taken in such
+//! programs. A vtable is plain data (function pointers and sizes), so its
+//! copy works as the original; nothing compares vtables by address for
+//! identity (the census merges them by type name).
 //!
-//! * **an offset** (bit 0 clear): the vtable's address minus the address
-//!   of [`ANCHOR`], a static of this crate, when the difference fits in an
-//!   `i32`. Every vtable is a promoted constant of the binary or shared
-//!   object that instantiated `Gc::new::<T>`, and a binary is linked within
-//!   2 GiB of itself on the usual code models, so this is the case for
-//!   every object of a program linked as one binary. Both addresses are
-//!   multiples of 8 (`VTable` holds function pointers; `ANCHOR` is aligned
-//!   to 8), so the offset's bit 0 is clear.
-//! * **a registry index** (bit 0 set, index in bits 1-31): otherwise (a
-//!   type instantiated in another shared object loaded far away), the
-//!   vtable is entered once in a global append-only table and its index
-//!   stored. Slower (a lock and a hash lookup per allocation, two loads
-//!   per use), but only ever taken in such programs.
-//!
-//! Decoding an offset rebuilds the pointer from an address: the vtable's
-//! provenance is exposed when the code is made
+//! Decoding rebuilds the pointer from an address: the provenance of the
+//! vtable (or of its slot) is exposed when the code is made
 //! ([`pointer::expose_provenance`]) and taken back with
 //! [`ptr::with_exposed_provenance`], so the pointer is the vtable's, not
 //! the anchor's (Miri accepts this with its default, permissive
@@ -55,8 +54,8 @@ fn anchor_addr() -> usize {
 pub(crate) struct VtCode(u32);
 
 impl VtCode {
-    /// The code of `vt`: its offset from the anchor when it fits, its
-    /// registry index otherwise.
+    /// The code of `vt`: its offset from the anchor when it fits, the
+    /// offset of its copy in [`FAR`] otherwise.
     #[inline(always)]
     pub(crate) fn of(vt: &'static VTable) -> VtCode {
         // Exposed so that `vtable` can take the provenance back from the
@@ -64,15 +63,9 @@ impl VtCode {
         let addr = (vt as *const VTable).expose_provenance();
         let d = addr.wrapping_sub(anchor_addr()) as isize;
         match i32::try_from(d) {
-            Ok(off) if !force_registry() => VtCode(off as u32),
-            _ => VtCode::registered(vt),
+            Ok(off) if !force_far() => VtCode(off as u32),
+            _ => far::code_of(vt),
         }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn registered(vt: &'static VTable) -> VtCode {
-        VtCode((registry::index_of(vt) << 1) | 1)
     }
 
     /// The code held in the low 32 bits of `word`.
@@ -94,31 +87,29 @@ impl VtCode {
     /// weak-count operations change only the bits above them).
     #[inline(always)]
     pub(crate) fn vtable(self) -> &'static VTable {
-        if self.0 & 1 == 0 {
-            let addr = anchor_addr().wrapping_add_signed(self.0 as i32 as isize);
-            // SAFETY: a code with bit 0 clear was made by `of` from a
-            // `&'static VTable` at exactly this address (anchor plus the
-            // offset it computed), whose provenance `of` exposed; so the
-            // pointer is that reference's, valid and immutable forever.
-            unsafe { &*ptr::with_exposed_provenance::<VTable>(addr) }
-        } else {
-            registry::get(self.0 >> 1)
-        }
+        let addr = anchor_addr().wrapping_add_signed(self.0 as i32 as isize);
+        // SAFETY: `of` made the code from a `&'static VTable` at exactly
+        // this address (the anchor plus the offset it computed), the
+        // caller's or its copy in a `FAR` slot, which is initialised
+        // before its code is handed out and never written again; `of`
+        // exposed that pointer's provenance. So the pointer is valid for
+        // reads forever, and nothing writes through it.
+        unsafe { &*ptr::with_exposed_provenance::<VTable>(addr) }
     }
 }
 
 #[cfg(test)]
 thread_local! {
-    /// Tests: make every code a registry index, to exercise that path in a
-    /// binary where every offset fits.
-    pub(crate) static FORCE_REGISTRY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Tests: treat every vtable as too far for an offset, to exercise the
+    /// copies in a binary where every offset fits.
+    pub(crate) static FORCE_FAR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[inline(always)]
-fn force_registry() -> bool {
+fn force_far() -> bool {
     #[cfg(test)]
     {
-        FORCE_REGISTRY.with(|f| f.get())
+        FORCE_FAR.with(|f| f.get())
     }
     #[cfg(not(test))]
     {
@@ -126,79 +117,76 @@ fn force_registry() -> bool {
     }
 }
 
-/// The global table of vtables too far from the anchor for an offset:
-/// append-only, read without a lock.
-mod registry {
+/// Copies of the vtables too far from the anchor for an offset.
+mod far {
+    use std::cell::UnsafeCell;
+    use std::mem::MaybeUninit;
+
     use super::*;
 
-    /// Entries per chunk, and chunks: up to 2^20 distinct far vtables.
-    const CHUNK: usize = 1 << 10;
-    const CHUNKS: usize = 1 << 10;
+    /// Slots: up to 2^16 distinct far vtables (3 MiB of zero-initialised
+    /// static memory, which the OS maps only where it is touched).
+    const SLOTS: usize = 1 << 16;
 
-    /// The chunks, each a leaked array of `CHUNK` entries, allocated when
-    /// the first index in it is handed out.
-    static TABLE: [AtomicPtr<AtomicPtr<VTable>>; CHUNKS] =
-        [const { AtomicPtr::new(ptr::null_mut()) }; CHUNKS];
+    /// Slot `i` is initialised (once, under `INDEX`'s lock) before the
+    /// code of its copy is handed out, and never written again.
+    struct Slots([UnsafeCell<MaybeUninit<VTable>>; SLOTS]);
 
-    /// Registered vtables (by address) and their indexes; also the lock
-    /// that serialises registrations.
+    // SAFETY: a slot is written once, under `INDEX`'s lock, before its
+    // code exists; readers reach it only through a code, so every read
+    // happens after that write (on the thread that made the code, or on
+    // one that received the object the code is in through a
+    // synchronising hand-over).
+    unsafe impl Sync for Slots {}
+
+    static FAR: Slots = Slots([const { UnsafeCell::new(MaybeUninit::uninit()) }; SLOTS]);
+
+    /// The far vtables copied so far (by address) and their codes; also
+    /// the lock that serialises copies.
     static INDEX: Mutex<Option<HashMap<usize, u32>>> = Mutex::new(None);
 
-    /// The index of `vt`, registering it the first time.
-    pub(super) fn index_of(vt: &'static VTable) -> u32 {
+    /// The code of a copy of `vt`, made the first time.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn code_of(vt: &'static VTable) -> VtCode {
         let addr = (vt as *const VTable).addr();
         // A panic never happens while the lock is held (the map's
         // operations below only allocate, and an allocation failure
         // aborts), so poisoning cannot occur; take the guard either way.
         let mut guard = INDEX.lock().unwrap_or_else(|e| e.into_inner());
         let map = guard.get_or_insert_with(HashMap::new);
-        if let Some(&i) = map.get(&addr) {
-            return i;
+        if let Some(&c) = map.get(&addr) {
+            return VtCode(c);
         }
         let i = map.len();
-        if i >= CHUNK * CHUNKS {
-            // 2^20 distinct types from far shared objects: not a program
-            // that exists; refuse rather than hand out a wrong code.
+        if i >= SLOTS {
+            // 2^16 distinct types from far shared objects: refuse rather
+            // than hand out a wrong code.
             std::process::abort();
         }
-        let slot = &TABLE[i / CHUNK];
-        let mut chunk = slot.load(Ordering::Relaxed);
-        if chunk.is_null() {
-            let fresh: Box<[AtomicPtr<VTable>]> = (0..CHUNK)
-                .map(|_| AtomicPtr::new(ptr::null_mut()))
-                .collect();
-            chunk = Box::leak(fresh).as_mut_ptr();
-            // Release: a reader that loads the chunk pointer (Acquire in
-            // `get`) sees its entries initialised. Only this function,
-            // under the lock, stores chunk pointers (hence Relaxed above).
-            slot.store(chunk, Ordering::Release);
-        }
-        // SAFETY: `chunk` points at a leaked array of CHUNK entries (just
-        // made, or by an earlier registration), and `i % CHUNK < CHUNK`.
-        let entry = unsafe { &*chunk.add(i % CHUNK) };
-        // Release: pairs with `get`'s Acquire load of the entry, although
-        // the vtable itself is immutable static data; a reader only gets
-        // index `i` from a header written after this returns.
-        entry.store((vt as *const VTable).cast_mut(), Ordering::Release);
-        let i = i as u32;
-        map.insert(addr, i);
-        i
-    }
-
-    /// The vtable registered at `i`.
-    #[inline(never)]
-    pub(super) fn get(i: u32) -> &'static VTable {
-        let i = i as usize;
-        // Acquire: pairs with the Release stores of `index_of` (the chunk
-        // pointer, then the entry), made before the index was handed out.
-        let chunk = TABLE[i / CHUNK].load(Ordering::Acquire);
-        assert!(!chunk.is_null(), "pymem: unregistered vtable code");
-        // SAFETY: a non-null chunk pointer is a leaked array of CHUNK
-        // entries (`index_of`), and `i % CHUNK < CHUNK`.
-        let vt = unsafe { &*chunk.add(i % CHUNK) }.load(Ordering::Acquire);
-        assert!(!vt.is_null(), "pymem: unregistered vtable code");
-        // SAFETY: entries hold only `&'static VTable`s (`index_of`).
-        unsafe { &*vt }
+        let slot = FAR.0[i].get();
+        // SAFETY: slot `i` has never been handed out (`map.len()` grows
+        // by one per slot, under the lock we hold), so nothing reads it;
+        // `UnsafeCell` makes writing through the shared static allowed.
+        unsafe {
+            slot.write(MaybeUninit::new(VTable {
+                trace: vt.trace,
+                drop_value: vt.drop_value,
+                dealloc: vt.dealloc,
+                type_name: vt.type_name,
+                size: vt.size,
+                finalize: vt.finalize,
+            }))
+        };
+        // Exposed for `vtable`, as in `of`.
+        let d = slot.expose_provenance().wrapping_sub(anchor_addr()) as isize;
+        let Ok(off) = i32::try_from(d) else {
+            // A static of this crate more than 2 GiB from another one.
+            std::process::abort();
+        };
+        let c = off as u32;
+        map.insert(addr, c);
+        VtCode(c)
     }
 }
 
@@ -211,27 +199,25 @@ mod tests {
     fn offset_codes_round_trip() {
         let vt = Lay::<std::cell::RefCell<Option<crate::Gc<u8>>>>::VTABLE;
         let c = VtCode::of(vt);
-        assert_eq!(c.0 & 1, 0, "a vtable of this binary is within 2 GiB");
-        assert!(ptr::eq(c.vtable(), vt));
+        assert!(
+            ptr::eq(c.vtable(), vt),
+            "a vtable of this binary is within 2 GiB"
+        );
     }
 
     #[test]
-    fn registry_codes_round_trip() {
-        FORCE_REGISTRY.with(|f| f.set(true));
+    fn far_codes_round_trip() {
+        FORCE_FAR.with(|f| f.set(true));
         let a = Lay::<std::cell::RefCell<Option<crate::Gc<u16>>>>::VTABLE;
         let b = Lay::<std::cell::RefCell<Option<crate::Gc<u32>>>>::VTABLE;
-        let (ca, cb) = (VtCode::of(a), VtCode::of(b));
-        FORCE_REGISTRY.with(|f| f.set(false));
-        assert_eq!(ca.0 & 1, 1);
+        let (ca, cb, ca2) = (VtCode::of(a), VtCode::of(b), VtCode::of(a));
+        FORCE_FAR.with(|f| f.set(false));
         assert_ne!(ca, cb);
-        assert_eq!(ca, VtCode::of_registered_for_test(a));
-        assert!(ptr::eq(ca.vtable(), a));
-        assert!(ptr::eq(cb.vtable(), b));
-    }
-
-    impl VtCode {
-        fn of_registered_for_test(vt: &'static VTable) -> VtCode {
-            VtCode::registered(vt)
-        }
+        assert_eq!(ca, ca2, "one copy per vtable");
+        let (va, vb) = (ca.vtable(), cb.vtable());
+        assert!(!ptr::eq(va, a), "a copy");
+        assert_eq!((va.type_name)(), (a.type_name)());
+        assert_eq!((vb.type_name)(), (b.type_name)());
+        assert_eq!(va.size, a.size);
     }
 }
