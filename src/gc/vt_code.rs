@@ -26,12 +26,13 @@
 //! vtable (or of its slot) is exposed when the code is made
 //! ([`pointer::expose_provenance`]) and taken back with
 //! [`ptr::with_exposed_provenance`], so the pointer is the vtable's, not
-//! the anchor's (Miri accepts this with its default, permissive
-//! provenance).
+//! the anchor's. Miri accepts this with its default, permissive
+//! provenance, and warns once about the integer-to-pointer cast (only
+//! vtables and their copies are exposed, so other pointers keep their
+//! exact provenance under Miri).
 
 use std::collections::HashMap;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Mutex;
 
 use super::header::VTable;
