@@ -96,7 +96,7 @@ pub(crate) fn delete_garbage(st: &State, garbage: &[ObjPtr]) -> Option<Panic> {
                         h.set_flags(DROPPED);
                         // SAFETY: the value is live (not DROPPED until
                         // just now) and dropped exactly once, here.
-                        unsafe { (h.vtable.drop_value)(p) }
+                        unsafe { (h.vtable().drop_value)(p) }
                     }
                 }
             })
