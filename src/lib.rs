@@ -63,7 +63,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+// The allocator needs Linux (`mmap` flags, `membarrier`, the coarse
+// clock); `Gc` is portable and builds everywhere without it.
+#[cfg(target_os = "linux")]
 mod alloc;
+#[cfg(target_os = "linux")]
 mod sync;
 
 pub mod gc;
@@ -110,11 +114,12 @@ pub mod __private {
 #[cfg(loom)]
 #[doc(hidden)]
 pub use alloc::model as __model;
-#[cfg(not(loom))]
+#[cfg(all(not(loom), target_os = "linux"))]
 pub use alloc::{
     alloc_stats, debug_allocator_enabled, heap_map, purge_in_background, release_free_memory,
     ArenaMap, HeapMap, HeapState, PoolMap, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE,
 };
+#[cfg(target_os = "linux")]
 pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};
 
 #[cfg(all(

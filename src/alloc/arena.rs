@@ -217,7 +217,9 @@ impl ArenaSet {
     /// `arena` must be empty, live, ours and not on the usable list.
     pub(crate) unsafe fn push_retired(&self, arena: *mut Arena, now: u64) {
         let head = self.retired.get();
-        // SAFETY: caller contract; retired arenas are live and ours.
+        // SAFETY: `arena` is live and belongs to this heap (the function's
+        // requirement), so this thread may write its list fields; the
+        // retired head is one of this heap's live arenas too.
         unsafe {
             (*arena).retired_at.set(now);
             (*arena).retired.set(true);

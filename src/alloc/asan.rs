@@ -48,7 +48,7 @@ pub(crate) fn unpoison_block(block: *mut u8, size: usize) {
 #[inline(always)]
 pub(crate) fn unpoison(addr: *const u8, size: usize) {
     #[cfg(pymem_asan)]
-    // SAFETY: as in `poison`.
+    // SAFETY: the ASan runtime accepts any range; it only updates shadow.
     unsafe {
         sys::__asan_unpoison_memory_region(addr, size)
     };

@@ -191,12 +191,14 @@ impl Table {
                 hole < home || home <= i
             };
             if !home_in_range {
-                // SAFETY: as above.
+                // SAFETY: `hole` is an index masked below capacity (it was
+                // `i` or the removed index), so the slot is in the table.
                 unsafe { *self.slot(hole) = slot };
                 hole = i;
             }
         }
-        // SAFETY: as above.
+        // SAFETY: `hole` is an index masked below capacity, so the slot is
+        // in the table.
         unsafe { *self.slot(hole) = Slot { key: 0, value: 0 } };
         self.len -= 1;
     }
@@ -259,7 +261,7 @@ pub(crate) fn get(ptr: *mut u8) -> Option<usize> {
 pub(crate) fn remove(ptr: *mut u8) -> Option<usize> {
     with_table(|t| {
         let i = t.find(ptr as usize)?;
-        // SAFETY: as in `get`.
+        // SAFETY: `find` returns an index below capacity.
         let value = unsafe { (*t.slot(i)).value };
         t.remove_at(i);
         Some(value)

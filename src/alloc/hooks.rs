@@ -315,7 +315,9 @@ pub(crate) unsafe fn realloc_with<B: Backend>(
 }
 
 /// The size a guarded block was allocated with (what may be written
-/// without damaging its guard), after the checks of a free.
+/// without damaging its guard), after the checks of a free (for the C
+/// API's `malloc_usable_size`, which only glibc targets export).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub(crate) fn usable_size(ptr: *mut u8) -> usize {
     validate(ptr, None, "malloc_usable_size").layout.size()
 }

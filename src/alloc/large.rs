@@ -37,6 +37,8 @@
 use core::alloc::Layout;
 
 use super::registry::Registry;
+// Used by the glibc entry points, which only glibc targets have.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 use super::size_class::ALIGNMENT;
 use crate::sync::Ordering;
 

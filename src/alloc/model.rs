@@ -21,7 +21,9 @@ pub struct HeapRef(*mut Heap);
 // SAFETY: a heap is handed between model threads only through the claim
 // and park protocol that the models exercise.
 unsafe impl Send for HeapRef {}
-// SAFETY: as above.
+// SAFETY: sharing a `HeapRef` shares only the pointer; every method that
+// dereferences it is `unsafe` and requires the calling thread to own the
+// heap, which the claim and park protocol gives to one thread at a time.
 unsafe impl Sync for HeapRef {}
 
 impl Default for Registry {
@@ -51,7 +53,8 @@ impl Registry {
     /// # Safety
     /// The calling thread must own `me`.
     pub unsafe fn release(&self, me: Option<HeapRef>) -> usize {
-        // SAFETY: caller contract.
+        // SAFETY: the caller owns `me`, so the heap is live (a claimed heap
+        // is never unmapped) and this thread may use its owner paths.
         let me = me.map(|h| unsafe { &*h.0 });
         purge::pass(&self.0, me, PassKind::Everything)
     }
@@ -80,13 +83,18 @@ impl Registry {
         let heaps: Vec<*mut Heap> = self.0.heaps().map(Heap::as_mut_ptr).collect();
         for heap in heaps {
             let mut arenas = Vec::new();
-            // SAFETY: no thread uses the heap any more (caller contract).
+            // SAFETY: `release_all` runs after every model thread finished,
+            // so no thread uses the heap and its arena list is stable.
             unsafe { (*heap).for_each_arena(|a| arenas.push(a as *const _ as *mut u8)) };
             for arena in arenas {
-                // SAFETY: as above.
+                // SAFETY: each arena is an `ARENA_SIZE` mapping from
+                // `map_aligned` listed by exactly one heap, and nothing uses
+                // the registry's memory after `release_all`.
                 unsafe { os::unmap(arena, ARENA_SIZE) };
             }
-            // SAFETY: as above.
+            // SAFETY: the heap is a `MAPPING_SIZE` mapping from
+            // `map_aligned`; its arenas were unmapped above and no thread
+            // refers to it any more.
             unsafe { os::unmap(heap.cast(), Heap::MAPPING_SIZE) };
         }
     }
@@ -100,7 +108,8 @@ impl HeapRef {
     /// # Safety
     /// The calling thread must own this heap.
     pub unsafe fn alloc(self, class: usize) -> *mut u8 {
-        // SAFETY: caller contract.
+        // SAFETY: the calling thread owns the heap, and only the owner
+        // runs `Heap::alloc`.
         unsafe { (*self.0).alloc(class) }
     }
 
@@ -111,7 +120,9 @@ impl HeapRef {
     /// # Safety
     /// The calling thread must own this heap; `block` must be live.
     pub unsafe fn free(self, block: *mut u8) {
-        // SAFETY: caller contract.
+        // SAFETY: `free_block` needs `self.0` to be the calling thread's
+        // heap and `block` a live pool block: both are this function's
+        // requirements.
         unsafe { free::free_block(self.0, block) }
     }
 
@@ -120,7 +131,7 @@ impl HeapRef {
     /// # Safety
     /// The calling thread must own this heap.
     pub unsafe fn tick(self) {
-        // SAFETY: caller contract.
+        // SAFETY: the calling thread owns the heap; `tick` is an owner path.
         unsafe { (*self.0).tick() }
     }
 
@@ -129,9 +140,11 @@ impl HeapRef {
     /// # Safety
     /// The calling thread must own this heap.
     pub unsafe fn collect(self) {
-        // SAFETY: caller contract.
+        // SAFETY: the calling thread owns the heap, which `lock_as_owner`
+        // requires.
         if let Some(locked) = unsafe { (*self.0).lock_as_owner() } {
-            // SAFETY: as above.
+            // SAFETY: the owner holds the heap's lock (`locked`), which
+            // `collect_pending` requires.
             unsafe { (*self.0).collect_pending(&locked) };
             locked.finish();
         }
@@ -142,7 +155,8 @@ impl HeapRef {
     /// # Safety
     /// The calling thread must own this heap and gives it up.
     pub unsafe fn park(self) {
-        // SAFETY: caller contract.
+        // SAFETY: the calling thread owns the heap and gives it up here,
+        // as `park` requires.
         assert!(unsafe { (*self.0).park() }, "the heap's lock was lost");
     }
 
@@ -152,7 +166,8 @@ impl HeapRef {
     /// # Safety
     /// The calling thread must own this heap.
     pub unsafe fn outbox_holds(self) -> u32 {
-        // SAFETY: caller contract.
+        // SAFETY: the outbox is written only by its heap's owner, the
+        // calling thread.
         unsafe { (*self.0).outbox.held_by_owner() }
     }
 }
@@ -168,7 +183,8 @@ pub fn class_for(size: usize, align: usize) -> Option<usize> {
 /// # Safety
 /// `block` must be live.
 pub unsafe fn free_without_heap(block: *mut u8) {
-    // SAFETY: caller contract.
+    // SAFETY: `block` is live; a null heap sends it down the path for a
+    // thread without a heap, which needs nothing else.
     unsafe { free::free_block(core::ptr::null_mut(), block) }
 }
 
@@ -177,6 +193,8 @@ pub unsafe fn free_without_heap(block: *mut u8) {
 /// # Safety
 /// The calling thread must own the pool's heap.
 pub unsafe fn pool_used(block: *mut u8) -> u32 {
-    // SAFETY: caller contract.
+    // SAFETY: `block` lies in a live pool (its header is at the masked
+    // address), and `used` is written only by the pool's owner, the
+    // calling thread.
     unsafe { (*super::pool::Pool::of(block)).used.get() }
 }

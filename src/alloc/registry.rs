@@ -253,7 +253,8 @@ impl<'h> Locked<'h> {
             // SAFETY: doomed arenas are empty, off every list, and nobody
             // else knows them any more.
             let next = unsafe { (*arena).next.get() };
-            // SAFETY: as above.
+            // SAFETY: doomed arenas are empty, off every list and known to
+            // no one else, so nothing refers to the mapping any more.
             unsafe { arena::unmap_arena(self.heap.registry(), arena) };
             returned += ARENA_SIZE;
             arena = next;
@@ -363,7 +364,8 @@ impl Heap {
     /// # Safety
     /// The caller must be the heap's owner and must not touch it again.
     pub(crate) unsafe fn park(&self) -> bool {
-        // SAFETY: caller contract.
+        // SAFETY: the caller is the heap's owner, which `lock_as_owner`
+        // requires.
         let Some(locked) = (unsafe { self.lock_as_owner() }) else {
             return false;
         };

@@ -143,7 +143,8 @@ extern "C" fn in_child_after_fork() {
         let fresh = REGISTRY.claim_heap();
         heap_slot::set(fresh);
         if let (Some(key), false) = (exit_key(), fresh.is_null()) {
-            // SAFETY: as in `bind`.
+            // SAFETY: `key` is the exit key this process created; the
+            // value only has to be non-null for the destructor to run.
             unsafe { libc::pthread_setspecific(key, fresh.cast()) };
         }
     }

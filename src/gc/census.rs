@@ -76,7 +76,7 @@ pub fn census() -> Census {
                 continue;
             }
             // SAFETY: non-null list entries are live tracked objects.
-            let vt = unsafe { GcHeader::of(p) }.vtable;
+            let vt = unsafe { GcHeader::of(p) }.vtable();
             let e = by_vtable
                 .entry(vt as *const _ as usize)
                 .or_insert_with(|| ((vt.type_name)(), 0, vt.size));

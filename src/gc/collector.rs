@@ -408,7 +408,7 @@ fn find_reachable_from_dirty(
             tracer.current = pos;
             // SAFETY: a live member whose value is not lent out; `refs` is
             // only accessed through the tracer while `trace` runs.
-            unsafe { (h.vtable.trace)(p, &mut tracer) };
+            unsafe { (h.vtable().trace)(p, &mut tracer) };
         }
         if !trace_proven_late(members, late, &mut tracer) {
             break;
@@ -592,7 +592,7 @@ fn trace_proven_late<M: Members + ?Sized>(
         tracer.current = pos;
         // SAFETY: the flag was cleared by a proof that no `&mut` to the
         // value is alive; live value.
-        unsafe { (h.vtable.trace)(p, tracer) };
+        unsafe { (h.vtable().trace)(p, tracer) };
         false
     });
     late.len() != before
@@ -660,7 +660,7 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
         tracer.current = pos;
         // SAFETY: as above, and the value is not lent out; `refs` is only
         // accessed through the tracer while `trace` runs.
-        unsafe { (h.vtable.trace)(p, tracer) };
+        unsafe { (h.vtable().trace)(p, tracer) };
     }
     // The members lent out by `Gc::get_mut`: trace those an edge proved
     // since (which may prove more), until nothing changes.
@@ -716,7 +716,7 @@ fn move_unreachable<M: Members + ?Sized>(
             // targets count its edges as outside references (roots).
             if let Some(h) = h.filter(|h| !h.has(LENT_MUT)) {
                 // SAFETY: a live member with a live value, not lent out.
-                unsafe { (h.vtable.trace)(p, tracer) };
+                unsafe { (h.vtable().trace)(p, tracer) };
             }
             match tracer.stack.pop() {
                 Some(t) => q = t,

@@ -140,7 +140,7 @@ pub(crate) fn print_collectable(objs: &[ObjPtr]) {
     let mut names: Vec<(&'static str, usize)> = Vec::new();
     for &p in objs {
         // SAFETY: garbage objects are live (the collector holds a count).
-        let name = (unsafe { GcHeader::of(p) }.vtable.type_name)();
+        let name = (unsafe { GcHeader::of(p) }.vtable().type_name)();
         match names.iter_mut().find(|(n, _)| *n == name) {
             Some(e) => e.1 += 1,
             None => names.push((name, 1)),

@@ -35,7 +35,7 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr::{self, NonNull};
+use std::ptr::NonNull;
 
 use super::collector::{find_reachable, Panic, Scratch};
 use super::header::{
@@ -185,16 +185,9 @@ impl<T: Finalize> Gc<T> {
             "Gc::new_with_finalizer: this type holds no Gc, so it is never part of a cycle \
              and needs no finalizer; implement Drop instead"
         );
-        let base = this.obj().cast::<u8>().cast_mut();
-        // SAFETY: the object is tracked (asserted above), and tracked
-        // allocations have their GcHeader right before the counts; `obj` carries the provenance of the whole allocation. No
-        // reference to the header is alive (we hold the only handle, the
-        // collector keeps raw pointers), so writing the vtable field
-        // through a raw pointer aliases nothing.
-        unsafe {
-            let h = base.sub(size_of::<GcHeader>()).cast::<GcHeader>();
-            ptr::addr_of_mut!((*h).vtable).write(FinLay::<T>::VTABLE);
-        }
+        // The vtable is a code in the header's weak word (a `Cell`): the
+        // collector and the other handles read it only through the header.
+        this.header().set_vtable(FinLay::<T>::VTABLE);
         this.header().set_flags(FINALIZER_PENDING);
         arm();
         this
@@ -255,7 +248,7 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
         h.set_flags(FINALIZER_RAN);
         let s = strong(obj);
         s.set(1);
-        let f = h.vtable.finalize;
+        let f = h.vtable().finalize;
         let r = catch_unwind(AssertUnwindSafe(|| {
             if let Some(f) = f {
                 // SAFETY: the value is live; the temporary count of one
@@ -345,7 +338,7 @@ pub(crate) fn finalize_garbage(garbage: &[ObjPtr], first: &mut Option<Panic>) ->
                     h.clear_flags(FINALIZER_PENDING);
                     h.set_flags(FINALIZER_RAN);
                     ran = true;
-                    if let Some(f) = h.vtable.finalize {
+                    if let Some(f) = h.vtable().finalize {
                         // SAFETY: the value is live (no garbage value is
                         // dropped before this loop ends); the collector's
                         // count keeps the object alive.
@@ -446,7 +439,7 @@ fn revive(st: &State, objs: &[ObjPtr]) -> Option<Panic> {
             // dropped once, here: strong == 0 leaves no handle to read or
             // drop it, and DROPPED, set above, turns away every other path
             // (a resurrected handle's drop, `deref`, `try_unwrap`).
-            let r = catch_unwind(AssertUnwindSafe(|| unsafe { (h.vtable.drop_value)(p) }));
+            let r = catch_unwind(AssertUnwindSafe(|| unsafe { (h.vtable().drop_value)(p) }));
             if let Err(e) = r {
                 first.get_or_insert(e);
             }

@@ -5,16 +5,22 @@
 //!  untracked (the value can hold no Gc), 16 bytes like Rc, any T:
 //!         ┌────────────────────────────┬──────────────┬───────────┐
 //!         │ weak word                  │ strong usize │ value: T  │
-//!         │ weak<<SHIFT | NO_HEADER    │              │           │
+//!         │ weak<<32 | NO_HEADER       │              │           │
 //!         └────────────────────────────┴──────────────┴───────────┘
-//!  tracked, 32 bytes (sized values, and trait objects: the concrete type's):
-//!  ┌──────────────┬──────────────┬────────────────────┬──────────────┬───────────┐
-//!  │ vtable &'stat│ weak<<SHIFT  │ gc word            │ strong usize │ value: T  │
-//!  │              │              │ index<<SHIFT|flags │              │           │
-//!  └──────────────┴──────────────┴────────────────────┴──────────────┴───────────┘
-//!   -24            -16            -8                   ▲ obj          ▲ Gc points here
-//!  tracked slice [T], 40 bytes: the element count precedes the header,
+//!  tracked, 24 bytes (sized values, and trait objects: the concrete type's):
+//!         ┌────────────────────────────┬────────────────────┬──────────────┬───────────┐
+//!         │ weak word                  │ gc word            │ strong usize │ value: T  │
+//!         │ weak<<32 | vtable code     │ index<<SHIFT|flags │              │           │
+//!         └────────────────────────────┴────────────────────┴──────────────┴───────────┘
+//!          -16                          -8                   ▲ obj          ▲ Gc points here
+//!  tracked slice [T], 32 bytes: the element count precedes the header,
 //!  so that the type-erased vtable can rebuild the wide pointer.
+//!  vtable code = the per-type vtable's address minus that of a static of
+//!          this crate, as an i32 (`vt_code`; a vtable farther away is
+//!          copied into a static table of this crate); on targets whose
+//!          pointers are not 64 bits wide the vtable is a word of its own
+//!          before the weak word (32 bytes) and the weak count is
+//!          `weak << SHIFT`.
 //!  gc word = index in the generation list << SHIFT (9)
 //!          | flags (bits 0-7: CLEAN UNTRACKED DEAD DROPPED FINALIZER_RAN
 //!                   FINALIZER_PENDING WEAK_CALLBACKS LENT_MUT;
@@ -28,7 +34,7 @@
 //!
 //! Invariant of an untracked object's flags word: its flag bits are
 //! exactly `NO_HEADER`, from `allocate` on (nothing sets or clears a flag
-//! in it; the weak count lives above `SHIFT`). So the tests the handle's
+//! in it; the weak count lives above `WEAK_SHIFT`). So the tests the handle's
 //! hot paths make on the flags word need not know the kind of
 //! allocation: `drop` leaving other handles tests `CLEAN | LENT_MUT`
 //! (clear: it never asks the collector to mark an untracked object),
@@ -66,6 +72,8 @@ use std::ptr::{self, NonNull};
 
 use super::trace::Trace;
 use super::tracer::Tracer;
+#[cfg(target_pointer_width = "64")]
+use super::vt_code::VtCode;
 
 /// The strong count of an allocation, the word right before the value:
 /// what the collector's type-erased object pointer ([`ObjPtr`]) points at.
@@ -75,12 +83,17 @@ pub(crate) struct Counts {
 }
 
 /// The collector's words, immediately before the [`Counts`] of a tracked
-/// allocation.
+/// allocation: 16 bytes on 64-bit targets (the vtable is a 32-bit code in
+/// the weak word, see [`VtCode`]), so that a tracked header is 24 bytes
+/// with the strong count; on other targets the vtable is a word of its own.
 #[repr(C)]
 pub(crate) struct GcHeader {
-    pub(crate) vtable: &'static VTable,
+    #[cfg(not(target_pointer_width = "64"))]
+    vt: Cell<&'static VTable>,
     /// The weak count (the `Weak`s, plus one while strong handles exist)
-    /// `<< SHIFT`.
+    /// `<< WEAK_SHIFT`; on 64-bit targets the low 32 bits hold the
+    /// vtable's code ([`VtCode`]), which no weak-count operation changes
+    /// (they add or subtract multiples of `WEAK_ONE`).
     pub(crate) weak: Cell<usize>,
     /// `index in the generation list << SHIFT | flags`: the flags word of
     /// a tracked object.
@@ -137,8 +150,16 @@ pub(crate) const LENT_MUT: usize = 1 << 7;
 pub(crate) const NO_HEADER: usize = 1 << 8;
 /// The flag bits.
 pub(crate) const FLAG_MASK: usize = (1 << SHIFT) - 1;
+/// Where the weak count starts in a weak word: above the flags of an
+/// untracked object's word, and on 64-bit targets above the 32-bit
+/// vtable code of a tracked one's (so at most `u32::MAX` weak references
+/// per object; one more aborts, as `Rc` does at `usize::MAX`).
+#[cfg(target_pointer_width = "64")]
+pub(crate) const WEAK_SHIFT: u32 = 32;
+#[cfg(not(target_pointer_width = "64"))]
+pub(crate) const WEAK_SHIFT: u32 = SHIFT;
 /// One weak reference, in a weak word.
-pub(crate) const WEAK_ONE: usize = 1 << SHIFT;
+pub(crate) const WEAK_ONE: usize = 1 << WEAK_SHIFT;
 
 /// Per-type operations the type-erased collector needs.
 ///
@@ -163,6 +184,55 @@ pub(crate) struct VTable {
 }
 
 impl GcHeader {
+    /// A header with this vtable, weak word `weak` (a multiple of
+    /// `WEAK_ONE`) and gc word `gc`.
+    #[inline(always)]
+    fn new(vtable: &'static VTable, weak: usize, gc: usize) -> GcHeader {
+        #[cfg(target_pointer_width = "64")]
+        {
+            GcHeader {
+                weak: Cell::new(weak | VtCode::of(vtable).bits()),
+                gc: Cell::new(gc),
+            }
+        }
+        #[cfg(not(target_pointer_width = "64"))]
+        {
+            GcHeader {
+                vt: Cell::new(vtable),
+                weak: Cell::new(weak),
+                gc: Cell::new(gc),
+            }
+        }
+    }
+
+    /// The object's vtable.
+    #[inline(always)]
+    pub(crate) fn vtable(&self) -> &'static VTable {
+        #[cfg(target_pointer_width = "64")]
+        {
+            VtCode::from_bits(self.weak.get()).vtable()
+        }
+        #[cfg(not(target_pointer_width = "64"))]
+        {
+            self.vt.get()
+        }
+    }
+
+    /// Replaces the object's vtable (`Gc::new_with_finalizer`).
+    #[inline]
+    pub(crate) fn set_vtable(&self, vtable: &'static VTable) {
+        #[cfg(target_pointer_width = "64")]
+        {
+            let w = self.weak.get();
+            self.weak
+                .set((w & !(WEAK_ONE - 1)) | VtCode::of(vtable).bits());
+        }
+        #[cfg(not(target_pointer_width = "64"))]
+        {
+            self.vt.set(vtable)
+        }
+    }
+
     /// The collector header of a tracked object.
     ///
     /// # Safety
@@ -266,7 +336,7 @@ pub(crate) unsafe fn weak_word<'a>(obj: ObjPtr, flags: usize) -> &'a Cell<usize>
 /// The weak count in a weak word.
 #[inline(always)]
 pub(crate) fn weak_count(word: usize) -> usize {
-    word >> SHIFT
+    word >> WEAK_SHIFT
 }
 
 /// Adds a weak reference to a weak word; aborts on overflow, as `Rc` does.
@@ -285,7 +355,8 @@ pub(crate) fn inc_weak(w: &Cell<usize>) {
 #[inline(always)]
 pub(crate) fn dec_weak_is_last(w: &Cell<usize>) -> bool {
     let n = w.get();
-    // The flags are below WEAK_ONE: a count of one is a word below two.
+    // The flags (and a tracked object's vtable code) are below WEAK_ONE:
+    // a count of one is a word below two.
     if n < 2 * WEAK_ONE {
         return true;
     }
@@ -464,14 +535,7 @@ pub(crate) fn allocate(
         match header {
             Some(h) => {
                 let hp = counts.cast::<GcHeader>().sub(1);
-                ptr::write(
-                    hp,
-                    GcHeader {
-                        vtable: h.vtable,
-                        weak: Cell::new(weak * WEAK_ONE),
-                        gc: Cell::new(UNTRACKED),
-                    },
-                );
+                ptr::write(hp, GcHeader::new(h.vtable, weak * WEAK_ONE, UNTRACKED));
                 if let Some(len) = h.slice_len {
                     ptr::write(hp.cast::<usize>().sub(1), len);
                 }
@@ -664,6 +728,6 @@ pub(crate) unsafe fn release_implicit_weak(obj: ObjPtr) {
     if dec_weak_is_last(&h.weak) {
         // SAFETY: no strong and no weak handle remain; tracked, so the
         // header (and vtable) exists.
-        unsafe { (h.vtable.dealloc)(obj) }
+        unsafe { (h.vtable().dealloc)(obj) }
     }
 }

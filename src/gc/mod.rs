@@ -29,19 +29,20 @@
 //!
 //! ```text
 //!  untracked (the value can hold no Gc), 16 bytes like Rc:
-//!         ┌──────────────────────────────────┬──────────────┬───────────┐
-//!         │ weak<<SHIFT | NO_HEADER           │ strong usize │ value: T  │
-//!         └──────────────────────────────────┴──────────────┴───────────┘
-//!  tracked, 32 bytes (a slice: 40, its length before the vtable):
-//!  ┌───────────────┬──────────────┬──────────────────┬──────────────┬───────────┐
-//!  │ &'static      │ weak<<SHIFT  │ gc word          │ strong usize │ value: T  │
-//!  │ VTable        │              │ index<<9 | flags │              │           │
-//!  └───────────────┴──────────────┴──────────────────┴──────────────┴───────────┘
-//!                                                     ▲ obj          ▲ Gc points here
+//!  ┌──────────────────────────────────┬──────────────┬───────────┐
+//!  │ weak<<32 | NO_HEADER              │ strong usize │ value: T  │
+//!  └──────────────────────────────────┴──────────────┴───────────┘
+//!  tracked, 24 bytes (a slice: 32, its length before the weak word):
+//!  ┌──────────────────────────────────┬──────────────────┬──────────────┬───────────┐
+//!  │ weak<<32 | vtable code (32 bits)  │ gc word          │ strong usize │ value: T  │
+//!  │                                   │ index<<9 | flags │              │           │
+//!  └──────────────────────────────────┴──────────────────┴──────────────┴───────────┘
+//!                                                         ▲ obj          ▲ Gc points here
 //! ```
 //!
 //! The vtable holds `trace`, `drop_value`, `dealloc`, the type name and
-//! size (for a census). The gc word's upper bits hold the object's index
+//! size (for a census); the header holds a 32-bit code for it (`vt_code`),
+//! which keeps a tracked header at 24 bytes on 64-bit targets. The gc word's upper bits hold the object's index
 //! in the generation list, at all times (during a collection the
 //! `gc_refs` live in a side array indexed by list position, where CPython
 //! reuses `_gc_prev` for them, so a surviving object's header is read,
@@ -197,6 +198,8 @@ mod state;
 pub(crate) mod trace;
 mod tracer;
 mod trashcan;
+#[cfg(target_pointer_width = "64")]
+mod vt_code;
 mod weak;
 mod weak_callbacks;
 

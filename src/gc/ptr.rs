@@ -88,7 +88,7 @@ pub(crate) unsafe fn deallocate<T: ?Sized>(ptr: NonNull<T>, flags: usize) {
         } else if size_of::<*const T>() == size_of::<ObjPtr>() {
             free(obj, size_of_val(value), align_of_val(value), TRACKED_PREFIX)
         } else {
-            (GcHeader::of(obj).vtable.dealloc)(obj)
+            (GcHeader::of(obj).vtable().dealloc)(obj)
         }
     }
 }

@@ -105,7 +105,7 @@ pub(crate) fn delete_garbage(st: &State, garbage: &[ObjPtr]) -> Option<Panic> {
                         // which also refuses DEAD objects, and the refcount
                         // paths, which need strong == 0 while the collector
                         // holds a count), and `get_mut` lends no DEAD one.
-                        unsafe { (h.vtable.drop_value)(p) }
+                        unsafe { (h.vtable().drop_value)(p) }
                     }
                 }
             })

@@ -59,8 +59,8 @@ pub fn garbage() -> Vec<GarbageInfo> {
                     // strong count on each.
                     let h = unsafe { GcHeader::of(p) };
                     GarbageInfo {
-                        type_name: (h.vtable.type_name)(),
-                        size: h.vtable.size,
+                        type_name: (h.vtable().type_name)(),
+                        size: h.vtable().size,
                         address: p as usize,
                     }
                 })

@@ -197,7 +197,7 @@ unsafe fn drop_deferred(obj: ObjPtr) {
     // SAFETY: per the contract the header is live.
     let h = unsafe { GcHeader::of(obj) };
     h.set_flags(DROPPED);
-    let drop_value = h.vtable.drop_value;
+    let drop_value = h.vtable().drop_value;
     let _release = Release(obj);
     // Declared after `_release`, so dropped before it: the object's weak
     // callbacks (if `last_drop` deferred it with some) run once its value
