@@ -397,11 +397,13 @@ fn a_weak_callback_owning_a_panicking_drop_does_not_abort_thread_exit() {
         "a_weak_callback_owning_a_panicking_drop_does_not_abort_thread_exit",
         || {
             std::thread::spawn(|| {
+                EARLY.with(|_| ());
                 let target = node(Vec::new(), None);
                 let held = bomb();
                 let _f = gc::finalize(&target, move || drop(held));
-                // Still reachable at thread exit.
-                std::mem::forget(target);
+                // Still reachable when the registry is destroyed: kept by
+                // a thread-local destroyed after pymem's.
+                EARLY.with(|e| e.borrow_mut().push(target));
             })
             .join()
             .unwrap();
