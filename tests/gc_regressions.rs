@@ -12,6 +12,8 @@ use std::rc::Rc;
 
 use pymem::{gc, Gc, Trace, Tracer};
 
+mod common;
+
 /// The system allocator, counting the bytes each thread has live (tests
 /// run on several threads at once, so a per-thread count keeps them
 /// apart).
@@ -262,5 +264,314 @@ fn a_drop_that_panics_on_the_refcount_path_frees_its_object() {
     assert!(
         leaked < N * 16,
         "{leaked} bytes still allocated after {N} panicking drops"
+    );
+}
+
+/// A node whose `trace` breaks rule 5 of the `Trace` contract in one of
+/// the ways the contract says stays memory-safe (the collector "re-reads
+/// its list, objects freed meanwhile become holes").
+struct Rogue {
+    edges: RefCell<Vec<Gc<Rogue>>>,
+    /// Handles the collector never sees; `trace` drops them.
+    side: RefCell<Vec<Gc<Rogue>>>,
+    /// `trace` allocates a tracked object (kept in `side`).
+    alloc: bool,
+}
+
+// SAFETY: deliberately breaks rule 5 (drops and creates handles in
+// `trace`), never rule 1: `side` is read by no `trace`.
+unsafe impl Trace for Rogue {
+    fn trace(&self, tracer: &mut Tracer) {
+        self.edges.trace(tracer);
+        if self.alloc {
+            if let Ok(mut s) = self.side.try_borrow_mut() {
+                s.push(rogue(false));
+            }
+        } else {
+            drop(self.side.try_borrow_mut().ok().and_then(|mut s| s.pop()));
+        }
+    }
+}
+
+fn rogue(alloc: bool) -> Gc<Rogue> {
+    Gc::new(Rogue {
+        edges: RefCell::new(Vec::new()),
+        side: RefCell::new(Vec::new()),
+        alloc,
+    })
+}
+
+/// Found by the hostile fuzzer (`tests/gc_fuzz_hostile.rs`, seed 3): a
+/// `trace` that allocates a tracked object during a full collection from
+/// the dirty seeds made `find_reachable_from_dirty` compute its holes as
+/// `n - st.tracked()` with more objects tracked than the range holds:
+/// "attempt to subtract with overflow" in debug builds (the collection
+/// abandoned with a panic), a wrapped count in release builds.
+#[test]
+fn a_trace_that_allocates_during_a_full_collection_does_not_break_it() {
+    gc::collect();
+    let a = rogue(true);
+    let b = rogue(false);
+    a.edges.borrow_mut().push(b.clone());
+    b.edges.borrow_mut().push(a.clone());
+    // A full collection that examines the whole range first, then one from
+    // the dirty seeds: `b`'s decrement makes it a seed.
+    gc::collect();
+    let (wa, wb) = (Gc::downgrade(&a), Gc::downgrade(&b));
+    drop(b);
+    drop(a);
+    // (The objects the traces made are owned by `a`: freed with it.)
+    assert_eq!(gc::collect(), 2);
+    assert!(wa.upgrade().is_none() && wb.upgrade().is_none());
+}
+
+/// Found by the review of the collector's phases (rule 5 of `Trace` says a
+/// `trace` that drops handles keeps memory safety): a `trace` that drops
+/// the last handle of a member the collection already scanned frees it
+/// during the phases, and its list slot becomes null. Phase 2 then took
+/// that member, a root by its gc_refs, and read the header before the
+/// null pointer (`GcHeader::of(null)`: a wild read, SIGSEGV natively).
+#[test]
+fn a_trace_that_frees_a_scanned_member_does_not_crash_the_collection() {
+    gc::collect();
+    // Listed in this order: the victim (scanned first), the rogue that
+    // frees it, then a garbage pair so that phase 2 runs.
+    let victim = rogue(false);
+    let r = rogue(false);
+    r.side.borrow_mut().push(victim);
+    let x = rogue(false);
+    let y = rogue(false);
+    x.edges.borrow_mut().push(y.clone());
+    y.edges.borrow_mut().push(x.clone());
+    drop((x, y));
+    // Young and full collections, from the dirty seeds too.
+    assert_eq!(gc::collect_generation(0), 2);
+    let victim = rogue(false);
+    r.side.borrow_mut().push(victim);
+    let x = rogue(false);
+    let y = rogue(false);
+    x.edges.borrow_mut().push(y.clone());
+    y.edges.borrow_mut().push(x.clone());
+    r.edges.borrow_mut().push(x.clone());
+    r.edges.borrow_mut().clear();
+    drop((x, y));
+    assert_eq!(gc::collect(), 2);
+    drop(r);
+    gc::collect();
+}
+
+/// `common::isolated` (the body in a child process, so that an abort
+/// fails one test), except under Miri, which cannot spawn processes: the
+/// body runs in place there (after the fixes none of them aborts).
+fn isolated(name: &str, body: impl FnOnce()) {
+    if cfg!(miri) {
+        body()
+    } else {
+        common::isolated(name, body)
+    }
+}
+
+/// A node whose `Drop` panics (unless it runs during an unwind).
+fn bomb() -> Gc<Node> {
+    node(
+        Vec::new(),
+        Some(Box::new(|| {
+            if !std::thread::panicking() {
+                panic!("a Drop that panics at thread exit");
+            }
+        })),
+    )
+}
+
+/// Found by the hostile fuzzer (`tests/gc_fuzz_hostile.rs`, seed 3): the
+/// weak callbacks still registered when a thread exits (on objects still
+/// reachable then) are dropped by the registry's thread-local destructor;
+/// a callback that owns a `Gc` whose `Drop` panics made that destructor
+/// unwind, and the process aborted ("thread local panicked on drop").
+/// Issue 12 item 6 asks that `Drop` impls run at thread exit may panic:
+/// the registry now drops each callback under `catch_unwind`, as the
+/// teardown's collection does.
+#[test]
+fn a_weak_callback_owning_a_panicking_drop_does_not_abort_thread_exit() {
+    isolated(
+        "a_weak_callback_owning_a_panicking_drop_does_not_abort_thread_exit",
+        || {
+            std::thread::spawn(|| {
+                EARLY.with(|_| ());
+                let target = node(Vec::new(), None);
+                let held = bomb();
+                let _f = gc::finalize(&target, move || drop(held));
+                // Still reachable when the registry is destroyed: kept by
+                // a thread-local destroyed after pymem's.
+                EARLY.with(|e| e.borrow_mut().push(target));
+            })
+            .join()
+            .unwrap();
+        },
+    );
+}
+
+/// Found with the previous one, by review: the `gc::callbacks` registered
+/// when a thread exits are dropped by their thread-local's destructor
+/// just as well; a callback owning a `Gc` whose `Drop` panics aborted
+/// the process.
+#[test]
+fn a_gc_callback_owning_a_panicking_drop_does_not_abort_thread_exit() {
+    isolated(
+        "a_gc_callback_owning_a_panicking_drop_does_not_abort_thread_exit",
+        || {
+            std::thread::spawn(|| {
+                let held = bomb();
+                gc::callbacks::add(move |_, _| {
+                    let _ = &held;
+                });
+                gc::collect();
+            })
+            .join()
+            .unwrap();
+        },
+    );
+}
+
+/// Found by the hostile fuzzer (seed 43, after the fix above): a full
+/// collection from the dirty seeds makes its seeds clean after the phases
+/// (`State::clear_seeds`), trusting that "nothing was freed since"; a
+/// `trace` that dropped the last handle of a seed had nulled its slot, and
+/// `clear_seeds` wrote the flags of the header before the null pointer
+/// (SIGSEGV).
+#[test]
+fn a_trace_that_frees_a_dirty_seed_does_not_crash_the_full_collection() {
+    gc::collect();
+    let victim = rogue(false);
+    let r = rogue(false);
+    // Both dirty (a count decremented to a non-zero value): seeds of the
+    // next full collection, the rogue traced first.
+    r.side.borrow_mut().push(victim.clone());
+    drop(victim);
+    drop(r.clone());
+    assert_eq!(gc::collect(), 0);
+    assert!(r.side.borrow().is_empty());
+    drop(r);
+    gc::collect();
+}
+
+/// Found by the hostile fuzzer (seed 48): `gc::callbacks::remove` dropped
+/// the removed closure while the callback list was mutably borrowed; a
+/// `Gc` the closure owned ran a `Drop` that collected, the collection's
+/// start borrowed the list to call the callbacks and panicked ("RefCell
+/// already mutably borrowed") after `begin_collection` had marked a
+/// collection as running: the flag was never cleared, so every later
+/// collection on the thread returned 0 (cycles leaked for good, and the
+/// collection at thread exit did nothing either).
+#[test]
+fn removing_a_gc_callback_whose_drop_collects_keeps_the_collector_working() {
+    let collects_on_drop = node(
+        Vec::new(),
+        Some(Box::new(|| {
+            gc::collect();
+        })),
+    );
+    let id = gc::callbacks::add(move |_, _| {
+        let _ = &collects_on_drop;
+    });
+    let r = std::panic::catch_unwind(|| gc::callbacks::remove(id));
+    assert!(matches!(r, Ok(true)), "remove panicked or found nothing");
+    let a = node(Vec::new(), None);
+    let b = node(vec![a.clone()], None);
+    a.edges.borrow_mut().push(b);
+    drop(a);
+    assert_eq!(gc::collect(), 2, "the collector stopped working");
+}
+
+/// Found by the hostile fuzzer (seed 268): when the last handle of an
+/// object with a weak callback goes during an unwind (a local of a frame
+/// that panicked), the callback runs from `Gc::drop`, and a panic in it
+/// was resumed from there: a panic escaping a destructor that runs during
+/// an unwind aborts the process ("panic in a destructor during cleanup").
+/// It is now contained (reported on stderr) when the thread is already
+/// unwinding; the first panic goes on.
+#[test]
+fn a_weak_callback_that_panics_while_an_unwind_drops_its_referent_does_not_abort() {
+    isolated(
+        "a_weak_callback_that_panics_while_an_unwind_drops_its_referent_does_not_abort",
+        || {
+            let r = std::panic::catch_unwind(|| {
+                let target = node(Vec::new(), None);
+                let _f = gc::finalize(&target, || panic!("a weak callback that panics"));
+                panic!("the first panic");
+            });
+            let msg = common::panic_message(&*r.unwrap_err());
+            assert_eq!(msg.as_deref(), Some("the first panic"));
+        },
+    );
+}
+
+/// A finalizer whose object dies by refcount during an unwind (the same
+/// path: `finalize::last_drop`, then a panic resumed from `Gc::drop`).
+#[test]
+fn a_finalizer_that_panics_while_an_unwind_drops_its_object_does_not_abort() {
+    #[derive(Trace)]
+    struct Fin {
+        next: RefCell<Option<Gc<Fin>>>,
+    }
+    impl gc::Finalize for Fin {
+        fn finalize(_: &Gc<Self>) {
+            panic!("a finalizer that panics");
+        }
+    }
+    isolated(
+        "a_finalizer_that_panics_while_an_unwind_drops_its_object_does_not_abort",
+        || {
+            let r = std::panic::catch_unwind(|| {
+                let _target = Gc::new_with_finalizer(Fin {
+                    next: RefCell::new(None),
+                });
+                panic!("the first panic");
+            });
+            let msg = common::panic_message(&*r.unwrap_err());
+            assert_eq!(msg.as_deref(), Some("the first panic"));
+        },
+    );
+}
+
+thread_local! {
+    /// A user thread-local touched before any `Gc` exists on the thread,
+    /// so destroyed after pymem's (destructors run in reverse order).
+    static EARLY: RefCell<Vec<Gc<Node>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Found by review of the thread-locals the `gc` functions use (issue 12
+/// item 6: `Drop` impls run at thread exit may "touch other thread-locals
+/// that are already gone"): a `Drop` that runs after pymem's weak-callback
+/// and gc-callback registries were destroyed (its object kept by a user
+/// thread-local destroyed later) and calls `gc::finalize` or
+/// `gc::callbacks::add` made them panic ("cannot access a Thread Local
+/// Storage value during or after destruction") inside a thread-local
+/// destructor: the process aborted. They now register nothing (the
+/// callback could never run: the thread is ending), as `gc::finalize`
+/// already does for an object being reclaimed.
+#[test]
+fn registering_callbacks_from_a_drop_after_the_registries_are_gone_does_not_abort() {
+    isolated(
+        "registering_callbacks_from_a_drop_after_the_registries_are_gone_does_not_abort",
+        || {
+            std::thread::spawn(|| {
+                EARLY.with(|_| ());
+                let other = node(Vec::new(), None);
+                let keep = other.clone();
+                let late = node(
+                    Vec::new(),
+                    Some(Box::new(move || {
+                        let f = gc::finalize(&keep, || {});
+                        assert!(!f.alive());
+                        gc::callbacks::add(|_, _| {});
+                    })),
+                );
+                EARLY.with(|e| e.borrow_mut().push(late));
+                drop(other);
+            })
+            .join()
+            .unwrap();
+        },
     );
 }

@@ -50,6 +50,17 @@ struct Registered {
     next_id: Cell<u64>,
 }
 
+impl Drop for Registered {
+    /// At thread exit: dropping the callbacks drops what they own (`Gc`s
+    /// among it, whose `Drop` impls may panic), each under `catch_unwind`:
+    /// a thread-local destructor must not unwind.
+    fn drop(&mut self) {
+        for (_, f) in std::mem::take(self.list.get_mut()) {
+            super::weak_callbacks::drop_contained(f, "gc callbacks");
+        }
+    }
+}
+
 thread_local! {
     static CALLBACKS: Registered = const {
         Registered {
@@ -77,14 +88,24 @@ pub(crate) fn keep_through_teardown() {
 /// assert!(callbacks::remove(id));
 /// ```
 pub fn add(f: impl FnMut(Phase, &CallbackInfo) + 'static) -> CallbackId {
-    CALLBACKS.with(|d| {
-        let id = d.next_id.get();
-        d.next_id.set(id + 1);
-        let mut v = d.list.borrow_mut();
-        v.push((id, Rc::new(RefCell::new(f))));
-        d.len.set(v.len());
-        CallbackId(id)
-    })
+    // `try_with`: called by a `Drop` at thread exit after the list was
+    // destroyed, it registers nothing (no collection runs any more) and
+    // returns an id no callback has (ids start at 1), instead of
+    // panicking inside a thread-local destructor (an abort).
+    let mut f = Some(f);
+    let id = CALLBACKS
+        .try_with(|d| {
+            let id = d.next_id.get();
+            d.next_id.set(id + 1);
+            let mut v = d.list.borrow_mut();
+            let f = f.take().expect("taken once");
+            v.push((id, Rc::new(RefCell::new(f)) as Callback));
+            d.len.set(v.len());
+            id
+        })
+        .unwrap_or(0);
+    super::weak_callbacks::drop_contained(f, "gc callbacks");
+    CallbackId(id)
 }
 
 /// Unregisters a callback; `false` if it was not registered (already
@@ -97,15 +118,20 @@ pub fn add(f: impl FnMut(Phase, &CallbackInfo) + 'static) -> CallbackId {
 /// assert!(!callbacks::remove(id));
 /// ```
 pub fn remove(id: CallbackId) -> bool {
-    CALLBACKS
+    // The removed closure is dropped after the list's borrow ends: what it
+    // owns may run a `Drop` that collects, and the collection borrows the
+    // list to call the callbacks.
+    let removed = CALLBACKS
         .try_with(|d| {
             let mut v = d.list.borrow_mut();
-            let before = v.len();
-            v.retain(|(i, _)| *i != id.0);
+            let at = v.iter().position(|(i, _)| *i == id.0);
+            let removed = at.map(|at| v.remove(at));
             d.len.set(v.len());
-            v.len() != before
+            removed
         })
-        .unwrap_or(false)
+        .ok()
+        .flatten();
+    removed.is_some()
 }
 
 /// Unregisters every callback of this thread (`gc.callbacks.clear()`).
@@ -271,8 +297,15 @@ pub(crate) fn collection_stop(s: Option<Session>, g: usize, found: usize) -> Opt
 /// Calls every registered callback (a snapshot of the list), each under
 /// `catch_unwind`; returns the first panic.
 fn invoke(phase: Phase, info: &CallbackInfo) -> Option<Panic> {
+    // (`try_borrow`: the list is only borrowed mutably by `add`, `remove`
+    // and `clear`, none of which runs code that could collect meanwhile;
+    // were it borrowed, skipping the callbacks beats panicking with a
+    // collection marked as running.)
     let snapshot: Vec<Callback> = CALLBACKS
-        .try_with(|d| d.list.borrow().iter().map(|(_, f)| f.clone()).collect())
+        .try_with(|d| match d.list.try_borrow() {
+            Ok(l) => l.iter().map(|(_, f)| f.clone()).collect(),
+            Err(_) => Vec::new(),
+        })
         .unwrap_or_default();
     let mut first = None;
     for f in snapshot {

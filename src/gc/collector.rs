@@ -391,8 +391,13 @@ fn find_reachable_from_dirty(
             hi = hi.max(pos + 1);
             // SAFETY: positions on the stack are below n.
             let p = unsafe { members.get(pos) };
-            // SAFETY: seeds and the targets of edges are listed objects
-            // (non-null), live during the phases.
+            if p.is_null() {
+                // Freed since it was pushed, by a `trace` that dropped its
+                // last handle (rule 5 of `Trace` broken): a hole.
+                refs[pos].set(REACHED);
+                continue;
+            }
+            // SAFETY: a non-null member is a listed object, live.
             let h = unsafe { GcHeader::of(p) };
             let r = &refs[pos];
             r.set(r.get() + strong_refs(p));
@@ -418,7 +423,13 @@ fn find_reachable_from_dirty(
     let unreachable = finish(members, sc, &mut tracer);
     Outcome {
         conservative: tracer.saw_external,
-        holes: n - st.tracked(),
+        // (A `trace` that breaks rule 5 may have tracked objects past the
+        // range meanwhile: then the count is unknown, and a rebuild is
+        // always correct.)
+        holes: (start + n == st.list().len())
+            .then(|| n.checked_sub(st.tracked()))
+            .flatten()
+            .unwrap_or(n),
         unreachable,
     }
 }
@@ -541,10 +552,11 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
             if outcome == RESOLVED {
                 resolved += 1;
             } else if settled {
-                // SAFETY: x < n; a member (a candidate) of the range,
-                // live during the phases.
+                // SAFETY: x < n; a member (a candidate) of the range.
                 let p = unsafe { members.get(x) };
-                settled = strong_refs(p) <= 1;
+                // A null one was freed by a `trace` (rule 5 broken):
+                // unknown, so trace.
+                settled = !p.is_null() && strong_refs(p) <= 1;
             }
             let p = parent(x);
             if p == NO_PARENT {
@@ -568,8 +580,11 @@ fn trace_proven_late<M: Members + ?Sized>(
     late.retain(|&pos| {
         // SAFETY: positions in `late` are below members.len().
         let p = unsafe { members.get(pos) };
-        // SAFETY: a live member (non-null, nothing is freed during the
-        // phases).
+        if p.is_null() {
+            // Freed by a `trace` that broke rule 5: nothing to trace.
+            return false;
+        }
+        // SAFETY: a non-null member is a listed object, live.
         let h = unsafe { GcHeader::of(p) };
         if h.has(LENT_MUT) {
             return true;
@@ -692,12 +707,14 @@ fn move_unreachable<M: Members + ?Sized>(
             // SAFETY: q < refs.len() == members.len() (a position of `refs`
             // or one the tracer bounded by n).
             let p = unsafe { members.get(q) };
-            // SAFETY: roots and reached candidates are non-null (holes are
-            // neither), live members.
-            let h = unsafe { GcHeader::of(p) };
+            // Roots and reached candidates were listed when met, but a
+            // `trace` that breaks rule 5 can free one since (its slot is
+            // then null): skip it.
+            // SAFETY: a non-null member is a listed object, live.
+            let h = (!p.is_null()).then(|| unsafe { GcHeader::of(p) });
             // A member still lent out was not traced in phase 1 either: its
             // targets count its edges as outside references (roots).
-            if !h.has(LENT_MUT) {
+            if let Some(h) = h.filter(|h| !h.has(LENT_MUT)) {
                 // SAFETY: a live member with a live value, not lent out.
                 unsafe { (h.vtable().trace)(p, tracer) };
             }

@@ -34,7 +34,7 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
 use super::collector::{find_reachable, Panic, Scratch};
@@ -47,7 +47,7 @@ use super::state::{self, strong, State};
 use super::trace::Trace;
 use super::tracer::is_candidate;
 use super::trashcan;
-use super::weak_callbacks::{run_callbacks, take_callbacks};
+use super::weak_callbacks::{resume_from_drop, run_callbacks, take_callbacks};
 
 /// A PEP 442 finalizer (Python's `__del__` / `tp_finalize`): code that
 /// runs once before an object is reclaimed, while everything it refers
@@ -77,7 +77,10 @@ use super::weak_callbacks::{run_callbacks, take_callbacks};
 ///   calling finalizers), and a re-entrant
 ///   [`gc::collect`](crate::gc::collect) returns 0.
 /// * A panic in a finalizer is resumed after the object (or the rest of
-///   the garbage) has been dealt with.
+///   the garbage) has been dealt with; when the object dies by refcount
+///   while the thread is already unwinding (a handle dropped by the
+///   unwind), it is reported on stderr instead, as a panic escaping that
+///   drop would abort the process.
 /// * [`Gc::try_unwrap`] hands the value back without finalizing it.
 ///
 /// Types that can hold no `Gc` ([`Trace::may_contain_gc`] is `false`) are
@@ -137,10 +140,12 @@ impl<T: Finalize> FinLay<T> {
 /// live, on which the caller holds (or has temporarily set) a strong
 /// count.
 unsafe fn finalize_erased<T: Finalize>(obj: ObjPtr) {
-    // SAFETY: per the contract the object is live with a live value of
-    // type `T`, one word past the counts (`value_of`); the handle is
-    // borrowed, never dropped (ManuallyDrop), so it does not change the
-    // count.
+    // SAFETY: the caller guarantees a live object of type `T` (this
+    // vtable is only installed by `new_with_finalizer::<T>`) with a live
+    // value, one word past the counts (`value_of`), and a strong count
+    // held across the call: `from_inner`'s "one strong count on a live,
+    // initialised value". The handle is never dropped (`ManuallyDrop`),
+    // so that count is only borrowed, not consumed.
     let this = ManuallyDrop::new(unsafe { Gc::<T>::from_inner(value_of::<T>(obj)) });
     T::finalize(&this)
 }
@@ -235,7 +240,7 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
     let obj = super::header::counts_of(ptr);
     // SAFETY: live tracked object.
     let h = unsafe { GcHeader::of(obj) };
-    // The only caller, `Gc::drop_slow_unlisted`, handles DROPPED first.
+    // The only caller, `Gc::drop_slow`, handles DROPPED first.
     debug_assert!(!h.has(DROPPED));
     let mut panic = None;
     if h.has(FINALIZER_PENDING) {
@@ -260,7 +265,7 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
                 state::with(|st| st.note_dirty(h));
             }
             if let Some(p) = panic {
-                resume_unwind(p);
+                resume_from_drop(p);
             }
             return;
         }
@@ -278,7 +283,7 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
         unsafe { trashcan::drop_object_then_callbacks(st, ptr) }
     });
     if let Some(p) = callback_panic.or(panic) {
-        resume_unwind(p);
+        resume_from_drop(p);
     }
 }
 
@@ -381,7 +386,10 @@ pub(crate) fn handle_resurrected_objects(
     let mut keep = Vec::new();
     let mut back = Vec::new();
     for (i, &p) in garbage.iter().enumerate() {
-        // SAFETY: as above.
+        // SAFETY: the collector's count on each member (taken by
+        // `handle_weakrefs`, released only by `revive` or `delete_garbage`
+        // after this) keeps the allocation, header included, alive
+        // whatever the `trace` impls run above did.
         unsafe { GcHeader::of(p) }.set_flags(UNTRACKED);
         if r.is_err() || !is_candidate(sc.refs[i].get()) {
             back.push(p);
@@ -426,7 +434,11 @@ fn revive(st: &State, objs: &[ObjPtr]) -> Option<Panic> {
             st.untrack(h);
             let callbacks = take_callbacks(p, h);
             h.set_flags(DROPPED | DEAD);
-            // SAFETY: as above; the value is dropped once, here.
+            // SAFETY: the value is live (a member of the garbage is only
+            // dropped by `delete_garbage`, which never saw this one) and
+            // dropped once, here: strong == 0 leaves no handle to read or
+            // drop it, and DROPPED, set above, turns away every other path
+            // (a resurrected handle's drop, `deref`, `try_unwrap`).
             let r = catch_unwind(AssertUnwindSafe(|| unsafe { (h.vtable().drop_value)(p) }));
             if let Err(e) = r {
                 first.get_or_insert(e);

@@ -50,8 +50,10 @@ pub(crate) fn reclaim(st: &State, garbage: &mut Vec<ObjPtr>) -> (usize, Option<P
 /// no `Drop` can free it under the collector's feet.
 fn handle_weakrefs(garbage: &[ObjPtr]) {
     for &p in garbage {
-        // SAFETY: garbage objects are live (their strong counts come from
-        // each other).
+        // SAFETY: the garbage was gathered from non-null list entries by
+        // the rebuild, which runs no user code, and none has run since:
+        // each is a live tracked object (strong > 0: what it was found
+        // with, whoever holds it).
         let h = unsafe { GcHeader::of(p) };
         h.set_flags(UNTRACKED | DEAD);
         h.clear_flags(CLEAN);
@@ -66,7 +68,9 @@ fn handle_weakrefs(garbage: &[ObjPtr]) {
 pub(crate) fn delete_with_callbacks(st: &State, garbage: &[ObjPtr]) -> Option<Panic> {
     let mut callbacks = Vec::new();
     for &p in garbage {
-        // SAFETY: the collector holds a count on each object.
+        // SAFETY: the collector holds a strong count on each object (from
+        // `handle_weakrefs`, or `DEBUG_SAVEALL`'s), released only by
+        // `delete_garbage` below: the header is live.
         let h = unsafe { GcHeader::of(p) };
         callbacks.extend(take_callbacks(p, h));
     }
@@ -89,13 +93,18 @@ pub(crate) fn delete_garbage(st: &State, garbage: &[ObjPtr]) -> Option<Panic> {
                 while i < garbage.len() {
                     let p = garbage[i];
                     i += 1;
-                    // SAFETY: we hold a strong count on every garbage
-                    // object, so its header is live.
+                    // SAFETY: the collector holds a strong count on every
+                    // garbage object until the loop below, so its header
+                    // is live.
                     let h = unsafe { GcHeader::of(p) };
                     if !h.has(DROPPED) {
                         h.set_flags(DROPPED);
-                        // SAFETY: the value is live (not DROPPED until
-                        // just now) and dropped exactly once, here.
+                        // SAFETY: the value is live and dropped exactly
+                        // once, here: every path that drops or moves out a
+                        // value sets DROPPED first (this loop, `try_unwrap`,
+                        // which also refuses DEAD objects, and the refcount
+                        // paths, which need strong == 0 while the collector
+                        // holds a count), and `get_mut` lends no DEAD one.
                         unsafe { (h.vtable().drop_value)(p) }
                     }
                 }

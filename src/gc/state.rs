@@ -756,10 +756,13 @@ impl State {
         for &pos in seeds {
             let i = start + pos;
             // SAFETY: seeds are range positions of listed objects, and
-            // nothing was freed or moved since `dirty_seeds`.
+            // nothing moved since `dirty_seeds`.
             let p = unsafe { self.list.get_unchecked(i) };
-            // SAFETY: a live tracked object (the collector holds the list).
-            unsafe { GcHeader::of(p) }.set_flags(CLEAN);
+            // A `trace` that broke rule 5 may have freed it (a null slot).
+            if !p.is_null() {
+                // SAFETY: a non-null entry is a live tracked object.
+                unsafe { GcHeader::of(p) }.set_flags(CLEAN);
+            }
             self.dirty_slots.assign(i, false);
         }
     }

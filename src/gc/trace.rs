@@ -230,7 +230,9 @@ pub unsafe trait GcLayout {
     fn __gc_header(&self) -> Option<HeaderSpec>;
 }
 
-// SAFETY: the vtable is `T`'s.
+// SAFETY: the header spec names `Lay::<T>`'s vtable, whose entries treat
+// the value as a `T` (this very type), and it is `None` exactly when
+// `T::may_contain_gc()` is false (the allocation's tracking decision).
 unsafe impl<T: Trace> GcLayout for T {
     #[inline(always)]
     fn __gc_header(&self) -> Option<HeaderSpec> {
@@ -414,7 +416,8 @@ atomic!(
 /// Unsized types that hold no `Gc`: `Gc<str>` and friends are untracked.
 macro_rules! atomic_unsized {
     ($($t:ty),* $(,)?) => {$(
-        // SAFETY: holds no Gc; visiting nothing is exact.
+        // SAFETY: holds no Gc, so visiting nothing is every owned edge,
+        // once (rules 2, 3); reads nothing (1, 5).
         unsafe impl Trace for $t {
             #[inline(always)]
             fn trace(&self, _: &mut Tracer) {}
@@ -441,7 +444,8 @@ unsafe impl Trace for &'static str {
     }
 }
 
-// SAFETY: owns nothing.
+// SAFETY: owns nothing (a marker), so visiting nothing is exact (rules 2,
+// 3); `false` is a constant (4).
 unsafe impl<T: ?Sized> Trace for PhantomData<T> {
     #[inline(always)]
     fn trace(&self, _: &mut Tracer) {}
@@ -574,7 +578,8 @@ unsafe impl<T: Trace + ?Sized> Trace for Box<T> {
     }
 }
 
-// SAFETY: forwards to the contents.
+// SAFETY: visits the contents it owns, once, through their own impl, and
+// reads nothing else (rules 1-3 and 5 reduce to the contents' impl).
 unsafe impl<T: Trace> Trace for Option<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
@@ -587,7 +592,8 @@ unsafe impl<T: Trace> Trace for Option<T> {
     tracking!(inline T);
 }
 
-// SAFETY: forwards to the contents.
+// SAFETY: visits the contents it owns, once, through their own impl, and
+// reads nothing else (rules 1-3 and 5 reduce to the contents' impl).
 unsafe impl<T: Trace, E: Trace> Trace for Result<T, E> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
@@ -599,7 +605,8 @@ unsafe impl<T: Trace, E: Trace> Trace for Result<T, E> {
     tracking!(inline T, E);
 }
 
-// SAFETY: forwards to the contents.
+// SAFETY: visits the contents it owns, once, through their own impl, and
+// reads nothing else (rules 1-3 and 5 reduce to the contents' impl).
 unsafe impl<T: Trace> Trace for std::cmp::Reverse<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
@@ -610,7 +617,9 @@ unsafe impl<T: Trace> Trace for std::cmp::Reverse<T> {
 
 macro_rules! seq {
     ($($name:ident<$t:ident>),* $(,)?) => {$(
-        // SAFETY: visits each element, all owned by the collection.
+        // SAFETY: the collection owns its elements: visiting each once,
+        // through the element's impl, is exact (rules 1-3 and 5 reduce
+        // to it).
         unsafe impl<$t: Trace> Trace for $name<$t> {
             #[inline]
             fn trace(&self, tracer: &mut Tracer) {
@@ -633,7 +642,8 @@ seq!(
     BinaryHeap<T>
 );
 
-// SAFETY: visits each element. (A slice is only ever a `Gc`'s value or a
+// SAFETY: the slice owns its elements: visiting each once, through the
+// element's impl, is exact (rules 1-3 and 5 reduce to it). (A slice is only ever a `Gc`'s value or a
 // box's contents, never a field: its tracking is its `GcLayout`'s.)
 unsafe impl<T: Trace> Trace for [T] {
     #[inline]
@@ -646,7 +656,8 @@ unsafe impl<T: Trace> Trace for [T] {
     }
 }
 
-// SAFETY: visits each element.
+// SAFETY: the array owns its elements: visiting each once, through the
+// element's impl, is exact (rules 1-3 and 5 reduce to it).
 unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
@@ -655,7 +666,9 @@ unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
     tracking!(inline T);
 }
 
-// SAFETY: visits each element.
+// SAFETY: the set owns its elements: visiting each once, through the
+// element's impl, is exact (rules 1-3 and 5 reduce to it; the hasher `S`
+// is never run).
 unsafe impl<T: Trace, S> Trace for HashSet<T, S> {
     #[inline]
     fn trace(&self, tracer: &mut Tracer) {
@@ -670,7 +683,8 @@ unsafe impl<T: Trace, S> Trace for HashSet<T, S> {
 
 macro_rules! map {
     ($($name:ident<K, V $(, $s:ident)?>),* $(,)?) => {$(
-        // SAFETY: visits each key and value.
+        // SAFETY: the map owns its keys and values: visiting each once,
+        // through their impls, is exact (rules 1-3 and 5 reduce to them).
         unsafe impl<K: Trace, V: Trace $(, $s)?> Trace for $name<K, V $(, $s)?> {
             #[inline]
             fn trace(&self, tracer: &mut Tracer) {
@@ -690,7 +704,8 @@ map!(HashMap<K, V, S>, BTreeMap<K, V>);
 
 macro_rules! tuple {
     ($(($($t:ident $i:tt),+))*) => {$(
-        // SAFETY: visits each component.
+        // SAFETY: the tuple owns its components: visiting each once,
+        // through its impl, is exact (rules 1-3 and 5 reduce to them).
         unsafe impl<$($t: Trace),+> Trace for ($($t,)+) {
             #[inline(always)]
             fn trace(&self, tracer: &mut Tracer) {

@@ -19,7 +19,7 @@
 //! never returned could leave any) are drained by the collector's
 //! teardown.
 
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::collector::Panic;
@@ -206,7 +206,7 @@ unsafe fn drop_deferred(obj: ObjPtr) {
     // SAFETY: dropped exactly once, here (DROPPED is set first).
     unsafe { drop_value(obj) };
     if let Some(p) = callbacks.run() {
-        resume_unwind(p);
+        super::weak_callbacks::resume_from_drop(p);
     }
 }
 

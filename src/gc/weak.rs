@@ -82,7 +82,9 @@ impl<T: ?Sized + Trace + 'static> Weak<T> {
     /// The flags word (see `header`); only when `counts()` is `Some`.
     #[inline(always)]
     fn flags(&self) -> usize {
-        // SAFETY: callers checked `counts()`: the allocation is live.
+        // SAFETY: callers checked `counts()` is `Some`: this `Weak` is not
+        // dangling, so it holds a weak count, which keeps the allocation
+        // (its flags word included) alive.
         unsafe { flags_word(counts_of(self.ptr)) }.get()
     }
 
@@ -111,7 +113,11 @@ impl<T: ?Sized + Trace + 'static> Weak<T> {
             return None;
         }
         inc_strong(c);
-        // SAFETY: we took a strong count on a live value.
+        // SAFETY: the value is initialised and not dropped (strong > 0:
+        // `new_cyclic` sets it only after writing the value, and every
+        // path that drops or moves it out sets strong to 0 or DROPPED /
+        // DEAD first), and we just took the strong count `from_inner`
+        // transfers.
         Some(unsafe { Gc::from_inner(self.ptr) })
     }
 
@@ -145,7 +151,8 @@ impl<T: ?Sized + Trace + 'static> Weak<T> {
     /// ```
     pub fn weak_count(&self) -> usize {
         match self.counts() {
-            // SAFETY: `counts()` is Some: the allocation is live.
+            // SAFETY: `counts()` is Some: this `Weak` holds a weak count,
+            // which keeps the allocation alive.
             Some(c) if c.strong.get() > 0 && !self.dead() => {
                 weak_count(unsafe { weak_word(counts_of(self.ptr), self.flags()) }.get()) - 1
             }
@@ -184,7 +191,8 @@ impl<T: ?Sized + Trace + 'static> Clone for Weak<T> {
     #[inline]
     fn clone(&self) -> Self {
         if self.counts().is_some() {
-            // SAFETY: a non-dangling Weak keeps the allocation alive.
+            // SAFETY: a non-dangling Weak holds a weak count, which keeps
+            // the allocation alive.
             inc_weak(unsafe { weak_word(counts_of(self.ptr), self.flags()) });
         }
         Weak { ptr: self.ptr }

@@ -32,6 +32,50 @@ struct Registry {
     table: RefCell<HashMap<usize, Vec<Entry>>>,
 }
 
+/// Drops `v` and contains a panic of a `Drop` it runs, reporting it on
+/// stderr: for thread-local destructors, which must not unwind (the
+/// process would abort), after the teardown's collection (which contains
+/// its panics the same way). `what` names what is dropped.
+pub(crate) fn drop_contained<V>(v: V, what: &str) {
+    if catch_unwind(AssertUnwindSafe(|| drop(v))).is_err() {
+        eprintln!(
+            "pymem: a Drop panicked while the {what} left at thread exit were dropped; the panic \
+             was contained"
+        );
+    }
+}
+
+/// Resumes a panic that a weak callback or finalizer raised under
+/// `Gc::drop` (a refcount death), unless the thread is already unwinding:
+/// then that `drop` runs as part of the unwind's cleanup, where a panic
+/// escaping it would abort the process, so the panic is contained
+/// (reported on stderr) and the first one goes on.
+pub(crate) fn resume_from_drop(p: Panic) {
+    if std::thread::panicking() {
+        drop_contained(p, "panic payloads");
+        eprintln!(
+            "pymem: a weak callback or finalizer panicked while a Gc was dropped during an \
+             unwind; the panic was contained (resuming it would abort the process)"
+        );
+    } else {
+        resume_unwind(p);
+    }
+}
+
+impl Drop for Registry {
+    /// At thread exit: the callbacks of objects still reachable then never
+    /// run; dropping them drops what they own (`Gc`s among it, whose
+    /// `Drop` impls may panic), each under `catch_unwind`.
+    fn drop(&mut self) {
+        let table = std::mem::take(self.table.get_mut());
+        for (_, entries) in table {
+            for e in entries {
+                drop_contained(e, "weak callbacks");
+            }
+        }
+    }
+}
+
 thread_local! {
     static REGISTRY: Registry = Registry {
         next: Cell::new(1),
@@ -94,16 +138,31 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
             _not_send: PhantomData,
         };
     }
-    let id = REGISTRY.with(|r| {
-        let id = r.next.get();
-        r.next.set(id + 1);
-        r.table
-            .borrow_mut()
-            .entry(addr)
-            .or_default()
-            .push(Entry { id, f });
-        id
-    });
+    // `try_with`: a `Drop` run at thread exit after the registry was
+    // destroyed registers nothing (the callback could never run, and a
+    // panic there would be inside a thread-local destructor: an abort).
+    let mut f = Some(f);
+    let id = REGISTRY
+        .try_with(|r| {
+            let id = r.next.get();
+            r.next.set(id + 1);
+            let f = f.take().expect("taken once");
+            r.table
+                .borrow_mut()
+                .entry(addr)
+                .or_default()
+                .push(Entry { id, f });
+            id
+        })
+        .unwrap_or(0);
+    if id == 0 {
+        drop_contained(f, "weak callbacks");
+        return Finalizer {
+            id: 0,
+            addr,
+            _not_send: PhantomData,
+        };
+    }
     h.set_flags(WEAK_CALLBACKS);
     arm();
     Finalizer {
@@ -125,7 +184,9 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
 /// member of the same garbage) registers nothing: the returned handle is
 /// not [`alive`](Finalizer::alive). Finalizers may register callbacks on
 /// the members of their garbage: they run when those are reclaimed. The callback runs on this thread; a panic in it is
-/// resumed after the reclamation is complete. Garbage found by the
+/// resumed after the reclamation is complete (reported on stderr instead
+/// when the referent's last handle is dropped by an unwind: a panic
+/// escaping that drop would abort the process). Garbage found by the
 /// collection run at thread exit runs its callbacks; objects still
 /// reachable then do not. Only tracked types
 /// (those that may hold a `Gc`) can have callbacks: for the others it

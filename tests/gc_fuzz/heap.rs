@@ -10,8 +10,8 @@
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pymem::gc::{self, Finalize};
-use pymem::{Gc, Trace, Tracer, Weak};
+use pymem::gc::{self, AnyTrace, Finalize};
+use pymem::{coerce_gc, Gc, Trace, Tracer, Weak};
 
 use super::common::panic_message;
 
@@ -212,14 +212,18 @@ impl Drop for EndMarker {
     }
 }
 
+/// Untracked handles: a `String`, the same text as a `str`, `id % 5`
+/// words.
+pub type Labels = (Gc<String>, Gc<str>, Gc<[u64]>);
+
 /// The fuzzer's object. Fields drop in declaration order: the edges, then
 /// the end marker.
 pub struct Obj {
     pub id: Id,
     pub edges: RefCell<Vec<Edge>>,
     pub weak_edges: RefCell<Vec<WeakEdge>>,
-    /// An untracked `Gc` (must change no collector count).
-    pub label: Option<Gc<String>>,
+    /// Untracked `Gc`s, sized and unsized (must change no collector count).
+    pub label: Option<Labels>,
     pub script: Vec<Act>,
     pub fin: Vec<FinAct>,
     pub tag: Cell<u64>,
@@ -318,7 +322,11 @@ pub fn make_obj_with_id(id: Id, script: Vec<Act>, fin: Vec<FinAct>, label: bool)
         id,
         edges: RefCell::new(Vec::new()),
         weak_edges: RefCell::new(Vec::new()),
-        label: label.then(|| Gc::new(format!("obj {id}"))),
+        label: label.then(|| {
+            let s = format!("obj {id}");
+            let words: Gc<[u64]> = (0..u64::from(id % 5)).collect();
+            (Gc::new(s.clone()), Gc::from(s), words)
+        }),
         script,
         fin,
         tag: Cell::new(0),
@@ -331,8 +339,24 @@ pub fn make_obj_with_id(id: Id, script: Vec<Act>, fin: Vec<FinAct>, label: bool)
 pub fn wrap(obj: Obj, fin: bool) -> Gc<Obj> {
     let id = obj.id;
     log(Ev::NewBegin { id });
+    // Three ways to make the same `Gc<Obj>` (the allocation and the
+    // automatic collection check are the same): `Gc::new`, `Gc::from_box`,
+    // and a `Gc<dyn AnyTrace>` (`coerce_gc!`) downcast back.
     let g = if fin {
         Gc::new_with_finalizer(obj)
+    } else if id % 3 == 1 {
+        Gc::from_box(Box::new(obj))
+    } else if id % 3 == 2 {
+        let any: Gc<dyn AnyTrace> = coerce_gc!(Gc::new(obj) => dyn AnyTrace);
+        if Gc::downcast_ref::<String>(&any).is_some() {
+            log(Ev::Violation(format!(
+                "{id}: a Gc<dyn AnyTrace> of an Obj downcast to a String"
+            )));
+        }
+        match any.downcast::<Obj>() {
+            Ok(g) => g,
+            Err(_) => panic!("{id}: a Gc<dyn AnyTrace> of an Obj did not downcast to Obj"),
+        }
     } else {
         Gc::new(obj)
     };
@@ -546,6 +570,22 @@ pub fn try_unwrap_logged(id: Id, g: Gc<Obj>, then: impl FnOnce(Obj)) -> Option<G
 /// was already dropped, with a message that says so.
 fn check_deref(from: Id, e: &Edge) {
     let dropped = drops(e.to) > 0;
+    // `try_deref` asks first: `None` exactly for a dropped value.
+    match Gc::try_deref(&e.gc) {
+        Some(v) if !dropped && v.id == e.to => {
+            if let Some((s, st, words)) = &v.label {
+                if **s != **st || words.len() != (v.id % 5) as usize {
+                    log(Ev::Violation(format!("{}: its labels changed", v.id)));
+                }
+            }
+        }
+        None if dropped => log(Ev::Note("try_deref of a dropped value gave None")),
+        r => log(Ev::Violation(format!(
+            "Drop of {from}: try_deref of {} (dropped: {dropped}) gave {:?}",
+            e.to,
+            r.map(|v| v.id)
+        ))),
+    }
     if dropped && std::thread::panicking() {
         return; // a second panic would abort
     }
