@@ -517,7 +517,8 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
         // Nothing, or nothing reachable: every candidate is garbage.
         return (candidates, 0, true);
     }
-    // SAFETY: only called for candidates (the contract).
+    // SAFETY: called only for a candidate or a member a link names, whose
+    // `parents` entry phase 1 initialised (this function's `# Safety`).
     let parent = |x: usize| unsafe { parents[x].assume_init() };
     let mut resolved = 0;
     let mut settled = true;
@@ -658,8 +659,11 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
             }
         }
         tracer.current = pos;
-        // SAFETY: as above, and the value is not lent out; `refs` is only
-        // accessed through the tracer while `trace` runs.
+        // SAFETY: `p` is a live tracked object with a live value (the
+        // list's invariant, checked non-null above), whose vtable is its
+        // type's; its value is not lent out by `get_mut` (tested just
+        // above), so `trace` may read it; `refs` is only accessed through
+        // the tracer while `trace` runs.
         unsafe { (h.vtable().trace)(p, tracer) };
     }
     // The members lent out by `Gc::get_mut`: trace those an edge proved
