@@ -70,6 +70,11 @@ pub const DEBUG_UNCOLLECTABLE: u32 = 4;
 /// Saved objects are dead to [`Weak::upgrade`](crate::Weak::upgrade) and no
 /// longer tracked, but their values stay intact (their finalizers have
 /// run, their `Drop` has not) until [`clear_garbage`](super::clear_garbage).
+/// Objects still saved when their thread exits, and those its final
+/// collection finds while the flag is set, are leaked (never dropped), as
+/// Python leaves `gc.garbage` alone at interpreter exit: clear the flag
+/// and call [`clear_garbage`](super::clear_garbage) before a thread ends
+/// to have them dropped.
 ///
 /// ```
 /// use pymem::{gc, Gc, Trace};
