@@ -398,3 +398,66 @@ fn node_ids_are_read() {
     });
     assert_eq!(n.id, 7);
 }
+
+/// A cycle whose `Drop` counts into a process-wide counter, so that a
+/// drop on another thread is seen by the test.
+#[derive(Trace)]
+struct Counted {
+    next: RefCell<Option<Gc<Counted>>>,
+    #[trace(skip)]
+    drops: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn counted_cycle(drops: &std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let a = Gc::new(Counted {
+        next: RefCell::new(None),
+        drops: drops.clone(),
+    });
+    let b = Gc::new(Counted {
+        next: RefCell::new(Some(a.clone())),
+        drops: drops.clone(),
+    });
+    *a.next.borrow_mut() = Some(b);
+}
+
+#[test]
+fn saveall_at_thread_exit_leaks_what_it_saves_and_clear_garbage_before_exit_drops_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Saved by an explicit collection, then the thread exits with the
+    // flag still set: neither the saved pair nor one its exit collection
+    // finds is dropped.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = drops.clone();
+    std::thread::spawn(move || {
+        gc::set_debug(gc::DEBUG_SAVEALL);
+        counted_cycle(&d);
+        assert_eq!(gc::collect(), 2);
+        assert_eq!(gc::garbage().len(), 2);
+        counted_cycle(&d);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+
+    // The documented way out: clear the flag and the garbage before exit.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = drops.clone();
+    std::thread::spawn(move || {
+        gc::set_debug(gc::DEBUG_SAVEALL);
+        counted_cycle(&d);
+        assert_eq!(gc::collect(), 2);
+        gc::set_debug(0);
+        assert_eq!(gc::clear_garbage(), 2);
+        counted_cycle(&d);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+}
