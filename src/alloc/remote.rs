@@ -594,10 +594,16 @@ impl Heap {
             // SAFETY: pools on the pending list are live (they hold blocks).
             let p = unsafe { &*pool };
             let next = p.shared.pending_next.load(Ordering::Relaxed);
-            // Acquire: pairs with the owner's Release store that detached
-            // the pool, after which it writes the owner's line only under
-            // the lock, which we hold; so `used` is stable here.
-            if p.owner(Ordering::Acquire).1 && p.shared.remote.count() == p.used.get() {
+            // A claim (see `Pool`): while we hold it, the owner leaves the
+            // owner's line alone, so `used` is stable here; and the claim
+            // sees the owner's writes before it detached the pool.
+            if !p.claim() {
+                // Attached (or being taken back by its owner): the owner's.
+                // SAFETY: we took the pool off the list with its remote
+                // list non-empty (we did not take it): we may link it in
+                // again.
+                unsafe { self.push_pending(pool) };
+            } else if p.shared.remote.count() == p.used.get() {
                 // Every block in use is on the remote list: none is handed
                 // out or in an outbox, so no thread can push another.
                 let (_, count) = p.shared.remote.take();
@@ -609,10 +615,13 @@ impl Heap {
                 }
                 p.used.set(0);
                 // SAFETY: an empty pool of this heap on no list; the lock is
-                // held, which is all arena bookkeeping needs.
+                // held, which is all arena bookkeeping needs. The claim is
+                // never lifted: no block of the pool is held, so nobody
+                // reads its owner word before the slot is reused.
                 unsafe { self.release_pool(locked, pool) };
                 reclaimed += 1;
             } else {
+                p.unclaim();
                 // SAFETY: we took the pool off the list with its remote list
                 // non-empty (we did not take it): we may link it in again.
                 unsafe { self.push_pending(pool) };
