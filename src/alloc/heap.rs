@@ -268,7 +268,8 @@ impl Heap {
             }
             // Nothing left: detach it until a block comes back. Unlink
             // first: detaching is the last write, with Release, after
-            // which only lock holders write the pool (see `Pool`).
+            // which the pool is written only under the lock or after
+            // taking it back (see `Pool`).
             // SAFETY: the pool is on its class list.
             unsafe { self.unlink(pool) };
             p.detach(self.as_mut_ptr());
@@ -287,11 +288,17 @@ impl Heap {
         unsafe { self.link_front(pool) };
         drop(locked);
         super::purge::pass_if_due(self.registry(), Some(self));
-        // SAFETY: a fresh attached pool of ours: carve its first page.
+        // SAFETY: a fresh attached pool of ours: pop the free list it kept
+        // from its slot's last use (see `Pool::init`), or carve its first
+        // page.
         unsafe {
-            (*pool).carve_page();
+            let mut block = (*pool).pop();
+            if block.is_null() {
+                (*pool).carve_page();
+                block = (*pool).pop();
+            }
             bump(&slot.allocs);
-            (*pool).pop().cast()
+            block.cast()
         }
     }
 
@@ -539,7 +546,9 @@ impl Heap {
         pool
     }
 
-    /// Returns an empty pool, on no list, to its arena.
+    /// Returns an empty pool, on no list, to its arena. Its blocks must all
+    /// be on its free list: the slot keeps them for its next use by the
+    /// same class (see `Pool::init`).
     ///
     /// # Safety
     /// The lock must be held (in any capacity); `pool` must be an empty
@@ -547,6 +556,8 @@ impl Heap {
     pub(super) unsafe fn release_pool(&self, locked: &Locked<'_>, pool: *mut Pool) {
         // SAFETY: caller contract: an empty pool of ours, on no list.
         let class = unsafe { (*pool).class() };
+        // SAFETY: as above.
+        debug_assert_eq!(unsafe { (*pool).used.get() }, 0);
         drop_one(&self.classes[class].pools);
         let arena = Arena::of(pool.cast());
         // SAFETY: the pool's arena is live and ours; the lock is held.

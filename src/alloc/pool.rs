@@ -223,11 +223,41 @@ impl Pool {
 
     /// Writes a fresh header for `class` at `pool`, owned by `owner`.
     ///
+    /// A slot that last held a pool of the same class, given back with
+    /// every block on its free list (see `Heap::release_pool`), keeps
+    /// that list and its carve offset: its blocks are handed out again
+    /// without being carved (linked) anew. A producer whose blocks another
+    /// thread frees gets its pools back whole, and carving each again cost
+    /// 22 of the 162 instructions per block of the cross-thread bench.
+    ///
     /// # Safety
     /// `pool` must be the header of a pool slot that no thread is using
-    /// (just taken from its arena by the holder of `owner`'s lock).
+    /// (just taken from its arena by the holder of `owner`'s lock): a fresh
+    /// slot (zeroed by the OS) or one given back to its arena since, whose
+    /// memory nobody has written.
     pub(crate) unsafe fn init(pool: *mut Pool, class: usize, owner: *mut Heap) {
         let header = Pool::empty();
+        // Not under loom, whose cells are objects of its own that a slot's
+        // stale (or zeroed) header is not.
+        #[cfg(not(loom))]
+        {
+            // SAFETY: the slot's header is mapped and nobody writes it
+            // (contract above).
+            let old = unsafe { &*pool };
+            if old.magic.get() == 0
+                && old.used.get() == 0
+                && !old.free.get().is_null()
+                && old.shared.class.get() as usize == class
+            {
+                // Every block the slot's last pool carved is on this list
+                // (a pool goes back to its arena only once `used` is 0,
+                // with its blocks on `free`, see `release_pool`); the
+                // blocks are untouched since, and the carve offset says
+                // where the rest of the slot starts.
+                header.free.set(old.free.get());
+                header.carve.set(old.carve.get());
+            }
+        }
         header.shared.class.set(class as u8);
         header.magic.set(POOL_MAGIC);
         header.shared.owner.store(owner, Ordering::Relaxed);

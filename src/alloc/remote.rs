@@ -606,13 +606,17 @@ impl Heap {
             } else if p.shared.remote.count() == p.used.get() {
                 // Every block in use is on the remote list: none is handed
                 // out or in an outbox, so no thread can push another.
-                let (_, count) = p.shared.remote.take();
+                let (blocks, count) = p.shared.remote.take();
                 if super::debug::CHECKS && count != p.used.get() {
                     os::fatal(format_args!(
                         "pool {pool:p}: {count} blocks on its remote list, {} in use",
                         p.used.get()
                     ));
                 }
+                // A detached pool's free list is empty: the remote list
+                // holds every block it carved, and becomes its free list
+                // (as `release_pool` requires).
+                p.free.set(blocks);
                 p.used.set(0);
                 // SAFETY: an empty pool of this heap on no list; the lock is
                 // held, which is all arena bookkeeping needs. The claim is
