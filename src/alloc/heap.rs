@@ -200,6 +200,17 @@ impl Heap {
         &self.classes[class]
     }
 
+    /// [`Heap::class_slot`] without the bounds check.
+    ///
+    /// # Safety
+    /// `class < NB_CLASSES` (the class of a live pool is).
+    #[inline(always)]
+    pub(crate) unsafe fn class_slot_unchecked(&self, class: usize) -> &ClassSlot {
+        debug_assert!(class < NB_CLASSES);
+        // SAFETY: caller contract.
+        unsafe { self.classes.get_unchecked(class) }
+    }
+
     /// Allocations and frees counted in this heap, all classes together
     /// (a racy sum, for telling idle heaps from working ones).
     pub(crate) fn ops(&self) -> usize {
@@ -375,7 +386,7 @@ impl Heap {
     ///
     /// # Safety
     /// As [`Heap::free_local`], but `pool` is detached.
-    #[inline(always)]
+    #[inline(never)]
     pub(crate) unsafe fn free_to_detached(&self, pool: *mut Pool, block: *mut u8) {
         // SAFETY: caller contract: a pool of ours with a block in use.
         let p = unsafe { &*pool };

@@ -257,20 +257,25 @@ impl Outbox {
     /// # Safety
     /// As [`Outbox::deliver_all`]; `block` is a block of `pool` being freed
     /// by the caller.
+    ///
+    /// Takes the busy section and leaves it: the out-of-line part is then
+    /// a tail call, so the caller keeps no register across it.
     #[inline(always)]
-    unsafe fn add(&self, pool: *mut Pool, block: *mut Block) {
-        let slot = &self.slots[Self::slot_of(pool)];
-        let held = self.held.get() + 1;
+    unsafe fn add(section: BusySection<'_>, pool: *mut Pool, block: *mut Block) {
+        let this = section.0;
+        // SAFETY: `slot_of` is below OUTBOX_SLOTS.
+        let slot = unsafe { this.slots.get_unchecked(Self::slot_of(pool)) };
+        let held = this.held.get() + 1;
         if slot.pool.get() == pool && held < OUTBOX_LIMIT {
             // SAFETY: the block is being freed by us: nobody else reaches it.
             unsafe { Block::set_next(block, slot.head.get()) };
             slot.head.set(block);
             slot.count.set(slot.count.get() + 1);
-            self.held.set(held);
+            this.held.set(held);
             return;
         }
         // SAFETY: forwarded.
-        unsafe { self.add_slow(pool, block) }
+        unsafe { Self::add_slow(section, pool, block) }
     }
 
     /// The slot of `pool`'s chain.
@@ -286,27 +291,28 @@ impl Outbox {
     /// As [`Outbox::add`].
     #[cold]
     #[inline(never)]
-    unsafe fn add_slow(&self, pool: *mut Pool, block: *mut Block) {
-        let slot = &self.slots[Self::slot_of(pool)];
+    unsafe fn add_slow(section: BusySection<'_>, pool: *mut Pool, block: *mut Block) {
+        let this = section.0;
+        let slot = &this.slots[Self::slot_of(pool)];
         if slot.pool.get() == pool {
             // SAFETY: as in `add`.
             unsafe { Block::set_next(block, slot.head.get()) };
             slot.count.set(slot.count.get() + 1);
         } else {
             // SAFETY: forwarded.
-            unsafe { self.deliver_slot(slot) };
+            unsafe { this.deliver_slot(slot) };
             slot.pool.set(pool);
             slot.tail.set(block);
             slot.count.set(1);
         }
         slot.head.set(block);
-        let held = self.held.get() + 1;
-        self.held.set(held);
+        let held = this.held.get() + 1;
+        this.held.set(held);
         if held == 1 {
-            self.nonempty.store(true, Ordering::Relaxed);
+            this.nonempty.store(true, Ordering::Relaxed);
         } else if held >= OUTBOX_LIMIT {
             // SAFETY: forwarded.
-            unsafe { self.deliver_all() };
+            unsafe { this.deliver_all() };
         }
     }
 
@@ -453,11 +459,12 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
     }
     // SAFETY: the caller owns `me`.
     let me = unsafe { &*me };
-    bump(&me.class_slot(class).frees);
+    // SAFETY: a live pool's class is below NB_CLASSES.
+    bump(&unsafe { me.class_slot_unchecked(class) }.frees);
     // SAFETY: we own `me` and are in no busy section (not re-entrant).
     match unsafe { me.outbox.enter(me.registry()) } {
         // SAFETY: inside our busy section (way 1); the block is ours to free.
-        Some(section) => unsafe { section.0.add(pool, block) },
+        Some(section) => unsafe { Outbox::add(section, pool, block) },
         // SAFETY: as above.
         None => unsafe { deliver(pool, block, block, 1) },
     }
