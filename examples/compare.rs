@@ -51,6 +51,7 @@ const ALLOCATORS: [&str; 3] = ["PyMalloc", "System", "mimalloc"];
 fn units(w: Workload) -> u64 {
     let n = match w {
         Workload::Churn => 1_500_000,
+        Workload::ChurnLarge => 1_000_000,
         Workload::Lifo | Workload::Fifo => return 1,
         Workload::CrossThread => 1_000_000,
         Workload::TwoThreadChurn => 1_000_000,

@@ -358,6 +358,91 @@ fn large_allocations_and_realloc_across_the_threshold() {
     }
 }
 
+/// Large blocks one thread allocates and another frees add up, in blocks
+/// and in bytes, while both threads live and after they exit.
+#[test]
+fn large_blocks_freed_by_another_thread_add_up() {
+    let _g = serial();
+    const K: usize = 64;
+    const SIZE: usize = 40_000;
+    let big = layout(SIZE, 8);
+    let before = figures();
+    let (to_freer, blocks) = std::sync::mpsc::channel::<Vec<usize>>();
+    let (freed, done) = std::sync::mpsc::channel::<()>();
+    let (to_allocator, go_on) = std::sync::mpsc::channel::<()>();
+    let allocator = std::thread::spawn(move || {
+        let ptrs: Vec<usize> = (0..K)
+            // SAFETY: non-zero size.
+            .map(|_| unsafe { GLOBAL.alloc(big) } as usize)
+            .collect();
+        assert!(ptrs.iter().all(|&p| p != 0));
+        to_freer.send(ptrs).unwrap();
+        go_on.recv().unwrap();
+    });
+    let (ptrs_tx, ptrs_rx) = std::sync::mpsc::channel::<Vec<usize>>();
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<()>();
+    let freer = std::thread::spawn(move || {
+        let ptrs = ptrs_rx.recv().unwrap();
+        free_rx.recv().unwrap();
+        for p in ptrs {
+            // SAFETY: live with `big`, allocated by the other thread.
+            unsafe { GLOBAL.dealloc(p as *mut u8, big) };
+        }
+        freed.send(()).unwrap();
+        // Stays alive until told: its heap is not parked yet.
+        free_rx.recv().unwrap();
+    });
+    let ptrs = blocks.recv().unwrap();
+    let during = figures();
+    assert_delta(
+        "large_allocs_in_use",
+        before.large_allocs,
+        during.large_allocs,
+        K,
+        LARGE_NOISE,
+    );
+    assert_delta(
+        "large_bytes_in_use",
+        before.large_bytes,
+        during.large_bytes,
+        K * SIZE,
+        LARGE_BYTES_NOISE,
+    );
+    ptrs_tx.send(ptrs).unwrap();
+    free_tx.send(()).unwrap();
+    done.recv().unwrap();
+    let both_alive = figures();
+    assert_back(
+        "large_allocs_in_use",
+        before.large_allocs,
+        both_alive.large_allocs,
+        LARGE_NOISE,
+    );
+    assert_back(
+        "large_bytes_in_use",
+        before.large_bytes,
+        both_alive.large_bytes,
+        LARGE_BYTES_NOISE,
+    );
+    to_allocator.send(()).unwrap();
+    free_tx.send(()).unwrap();
+    allocator.join().unwrap();
+    freer.join().unwrap();
+    let after = figures();
+    assert_back(
+        "large_allocs_in_use",
+        before.large_allocs,
+        after.large_allocs,
+        LARGE_NOISE,
+    );
+    assert_back(
+        "large_bytes_in_use",
+        before.large_bytes,
+        after.large_bytes,
+        LARGE_BYTES_NOISE,
+    );
+}
+
 #[test]
 fn peak_is_never_below_current_and_never_falls() {
     let _g = serial();

@@ -7,6 +7,8 @@
 //! `examples/compare.rs`):
 //!
 //! * `churn`: 1,000 live blocks of random sizes 8..=512 B, replace one per step;
+//! * `churn_10k`: the same over 10,000 live blocks (pools fill, so frees into
+//!   full pools are common);
 //! * `lifo_32B`: 1M x 32 B, then free in reverse;
 //! * `fifo`: 1M random sizes 8..=512 B, freed in allocation order;
 //! * `cross_thread`: a producer thread allocates 64 B blocks, a consumer

@@ -490,15 +490,21 @@ fn a_guest_reclaims_a_detached_pool_only_when_every_block_is_back() {
 /// The main thread's first pool of 512-byte blocks is detached (full, off
 /// its class list: the 33rd block came from a second pool) with every
 /// block but one freed by another thread. Then at once: the main thread
-/// frees that last block locally (into the detached pool, under the lock)
-/// while a guest runs `release_free_memory()`, which must leave the pool
-/// alone while the block is held. The pool goes back to its arena once.
+/// frees that last block locally (into the detached pool: it takes the
+/// pool back with a compare-and-swap, without the lock, or, if the guest
+/// has claimed it, sends the block to the remote list) while a guest runs
+/// `release_free_memory()`, which must leave the pool alone while the
+/// block is held. The pool goes back to its arena once.
 ///
-/// Checked against: the local free pushing onto a detached pool before
-/// taking the lock (loom: a causality violation on a cell of the pool
-/// between owner and guest); the guest reclaiming a detached pool with one
-/// block still held (its own debug check aborts: "31 blocks on its remote
-/// list, 32 in use").
+/// Checked against: the guest reading the pool's owner line without
+/// claiming it, the owner's `reattach` with Relaxed instead of Acquire,
+/// and the guest's `unclaim` with Relaxed instead of Release (each: loom
+/// reports a causality violation on a cell of the pool between owner and
+/// guest); the guest reclaiming a detached pool with one block still held
+/// (its own debug check aborts: "31 blocks on its remote list, 32 in
+/// use"). The guest's claim with Relaxed instead of Acquire is not caught
+/// (the pool is detached before the guest starts); that ordering is argued
+/// on `Pool`.
 #[test]
 fn a_guest_leaves_a_detached_pool_alone_while_a_block_is_held() {
     model(|| {

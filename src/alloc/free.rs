@@ -35,9 +35,9 @@ pub(crate) unsafe fn free_block(me: *mut Heap, ptr: *mut u8) {
 }
 
 /// A block of a detached pool of `me`'s, or of a pool that the calling
-/// thread's heap does not own (or a thread with no heap yet: it gets one,
-/// if it can, so that its frees are batched; the heap it gets may turn out
-/// to own the pool).
+/// thread's heap does not own, or freed by a thread with no heap yet.
+/// Every case leaves by a tail call, so the remote free (the common case
+/// here) saves and restores no register.
 ///
 /// # Safety
 /// As [`free_block`], with `pool` the block's pool, not an attached one of
@@ -45,17 +45,39 @@ pub(crate) unsafe fn free_block(me: *mut Heap, ptr: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe fn free_elsewhere(me: *mut Heap, pool: *mut Pool, ptr: *mut u8) {
+    if me.is_null() {
+        // SAFETY: forwarded caller contract.
+        return unsafe { free_unbound(pool, ptr) };
+    }
+    // SAFETY: as in `free_block`.
+    let (owner, detached) = unsafe { (*pool).owner(Ordering::Relaxed) };
+    if owner == me {
+        // Not the word `free_block` compared, so tagged: only we attach
+        // our pools, so it is still detached.
+        debug_assert!(detached);
+        // SAFETY: our own detached pool.
+        return unsafe { (*me).free_to_detached(pool, ptr) };
+    }
+    // SAFETY: forwarded caller contract; the pool is not `me`'s.
+    unsafe { remote::free_remote(me, pool, ptr) }
+}
+
+/// A free by a thread with no heap: it gets one, if it can, so that its
+/// frees are batched (the heap it gets may turn out to own the pool).
+///
+/// # Safety
+/// As [`free_block`], with `pool` the block's pool.
+#[cold]
+#[inline(never)]
+unsafe fn free_unbound(pool: *mut Pool, ptr: *mut u8) {
     #[cfg(not(loom))]
-    let me = if me.is_null() {
-        super::thread::bind_for_free()
-    } else {
-        me
-    };
+    let me = super::thread::bind_for_free();
+    #[cfg(loom)]
+    let me: *mut Heap = core::ptr::null_mut();
     // SAFETY: as in `free_block`.
     let (owner, detached) = unsafe { (*pool).owner(Ordering::Relaxed) };
     if !me.is_null() && owner == me {
-        // SAFETY: our own pool (detached, or a heap just bound, adopted,
-        // owns it after all).
+        // SAFETY: our own pool (a heap just bound, adopted, owns it).
         return unsafe {
             if detached {
                 (*me).free_to_detached(pool, ptr)

@@ -257,20 +257,25 @@ impl Outbox {
     /// # Safety
     /// As [`Outbox::deliver_all`]; `block` is a block of `pool` being freed
     /// by the caller.
+    ///
+    /// Takes the busy section and leaves it: the out-of-line part is then
+    /// a tail call, so the caller keeps no register across it.
     #[inline(always)]
-    unsafe fn add(&self, pool: *mut Pool, block: *mut Block) {
-        let slot = &self.slots[Self::slot_of(pool)];
-        let held = self.held.get() + 1;
+    unsafe fn add(section: BusySection<'_>, pool: *mut Pool, block: *mut Block) {
+        let this = section.0;
+        // SAFETY: `slot_of` is below OUTBOX_SLOTS.
+        let slot = unsafe { this.slots.get_unchecked(Self::slot_of(pool)) };
+        let held = this.held.get() + 1;
         if slot.pool.get() == pool && held < OUTBOX_LIMIT {
             // SAFETY: the block is being freed by us: nobody else reaches it.
             unsafe { Block::set_next(block, slot.head.get()) };
             slot.head.set(block);
             slot.count.set(slot.count.get() + 1);
-            self.held.set(held);
+            this.held.set(held);
             return;
         }
         // SAFETY: forwarded.
-        unsafe { self.add_slow(pool, block) }
+        unsafe { Self::add_slow(section, pool, block) }
     }
 
     /// The slot of `pool`'s chain.
@@ -286,27 +291,28 @@ impl Outbox {
     /// As [`Outbox::add`].
     #[cold]
     #[inline(never)]
-    unsafe fn add_slow(&self, pool: *mut Pool, block: *mut Block) {
-        let slot = &self.slots[Self::slot_of(pool)];
+    unsafe fn add_slow(section: BusySection<'_>, pool: *mut Pool, block: *mut Block) {
+        let this = section.0;
+        let slot = &this.slots[Self::slot_of(pool)];
         if slot.pool.get() == pool {
             // SAFETY: as in `add`.
             unsafe { Block::set_next(block, slot.head.get()) };
             slot.count.set(slot.count.get() + 1);
         } else {
             // SAFETY: forwarded.
-            unsafe { self.deliver_slot(slot) };
+            unsafe { this.deliver_slot(slot) };
             slot.pool.set(pool);
             slot.tail.set(block);
             slot.count.set(1);
         }
         slot.head.set(block);
-        let held = self.held.get() + 1;
-        self.held.set(held);
+        let held = this.held.get() + 1;
+        this.held.set(held);
         if held == 1 {
-            self.nonempty.store(true, Ordering::Relaxed);
+            this.nonempty.store(true, Ordering::Relaxed);
         } else if held >= OUTBOX_LIMIT {
             // SAFETY: forwarded.
-            unsafe { self.deliver_all() };
+            unsafe { this.deliver_all() };
         }
     }
 
@@ -453,11 +459,12 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
     }
     // SAFETY: the caller owns `me`.
     let me = unsafe { &*me };
-    bump(&me.class_slot(class).frees);
+    // SAFETY: a live pool's class is below NB_CLASSES.
+    bump(&unsafe { me.class_slot_unchecked(class) }.frees);
     // SAFETY: we own `me` and are in no busy section (not re-entrant).
     match unsafe { me.outbox.enter(me.registry()) } {
         // SAFETY: inside our busy section (way 1); the block is ours to free.
-        Some(section) => unsafe { section.0.add(pool, block) },
+        Some(section) => unsafe { Outbox::add(section, pool, block) },
         // SAFETY: as above.
         None => unsafe { deliver(pool, block, block, 1) },
     }
@@ -594,25 +601,38 @@ impl Heap {
             // SAFETY: pools on the pending list are live (they hold blocks).
             let p = unsafe { &*pool };
             let next = p.shared.pending_next.load(Ordering::Relaxed);
-            // Acquire: pairs with the owner's Release store that detached
-            // the pool, after which it writes the owner's line only under
-            // the lock, which we hold; so `used` is stable here.
-            if p.owner(Ordering::Acquire).1 && p.shared.remote.count() == p.used.get() {
+            // A claim (see `Pool`): while we hold it, the owner leaves the
+            // owner's line alone, so `used` is stable here; and the claim
+            // sees the owner's writes before it detached the pool.
+            if !p.claim() {
+                // Attached (or being taken back by its owner): the owner's.
+                // SAFETY: we took the pool off the list with its remote
+                // list non-empty (we did not take it): we may link it in
+                // again.
+                unsafe { self.push_pending(pool) };
+            } else if p.shared.remote.count() == p.used.get() {
                 // Every block in use is on the remote list: none is handed
                 // out or in an outbox, so no thread can push another.
-                let (_, count) = p.shared.remote.take();
+                let (blocks, count) = p.shared.remote.take();
                 if super::debug::CHECKS && count != p.used.get() {
                     os::fatal(format_args!(
                         "pool {pool:p}: {count} blocks on its remote list, {} in use",
                         p.used.get()
                     ));
                 }
+                // A detached pool's free list is empty: the remote list
+                // holds every block it carved, and becomes its free list
+                // (as `release_pool` requires).
+                p.free.set(blocks);
                 p.used.set(0);
                 // SAFETY: an empty pool of this heap on no list; the lock is
-                // held, which is all arena bookkeeping needs.
+                // held, which is all arena bookkeeping needs. The claim is
+                // never lifted: no block of the pool is held, so nobody
+                // reads its owner word before the slot is reused.
                 unsafe { self.release_pool(locked, pool) };
                 reclaimed += 1;
             } else {
+                p.unclaim();
                 // SAFETY: we took the pool off the list with its remote list
                 // non-empty (we did not take it): we may link it in again.
                 unsafe { self.push_pending(pool) };

@@ -14,6 +14,7 @@
 //! | workload      | op                                                      |
 //! |---------------|---------------------------------------------------------|
 //! | churn         | free one of 1,000 live blocks, allocate a new one (8..=512 B) |
+//! | churn 10k     | the same with 10,000 live blocks (whole pools fill, so one free in three is into a full pool) |
 //! | LIFO 32 B     | one alloc + free pair of a round of 1M allocs, freed in reverse |
 //! | FIFO          | one alloc + free pair of a round of 1M random sizes (8..=512 B), freed in order |
 //! | cross-thread  | one 64 B block allocated by a producer thread and freed by a consumer thread |
@@ -63,6 +64,8 @@ unsafe impl GlobalAlloc for PyMallocCall {
 
 /// Live blocks kept by the churn workload.
 pub const CHURN_SLOTS: usize = 1_000;
+/// Live blocks kept by the large churn workload.
+pub const CHURN_LARGE_SLOTS: usize = 10_000;
 /// Blocks per round of the LIFO and FIFO workloads.
 pub const ROUND_BLOCKS: usize = 1_000_000;
 /// Block size of the LIFO workload.
@@ -132,8 +135,13 @@ pub fn free<A: GlobalAlloc>(a: &A, p: *mut u8, size: usize) {
 /// Churn: 1,000 live blocks of random sizes 8..=512; each step frees a random
 /// one and allocates a new random size in its place. Times `steps` steps.
 pub fn churn<A: GlobalAlloc>(a: &A, steps: u64, seed: u64) -> Duration {
+    churn_with(a, steps, seed, CHURN_SLOTS)
+}
+
+/// Churn over `live` live blocks (see [`churn`]).
+pub fn churn_with<A: GlobalAlloc>(a: &A, steps: u64, seed: u64, live: usize) -> Duration {
     let mut rng = SplitMix64::new(seed);
-    let mut slots = [(null_mut::<u8>(), 0usize); CHURN_SLOTS];
+    let mut slots = vec![(null_mut::<u8>(), 0usize); live];
     for slot in slots.iter_mut() {
         let size = size_from_bits(rng.next_u64() as u32);
         *slot = (alloc_touch(a, size), size);
@@ -150,13 +158,14 @@ pub fn churn<A: GlobalAlloc>(a: &A, steps: u64, seed: u64) -> Duration {
 #[inline]
 fn churn_steps<A: GlobalAlloc>(
     a: &A,
-    slots: &mut [(*mut u8, usize); CHURN_SLOTS],
+    slots: &mut [(*mut u8, usize)],
     rng: &mut SplitMix64,
     steps: u64,
 ) {
+    let live = slots.len() as u64;
     for _ in 0..steps {
         let r = rng.next_u64();
-        let i = (((r & 0xFFFF_FFFF) * CHURN_SLOTS as u64) >> 32) as usize;
+        let i = (((r & 0xFFFF_FFFF) * live) >> 32) as usize;
         let size = size_from_bits((r >> 32) as u32);
         let (p, old) = slots[i];
         free(a, p, old);
@@ -339,6 +348,8 @@ pub fn realloc_growth<A: GlobalAlloc>(a: &A, chains: u64) -> Duration {
 pub enum Workload {
     /// [`churn`]
     Churn,
+    /// [`churn_with`] 10,000 live blocks
+    ChurnLarge,
     /// [`lifo`]
     Lifo,
     /// [`fifo`]
@@ -353,8 +364,9 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in table order.
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Churn,
+        Workload::ChurnLarge,
         Workload::Lifo,
         Workload::Fifo,
         Workload::CrossThread,
@@ -366,6 +378,7 @@ impl Workload {
     pub fn name(self) -> &'static str {
         match self {
             Workload::Churn => "churn",
+            Workload::ChurnLarge => "churn_10k",
             Workload::Lifo => "lifo_32B",
             Workload::Fifo => "fifo",
             Workload::CrossThread => "cross_thread",
@@ -378,6 +391,7 @@ impl Workload {
     pub fn label(self) -> &'static str {
         match self {
             Workload::Churn => "churn 8..512 B, 1,000 live",
+            Workload::ChurnLarge => "churn 8..512 B, 10,000 live",
             Workload::Lifo => "LIFO 1M x 32 B",
             Workload::Fifo => "FIFO 1M x 8..512 B",
             Workload::CrossThread => "cross-thread 64 B (per block)",
@@ -401,6 +415,7 @@ impl Workload {
     pub fn run<A: GlobalAlloc + Sync>(self, a: &A, n: u64, seed: u64) -> Duration {
         match self {
             Workload::Churn => churn(a, n, seed),
+            Workload::ChurnLarge => churn_with(a, n, seed, CHURN_LARGE_SLOTS),
             Workload::Lifo => lifo(a, n),
             Workload::Fifo => fifo(a, n, seed),
             Workload::CrossThread => cross_thread(a, n),
