@@ -39,7 +39,10 @@ fn build_library() -> PathBuf {
     let mut cargo = Command::new(env!("CARGO"));
     cargo.args(["build", "--quiet", "-p", "pymem-malloc", "--manifest-path"]);
     cargo.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
-    if !target_dir.join("CACHEDIR.TAG").exists() {
+    // Cargo tags the target directory it creates; a build that made it
+    // without the tag (another cargo invocation first) is still native.
+    let tagged = |d: &Path| d.join("CACHEDIR.TAG").exists();
+    if !tagged(&target_dir) && target_dir.parent().is_some_and(tagged) {
         // A cross layout: <target>/<triple>/<profile>.
         let triple = target_dir.file_name().unwrap().to_owned();
         cargo.arg("--target").arg(triple);
