@@ -218,6 +218,11 @@ unsafe fn drop_deferred(obj: ObjPtr) {
 struct Release(ObjPtr);
 
 impl Drop for Release {
+    // Inlined into the landing pads, so that LLVM keeps the pointer in a
+    // register instead of storing the guard on the stack for them: two
+    // instructions fewer on every last drop of a tracked object (issue
+    // 9, fifth round).
+    #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: a `Release` is only made for a tracked object with
         // strong == 0 whose value is being dropped, and dropped (or
