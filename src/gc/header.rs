@@ -185,7 +185,7 @@ pub(crate) struct VTable {
 
 impl GcHeader {
     /// Initialises the header at `hp` with this vtable, `weak` weak
-    /// references and gc word `gc`. On 64-bit targets the weak word is written as its two 32-bit
+    /// references and gc word `gc` (left unwritten if `None`). On 64-bit targets the weak word is written as its two 32-bit
     /// halves, the code and the count: merging them into one word cost
     /// three instructions per `Gc::new` (a zero-extension, a 64-bit
     /// constant and an or), two stores cost one (issue 9, fifth round).
@@ -198,7 +198,7 @@ impl GcHeader {
         hp: *mut GcHeader,
         vtable: &'static VTable,
         weak: usize,
-        gc: usize,
+        gc: Option<usize>,
     ) {
         #[cfg(target_pointer_width = "64")]
         {
@@ -219,18 +219,22 @@ impl GcHeader {
                 let w = (&raw mut (*hp).weak).cast::<u32>();
                 w.add(low).write(code);
                 w.add(high).write(count);
-                (&raw mut (*hp).gc).write(Cell::new(gc));
+                if let Some(gc) = gc {
+                    (&raw mut (*hp).gc).write(Cell::new(gc));
+                }
             }
         }
         #[cfg(not(target_pointer_width = "64"))]
         {
-            let header = GcHeader {
-                vt: Cell::new(vtable),
-                weak: Cell::new(weak * WEAK_ONE),
-                gc: Cell::new(gc),
-            };
-            // SAFETY: our contract: `hp` is valid for writes and unshared.
-            unsafe { ptr::write(hp, header) }
+            // SAFETY: our contract: `hp` is valid for writes, aligned and
+            // unshared.
+            unsafe {
+                (&raw mut (*hp).vt).write(Cell::new(vtable));
+                (&raw mut (*hp).weak).write(Cell::new(weak * WEAK_ONE));
+                if let Some(gc) = gc {
+                    (&raw mut (*hp).gc).write(Cell::new(gc));
+                }
+            }
         }
     }
 
@@ -542,6 +546,22 @@ pub(crate) fn allocate(
     strong: usize,
     weak: usize,
 ) -> NonNull<u8> {
+    allocate_with(value, header, strong, weak, Some(UNTRACKED))
+}
+
+/// [`allocate`] for `Gc::new`, which writes a tracked object's gc word
+/// itself (`State::track_fresh`: the list index, or `UNTRACKED` before
+/// its slow path can collect), so that the word is stored once: `gc` is
+/// the word to write, or `None` to leave it unwritten. Nothing may read
+/// an unwritten gc word.
+#[inline(always)]
+pub(crate) fn allocate_with(
+    value: Layout,
+    header: Option<HeaderSpec>,
+    strong: usize,
+    weak: usize,
+    gc: Option<usize>,
+) -> NonNull<u8> {
     let pl = Placement::new(value.size(), value.align(), prefix(header));
     let layout = pl.layout();
     // SAFETY: the layout has non-zero size (it holds the counts).
@@ -564,7 +584,7 @@ pub(crate) fn allocate(
         match header {
             Some(h) => {
                 let hp = counts.cast::<GcHeader>().sub(1);
-                GcHeader::write_new(hp, h.vtable, weak, UNTRACKED);
+                GcHeader::write_new(hp, h.vtable, weak, gc);
                 if let Some(len) = h.slice_len {
                     ptr::write(hp.cast::<usize>().sub(1), len);
                 }
