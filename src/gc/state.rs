@@ -407,18 +407,22 @@ impl State {
         // does not read the unwritten gc word (a reference's validity does
         // not depend on the memory behind it, t-opsem's decision in
         // rust-lang/unsafe-code-guidelines#414), and every path below
-        // writes the word before reading it.
+        // writes the word (through its raw pointer: `Cell::set` would
+        // read the old, unwritten value) before anything reads it.
         let h = unsafe { GcHeader::of(obj) };
         let room = self.room.get();
         if room == 0 {
-            h.gc.set(UNTRACKED);
+            // SAFETY: the word is in the live header, aligned, and no
+            // reference to its contents exists (only to the `Cell`).
+            unsafe { h.gc.as_ptr().write(UNTRACKED) };
             return self.track_slow(obj, h);
         }
         self.room.set(room - 1);
         let len = self.list.len();
         // SAFETY: room <= cap - len (the invariant), and room > 0.
         unsafe { self.list.push_within_cap(obj) };
-        h.gc.set((len << SHIFT) | CLEAN);
+        // SAFETY: as for `UNTRACKED` above.
+        unsafe { h.gc.as_ptr().write((len << SHIFT) | CLEAN) };
         self.live.set(self.live.get() + 1);
         self.count[0].set(self.count[0].get() + 1);
     }
