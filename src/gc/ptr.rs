@@ -12,9 +12,9 @@ use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::header::{
-    allocate, counts_of, dec_weak_is_last, flags_word, free, inc_strong, inc_weak, low_flags,
-    statically_untracked, weak_count, weak_word, Counts, GcHeader, Lay, ObjPtr, CLEAN, DEAD,
-    DROPPED, FINALIZER_PENDING, LENT_MUT, NO_HEADER, SHIFT, TRACKED_PREFIX, UNTRACKED,
+    allocate, allocate_with, counts_of, dec_weak_is_last, flags_word, free, inc_strong, inc_weak,
+    low_flags, statically_untracked, weak_count, weak_word, Counts, GcHeader, Lay, ObjPtr, CLEAN,
+    DEAD, DROPPED, FINALIZER_PENDING, LENT_MUT, NO_HEADER, SHIFT, TRACKED_PREFIX, UNTRACKED,
     UNTRACKED_PREFIX, WEAK_CALLBACKS, WEAK_ONE,
 };
 use super::state;
@@ -180,12 +180,18 @@ impl<T: Trace + 'static> Gc<T> {
     #[inline(always)]
     pub fn new(value: T) -> Gc<T> {
         let header = <T as GcLayout>::__gc_header(&value);
-        let p = allocate(Layout::new::<T>(), header, 1, 1).cast::<T>();
+        // A tracked object's gc word is written once, by `track_fresh`
+        // (see `allocate_with`); nothing reads it before.
+        let p = allocate_with(Layout::new::<T>(), header, 1, 1, None).cast::<T>();
         // SAFETY: fresh allocation; the value slot is in bounds and aligned.
         unsafe { ptr::write(p.as_ptr(), value) };
         // SAFETY: `p` is a fully initialised object we own one count of.
         let this = unsafe { Gc::from_inner(p) };
-        Gc::track_new(&this);
+        if header.is_some() {
+            // SAFETY: tracked (a header was written), fresh and unlisted,
+            // its gc word not yet written.
+            unsafe { state::state().track_fresh(this.obj()) };
+        }
         this
     }
 

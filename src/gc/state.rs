@@ -391,6 +391,42 @@ impl State {
         self.count[0].set(self.count[0].get() + 1);
     }
 
+    /// [`maybe_collect_then_track`](Self::maybe_collect_then_track) for
+    /// `Gc::new`, whose object's gc word is not written yet: the fast
+    /// path writes it once (the index), the slow path writes `UNTRACKED`
+    /// before anything else, so that a handle dropped as an automatic
+    /// collection's panic unwinds finds no index (one store fewer per
+    /// tracked `Gc::new`: issue 9, fifth round).
+    ///
+    /// # Safety
+    /// `obj` is a fresh tracked object (header written by `allocate_with`
+    /// with no gc word), not listed, strong count 1, value initialised.
+    #[inline(always)]
+    pub(crate) unsafe fn track_fresh(&self, obj: ObjPtr) {
+        // SAFETY: tracked, so a header precedes the counts; the reference
+        // does not read the unwritten gc word (a reference's validity does
+        // not depend on the memory behind it, t-opsem's decision in
+        // rust-lang/unsafe-code-guidelines#414), and every path below
+        // writes the word (through its raw pointer: `Cell::set` would
+        // read the old, unwritten value) before anything reads it.
+        let h = unsafe { GcHeader::of(obj) };
+        let room = self.room.get();
+        if room == 0 {
+            // SAFETY: the word is in the live header, aligned, and no
+            // reference to its contents exists (only to the `Cell`).
+            unsafe { h.gc.as_ptr().write(UNTRACKED) };
+            return self.track_slow(obj, h);
+        }
+        self.room.set(room - 1);
+        let len = self.list.len();
+        // SAFETY: room <= cap - len (the invariant), and room > 0.
+        unsafe { self.list.push_within_cap(obj) };
+        // SAFETY: as for `UNTRACKED` above.
+        unsafe { h.gc.as_ptr().write((len << SHIFT) | CLEAN) };
+        self.live.set(self.live.get() + 1);
+        self.count[0].set(self.count[0].get() + 1);
+    }
+
     /// `maybe_collect_then_track` when the room ran out: a collection may
     /// be due, or the list full.
     #[cold]
