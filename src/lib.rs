@@ -63,11 +63,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-// The allocator needs Linux (`mmap` flags, `membarrier`, the coarse
-// clock); `Gc` is portable and builds everywhere without it.
-#[cfg(target_os = "linux")]
+// The allocator needs 64-bit Linux (`mmap` flags, `membarrier`, the coarse
+// clock, 48-bit address maps); `Gc` is portable and builds everywhere
+// without it.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod alloc;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod sync;
 
 pub mod gc;
@@ -114,23 +115,28 @@ pub mod __private {
 #[cfg(loom)]
 #[doc(hidden)]
 pub use alloc::model as __model;
-#[cfg(all(not(loom), target_os = "linux"))]
+#[cfg(all(not(loom), target_os = "linux", target_pointer_width = "64"))]
 pub use alloc::{
     alloc_stats, debug_allocator_enabled, heap_map, purge_in_background, release_free_memory,
     ArenaMap, HeapMap, HeapState, PoolMap, CLEAN_BYTE, DEAD_BYTE, FORBIDDEN_BYTE,
 };
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub use alloc::{AllocStats, ClassStats, PyMalloc, SMALL_REQUEST_THRESHOLD};
 
 #[cfg(all(
     feature = "override",
-    not(all(target_os = "linux", target_env = "gnu"))
+    not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))
 ))]
-compile_error!("the `override` feature needs glibc (Linux, target_env = \"gnu\")");
+compile_error!("the `override` feature needs 64-bit Linux with glibc (target_env = \"gnu\")");
 
 /// The C allocation API behind the `override` feature and the
 /// `pymem-malloc` preload (`pymem::__export_c_allocator!()` exports it).
-#[cfg(all(not(loom), target_os = "linux", target_env = "gnu"))]
+#[cfg(all(
+    not(loom),
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
 #[doc(hidden)]
 pub mod __cabi {
     pub use crate::alloc::cabi::{
