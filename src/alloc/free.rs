@@ -49,7 +49,9 @@ unsafe fn free_elsewhere(me: *mut Heap, pool: *mut Pool, ptr: *mut u8) {
         // SAFETY: forwarded caller contract.
         return unsafe { free_unbound(pool, ptr) };
     }
-    // SAFETY: as in `free_block`.
+    // SAFETY: `ptr` is a block in use of `pool` (this function's `# Safety`),
+    // so the pool header is live, and its owner does not change while the
+    // block is in use (see `Pool`); `owner` only loads the atomic owner word.
     let (owner, detached) = unsafe { (*pool).owner(Ordering::Relaxed) };
     if owner == me {
         // Not the word `free_block` compared, so tagged: only we attach
@@ -74,7 +76,9 @@ unsafe fn free_unbound(pool: *mut Pool, ptr: *mut u8) {
     let me = super::thread::bind_for_free();
     #[cfg(loom)]
     let me: *mut Heap = core::ptr::null_mut();
-    // SAFETY: as in `free_block`.
+    // SAFETY: `ptr` is a block in use of `pool` (this function's `# Safety`),
+    // so the pool header is live, and its owner does not change while the
+    // block is in use (see `Pool`); `owner` only loads the atomic owner word.
     let (owner, detached) = unsafe { (*pool).owner(Ordering::Relaxed) };
     if !me.is_null() && owner == me {
         // SAFETY: our own pool (a heap just bound, adopted, owns it).

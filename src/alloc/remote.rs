@@ -295,7 +295,10 @@ impl Outbox {
         let this = section.0;
         let slot = &this.slots[Self::slot_of(pool)];
         if slot.pool.get() == pool {
-            // SAFETY: as in `add`.
+            // SAFETY: `block` is a block of `pool` being freed by the caller (`add`'s
+            // `# Safety`, which this function's forwards), so it is on no list and no
+            // other thread reaches it; the chain it joins is in our outbox, written
+            // only inside our busy section `section`.
             unsafe { Block::set_next(block, slot.head.get()) };
             slot.count.set(slot.count.get() + 1);
         } else {
@@ -465,7 +468,10 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
     match unsafe { me.outbox.enter(me.registry()) } {
         // SAFETY: inside our busy section (way 1); the block is ours to free.
         Some(section) => unsafe { Outbox::add(section, pool, block) },
-        // SAFETY: as above.
+        // SAFETY: `block` is a block in use of `pool` being freed by the caller
+        // (this function's `# Safety`): a one-block chain (head = tail, n = 1) no
+        // other thread reaches, which is all `deliver` requires. `enter` refusing
+        // the busy section concerns the outbox only, not the block.
         None => unsafe { deliver(pool, block, block, 1) },
     }
 }
@@ -481,7 +487,10 @@ unsafe fn free_orphan(pool: *mut Pool, block: *mut Block) {
     // SAFETY: a pool with a block in use is live; its owning heap is never
     // unmapped.
     let p = unsafe { &*pool };
-    // SAFETY: as above.
+    // SAFETY: `block` is in use (this function's `# Safety`), so `pool` is
+    // live and its owner fixed; `owner` strips the DETACHED tag, leaving the
+    // address of a heap that was mapped and, heaps being never unmapped (see
+    // `Heap`), still is.
     unsafe { (*p.owner(Ordering::Relaxed).0).registry() }.count_orphan_free(p.class());
     // SAFETY: a block of `pool` that we are freeing (caller contract).
     unsafe { deliver(pool, block, block, 1) }
@@ -555,8 +564,9 @@ impl Heap {
     /// list; the pool rejoins its class list, or its arena if it emptied.
     ///
     /// # Safety
-    /// Owner capacity with the lock held; `blocks` must have been taken
-    /// from `pool`'s remote list just now.
+    /// Owner capacity with the lock held; `pool` must be one of this heap's
+    /// pools (as those on its pending list are), and `blocks` must have
+    /// been taken from `pool`'s remote list just now.
     unsafe fn take_back(
         &self,
         locked: &Locked<'_>,
@@ -567,7 +577,11 @@ impl Heap {
         if blocks.is_null() {
             return;
         }
-        // SAFETY: caller contract: the pool and the blocks are ours.
+        // SAFETY: `blocks` is non-null and was taken from `pool`'s remote list
+        // just now (this function's `# Safety`); blocks on the remote list count in
+        // `used`, so the pool was not given back to its arena and its header is
+        // live. Owner capacity with the lock held (same `# Safety`) makes its free
+        // list ours to write: no guest claims it while we hold the lock.
         let p = unsafe { &*pool };
         let free = p.free.get();
         if !free.is_null() {
