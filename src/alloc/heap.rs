@@ -241,7 +241,8 @@ impl Heap {
             }
             return block.cast();
         }
-        // SAFETY: forwarded caller contract.
+        // SAFETY: owner capacity and `class < NB_CLASSES` (this function's
+        // `# Safety`): what `alloc_slow` requires.
         unsafe { self.alloc_slow(class) }
     }
 
@@ -256,7 +257,8 @@ impl Heap {
     #[inline(never)]
     unsafe fn alloc_slow(&self, class: usize) -> *mut u8 {
         if self.has_pending() {
-            // SAFETY: owner capacity (caller contract).
+            // SAFETY: owner capacity (this function's `# Safety`), what
+            // `lock_as_owner` requires.
             if let Some(locked) = unsafe { self.lock_as_owner() } {
                 self.collect_pending(&locked);
             }
@@ -293,7 +295,8 @@ impl Heap {
             unsafe { self.unlink(pool) };
             p.detach(self.as_mut_ptr());
         }
-        // SAFETY: owner capacity (caller contract).
+        // SAFETY: owner capacity (this function's `# Safety`), what
+        // `lock_as_owner` requires.
         let Some(locked) = (unsafe { self.lock_as_owner() }) else {
             // The lock is ours already (a signal handler interrupted our
             // own slow path) or lost in a fork: serve this one elsewhere.
@@ -341,7 +344,9 @@ impl Heap {
         // SAFETY: a live pool's class is below NB_CLASSES.
         let frees = bump(&unsafe { self.classes.get_unchecked(p.class()) }.frees);
         if used == 0 || frees & TICK_MASK == 0 {
-            // SAFETY: forwarded.
+            // SAFETY: owner capacity (this function's `# Safety`), and `pool` an
+            // attached pool of this heap that we just freed into, `used` its count
+            // after the push: what `free_slow` requires.
             unsafe { self.free_slow(pool, used, frees) };
         }
     }
@@ -360,7 +365,8 @@ impl Heap {
         // one block in a loop comes here every time).
         // SAFETY: an attached pool of ours.
         if used == 0 && !unsafe { self.keeps_when_empty(pool) } {
-            // SAFETY: owner capacity (caller contract of `free_local`).
+            // SAFETY: owner capacity (this function's `# Safety`), what
+            // `lock_as_owner` requires.
             if let Some(locked) = unsafe { self.lock_as_owner() } {
                 // SAFETY: an attached (so linked) pool of ours, now empty.
                 unsafe { self.pool_emptied(&locked, pool) };

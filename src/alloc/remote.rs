@@ -225,7 +225,8 @@ impl Outbox {
             return;
         }
         for slot in &self.slots {
-            // SAFETY: forwarded.
+            // SAFETY: we may touch the slots (this function's `# Safety`), which is
+            // what `deliver_slot` requires.
             unsafe { self.deliver_slot(slot) };
         }
         self.held.set(0);
@@ -274,7 +275,9 @@ impl Outbox {
             this.held.set(held);
             return;
         }
-        // SAFETY: forwarded.
+        // SAFETY: `section` is our busy section and `block` a block of `pool`
+        // being freed by the caller (this function's `# Safety`): `add_slow`'s
+        // requirements, the same as ours.
         unsafe { Self::add_slow(section, pool, block) }
     }
 
@@ -302,7 +305,8 @@ impl Outbox {
             unsafe { Block::set_next(block, slot.head.get()) };
             slot.count.set(slot.count.get() + 1);
         } else {
-            // SAFETY: forwarded.
+            // SAFETY: inside our busy section `section`, so the slots are ours to
+            // touch (way 1): what `deliver_slot` requires.
             unsafe { this.deliver_slot(slot) };
             slot.pool.set(pool);
             slot.tail.set(block);
@@ -314,7 +318,8 @@ impl Outbox {
         if held == 1 {
             this.nonempty.store(true, Ordering::Relaxed);
         } else if held >= OUTBOX_LIMIT {
-            // SAFETY: forwarded.
+            // SAFETY: inside our busy section `section`, so the slots are ours to
+            // touch (way 1): what `deliver_all` requires.
             unsafe { this.deliver_all() };
         }
     }
@@ -328,7 +333,8 @@ impl Outbox {
         if self.held.get() == 0 {
             return;
         }
-        // SAFETY: forwarded.
+        // SAFETY: the caller owns the heap and is in no busy section (this
+        // function's `# Safety`): what `enter` requires.
         if let Some(section) = unsafe { self.enter(registry) } {
             // SAFETY: inside a busy section (way 1).
             unsafe { section.0.deliver_all() };
@@ -425,7 +431,10 @@ pub(crate) unsafe fn deliver(pool: *mut Pool, head: *mut Block, tail: *mut Block
     // SAFETY: the pool has blocks in use (ours), so its header is live and
     // its owner fixed (see `Pool`); heaps are never unmapped.
     let (p, owner) = unsafe { (&*pool, &*(*pool).owner(Ordering::Relaxed).0) };
-    // SAFETY: forwarded caller contract.
+    // SAFETY: the blocks are blocks of `pool` in use, freed by the caller
+    // and reachable by no other thread (this function's `# Safety`); they lie
+    // in an arena, and arenas are mapped below `ADDRESS_LIMIT` (`map_arena`
+    // checks): `push_chain`'s requirements.
     if unsafe { p.shared.remote.push_chain(head, tail, n) } {
         // SAFETY: our push made `remote` non-empty, so we alone may link
         // the pool into the pending list (see `Pool`).
@@ -457,7 +466,8 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
     }
     let block = block.cast::<Block>();
     if me.is_null() {
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `block` is a block in use of `pool` freed by the caller (this
+        // function's `# Safety`), what `free_orphan` requires.
         return unsafe { free_orphan(pool, block) };
     }
     // SAFETY: the caller owns `me`.
@@ -492,7 +502,9 @@ unsafe fn free_orphan(pool: *mut Pool, block: *mut Block) {
     // address of a heap that was mapped and, heaps being never unmapped (see
     // `Heap`), still is.
     unsafe { (*p.owner(Ordering::Relaxed).0).registry() }.count_orphan_free(p.class());
-    // SAFETY: a block of `pool` that we are freeing (caller contract).
+    // SAFETY: `block` is a block in use of `pool` being freed by the caller
+    // (this function's `# Safety`): a one-block chain no other thread
+    // reaches, as `deliver` requires.
     unsafe { deliver(pool, block, block, 1) }
 }
 
