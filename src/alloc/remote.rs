@@ -612,7 +612,9 @@ impl Heap {
         }
         p.free.set(blocks);
         p.used.set(p.used.get() - count);
-        // SAFETY: as for a local free of the same blocks.
+        // SAFETY: owner capacity with the lock held, and `pool` one of this
+        // heap's pools (this function's `# Safety`): what `blocks_returned`
+        // requires.
         unsafe { self.blocks_returned(locked, pool) };
     }
 
