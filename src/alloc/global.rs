@@ -23,10 +23,13 @@ impl PyMalloc {
     unsafe fn alloc_small(class: usize, size: usize) -> *mut u8 {
         let heap = thread::current_heap();
         let block = if !heap.is_null() {
-            // SAFETY: a thread's bound heap is owned by it; `route` returned
-            // a valid class.
+            // SAFETY: a thread's bound heap is owned by it (only `bind` and
+            // the fork handler set the slot, each to a heap just claimed);
+            // `class < NB_CLASSES` (this function's `# Safety`).
             unsafe { (*heap).alloc(class) }
         } else {
+            // `class < NB_CLASSES` (this function's `# Safety`), as
+            // `alloc_unbound` assumes.
             thread::alloc_unbound(class)
         };
         asan::unpoison_block(block, size);

@@ -457,7 +457,8 @@ impl Registry {
     /// the moment (see `Heap::lock_as_owner`). Null when the OS refuses.
     ///
     /// `class` must be below `NB_CLASSES`, which is not checked (though
-    /// `Heap::alloc` relies on it): the callers pass a class from `route`.
+    /// `Heap::alloc` relies on it): `alloc_unbound` and `Heap::alloc_slow`
+    /// pass on a class their own callers vouch for.
     pub(crate) fn alloc_elsewhere(&self, class: usize) -> *mut u8 {
         let Some(locked) = self.keep_any() else {
             return ptr::null_mut();

@@ -152,7 +152,8 @@ extern "C" fn in_child_after_fork() {
 
 /// Allocates a block of `class` for a thread that has no heap bound.
 /// `class` must be below `NB_CLASSES`, which is not checked (though
-/// `Heap::alloc` relies on it): the caller passes a class from `route`.
+/// `Heap::alloc` relies on it): its one caller, `alloc_small`, requires
+/// it of its own callers.
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_unbound(class: usize) -> *mut u8 {
