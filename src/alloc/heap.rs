@@ -230,7 +230,7 @@ impl Heap {
     /// The caller must be in owner capacity, and `class < NB_CLASSES`.
     #[inline(always)]
     pub(crate) unsafe fn alloc(&self, class: usize) -> *mut u8 {
-        // SAFETY: the caller passes a valid class.
+        // SAFETY: `class < NB_CLASSES` (this function's `# Safety`).
         let slot = unsafe { self.classes.get_unchecked(class) };
         // SAFETY: `current` points at one of our attached pools or at
         // `empty`; owner capacity may pop from them.
@@ -271,7 +271,8 @@ impl Heap {
             }
             // SAFETY: pools on our class lists are live, ours, attached.
             let p = unsafe { &*pool };
-            // SAFETY: owner capacity on an attached pool.
+            // SAFETY: owner capacity (this function's `# Safety`), and `p`
+            // is attached (on our class list): what `assert_valid` requires.
             unsafe { p.assert_valid() };
             // SAFETY: owner capacity (this function's `# Safety`), and `p` is on our
             // class list, so attached: what `pop` requires.
@@ -291,7 +292,9 @@ impl Heap {
             // first: detaching is the last write, with Release, after
             // which the pool is written only under the lock or after
             // taking it back (see `Pool`).
-            // SAFETY: the pool is on its class list.
+            // SAFETY: owner capacity (this function's `# Safety`), and
+            // `pool` is a live pool of ours on its class list (it was
+            // `current`): what `unlink` requires.
             unsafe { self.unlink(pool) };
             p.detach(self.as_mut_ptr());
         }
@@ -363,7 +366,8 @@ impl Heap {
         // An emptied pool that is its class's only one is kept, which only
         // reads our class list: no lock (a program that allocates and frees
         // one block in a loop comes here every time).
-        // SAFETY: an attached pool of ours.
+        // SAFETY: owner capacity, and `pool` an attached pool of ours
+        // (this function's `# Safety`): what `keeps_when_empty` requires.
         if used == 0 && !unsafe { self.keeps_when_empty(pool) } {
             // SAFETY: owner capacity (this function's `# Safety`), what
             // `lock_as_owner` requires.
@@ -454,7 +458,8 @@ impl Heap {
             // SAFETY: a detached pool is on no list.
             unsafe { self.link_front(pool) };
         }
-        // SAFETY: owner capacity.
+        // SAFETY: owner capacity with the lock held (this function's
+        // `# Safety`): what `assert_valid` requires.
         unsafe { p.assert_valid() };
         if p.used.get() == 0 {
             // SAFETY: the pool is on its class list and empty.

@@ -345,7 +345,9 @@ impl Outbox {
     /// (way 2: the owner leaving, a keeper).
     pub(crate) fn flush_locked(&self, locked: &Locked<'_>) {
         debug_assert!(locked.in_owner_capacity());
-        // SAFETY: way 2 of the protocol.
+        // SAFETY: `locked` holds the lock in owner capacity (asserted
+        // above), which lets us touch the slots (way 2): what `deliver_all`
+        // requires.
         unsafe { self.deliver_all() };
     }
 
