@@ -61,7 +61,10 @@ unsafe fn free_elsewhere(me: *mut Heap, pool: *mut Pool, ptr: *mut u8) {
         // Not the word `free_block` compared, so tagged: only we attach
         // our pools, so it is still detached.
         debug_assert!(detached);
-        // SAFETY: our own detached pool.
+        // SAFETY: we own `me` (this function's `# Safety`, as
+        // `free_block`'s), so owner capacity; `pool` is `me`'s and detached
+        // (owner word tagged), and `ptr` a block in use of it freed by us:
+        // what `free_to_detached` requires.
         return unsafe { (*me).free_to_detached(pool, ptr) };
     }
     // SAFETY: `ptr` is a block in use of `pool` freed by the caller, and `me`
