@@ -95,6 +95,9 @@ impl hooks::Backend for CApi {
 
 /// Allocation without the debug hooks: a pool block when a class honours
 /// `size` and `align` (a power of two), else glibc's.
+///
+/// # Safety
+/// `align` must be a power of two.
 unsafe fn alloc_raw(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if route(size, align).is_none() {
         return glibc::alloc(size, align, zeroed);
@@ -117,9 +120,9 @@ unsafe fn alloc_raw(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 /// # Safety
 /// `ptr` must be null or a live block of the process's `malloc` family.
 unsafe fn free_raw(ptr: *mut u8) {
-    // SAFETY: our contract: `ptr` is null or a live block of the malloc
-    // family; the bitmap says whether that is a pool block (ours) or, by
-    // elimination, glibc's.
+    // SAFETY: `ptr` is null or a live block of the malloc family (this
+    // function's `# Safety`); the bitmap says whether that is a pool block
+    // (ours) or, by elimination, glibc's.
     unsafe {
         if arena_bitmap::contains(ptr) {
             check_and_free_small(ptr);
@@ -149,7 +152,8 @@ unsafe fn check_and_free_small(ptr: *mut u8) {
         );
         debug::tag_freed(ptr);
     }
-    // SAFETY: our contract: a live pool block, freed by the caller.
+    // SAFETY: `ptr` is a live pool block (this function's `# Safety`), and
+    // it is being freed: what `free_small` requires.
     unsafe { super::free::free_small(ptr) }
 }
 
@@ -267,6 +271,10 @@ pub unsafe fn free(ptr: *mut c_void) {
 
 /// Every free the fast path does not take; `expected` is the layout of
 /// `free_sized`/`free_aligned_sized`, checked by the debug allocator.
+///
+/// # Safety
+/// `ptr` must be null or a live block of the process's `malloc` family,
+/// freed by the caller.
 #[inline(never)]
 unsafe fn free_general(ptr: *mut u8, expected: Option<Layout>) {
     if hooks::enabled() {
@@ -276,8 +284,8 @@ unsafe fn free_general(ptr: *mut u8, expected: Option<Layout>) {
         }
         return;
     }
-    // SAFETY: our contract (null or a live block of the malloc family) is
-    // `free_raw`'s.
+    // SAFETY: `ptr` is null or a live block of the malloc family (this
+    // function's `# Safety`), which is what `free_raw` requires.
     unsafe { free_raw(ptr) }
 }
 
@@ -312,7 +320,9 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     if debug::CHECKS {
         debug::check_block(ptr, false, "realloc", format_args!(""));
     }
-    // SAFETY: a live pool block (caller contract), so its header is live.
+    // SAFETY: `ptr` is a live block of the malloc family (`realloc`'s
+    // `# Safety`, as `free`'s) lying in an arena, so a pool block in use:
+    // its pool header is live.
     let class = unsafe { (*Pool::of(ptr)).class() };
     let block = block_size(class);
     if size <= block
@@ -435,11 +445,14 @@ pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
         if debug::CHECKS {
             debug::check_block(ptr, false, "malloc_usable_size", format_args!(""));
         }
-        // SAFETY: a live pool block (caller contract).
+        // SAFETY: `ptr` is a live block of the malloc family (this function's
+        // `# Safety`, as `free`'s) lying in an arena, so a pool block in use:
+        // its pool header is live.
         return unsafe { (*Pool::of(ptr)).block_size() };
     }
-    // SAFETY: our contract: a live block of the malloc family in no arena,
-    // so glibc's.
+    // SAFETY: `ptr` is a live block of the malloc family (this function's
+    // `# Safety`, as `free`'s) in no arena, so glibc's: what
+    // `glibc::usable_size` requires.
     unsafe { glibc::usable_size(ptr) }
 }
 
@@ -458,12 +471,14 @@ pub unsafe fn free_sized(ptr: *mut c_void, size: usize) {
 /// As [`free`]; `align` and `size` are those the block was requested with.
 pub unsafe fn free_aligned_sized(ptr: *mut c_void, align: usize, size: usize) {
     if hooks::known_off() {
-        // SAFETY: our contract on `ptr` is `free`'s.
+        // SAFETY: `ptr` is null or a live block of the malloc family (this
+        // function's `# Safety`, as `free`'s), all `free` requires.
         return unsafe { free(ptr) };
     }
     let expected = Layout::from_size_align(size, align.max(ALIGNMENT)).ok();
-    // SAFETY: our contract on `ptr` is `free_general`'s; the hooks check
-    // `expected` against the block.
+    // SAFETY: `ptr` is null or a live block of the malloc family, freed by
+    // the caller (this function's `# Safety`, as `free`'s): what
+    // `free_general` requires; the hooks check `expected` against the block.
     unsafe { free_general(ptr.cast(), expected) }
 }
 

@@ -74,7 +74,9 @@ pub(crate) fn check_block(
     }
     // SAFETY: a pool in use; its class is stable while it has blocks in use.
     let pool_class = unsafe { (*pool).class() };
-    // SAFETY: as above.
+    // SAFETY: the magic check above found a pool in use at `pool`, whose
+    // header is readable (inside a mapped arena); `is_block_start` reads
+    // only its class, as the line above did, and computes.
     if !unsafe { (*pool).is_block_start(ptr) } {
         os::fatal(format_args!(
             "{what} of {ptr:p}{shown}: not the start of a block \
@@ -128,7 +130,11 @@ const TAG_SIZE: usize = core::mem::size_of::<usize>();
 pub(crate) fn tag_freed(ptr: *mut u8) {
     let tag = ptr.wrapping_add(TAG_OFFSET);
     asan::unpoison(tag, TAG_SIZE);
-    // SAFETY: as in `is_tagged`; the block is being freed by its holder.
+    // SAFETY: `ptr` is a block in use being freed by the caller (every
+    // caller runs this right before freeing it, after `check_small` or
+    // `check_block` found it the start of a block); blocks are at least 16
+    // bytes, so the second word is inside the block, which nobody else
+    // reaches. Not checked: `tag_freed` is a safe fn.
     unsafe { tag.cast::<usize>().write(FREED_TAG ^ ptr as usize) };
     asan::poison(tag, TAG_SIZE);
 }
@@ -140,7 +146,10 @@ fn on_free_list(pool: *mut Pool, ptr: *mut u8) -> bool {
         if block == ptr.cast::<Block>() {
             return true;
         }
-        // SAFETY: as above.
+        // SAFETY: `block` is on the pool's free list, which only owner capacity
+        // writes while a block of the pool is held (a guest reclaiming a detached
+        // pool sets it only when none is held, and we hold `ptr`); free blocks
+        // start with their link: `next`'s requirement.
         block = unsafe { Block::next(block) };
     }
     false

@@ -29,7 +29,10 @@ pub(crate) unsafe fn free_block(me: *mut Heap, ptr: *mut u8) {
         // pool's owner word is tagged; a real owner is never null).
         unsafe { (*me).free_local(pool, ptr) }
     } else {
-        // SAFETY: forwarded; the pool is not `me`'s.
+        // SAFETY: `ptr` is a block in use freed by the caller and `me` the
+        // calling thread's heap or null (this function's `# Safety`); `pool` is
+        // its pool, and not an attached pool of `me`'s (the owner word differs
+        // from `me`): what `free_elsewhere` requires.
         unsafe { free_elsewhere(me, pool, ptr) }
     }
 }
@@ -46,19 +49,27 @@ pub(crate) unsafe fn free_block(me: *mut Heap, ptr: *mut u8) {
 #[inline(never)]
 unsafe fn free_elsewhere(me: *mut Heap, pool: *mut Pool, ptr: *mut u8) {
     if me.is_null() {
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `ptr` is a block in use of `pool`, freed by the caller (this
+        // function's `# Safety`): what `free_unbound` requires.
         return unsafe { free_unbound(pool, ptr) };
     }
-    // SAFETY: as in `free_block`.
+    // SAFETY: `ptr` is a block in use of `pool` (this function's `# Safety`),
+    // so the pool header is live, and its owner does not change while the
+    // block is in use (see `Pool`); `owner` only loads the atomic owner word.
     let (owner, detached) = unsafe { (*pool).owner(Ordering::Relaxed) };
     if owner == me {
         // Not the word `free_block` compared, so tagged: only we attach
         // our pools, so it is still detached.
         debug_assert!(detached);
-        // SAFETY: our own detached pool.
+        // SAFETY: we own `me` (this function's `# Safety`, as
+        // `free_block`'s), so owner capacity; `pool` is `me`'s and detached
+        // (owner word tagged), and `ptr` a block in use of it freed by us:
+        // what `free_to_detached` requires.
         return unsafe { (*me).free_to_detached(pool, ptr) };
     }
-    // SAFETY: forwarded caller contract; the pool is not `me`'s.
+    // SAFETY: `ptr` is a block in use of `pool` freed by the caller, and `me`
+    // the calling thread's heap (this function's `# Safety`); `pool` is not
+    // `me`'s (its owner is another heap): what `free_remote` requires.
     unsafe { remote::free_remote(me, pool, ptr) }
 }
 
@@ -74,7 +85,9 @@ unsafe fn free_unbound(pool: *mut Pool, ptr: *mut u8) {
     let me = super::thread::bind_for_free();
     #[cfg(loom)]
     let me: *mut Heap = core::ptr::null_mut();
-    // SAFETY: as in `free_block`.
+    // SAFETY: `ptr` is a block in use of `pool` (this function's `# Safety`),
+    // so the pool header is live, and its owner does not change while the
+    // block is in use (see `Pool`); `owner` only loads the atomic owner word.
     let (owner, detached) = unsafe { (*pool).owner(Ordering::Relaxed) };
     if !me.is_null() && owner == me {
         // SAFETY: our own pool (a heap just bound, adopted, owns it).
@@ -86,7 +99,9 @@ unsafe fn free_unbound(pool: *mut Pool, ptr: *mut u8) {
             }
         };
     }
-    // SAFETY: forwarded caller contract; the pool is not `me`'s.
+    // SAFETY: `ptr` is a block in use of `pool` freed by the caller (this
+    // function's `# Safety`); `me` is null or the heap this thread just bound
+    // and owns, which does not own `pool`: what `free_remote` requires.
     unsafe { remote::free_remote(me, pool, ptr) }
 }
 
@@ -101,6 +116,8 @@ unsafe fn free_unbound(pool: *mut Pool, ptr: *mut u8) {
 #[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 #[inline(always)]
 pub(crate) unsafe fn free_small(ptr: *mut u8) {
-    // SAFETY: forwarded caller contract.
+    // SAFETY: `ptr` is a pool block in use freed by the caller (this
+    // function's `# Safety`), and `current_heap()` is the calling thread's
+    // bound heap, which it owns, or null: what `free_block` requires.
     unsafe { free_block(super::thread::current_heap(), ptr) }
 }

@@ -15,20 +15,32 @@ use crate::sync::Ordering;
 pub(crate) static REGISTRY: Registry = Registry::new();
 
 impl PyMalloc {
+    /// Allocates a block of `class` for a request of `size` bytes.
+    ///
+    /// # Safety
+    /// `class < NB_CLASSES`, and its blocks hold `size` bytes.
     #[inline(always)]
     unsafe fn alloc_small(class: usize, size: usize) -> *mut u8 {
         let heap = thread::current_heap();
         let block = if !heap.is_null() {
-            // SAFETY: a thread's bound heap is owned by it; `route` returned
-            // a valid class.
+            // SAFETY: a thread's bound heap is owned by it (only `bind` and
+            // the fork handler set the slot, each to a heap just claimed);
+            // `class < NB_CLASSES` (this function's `# Safety`).
             unsafe { (*heap).alloc(class) }
         } else {
+            // `class < NB_CLASSES` (this function's `# Safety`), as
+            // `alloc_unbound` assumes.
             thread::alloc_unbound(class)
         };
         asan::unpoison_block(block, size);
         block
     }
 
+    /// Frees a pool block.
+    ///
+    /// # Safety
+    /// `ptr` must be a pool block in use, allocated with `layout` (which
+    /// routes to `class`) and freed by the caller.
     #[inline(always)]
     unsafe fn dealloc_small(ptr: *mut u8, layout: Layout, class: usize) {
         let heap = thread::current_heap();
@@ -46,24 +58,36 @@ impl PyMalloc {
 
 impl PyMalloc {
     /// Every allocation the inlined fast path does not take.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
     #[inline(never)]
     unsafe fn alloc_general(layout: Layout) -> *mut u8 {
         if hooks::enabled() {
-            // SAFETY: forwarded caller contract.
+            // SAFETY: `layout` has a non-zero size (this function's
+            // `# Safety`, `GlobalAlloc::alloc`'s), all `hooks::alloc` asks.
             return unsafe { hooks::alloc(layout, false) };
         }
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `layout` has a non-zero size (this function's `# Safety`),
+        // all `raw_alloc` asks.
         unsafe { Self::raw_alloc(layout) }
     }
 
     /// Every free the inlined fast path does not take.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`.
     #[inline(never)]
     unsafe fn dealloc_general(ptr: *mut u8, layout: Layout) {
         if hooks::enabled() {
-            // SAFETY: forwarded caller contract.
+            // SAFETY: the hooks are on, and were for the whole process (they
+            // are decided once, at the first allocation), so `ptr` came from
+            // `hooks::alloc` with `layout` (this function's `# Safety`).
             return unsafe { hooks::dealloc(ptr, layout) };
         }
-        // SAFETY: forwarded caller contract.
+        // SAFETY: the hooks are off, and were for the whole process, so `ptr`
+        // came from a `raw_*` function with `layout` and is freed by the
+        // caller (this function's `# Safety`): what `raw_dealloc` asks.
         unsafe { Self::raw_dealloc(ptr, layout) }
     }
 }
@@ -71,16 +95,23 @@ impl PyMalloc {
 /// The allocator proper, without the debug hooks. The hooks call these with
 /// the layout of a block that has room for their guards.
 impl PyMalloc {
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
     #[inline(always)]
     pub(super) unsafe fn raw_alloc(layout: Layout) -> *mut u8 {
         match route(layout.size(), layout.align()) {
-            // SAFETY: a valid class.
+            // SAFETY: `route` returns a class below NB_CLASSES whose blocks
+            // hold `layout.size()` bytes aligned to `layout.align()`.
             Some(class) => unsafe { Self::alloc_small(class, layout.size()) },
-            // SAFETY: forwarded caller contract.
+            // SAFETY: `layout` has a non-zero size (this function's
+            // `# Safety`), as `large::alloc` asks.
             None => unsafe { large::alloc(&REGISTRY, layout, false) },
         }
     }
 
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`, for a block from [`PyMalloc::raw_alloc`],
+    /// [`PyMalloc::raw_alloc_zeroed`] or [`PyMalloc::raw_realloc`].
     #[inline(always)]
     pub(super) unsafe fn raw_dealloc(ptr: *mut u8, layout: Layout) {
         match route(layout.size(), layout.align()) {
@@ -91,11 +122,14 @@ impl PyMalloc {
         }
     }
 
+    /// # Safety
+    /// As `GlobalAlloc::alloc_zeroed`.
     #[inline]
     pub(super) unsafe fn raw_alloc_zeroed(layout: Layout) -> *mut u8 {
         match route(layout.size(), layout.align()) {
             Some(class) => {
-                // SAFETY: a valid class.
+                // SAFETY: `route` returns a class below NB_CLASSES whose
+                // blocks hold `layout.size()` bytes.
                 let ptr = unsafe { Self::alloc_small(class, layout.size()) };
                 if !ptr.is_null() {
                     // SAFETY: the block holds at least `layout.size()` bytes.
@@ -103,7 +137,8 @@ impl PyMalloc {
                 }
                 ptr
             }
-            // SAFETY: forwarded caller contract.
+            // SAFETY: `layout` has a non-zero size (this function's
+            // `# Safety`), as `large::alloc` asks.
             None => unsafe { large::alloc(&REGISTRY, layout, true) },
         }
     }
@@ -111,25 +146,34 @@ impl PyMalloc {
     /// `realloc` without the debug hooks: in place where the block allows
     /// it, otherwise a move (see [`PyMalloc::realloc_small`] for small to
     /// small; large to large is the system allocator's `realloc`).
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`, for a block from the `raw_*` functions.
     pub(super) unsafe fn raw_realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
         // Both sizes above the threshold route to System whatever the
         // alignment: skip `route`'s look at the alignment.
         const LARGE: usize = SMALL_REQUEST_THRESHOLD - asan::REDZONE;
         if layout.size() > LARGE && new_size > LARGE {
-            // SAFETY: forwarded caller contract; both sizes are System's.
+            // SAFETY: `ptr`, `layout` and `new_size` meet
+            // `GlobalAlloc::realloc`'s contract (this function's `# Safety`);
+            // both sizes exceed LARGE, so both route to the system allocator.
             return unsafe { Self::realloc_large(ptr, layout, new_size) };
         }
         match (route(layout.size(), align), route(new_size, align)) {
-            // SAFETY: forwarded caller contract; the layout routed the block
-            // to a pool.
+            // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
+            // `# Safety`); `layout` routes to `class`, so the block is a pool
+            // block, and `new_size` to `new_class`.
             (Some(class), Some(new_class)) => unsafe {
                 Self::realloc_small(ptr, layout, class, new_size, new_class)
             },
-            // SAFETY: forwarded caller contract; both sizes are System's.
+            // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
+            // `# Safety`); neither size routes to a pool, so both are the
+            // system allocator's.
             (None, None) => unsafe { Self::realloc_large(ptr, layout, new_size) },
             // Across the threshold, either way: a move.
-            // SAFETY: forwarded caller contract.
+            // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
+            // `# Safety`), all `realloc_move` asks with no class.
             _ => unsafe { Self::realloc_move(ptr, layout, new_size, None) },
         }
     }
@@ -144,6 +188,10 @@ impl PyMalloc {
     /// ([`size_class::growth_class`]); the pool header records the real
     /// class, so the caller's later `dealloc` or `realloc` with the smaller
     /// layout frees or measures the real block.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`, for a pool block (`layout` routes to
+    /// `class`, `new_size` to `new_class`).
     unsafe fn realloc_small(
         ptr: *mut u8,
         layout: Layout,
@@ -171,7 +219,9 @@ impl PyMalloc {
         } else {
             new_class
         };
-        // SAFETY: forwarded caller contract; `target` is a valid class whose
+        // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
+        // `# Safety`); `target` is `new_class` (from `route(new_size, align)`)
+        // or `growth_class`'s pick for it, a class below NB_CLASSES whose
         // blocks hold `new_size` bytes aligned to `layout.align()`.
         unsafe { Self::realloc_move(ptr, layout, new_size, Some(target)) }
     }
@@ -185,6 +235,10 @@ impl PyMalloc {
     /// `new_size`, so that the next steps fit; the bytes counted are those
     /// requested, through [`large_credit`], so a step costs no shared
     /// atomic either.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`, with both `layout.size()` and `new_size`
+    /// routed to the system allocator.
     unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old_size = layout.size();
         if asan::REDZONE == 0 && new_size > old_size {
@@ -203,7 +257,8 @@ impl PyMalloc {
         } else {
             new_size
         };
-        // SAFETY: forwarded caller contract; `capacity` is `new_size` or, after
+        // SAFETY: `GlobalAlloc::realloc`'s contract, large to large (this
+        // function's `# Safety`); `capacity` is `new_size` or, after
         // a small step, a quarter more and at most `isize::MAX / 2`, a valid
         // layout size (`large_growth_capacity`).
         let new = unsafe { large::realloc(&REGISTRY, ptr, layout, new_size, capacity) };
@@ -218,6 +273,11 @@ impl PyMalloc {
     /// Moves a block to a new one of `new_size` bytes (from class `class`,
     /// or wherever the new layout routes when `None`), copying the prefix
     /// and freeing the old block with the layout it was given.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; `class`, if given, must be below
+    /// `NB_CLASSES` with blocks that hold `new_size` bytes aligned to
+    /// `layout.align()`.
     unsafe fn realloc_move(
         ptr: *mut u8,
         layout: Layout,
@@ -225,7 +285,8 @@ impl PyMalloc {
         class: Option<usize>,
     ) -> *mut u8 {
         let new = match class {
-            // SAFETY: the caller passes a class that serves `new_size`.
+            // SAFETY: `class` is below NB_CLASSES with blocks that hold
+            // `new_size` bytes (this function's `# Safety`).
             Some(class) => unsafe { Self::alloc_small(class, new_size) },
             None => {
                 // SAFETY: `layout.align()` is a valid alignment and the
@@ -233,7 +294,8 @@ impl PyMalloc {
                 // rounded up to it.
                 let new_layout =
                     unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-                // SAFETY: a valid layout of non-zero size (caller contract).
+                // SAFETY: `new_size` is non-zero (`GlobalAlloc::realloc`'s
+                // contract, this function's `# Safety`), all `raw_alloc` asks.
                 unsafe { Self::raw_alloc(new_layout) }
             }
         };
@@ -249,13 +311,20 @@ impl PyMalloc {
     }
 
     /// Every `realloc` the inlined fast path does not take.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`.
     #[inline(never)]
     unsafe fn realloc_general(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if hooks::enabled() {
-            // SAFETY: forwarded caller contract.
+            // SAFETY: the hooks are on for the whole process, so `ptr` came
+            // from `hooks::alloc`; `GlobalAlloc::realloc`'s contract (this
+            // function's `# Safety`) is what `hooks::realloc` asks.
             return unsafe { hooks::realloc(ptr, layout, new_size) };
         }
-        // SAFETY: forwarded caller contract.
+        // SAFETY: the hooks are off for the whole process, so `ptr` came from
+        // a `raw_*` function; `GlobalAlloc::realloc`'s contract (this
+        // function's `# Safety`) is what `raw_realloc` asks.
         unsafe { Self::raw_realloc(ptr, layout, new_size) }
     }
 }
@@ -282,7 +351,8 @@ unsafe impl GlobalAlloc for PyMalloc {
                 }
             }
         }
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `GlobalAlloc::alloc`'s contract, which the caller meets,
+        // is `alloc_general`'s.
         unsafe { Self::alloc_general(layout) }
     }
 
@@ -299,17 +369,20 @@ unsafe impl GlobalAlloc for PyMalloc {
             // layout routed its allocation to a pool), freed by the caller.
             return unsafe { free::free_block(thread::current_heap(), ptr) };
         }
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `GlobalAlloc::dealloc`'s contract, which the caller meets,
+        // is `dealloc_general`'s.
         unsafe { Self::dealloc_general(ptr, layout) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if hooks::enabled() {
-            // SAFETY: forwarded caller contract.
+            // SAFETY: `layout` has a non-zero size (`GlobalAlloc`'s contract,
+            // which the caller meets), all `hooks::alloc` asks.
             return unsafe { hooks::alloc(layout, true) };
         }
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `layout` has a non-zero size (`GlobalAlloc`'s contract,
+        // which the caller meets), all `raw_alloc_zeroed` asks.
         unsafe { Self::raw_alloc_zeroed(layout) }
     }
 
@@ -329,7 +402,8 @@ unsafe impl GlobalAlloc for PyMalloc {
         {
             return ptr;
         }
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `GlobalAlloc::realloc`'s contract, which the caller meets,
+        // is `realloc_general`'s.
         unsafe { Self::realloc_general(ptr, layout, new_size) }
     }
 }

@@ -207,7 +207,8 @@ impl Heap {
     #[inline(always)]
     pub(crate) unsafe fn class_slot_unchecked(&self, class: usize) -> &ClassSlot {
         debug_assert!(class < NB_CLASSES);
-        // SAFETY: caller contract.
+        // SAFETY: `class < NB_CLASSES` (this function's `# Safety`): in bounds of
+        // `classes`.
         unsafe { self.classes.get_unchecked(class) }
     }
 
@@ -229,7 +230,7 @@ impl Heap {
     /// The caller must be in owner capacity, and `class < NB_CLASSES`.
     #[inline(always)]
     pub(crate) unsafe fn alloc(&self, class: usize) -> *mut u8 {
-        // SAFETY: the caller passes a valid class.
+        // SAFETY: `class < NB_CLASSES` (this function's `# Safety`).
         let slot = unsafe { self.classes.get_unchecked(class) };
         // SAFETY: `current` points at one of our attached pools or at
         // `empty`; owner capacity may pop from them.
@@ -240,18 +241,24 @@ impl Heap {
             }
             return block.cast();
         }
-        // SAFETY: forwarded caller contract.
+        // SAFETY: owner capacity and `class < NB_CLASSES` (this function's
+        // `# Safety`): what `alloc_slow` requires.
         unsafe { self.alloc_slow(class) }
     }
 
     /// The current pool is dry: take back remote frees if any wait, carve
     /// more of the pool, move to the next pool of the class, or take a
     /// fresh pool from an arena.
+    ///
+    /// # Safety
+    /// As [`Heap::alloc`]: the caller must be in owner capacity, and
+    /// `class < NB_CLASSES`.
     #[cold]
     #[inline(never)]
     unsafe fn alloc_slow(&self, class: usize) -> *mut u8 {
         if self.has_pending() {
-            // SAFETY: owner capacity (caller contract).
+            // SAFETY: owner capacity (this function's `# Safety`), what
+            // `lock_as_owner` requires.
             if let Some(locked) = unsafe { self.lock_as_owner() } {
                 self.collect_pending(&locked);
             }
@@ -264,13 +271,17 @@ impl Heap {
             }
             // SAFETY: pools on our class lists are live, ours, attached.
             let p = unsafe { &*pool };
-            // SAFETY: owner capacity on an attached pool.
+            // SAFETY: owner capacity (this function's `# Safety`), and `p`
+            // is attached (on our class list): what `assert_valid` requires.
             unsafe { p.assert_valid() };
-            // SAFETY: as above.
+            // SAFETY: owner capacity (this function's `# Safety`), and `p` is on our
+            // class list, so attached: what `pop` requires.
             let mut block = unsafe { p.pop() };
-            // SAFETY: as above, and its free list is empty.
+            // SAFETY: owner capacity, `p` attached (as for the `pop` above), and its
+            // free list empty: `pop` just returned null, and `&&` calls `carve_page`
+            // only then.
             if block.is_null() && unsafe { p.carve_page() } {
-                // SAFETY: as above.
+                // SAFETY: owner capacity, `p` still attached: what `pop` requires.
                 block = unsafe { p.pop() };
             }
             if !block.is_null() {
@@ -281,11 +292,14 @@ impl Heap {
             // first: detaching is the last write, with Release, after
             // which the pool is written only under the lock or after
             // taking it back (see `Pool`).
-            // SAFETY: the pool is on its class list.
+            // SAFETY: owner capacity (this function's `# Safety`), and
+            // `pool` is a live pool of ours on its class list (it was
+            // `current`): what `unlink` requires.
             unsafe { self.unlink(pool) };
             p.detach(self.as_mut_ptr());
         }
-        // SAFETY: owner capacity (caller contract).
+        // SAFETY: owner capacity (this function's `# Safety`), what
+        // `lock_as_owner` requires.
         let Some(locked) = (unsafe { self.lock_as_owner() }) else {
             // The lock is ours already (a signal handler interrupted our
             // own slow path) or lost in a fork: serve this one elsewhere.
@@ -324,28 +338,39 @@ impl Heap {
     /// equal to this heap, which is what the free dispatch tests).
     #[inline(always)]
     pub(crate) unsafe fn free_local(&self, pool: *mut Pool, block: *mut u8) {
-        // SAFETY: caller contract.
+        // SAFETY: `block` is a block in use of `pool` (this function's
+        // `# Safety`), so the pool was not given back to its arena: its header is
+        // live.
         let p = unsafe { &*pool };
         // SAFETY: owner capacity, an attached pool, a block being freed.
         let used = unsafe { p.push(block.cast()) };
         // SAFETY: a live pool's class is below NB_CLASSES.
         let frees = bump(&unsafe { self.classes.get_unchecked(p.class()) }.frees);
         if used == 0 || frees & TICK_MASK == 0 {
-            // SAFETY: forwarded.
+            // SAFETY: owner capacity (this function's `# Safety`), and `pool` an
+            // attached pool of this heap that we just freed into, `used` its count
+            // after the push: what `free_slow` requires.
             unsafe { self.free_slow(pool, used, frees) };
         }
     }
 
     /// A local free that emptied its pool, or fell on the tick.
+    ///
+    /// # Safety
+    /// The caller must be in owner capacity; `pool` must be an attached pool
+    /// of this heap (the pool `free_local` or `free_to_detached` just freed
+    /// into), `used` its count of blocks in use after that free.
     #[cold]
     #[inline(never)]
     unsafe fn free_slow(&self, pool: *mut Pool, used: u32, frees: usize) {
         // An emptied pool that is its class's only one is kept, which only
         // reads our class list: no lock (a program that allocates and frees
         // one block in a loop comes here every time).
-        // SAFETY: an attached pool of ours.
+        // SAFETY: owner capacity, and `pool` an attached pool of ours
+        // (this function's `# Safety`): what `keeps_when_empty` requires.
         if used == 0 && !unsafe { self.keeps_when_empty(pool) } {
-            // SAFETY: owner capacity (caller contract of `free_local`).
+            // SAFETY: owner capacity (this function's `# Safety`), what
+            // `lock_as_owner` requires.
             if let Some(locked) = unsafe { self.lock_as_owner() } {
                 // SAFETY: an attached (so linked) pool of ours, now empty.
                 unsafe { self.pool_emptied(&locked, pool) };
@@ -367,7 +392,8 @@ impl Heap {
     /// # Safety
     /// Owner capacity; `pool` must be an attached pool of ours.
     unsafe fn keeps_when_empty(&self, pool: *mut Pool) -> bool {
-        // SAFETY: caller contract.
+        // SAFETY: `pool` is an attached pool of ours (this function's `# Safety`),
+        // so live: pools leave a class list before going back to their arena.
         let p = unsafe { &*pool };
         self.classes[p.class()].current.get() == pool && p.next.get().is_null()
     }
@@ -388,9 +414,13 @@ impl Heap {
     /// As [`Heap::free_local`], but `pool` is detached.
     #[inline(never)]
     pub(crate) unsafe fn free_to_detached(&self, pool: *mut Pool, block: *mut u8) {
-        // SAFETY: caller contract: a pool of ours with a block in use.
+        // SAFETY: `block` is a block in use of `pool` (this function's
+        // `# Safety`, as `free_local`'s), so the pool header is live.
         let p = unsafe { &*pool };
-        // SAFETY: caller contract: we own the heap, the pool is detached.
+        // SAFETY: `reattach` needs its caller to be the heap's owner and `pool` one
+        // of its detached pools: this function's `# Safety` gives owner capacity
+        // (a keeper may do all an owner does, see `Heap`) and `pool` a detached
+        // pool of this heap.
         if unsafe { p.reattach(self.as_mut_ptr()) } {
             // SAFETY: the pool is attached again, so its owner line is ours
             // (see `Pool`); the block is ours to free; an attached pool that
@@ -419,14 +449,17 @@ impl Heap {
     /// # Safety
     /// Owner capacity with the lock held; `pool` must be one of this heap's.
     pub(super) unsafe fn blocks_returned(&self, locked: &Locked<'_>, pool: *mut Pool) {
-        // SAFETY: caller contract.
+        // SAFETY: `pool` is one of this heap's pools (this function's `# Safety`),
+        // so live: a pool goes back to its arena only through `release_pool`,
+        // under the lock, which we hold (`locked`).
         let p = unsafe { &*pool };
         if p.is_detached() {
             p.attach(self.as_mut_ptr());
             // SAFETY: a detached pool is on no list.
             unsafe { self.link_front(pool) };
         }
-        // SAFETY: owner capacity.
+        // SAFETY: owner capacity with the lock held (this function's
+        // `# Safety`): what `assert_valid` requires.
         unsafe { p.assert_valid() };
         if p.used.get() == 0 {
             // SAFETY: the pool is on its class list and empty.
@@ -441,7 +474,10 @@ impl Heap {
     /// # Safety
     /// Owner capacity; `pool` must be a live pool of ours on no list.
     unsafe fn link_front(&self, pool: *mut Pool) {
-        // SAFETY: caller contract.
+        // SAFETY: owner capacity, and `pool` a live pool of ours on no list (this
+        // function's `# Safety`), so its links are ours to write; `head`, unless
+        // it is the `empty` sentinel, is a live pool on the same class list, whose
+        // links only owner capacity writes (guests never touch class lists).
         unsafe {
             let slot = &self.classes[(*pool).class()];
             let head = slot.current.get();
@@ -461,7 +497,10 @@ impl Heap {
     /// # Safety
     /// Owner capacity; `pool` must be a live pool of ours on its class list.
     unsafe fn unlink(&self, pool: *mut Pool) {
-        // SAFETY: caller contract.
+        // SAFETY: owner capacity, and `pool` a live pool of ours on its class list
+        // (this function's `# Safety`): its `prev` and `next` are null or live pools
+        // on the same list, whose links only owner capacity writes (guests never
+        // touch class lists, see `Heap`).
         unsafe {
             let slot = &self.classes[(*pool).class()];
             let (prev, next) = ((*pool).prev.get(), (*pool).next.get());
@@ -486,9 +525,11 @@ impl Heap {
     /// lock holder returns everything; else give it back to its arena.
     ///
     /// # Safety
-    /// Owner capacity with the lock held; `pool` attached and empty.
+    /// Owner capacity with the lock held; `pool` an attached pool of this
+    /// heap, empty.
     pub(super) unsafe fn pool_emptied(&self, locked: &Locked<'_>, pool: *mut Pool) {
-        // SAFETY: caller contract.
+        // SAFETY: owner capacity, and `pool` an attached pool of ours (this
+        // function's `# Safety`): what `keeps_when_empty` requires.
         if !locked.returns_everything() && unsafe { self.keeps_when_empty(pool) } {
             return;
         }
@@ -514,9 +555,14 @@ impl Heap {
             while pool != self.empty_pool() && !pool.is_null() {
                 // SAFETY: pools on our class lists are live and ours.
                 let next = unsafe { (*pool).next.get() };
-                // SAFETY: as above.
+                // SAFETY: `pool` is on our class list, so live; an attached pool's `used`
+                // is written only in owner capacity, which is ours (this function's
+                // `# Safety`).
                 if unsafe { (*pool).used.get() } == 0 {
-                    // SAFETY: as above.
+                    // SAFETY: owner capacity with the lock held (this function's
+                    // `# Safety`); `pool` is ours, attached (on our class list) and empty
+                    // (`used` is 0): what `pool_emptied` requires. `next` was read first,
+                    // as the pool may go back to its arena.
                     unsafe { self.pool_emptied(locked, pool) };
                 }
                 pool = next;
@@ -544,7 +590,9 @@ impl Heap {
         }
         // SAFETY: arenas on the usable list are live, ours, with a free slot.
         let pool = unsafe { (*arena).take_slot() };
-        // SAFETY: as above.
+        // SAFETY: `arena` was the usable list's head or was just inserted in it,
+        // so it is a live arena of ours; its `nfree` is written only under the
+        // lock, which we hold (`locked`).
         if unsafe { (*arena).nfree.get() } == 0 {
             // SAFETY: it is on the usable list.
             unsafe { self.arenas.unlink_usable(arena) };
@@ -565,9 +613,13 @@ impl Heap {
     /// The lock must be held (in any capacity); `pool` must be an empty
     /// pool of this heap on no list.
     pub(super) unsafe fn release_pool(&self, locked: &Locked<'_>, pool: *mut Pool) {
-        // SAFETY: caller contract: an empty pool of ours, on no list.
+        // SAFETY: `pool` is an empty pool of this heap on no list (this
+        // function's `# Safety`); it has not gone back to its arena yet, so its
+        // header is live.
         let class = unsafe { (*pool).class() };
-        // SAFETY: as above.
+        // SAFETY: the same live header; `pool` is empty and on no list (this
+        // function's `# Safety`), so no block of it is handed out and nobody
+        // writes its `used`.
         debug_assert_eq!(unsafe { (*pool).used.get() }, 0);
         drop_one(&self.classes[class].pools);
         let arena = Arena::of(pool.cast());
@@ -622,12 +674,19 @@ impl Heap {
     /// freed into its pools, so a thread that never runs dry still returns
     /// them; returns its retired arenas that have been idle too long; and
     /// lets the process-wide pass run if it is due (see `purge.rs`).
+    ///
+    /// Must be called in owner capacity, outside any busy section of the
+    /// outbox. Not an `unsafe fn` (though it relies on this): its callers
+    /// are the owner's fast and slow paths, which are.
     #[cold]
     #[inline(never)]
     pub(super) fn tick(&self) {
         // SAFETY: only the owner runs its tick, outside any busy section.
         unsafe { self.outbox.flush_as_owner(self.registry()) };
-        // SAFETY: as above: owner capacity.
+        // SAFETY: owner capacity, what `lock_as_owner` requires: `tick` runs only
+        // from `alloc` (through `tick_then`), `free_slow`, and the model's
+        // `HeapRef::tick`, all reached in owner capacity (their `# Safety`).
+        // Not checked: `tick` is a safe fn.
         if let Some(locked) = unsafe { self.lock_as_owner() } {
             self.collect_pending(&locked);
             let age = super::purge::retention_ms(self.registry());

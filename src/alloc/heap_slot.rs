@@ -73,7 +73,9 @@ mod imp {
 
     #[inline]
     pub(crate) fn set(heap: *mut Heap) {
-        // SAFETY: writes this thread's slot, found as in `get`.
+        // SAFETY: writes this thread's 8-byte `.tbss` slot only: the GOT
+        // entry holds its offset from this thread's `%fs` base, filled by the
+        // loader before any code runs, and no other thread addresses it.
         unsafe {
             core::arch::asm!(
                 "mov {offset}, qword ptr [rip + __pymem_0_1_heap_slot@GOTTPOFF]",

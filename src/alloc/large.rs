@@ -97,7 +97,8 @@ pub(crate) mod glibc {
     /// `ptr` must be null or a live block of glibc's allocator.
     #[inline]
     pub(crate) unsafe fn free(ptr: *mut u8) {
-        // SAFETY: our contract: null or a live block of glibc's.
+        // SAFETY: `ptr` is null or a live block of glibc's allocator (this
+        // function's `# Safety`), what `__libc_free` accepts.
         unsafe { __libc_free(ptr.cast()) }
     }
 
@@ -108,7 +109,8 @@ pub(crate) mod glibc {
     /// `ptr` must be a live block of glibc's allocator.
     #[inline]
     pub(crate) unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
-        // SAFETY: our contract: a live block of glibc's.
+        // SAFETY: `ptr` is a live block of glibc's allocator (this function's
+        // `# Safety`), what `__libc_realloc` requires.
         unsafe { __libc_realloc(ptr.cast(), size).cast() }
     }
 

@@ -138,7 +138,8 @@ pub(crate) fn process_barrier() -> bool {
                 let kind = if membarrier(CMD_REGISTER_PRIVATE_EXPEDITED) {
                     EXPEDITED
                 } else {
-                    // SAFETY: as in `membarrier`.
+                    // SAFETY: `membarrier` with MEMBARRIER_CMD_QUERY takes two integers and
+                    // touches no memory of ours: no pointer is passed.
                     let mask = unsafe { libc::syscall(libc::SYS_membarrier, CMD_QUERY, 0, 0) };
                     if mask > 0 && mask & libc::c_long::from(CMD_GLOBAL) != 0 {
                         GLOBAL

@@ -459,7 +459,10 @@ impl Pool {
         loop {
             // SAFETY: `offset` lies in the never-used part of this pool.
             let block = unsafe { base.add(offset) } as *mut Block;
-            // SAFETY: as above: nobody reaches never-used blocks.
+            // SAFETY: `offset >= start`, the pool's `carve` mark, so `block` was never
+            // handed out and is on no free or remote list; only owner capacity carves,
+            // and only an attached pool (this function's `# Safety`), so no other thread
+            // can reach it: the unreachable free block `set_next` requires.
             unsafe { Block::set_next(block, next) };
             next = block;
             if offset == start {

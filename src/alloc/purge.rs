@@ -74,7 +74,9 @@ impl Heap {
     /// on no list but the list of all arenas.
     pub(super) unsafe fn arena_emptied(&self, locked: &Locked<'_>, arena: *mut Arena) {
         if locked.returns_everything() {
-            // SAFETY: as above.
+            // SAFETY: `arena` is an arena of this heap on the list of all arenas (this
+            // function's `# Safety`), which is what `remove` requires; `locked` holds
+            // the lock under which that list is written.
             unsafe { self.arenas.remove(arena) };
             locked.doom(arena);
             return;
@@ -123,7 +125,11 @@ impl Heap {
             if age_ms > 0 && now.saturating_sub(retired_at) < age_ms {
                 return;
             }
-            // SAFETY: as above; empty and on the retired list only.
+            // SAFETY: `oldest` is `oldest_retired`, so on the retired list
+            // (`unlink_retired`'s requirement); a retired arena is on no other list
+            // but `all` (`push_retired`'s `# Safety`), so after the unlink it is on
+            // `all` only (`remove`'s requirement); `locked` holds the lock under
+            // which both lists are written.
             unsafe {
                 self.arenas.unlink_retired(oldest);
                 self.arenas.remove(oldest);
@@ -184,6 +190,11 @@ pub(crate) enum PassKind {
 /// 2. Every other heap: parked ones are trimmed by their keeper; live ones
 ///    have their reclaimable pools taken and their retired arenas purged.
 /// 3. The caller's heap: trimmed, or collected and purged.
+///
+/// `me`, if not `None`, must be the calling thread's own heap, in owner
+/// capacity (its owner, or its keeper). Not checked, and `pass` is not an
+/// `unsafe fn` although its soundness relies on this: every caller passes
+/// `thread::current_heap()` or the heap whose owner path it runs.
 pub(crate) fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind) -> usize {
     let now = os::now_ms();
     let age = match kind {
@@ -193,7 +204,9 @@ pub(crate) fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind) -> us
     let mut returned = 0;
     let is_me = |heap: &Heap| me.is_some_and(|m| ptr::eq(m, heap));
     if let Some(me) = me {
-        // SAFETY: the caller owns `me` (contract of `pass`'s callers).
+        // SAFETY: `me` is the calling thread's own heap in owner capacity
+        // (see `pass`'s docs; every caller passes its bound heap): what
+        // `lock_as_owner` requires.
         if let Some(locked) = unsafe { me.lock_as_owner() } {
             me.outbox.flush_locked(&locked);
             returned += locked.finish();
@@ -235,7 +248,11 @@ pub(crate) fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind) -> us
         returned += locked.finish();
     }
     if let Some(me) = me {
-        // SAFETY: as above.
+        // SAFETY: `me` is the calling thread's own heap, in owner capacity
+        // (`lock_as_owner`'s requirement): every caller of `pass` passes its bound
+        // heap (`release_free_memory`, `ModelRegistry::release`'s `# Safety`) or,
+        // through `pass_if_due`, the heap whose owner-capacity slow path or tick it
+        // is running. Not checked: `pass` is a safe fn (see its docs).
         if let Some(locked) = unsafe { me.lock_as_owner() } {
             if kind == PassKind::Everything {
                 // SAFETY: owner capacity with the lock held.

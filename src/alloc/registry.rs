@@ -455,11 +455,17 @@ impl Registry {
     /// Serves one allocation from a heap kept for the purpose: for threads
     /// that have no heap (during thread teardown) or cannot use theirs at
     /// the moment (see `Heap::lock_as_owner`). Null when the OS refuses.
+    ///
+    /// `class` must be below `NB_CLASSES`, which is not checked (though
+    /// `Heap::alloc` relies on it): `alloc_unbound` and `Heap::alloc_slow`
+    /// pass on a class their own callers vouch for.
     pub(crate) fn alloc_elsewhere(&self, class: usize) -> *mut u8 {
         let Some(locked) = self.keep_any() else {
             return ptr::null_mut();
         };
-        // SAFETY: keeper capacity.
+        // SAFETY: `keep_any` made us the keeper of a parked heap, which is
+        // owner capacity. `class < NB_CLASSES` is assumed, not checked: see
+        // this function's docs.
         let block = unsafe { locked.heap().alloc(class) };
         locked.finish();
         block

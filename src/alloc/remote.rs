@@ -225,7 +225,8 @@ impl Outbox {
             return;
         }
         for slot in &self.slots {
-            // SAFETY: forwarded.
+            // SAFETY: we may touch the slots (this function's `# Safety`), which is
+            // what `deliver_slot` requires.
             unsafe { self.deliver_slot(slot) };
         }
         self.held.set(0);
@@ -274,7 +275,9 @@ impl Outbox {
             this.held.set(held);
             return;
         }
-        // SAFETY: forwarded.
+        // SAFETY: `section` is our busy section and `block` a block of `pool`
+        // being freed by the caller (this function's `# Safety`): `add_slow`'s
+        // requirements, the same as ours.
         unsafe { Self::add_slow(section, pool, block) }
     }
 
@@ -295,11 +298,15 @@ impl Outbox {
         let this = section.0;
         let slot = &this.slots[Self::slot_of(pool)];
         if slot.pool.get() == pool {
-            // SAFETY: as in `add`.
+            // SAFETY: `block` is a block of `pool` being freed by the caller (`add`'s
+            // `# Safety`, which this function's forwards), so it is on no list and no
+            // other thread reaches it; the chain it joins is in our outbox, written
+            // only inside our busy section `section`.
             unsafe { Block::set_next(block, slot.head.get()) };
             slot.count.set(slot.count.get() + 1);
         } else {
-            // SAFETY: forwarded.
+            // SAFETY: inside our busy section `section`, so the slots are ours to
+            // touch (way 1): what `deliver_slot` requires.
             unsafe { this.deliver_slot(slot) };
             slot.pool.set(pool);
             slot.tail.set(block);
@@ -311,7 +318,8 @@ impl Outbox {
         if held == 1 {
             this.nonempty.store(true, Ordering::Relaxed);
         } else if held >= OUTBOX_LIMIT {
-            // SAFETY: forwarded.
+            // SAFETY: inside our busy section `section`, so the slots are ours to
+            // touch (way 1): what `deliver_all` requires.
             unsafe { this.deliver_all() };
         }
     }
@@ -325,7 +333,8 @@ impl Outbox {
         if self.held.get() == 0 {
             return;
         }
-        // SAFETY: forwarded.
+        // SAFETY: the caller owns the heap and is in no busy section (this
+        // function's `# Safety`): what `enter` requires.
         if let Some(section) = unsafe { self.enter(registry) } {
             // SAFETY: inside a busy section (way 1).
             unsafe { section.0.deliver_all() };
@@ -336,7 +345,9 @@ impl Outbox {
     /// (way 2: the owner leaving, a keeper).
     pub(crate) fn flush_locked(&self, locked: &Locked<'_>) {
         debug_assert!(locked.in_owner_capacity());
-        // SAFETY: way 2 of the protocol.
+        // SAFETY: `locked` holds the lock in owner capacity (asserted
+        // above), which lets us touch the slots (way 2): what `deliver_all`
+        // requires.
         unsafe { self.deliver_all() };
     }
 
@@ -422,7 +433,10 @@ pub(crate) unsafe fn deliver(pool: *mut Pool, head: *mut Block, tail: *mut Block
     // SAFETY: the pool has blocks in use (ours), so its header is live and
     // its owner fixed (see `Pool`); heaps are never unmapped.
     let (p, owner) = unsafe { (&*pool, &*(*pool).owner(Ordering::Relaxed).0) };
-    // SAFETY: forwarded caller contract.
+    // SAFETY: the blocks are blocks of `pool` in use, freed by the caller
+    // and reachable by no other thread (this function's `# Safety`); they lie
+    // in an arena, and arenas are mapped below `ADDRESS_LIMIT` (`map_arena`
+    // checks): `push_chain`'s requirements.
     if unsafe { p.shared.remote.push_chain(head, tail, n) } {
         // SAFETY: our push made `remote` non-empty, so we alone may link
         // the pool into the pending list (see `Pool`).
@@ -454,7 +468,8 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
     }
     let block = block.cast::<Block>();
     if me.is_null() {
-        // SAFETY: forwarded caller contract.
+        // SAFETY: `block` is a block in use of `pool` freed by the caller (this
+        // function's `# Safety`), what `free_orphan` requires.
         return unsafe { free_orphan(pool, block) };
     }
     // SAFETY: the caller owns `me`.
@@ -465,7 +480,10 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
     match unsafe { me.outbox.enter(me.registry()) } {
         // SAFETY: inside our busy section (way 1); the block is ours to free.
         Some(section) => unsafe { Outbox::add(section, pool, block) },
-        // SAFETY: as above.
+        // SAFETY: `block` is a block in use of `pool` being freed by the caller
+        // (this function's `# Safety`): a one-block chain (head = tail, n = 1) no
+        // other thread reaches, which is all `deliver` requires. `enter` refusing
+        // the busy section concerns the outbox only, not the block.
         None => unsafe { deliver(pool, block, block, 1) },
     }
 }
@@ -481,9 +499,14 @@ unsafe fn free_orphan(pool: *mut Pool, block: *mut Block) {
     // SAFETY: a pool with a block in use is live; its owning heap is never
     // unmapped.
     let p = unsafe { &*pool };
-    // SAFETY: as above.
+    // SAFETY: `block` is in use (this function's `# Safety`), so `pool` is
+    // live and its owner fixed; `owner` strips the DETACHED tag, leaving the
+    // address of a heap that was mapped and, heaps being never unmapped (see
+    // `Heap`), still is.
     unsafe { (*p.owner(Ordering::Relaxed).0).registry() }.count_orphan_free(p.class());
-    // SAFETY: a block of `pool` that we are freeing (caller contract).
+    // SAFETY: `block` is a block in use of `pool` being freed by the caller
+    // (this function's `# Safety`): a one-block chain no other thread
+    // reaches, as `deliver` requires.
     unsafe { deliver(pool, block, block, 1) }
 }
 
@@ -555,8 +578,9 @@ impl Heap {
     /// list; the pool rejoins its class list, or its arena if it emptied.
     ///
     /// # Safety
-    /// Owner capacity with the lock held; `blocks` must have been taken
-    /// from `pool`'s remote list just now.
+    /// Owner capacity with the lock held; `pool` must be one of this heap's
+    /// pools (as those on its pending list are), and `blocks` must have
+    /// been taken from `pool`'s remote list just now.
     unsafe fn take_back(
         &self,
         locked: &Locked<'_>,
@@ -567,7 +591,11 @@ impl Heap {
         if blocks.is_null() {
             return;
         }
-        // SAFETY: caller contract: the pool and the blocks are ours.
+        // SAFETY: `blocks` is non-null and was taken from `pool`'s remote list
+        // just now (this function's `# Safety`); blocks on the remote list count in
+        // `used`, so the pool was not given back to its arena and its header is
+        // live. Owner capacity with the lock held (same `# Safety`) makes its free
+        // list ours to write: no guest claims it while we hold the lock.
         let p = unsafe { &*pool };
         let free = p.free.get();
         if !free.is_null() {
@@ -586,7 +614,9 @@ impl Heap {
         }
         p.free.set(blocks);
         p.used.set(p.used.get() - count);
-        // SAFETY: as for a local free of the same blocks.
+        // SAFETY: owner capacity with the lock held, and `pool` one of this
+        // heap's pools (this function's `# Safety`): what `blocks_returned`
+        // requires.
         unsafe { self.blocks_returned(locked, pool) };
     }
 

@@ -128,7 +128,8 @@ pub fn heap_map() -> HeapMap {
     // SAFETY: the calling thread owns its bound heap; heaps are never
     // unmapped.
     if let Some(own) = unsafe { own.as_ref() } {
-        // SAFETY: owner capacity.
+        // SAFETY: `own` is this thread's bound heap, which it owns: owner
+        // capacity, what `lock_as_owner` requires.
         record(&mut map, own, true, now, || unsafe { own.lock_as_owner() });
     }
     for heap in REGISTRY.heaps() {
@@ -156,7 +157,8 @@ fn record<'h>(
     loop {
         let Some(locked) = lock() else { return };
         let mut arenas = 0;
-        // SAFETY: the lock is held.
+        // SAFETY: `locked` holds the heap's lock: what `for_each_arena`
+        // requires.
         unsafe { heap.for_each_arena(|_| arenas += 1) };
         locked.finish();
         map.arenas.reserve(arenas);
@@ -164,7 +166,8 @@ fn record<'h>(
         map.heaps.reserve(1);
         let Some(locked) = lock() else { return };
         let mut seen = 0;
-        // SAFETY: the lock is held.
+        // SAFETY: `locked` holds the heap's lock: what `for_each_arena`
+        // requires.
         unsafe { heap.for_each_arena(|_| seen += 1) };
         if seen > arenas {
             continue;

@@ -151,12 +151,17 @@ extern "C" fn in_child_after_fork() {
 }
 
 /// Allocates a block of `class` for a thread that has no heap bound.
+/// `class` must be below `NB_CLASSES`, which is not checked (though
+/// `Heap::alloc` relies on it): its one caller, `alloc_small`, requires
+/// it of its own callers.
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_unbound(class: usize) -> *mut u8 {
     let heap = bind();
     if !heap.is_null() {
-        // SAFETY: the thread owns the heap it just bound.
+        // SAFETY: `bind` claimed the heap for this thread and set its slot,
+        // so we own it. `class < NB_CLASSES` is assumed, not checked: see
+        // this function's docs.
         return unsafe { (*heap).alloc(class) };
     }
     // Thread teardown: serve this one from a parked heap.
