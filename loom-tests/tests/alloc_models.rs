@@ -619,3 +619,15 @@ fn an_exiting_thread_borrows_a_heap_while_another_adopts_it() {
         finish(&registry);
     });
 }
+
+/// The facade's one safe entry point taking a raw class index refuses a
+/// class that does not exist (it used to index the class table out of
+/// bounds: undefined behaviour from safe code).
+#[test]
+#[should_panic(expected = "no size class")]
+fn an_allocation_without_heap_of_a_class_that_does_not_exist_panics() {
+    loom::model(|| {
+        let registry = Registry::new();
+        registry.alloc_without_heap(1 << 20);
+    });
+}

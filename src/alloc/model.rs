@@ -8,7 +8,7 @@
 
 use super::heap::Heap;
 use super::purge::{self, PassKind};
-use super::size_class::ARENA_SIZE;
+use super::size_class::{ARENA_SIZE, NB_CLASSES};
 use super::{free, os, registry, stats, AllocStats};
 
 /// A registry of heaps private to one model execution.
@@ -66,7 +66,13 @@ impl Registry {
     }
 
     /// An allocation by a thread that has no heap (thread teardown).
+    ///
+    /// # Panics
+    /// If `class` is not a size class (`alloc_elsewhere` indexes the
+    /// class table unchecked: its callers in the allocator pass classes
+    /// from `route`).
     pub fn alloc_without_heap(&self, class: usize) -> *mut u8 {
+        assert!(class < NB_CLASSES, "no size class {class}");
         self.0.alloc_elsewhere(class)
     }
 
