@@ -150,7 +150,9 @@ unsafe fn check_and_free_small(ptr: *mut u8) {
             "free",
             format_args!(""),
         );
-        debug::tag_freed(ptr);
+        // SAFETY: `ptr` is a live pool block being freed (this function's
+        // `# Safety`), and `check_block` found it the start of a block.
+        unsafe { debug::tag_freed(ptr) };
     }
     // SAFETY: `ptr` is a live pool block (this function's `# Safety`), and
     // it is being freed: what `free_small` requires.

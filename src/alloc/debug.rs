@@ -127,14 +127,16 @@ const TAG_OFFSET: usize = core::mem::size_of::<usize>();
 const TAG_SIZE: usize = core::mem::size_of::<usize>();
 
 /// Marks a block as freed (its second word; the first is the free link).
-pub(crate) fn tag_freed(ptr: *mut u8) {
+///
+/// # Safety
+/// `ptr` must be the start of a pool block in use that the caller is
+/// freeing (checked by [`check_small`] or [`check_block`] just before).
+pub(crate) unsafe fn tag_freed(ptr: *mut u8) {
     let tag = ptr.wrapping_add(TAG_OFFSET);
     asan::unpoison(tag, TAG_SIZE);
-    // SAFETY: `ptr` is a block in use being freed by the caller (every
-    // caller runs this right before freeing it, after `check_small` or
-    // `check_block` found it the start of a block); blocks are at least 16
-    // bytes, so the second word is inside the block, which nobody else
-    // reaches. Not checked: `tag_freed` is a safe fn.
+    // SAFETY: `ptr` is the start of a block in use being freed by the
+    // caller (this function's `# Safety`); blocks are at least 16 bytes, so
+    // the second word is inside the block, which nobody else reaches.
     unsafe { tag.cast::<usize>().write(FREED_TAG ^ ptr as usize) };
     asan::poison(tag, TAG_SIZE);
 }

@@ -49,7 +49,9 @@ impl PyMalloc {
             // pool header is live and its owner fixed while it is.
             let owned = unsafe { (*Pool::of(ptr)).owner(Ordering::Relaxed).0 } == heap;
             debug::check_small(ptr, layout, class, owned, "dealloc");
-            debug::tag_freed(ptr);
+            // SAFETY: `ptr` is a pool block in use freed by the caller (this
+            // function's `# Safety`), checked by `check_small` just above.
+            unsafe { debug::tag_freed(ptr) };
         }
         // SAFETY: a live small block, freed by the caller; `heap` is ours.
         unsafe { free::free_block(heap, ptr) }
@@ -443,5 +445,7 @@ pub fn release_free_memory() -> usize {
     // SAFETY: the calling thread owns its bound heap; heaps are never
     // unmapped.
     let me = unsafe { me.as_ref() };
-    purge::pass(&REGISTRY, me, PassKind::Everything)
+    // SAFETY: `me` is the heap bound to the calling thread, which owns it
+    // (owner capacity), or `None`: what `pass` requires.
+    unsafe { purge::pass(&REGISTRY, me, PassKind::Everything) }
 }

@@ -237,7 +237,9 @@ impl Heap {
         let block = unsafe { (*slot.current.get()).pop() };
         if !block.is_null() {
             if bump(&slot.allocs) & TICK_MASK == 0 {
-                return self.tick_then(block.cast());
+                // SAFETY: owner capacity (this function's `# Safety`),
+                // outside any busy section: what `tick_then` requires.
+                return unsafe { self.tick_then(block.cast()) };
             }
             return block.cast();
         }
@@ -312,7 +314,9 @@ impl Heap {
         // SAFETY: a fresh pool of ours, on no list.
         unsafe { self.link_front(pool) };
         drop(locked);
-        super::purge::pass_if_due(self.registry(), Some(self));
+        // SAFETY: owner capacity (this function's `# Safety`), what
+        // `pass_if_due` requires of the heap it is given.
+        unsafe { super::purge::pass_if_due(self.registry(), Some(self)) };
         // SAFETY: a fresh attached pool of ours: pop the free list it kept
         // from its slot's last use (see `Pool::init`), or carve its first
         // page.
@@ -376,13 +380,16 @@ impl Heap {
                 unsafe { self.pool_emptied(&locked, pool) };
                 locked.finish();
                 // A pool going back is allocator activity: let a due pass
-                // run.
-                super::purge::pass_if_due(self.registry(), Some(self));
+                // run. SAFETY: owner capacity (this function's `# Safety`),
+                // what `pass_if_due` requires of the heap it is given.
+                unsafe { super::purge::pass_if_due(self.registry(), Some(self)) };
             }
             // Without the lock the empty pool just stays attached.
         }
         if frees & TICK_MASK == 0 {
-            self.tick();
+            // SAFETY: owner capacity (this function's `# Safety`), outside
+            // any busy section of the outbox: what `tick` requires.
+            unsafe { self.tick() };
         }
     }
 
@@ -661,10 +668,14 @@ impl Heap {
 
     /// Runs the periodic tick, then returns `block` (a tail call from the
     /// allocation fast path, so that path keeps no register across a call).
+    ///
+    /// # Safety
+    /// As [`Heap::tick`].
     #[cold]
     #[inline(never)]
-    fn tick_then(&self, block: *mut u8) -> *mut u8 {
-        self.tick();
+    unsafe fn tick_then(&self, block: *mut u8) -> *mut u8 {
+        // SAFETY: `tick`'s requirements are this function's.
+        unsafe { self.tick() };
         block
     }
 
@@ -675,23 +686,24 @@ impl Heap {
     /// them; returns its retired arenas that have been idle too long; and
     /// lets the process-wide pass run if it is due (see `purge.rs`).
     ///
-    /// Must be called in owner capacity, outside any busy section of the
-    /// outbox. Not an `unsafe fn` (though it relies on this): its callers
-    /// are the owner's fast and slow paths, which are.
+    /// # Safety
+    /// The caller must be in owner capacity, outside any busy section of
+    /// the outbox.
     #[cold]
     #[inline(never)]
-    pub(super) fn tick(&self) {
-        // SAFETY: only the owner runs its tick, outside any busy section.
+    pub(super) unsafe fn tick(&self) {
+        // SAFETY: owner capacity, outside any busy section (this
+        // function's `# Safety`): what `flush_as_owner` requires.
         unsafe { self.outbox.flush_as_owner(self.registry()) };
-        // SAFETY: owner capacity, what `lock_as_owner` requires: `tick` runs only
-        // from `alloc` (through `tick_then`), `free_slow`, and the model's
-        // `HeapRef::tick`, all reached in owner capacity (their `# Safety`).
-        // Not checked: `tick` is a safe fn.
+        // SAFETY: owner capacity (this function's `# Safety`), what
+        // `lock_as_owner` requires.
         if let Some(locked) = unsafe { self.lock_as_owner() } {
             self.collect_pending(&locked);
             let age = super::purge::retention_ms(self.registry());
             self.purge_retired(&locked, os::now_ms(), age);
         }
-        super::purge::pass_if_due(self.registry(), Some(self));
+        // SAFETY: owner capacity (this function's `# Safety`), what
+        // `pass_if_due` requires of the heap it is given.
+        unsafe { super::purge::pass_if_due(self.registry(), Some(self)) };
     }
 }

@@ -120,21 +120,28 @@ pub(crate) fn get() -> *mut Heap {
 }
 
 /// Binds (or, with null, unbinds) the calling thread's heap.
+///
+/// # Safety
+/// `heap` is null or a heap the calling thread has claimed (owner
+/// capacity) and no other thread has bound: the allocator's paths take
+/// the bound heap as the calling thread's own without checking.
 #[inline]
-pub(crate) fn set(heap: *mut Heap) {
+pub(crate) unsafe fn set(heap: *mut Heap) {
     imp::set(heap)
 }
 
 #[cfg(test)]
 mod tests {
+    // The slot alone (`imp::set`), with values that are not heaps: the lib's
+    // tests run on the system allocator, so nothing dereferences them.
     #[test]
     fn each_thread_has_its_own_slot() {
         let saved = super::get();
         let mine = 0x1000 as *mut super::Heap;
-        super::set(mine);
+        super::imp::set(mine);
         let other = std::thread::spawn(|| {
             let before = super::get() as usize;
-            super::set(0x2000 as *mut super::Heap);
+            super::imp::set(0x2000 as *mut super::Heap);
             (before, super::get() as usize)
         })
         .join()
@@ -144,6 +151,6 @@ mod tests {
         assert_ne!(other.0, 0x1000);
         assert_eq!(other.1, 0x2000);
         assert_eq!(super::get(), mine);
-        super::set(saved);
+        super::imp::set(saved);
     }
 }

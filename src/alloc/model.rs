@@ -56,13 +56,16 @@ impl Registry {
         // SAFETY: the caller owns `me`, so the heap is live (a claimed heap
         // is never unmapped) and this thread may use its owner paths.
         let me = me.map(|h| unsafe { &*h.0 });
-        purge::pass(&self.0, me, PassKind::Everything)
+        // SAFETY: the calling thread owns `me` (this function's `# Safety`),
+        // which is what `pass` requires of its heap.
+        unsafe { purge::pass(&self.0, me, PassKind::Everything) }
     }
 
     /// A background-purge round (arenas retired for any time go back: the
     /// model clock stands still at 0).
     pub fn background_round(&self) -> usize {
-        purge::pass(&self.0, None, PassKind::OlderThan(1))
+        // SAFETY: with `me` = `None`, `pass` requires nothing.
+        unsafe { purge::pass(&self.0, None, PassKind::OlderThan(1)) }
     }
 
     /// An allocation by a thread that has no heap (thread teardown).

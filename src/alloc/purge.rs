@@ -191,11 +191,11 @@ pub(crate) enum PassKind {
 ///    have their reclaimable pools taken and their retired arenas purged.
 /// 3. The caller's heap: trimmed, or collected and purged.
 ///
+/// # Safety
 /// `me`, if not `None`, must be the calling thread's own heap, in owner
-/// capacity (its owner, or its keeper). Not checked, and `pass` is not an
-/// `unsafe fn` although its soundness relies on this: every caller passes
-/// `thread::current_heap()` or the heap whose owner path it runs.
-pub(crate) fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind) -> usize {
+/// capacity (its owner, or its keeper): `pass` runs its owner paths
+/// (delivering its outbox, trimming its pools) without further checks.
+pub(crate) unsafe fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind) -> usize {
     let now = os::now_ms();
     let age = match kind {
         PassKind::Everything => 0,
@@ -271,7 +271,11 @@ pub(crate) fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind) -> us
 /// [`OVER_CAP_MS`], over the cap) if none has run
 /// for [`PASS_EVERY_MS`] and no other thread is running one. Called from
 /// ticks, with the calling thread's heap.
-pub(crate) fn pass_if_due(registry: &Registry, me: Option<&Heap>) {
+///
+/// # Safety
+/// As [`pass`]: `me`, if not `None`, is the calling thread's own heap, in
+/// owner capacity.
+pub(crate) unsafe fn pass_if_due(registry: &Registry, me: Option<&Heap>) {
     let now = os::now_ms();
     if now < registry.next_pass_ms.load(Ordering::Relaxed) {
         return;
@@ -284,7 +288,9 @@ pub(crate) fn pass_if_due(registry: &Registry, me: Option<&Heap>) {
     registry
         .next_pass_ms
         .store(now + PASS_EVERY_MS, Ordering::Relaxed);
-    pass(registry, me, PassKind::OlderThan(retention_ms(registry)));
+    // SAFETY: `me` is the calling thread's heap in owner capacity, or
+    // `None` (this function's `# Safety`), which is what `pass` requires.
+    unsafe { pass(registry, me, PassKind::OlderThan(retention_ms(registry))) };
     registry.pass_running.store(false, Ordering::Release);
 }
 
@@ -403,7 +409,9 @@ mod background {
                     return;
                 }
             }
-            pass(&REGISTRY, None, PassKind::OlderThan(ms));
+            // SAFETY: with `me` = `None`, `pass` visits every heap as a
+            // keeper or a guest under their locks and requires nothing.
+            unsafe { pass(&REGISTRY, None, PassKind::OlderThan(ms)) };
         }
     }
 

@@ -80,7 +80,8 @@ fn exit_key() -> Option<libc::pthread_key_t> {
 /// The exit key's destructor: parks the thread's heap.
 extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
     let heap = heap_slot::get();
-    heap_slot::set(ptr::null_mut());
+    // SAFETY: unbinding (null) requires nothing.
+    unsafe { heap_slot::set(ptr::null_mut()) };
     EXITED.with(|e| e.set(true));
     if !heap.is_null() {
         // SAFETY: this thread owned the heap and forgets it just now.
@@ -108,7 +109,9 @@ fn bind() -> *mut Heap {
     // PyMalloc is the process's `malloc` (the C API) that allocation comes
     // back here: it must find the heap bound, an ordinary allocation of
     // this thread, rather than bind again (which recursed without end).
-    heap_slot::set(heap);
+    // SAFETY: `claim_heap` just gave this thread the heap, in owner
+    // capacity, and no other thread binds a claimed heap.
+    unsafe { heap_slot::set(heap) };
     if let Some(key) = exit_key() {
         // SAFETY: a key we created; the value only has to be non-null.
         unsafe { libc::pthread_setspecific(key, heap.cast()) };
@@ -139,9 +142,12 @@ extern "C" fn in_child_after_fork() {
     // SAFETY: heaps are never unmapped.
     if !heap.is_null() && unsafe { (*heap).lock_is_held() } {
         // Held by a thread of the parent: the heap may be mid-update.
-        heap_slot::set(ptr::null_mut());
+        // SAFETY: unbinding (null) requires nothing.
+        unsafe { heap_slot::set(ptr::null_mut()) };
         let fresh = REGISTRY.claim_heap();
-        heap_slot::set(fresh);
+        // SAFETY: `fresh` is null or a heap `claim_heap` just gave this
+        // thread (the child's only one), in owner capacity.
+        unsafe { heap_slot::set(fresh) };
         if let (Some(key), false) = (exit_key(), fresh.is_null()) {
             // SAFETY: `key` is the exit key this process created; the
             // value only has to be non-null for the destructor to run.
