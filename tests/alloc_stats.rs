@@ -360,6 +360,10 @@ fn large_allocations_and_realloc_across_the_threshold() {
 
 /// Large blocks one thread allocates and another frees add up, in blocks
 /// and in bytes, while both threads live and after they exit.
+#[cfg_attr(
+    pymem_asan,
+    ignore = "ASan redzones move requests to larger size classes"
+)]
 #[test]
 fn large_blocks_freed_by_another_thread_add_up() {
     let _g = serial();
