@@ -426,13 +426,12 @@ fn counted_cycle(drops: &std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     *a.next.borrow_mut() = Some(b);
 }
 
-#[test]
-fn saveall_at_thread_exit_leaks_what_it_saves_and_clear_garbage_before_exit_drops_it() {
+/// Runs a thread that saves a pair with `DEBUG_SAVEALL`, optionally clears
+/// the flag and the garbage, makes a second pair of garbage and exits;
+/// returns how many of the four values were dropped.
+fn saveall_thread(clear_before_exit: bool) -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    // Saved by an explicit collection, then the thread exits with the
-    // flag still set: neither the saved pair nor one its exit collection
-    // finds is dropped.
     let drops = Arc::new(AtomicUsize::new(0));
     let d = drops.clone();
     std::thread::spawn(move || {
@@ -440,24 +439,22 @@ fn saveall_at_thread_exit_leaks_what_it_saves_and_clear_garbage_before_exit_drop
         counted_cycle(&d);
         assert_eq!(gc::collect(), 2);
         assert_eq!(gc::garbage().len(), 2);
+        if clear_before_exit {
+            gc::set_debug(0);
+            assert_eq!(gc::clear_garbage(), 2);
+        }
         counted_cycle(&d);
     })
     .join()
     .unwrap();
-    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    drops.load(Ordering::SeqCst)
+}
 
+#[test]
+fn saveall_at_thread_exit_leaks_what_it_saves_and_clear_garbage_before_exit_drops_it() {
+    // With the flag still set at exit, neither the saved pair nor the one
+    // the exit collection finds is dropped.
+    assert_eq!(saveall_thread(false), 0);
     // The documented way out: clear the flag and the garbage before exit.
-    let drops = Arc::new(AtomicUsize::new(0));
-    let d = drops.clone();
-    std::thread::spawn(move || {
-        gc::set_debug(gc::DEBUG_SAVEALL);
-        counted_cycle(&d);
-        assert_eq!(gc::collect(), 2);
-        gc::set_debug(0);
-        assert_eq!(gc::clear_garbage(), 2);
-        counted_cycle(&d);
-    })
-    .join()
-    .unwrap();
-    assert_eq!(drops.load(Ordering::SeqCst), 4);
+    assert_eq!(saveall_thread(true), 4);
 }
