@@ -149,3 +149,30 @@ fn display_tables() {
     );
     drop((v, o));
 }
+
+/// A tracked slice's bytes include its elements: a census of two slices of
+/// 1 and 101 handles counts 100 handles' bytes more than two of 1.
+#[test]
+fn slice_bytes_include_their_elements() {
+    let elem = std::mem::size_of::<Gc<Session>>();
+    let s = session();
+    let bytes_of = |lens: [usize; 2]| {
+        let slices: Vec<Gc<[Gc<Session>]>> = lens
+            .iter()
+            .map(|&n| (0..n).map(|_| s.clone()).collect())
+            .collect();
+        let c = gc::census();
+        let t = c
+            .entries()
+            .iter()
+            .find(|t| t.type_name == type_name::<[Gc<Session>]>())
+            .expect("the slices are tracked");
+        assert_eq!(t.count, 2);
+        drop(slices);
+        t.bytes
+    };
+    let small = bytes_of([1, 1]);
+    let big = bytes_of([1, 101]);
+    assert_eq!(big - small, 100 * elem);
+    drop(s);
+}

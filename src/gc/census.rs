@@ -15,8 +15,8 @@ pub struct TypeCount {
     pub type_name: &'static str,
     /// Live tracked objects of the type.
     pub count: usize,
-    /// Bytes of their `Gc` allocations (header and value, not the heap
-    /// memory the values own).
+    /// Bytes of their `Gc` allocations (header and value, a slice's
+    /// elements included; not the heap memory the values own).
     pub bytes: usize,
 }
 
@@ -79,21 +79,24 @@ pub fn census() -> Census {
             let vt = unsafe { GcHeader::of(p) }.vtable();
             let e = by_vtable
                 .entry(vt as *const _ as usize)
-                .or_insert_with(|| ((vt.type_name)(), 0, vt.size));
+                .or_insert_with(|| ((vt.type_name)(), 0, 0));
             e.1 += 1;
+            // SAFETY: `p` is a live tracked object allocated with `vt`
+            // (its header's vtable), what `size` requires.
+            e.2 += unsafe { (vt.size)(p) };
         }
     });
     // Vtables of one type may be duplicated (one per codegen unit, or the
     // finalizer's): merge by name.
     let mut by_name: HashMap<&'static str, TypeCount> = HashMap::new();
-    for (name, count, size) in by_vtable.into_values() {
+    for (name, count, bytes) in by_vtable.into_values() {
         let e = by_name.entry(name).or_insert(TypeCount {
             type_name: name,
             count: 0,
             bytes: 0,
         });
         e.count += count;
-        e.bytes += count * size;
+        e.bytes += bytes;
     }
     let mut types: Vec<TypeCount> = by_name.into_values().collect();
     types.sort_by(|a, b| b.count.cmp(&a.count).then(a.type_name.cmp(b.type_name)));

@@ -175,9 +175,9 @@ pub(crate) struct VTable {
     pub(crate) dealloc: unsafe fn(ObjPtr),
     /// `core::any::type_name::<T>()` (for the census and debug output).
     pub(crate) type_name: fn() -> &'static str,
-    /// Bytes of the whole allocation; for a slice type, of an empty one
-    /// (the elements are not counted).
-    pub(crate) size: usize,
+    /// Bytes of the whole allocation of the live object at the pointer
+    /// (header, value and, for a slice, its elements).
+    pub(crate) size: unsafe fn(ObjPtr) -> usize,
     /// The PEP 442 finalizer (`gc::Finalize`), if the object was created
     /// with one (`Gc::new_with_finalizer` uses a second vtable).
     pub(crate) finalize: Option<unsafe fn(ObjPtr)>,
@@ -660,7 +660,7 @@ impl<T: Trace> Lay<T> {
         drop_value: drop_value_erased::<T>,
         dealloc: dealloc_erased::<T>,
         type_name: std::any::type_name::<T>,
-        size: Self::TRACKED.size,
+        size: size_erased::<T>,
         finalize: None,
     };
 
@@ -686,6 +686,26 @@ unsafe fn drop_value_erased<T: Trace>(obj: ObjPtr) {
     // SAFETY: the caller (collector or trashcan) drops each value at most
     // once, marking it DROPPED first.
     unsafe { ptr::drop_in_place(value_of::<T>(obj).as_ptr()) }
+}
+
+/// The allocation size of a tracked `T` (the same for every object).
+///
+/// # Safety
+/// None needed (it reads nothing); `unsafe` to share the vtable's type
+/// with [`size_slice`].
+unsafe fn size_erased<T: Trace>(_obj: ObjPtr) -> usize {
+    Lay::<T>::TRACKED.size
+}
+
+/// The allocation size of the tracked slice object at `obj`.
+///
+/// # Safety
+/// `obj` is a live tracked `[T]` allocation made with this vtable.
+unsafe fn size_slice<T: Trace>(obj: ObjPtr) -> usize {
+    // SAFETY: `obj` is a live tracked `[T]` object (this function's
+    // `# Safety`), what `SliceLay::len` requires.
+    let len = unsafe { SliceLay::<T>::len(obj) };
+    Placement::new(size_of::<T>() * len, align_of::<T>(), SLICE_PREFIX).size
 }
 
 unsafe fn dealloc_erased<T: Trace>(obj: ObjPtr) {
@@ -716,7 +736,7 @@ impl<T: Trace> SliceLay<T> {
         drop_value: drop_slice::<T>,
         dealloc: dealloc_slice::<T>,
         type_name: std::any::type_name::<[T]>,
-        size: Placement::new(0, align_of::<T>(), SLICE_PREFIX).size,
+        size: size_slice::<T>,
         finalize: None,
     };
 

@@ -27,8 +27,8 @@ pub(crate) fn keep_through_teardown() {
 pub struct GarbageInfo {
     /// The value's type, as [`std::any::type_name`] spells it.
     pub type_name: &'static str,
-    /// Bytes of the object's `Gc` allocation (header and value; not the
-    /// heap memory the value owns).
+    /// Bytes of the object's `Gc` allocation (header and value, a slice's
+    /// elements included; not the heap memory the value owns).
     pub size: usize,
     /// Address of the object's allocation (of its reference counts, just
     /// before the value), to tell objects apart.
@@ -60,7 +60,9 @@ pub fn garbage() -> Vec<GarbageInfo> {
                     let h = unsafe { GcHeader::of(p) };
                     GarbageInfo {
                         type_name: (h.vtable().type_name)(),
-                        size: h.vtable().size,
+                        // SAFETY: `p` is live (the collector holds a
+                        // strong count) and was allocated with its vtable.
+                        size: unsafe { (h.vtable().size)(p) },
                         address: p as usize,
                     }
                 })

@@ -219,6 +219,6 @@ mod tests {
         assert!(!ptr::eq(va, a), "a copy");
         assert_eq!((va.type_name)(), (a.type_name)());
         assert_eq!((vb.type_name)(), (b.type_name)());
-        assert_eq!(va.size, a.size);
+        assert_eq!(va.size as usize, a.size as usize, "the same size fn");
     }
 }
