@@ -295,6 +295,10 @@ impl<T: Trace + 'static> Gc<T> {
 impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// Makes a new [`Weak`] handle to this allocation.
     ///
+    /// The process aborts if the object would have more than `u32::MAX`
+    /// weak handles on a 64-bit target (the count shares a word with the
+    /// type's vtable code), as `Rc` aborts when a count overflows.
+    ///
     /// ```
     /// use pymem::Gc;
     /// let g = Gc::new(1);
