@@ -192,7 +192,7 @@ impl Members for ListRange {
 
     #[inline(always)]
     unsafe fn get(&self, pos: usize) -> ObjPtr {
-        // SAFETY: pos < n (the caller's contract), so start + pos is below
+        // SAFETY: pos < n (this method's `# Safety`), so start + pos is below
         // the list's length when the phases began; the buffer has not
         // moved since (see the type's docs).
         unsafe { *self.first.add(pos) }
@@ -206,7 +206,7 @@ impl Members for [ObjPtr] {
 
     #[inline(always)]
     unsafe fn get(&self, pos: usize) -> ObjPtr {
-        // SAFETY: pos < len, the caller's contract.
+        // SAFETY: pos < len (this method's `# Safety`).
         unsafe { *self.get_unchecked(pos) }
     }
 }

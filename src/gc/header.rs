@@ -210,8 +210,8 @@ impl GcHeader {
             } else {
                 (1, 0)
             };
-            // SAFETY: our contract: `hp` is valid for writes, aligned to 8,
-            // and unshared; the weak word is a `Cell<usize>` (no padding,
+            // SAFETY: `hp` is valid for writes, aligned to 8 and unshared
+            // (this function's `# Safety`); the weak word is a `Cell<usize>` (no padding,
             // no invariant beyond its bits), and its low half in memory
             // order holds the low 32 bits on this endianness, so the two
             // halves make the word `weak << WEAK_SHIFT | code`.
@@ -226,8 +226,8 @@ impl GcHeader {
         }
         #[cfg(not(target_pointer_width = "64"))]
         {
-            // SAFETY: our contract: `hp` is valid for writes, aligned and
-            // unshared.
+            // SAFETY: `hp` is valid for writes, aligned and unshared (this
+            // function's `# Safety`).
             unsafe {
                 (&raw mut (*hp).vt).write(Cell::new(vtable));
                 (&raw mut (*hp).weak).write(Cell::new(weak * WEAK_ONE));
@@ -358,10 +358,12 @@ pub(crate) unsafe fn low_flags(obj: ObjPtr) -> u8 {
 #[inline(always)]
 pub(crate) unsafe fn weak_word<'a>(obj: ObjPtr, flags: usize) -> &'a Cell<usize> {
     if flags & NO_HEADER != 0 {
-        // SAFETY: forwarded contract.
+        // SAFETY: `obj` is a live object (this function's `# Safety`, that
+        // of `flags_word`), so its flags word may be borrowed.
         unsafe { flags_word(obj) }
     } else {
-        // SAFETY: forwarded contract; tracked, so the header exists.
+        // SAFETY: `obj` is live (this function's `# Safety`) and its flags
+        // lack `NO_HEADER`, so it is tracked and has a header.
         unsafe { &GcHeader::of(obj).weak }
     }
 }
@@ -761,7 +763,9 @@ impl<T: Trace> SliceLay<T> {
     /// As [`len`](Self::len).
     #[inline(always)]
     unsafe fn elems(obj: ObjPtr) -> *mut [T] {
-        // SAFETY: forwarded contract.
+        // SAFETY: `obj` is a live tracked `[T]` allocation made with this
+        // vtable (this function's `# Safety`), what `len` requires; the
+        // elements start at the value's offset.
         unsafe { ptr::slice_from_raw_parts_mut(value_of::<T>(obj).as_ptr(), Self::len(obj)) }
     }
 }
@@ -792,7 +796,8 @@ unsafe fn dealloc_slice<T: Trace>(obj: ObjPtr) {
 /// `obj` is a live tracked object with strong == 0 and its value dropped.
 #[inline]
 pub(crate) unsafe fn release_implicit_weak(obj: ObjPtr) {
-    // SAFETY: live tracked object per the contract.
+    // SAFETY: `obj` is a live tracked object (this function's `# Safety`),
+    // so its header exists and is live.
     let h = unsafe { GcHeader::of(obj) };
     if dec_weak_is_last(&h.weak) {
         // SAFETY: no strong and no weak handle remain; tracked, so the

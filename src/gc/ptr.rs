@@ -524,8 +524,9 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// out.
     #[inline(always)]
     pub(crate) unsafe fn release_weak(ptr: NonNull<T>) {
-        // SAFETY: forwarded contract; tracked, so its flags are not
-        // `NO_HEADER` (0 stands for any gc word here).
+        // SAFETY: strong == 0 on a tracked object whose value is gone (this
+        // function's `# Safety`), what `release_weak` requires; tracked, so
+        // its flags are not `NO_HEADER` (0 stands for any gc word here).
         unsafe { release_weak(ptr, 0) }
     }
 
@@ -550,16 +551,21 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
             // SAFETY: strong == weak == 0 now, and the value needs no drop.
             unsafe { deallocate(ptr, NO_HEADER) }
         } else if statically_untracked(ptr) {
-            // SAFETY: forwarded contract (`drop_untracked` checks that the
-            // object is untracked, and reads its flags word itself, so that
-            // the test above compares with memory).
+            // SAFETY: we released the last strong count of the live object
+            // (this function's `# Safety`), which is all `drop_untracked`
+            // requires (it checks that the object is untracked, and reads
+            // its flags word itself, so that the test above compares with
+            // memory).
             unsafe { Self::drop_untracked(ptr) }
         } else if w & (NO_HEADER | DROPPED | UNTRACKED | FINALIZER_PENDING | WEAK_CALLBACKS) == 0 {
-            // SAFETY: forwarded contract; tracked (not NO_HEADER), listed
-            // (not UNTRACKED) at index `w >> SHIFT`, value live.
+            // SAFETY: the last strong count is released (this function's
+            // `# Safety`); `w` is its gc word: tracked (not NO_HEADER),
+            // listed (not UNTRACKED) at index `w >> SHIFT`, value live (not
+            // DROPPED), no pending finalizer or weak callbacks.
             unsafe { Self::drop_listed(ptr, w) }
         } else {
-            // SAFETY: forwarded contract.
+            // SAFETY: the last strong count of the live object is released
+            // (this function's `# Safety`), all `drop_slow` requires.
             unsafe { Self::drop_slow(ptr) }
         }
     }
@@ -594,7 +600,8 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
         // SAFETY: live until freed.
         let w = unsafe { flags_word(counts_of(ptr)) }.get();
         if w & NO_HEADER != 0 {
-            // SAFETY: forwarded contract.
+            // SAFETY: the last strong count of the live object is released
+            // (this function's `# Safety`), all `drop_untracked` requires.
             return unsafe { Self::drop_untracked(ptr) };
         }
         if w & DROPPED != 0 {
@@ -633,7 +640,9 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
         if unsafe { flags_word(counts_of(ptr)) }.get() & NO_HEADER == 0 {
             // Tracked after all: a `may_contain_gc` that answered
             // differently when the object was made (rule 4 of `Trace`).
-            // SAFETY: forwarded contract.
+            // SAFETY: the last strong count of the live object is released
+            // (this function's `# Safety`), all `drop_slow` requires, and
+            // `drop_slow` sees the header and does not come back here.
             return unsafe { Self::drop_slow(ptr) };
         }
         // SAFETY: untracked values hold no Gc and are never reached by the

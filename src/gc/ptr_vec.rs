@@ -60,7 +60,8 @@ impl PtrVec {
     #[inline(always)]
     pub(crate) unsafe fn get_unchecked(&self, i: usize) -> ObjPtr {
         debug_assert!(i < self.len.get());
-        // SAFETY: i < len <= cap per the contract: initialised.
+        // SAFETY: i < len (this function's `# Safety`) and len <= cap, so
+        // the entry is in the buffer's initialised prefix.
         unsafe { *self.ptr.get().add(i) }
     }
 
@@ -71,7 +72,8 @@ impl PtrVec {
     #[inline(always)]
     pub(crate) unsafe fn set_unchecked(&self, i: usize, p: ObjPtr) {
         debug_assert!(i < self.len.get());
-        // SAFETY: i < len <= cap per the contract.
+        // SAFETY: i < len (this function's `# Safety`) and len <= cap, so
+        // the entry is in the buffer and initialised.
         unsafe { *self.ptr.get().add(i) = p }
     }
 
@@ -93,7 +95,8 @@ impl PtrVec {
     pub(crate) unsafe fn push_within_cap(&self, p: ObjPtr) {
         let len = self.len.get();
         debug_assert!(len < self.cap.get());
-        // SAFETY: len < cap per the contract.
+        // SAFETY: len < cap (this function's `# Safety`), so the slot at
+        // `len` is inside the buffer.
         unsafe { *self.ptr.get().add(len) = p };
         self.len.set(len + 1);
     }

@@ -218,7 +218,8 @@ fn register_owner() {
 #[inline(always)]
 pub(crate) fn state() -> &'static State {
     let p: *const State = STATE.with(|s| s as *const State);
-    // SAFETY: see above: the thread-local lives (and is never dropped)
+    // SAFETY: `STATE` is `const`-initialised without a destructor, so the
+    // thread-local lives (and is never dropped)
     // for the whole thread, and `State` is `!Sync` (its `Cell`s), so the
     // reference cannot leave this thread.
     unsafe { &*p }

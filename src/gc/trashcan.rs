@@ -103,7 +103,8 @@ pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: N
 #[cold]
 #[inline(never)]
 unsafe fn release_then_drain<T: ?Sized + Trace + 'static>(st: &State, ptr: NonNull<T>) {
-    // SAFETY: our contract.
+    // SAFETY: `ptr`'s object is tracked, strong == 0 and its value dropped
+    // (this function's `# Safety`), what `release_weak` requires.
     unsafe { Gc::<T>::release_weak(ptr) };
     drain_if_outermost(st);
 }
@@ -198,7 +199,8 @@ fn drain(st: &State) {
 pub(crate) fn drain_unwinding(st: &State) {
     while let Some(obj) = st.deferred().pop() {
         st.set_trashcan_depth(1);
-        // SAFETY: as in `drain`.
+        // SAFETY: deferred objects are live, tracked, strong == 0, value
+        // not yet dropped (see `drop_object`), and popped once.
         let r = catch_unwind(AssertUnwindSafe(|| unsafe { drop_deferred(obj) }));
         st.set_trashcan_depth(0);
         drop(r);
@@ -212,7 +214,8 @@ pub(crate) fn drain_unwinding(st: &State) {
 /// `obj` was popped from the deferred queue: live, tracked, strong == 0,
 /// value not yet dropped, and no one else will drop it.
 unsafe fn drop_deferred(obj: ObjPtr) {
-    // SAFETY: per the contract the header is live.
+    // SAFETY: `obj` is live and tracked (this function's `# Safety`), so
+    // its header exists and is live.
     let h = unsafe { GcHeader::of(obj) };
     h.set_flags(DROPPED);
     let drop_value = h.vtable().drop_value;
