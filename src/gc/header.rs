@@ -185,8 +185,9 @@ pub(crate) struct VTable {
 
 impl GcHeader {
     /// Initialises the header at `hp` with this vtable, `weak` weak
-    /// references and gc word `gc` (left unwritten if `None`). On 64-bit targets the weak word is written as its two 32-bit
-    /// halves, the code and the count: merging them into one word cost
+    /// references and gc word `gc` (left unwritten if `None`). On 64-bit
+    /// targets the weak word is written as its two 32-bit halves, the
+    /// code and the count: merging them into one word cost
     /// three instructions per `Gc::new` (a zero-extension, a 64-bit
     /// constant and an or), two stores cost one (issue 9, fifth round).
     ///
@@ -211,8 +212,9 @@ impl GcHeader {
                 (1, 0)
             };
             // SAFETY: `hp` is valid for writes, aligned to 8 and unshared
-            // (this function's `# Safety`); the weak word is a `Cell<usize>` (no padding,
-            // no invariant beyond its bits), and its low half in memory
+            // (this function's `# Safety`); the weak word is a
+            // `Cell<usize>` (no padding, no invariant beyond its bits),
+            // and its low half in memory
             // order holds the low 32 bits on this endianness, so the two
             // halves make the word `weak << WEAK_SHIFT | code`.
             unsafe {
