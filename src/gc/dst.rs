@@ -95,6 +95,7 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
                 dealloc(src.cast::<u8>(), layout);
             }
             let this = Gc::from_inner(NonNull::new_unchecked(value));
+            // The handle just made, never listed: what `track_new` needs.
             Gc::track_new(&this);
             this
         }
@@ -182,7 +183,8 @@ impl<T: Trace + 'static + Clone> From<&[T]> for Gc<[T]> {
         std::mem::forget(fill);
         // SAFETY: initialised; we own its one strong count.
         let this = unsafe { Gc::from_inner(elems) };
-        Gc::track_new(&this);
+        // SAFETY: the handle just made, never listed.
+        unsafe { Gc::track_new(&this) };
         this
     }
 }
@@ -208,7 +210,8 @@ impl<T: Trace + 'static> From<Vec<T>> for Gc<[T]> {
         drop(v);
         // SAFETY: initialised; we own its one strong count.
         let this = unsafe { Gc::from_inner(elems) };
-        Gc::track_new(&this);
+        // SAFETY: the handle just made, never listed.
+        unsafe { Gc::track_new(&this) };
         this
     }
 }
@@ -269,6 +272,7 @@ impl From<&str> for Gc<str> {
         unsafe {
             ptr::copy_nonoverlapping(s.as_ptr(), bytes.cast::<u8>().as_ptr(), s.len());
             let this = Gc::from_inner(NonNull::new_unchecked(bytes.as_ptr() as *mut str));
+            // The handle just made, never listed: what `track_new` needs.
             Gc::track_new(&this);
             this
         }

@@ -155,12 +155,19 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
         }
     }
 
-    /// Hands a fresh object (strong count 1, value initialised) to this
-    /// thread's collector if it is tracked.
+    /// Hands a fresh object (value initialised) to this thread's collector
+    /// if it is tracked.
+    ///
+    /// # Safety
+    /// `this` is the handle a constructor just made: the object has never
+    /// been listed (listing it twice would let the collector free it
+    /// twice).
     #[inline(always)]
-    pub(crate) fn track_new(this: &Self) {
+    pub(crate) unsafe fn track_new(this: &Self) {
         if this.has_header() {
-            state::with(|st| st.maybe_collect_then_track(this.obj(), this.header()));
+            // SAFETY: a fresh, never listed object (this function's
+            // `# Safety`), tracked (it has a header), value initialised.
+            unsafe { state::state().track_fresh(this.obj()) };
         }
     }
 }
@@ -233,7 +240,8 @@ impl<T: Trace + 'static> Gc<T> {
         // SAFETY: initialised, strong == 1 owned by this handle.
         let this = unsafe { Gc::from_inner(p) };
         // Still UNTRACKED (from `allocate`) until listed here.
-        Gc::track_new(&this);
+        // SAFETY: the handle just made, never listed.
+        unsafe { Gc::track_new(&this) };
         this
     }
 

@@ -376,32 +376,17 @@ impl State {
     /// The fast path (room left: no collection due, no growth needed) is
     /// a handful of instructions inlined into `Gc::new`, one countdown
     /// instead of the count, threshold, length and capacity; everything
-    /// else is in [`track_slow`](Self::track_slow).
-    #[inline(always)]
-    pub(crate) fn maybe_collect_then_track(&self, obj: ObjPtr, h: &GcHeader) {
-        let room = self.room.get();
-        if room == 0 {
-            return self.track_slow(obj, h);
-        }
-        self.room.set(room - 1);
-        let len = self.list.len();
-        // SAFETY: room <= cap - len (the invariant), and room > 0.
-        unsafe { self.list.push_within_cap(obj) };
-        h.gc.set((len << SHIFT) | CLEAN);
-        self.live.set(self.live.get() + 1);
-        self.count[0].set(self.count[0].get() + 1);
-    }
-
-    /// [`maybe_collect_then_track`](Self::maybe_collect_then_track) for
-    /// `Gc::new`, whose object's gc word is not written yet: the fast
+    /// else is in [`track_slow`](Self::track_slow). The object's gc word
+    /// need not be written yet (`Gc::new` leaves it to this): the fast
     /// path writes it once (the index), the slow path writes `UNTRACKED`
     /// before anything else, so that a handle dropped as an automatic
     /// collection's panic unwinds finds no index (one store fewer per
     /// tracked `Gc::new`: issue 9, fifth round).
     ///
     /// # Safety
-    /// `obj` is a fresh tracked object (header written by `allocate_with`
-    /// with no gc word), not listed, strong count 1, value initialised.
+    /// `obj` is a fresh tracked object (its header written by
+    /// `allocate_with`, with or without a gc word), not listed, its value
+    /// initialised.
     #[inline(always)]
     pub(crate) unsafe fn track_fresh(&self, obj: ObjPtr) {
         // SAFETY: tracked, so a header precedes the counts; the reference
@@ -428,7 +413,7 @@ impl State {
         self.count[0].set(self.count[0].get() + 1);
     }
 
-    /// `maybe_collect_then_track` when the room ran out: a collection may
+    /// `track_fresh` when the room ran out: a collection may
     /// be due, or the list full.
     #[cold]
     #[inline(never)]
