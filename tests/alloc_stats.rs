@@ -595,3 +595,73 @@ fn display_lists_every_class_in_use_and_debug_clone_work() {
         unsafe { GLOBAL.dealloc(p, l) };
     }
 }
+
+/// Many large blocks of a few hundred bytes over the threshold, each far
+/// below the 64 KiB a thread counts ahead (`large_count`): the peak still
+/// covers all of them at once, on two threads that allocate, trade and
+/// free them, and the in-use figures come back.
+#[cfg_attr(
+    pymem_asan,
+    ignore = "ASan redzones move requests to larger size classes"
+)]
+#[test]
+fn peak_covers_large_blocks_counted_ahead() {
+    let _g = serial();
+    const N: usize = 400;
+    const SIZE: usize = 1_500;
+    let l = layout(SIZE, 8);
+    let before = figures();
+    let arenas_before = alloc_stats().arenas_in_use * (1 << 20);
+    let worker = std::thread::spawn(move || {
+        let ptrs: Vec<usize> = (0..N)
+            // SAFETY: non-zero size.
+            .map(|_| unsafe { GLOBAL.alloc(l) } as usize)
+            .collect();
+        assert!(ptrs.iter().all(|&p| p != 0));
+        ptrs
+    });
+    let theirs = worker.join().unwrap();
+    let mine: Vec<usize> = (0..N)
+        // SAFETY: non-zero size.
+        .map(|_| unsafe { GLOBAL.alloc(l) } as usize)
+        .collect();
+    let during = figures();
+    assert_delta(
+        "large_allocs_in_use",
+        before.large_allocs,
+        during.large_allocs,
+        2 * N,
+        LARGE_NOISE,
+    );
+    assert_delta(
+        "large_bytes_in_use",
+        before.large_bytes,
+        during.large_bytes,
+        2 * N * SIZE,
+        LARGE_BYTES_NOISE,
+    );
+    let held = arenas_before + before.large_bytes + 2 * N * SIZE;
+    assert!(
+        during.peak + LARGE_BYTES_NOISE >= held,
+        "peak {} below the {held} bytes held at once",
+        during.peak
+    );
+    for p in theirs.into_iter().chain(mine) {
+        // SAFETY: live with `l` (half of them allocated by the worker).
+        unsafe { GLOBAL.dealloc(p as *mut u8, l) };
+    }
+    let after = figures();
+    assert!(after.peak >= during.peak, "the peak never falls");
+    assert_back(
+        "large_allocs_in_use",
+        before.large_allocs,
+        after.large_allocs,
+        LARGE_NOISE,
+    );
+    assert_back(
+        "large_bytes_in_use",
+        before.large_bytes,
+        after.large_bytes,
+        LARGE_BYTES_NOISE,
+    );
+}

@@ -8,7 +8,7 @@ use super::pool::Pool;
 use super::purge::{self, PassKind};
 use super::registry::Registry;
 use super::size_class::{self, route, SMALL_REQUEST_THRESHOLD};
-use super::{asan, debug, free, hooks, large, large_credit, thread, PyMalloc};
+use super::{asan, debug, free, hooks, large, large_count, thread, PyMalloc};
 use crate::sync::Ordering;
 
 /// The process-wide registry of heaps and counters.
@@ -235,7 +235,7 @@ impl PyMalloc {
     /// `malloc_usable_size`) stays in place without a call. A
     /// [small step](size_class::is_small_step) asks for a quarter more than
     /// `new_size`, so that the next steps fit; the bytes counted are those
-    /// requested, through [`large_credit`], so a step costs no shared
+    /// requested, through [`large_count`], so a step costs no shared
     /// atomic either.
     ///
     /// # Safety
@@ -250,7 +250,7 @@ impl PyMalloc {
             // SAFETY: `ptr` is a live large block (the layout routed it to
             // the system allocator).
             if new_size <= unsafe { large::usable_size(ptr) } {
-                large_credit::note_resize(&REGISTRY, old_size, new_size);
+                large_count::note_resize(&REGISTRY, old_size, new_size);
                 return ptr;
             }
         }
@@ -438,9 +438,9 @@ unsafe impl GlobalAlloc for PyMalloc {
 /// ```
 pub fn release_free_memory() -> usize {
     purge::start_from_environment();
-    // The calling thread's credit for large growth steps first, so that
-    // the figures read after this call are exact.
-    large_credit::give_back_current();
+    // The calling thread's credit of large bytes first, so that the peak
+    // measured from now on is the true one, to within other heaps' credits.
+    large_count::give_back_current(&REGISTRY);
     let me = thread::current_heap();
     // SAFETY: the calling thread owns its bound heap; heaps are never
     // unmapped.

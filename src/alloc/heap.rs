@@ -9,6 +9,7 @@ use crossbeam_utils::CachePadded;
 
 use super::arena::{self, Arena, ArenaSet};
 use super::asan;
+use super::large_count::LargeCounts;
 use super::os;
 use super::pool::Pool;
 use super::registry::{HeapLock, Locked, Ownership, Registry};
@@ -90,7 +91,7 @@ const TICK_MASK: usize = 4096 - 1;
 /// | field | written by |
 /// |---|---|
 /// | `classes[].current`, attached pools' owner lines | owner capacity, no lock |
-/// | `classes[].allocs`, `frees` | owner capacity (one writer at a time) |
+/// | `classes[].allocs`, `frees`, `large`, `large_credit` | owner capacity (one writer at a time) |
 /// | `classes[].pools`, `arenas`, `idle_*` | lock holder |
 /// | `outbox` | see `Outbox` |
 /// | `pending` | any thread pushes; a lock holder takes |
@@ -131,6 +132,11 @@ pub(crate) struct Heap {
     /// it last saw it change.
     pub(super) idle_ops: Cell<usize>,
     pub(super) idle_since_ms: Cell<u64>,
+    /// Large blocks the owner allocated and freed (see `large_count`).
+    pub(super) large: LargeCounts,
+    /// Bytes counted in the registry's `large_reserved` that none of this
+    /// heap's large blocks use (see `large_count`).
+    pub(super) large_credit: Cell<usize>,
 }
 
 impl Heap {
@@ -168,6 +174,8 @@ impl Heap {
             arenas: ArenaSet::new(),
             idle_ops: Cell::new(0),
             idle_since_ms: Cell::new(0),
+            large: LargeCounts::new(),
+            large_credit: Cell::new(0),
         };
         // SAFETY: `heap` is a fresh mapping large and aligned enough.
         unsafe {

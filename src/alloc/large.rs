@@ -29,29 +29,18 @@
 //!
 //! # Statistics
 //!
-//! Large blocks of the Rust path are counted in the registry (by requested
-//! size). Those of the C path are not: `free` has no size, the count would
-//! cost two shared atomic read-modify-writes per call on the C fast path,
-//! and glibc counts them already (`mallinfo2()` reports both halves).
+//! Large blocks of the Rust path are counted by requested size, per heap
+//! (see `large_count`). Those of the C path are not: `free` has no size,
+//! the count would cost a lookup per call on the C fast path, and glibc
+//! counts them already (`mallinfo2()` reports both halves).
 
 use core::alloc::Layout;
 
+use super::large_count::{note_alloc, note_free};
 use super::registry::Registry;
 // Used by the glibc entry points, which only glibc targets have.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 use super::size_class::ALIGNMENT;
-use crate::sync::Ordering;
-
-fn note_alloc(registry: &Registry, size: usize) {
-    registry.large_allocs.fetch_add(1, Ordering::Relaxed);
-    let bytes = registry.large_bytes.fetch_add(size, Ordering::Relaxed) + size;
-    registry.note_footprint(bytes + registry.arena_bytes.load(Ordering::Relaxed));
-}
-
-fn note_free(registry: &Registry, size: usize) {
-    registry.large_allocs.fetch_sub(1, Ordering::Relaxed);
-    registry.large_bytes.fetch_sub(size, Ordering::Relaxed);
-}
 
 /// glibc's allocator, reached without going through the `malloc` symbol.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -217,7 +206,7 @@ pub(crate) unsafe fn realloc(
     let new =
         unsafe { core::alloc::GlobalAlloc::realloc(&std::alloc::System, ptr, layout, capacity) };
     if !new.is_null() {
-        super::large_credit::note_resize(registry, layout.size(), new_size);
+        super::large_count::note_resize(registry, layout.size(), new_size);
     }
     new
 }

@@ -139,8 +139,8 @@ mod heap_slot;
 mod hooks;
 #[cfg(not(loom))]
 mod large;
-#[cfg(not(loom))]
-mod large_credit;
+#[cfg_attr(loom, allow(dead_code))]
+mod large_count;
 #[cfg(loom)]
 pub mod model;
 pub(crate) mod os;

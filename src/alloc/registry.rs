@@ -26,6 +26,7 @@ use core::ptr;
 
 use super::arena::{self, Arena};
 use super::heap::Heap;
+use super::large_count::LargeCounts;
 use super::size_class::{ARENA_SIZE, NB_CLASSES};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, CasStart, Cell, Ordering};
 
@@ -39,8 +40,8 @@ macro_rules! empty_registry {
             arenas_allocated_total: AtomicUsize::new(0),
             arenas_freed_total: AtomicUsize::new(0),
             arenas_highwater: AtomicUsize::new(0),
-            large_allocs: AtomicUsize::new(0),
-            large_bytes: AtomicUsize::new(0),
+            large_orphans: LargeCounts::new(),
+            large_reserved: AtomicUsize::new(0),
             peak_bytes: AtomicUsize::new(0),
             orphan_frees: $orphans,
             flush_requests: AtomicUsize::new(0),
@@ -61,9 +62,13 @@ pub(crate) struct Registry {
     pub(crate) arenas_freed_total: AtomicUsize,
     /// Most arenas mapped at once.
     pub(crate) arenas_highwater: AtomicUsize,
-    pub(crate) large_allocs: AtomicUsize,
-    pub(crate) large_bytes: AtomicUsize,
-    /// High-water mark of `arena_bytes + large_bytes`.
+    /// Large blocks counted by threads that have no heap (see
+    /// `large_count`).
+    pub(crate) large_orphans: LargeCounts,
+    /// Bytes of large blocks in use plus every heap's credit (see
+    /// `large_count`): what the peak is taken of.
+    pub(crate) large_reserved: AtomicUsize,
+    /// High-water mark of `arena_bytes + large_reserved`.
     pub(crate) peak_bytes: AtomicUsize,
     /// Frees by threads that have no heap (during thread teardown).
     pub(crate) orphan_frees: [AtomicUsize; NB_CLASSES],
@@ -496,7 +501,7 @@ impl Registry {
         let bytes = self.arena_bytes.fetch_add(ARENA_SIZE, Ordering::Relaxed) + ARENA_SIZE;
         self.arenas_highwater
             .fetch_max(bytes / ARENA_SIZE, Ordering::Relaxed);
-        self.note_footprint(bytes + self.large_bytes.load(Ordering::Relaxed));
+        self.note_footprint(bytes + self.large_reserved.load(Ordering::Relaxed));
     }
 
     pub(crate) fn arena_unmapped(&self) {

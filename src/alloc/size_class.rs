@@ -50,8 +50,11 @@ pub(crate) const PAGE_SIZE: usize = 4096;
 pub(crate) fn route(size: usize, align: usize) -> Option<usize> {
     match route_fast(size, align) {
         Some(class) => Some(class),
+        // Too large for any class whatever the alignment: decided here,
+        // without the call (every large `alloc` and `free` passes here).
+        None if size > SMALL_REQUEST_THRESHOLD - super::asan::REDZONE => None,
         // Under AddressSanitizer every request carries a poisoned redzone.
-        None => route_aligned(size.saturating_add(super::asan::REDZONE), align),
+        None => route_aligned(size + super::asan::REDZONE, align),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use super::large_count::LargeSum;
 use super::registry::Ownership;
 use super::registry::Registry;
 use super::size_class::{
@@ -55,14 +56,15 @@ pub struct AllocStats {
     pub small_bytes_in_use: usize,
     /// Allocations forwarded to the system allocator and not yet freed.
     pub large_allocs_in_use: usize,
-    /// Bytes requested by those allocations; a thread that grows a large
-    /// block by small `realloc` steps keeps up to 4 KiB more counted ahead
-    /// (so that its next steps need not update this shared figure), until
-    /// it exits or calls [`release_free_memory`](crate::release_free_memory).
+    /// Bytes requested by those allocations (the sizes last asked of
+    /// `alloc` or `realloc`).
     pub large_bytes_in_use: usize,
     /// High-water mark of the memory PyMalloc has held: bytes of arenas
-    /// mapped plus bytes of large allocations in use. Never below
-    /// `small_bytes_in_use + large_bytes_in_use`.
+    /// mapped plus bytes of large allocations in use. Never below the
+    /// true high-water mark nor `small_bytes_in_use + large_bytes_in_use`;
+    /// above the true one by at most 128 KiB per thread (each thread
+    /// counts its large blocks ahead, in steps of 64 KiB, so that an
+    /// allocation need not update a figure shared by all threads).
     pub peak_bytes_in_use: usize,
     /// Heaps (one per thread that has allocated; reused after threads exit).
     pub heaps: usize,
@@ -104,16 +106,22 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
     let (mut heaps, mut parked) = (0, 0);
     // Frees first: a block's free is counted after its allocation, so any
     // free seen here has its allocation seen in the second pass.
+    // Large blocks likewise (see `large_count`).
+    let (mut large_losses, mut large_gains) = (LargeSum::default(), LargeSum::default());
     for (class, orphan) in registry.orphan_frees.iter().enumerate() {
         frees[class] = orphan.load(Ordering::Acquire);
     }
+    registry.large_orphans.add_losses(&mut large_losses);
     for heap in registry.heaps() {
         for (class, count) in frees.iter_mut().enumerate() {
             *count += heap.class_slot(class).frees.load(Ordering::Acquire);
         }
+        heap.large.add_losses(&mut large_losses);
     }
     fence(Ordering::SeqCst);
+    registry.large_orphans.add_gains(&mut large_gains);
     for heap in registry.heaps() {
+        heap.large.add_gains(&mut large_gains);
         heaps += 1;
         parked += usize::from(heap.state() == Ownership::Parked as u8);
         for class in 0..NB_CLASSES {
@@ -140,7 +148,8 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
         .map(|c| c.blocks_in_use * c.block_size)
         .sum();
     let arena_bytes = registry.arena_bytes.load(Ordering::Relaxed);
-    let large_bytes_in_use = registry.large_bytes.load(Ordering::Relaxed);
+    let large = LargeSum::in_use(large_gains, large_losses);
+    let large_bytes_in_use = large.bytes;
     let peak = registry.peak_bytes.load(Ordering::Relaxed);
     let retained = registry.retained_bytes.load(Ordering::Relaxed);
     AllocStats {
@@ -151,7 +160,7 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
         pools_in_use: pools.iter().sum(),
         small_blocks_in_use,
         small_bytes_in_use,
-        large_allocs_in_use: registry.large_allocs.load(Ordering::Relaxed),
+        large_allocs_in_use: large.blocks,
         large_bytes_in_use,
         peak_bytes_in_use: peak.max(arena_bytes + large_bytes_in_use),
         heaps,
