@@ -44,8 +44,6 @@
 //! the calling thread's credit back; a parked heap keeps its credit for the
 //! thread that adopts it.
 
-#[cfg(not(loom))]
-use super::heap::bump;
 use super::heap::Heap;
 use super::registry::Registry;
 use crate::sync::{AtomicUsize, Ordering};
@@ -133,7 +131,17 @@ impl LargeCounts {
             .wrapping_add(self.bytes_in.load(Ordering::Acquire));
     }
 
-    /// Adds `n` to a counter with one writer at a time (see [`bump`]).
+    /// The block and byte counters of gains (`true`) or of losses.
+    #[inline(always)]
+    fn side(&self, gained: bool) -> (&AtomicUsize, &AtomicUsize) {
+        if gained {
+            (&self.allocs, &self.bytes_in)
+        } else {
+            (&self.frees, &self.bytes_out)
+        }
+    }
+
+    /// Adds `n` to a counter with one writer at a time (as `bump` does).
     #[inline(always)]
     fn add_owned(counter: &AtomicUsize, n: usize) {
         let value = counter.load(Ordering::Relaxed).wrapping_add(n);
@@ -198,69 +206,60 @@ fn own_heap() -> Option<&'static Heap> {
     unsafe { super::thread::current_heap().as_ref() }
 }
 
+/// Counts a change in the calling thread's large blocks: `blocks` more or
+/// fewer blocks (1 for an allocation or a free, 0 for a `realloc`) and
+/// `bytes` more (`gained`) or fewer.
+#[cfg(not(loom))]
+#[inline(always)]
+fn count(registry: &Registry, gained: bool, blocks: usize, bytes: usize) {
+    match own_heap() {
+        Some(heap) => {
+            let (n, b) = heap.large.side(gained);
+            if blocks != 0 {
+                LargeCounts::add_owned(n, blocks);
+            }
+            LargeCounts::add_owned(b, bytes);
+            if gained {
+                gain(registry, heap, bytes);
+            } else {
+                lose(registry, heap, bytes);
+            }
+        }
+        None => {
+            let (n, b) = registry.large_orphans.side(gained);
+            if blocks != 0 {
+                LargeCounts::add_shared(n, blocks);
+            }
+            LargeCounts::add_shared(b, bytes);
+            if gained {
+                reserve(registry, bytes);
+            } else {
+                unreserve(registry, bytes);
+            }
+        }
+    }
+}
+
 /// Counts a large block of `size` requested bytes just allocated.
 #[cfg(not(loom))]
 pub(crate) fn note_alloc(registry: &Registry, size: usize) {
-    match own_heap() {
-        Some(heap) => {
-            bump(&heap.large.allocs);
-            LargeCounts::add_owned(&heap.large.bytes_in, size);
-            gain(registry, heap, size);
-        }
-        None => {
-            LargeCounts::add_shared(&registry.large_orphans.allocs, 1);
-            LargeCounts::add_shared(&registry.large_orphans.bytes_in, size);
-            reserve(registry, size);
-        }
-    }
+    count(registry, true, 1, size);
 }
 
 /// Counts a large block of `size` requested bytes about to be freed.
 #[cfg(not(loom))]
 pub(crate) fn note_free(registry: &Registry, size: usize) {
-    match own_heap() {
-        Some(heap) => {
-            bump(&heap.large.frees);
-            LargeCounts::add_owned(&heap.large.bytes_out, size);
-            lose(registry, heap, size);
-        }
-        None => {
-            LargeCounts::add_shared(&registry.large_orphans.frees, 1);
-            LargeCounts::add_shared(&registry.large_orphans.bytes_out, size);
-            unreserve(registry, size);
-        }
-    }
+    count(registry, false, 1, size);
 }
 
 /// Counts a large block resized from `old` to `new` requested bytes by
 /// `realloc` (the block count does not change).
 #[cfg(not(loom))]
 pub(crate) fn note_resize(registry: &Registry, old: usize, new: usize) {
-    let heap = own_heap();
     if new >= old {
-        let bytes = new - old;
-        match heap {
-            Some(heap) => {
-                LargeCounts::add_owned(&heap.large.bytes_in, bytes);
-                gain(registry, heap, bytes);
-            }
-            None => {
-                LargeCounts::add_shared(&registry.large_orphans.bytes_in, bytes);
-                reserve(registry, bytes);
-            }
-        }
+        count(registry, true, 0, new - old);
     } else {
-        let bytes = old - new;
-        match heap {
-            Some(heap) => {
-                LargeCounts::add_owned(&heap.large.bytes_out, bytes);
-                lose(registry, heap, bytes);
-            }
-            None => {
-                LargeCounts::add_shared(&registry.large_orphans.bytes_out, bytes);
-                unreserve(registry, bytes);
-            }
-        }
+        count(registry, false, 0, old - new);
     }
 }
 
