@@ -1,5 +1,11 @@
-//! Links GCC's unwinder statically (`libgcc_eh.a`) when the C toolchain
-//! has it, so that the library does not depend on `libgcc_s.so.1`.
+//! Two link-time choices that keep down the memory every process pays for
+//! preloading the library (see "Start-up memory" in `docs/override.md`).
+//!
+//! # No `libgcc_s.so.1`
+//!
+//! GCC's unwinder is linked statically (`libgcc_eh.a`) when the C
+//! toolchain has it, so that the library does not depend on
+//! `libgcc_s.so.1`.
 //!
 //! Rust's standard library refers to the unwinder (`_Unwind_*`: panics,
 //! backtraces), which rustc takes from `libgcc_s.so.1` on glibc targets.
@@ -15,10 +21,33 @@
 //! on a C++ program's own unwinder.
 //!
 //! Where the archive is not found (another C toolchain), nothing changes.
+//!
+//! # The code the loader runs sits with the allocator's
+//!
+//! The kernel maps a file's pages in aligned 64 KiB windows around each
+//! page fault ("fault-around"), so every separate place of the library's
+//! code that runs costs up to 64 KiB of resident memory. The allocator's
+//! own code is contiguous (its objects come first on the link line), but
+//! the standard library adds one function that the dynamic loader runs at
+//! start-up (`ARGV_INIT_ARRAY`'s `init_wrapper`, an `.init_array` entry
+//! that saves `argc`/`argv`), hundreds of kilobytes further on, among code
+//! that only a panic runs. A linker script fragment (`INSERT BEFORE
+//! .text`, which keeps the default layout otherwise; GNU ld and LLD
+//! support it) places that function in front of the allocator's code.
+//! Should the standard library rename it, the pattern matches nothing and
+//! the layout is the default one.
 
 use std::env;
 use std::path::PathBuf;
 use std::process::Command;
+
+/// Sections placed before the rest of the code: the standard library's
+/// start-up function (v0 and legacy manglings both contain the name).
+const LAYOUT_SCRIPT: &str = "\
+SECTIONS {
+  .text.pymem_startup : { *(.text.*ARGV_INIT_ARRAY*) }
+} INSERT BEFORE .text;
+";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -28,6 +57,14 @@ fn main() {
     if os != "linux" || target_env != "gnu" {
         return;
     }
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let script = out_dir.join("layout.ld");
+    std::fs::write(&script, LAYOUT_SCRIPT).expect("write the linker script");
+    println!("cargo:rustc-link-arg-cdylib=-Wl,-T,{}", script.display());
+    link_unwinder_statically();
+}
+
+fn link_unwinder_statically() {
     let cc = env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let Ok(out) = Command::new(&cc)
         .arg("-print-file-name=libgcc_eh.a")
