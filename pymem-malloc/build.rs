@@ -31,9 +31,10 @@
 //! the standard library adds one function that the dynamic loader runs at
 //! start-up (`ARGV_INIT_ARRAY`'s `init_wrapper`, an `.init_array` entry
 //! that saves `argc`/`argv`), hundreds of kilobytes further on, among code
-//! that only a panic runs. A linker script fragment (`INSERT BEFORE
-//! .text`, which keeps the default layout otherwise; GNU ld and LLD
-//! support it) places that function in front of the allocator's code.
+//! that only a panic runs, and LLD puts the PLT (called at exit and by
+//! thread-local accesses) after all the code. A linker script fragment
+//! (`INSERT BEFORE .text`, which keeps the default layout otherwise; GNU ld
+//! and LLD support it) places both in front of the allocator's code.
 //! Should the standard library rename it, the pattern matches nothing and
 //! the layout is the default one.
 
@@ -42,10 +43,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Sections placed before the rest of the code: the standard library's
-/// start-up function (v0 and legacy manglings both contain the name).
+/// start-up function (v0 and legacy manglings both contain the name), and
+/// the PLT, through which the C run-time's exit code (`__cxa_finalize`)
+/// and thread-local accesses (`__tls_get_addr`) call, which LLD otherwise
+/// puts after all the code.
 const LAYOUT_SCRIPT: &str = "\
 SECTIONS {
   .text.pymem_startup : { *(.text.*ARGV_INIT_ARRAY*) }
+  .plt : { *(.plt) *(.iplt) }
 } INSERT BEFORE .text;
 ";
 
