@@ -126,13 +126,39 @@ pub(crate) fn now_ms() -> u64 {
 /// A coarse monotonic clock in milliseconds (a vDSO read, no system call).
 #[cfg(not(loom))]
 pub(crate) fn now_ms() -> u64 {
+    let ts = monotonic_coarse();
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// `CLOCK_MONOTONIC_COARSE`, from the vDSO directly where it can be found
+/// (see `vdso.rs`: why not through glibc).
+#[cfg(all(
+    not(loom),
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+fn monotonic_coarse() -> libc::timespec {
+    super::vdso::monotonic_coarse()
+}
+
+/// `CLOCK_MONOTONIC_COARSE`.
+#[cfg(all(
+    not(loom),
+    not(all(
+        target_os = "linux",
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))
+))]
+fn monotonic_coarse() -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid out-parameter.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    ts
 }
 
 /// How [`process_barrier`] reaches the other threads, decided at its first
