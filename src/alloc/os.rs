@@ -55,6 +55,7 @@ pub(crate) unsafe fn unmap(ptr: *mut u8, size: usize) {
     }
 }
 
+#[cfg(not(loom))]
 /// A `fork` handler: a plain function, which `fork` calls with no
 /// argument (so nothing it relies on can be left unchecked).
 pub(crate) type ForkHandler = Option<extern "C" fn()>;
@@ -69,6 +70,7 @@ pub(crate) type ForkHandler = Option<extern "C" fn()>;
 /// that one call made a page of code resident that nothing else touches,
 /// and with the kernel's fault-around a whole 64 KiB window of it: memory
 /// every process paid for at start-up (see `docs/override.md`).
+#[cfg(not(loom))]
 pub(crate) fn register_atfork(
     prepare: ForkHandler,
     parent: ForkHandler,
