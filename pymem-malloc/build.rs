@@ -57,6 +57,7 @@ SECTIONS {
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-env-changed=TARGET_CC");
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if os != "linux" || target_env != "gnu" {
@@ -70,7 +71,23 @@ fn main() {
 }
 
 fn link_unwinder_statically() {
-    let cc = env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    // The archive must be the target's: when cross-compiling, ask the
+    // target's C compiler if one is named (as the `cc` crate reads them),
+    // else keep the default.
+    let target = env::var("TARGET").unwrap_or_default();
+    let cc = if target == env::var("HOST").unwrap_or_default() {
+        env::var("CC").unwrap_or_else(|_| "cc".to_owned())
+    } else {
+        let named = [
+            format!("CC_{target}"),
+            format!("CC_{}", target.replace('-', "_")),
+            "TARGET_CC".to_owned(),
+        ];
+        match named.iter().find_map(|v| env::var(v).ok()) {
+            Some(cc) => cc,
+            None => return,
+        }
+    };
     let Ok(out) = Command::new(&cc)
         .arg("-print-file-name=libgcc_eh.a")
         .output()
