@@ -238,3 +238,37 @@ fn threaded_c_stress_under_the_debug_allocator() {
     );
     assert_success("stress under PYMEM_DEBUG=1", &out);
 }
+
+/// Whether the C toolchain has GCC's static unwinder (`libgcc_eh.a`),
+/// which `pymem-malloc`'s build script links in place of `libgcc_s.so.1`.
+fn static_unwinder_available() -> bool {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    Command::new(cc)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .is_ok_and(|out| {
+            let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            path.is_absolute() && path.is_file()
+        })
+}
+
+/// The preload brings no shared object of its own into the process: a C
+/// program loads only libc and the loader, and `libpymem_malloc.so` must
+/// not add `libgcc_s.so.1` (Rust's unwinder, which only a panic would run)
+/// to every process it is preloaded into. Mapping, relocating and
+/// initialising it cost a small program about a sixth of its resident
+/// memory at start-up (see `docs/override.md`).
+#[test]
+fn the_preload_loads_no_other_library() {
+    let Some(library) = preload() else { return };
+    if !static_unwinder_available() {
+        eprintln!("skipped: no libgcc_eh.a, the library keeps libgcc_s.so.1");
+        return;
+    }
+    let Some(cat) = tool("cat") else { return };
+    let out = run_preloaded(library, Command::new(cat).arg("/proc/self/maps"));
+    assert_success("cat /proc/self/maps", &out);
+    let maps = String::from_utf8_lossy(&out.stdout);
+    assert!(maps.contains("libpymem_malloc.so"), "{maps}");
+    assert!(!maps.contains("libgcc_s"), "{maps}");
+}

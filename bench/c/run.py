@@ -84,9 +84,11 @@ def run_measured(argv, preload, extra_env):
     env.pop("PYMEM_DEBUG", None)
     env.update(extra_env)
     if preload:
-        # The launcher execs the program with the variable; keep the
-        # launcher itself on glibc.
-        argv = ["/usr/bin/env", "LD_PRELOAD=" + preload] + argv
+        # The launcher sets the variable in its child just before the exec,
+        # which keeps the launcher itself on glibc; not through env(1),
+        # whose own peak RSS (larger than a small program's) the child's
+        # ru_maxrss would keep.
+        argv = ["LD_PRELOAD=" + preload] + argv
     proc = subprocess.run([os.path.join(BUILD, "launch")] + argv, env=env, capture_output=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stderr.decode()[-2000:]}")

@@ -108,8 +108,7 @@ fn ensure_fork_handlers() {
         )
         .is_ok()
     {
-        // SAFETY: the handlers are plain functions that never unwind.
-        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+        super::os::register_atfork(Some(before_fork), Some(after_fork), Some(after_fork));
         ATFORK.store(ATFORK_DONE, Ordering::Release);
     }
 }

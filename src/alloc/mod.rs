@@ -154,6 +154,13 @@ mod snapshot;
 mod stats;
 #[cfg(not(loom))]
 mod thread;
+#[cfg(all(
+    not(loom),
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod vdso;
 
 #[cfg(not(loom))]
 pub use global::release_free_memory;

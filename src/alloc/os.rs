@@ -55,6 +55,67 @@ pub(crate) unsafe fn unmap(ptr: *mut u8, size: usize) {
     }
 }
 
+#[cfg(not(loom))]
+/// A `fork` handler: a plain function, which `fork` calls with no
+/// argument (so nothing it relies on can be left unchecked).
+pub(crate) type ForkHandler = Option<extern "C" fn()>;
+
+/// Registers `fork` handlers (`pthread_atfork`); returns its error number.
+///
+/// On glibc this calls `__register_atfork`, the exported function that
+/// `pthread_atfork` forwards to, directly: `pthread_atfork` itself is a
+/// stub that glibc links statically into every object using it
+/// (`libc_nonshared.a`), and the linker puts it at the very end of the
+/// code, far from the rest of the allocator. In the `LD_PRELOAD` library
+/// that one call made a page of code resident that nothing else touches,
+/// and with the kernel's fault-around a whole 64 KiB window of it: memory
+/// every process paid for at start-up (see `docs/override.md`).
+#[cfg(not(loom))]
+pub(crate) fn register_atfork(
+    prepare: ForkHandler,
+    parent: ForkHandler,
+    child: ForkHandler,
+) -> i32 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            /// glibc's registration: the three handlers and the object they
+            /// belong to, whose handlers `__cxa_finalize` removes when it
+            /// is unloaded (GLIBC_2.3.2).
+            fn __register_atfork(
+                prepare: ForkHandler,
+                parent: ForkHandler,
+                child: ForkHandler,
+                dso_handle: *mut libc::c_void,
+            ) -> libc::c_int;
+            /// This object's handle, defined by the C run-time start files
+            /// (`crtbegin`) of every glibc executable and shared object;
+            /// Rust's standard library uses it the same way for thread-local
+            /// destructors.
+            static __dso_handle: u8;
+        }
+        // SAFETY: the handlers are safe functions of the signature `fork`
+        // calls them with; `__dso_handle` is a static of this object, of which only the
+        // address is taken, which is what `pthread_atfork` passes (so the
+        // handlers are dropped if this object is ever unloaded).
+        unsafe {
+            __register_atfork(
+                prepare,
+                parent,
+                child,
+                ptr::addr_of!(__dso_handle).cast_mut().cast(),
+            )
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let unsafe_fn = |f: ForkHandler| f.map(|f| f as unsafe extern "C" fn());
+        // SAFETY: the handlers are safe functions of the signature `fork`
+        // calls them with.
+        unsafe { libc::pthread_atfork(unsafe_fn(prepare), unsafe_fn(parent), unsafe_fn(child)) }
+    }
+}
+
 /// A coarse monotonic clock in milliseconds (a vDSO read, no system call).
 ///
 /// Under loom it always reads 0: a model's executions must be
@@ -67,13 +128,39 @@ pub(crate) fn now_ms() -> u64 {
 /// A coarse monotonic clock in milliseconds (a vDSO read, no system call).
 #[cfg(not(loom))]
 pub(crate) fn now_ms() -> u64 {
+    let ts = monotonic_coarse();
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// `CLOCK_MONOTONIC_COARSE`, from the vDSO directly where it can be found
+/// (see `vdso.rs`: why not through glibc).
+#[cfg(all(
+    not(loom),
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+fn monotonic_coarse() -> libc::timespec {
+    super::vdso::monotonic_coarse()
+}
+
+/// `CLOCK_MONOTONIC_COARSE`.
+#[cfg(all(
+    not(loom),
+    not(all(
+        target_os = "linux",
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))
+))]
+fn monotonic_coarse() -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid out-parameter.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    ts
 }
 
 /// How [`process_barrier`] reaches the other threads, decided at its first

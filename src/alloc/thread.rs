@@ -126,8 +126,7 @@ fn set_up_process() {
         return;
     }
     if PROCESS.fetch_or(PROCESS_ATFORK, Ordering::AcqRel) & PROCESS_ATFORK == 0 {
-        // SAFETY: registers a handler with the signature pthreads expects.
-        unsafe { libc::pthread_atfork(None, None, Some(in_child_after_fork)) };
+        super::os::register_atfork(None, None, Some(in_child_after_fork));
     }
 }
 
