@@ -17,8 +17,9 @@
 //! with a load and a store (no read-modify-write), as the class counters
 //! are kept. `alloc_stats()` sums them over every heap, live or parked,
 //! and the registry's `large_orphans` (counted with read-modify-writes by
-//! threads that have no heap: before their first small allocation, during
-//! their teardown). It reads every heap's losses before any heap's gains,
+//! threads that cannot have a heap: during their teardown, or when the OS
+//! refuses memory; a thread whose first allocation is large is given its
+//! heap then). It reads every heap's losses before any heap's gains,
 //! with a fence between, as it does for the classes: a block's free is
 //! counted after its allocation (the block passed from one to the other),
 //! so every free it sees has its allocation seen too, and the figures
@@ -197,13 +198,16 @@ fn lose(registry: &Registry, heap: &Heap, bytes: usize) {
     }
 }
 
-/// The calling thread's heap, if it has one (and so owns it).
+/// The calling thread's heap, bound now if it had none (a thread whose
+/// first allocations are large counts in its own heap too, not in the
+/// shared orphan counters); `None` only during the thread's teardown or
+/// when the OS refuses memory.
 #[cfg(not(loom))]
 #[inline(always)]
 fn own_heap() -> Option<&'static Heap> {
     // SAFETY: a heap bound to the calling thread is owned by it (only the
     // owner writes its large counters and credit) and never unmapped.
-    unsafe { super::thread::current_heap().as_ref() }
+    unsafe { super::thread::bind_for_free().as_ref() }
 }
 
 /// Counts a change in the calling thread's large blocks: `blocks` more or

@@ -173,8 +173,8 @@ pub(crate) fn alloc_unbound(class: usize) -> *mut u8 {
     REGISTRY.alloc_elsewhere(class)
 }
 
-/// The heap of a thread about to free a block: its own, or one bound now.
-/// Null if it cannot have one.
+/// The heap of a thread about to free a block (or count a large one): its
+/// own, or one bound now. Null if it cannot have one.
 pub(crate) fn bind_for_free() -> *mut Heap {
     let heap = current_heap();
     if heap.is_null() {
