@@ -268,9 +268,9 @@ fn collect_real(st: &State, g: usize) -> (usize, usize, Option<Panic>) {
     };
     std::mem::forget(abandon);
     if g == 2 {
-        if from_dirty {
-            st.clear_seeds(start, &sc.seeds);
-        } else {
+        // (A collection from the dirty seeds cleared their bits and made
+        // them clean as it examined them.)
+        if !from_dirty {
             st.clear_dirty_slots(start, end);
         }
         if outcome.conservative {
@@ -399,6 +399,13 @@ fn find_reachable_from_dirty(
             }
             // SAFETY: a non-null member is a listed object, live.
             let h = unsafe { GcHeader::of(p) };
+            // A dirty member is a seed (every listed dirty object of the
+            // range is one, see `State::dirty_seeds`, which cleared their
+            // slot bits): made clean here, while its header is at hand.
+            let w = h.gc.get();
+            if w & CLEAN == 0 {
+                h.gc.set(w | CLEAN);
+            }
             let r = &refs[pos];
             r.set(r.get() + strong_refs(p));
             if h.has(LENT_MUT) && !lent_mut_ended(p, h) {

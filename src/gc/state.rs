@@ -747,7 +747,11 @@ impl State {
 
     /// The seeds of a full collection of the list range `[start, len)`:
     /// appends to `seeds` the range position of every listed dirty object
-    /// whose slot bit is set; clears the other bits of the range.
+    /// whose slot bit is set, and clears every bit of the range: the
+    /// collection examines each seed and makes it clean (see
+    /// `collector::find_reachable_from_dirty`), so no bit of the range
+    /// stays due (an object made dirty during the phases sets its bit
+    /// again).
     pub(crate) fn dirty_seeds(&self, start: usize, seeds: &mut Vec<usize>) {
         let len = self.list.len();
         let mut w = start / 64;
@@ -764,29 +768,11 @@ impl State {
                 // SAFETY: non-null list entries are live tracked objects.
                 if !p.is_null() && !unsafe { GcHeader::of(p) }.has(CLEAN) {
                     seeds.push(i - start);
-                } else {
-                    self.dirty_slots.assign(i, false);
                 }
             }
             w += 1;
         }
-    }
-
-    /// The seeds of a full collection were examined: they are clean again
-    /// and their slot bits cleared (before the rebuild moves anything).
-    pub(crate) fn clear_seeds(&self, start: usize, seeds: &[usize]) {
-        for &pos in seeds {
-            let i = start + pos;
-            // SAFETY: seeds are range positions of listed objects, and
-            // nothing moved since `dirty_seeds`.
-            let p = unsafe { self.list.get_unchecked(i) };
-            // A `trace` that broke rule 5 may have freed it (a null slot).
-            if !p.is_null() {
-                // SAFETY: a non-null entry is a live tracked object.
-                unsafe { GcHeader::of(p) }.set_flags(CLEAN);
-            }
-            self.dirty_slots.assign(i, false);
-        }
+        self.dirty_slots.clear_range(start, len);
     }
 
     /// A full collection of the list range `[start, len)` examined it
