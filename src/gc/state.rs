@@ -22,6 +22,7 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
+use super::collector::Outcome;
 use super::header::{Counts, GcHeader, ObjPtr, CLEAN, LENT_MUT, SHIFT, UNTRACKED};
 use super::ptr_vec::PtrVec;
 use super::slot_bits::SlotBits;
@@ -35,6 +36,10 @@ pub(crate) const ALL_DIRTY: u8 = 0b111;
 /// covered most of it (see [`State::closure_size`]), at first and at most.
 pub(crate) const RANGE_SCANS: u8 = 3;
 pub(crate) const MAX_RANGE_SCANS: u8 = 48;
+
+/// Range scans of a generation made without parent links after links
+/// failed to settle one (see [`State::links_pay`]).
+pub(crate) const LINKS_REST: u8 = 8;
 
 /// Most collections run at thread exit (see [`State::tear_down`]).
 pub(crate) const TEARDOWN_ROUNDS: usize = 16;
@@ -145,6 +150,12 @@ pub(crate) struct State {
     skipped: [Cell<usize>; 3],
     /// The skip rule is in force (tests turn it off to check it).
     skip_enabled: Cell<bool>,
+    /// Bit `g`: the next range scan of generation `g` records parent
+    /// links, if `links_rest[g]` is 0 (see [`State::links_pay`]).
+    links: Cell<u8>,
+    /// Range scans of generation `g` left to make without links after
+    /// links did not settle one.
+    links_rest: [Cell<u8>; 3],
 }
 
 const GS0: GenStats = GenStats {
@@ -180,6 +191,8 @@ thread_local! {
             stats: [Cell::new(GS0), Cell::new(GS0), Cell::new(GS0)],
             skipped: [Cell::new(0), Cell::new(0), Cell::new(0)],
             skip_enabled: Cell::new(true),
+            links: Cell::new(ALL_DIRTY),
+            links_rest: [Cell::new(0), Cell::new(0), Cell::new(0)],
         }
     };
     static OWNER: Owner = const { Owner };
@@ -736,6 +749,39 @@ impl State {
                 .set(next.saturating_mul(2).min(MAX_RANGE_SCANS));
         } else {
             self.range_scans_next.set(RANGE_SCANS);
+        }
+    }
+
+    /// Whether the next range scan of generation `g` (a young collection,
+    /// or a full one that examines its whole range) should record parent
+    /// links for phase 2 (see `collector::finish`). Yes if the last one
+    /// found at least a quarter of its candidates reachable (objects
+    /// still being built, which the links settle without a second
+    /// trace); no if it found them mostly garbage (which tracing does not
+    /// touch and the links would cost for), and for the next
+    /// [`LINKS_REST`] scans after links failed to settle one (garbage
+    /// with several references each, as doubly linked lists: phase 2
+    /// traced anyway). Only a matter of speed: both ways give the same
+    /// answer.
+    pub(crate) fn links_pay(&self, g: usize) -> bool {
+        let rest = self.links_rest[g].get();
+        if rest > 0 {
+            self.links_rest[g].set(rest - 1);
+            return false;
+        }
+        self.links.get() & (1 << g) != 0
+    }
+
+    /// A range scan of generation `g` found `outcome` (with parent links
+    /// if `links`): sets the hints [`links_pay`](Self::links_pay) reads.
+    pub(crate) fn note_candidates(&self, g: usize, outcome: &Outcome, links: bool) {
+        let reachable = outcome.candidates - outcome.unreachable;
+        let pay = reachable * 4 >= outcome.candidates;
+        let bit = 1u8 << g;
+        let l = self.links.get();
+        self.links.set(if pay { l | bit } else { l & !bit });
+        if links && outcome.traced {
+            self.links_rest[g].set(LINKS_REST);
         }
     }
 

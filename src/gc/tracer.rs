@@ -80,6 +80,10 @@ pub(crate) enum Mode {
     /// `subtract_refs`: each edge into the collected range decrements the
     /// target's gc_refs.
     Subtract,
+    /// `subtract_refs` of a range scan that records parent links (see
+    /// [`Tracer::parents`]): as `Subtract`, and the member being traced
+    /// becomes the target's parent.
+    Link,
     /// `subtract_refs` of a full collection from the dirty seeds, whose
     /// members start [`UNSEEN`]: as `Subtract`, and a target met for the
     /// first time joins the examined set and is pushed on the stack.
@@ -127,18 +131,19 @@ pub struct Tracer {
     pub(crate) reached: usize,
     /// `mark_external` was called: the collection was conservative.
     pub(crate) saw_external: bool,
-    /// [`Mode::Discover`]: `n` entries, the position of the member that
-    /// last reported an edge to member `pos` (`NO_PARENT` if none did),
-    /// so that phase 2 can settle most candidates by following these
-    /// links instead of tracing (see `collector::resolve_through_parents`).
-    /// Null in the other modes.
+    /// [`Mode::Discover`] and [`Mode::Link`] (and [`Mode::Mark`] after
+    /// either): `n` entries, the position of the member that last
+    /// reported an edge to member `pos` (written only for the members an
+    /// edge reached), so that phase 2 can settle most candidates by
+    /// following these links instead of tracing (see
+    /// `collector::resolve_through_parents`). Null otherwise.
     pub(crate) parents: *mut u32,
 }
 
 impl Tracer {
     /// A tracer over the range `[start, start + n)`, writing gc_refs to
-    /// `refs` and, in [`Mode::Discover`], parent links to `parents` (`n`
-    /// entries each).
+    /// `refs` and, in [`Mode::Discover`] and [`Mode::Link`], parent links
+    /// to `parents` (`n` entries each).
     pub(crate) fn new(
         start: usize,
         n: usize,
@@ -161,9 +166,9 @@ impl Tracer {
     /// Records `current` as the parent of member `pos` (phase 1).
     #[inline(always)]
     fn set_parent(&mut self, pos: usize) {
-        // SAFETY: in Discover mode (the only caller) `parents` has n
-        // entries (`Scratch::parents_for`) and pos < n; `current < n <
-        // u32::MAX` while a member is traced.
+        // SAFETY: in Discover and Link modes (the only callers) `parents`
+        // has n entries (`Scratch::parents_for`) and pos < n; `current <
+        // n < u32::MAX` while a member is traced.
         unsafe { *self.parents.add(pos) = self.current as u32 }
     }
 
@@ -207,6 +212,9 @@ impl Tracer {
         let r = unsafe { &*self.refs.add(pos) };
         // (Tested in the order of their frequency.)
         if self.mode == Mode::Subtract {
+            r.set(r.get() - 1);
+        } else if self.mode == Mode::Link {
+            self.set_parent(pos);
             r.set(r.get() - 1);
         } else if self.mode == Mode::Discover {
             self.discover(r, pos)
