@@ -322,9 +322,10 @@ pub(crate) struct Outcome {
 /// members not reachable from outside the set (holes are not
 /// candidates). `held` is the count the caller holds on each member (not
 /// a reference from outside). `clear_dirty`: the members are made clean
-/// (a full collection). `links`: phase 1 records parent links and phase 2
-/// follows them before it traces (see [`finish`]; only when `held` is
-/// 0, which [`resolve_through_parents`]'s rule for settling assumes).
+/// (a full collection). `links`: phase 1 traces the newest member first
+/// (so that each member's parent link is its oldest referrer) and phase 2
+/// follows the links before it traces (see [`finish`]; only when `held`
+/// is 0, which [`resolve_through_parents`]'s rule for settling assumes).
 pub(crate) fn find_reachable<M: Members + ?Sized>(
     members: &M,
     base: usize,
@@ -336,27 +337,21 @@ pub(crate) fn find_reachable<M: Members + ?Sized>(
     let n = members.len();
     zeroed_refs(&mut sc.refs, n);
     let links = links && held == 0;
-    let parents = if links {
-        sc.examined = 0..n;
-        sc.parents_for(n)
-    } else {
-        std::ptr::null_mut()
-    };
+    sc.examined = 0..n;
+    let parents = sc.parents_for(n);
     let mut tracer = Tracer::new(base, n, sc.refs.as_ptr(), parents);
-    if links {
-        tracer.mode = Mode::Link;
-    }
     tracer.stack = std::mem::take(&mut sc.stack);
     tracer.stack.clear();
     let holes = update_and_subtract_refs(
         members,
         held,
         clear_dirty,
+        links,
         &sc.refs,
         &mut sc.late,
         &mut tracer,
     );
-    let (candidates, unreachable, traced) = finish(members, sc, &mut tracer);
+    let (candidates, unreachable, traced) = finish(members, sc, &mut tracer, links);
     Outcome {
         conservative: tracer.saw_external,
         holes,
@@ -450,7 +445,7 @@ fn find_reachable_from_dirty(
     }
     st.closure_size(sc.seeds.len(), examined, n);
     sc.examined = lo.min(hi)..hi;
-    let (candidates, unreachable, traced) = finish(members, sc, &mut tracer);
+    let (candidates, unreachable, traced) = finish(members, sc, &mut tracer, true);
     Outcome {
         conservative: tracer.saw_external,
         candidates,
@@ -470,8 +465,9 @@ fn find_reachable_from_dirty(
 /// gives the stack back; returns the number of candidates and of
 /// unreachable members, and whether phase 2 traced.
 ///
-/// When phase 1 recorded parent links (Discover or Link mode), phase 2
-/// first follows them ([`resolve_through_parents`]); only when that
+/// In a full collection from the dirty seeds (Discover mode) and with
+/// `links` (a range scan told to), phase 2 first follows the parent links
+/// phase 1 recorded ([`resolve_through_parents`]); only when that
 /// leaves a candidate that another edge could still reach does it trace
 /// ([`move_unreachable`]).
 ///
@@ -489,18 +485,28 @@ fn finish<M: Members + ?Sized>(
     members: &M,
     sc: &mut Scratch,
     tracer: &mut Tracer,
+    links: bool,
 ) -> (usize, usize, bool) {
     tracer.reached = 0;
     let mut traced = false;
-    let candidates = if !tracer.parents.is_null() {
-        // SAFETY: in Discover and Link modes (the ones with parents) the
-        // parent link of every member met by an edge was written, and
-        // every candidate was met by one (the caller holds no count on
-        // them, so a candidate's strong count, at least one, was
-        // cancelled by edges); the members outside `examined` are UNSEEN
-        // (Discover; in Link mode every member is examined).
-        let (candidates, resolved, settled) =
-            unsafe { resolve_through_parents(members, &sc.refs, &sc.parents, sc.examined.clone()) };
+    let discover = tracer.mode == Mode::Discover;
+    let candidates = if links || discover {
+        // SAFETY: phase 1 (Subtract or Discover mode) wrote the parent
+        // link of every member an edge met, and every candidate was met
+        // by one (no count is held on the members in Discover mode, and
+        // `links` is only set when `held` is 0, so a candidate's strong
+        // count, at least one, was cancelled by edges); the members
+        // outside `examined` are UNSEEN (Discover; a range scan examines
+        // every member).
+        let (candidates, resolved, settled) = unsafe {
+            resolve_through_parents(
+                members,
+                &sc.refs,
+                &sc.parents,
+                sc.examined.clone(),
+                !discover,
+            )
+        };
         tracer.reached = resolved;
         if !settled {
             traced = true;
@@ -526,7 +532,10 @@ fn finish<M: Members + ?Sized>(
 /// is reachable and marked [`RESOLVED`]; one whose chain loops or ends
 /// among candidates is left [`PENDING`]. Each candidate is followed once
 /// (the path is marked [`VISITING`] as it is walked, then walked again
-/// to mark the outcome). Returns the number of candidates, of those
+/// to mark the outcome). With `steps`, two passes first resolve each
+/// candidate whose parent is already known reachable, in list order and
+/// then from the end, which settles the usual shapes of a range scan
+/// before any chain is walked. Returns the number of candidates, of those
 /// resolved, and whether that settles phase 2.
 ///
 /// It does when no pending candidate has more than one strong reference:
@@ -551,6 +560,7 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     refs: &[Cell<Refs>],
     parents: &[MaybeUninit<u32>],
     examined: Range<usize>,
+    steps: bool,
 ) -> (usize, usize, bool) {
     let n = refs.len();
     assert!(parents.len() == n && members.len() == n && examined.end <= n);
@@ -572,17 +582,22 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
             }
         }
     };
-    // A first pass, in list order, counts the roots and the candidates and
-    // takes one step from each candidate: objects linked from older ones
-    // (a ring or a chain built forwards) settle here in one step each.
-    // (With no root, nothing is resolved.)
+    // A first pass, in list order, counts the roots and the candidates
+    // and, with `steps` (a range scan, whose links name each member's
+    // oldest referrer), takes one step from each candidate: objects linked
+    // from older ones (a list grown at its tail, a ring or a tree built
+    // forwards) settle here in one step each. (With no root, nothing is
+    // resolved.) A full collection's links follow its discovery order,
+    // not the list's: it walks the chains only.
     for t in examined.clone() {
         let r = refs[t].get();
         if is_root(r) {
             roots += 1;
         } else if is_candidate(r) {
             candidates += 1;
-            step(t, &mut resolved);
+            if steps {
+                step(t, &mut resolved);
+            }
         }
     }
     if candidates == 0 || roots == 0 {
@@ -592,15 +607,17 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     if resolved == candidates {
         return (candidates, resolved, true);
     }
-    // A second, from the end: objects linked from newer ones (a list
-    // grown at its tail, a tree built bottom-up) settle here likewise.
-    for t in examined.clone().rev() {
-        if is_candidate(refs[t].get()) {
-            step(t, &mut resolved);
+    if steps {
+        // A second, from the end: objects linked from newer ones (a tree
+        // built bottom-up) settle here likewise.
+        for t in examined.clone().rev() {
+            if is_candidate(refs[t].get()) {
+                step(t, &mut resolved);
+            }
         }
-    }
-    if resolved == candidates {
-        return (candidates, resolved, true);
+        if resolved == candidates {
+            return (candidates, resolved, true);
+        }
     }
     let mut settled = true;
     for t in examined {
@@ -699,7 +716,8 @@ fn zeroed_refs(refs: &mut Vec<Cell<Refs>>, n: usize) {
 /// each member's gc_refs get its strong count (less `held`), and each
 /// edge to a member found by tracing subtracts one. Makes the members
 /// clean if `clear_dirty`. Holes get [`REACHED`] (they are no
-/// candidates); returns their number.
+/// candidates); returns their number. Members are traced in list order,
+/// or newest first if `newest_first` (see [`find_reachable`]).
 ///
 /// A member flagged `LENT_MUT` whose counts do not prove its `&mut` ended
 /// is not traced yet; an edge to it met later may prove it, and it is
@@ -709,6 +727,7 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
     members: &M,
     held: Refs,
     clear_dirty: bool,
+    newest_first: bool,
     refs: &[Cell<Refs>],
     late: &mut Vec<usize>,
     tracer: &mut Tracer,
@@ -716,7 +735,7 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
     late.clear();
     let mut holes = 0;
     assert_eq!(refs.len(), members.len());
-    if tracer.mode == Mode::Link {
+    if newest_first {
         // Newest first, so that each member's parent link (its last
         // referrer) is its oldest: chains then lead towards older
         // members (a list grown at its tail links each node to the one
@@ -726,10 +745,15 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
             // SAFETY: pos < refs.len() == members.len() (asserted above).
             holes += unsafe { subtract_one(members, pos, held, clear_dirty, refs, late, tracer) };
         }
+    } else if clear_dirty {
+        for pos in 0..refs.len() {
+            // SAFETY: pos < refs.len() == members.len() (asserted above).
+            holes += unsafe { subtract_one(members, pos, held, true, refs, late, tracer) };
+        }
     } else {
         for pos in 0..refs.len() {
             // SAFETY: pos < refs.len() == members.len() (asserted above).
-            holes += unsafe { subtract_one(members, pos, held, clear_dirty, refs, late, tracer) };
+            holes += unsafe { subtract_one(members, pos, held, false, refs, late, tracer) };
         }
     }
     // The members lent out by `Gc::get_mut`: trace those an edge proved

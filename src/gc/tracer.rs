@@ -78,12 +78,9 @@ pub(crate) fn is_candidate(r: Refs) -> bool {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Mode {
     /// `subtract_refs`: each edge into the collected range decrements the
-    /// target's gc_refs.
+    /// target's gc_refs, and the member being traced becomes the target's
+    /// parent (see [`Tracer::parents`]).
     Subtract,
-    /// `subtract_refs` of a range scan that records parent links (see
-    /// [`Tracer::parents`]): as `Subtract`, and the member being traced
-    /// becomes the target's parent.
-    Link,
     /// `subtract_refs` of a full collection from the dirty seeds, whose
     /// members start [`UNSEEN`]: as `Subtract`, and a target met for the
     /// first time joins the examined set and is pushed on the stack.
@@ -131,19 +128,20 @@ pub struct Tracer {
     pub(crate) reached: usize,
     /// `mark_external` was called: the collection was conservative.
     pub(crate) saw_external: bool,
-    /// [`Mode::Discover`] and [`Mode::Link`] (and [`Mode::Mark`] after
-    /// either): `n` entries, the position of the member that last
-    /// reported an edge to member `pos` (written only for the members an
+    /// `n` entries, the position of the member that last reported an
+    /// edge to member `pos` in phase 1 (written only for the members an
     /// edge reached), so that phase 2 can settle most candidates by
     /// following these links instead of tracing (see
-    /// `collector::resolve_through_parents`). Null otherwise.
+    /// `collector::resolve_through_parents`). Written in
+    /// [`Mode::Subtract`] and [`Mode::Discover`] (storing a link costs
+    /// less than testing whether to).
     pub(crate) parents: *mut u32,
 }
 
 impl Tracer {
     /// A tracer over the range `[start, start + n)`, writing gc_refs to
-    /// `refs` and, in [`Mode::Discover`] and [`Mode::Link`], parent links
-    /// to `parents` (`n` entries each).
+    /// `refs` and, in phase 1, parent links to `parents` (`n` entries
+    /// each).
     pub(crate) fn new(
         start: usize,
         n: usize,
@@ -166,8 +164,8 @@ impl Tracer {
     /// Records `current` as the parent of member `pos` (phase 1).
     #[inline(always)]
     fn set_parent(&mut self, pos: usize) {
-        // SAFETY: in Discover and Link modes (the only callers) `parents`
-        // has n entries (`Scratch::parents_for`) and pos < n; `current <
+        // SAFETY: in Subtract and Discover modes (the only callers)
+        // `parents` has n entries (`Scratch::parents_for`) and pos < n; `current <
         // n < u32::MAX` while a member is traced.
         unsafe { *self.parents.add(pos) = self.current as u32 }
     }
@@ -212,8 +210,6 @@ impl Tracer {
         let r = unsafe { &*self.refs.add(pos) };
         // (Tested in the order of their frequency.)
         if self.mode == Mode::Subtract {
-            r.set(r.get() - 1);
-        } else if self.mode == Mode::Link {
             self.set_parent(pos);
             r.set(r.get() - 1);
         } else if self.mode == Mode::Discover {
