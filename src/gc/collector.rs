@@ -9,11 +9,13 @@
 //! ever read, never written:
 //!
 //! 1. [`update_and_subtract_refs`]: CPython's `update_refs` and
-//!    `subtract_refs`, fused: trace every member in list order; its
-//!    strong count is added to its gc_refs, each edge to a member (its
-//!    index says so) subtracts one. What remains is the number of
-//!    references from outside the range. Members left with none are the
-//!    *candidates*; when there are none, phase 2 is skipped.
+//!    `subtract_refs`, fused: trace every member in list order (newest
+//!    first when the links will be followed, see below); its strong count
+//!    is added to its gc_refs, each edge to a member (its index says so)
+//!    subtracts one and names the member traced as the target's parent.
+//!    What remains is the number of references from outside the range.
+//!    Members left with none are the *candidates*; when there are none,
+//!    phase 2 is skipped.
 //! 2. [`move_unreachable`]: members with gc_refs > 0 (or met with a
 //!    mutably borrowed `RefCell`, or lent out by `Gc::get_mut`) are
 //!    roots; every candidate reachable from them is marked by tracing
@@ -22,7 +24,9 @@
 //!    are unreachable. A full collection from the dirty seeds first
 //!    follows the parent links its phase 1 recorded
 //!    ([`resolve_through_parents`]), which settles most shapes without
-//!    tracing again.
+//!    tracing again; so does a young collection whose generation last
+//!    found its candidates mostly reachable (objects still being built:
+//!    `State::links_pay`).
 //! 3. [`rebuild_and_promote`]: reachable members are packed at the start
 //!    of the range (only moved ones get their index rewritten), objects
 //!    allocated meanwhile follow; boundaries move so survivors join
