@@ -150,7 +150,7 @@ pub(crate) struct State {
     skipped: [Cell<usize>; 3],
     /// The skip rule is in force (tests turn it off to check it).
     skip_enabled: Cell<bool>,
-    /// Bit `g`: the next range scan of generation `g` records parent
+    /// Bit `g`: the next range scan of generation `g` follows the parent
     /// links, if `links_rest[g]` is 0 (see [`State::links_pay`]).
     links: Cell<u8>,
     /// Range scans of generation `g` left to make without links after
@@ -753,8 +753,9 @@ impl State {
     }
 
     /// Whether the next range scan of generation `g` (a young collection,
-    /// or a full one that examines its whole range) should record parent
-    /// links for phase 2 (see `collector::finish`). Yes if the last one
+    /// or a full one that examines its whole range) should trace the
+    /// newest member first and follow the parent links in phase 2 (see
+    /// `collector::finish`). Yes if the last one
     /// found at least a quarter of its candidates reachable (objects
     /// still being built, which the links settle without a second
     /// trace); no if it found them mostly garbage (which tracing does not
