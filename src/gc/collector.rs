@@ -9,11 +9,13 @@
 //! ever read, never written:
 //!
 //! 1. [`update_and_subtract_refs`]: CPython's `update_refs` and
-//!    `subtract_refs`, fused: trace every member in list order; its
-//!    strong count is added to its gc_refs, each edge to a member (its
-//!    index says so) subtracts one. What remains is the number of
-//!    references from outside the range. Members left with none are the
-//!    *candidates*; when there are none, phase 2 is skipped.
+//!    `subtract_refs`, fused: trace every member in list order (newest
+//!    first when the links will be followed, see below); its strong count
+//!    is added to its gc_refs, each edge to a member (its index says so)
+//!    subtracts one and names the member traced as the target's parent.
+//!    What remains is the number of references from outside the range.
+//!    Members left with none are the *candidates*; when there are none,
+//!    phase 2 is skipped.
 //! 2. [`move_unreachable`]: members with gc_refs > 0 (or met with a
 //!    mutably borrowed `RefCell`, or lent out by `Gc::get_mut`) are
 //!    roots; every candidate reachable from them is marked by tracing
@@ -22,7 +24,9 @@
 //!    are unreachable. A full collection from the dirty seeds first
 //!    follows the parent links its phase 1 recorded
 //!    ([`resolve_through_parents`]), which settles most shapes without
-//!    tracing again.
+//!    tracing again; so does a young collection whose generation last
+//!    found its candidates mostly reachable (objects still being built:
+//!    `State::links_pay`).
 //! 3. [`rebuild_and_promote`]: reachable members are packed at the start
 //!    of the range (only moved ones get their index rewritten), objects
 //!    allocated meanwhile follow; boundaries move so survivors join
@@ -264,13 +268,16 @@ fn collect_real(st: &State, g: usize) -> (usize, usize, Option<Panic>) {
     let outcome = if from_dirty {
         find_reachable_from_dirty(st, &members, start, &mut sc)
     } else {
-        find_reachable(&members, start, 0, g == 2, &mut sc)
+        let links = st.links_pay(g);
+        let outcome = find_reachable(&members, start, 0, g == 2, links, &mut sc);
+        st.note_candidates(g, &outcome, links);
+        outcome
     };
     std::mem::forget(abandon);
     if g == 2 {
-        if from_dirty {
-            st.clear_seeds(start, &sc.seeds);
-        } else {
+        // (A collection from the dirty seeds cleared their bits and made
+        // them clean as it examined them.)
+        if !from_dirty {
             st.clear_dirty_slots(start, end);
         }
         if outcome.conservative {
@@ -305,8 +312,13 @@ pub(crate) struct Outcome {
     pub(crate) conservative: bool,
     /// Null members (holes of the list).
     pub(crate) holes: usize,
-    /// Members found unreachable.
+    /// Members without references from outside the examined set after
+    /// phase 1 (see [`is_candidate`]).
+    pub(crate) candidates: usize,
+    /// Members found unreachable (candidates phase 2 did not reach).
     pub(crate) unreachable: usize,
+    /// Phase 2 traced (the parent links, if any, did not settle it).
+    pub(crate) traced: bool,
 }
 
 /// Phases 1 and 2 over `members` (whose gc words hold indices `base..`):
@@ -314,32 +326,42 @@ pub(crate) struct Outcome {
 /// members not reachable from outside the set (holes are not
 /// candidates). `held` is the count the caller holds on each member (not
 /// a reference from outside). `clear_dirty`: the members are made clean
-/// (a full collection).
+/// (a full collection). `links`: phase 1 traces the newest member first
+/// (so that each member's parent link is its oldest referrer) and phase 2
+/// follows the links before it traces (see [`finish`]; only when `held`
+/// is 0, which [`resolve_through_parents`]'s rule for settling assumes).
 pub(crate) fn find_reachable<M: Members + ?Sized>(
     members: &M,
     base: usize,
     held: Refs,
     clear_dirty: bool,
+    links: bool,
     sc: &mut Scratch,
 ) -> Outcome {
     let n = members.len();
     zeroed_refs(&mut sc.refs, n);
-    let mut tracer = Tracer::new(base, n, sc.refs.as_ptr(), std::ptr::null_mut());
+    let links = links && held == 0;
+    sc.examined = 0..n;
+    let parents = sc.parents_for(n);
+    let mut tracer = Tracer::new(base, n, sc.refs.as_ptr(), parents);
     tracer.stack = std::mem::take(&mut sc.stack);
     tracer.stack.clear();
     let holes = update_and_subtract_refs(
         members,
         held,
         clear_dirty,
+        links,
         &sc.refs,
         &mut sc.late,
         &mut tracer,
     );
-    let unreachable = finish(members, sc, &mut tracer);
+    let (candidates, unreachable, traced) = finish(members, sc, &mut tracer, links);
     Outcome {
         conservative: tracer.saw_external,
         holes,
+        candidates,
         unreachable,
+        traced,
     }
 }
 
@@ -399,6 +421,13 @@ fn find_reachable_from_dirty(
             }
             // SAFETY: a non-null member is a listed object, live.
             let h = unsafe { GcHeader::of(p) };
+            // A dirty member is a seed (every listed dirty object of the
+            // range is one, see `State::dirty_seeds`, which cleared their
+            // slot bits): made clean here, while its header is at hand.
+            let w = h.gc.get();
+            if w & CLEAN == 0 {
+                h.gc.set(w | CLEAN);
+            }
             let r = &refs[pos];
             r.set(r.get() + strong_refs(p));
             if h.has(LENT_MUT) && !lent_mut_ended(p, h) {
@@ -420,9 +449,11 @@ fn find_reachable_from_dirty(
     }
     st.closure_size(sc.seeds.len(), examined, n);
     sc.examined = lo.min(hi)..hi;
-    let unreachable = finish(members, sc, &mut tracer);
+    let (candidates, unreachable, traced) = finish(members, sc, &mut tracer, true);
     Outcome {
         conservative: tracer.saw_external,
+        candidates,
+        traced,
         // (A `trace` that breaks rule 5 may have tracked objects past the
         // range meanwhile: then the count is unknown, and a rebuild is
         // always correct.)
@@ -435,40 +466,67 @@ fn find_reachable_from_dirty(
 }
 
 /// Counts the candidates phase 1 left, runs phase 2 if there are any,
-/// gives the stack back; returns the number of unreachable members.
+/// gives the stack back; returns the number of candidates and of
+/// unreachable members, and whether phase 2 traced.
 ///
-/// Phase 2 first follows the parent links phase 1 recorded
-/// ([`resolve_through_parents`]); only when that leaves a candidate that
-/// another edge could still reach does it trace ([`move_unreachable`]).
+/// In a full collection from the dirty seeds (Discover mode) and with
+/// `links` (a range scan told to), phase 2 first follows the parent links
+/// phase 1 recorded ([`resolve_through_parents`]); only when that
+/// leaves a candidate that another edge could still reach does it trace
+/// ([`move_unreachable`]).
 ///
 /// Following the links costs a few instructions per candidate, reachable
 /// or not, on two dense arrays; tracing costs a `trace` per reachable
 /// member (reading its value and its targets' headers again) and nothing
-/// for the garbage. Young collections trace: their members are few and
-/// still in the caches. Full collections from the dirty seeds follow the
-/// links: their members are many and cold.
-fn finish<M: Members + ?Sized>(members: &M, sc: &mut Scratch, tracer: &mut Tracer) -> usize {
+/// for the garbage. Full collections from the dirty seeds follow the
+/// links: their members are many and cold. Range scans (young
+/// collections) follow them when the last range scan of their generation
+/// found its candidates mostly reachable (objects still being built, as
+/// a linked list that grows: then a second trace of each is saved), and
+/// trace otherwise (candidates mostly garbage, as rings dropped as they
+/// are built: links would cost for nothing); see `State::links_pay`.
+fn finish<M: Members + ?Sized>(
+    members: &M,
+    sc: &mut Scratch,
+    tracer: &mut Tracer,
+    links: bool,
+) -> (usize, usize, bool) {
     tracer.reached = 0;
-    let candidates = if tracer.mode == Mode::Discover {
-        // SAFETY: in Discover mode the parent link of every member met
-        // by an edge was written, and every candidate was met by one;
-        // the members outside `examined` are UNSEEN.
-        let (candidates, resolved, settled) =
-            unsafe { resolve_through_parents(members, &sc.refs, &sc.parents, sc.examined.clone()) };
+    let mut traced = false;
+    let discover = tracer.mode == Mode::Discover;
+    let candidates = if links || discover {
+        // SAFETY: phase 1 (Subtract or Discover mode) wrote the parent
+        // link of every member an edge met, and every candidate was met
+        // by one (no count is held on the members in Discover mode, and
+        // `links` is only set when `held` is 0, so a candidate's strong
+        // count, at least one, was cancelled by edges); the members
+        // outside `examined` are UNSEEN (Discover; a range scan examines
+        // every member).
+        let (candidates, resolved, settled) = unsafe {
+            resolve_through_parents(
+                members,
+                &sc.refs,
+                &sc.parents,
+                sc.examined.clone(),
+                !discover,
+            )
+        };
         tracer.reached = resolved;
         if !settled {
+            traced = true;
             move_unreachable(members, &sc.refs, candidates, tracer);
         }
         candidates
     } else {
         let candidates = sc.refs.iter().filter(|r| is_candidate(r.get())).count();
         if candidates > 0 {
+            traced = true;
             move_unreachable(members, &sc.refs, candidates, tracer);
         }
         candidates
     };
     sc.stack = std::mem::take(&mut tracer.stack);
-    candidates - tracer.reached
+    (candidates, candidates - tracer.reached, traced)
 }
 
 /// Phase 2's first step: settles the candidates (members without outside
@@ -478,7 +536,10 @@ fn finish<M: Members + ?Sized>(members: &M, sc: &mut Scratch, tracer: &mut Trace
 /// is reachable and marked [`RESOLVED`]; one whose chain loops or ends
 /// among candidates is left [`PENDING`]. Each candidate is followed once
 /// (the path is marked [`VISITING`] as it is walked, then walked again
-/// to mark the outcome). Returns the number of candidates, of those
+/// to mark the outcome). With `steps`, two passes first resolve each
+/// candidate whose parent is already known reachable, in list order and
+/// then from the end, which settles the usual shapes of a range scan
+/// before any chain is walked. Returns the number of candidates, of those
 /// resolved, and whether that settles phase 2.
 ///
 /// It does when no pending candidate has more than one strong reference:
@@ -503,24 +564,65 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     refs: &[Cell<Refs>],
     parents: &[MaybeUninit<u32>],
     examined: Range<usize>,
+    steps: bool,
 ) -> (usize, usize, bool) {
     let n = refs.len();
     assert!(parents.len() == n && members.len() == n && examined.end <= n);
+    // SAFETY: called only for a candidate or a member a link names, whose
+    // `parents` entry phase 1 initialised (this function's `# Safety`).
+    let parent = |x: usize| unsafe { parents[x].assume_init() };
     let mut candidates = 0;
     let mut roots = 0;
-    for r in &refs[examined.clone()] {
-        let r = r.get();
-        candidates += usize::from(is_candidate(r));
-        roots += usize::from(is_root(r));
+    let mut resolved = 0;
+    // One step of resolution: `t`, a candidate, is resolved if its parent
+    // is already known reachable (a root, or resolved before).
+    let step = |t: usize, resolved: &mut usize| {
+        let p = parent(t);
+        if p != NO_PARENT {
+            let rp = refs[p as usize].get();
+            if is_root(rp) || rp == RESOLVED {
+                refs[t].set(RESOLVED);
+                *resolved += 1;
+            }
+        }
+    };
+    // A first pass, in list order, counts the roots and the candidates
+    // and, with `steps` (a range scan, whose links name each member's
+    // oldest referrer), takes one step from each candidate: objects linked
+    // from older ones (a list grown at its tail, a ring or a tree built
+    // forwards) settle here in one step each. (With no root, nothing is
+    // resolved.) A full collection's links follow its discovery order,
+    // not the list's: it walks the chains only.
+    for t in examined.clone() {
+        let r = refs[t].get();
+        if is_root(r) {
+            roots += 1;
+        } else if is_candidate(r) {
+            candidates += 1;
+            if steps {
+                step(t, &mut resolved);
+            }
+        }
     }
     if candidates == 0 || roots == 0 {
         // Nothing, or nothing reachable: every candidate is garbage.
         return (candidates, 0, true);
     }
-    // SAFETY: called only for a candidate or a member a link names, whose
-    // `parents` entry phase 1 initialised (this function's `# Safety`).
-    let parent = |x: usize| unsafe { parents[x].assume_init() };
-    let mut resolved = 0;
+    if resolved == candidates {
+        return (candidates, resolved, true);
+    }
+    if steps {
+        // A second, from the end: objects linked from newer ones (a tree
+        // built bottom-up) settle here likewise.
+        for t in examined.clone().rev() {
+            if is_candidate(refs[t].get()) {
+                step(t, &mut resolved);
+            }
+        }
+        if resolved == candidates {
+            return (candidates, resolved, true);
+        }
+    }
     let mut settled = true;
     for t in examined {
         let r = refs[t].get();
@@ -618,7 +720,8 @@ fn zeroed_refs(refs: &mut Vec<Cell<Refs>>, n: usize) {
 /// each member's gc_refs get its strong count (less `held`), and each
 /// edge to a member found by tracing subtracts one. Makes the members
 /// clean if `clear_dirty`. Holes get [`REACHED`] (they are no
-/// candidates); returns their number.
+/// candidates); returns their number. Members are traced in list order,
+/// or newest first if `newest_first` (see [`find_reachable`]).
 ///
 /// A member flagged `LENT_MUT` whose counts do not prove its `&mut` ended
 /// is not traced yet; an edge to it met later may prove it, and it is
@@ -628,6 +731,7 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
     members: &M,
     held: Refs,
     clear_dirty: bool,
+    newest_first: bool,
     refs: &[Cell<Refs>],
     late: &mut Vec<usize>,
     tracer: &mut Tracer,
@@ -635,36 +739,26 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
     late.clear();
     let mut holes = 0;
     assert_eq!(refs.len(), members.len());
-    for (pos, r) in refs.iter().enumerate() {
-        // SAFETY: pos < refs.len() == members.len().
-        let p = unsafe { members.get(pos) };
-        if p.is_null() {
-            r.set(REACHED);
-            holes += 1;
-            continue;
+    if newest_first {
+        // Newest first, so that each member's parent link (its last
+        // referrer) is its oldest: chains then lead towards older
+        // members (a list grown at its tail links each node to the one
+        // before, not the one after, which loops at the tail), and
+        // `resolve_through_parents` settles them in list order.
+        for pos in (0..refs.len()).rev() {
+            // SAFETY: pos < refs.len() == members.len() (asserted above).
+            holes += unsafe { subtract_one(members, pos, held, clear_dirty, refs, late, tracer) };
         }
-        // SAFETY: non-null members are live tracked objects with live
-        // values (the list's invariant; the garbage is held by the
-        // collector).
-        let h = unsafe { GcHeader::of(p) };
-        let w = h.gc.get();
-        r.set(r.get() + strong_refs(p) - held);
-        if w & (CLEAN | LENT_MUT) != CLEAN {
-            if clear_dirty {
-                h.gc.set(w | CLEAN);
-            }
-            if w & LENT_MUT != 0 && !lent_mut_ended(p, h) {
-                late.push(pos);
-                continue;
-            }
+    } else if clear_dirty {
+        for pos in 0..refs.len() {
+            // SAFETY: pos < refs.len() == members.len() (asserted above).
+            holes += unsafe { subtract_one(members, pos, held, true, refs, late, tracer) };
         }
-        tracer.current = pos;
-        // SAFETY: `p` is a live tracked object with a live value (the
-        // list's invariant, checked non-null above), whose vtable is its
-        // type's; its value is not lent out by `get_mut` (tested just
-        // above), so `trace` may read it; `refs` is only accessed through
-        // the tracer while `trace` runs.
-        unsafe { (h.vtable().trace)(p, tracer) };
+    } else {
+        for pos in 0..refs.len() {
+            // SAFETY: pos < refs.len() == members.len() (asserted above).
+            holes += unsafe { subtract_one(members, pos, held, false, refs, late, tracer) };
+        }
     }
     // The members lent out by `Gc::get_mut`: trace those an edge proved
     // since (which may prove more), until nothing changes.
@@ -674,6 +768,53 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
         c.set(c.get() + EXT);
     }
     holes
+}
+
+/// Phase 1 for member `pos` (see [`update_and_subtract_refs`]): returns
+/// 1 for a hole, 0 otherwise.
+///
+/// # Safety
+/// `pos < refs.len() == members.len()`.
+#[inline(always)]
+unsafe fn subtract_one<M: Members + ?Sized>(
+    members: &M,
+    pos: usize,
+    held: Refs,
+    clear_dirty: bool,
+    refs: &[Cell<Refs>],
+    late: &mut Vec<usize>,
+    tracer: &mut Tracer,
+) -> usize {
+    // SAFETY: pos < refs.len() (this function's `# Safety`).
+    let r = unsafe { refs.get_unchecked(pos) };
+    // SAFETY: pos < members.len() (this function's `# Safety`).
+    let p = unsafe { members.get(pos) };
+    if p.is_null() {
+        r.set(REACHED);
+        return 1;
+    }
+    // SAFETY: non-null members are live tracked objects with live values
+    // (the list's invariant; the garbage is held by the collector).
+    let h = unsafe { GcHeader::of(p) };
+    let w = h.gc.get();
+    r.set(r.get() + strong_refs(p) - held);
+    if w & (CLEAN | LENT_MUT) != CLEAN {
+        if clear_dirty {
+            h.gc.set(w | CLEAN);
+        }
+        if w & LENT_MUT != 0 && !lent_mut_ended(p, h) {
+            late.push(pos);
+            return 0;
+        }
+    }
+    tracer.current = pos;
+    // SAFETY: `p` is a live tracked object with a live value (the list's
+    // invariant, checked non-null above), whose vtable is its type's; its
+    // value is not lent out by `get_mut` (tested just above), so `trace`
+    // may read it; `refs` is only accessed through the tracer while
+    // `trace` runs.
+    unsafe { (h.vtable().trace)(p, tracer) };
+    0
 }
 
 /// Phase 2, CPython's `move_unreachable`: of the `candidates` (members

@@ -380,7 +380,7 @@ pub(crate) fn handle_resurrected_objects(
     let was_in_phases = st.enter_phases();
     let mut sc = Scratch::default();
     let r = catch_unwind(AssertUnwindSafe(|| {
-        find_reachable(&garbage[..], base, 1, false, &mut sc);
+        find_reachable(&garbage[..], base, 1, false, false, &mut sc);
     }));
     st.leave_phases(was_in_phases);
     let mut keep = Vec::new();

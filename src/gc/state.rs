@@ -22,6 +22,7 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
+use super::collector::Outcome;
 use super::header::{Counts, GcHeader, ObjPtr, CLEAN, LENT_MUT, SHIFT, UNTRACKED};
 use super::ptr_vec::PtrVec;
 use super::slot_bits::SlotBits;
@@ -35,6 +36,10 @@ pub(crate) const ALL_DIRTY: u8 = 0b111;
 /// covered most of it (see [`State::closure_size`]), at first and at most.
 pub(crate) const RANGE_SCANS: u8 = 3;
 pub(crate) const MAX_RANGE_SCANS: u8 = 48;
+
+/// Range scans of a generation made without parent links after links
+/// failed to settle one (see [`State::links_pay`]).
+pub(crate) const LINKS_REST: u8 = 8;
 
 /// Most collections run at thread exit (see [`State::tear_down`]).
 pub(crate) const TEARDOWN_ROUNDS: usize = 16;
@@ -145,6 +150,12 @@ pub(crate) struct State {
     skipped: [Cell<usize>; 3],
     /// The skip rule is in force (tests turn it off to check it).
     skip_enabled: Cell<bool>,
+    /// Bit `g`: the next range scan of generation `g` follows the parent
+    /// links, if `links_rest[g]` is 0 (see [`State::links_pay`]).
+    links: Cell<u8>,
+    /// Range scans of generation `g` left to make without links after
+    /// links did not settle one.
+    links_rest: [Cell<u8>; 3],
 }
 
 const GS0: GenStats = GenStats {
@@ -180,6 +191,8 @@ thread_local! {
             stats: [Cell::new(GS0), Cell::new(GS0), Cell::new(GS0)],
             skipped: [Cell::new(0), Cell::new(0), Cell::new(0)],
             skip_enabled: Cell::new(true),
+            links: Cell::new(ALL_DIRTY),
+            links_rest: [Cell::new(0), Cell::new(0), Cell::new(0)],
         }
     };
     static OWNER: Owner = const { Owner };
@@ -739,6 +752,40 @@ impl State {
         }
     }
 
+    /// Whether the next range scan of generation `g` (a young collection,
+    /// or a full one that examines its whole range) should trace the
+    /// newest member first and follow the parent links in phase 2 (see
+    /// `collector::finish`). Yes if the last one
+    /// found at least a quarter of its candidates reachable (objects
+    /// still being built, which the links settle without a second
+    /// trace); no if it found them mostly garbage (which tracing does not
+    /// touch and the links would cost for), and for the next
+    /// [`LINKS_REST`] scans after links failed to settle one (garbage
+    /// with several references each, as doubly linked lists: phase 2
+    /// traced anyway). Only a matter of speed: both ways give the same
+    /// answer.
+    pub(crate) fn links_pay(&self, g: usize) -> bool {
+        let rest = self.links_rest[g].get();
+        if rest > 0 {
+            self.links_rest[g].set(rest - 1);
+            return false;
+        }
+        self.links.get() & (1 << g) != 0
+    }
+
+    /// A range scan of generation `g` found `outcome` (with parent links
+    /// if `links`): sets the hints [`links_pay`](Self::links_pay) reads.
+    pub(crate) fn note_candidates(&self, g: usize, outcome: &Outcome, links: bool) {
+        let reachable = outcome.candidates - outcome.unreachable;
+        let pay = reachable * 4 >= outcome.candidates;
+        let bit = 1u8 << g;
+        let l = self.links.get();
+        self.links.set(if pay { l | bit } else { l & !bit });
+        if links && outcome.traced {
+            self.links_rest[g].set(LINKS_REST);
+        }
+    }
+
     /// A full collection could not prove its answer exact (it was
     /// conservative): the next one examines the whole range.
     pub(crate) fn request_range_scan(&self) {
@@ -747,7 +794,11 @@ impl State {
 
     /// The seeds of a full collection of the list range `[start, len)`:
     /// appends to `seeds` the range position of every listed dirty object
-    /// whose slot bit is set; clears the other bits of the range.
+    /// whose slot bit is set, and clears every bit of the range: the
+    /// collection examines each seed and makes it clean (see
+    /// `collector::find_reachable_from_dirty`), so no bit of the range
+    /// stays due (an object made dirty during the phases sets its bit
+    /// again).
     pub(crate) fn dirty_seeds(&self, start: usize, seeds: &mut Vec<usize>) {
         let len = self.list.len();
         let mut w = start / 64;
@@ -764,29 +815,11 @@ impl State {
                 // SAFETY: non-null list entries are live tracked objects.
                 if !p.is_null() && !unsafe { GcHeader::of(p) }.has(CLEAN) {
                     seeds.push(i - start);
-                } else {
-                    self.dirty_slots.assign(i, false);
                 }
             }
             w += 1;
         }
-    }
-
-    /// The seeds of a full collection were examined: they are clean again
-    /// and their slot bits cleared (before the rebuild moves anything).
-    pub(crate) fn clear_seeds(&self, start: usize, seeds: &[usize]) {
-        for &pos in seeds {
-            let i = start + pos;
-            // SAFETY: seeds are range positions of listed objects, and
-            // nothing moved since `dirty_seeds`.
-            let p = unsafe { self.list.get_unchecked(i) };
-            // A `trace` that broke rule 5 may have freed it (a null slot).
-            if !p.is_null() {
-                // SAFETY: a non-null entry is a live tracked object.
-                unsafe { GcHeader::of(p) }.set_flags(CLEAN);
-            }
-            self.dirty_slots.assign(i, false);
-        }
+        self.dirty_slots.clear_range(start, len);
     }
 
     /// A full collection of the list range `[start, len)` examined it

@@ -78,7 +78,8 @@ pub(crate) fn is_candidate(r: Refs) -> bool {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Mode {
     /// `subtract_refs`: each edge into the collected range decrements the
-    /// target's gc_refs.
+    /// target's gc_refs, and the member being traced becomes the target's
+    /// parent (see [`Tracer::parents`]).
     Subtract,
     /// `subtract_refs` of a full collection from the dirty seeds, whose
     /// members start [`UNSEEN`]: as `Subtract`, and a target met for the
@@ -127,18 +128,20 @@ pub struct Tracer {
     pub(crate) reached: usize,
     /// `mark_external` was called: the collection was conservative.
     pub(crate) saw_external: bool,
-    /// [`Mode::Discover`]: `n` entries, the position of the member that
-    /// last reported an edge to member `pos` (`NO_PARENT` if none did),
-    /// so that phase 2 can settle most candidates by following these
-    /// links instead of tracing (see `collector::resolve_through_parents`).
-    /// Null in the other modes.
+    /// `n` entries, the position of the member that last reported an
+    /// edge to member `pos` in phase 1 (written only for the members an
+    /// edge reached), so that phase 2 can settle most candidates by
+    /// following these links instead of tracing (see
+    /// `collector::resolve_through_parents`). Written in
+    /// [`Mode::Subtract`] and [`Mode::Discover`] (storing a link costs
+    /// less than testing whether to).
     pub(crate) parents: *mut u32,
 }
 
 impl Tracer {
     /// A tracer over the range `[start, start + n)`, writing gc_refs to
-    /// `refs` and, in [`Mode::Discover`], parent links to `parents` (`n`
-    /// entries each).
+    /// `refs` and, in phase 1, parent links to `parents` (`n` entries
+    /// each).
     pub(crate) fn new(
         start: usize,
         n: usize,
@@ -161,9 +164,9 @@ impl Tracer {
     /// Records `current` as the parent of member `pos` (phase 1).
     #[inline(always)]
     fn set_parent(&mut self, pos: usize) {
-        // SAFETY: in Discover mode (the only caller) `parents` has n
-        // entries (`Scratch::parents_for`) and pos < n; `current < n <
-        // u32::MAX` while a member is traced.
+        // SAFETY: in Subtract and Discover modes (the only callers)
+        // `parents` has n entries (`Scratch::parents_for`) and pos < n; `current <
+        // n < u32::MAX` while a member is traced.
         unsafe { *self.parents.add(pos) = self.current as u32 }
     }
 
@@ -207,6 +210,7 @@ impl Tracer {
         let r = unsafe { &*self.refs.add(pos) };
         // (Tested in the order of their frequency.)
         if self.mode == Mode::Subtract {
+            self.set_parent(pos);
             r.set(r.get() - 1);
         } else if self.mode == Mode::Discover {
             self.discover(r, pos)
