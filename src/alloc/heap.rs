@@ -565,6 +565,7 @@ impl Heap {
         // last pool of the same class list, live and ours, whose links only owner
         // capacity writes (guests never touch class lists).
         unsafe {
+            debug_assert!((*tail).next.get().is_null(), "`last` is not the last pool");
             (*pool).prev.set(tail);
             (*pool).next.set(ptr::null_mut());
             (*tail).next.set(pool);
