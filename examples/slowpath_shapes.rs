@@ -10,7 +10,7 @@
 //! Shapes: `fifo ROUNDS` (1M blocks of 8..=512 B allocated, then freed in
 //! allocation order, per round), `churn STEPS` (1,000 live blocks),
 //! `churn_10k STEPS` (10,000 live blocks), `lifo ROUNDS` (1M x 32 B freed
-//! in reverse). The set-up (the live blocks of churn, the sizes of FIFO)
+//! in reverse), `two_threads_churn STEPS` (two threads churning at once). The set-up (the live blocks of churn, the sizes of FIFO)
 //! is done by the workload itself, so compare two builds on the same
 //! arguments rather than reading absolute figures.
 
@@ -29,6 +29,7 @@ fn main() {
         "churn" => alloc_workloads::churn_with(&PyMallocCall, n, seed, 1_000),
         "churn_10k" => alloc_workloads::churn_with(&PyMallocCall, n, seed, 10_000),
         "lifo" => alloc_workloads::lifo(&PyMallocCall, n),
+        "two_threads_churn" => alloc_workloads::two_thread_churn(&PyMallocCall, n, seed),
         other => panic!("unknown shape {other}"),
     };
     println!("{shape} x {n}: {t:?}");
