@@ -92,8 +92,13 @@
 //! slot 0 of each arena, of which only the first two pages (the headers)
 //! are ever touched.
 //!
-//! Empty pools go back to their arena at once (except the last pool of a
-//! class, kept to avoid churn at a pool boundary). Pools are taken from the
+//! A class allocates from the pool at the head of its list until it runs
+//! dry; a pool that ran dry leaves the list, and rejoins it at the back
+//! when a block is freed into it, so that it is reached again with every
+//! block freed into it meanwhile rather than one (see
+//! `Heap::free_to_detached`). Empty pools go back to their arena at once
+//! (except the last pool of a class, kept to avoid churn at a pool
+//! boundary). Pools are taken from the
 //! fullest arena first (CPython's `usable_arenas` order) so lightly used
 //! arenas drain. An arena whose pools are all free is *retired*: kept
 //! mapped for up to 200 ms (50 ms while the process retains more than 64

@@ -437,41 +437,48 @@ impl Pool {
     /// the pool is fully carved. Carving a page at a time keeps untouched
     /// pool memory out of the resident set.
     ///
+    /// One pass from front to back, each block linked to the next: a store
+    /// and a compare per block. (The earlier form, which first counted the
+    /// blocks and then linked them back to front by offset, was compiled
+    /// into divisions and a multiply per block: 27 instructions per block
+    /// carved, a sixth of the FIFO bench's instructions.)
+    ///
     /// # Safety
     /// The caller must be in owner capacity, the pool attached, and its free
     /// list empty.
     pub(crate) unsafe fn carve_page(&self) -> bool {
-        if !self.can_carve() {
-            return false;
-        }
         let size = self.block_size();
         let start = self.carve.get() as usize;
+        if start + size > POOL_SIZE {
+            return false;
+        }
+        // Every block that starts in this page and ends within the pool
+        // starts below `limit`; the first one (at `start`) does.
         let page_end = (start / PAGE_SIZE + 1) * PAGE_SIZE;
-        // At least one block, then every block that starts in this page.
-        let mut end = start + size;
-        while end < page_end && end + size <= POOL_SIZE {
-            end += size;
-        }
+        let limit = page_end.min(POOL_SIZE - size + 1);
         let base = self.base();
-        let mut offset = end - size;
-        let mut next: *mut Block = ptr::null_mut();
-        // Link back to front so the list hands blocks out in address order.
-        loop {
-            // SAFETY: `offset` lies in the never-used part of this pool.
-            let block = unsafe { base.add(offset) } as *mut Block;
-            // SAFETY: `offset >= start`, the pool's `carve` mark, so `block` was never
-            // handed out and is on no free or remote list; only owner capacity carves,
-            // and only an attached pool (this function's `# Safety`), so no other thread
-            // can reach it: the unreachable free block `set_next` requires.
-            unsafe { Block::set_next(block, next) };
-            next = block;
-            if offset == start {
-                break;
-            }
-            offset -= size;
+        // SAFETY: `start < limit <= POOL_SIZE`, so both lie within (or at
+        // the end of) this pool's slot.
+        let (first, end) = unsafe { (base.add(start), base.add(limit)) };
+        let mut block = first;
+        // SAFETY: `block` (here `first`) lies below `end`, inside the pool.
+        let mut next = unsafe { block.add(size) };
+        while next < end {
+            // SAFETY: `block` starts at or past the pool's `carve` mark, so it was
+            // never handed out and is on no free or remote list; only owner
+            // capacity carves, and only an attached pool (this function's
+            // `# Safety`), so no other thread can reach it: the unreachable free
+            // block `set_next` requires.
+            unsafe { Block::set_next(block.cast(), next.cast()) };
+            block = next;
+            // SAFETY: `block` lies below `end`, inside the pool.
+            next = unsafe { block.add(size) };
         }
-        self.free.set(next);
-        self.carve.set(end as u32);
+        // SAFETY: the last block carved, unreachable as those above.
+        unsafe { Block::set_next(block.cast(), ptr::null_mut()) };
+        self.free.set(first.cast());
+        // The offset just past the last block carved.
+        self.carve.set((next as usize - base as usize) as u32);
         true
     }
 
