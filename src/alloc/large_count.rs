@@ -246,12 +246,14 @@ fn count(registry: &Registry, gained: bool, blocks: usize, bytes: usize) {
 
 /// Counts a large block of `size` requested bytes just allocated.
 #[cfg(not(loom))]
+#[inline]
 pub(crate) fn note_alloc(registry: &Registry, size: usize) {
     count(registry, true, 1, size);
 }
 
 /// Counts a large block of `size` requested bytes about to be freed.
 #[cfg(not(loom))]
+#[inline]
 pub(crate) fn note_free(registry: &Registry, size: usize) {
     count(registry, false, 1, size);
 }
@@ -259,6 +261,7 @@ pub(crate) fn note_free(registry: &Registry, size: usize) {
 /// Counts a large block resized from `old` to `new` requested bytes by
 /// `realloc` (the block count does not change).
 #[cfg(not(loom))]
+#[inline]
 pub(crate) fn note_resize(registry: &Registry, old: usize, new: usize) {
     if new >= old {
         count(registry, true, 0, new - old);
