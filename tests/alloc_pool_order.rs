@@ -10,6 +10,9 @@
 //! allocates blocks of the class used here, so the pools it sees are its
 //! own.
 
+#[path = "common/alloc_util.rs"]
+mod alloc_util;
+
 use std::alloc::{GlobalAlloc, Layout};
 
 use pymem::PyMalloc;
@@ -102,18 +105,7 @@ fn a_full_pool_given_blocks_back_is_used_after_the_current_one() {
         "C used up first, then the pools that were full, in the order they got blocks back"
     );
     // The blocks are usable: write each whole, then check and free them.
-    for (i, &p) in blocks.iter().enumerate() {
-        // SAFETY: each block is live and holds SIZE bytes.
-        unsafe { p.write_bytes(i as u8, SIZE) };
-    }
-    for (i, &p) in blocks.iter().enumerate() {
-        // SAFETY: as above.
-        let bytes = unsafe { std::slice::from_raw_parts(p, SIZE) };
-        assert!(
-            bytes.iter().all(|&b| b == i as u8),
-            "block {i} kept its bytes"
-        );
-        // SAFETY: allocated with `layout`, freed once.
-        unsafe { PyMalloc.dealloc(p, layout) };
-    }
+    // SAFETY: every block is live, holds SIZE bytes, was allocated by
+    // PyMalloc with `layout` and is not used after this call.
+    unsafe { alloc_util::fill_check_and_free(&PyMalloc, &blocks, SIZE, layout) };
 }

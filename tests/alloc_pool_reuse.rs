@@ -8,6 +8,9 @@
 //! allocates blocks of the class used here, so the pool slots it sees are
 //! its own.
 
+#[path = "common/alloc_util.rs"]
+mod alloc_util;
+
 use std::alloc::{GlobalAlloc, Layout};
 
 use pymem::PyMalloc;
@@ -83,18 +86,7 @@ fn a_pool_given_back_whole_is_reused_with_its_free_list() {
         "A's slot came back with its free list, the block freed last first"
     );
     // The blocks are usable: write each whole, then check and free them.
-    for (i, &p) in blocks.iter().enumerate() {
-        // SAFETY: each block is live and holds SIZE bytes.
-        unsafe { p.write_bytes(i as u8, SIZE) };
-    }
-    for (i, &p) in blocks.iter().enumerate() {
-        // SAFETY: as above.
-        let bytes = unsafe { std::slice::from_raw_parts(p, SIZE) };
-        assert!(
-            bytes.iter().all(|&b| b == i as u8),
-            "block {i} kept its bytes"
-        );
-        // SAFETY: allocated with `layout`, freed once.
-        unsafe { PyMalloc.dealloc(p, layout) };
-    }
+    // SAFETY: every block is live, holds SIZE bytes, was allocated by
+    // PyMalloc with `layout` and is not used after this call.
+    unsafe { alloc_util::fill_check_and_free(&PyMalloc, &blocks, SIZE, layout) };
 }

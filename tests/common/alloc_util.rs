@@ -4,7 +4,7 @@
 //! readers and a lock serialising the tests that measure statistics.
 #![allow(dead_code)]
 
-use std::alloc::Layout;
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::{Mutex, MutexGuard};
 
 #[path = "rng.rs"]
@@ -114,4 +114,34 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// (tests run on parallel threads, whose allocations would be noise).
 pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes each block whole (block `i` with the byte `i as u8`), checks
+/// that every block kept its bytes, then frees them all with `layout`:
+/// the blocks a test was handed do not overlap and hold what they should.
+///
+/// # Safety
+/// Every block is live, holds `size` bytes, was allocated by `a` with
+/// `layout`, and is not used after this call.
+pub unsafe fn fill_check_and_free<A: GlobalAlloc>(
+    a: &A,
+    blocks: &[*mut u8],
+    size: usize,
+    layout: Layout,
+) {
+    for (i, &p) in blocks.iter().enumerate() {
+        // SAFETY: a live block of `size` bytes (this function's `# Safety`).
+        unsafe { p.write_bytes(i as u8, size) };
+    }
+    for (i, &p) in blocks.iter().enumerate() {
+        // SAFETY: a live block of `size` bytes, written whole just above.
+        let bytes = unsafe { std::slice::from_raw_parts(p, size) };
+        assert!(
+            bytes.iter().all(|&b| b == i as u8),
+            "block {i} kept its bytes"
+        );
+        // SAFETY: allocated by `a` with `layout` (this function's
+        // `# Safety`), freed once here.
+        unsafe { a.dealloc(p, layout) };
+    }
 }
