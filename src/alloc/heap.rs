@@ -17,17 +17,23 @@ use super::remote::Outbox;
 use super::size_class::{NB_CLASSES, PAGE_SIZE, POOL_SIZE};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Cell, Ordering};
 
-/// Adds one to a counter that only one thread writes at a time (the heap's
-/// owner, or the holder of its lock). A plain load and store, not a
-/// read-modify-write: readers on other threads see a value that is at worst
-/// slightly stale, never torn.
+/// Adds `n` to a counter that only one thread writes at a time (the
+/// heap's owner, or the holder of its lock), and returns the new value. A
+/// plain load and store, not a read-modify-write: readers on other threads
+/// see a value that is at worst slightly stale, never torn.
 #[inline(always)]
-pub(crate) fn bump(counter: &AtomicUsize) -> usize {
-    let value = counter.load(Ordering::Relaxed).wrapping_add(1);
+pub(crate) fn add_single_writer(counter: &AtomicUsize, n: usize) -> usize {
+    let value = counter.load(Ordering::Relaxed).wrapping_add(n);
     // Release (a plain store on x86): a snapshot that sees this count also
     // sees everything that happened before it, e.g. a free's allocation.
     counter.store(value, Ordering::Release);
     value
+}
+
+/// Adds one to a single-writer counter (see [`add_single_writer`]).
+#[inline(always)]
+pub(crate) fn bump(counter: &AtomicUsize) -> usize {
+    add_single_writer(counter, 1)
 }
 
 #[inline(always)]

@@ -7,8 +7,10 @@
 //! per `free`: on two threads passing buffers, as a tokio program's
 //! workers do, that line moves between cores at every call. Measured on a
 //! 2-vCPU AMD EPYC, two threads each allocating and freeing 520..1,020-byte
-//! blocks (glibc's thread cache): 111-117 ns per pair with the shared
-//! counters, 82 ns without, glibc alone 45-56 ns. So the counting is split:
+//! blocks (glibc's thread cache), PyMalloc the global allocator: 98-116 ns
+//! per pair with the shared counters, 28-39 ns with these, glibc alone
+//! 17-23 ns (docs/performance.md, "Large blocks: counted per heap"). So
+//! the counting is split:
 //!
 //! # Exact figures: each heap's counters
 //!
@@ -45,6 +47,8 @@
 //! the calling thread's credit back; a parked heap keeps its credit for the
 //! thread that adopts it.
 
+#[cfg(not(loom))]
+use super::heap::add_single_writer;
 use super::heap::Heap;
 use super::registry::Registry;
 use crate::sync::{AtomicUsize, Ordering};
@@ -142,17 +146,10 @@ impl LargeCounts {
         }
     }
 
-    /// Adds `n` to a counter with one writer at a time (as `bump` does).
-    #[inline(always)]
-    fn add_owned(counter: &AtomicUsize, n: usize) {
-        let value = counter.load(Ordering::Relaxed).wrapping_add(n);
-        // Release: a snapshot that sees this sees what happened before.
-        counter.store(value, Ordering::Release);
-    }
-
     /// Adds `n` to a counter any thread writes.
     fn add_shared(counter: &AtomicUsize, n: usize) {
-        // Release: as in `add_owned`; an RMW because writers race here.
+        // Release: as in `add_single_writer`; an RMW because writers
+        // race here.
         counter.fetch_add(n, Ordering::Release);
     }
 }
@@ -220,9 +217,9 @@ fn count(registry: &Registry, gained: bool, blocks: usize, bytes: usize) {
         Some(heap) => {
             let (n, b) = heap.large.side(gained);
             if blocks != 0 {
-                LargeCounts::add_owned(n, blocks);
+                add_single_writer(n, blocks);
             }
-            LargeCounts::add_owned(b, bytes);
+            add_single_writer(b, bytes);
             if gained {
                 gain(registry, heap, bytes);
             } else {
