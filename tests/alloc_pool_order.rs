@@ -15,6 +15,7 @@ mod alloc_util;
 
 use std::alloc::{GlobalAlloc, Layout};
 
+use alloc_util::{pool_of, POOL_SIZE};
 use pymem::PyMalloc;
 
 #[global_allocator]
@@ -23,12 +24,7 @@ static GLOBAL: PyMalloc = PyMalloc;
 /// A size whose class nothing else in this binary allocates (see
 /// tests/alloc_pool_reuse.rs).
 const SIZE: usize = 496;
-const POOL_SIZE: usize = 16 << 10;
 const MAX_PER_POOL: usize = POOL_SIZE / SIZE;
-
-fn pool_of(p: *mut u8) -> usize {
-    p as usize & !(POOL_SIZE - 1)
-}
 
 fn alloc(layout: Layout) -> *mut u8 {
     // SAFETY: a valid, non-zero layout.
@@ -64,18 +60,15 @@ fn a_full_pool_given_blocks_back_is_used_after_the_current_one() {
     assert!(per_pool >= 30, "A is full: {per_pool} blocks");
     let c_free = per_pool - 3;
     // Three blocks back to A, then two to B: both were full.
-    let back_to_a: Vec<*mut u8> = blocks
-        .iter()
-        .copied()
-        .filter(|&p| pool_of(p) == a)
-        .take(3)
-        .collect();
-    let back_to_b: Vec<*mut u8> = blocks
-        .iter()
-        .copied()
-        .filter(|&p| pool_of(p) == b)
-        .take(2)
-        .collect();
+    let first_in = |pool: usize, k: usize| -> Vec<*mut u8> {
+        blocks
+            .iter()
+            .copied()
+            .filter(|&p| pool_of(p) == pool)
+            .take(k)
+            .collect()
+    };
+    let (back_to_a, back_to_b) = (first_in(a, 3), first_in(b, 2));
     blocks.retain(|p| !back_to_a.contains(p) && !back_to_b.contains(p));
     for &p in back_to_a.iter().chain(&back_to_b) {
         // SAFETY: allocated above with `layout`, freed once.

@@ -13,6 +13,7 @@ mod alloc_util;
 
 use std::alloc::{GlobalAlloc, Layout};
 
+use alloc_util::{pool_of, POOL_SIZE};
 use pymem::PyMalloc;
 
 #[global_allocator]
@@ -22,12 +23,7 @@ static GLOBAL: PyMalloc = PyMalloc;
 /// 496 bytes per 16 KiB pool (32 of 512 under AddressSanitizer, whose
 /// redzone moves the request up a class).
 const SIZE: usize = 496;
-const POOL_SIZE: usize = 16 << 10;
 const MAX_PER_POOL: usize = POOL_SIZE / SIZE;
-
-fn pool_of(p: *mut u8) -> usize {
-    p as usize & !(POOL_SIZE - 1)
-}
 
 #[test]
 fn a_pool_given_back_whole_is_reused_with_its_free_list() {

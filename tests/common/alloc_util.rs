@@ -12,6 +12,14 @@ mod rng;
 #[allow(unused_imports)] // not every test binary draws random numbers
 pub use rng::SplitMix64;
 
+/// Bytes of a pool (pools are aligned to their size).
+pub const POOL_SIZE: usize = 16 << 10;
+
+/// The pool a small block lies in, as an address.
+pub fn pool_of(p: *mut u8) -> usize {
+    p as usize & !(POOL_SIZE - 1)
+}
+
 /// SplitMix64's finaliser: a bijective 64-bit mix.
 pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
