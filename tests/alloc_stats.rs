@@ -88,6 +88,41 @@ fn assert_back(what: &str, before: usize, after: usize, noise: usize) {
     );
 }
 
+/// Asserts the large figures moved by `blocks` blocks of `bytes` bytes in
+/// all, within the harness's noise.
+fn assert_large_delta(before: &Figures, after: &Figures, blocks: usize, bytes: usize) {
+    assert_delta(
+        "large_allocs_in_use",
+        before.large_allocs,
+        after.large_allocs,
+        blocks,
+        LARGE_NOISE,
+    );
+    assert_delta(
+        "large_bytes_in_use",
+        before.large_bytes,
+        after.large_bytes,
+        bytes,
+        LARGE_BYTES_NOISE,
+    );
+}
+
+/// Asserts the large figures are back to `before`, within the noise.
+fn assert_large_back(before: &Figures, after: &Figures) {
+    assert_back(
+        "large_allocs_in_use",
+        before.large_allocs,
+        after.large_allocs,
+        LARGE_NOISE,
+    );
+    assert_back(
+        "large_bytes_in_use",
+        before.large_bytes,
+        after.large_bytes,
+        LARGE_BYTES_NOISE,
+    );
+}
+
 /// The class index of a request (16-byte classes, alignment <= 16).
 fn class_of(size: usize) -> usize {
     (size - 1) / 16
@@ -250,20 +285,7 @@ fn large_allocations_and_realloc_across_the_threshold() {
         })
         .collect();
     let during = figures();
-    assert_delta(
-        "large_allocs_in_use",
-        before.large_allocs,
-        during.large_allocs,
-        K,
-        LARGE_NOISE,
-    );
-    assert_delta(
-        "large_bytes_in_use",
-        before.large_bytes,
-        during.large_bytes,
-        K * SIZE,
-        LARGE_BYTES_NOISE,
-    );
+    assert_large_delta(&before, &during, K, K * SIZE);
     assert!(
         during.peak >= during.large_bytes + during.small_bytes,
         "peak {} below current use {} + {}",
@@ -276,18 +298,7 @@ fn large_allocations_and_realloc_across_the_threshold() {
         unsafe { GLOBAL.dealloc(p, big) };
     }
     let after = figures();
-    assert_back(
-        "large_allocs_in_use",
-        before.large_allocs,
-        after.large_allocs,
-        LARGE_NOISE,
-    );
-    assert_back(
-        "large_bytes_in_use",
-        before.large_bytes,
-        after.large_bytes,
-        LARGE_BYTES_NOISE,
-    );
+    assert_large_back(&before, &after);
 
     // realloc: N small blocks of 100 B grow to 10,000 B (pool -> system),
     // then shrink to 64 B (system -> pool, another class).
@@ -398,53 +409,18 @@ fn large_blocks_freed_by_another_thread_add_up() {
     });
     let ptrs = blocks.recv().unwrap();
     let during = figures();
-    assert_delta(
-        "large_allocs_in_use",
-        before.large_allocs,
-        during.large_allocs,
-        K,
-        LARGE_NOISE,
-    );
-    assert_delta(
-        "large_bytes_in_use",
-        before.large_bytes,
-        during.large_bytes,
-        K * SIZE,
-        LARGE_BYTES_NOISE,
-    );
+    assert_large_delta(&before, &during, K, K * SIZE);
     ptrs_tx.send(ptrs).unwrap();
     free_tx.send(()).unwrap();
     done.recv().unwrap();
     let both_alive = figures();
-    assert_back(
-        "large_allocs_in_use",
-        before.large_allocs,
-        both_alive.large_allocs,
-        LARGE_NOISE,
-    );
-    assert_back(
-        "large_bytes_in_use",
-        before.large_bytes,
-        both_alive.large_bytes,
-        LARGE_BYTES_NOISE,
-    );
+    assert_large_back(&before, &both_alive);
     to_allocator.send(()).unwrap();
     free_tx.send(()).unwrap();
     allocator.join().unwrap();
     freer.join().unwrap();
     let after = figures();
-    assert_back(
-        "large_allocs_in_use",
-        before.large_allocs,
-        after.large_allocs,
-        LARGE_NOISE,
-    );
-    assert_back(
-        "large_bytes_in_use",
-        before.large_bytes,
-        after.large_bytes,
-        LARGE_BYTES_NOISE,
-    );
+    assert_large_back(&before, &after);
 }
 
 #[test]
@@ -626,20 +602,7 @@ fn peak_covers_large_blocks_counted_ahead() {
         .map(|_| unsafe { GLOBAL.alloc(l) } as usize)
         .collect();
     let during = figures();
-    assert_delta(
-        "large_allocs_in_use",
-        before.large_allocs,
-        during.large_allocs,
-        2 * N,
-        LARGE_NOISE,
-    );
-    assert_delta(
-        "large_bytes_in_use",
-        before.large_bytes,
-        during.large_bytes,
-        2 * N * SIZE,
-        LARGE_BYTES_NOISE,
-    );
+    assert_large_delta(&before, &during, 2 * N, 2 * N * SIZE);
     let held = arenas_before + before.large_bytes + 2 * N * SIZE;
     assert!(
         during.peak + LARGE_BYTES_NOISE >= held,
@@ -652,16 +615,5 @@ fn peak_covers_large_blocks_counted_ahead() {
     }
     let after = figures();
     assert!(after.peak >= during.peak, "the peak never falls");
-    assert_back(
-        "large_allocs_in_use",
-        before.large_allocs,
-        after.large_allocs,
-        LARGE_NOISE,
-    );
-    assert_back(
-        "large_bytes_in_use",
-        before.large_bytes,
-        after.large_bytes,
-        LARGE_BYTES_NOISE,
-    );
+    assert_large_back(&before, &after);
 }
