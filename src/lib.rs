@@ -141,8 +141,8 @@ compile_error!("the `override` feature needs 64-bit Linux with glibc (target_env
 pub mod __cabi {
     pub use crate::alloc::cabi::{
         aligned_alloc, calloc, free, free_aligned_sized, free_sized, mallinfo, mallinfo2, malloc,
-        malloc_stats, malloc_trim, malloc_usable_size, memalign, posix_memalign, pvalloc, realloc,
-        reallocarray, valloc,
+        malloc_stats, malloc_trim, malloc_usable_size, memalign, posix_memalign, prepare_glibc,
+        pvalloc, realloc, reallocarray, valloc,
     };
     /// glibc's `struct mallinfo2`.
     pub type Mallinfo2 = libc::mallinfo2;

@@ -226,6 +226,32 @@ fn fork_while_other_threads_allocate() {
     }
 }
 
+/// The deterministic half of the fork test above: glibc's allocator (which
+/// serves the large blocks) is set up before `main`, so no thread can be
+/// setting it up while another forks. Without that, a child forked while a
+/// thread made the process's first large allocation inherited a main arena
+/// caught half-extended and aborted in glibc's `sysmalloc` (about 1 run in
+/// 12 of the fork test with `PYMEM_DEBUG=1`).
+#[test]
+fn glibc_allocator_is_set_up_before_main() {
+    let Some(library) = preload() else { return };
+    let exe = compile_c("glibc_ready");
+    let plain = Command::new(&exe)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    assert_success("glibc_ready on glibc", &plain);
+    for debug in ["0", "1"] {
+        let out = run_preloaded(library, Command::new(&exe).env("PYMEM_DEBUG", debug));
+        assert_success("glibc_ready under the preload", &out);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ready\n",
+            "PYMEM_DEBUG={debug}: glibc's allocator was not set up before main"
+        );
+    }
+}
+
 #[test]
 fn threaded_c_stress_under_the_debug_allocator() {
     let Some(library) = preload() else { return };

@@ -570,6 +570,29 @@ pub fn mallinfo() -> libc::mallinfo {
     }
 }
 
+/// Makes glibc's allocator set itself up now, from a constructor, while
+/// the process has one thread.
+///
+/// glibc's `fork` keeps its allocator consistent in the child by locking
+/// every arena first, but only once that allocator is initialised: its
+/// first call sets it up without any lock, as glibc assumes the process
+/// is still single-threaded then. A program normally calls glibc's
+/// `malloc` long before it starts a thread (`pthread_create` itself
+/// allocates). With PyMalloc as the process's `malloc`, every small
+/// request is ours, and glibc's allocator could be reached first by a
+/// thread's first large block, while another thread forks: the child then
+/// inherits a main arena caught half-extended, and its first large
+/// allocation aborts in glibc ("malloc assertion failure in sysmalloc";
+/// tests/c/glibc_ready.c checks the set-up, tests/c/fork.c the fork).
+/// One block allocated and freed here puts glibc's first call before any
+/// thread exists (in a process that loads this library with `dlopen`
+/// after starting threads, the caller must be the one to exclude forks).
+pub extern "C" fn prepare_glibc() {
+    let block = glibc::alloc(1, ALIGNMENT, false);
+    // SAFETY: `block` is null or the live block glibc just returned.
+    unsafe { glibc::free(block) };
+}
+
 /// With the `override` feature, this crate is the process's `malloc`.
 #[cfg(feature = "override")]
 mod exports {
@@ -605,6 +628,11 @@ macro_rules! __export_c_allocator {
             mallinfo2() -> $crate::__cabi::Mallinfo2;
             mallinfo() -> $crate::__cabi::Mallinfo;
         }
+        /// Sets glibc's allocator up before `main`: see
+        /// `pymem::__cabi::prepare_glibc`.
+        #[used]
+        #[link_section = ".init_array"]
+        static __PYMEM_PREPARE_GLIBC: extern "C" fn() = $crate::__cabi::prepare_glibc;
     };
     ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $(= $target:ident)?;)*) => {
         $(
