@@ -27,7 +27,14 @@ pub(crate) struct Entry {
     f: Box<dyn FnOnce()>,
 }
 
-struct Registry {
+/// The thread's weak callbacks: each object's (by address) in the order
+/// they were registered, each with an id (`next` hands them out) by which
+/// a `Finalize` handle or a `Weak` with a callback finds its own.
+/// Invariant: an object has an entry here only while its header carries
+/// `WEAK_CALLBACKS` (`register` sets the flag right after it pushes, with
+/// no user code between; `take_callbacks` clears it as it takes the
+/// entry), so the death paths need not look here for other objects.
+struct CallbackTable {
     next: Cell<u64>,
     table: RefCell<HashMap<usize, Vec<Entry>>>,
 }
@@ -62,7 +69,7 @@ pub(crate) fn resume_from_drop(p: Panic) {
     }
 }
 
-impl Drop for Registry {
+impl Drop for CallbackTable {
     /// At thread exit: the callbacks of objects still reachable then never
     /// run; dropping them drops what they own (`Gc`s among it, whose
     /// `Drop` impls may panic), each under `catch_unwind`.
@@ -77,17 +84,17 @@ impl Drop for Registry {
 }
 
 thread_local! {
-    static REGISTRY: Registry = Registry {
+    static CALLBACKS: CallbackTable = CallbackTable {
         next: Cell::new(1),
         table: RefCell::new(HashMap::new()),
     };
 }
 
-/// Initialises the registry, so that its destructor is registered before
+/// Initialises the callback table, so that its destructor is registered before
 /// the collector's teardown and runs after it (see
 /// `state::register_owner`).
 pub(crate) fn keep_through_teardown() {
-    let _ = REGISTRY.try_with(|_| ());
+    let _ = CALLBACKS.try_with(|_| ());
 }
 
 /// Takes the callbacks registered on a dying object (before its memory
@@ -97,7 +104,7 @@ pub(crate) fn take_callbacks(obj: ObjPtr, h: &GcHeader) -> Vec<Entry> {
         return Vec::new();
     }
     h.clear_flags(WEAK_CALLBACKS);
-    REGISTRY
+    CALLBACKS
         .try_with(|r| r.table.borrow_mut().remove(&(obj as usize)))
         .ok()
         .flatten()
@@ -138,11 +145,11 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
             _not_send: PhantomData,
         };
     }
-    // `try_with`: a `Drop` run at thread exit after the registry was
+    // `try_with`: a `Drop` run at thread exit after the callback table was
     // destroyed registers nothing (the callback could never run, and a
     // panic there would be inside a thread-local destructor: an abort).
     let mut f = Some(f);
-    let id = REGISTRY
+    let id = CALLBACKS
         .try_with(|r| {
             let id = r.next.get();
             r.next.set(id + 1);
@@ -241,7 +248,7 @@ pub struct Finalizer {
 
 impl Finalizer {
     fn take(&self) -> Option<Box<dyn FnOnce()>> {
-        REGISTRY
+        CALLBACKS
             .try_with(|r| {
                 let mut t = r.table.borrow_mut();
                 let v = t.get_mut(&self.addr)?;
@@ -267,7 +274,7 @@ impl Finalizer {
     /// assert!(!f.alive());
     /// ```
     pub fn alive(&self) -> bool {
-        REGISTRY
+        CALLBACKS
             .try_with(|r| {
                 r.table
                     .borrow()
