@@ -25,7 +25,10 @@ fn build() -> Vec<Box<[u8; 496]>> {
 }
 
 #[test]
-#[cfg_attr(pymem_asan, ignore = "ASan redzones move requests to larger size classes")]
+#[cfg_attr(
+    pymem_asan,
+    ignore = "ASan redzones move requests to larger size classes"
+)]
 fn a_swinging_heap_keeps_its_arenas_over_the_cap_for_the_retention_window() {
     release_free_memory();
     // A first round: its arenas are retired as it is freed.
