@@ -20,8 +20,8 @@ static GLOBAL: PyMalloc = PyMalloc;
 /// process's 64 MiB cap.
 const BLOCKS: usize = 160 * 1024 * 1024 / 512;
 
-fn build() -> Vec<Box<[u8; 496]>> {
-    (0..BLOCKS).map(|_| Box::new([3u8; 496])).collect()
+fn build() -> Vec<Vec<u8>> {
+    (0..BLOCKS).map(|_| vec![3u8; 496]).collect()
 }
 
 #[test]
