@@ -14,7 +14,11 @@
 //!   that a program that frees a whole working set and builds it again
 //!   straight away (the FIFO benchmark: 264 MB per round) reuses its
 //!   arenas warm; measured, returning everything above 64 MiB at once made
-//!   that round three times slower.
+//!   that round three times slower. A heap that took a retired arena back
+//!   into use within the last `RETAIN_MS` (its working set swings) gets
+//!   the full `RETAIN_MS` over the cap too ([`Heap::retention_for`]): with
+//!   the short grace alone, a round whose free phase took over 50 ms of
+//!   wall time lost its first arenas.
 //! * Retired arenas are reused oldest first (those closest to expiring),
 //!   and a heap that reuses one shows that its demand is back: its other
 //!   retired arenas get a new window from then (see
@@ -113,7 +117,13 @@ impl Heap {
     /// demand has come back (a program that builds its working set again
     /// after a pause) reuses its arenas warm rather than have them unmapped
     /// under it one by one.
+    ///
+    /// A heap whose working set swings (it took a retired arena back into
+    /// use within the last [`RETAIN_MS`]) keeps its arenas for `RETAIN_MS`
+    /// even when the process is over the cap (`age_ms` of
+    /// [`OVER_CAP_MS`]): see [`Heap::retention_for`].
     pub(super) fn purge_retired(&self, locked: &Locked<'_>, now: u64, age_ms: u64) {
+        let age_ms = self.retention_for(now, age_ms);
         loop {
             let oldest = self.arenas.oldest_retired();
             if oldest.is_null() {
@@ -138,6 +148,32 @@ impl Heap {
                 .retained_bytes
                 .fetch_sub(ARENA_SIZE, Ordering::Relaxed);
             locked.doom(oldest);
+        }
+    }
+
+    /// The retention that applies to this heap's retired arenas when
+    /// `age_ms` is asked for: `age_ms`, but [`RETAIN_MS`] instead of the
+    /// shorter over-cap grace while the heap is *swinging*, i.e. has taken
+    /// a retired arena back into use within the last `RETAIN_MS`.
+    ///
+    /// The cap is for a spike freed once (a thread that frees a working set
+    /// far above what it keeps in use should give the excess back soon).
+    /// A heap that frees a working set and builds it again straight away
+    /// (the FIFO benchmark: 264 MB freed and reallocated per round) is not
+    /// that: with the 50 ms grace, every round whose free phase took more
+    /// than 50 ms of wall time (a loaded machine, or a slower program)
+    /// unmapped the arenas it emptied first, and the next round faulted
+    /// them in again (`peer_shapes pymem fifo 10` at load 11: 398,000 to
+    /// 454,000 page faults, six rounds' worth, against 69,400 with this
+    /// rule, the first round's). Its retention stays bounded in time: at
+    /// most `RETAIN_MS` past its last reuse.
+    pub(super) fn retention_for(&self, now: u64, age_ms: u64) -> u64 {
+        let reuse = self.arenas.last_reuse_ms.get();
+        let swinging = reuse != 0 && now.saturating_sub(reuse) < RETAIN_MS;
+        if age_ms > 0 && age_ms < RETAIN_MS && swinging {
+            RETAIN_MS
+        } else {
+            age_ms
         }
     }
 

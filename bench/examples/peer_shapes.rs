@@ -1,0 +1,47 @@
+//! A driver for comparing allocators under callgrind (or `perf stat`): runs
+//! one workload shape of `benches/alloc.rs` with the allocator named on the
+//! command line, through `GlobalAlloc` as the bench does.
+//!
+//! ```text
+//! cargo build --release --manifest-path bench/Cargo.toml --example peer_shapes
+//! valgrind --tool=callgrind bench/target/release/examples/peer_shapes mimalloc fifo 3
+//! ```
+//!
+//! Allocators: `pymem`, `mimalloc`, `jemalloc`, `system`. Shapes as in
+//! `examples/slowpath_shapes.rs` (`fifo`, `churn`, `churn_10k`, `lifo`,
+//! `two_threads_churn`, `cross_thread`).
+
+#[path = "../benches/support/alloc_workloads.rs"]
+mod alloc_workloads;
+
+use alloc_workloads::PyMallocCall;
+use std::alloc::{GlobalAlloc, System};
+use std::time::Duration;
+
+fn run<A: GlobalAlloc + Sync>(a: &A, shape: &str, n: u64) -> Duration {
+    let seed = 0x05EE_D0FA_110C;
+    match shape {
+        "fifo" => alloc_workloads::fifo(a, n, seed),
+        "churn" => alloc_workloads::churn_with(a, n, seed, 1_000),
+        "churn_10k" => alloc_workloads::churn_with(a, n, seed, 10_000),
+        "lifo" => alloc_workloads::lifo(a, n),
+        "two_threads_churn" => alloc_workloads::two_thread_churn(a, n, seed),
+        "cross_thread" => alloc_workloads::cross_thread(a, n),
+        other => panic!("unknown shape {other}"),
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().unwrap_or_else(|| "pymem".to_string());
+    let shape = args.next().unwrap_or_else(|| "fifo".to_string());
+    let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let t = match which.as_str() {
+        "pymem" => run(&PyMallocCall, &shape, n),
+        "mimalloc" => run(&mimalloc::MiMalloc, &shape, n),
+        "jemalloc" => run(&tikv_jemallocator::Jemalloc, &shape, n),
+        "system" => run(&System, &shape, n),
+        other => panic!("unknown allocator {other}"),
+    };
+    println!("{which} {shape} x {n}: {t:?}");
+}
