@@ -287,6 +287,21 @@ static void introspection(int pymem) {
     void *p = malloc(24);
     CHECK(malloc_usable_size(p) == 32);
     free(p);
+    /* So do medium ones, up to 2,048 bytes (glibc would say 1,000 and
+     * 2,040); a realloc across the top class moves to glibc and back,
+     * keeping the contents. */
+    unsigned char *m = malloc(1000);
+    CHECK(malloc_usable_size(m) == 1008);
+    memset(m, 0x5a, 1000);
+    m = realloc(m, 2040);
+    CHECK(m != NULL && malloc_usable_size(m) == 2048);
+    CHECK(m[0] == 0x5a && m[999] == 0x5a);
+    m[2039] = 0x33;
+    m = realloc(m, 5000);
+    CHECK(m != NULL && m[999] == 0x5a && m[2039] == 0x33);
+    m = realloc(m, 600);
+    CHECK(m != NULL && m[599] == 0x5a);
+    free(m);
 }
 
 int main(int argc, char **argv) {
