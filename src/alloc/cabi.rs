@@ -173,11 +173,18 @@ fn alloc_fast(size: usize, zeroed: bool) -> Option<*mut u8> {
         return Some(glibc::alloc(size, ALIGNMENT, zeroed));
     };
     let heap = thread::current_heap();
-    if heap.is_null() {
-        return None;
-    }
-    // SAFETY: a thread's bound heap is owned by it; a valid class.
-    let block = unsafe { (*heap).alloc(class) };
+    let block = if !heap.is_null() {
+        // SAFETY: a thread's bound heap is owned by it; `route_c` gives a
+        // class below `NB_CLASSES`.
+        unsafe { (*heap).alloc(class) }
+    } else {
+        // A thread's first block: bind a heap and take it from there, so
+        // that a medium request is a pool block even then (`alloc_raw`, the
+        // general path, routes as Rust does and would give it to glibc).
+        // `route_c` gives a class below `NB_CLASSES`, as `alloc_unbound`
+        // assumes.
+        thread::alloc_unbound(class)
+    };
     if block.is_null() {
         return None;
     }

@@ -269,6 +269,16 @@ static void cross_thread(void) {
     CHECK(pthread_join(t, NULL) == 0);
 }
 
+/* A thread's first request, medium: a pool block too (the thread binds
+ * its heap on the way, as for a small one). */
+static void *first_block_medium(void *arg) {
+    (void)arg;
+    void *p = malloc(1000);
+    size_t usable = malloc_usable_size(p);
+    free(p);
+    return (void *)usable;
+}
+
 static void introspection(int pymem) {
     struct mallinfo2 info = mallinfo2();
     CHECK(info.uordblks > 0);
@@ -302,6 +312,11 @@ static void introspection(int pymem) {
     m = realloc(m, 600);
     CHECK(m != NULL && m[599] == 0x5a);
     free(m);
+    pthread_t thread;
+    void *usable = NULL;
+    CHECK(pthread_create(&thread, NULL, first_block_medium, NULL) == 0);
+    CHECK(pthread_join(thread, &usable) == 0);
+    CHECK((size_t)usable == 1008);
 }
 
 int main(int argc, char **argv) {
