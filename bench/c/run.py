@@ -7,6 +7,7 @@ process's malloc, and prints wall time and peak RSS with ratios.
     python3 bench/c/run.py --only churn,prodcons --reps 5
 
 Allocators: glibc (nothing preloaded), pymem (target/release/libpymem_malloc.so,
+or under $CARGO_TARGET_DIR when set,
 built here), and mimalloc and jemalloc when their shared objects exist
 (Debian: apt-get install libmimalloc2.0 libjemalloc2; or set MIMALLOC_SO /
 JEMALLOC_SO). Each run checks the exit status and that every allocator
@@ -25,7 +26,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.join(ROOT, "bench", "c")
-BUILD = os.path.join(ROOT, "target", "bench-c")
+# Cargo's target directory (CARGO_TARGET_DIR when set, as cargo itself
+# reads it), where the preload is built and the workloads are put.
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+BUILD = os.path.join(TARGET, "bench-c")
 
 # name: (arguments, quick arguments)
 WORKLOADS = {
@@ -63,7 +67,7 @@ def build(quick):
 
 
 def allocators():
-    found = [("glibc", None), ("pymem", os.path.join(ROOT, "target", "release", "libpymem_malloc.so"))]
+    found = [("glibc", None), ("pymem", os.path.join(TARGET, "release", "libpymem_malloc.so"))]
     for name, env, default in [
         ("mimalloc", "MIMALLOC_SO", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
         ("jemalloc", "JEMALLOC_SO", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),

@@ -10,9 +10,10 @@
 //! `valloc`, `pvalloc`, `malloc_usable_size`, `free_sized`,
 //! `free_aligned_sized`, `cfree`, `malloc_trim`, `malloc_stats`, `mallinfo`
 //! and `mallinfo2`; the dynamic loader binds every call of the process
-//! (libc's own included) to them. Small requests are served from PyMalloc's
-//! pools, large ones by glibc's allocator through its `__libc_*` entry
-//! points, and `free` tells them apart by address; see `docs/override.md`.
+//! (libc's own included) to them. Requests of up to 2,048 bytes are served
+//! from PyMalloc's pools, larger ones by glibc's allocator through its
+//! `__libc_*` entry points, and `free` tells them apart by address; see
+//! `docs/override.md`.
 //!
 //! `PYMEM_DEBUG=1` switches the debug allocator on, as for a Rust program.
 //! A Rust program gets the same by enabling the `override` feature of

@@ -15,8 +15,9 @@
 //!
 //! # Fast paths
 //!
-//! `malloc` of at most 512 bytes pops the calling thread's pool, as the
-//! Rust fast path does; `free` of a pool block owned by the calling thread
+//! `malloc` of at most 2,048 bytes pops the calling thread's pool, as the
+//! Rust fast path does (the classes above 512 bytes, *medium*, are C's
+//! alone: see `size_class::C_POOL_THRESHOLD`); `free` of a pool block owned by the calling thread
 //! pushes it back. Both test one byte (the debug allocator is known to be
 //! off), and are inlined into the exported symbols.
 //!
@@ -66,7 +67,7 @@ use core::ptr;
 
 use super::large::glibc;
 use super::pool::Pool;
-use super::size_class::{block_size, class_of_size, route, route_fast, ALIGNMENT};
+use super::size_class::{block_size, class_of_size, route, route_c, ALIGNMENT};
 use super::{arena_bitmap, asan, debug, hooks, thread, PyMalloc};
 use crate::sync::Ordering;
 
@@ -160,23 +161,30 @@ unsafe fn check_and_free_small(ptr: *mut u8) {
 }
 
 /// The allocation fast path, for a default-aligned request with the debug
-/// allocator known to be off: a small one pops the calling thread's pool,
-/// a large one goes straight to glibc (which sets `errno` itself on
+/// allocator known to be off: a small or medium one pops the calling
+/// thread's pool, a large one goes straight to glibc (which sets `errno` itself on
 /// failure). `None` when this path does not apply.
 #[inline(always)]
 fn alloc_fast(size: usize, zeroed: bool) -> Option<*mut u8> {
     if !hooks::known_off() || debug::CHECKS {
         return None;
     }
-    let Some(class) = route_fast(size, ALIGNMENT) else {
+    let Some(class) = route_c(size) else {
         return Some(glibc::alloc(size, ALIGNMENT, zeroed));
     };
     let heap = thread::current_heap();
-    if heap.is_null() {
-        return None;
-    }
-    // SAFETY: a thread's bound heap is owned by it; a valid class.
-    let block = unsafe { (*heap).alloc(class) };
+    let block = if !heap.is_null() {
+        // SAFETY: a thread's bound heap is owned by it; `route_c` gives a
+        // class below `NB_CLASSES`.
+        unsafe { (*heap).alloc(class) }
+    } else {
+        // A thread's first block: bind a heap and take it from there, so
+        // that a medium request is a pool block even then (`alloc_raw`, the
+        // general path, routes as Rust does and would give it to glibc).
+        // `route_c` gives a class below `NB_CLASSES`, as `alloc_unbound`
+        // assumes.
+        thread::alloc_unbound(class)
+    };
     if block.is_null() {
         return None;
     }

@@ -1,5 +1,6 @@
-//! Large blocks: requests above the small threshold, or with an alignment
-//! no class honours.
+//! Large blocks: requests above the small threshold (for C's `malloc`,
+//! above the medium classes' 2,048 bytes), or with an alignment no class
+//! honours.
 //!
 //! # Where they come from
 //!
@@ -14,9 +15,10 @@
 //! wrapping `malloc`), which bypass the `malloc` symbol. The other choice,
 //! `mmap` with a header, was rejected: it costs a system call and at least
 //! a page per block, where the sizes just above 512 bytes (the bulk of
-//! large requests in most programs) would need a second, medium-size
-//! allocator to be served well; glibc's bins and per-thread cache already
-//! are one, reuse memory the way glibc does (so peak RSS stays glibc's on
+//! large requests in most programs) need a medium-size allocator to be
+//! served well (C's `malloc` now serves those up to 2 KiB from pools, with
+//! medium classes: `size_class::C_POOL_THRESHOLD`); glibc's bins and
+//! per-thread cache are one for what lies above, reuse memory the way glibc does (so peak RSS stays glibc's on
 //! large-block programs), keep glibc's `mmap` threshold and `mremap` for
 //! huge `realloc`s, and, above all, make every pointer that is not in an
 //! arena glibc's: a pointer allocated before the override took effect or

@@ -4,6 +4,12 @@
 //! 32 resulting block sizes (16, 32, ..., 512) are the size classes, as in
 //! CPython on 64-bit platforms.
 //!
+//! Where PyMalloc is the process's `malloc` (the C entry points, `cabi`),
+//! the same 16-byte steps go on up to [`C_POOL_THRESHOLD`] (2,048 bytes):
+//! *medium* classes, which only C's `malloc` uses. Rust's requests above
+//! 512 bytes still go to the system allocator (`route` never returns a
+//! medium class), as the contract says.
+//!
 //! A block of size `s` is placed at an address that is a multiple of the
 //! largest power of two dividing `s` (its *natural alignment*: 16 for 48,
 //! 64 for 192, 512 for 512). A request whose alignment exceeds 16 is served
@@ -18,8 +24,21 @@ pub const SMALL_REQUEST_THRESHOLD: usize = 512;
 pub(crate) const ALIGNMENT: usize = 16;
 const ALIGNMENT_SHIFT: u32 = ALIGNMENT.trailing_zeros();
 
-/// Number of size classes: 512 / 16.
-pub(crate) const NB_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
+/// Number of small size classes, those of requests of at most
+/// [`SMALL_REQUEST_THRESHOLD`] bytes: 512 / 16.
+pub(crate) const NB_SMALL_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
+
+/// C's `malloc` (only) serves default-aligned requests of at most this many
+/// bytes from pools: the small classes and, above them, medium ones. Half
+/// the requests of C programs between 512 bytes and 2 KiB would otherwise
+/// be glibc's, whose bins cost 1.5 to 2 times a pool's pop or push (see
+/// `docs/override.md`, "C entry points, seventh round"). A 2,048-byte
+/// class still packs 8 blocks into a 16 KiB pool with no waste.
+pub(crate) const C_POOL_THRESHOLD: usize = 2048;
+
+/// Number of size classes, small and medium: 2,048 / 16. Every array
+/// indexed by class has this many entries.
+pub(crate) const NB_CLASSES: usize = C_POOL_THRESHOLD / ALIGNMENT;
 
 /// A pool: one size class's blocks, aligned to its own size so that a
 /// block's pool is found by masking the block's address.
@@ -63,6 +82,14 @@ pub(crate) fn route(size: usize, align: usize) -> Option<usize> {
 #[inline(always)]
 pub(crate) fn route_fast(size: usize, align: usize) -> Option<usize> {
     (size <= SMALL_REQUEST_THRESHOLD - super::asan::REDZONE && align <= ALIGNMENT)
+        .then(|| class_of_size(size + super::asan::REDZONE))
+}
+
+/// The class of a default-aligned request of C's `malloc`: a small or a
+/// medium one (see [`C_POOL_THRESHOLD`]), or `None` for glibc's.
+#[inline(always)]
+pub(crate) fn route_c(size: usize) -> Option<usize> {
+    (size <= C_POOL_THRESHOLD - super::asan::REDZONE)
         .then(|| class_of_size(size + super::asan::REDZONE))
 }
 
@@ -128,7 +155,7 @@ pub(crate) fn large_growth_capacity(old_size: usize, new_size: usize) -> usize {
     }
 }
 
-/// The class of a request of `size <= 512` bytes with the default alignment.
+/// The class of a request of `size <= 2048` bytes with the default alignment.
 /// A zero-byte request is given the smallest block.
 #[inline(always)]
 pub(crate) const fn class_of_size(size: usize) -> usize {
@@ -162,9 +189,9 @@ mod tests {
 
     #[test]
     fn thirty_two_classes_of_sixteen_bytes() {
-        assert_eq!(NB_CLASSES, 32);
+        assert_eq!(NB_SMALL_CLASSES, 32);
         assert_eq!(block_size(0), 16);
-        assert_eq!(block_size(NB_CLASSES - 1), 512);
+        assert_eq!(block_size(NB_SMALL_CLASSES - 1), 512);
         for size in 1..=SMALL_REQUEST_THRESHOLD {
             let class = class_of_size(size);
             assert!(block_size(class) >= size, "size {size} class {class}");
@@ -174,6 +201,27 @@ mod tests {
             );
         }
         assert_eq!(class_of_size(0), 0);
+    }
+
+    #[test]
+    fn medium_classes_only_for_c() {
+        assert_eq!(NB_CLASSES, 128);
+        assert_eq!(block_size(NB_CLASSES - 1), C_POOL_THRESHOLD);
+        for size in 0..=C_POOL_THRESHOLD + 16 {
+            let padded = size + REDZONE;
+            match route_c(size) {
+                Some(class) => {
+                    assert!(class < NB_CLASSES);
+                    assert!(block_size(class) >= padded);
+                    assert!(block_size(class) - padded.max(1) < ALIGNMENT, "{size}");
+                }
+                None => assert!(padded > C_POOL_THRESHOLD),
+            }
+            // Rust's requests never get a medium class.
+            if let Some(class) = route(size, 8) {
+                assert!(class < NB_SMALL_CLASSES, "{size}");
+            }
+        }
     }
 
     #[test]

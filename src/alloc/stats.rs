@@ -6,7 +6,8 @@ use super::large_count::LargeSum;
 use super::registry::Ownership;
 use super::registry::Registry;
 use super::size_class::{
-    block_size, blocks_per_pool, ARENA_SIZE, NB_CLASSES, POOL_SIZE, SMALL_REQUEST_THRESHOLD,
+    block_size, blocks_per_pool, ARENA_SIZE, NB_CLASSES, NB_SMALL_CLASSES, POOL_SIZE,
+    SMALL_REQUEST_THRESHOLD,
 };
 use crate::sync::{fence, Ordering};
 
@@ -31,6 +32,13 @@ pub struct ClassStats {
 /// Counts are summed over every thread's heap when the snapshot is taken;
 /// while other threads allocate, each figure is exact for some moment close
 /// to the call, and `per_class` always sums to `small_blocks_in_use`.
+///
+/// `per_class` has the 32 small classes (16 to 512 bytes); where PyMalloc
+/// is the process's `malloc` (the `override` feature, `pymem-malloc`), C's
+/// `malloc` also serves blocks of up to 2,048 bytes from pools, and the
+/// medium classes (528 to 2,048 bytes, 16 apart) follow, up to the last
+/// one that holds a pool or a block; their blocks are counted in the
+/// `small_*` figures too.
 ///
 /// ```
 /// let stats = pymem::alloc_stats();
@@ -82,7 +90,8 @@ pub struct AllocStats {
     pub arenas_retired: usize,
     /// Bytes of arenas returned to the OS since the process started.
     pub bytes_returned: usize,
-    /// One entry per size class, smallest first.
+    /// One entry per size class, smallest first: the 32 small classes,
+    /// then the medium ones up to the last in use (see above).
     pub per_class: Vec<ClassStats>,
 }
 
@@ -130,7 +139,13 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
             pools[class] += slot.pools.load(Ordering::Relaxed);
         }
     }
-    let per_class: Vec<ClassStats> = (0..NB_CLASSES)
+    // The small classes always; the medium ones (C's `malloc` only) up to
+    // the last that holds a pool or a block.
+    let listed = (NB_SMALL_CLASSES..NB_CLASSES)
+        .rev()
+        .find(|&class| pools[class] != 0 || allocs[class] != frees[class])
+        .map_or(NB_SMALL_CLASSES, |last| last + 1);
+    let per_class: Vec<ClassStats> = (0..listed)
         .map(|class| {
             let in_use = allocs[class].saturating_sub(frees[class]);
             let capacity = pools[class] * blocks_per_pool(class);
@@ -193,8 +208,15 @@ impl fmt::Display for AllocStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "Small block threshold = {SMALL_REQUEST_THRESHOLD}, in {NB_CLASSES} size classes."
+            "Small block threshold = {SMALL_REQUEST_THRESHOLD}, in {NB_SMALL_CLASSES} size classes."
         )?;
+        if self.per_class.len() > NB_SMALL_CLASSES {
+            writeln!(
+                f,
+                "C's malloc: medium classes up to {} bytes.",
+                block_size(self.per_class.len() - 1)
+            )?;
+        }
         writeln!(f)?;
         writeln!(f, "class   size   num pools   blocks in use  avail blocks")?;
         writeln!(f, "-----   ----   ---------   -------------  ------------")?;

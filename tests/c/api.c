@@ -269,6 +269,16 @@ static void cross_thread(void) {
     CHECK(pthread_join(t, NULL) == 0);
 }
 
+/* A thread's first request, medium: a pool block too (the thread binds
+ * its heap on the way, as for a small one). */
+static void *first_block_medium(void *arg) {
+    (void)arg;
+    void *p = malloc(1000);
+    size_t usable = malloc_usable_size(p);
+    free(p);
+    return (void *)usable;
+}
+
 static void introspection(int pymem) {
     struct mallinfo2 info = mallinfo2();
     CHECK(info.uordblks > 0);
@@ -287,6 +297,26 @@ static void introspection(int pymem) {
     void *p = malloc(24);
     CHECK(malloc_usable_size(p) == 32);
     free(p);
+    /* So do medium ones, up to 2,048 bytes (glibc would say 1,000 and
+     * 2,040); a realloc across the top class moves to glibc and back,
+     * keeping the contents. */
+    unsigned char *m = malloc(1000);
+    CHECK(malloc_usable_size(m) == 1008);
+    memset(m, 0x5a, 1000);
+    m = realloc(m, 2040);
+    CHECK(m != NULL && malloc_usable_size(m) == 2048);
+    CHECK(m[0] == 0x5a && m[999] == 0x5a);
+    m[2039] = 0x33;
+    m = realloc(m, 5000);
+    CHECK(m != NULL && m[999] == 0x5a && m[2039] == 0x33);
+    m = realloc(m, 600);
+    CHECK(m != NULL && m[599] == 0x5a);
+    free(m);
+    pthread_t thread;
+    void *usable = NULL;
+    CHECK(pthread_create(&thread, NULL, first_block_medium, NULL) == 0);
+    CHECK(pthread_join(thread, &usable) == 0);
+    CHECK((size_t)usable == 1008);
 }
 
 int main(int argc, char **argv) {
