@@ -171,3 +171,32 @@ fn seeds_met_by_an_edge_before_their_turn_are_examined_once() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn a_chain_walked_after_pending_garbage_is_kept() {
+    std::thread::spawn(|| {
+        gc::disable();
+        let _ballast = ballast(20_000);
+        // First in list order, a garbage ring (one reference per node, so
+        // the walks that leave it pending still settle phase 2)...
+        let garbage = weaks(&ring(20));
+        // ...then a live chain linked from newer to older nodes and held
+        // at its newest: one step settles only the node next to the held
+        // one; the rest need a walk of the chain, after the pending ones.
+        let nodes: Vec<Gc<Node>> = (0..10).map(|_| new()).collect();
+        for k in 0..9 {
+            set_next(&nodes[k + 1], &nodes[k]);
+        }
+        let held = nodes[9].clone();
+        let live = weaks(&nodes);
+        drop(nodes);
+        assert_eq!(gc::collect(), 20);
+        assert!(all_dead(&garbage));
+        assert!(all_alive(&live));
+        drop(held);
+        assert_eq!(gc::collect(), 0);
+        assert!(all_dead(&live));
+    })
+    .join()
+    .unwrap();
+}

@@ -632,7 +632,18 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
         }
     }
     let mut settled = true;
+    // Candidates the walks left pending (the resolved ones are counted
+    // in `resolved`, with the steps').
+    let mut pending = 0;
+    let stepped = resolved;
     for t in examined {
+        if !settled && pending > resolved - stepped {
+            // A pending candidate may be reached by another edge, so phase
+            // 2 will trace every reachable member: walking more chains
+            // only lets it stop sooner, and while the walks mostly end
+            // pending (garbage doubly linked, say) that will not happen.
+            break;
+        }
         let r = refs[t].get();
         if !is_candidate(r) || r == PENDING {
             continue;
@@ -662,12 +673,15 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
             refs[x].set(outcome);
             if outcome == RESOLVED {
                 resolved += 1;
-            } else if settled {
-                // SAFETY: x < n; a member (a candidate) of the range.
-                let p = unsafe { members.get(x) };
-                // A null one was freed by a `trace` (rule 5 broken):
-                // unknown, so trace.
-                settled = !p.is_null() && strong_refs(p) <= 1;
+            } else {
+                pending += 1;
+                if settled {
+                    // SAFETY: x < n; a member (a candidate) of the range.
+                    let p = unsafe { members.get(x) };
+                    // A null one was freed by a `trace` (rule 5 broken):
+                    // unknown, so trace.
+                    settled = !p.is_null() && strong_refs(p) <= 1;
+                }
             }
             let p = parent(x);
             if p == NO_PARENT {
