@@ -200,3 +200,34 @@ fn a_chain_walked_after_pending_garbage_is_kept() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn dirty_frozen_objects_below_the_range_are_no_seeds() {
+    std::thread::spawn(|| {
+        gc::disable();
+        // 100 frozen nodes (the permanent generation: list slots below
+        // the full collection's range, which then starts mid-word), made
+        // dirty after the freeze: their slot bits are set, but they are
+        // outside the range.
+        let frozen: Vec<Gc<Node>> = (0..100).map(|_| new()).collect();
+        gc::freeze();
+        for f in &frozen {
+            drop(f.clone());
+        }
+        let _ballast = ballast(1000);
+        let garbage = weaks(&ring(7));
+        let kept = ring(3);
+        let live = weaks(&kept);
+        assert_eq!(gc::collect(), 7);
+        assert!(all_dead(&garbage));
+        assert!(all_alive(&live));
+        drop(kept);
+        assert_eq!(gc::collect(), 3);
+        assert!(all_dead(&live));
+        gc::unfreeze();
+        drop(frozen);
+        assert_eq!(gc::collect(), 0);
+    })
+    .join()
+    .unwrap();
+}
