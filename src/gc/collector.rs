@@ -397,17 +397,28 @@ fn find_reachable_from_dirty(
     tracer.stack.clear();
     // One slot per member: each is pushed once, when first met.
     tracer.stack.reserve(n);
-    for &pos in &sc.seeds {
-        refs[pos].set(0);
-        // SAFETY: pos < n, the parents' capacity.
-        unsafe { parents.add(pos).write(NO_PARENT) };
-        tracer.stack.push(pos);
-    }
     let mut examined = 0;
     // The positions examined lie in `lo..hi` (what phase 2 scans).
     let (mut lo, mut hi) = (n, 0);
+    // The seeds are taken in list order, each when the stack is empty
+    // and only if no edge met it before (then it is on the stack or was
+    // examined already), so a seed costs no push of its own and a
+    // structure is discovered from its first seed, in edge order.
+    let mut seeds = sc.seeds.iter();
     loop {
-        while let Some(pos) = tracer.stack.pop() {
+        loop {
+            let pos = match tracer.stack.pop() {
+                Some(pos) => pos,
+                None => match seeds.find(|&&s| refs[s].get() == UNSEEN) {
+                    Some(&s) => {
+                        refs[s].set(0);
+                        // SAFETY: s < n, the parents' capacity.
+                        unsafe { parents.add(s).write(NO_PARENT) };
+                        s
+                    }
+                    None => break,
+                },
+            };
             examined += 1;
             lo = lo.min(pos);
             hi = hi.max(pos + 1);
@@ -536,10 +547,9 @@ fn finish<M: Members + ?Sized>(
 /// is reachable and marked [`RESOLVED`]; one whose chain loops or ends
 /// among candidates is left [`PENDING`]. Each candidate is followed once
 /// (the path is marked [`VISITING`] as it is walked, then walked again
-/// to mark the outcome). With `steps`, two passes first resolve each
-/// candidate whose parent is already known reachable, in list order and
-/// then from the end, which settles the usual shapes of a range scan
-/// before any chain is walked. Returns the number of candidates, of those
+/// to mark the outcome). Two passes first resolve each candidate whose
+/// parent is already known reachable, in list order and then from the
+/// end, which settles the usual shapes before any chain is walked. Returns the number of candidates, of those
 /// resolved, and whether that settles phase 2.
 ///
 /// It does when no pending candidate has more than one strong reference:
@@ -564,7 +574,7 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     refs: &[Cell<Refs>],
     parents: &[MaybeUninit<u32>],
     examined: Range<usize>,
-    steps: bool,
+    backward: bool,
 ) -> (usize, usize, bool) {
     let n = refs.len();
     assert!(parents.len() == n && members.len() == n && examined.end <= n);
@@ -587,21 +597,19 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
         }
     };
     // A first pass, in list order, counts the roots and the candidates
-    // and, with `steps` (a range scan, whose links name each member's
-    // oldest referrer), takes one step from each candidate: objects linked
-    // from older ones (a list grown at its tail, a ring or a tree built
-    // forwards) settle here in one step each. (With no root, nothing is
-    // resolved.) A full collection's links follow its discovery order,
-    // not the list's: it walks the chains only.
+    // and takes one step from each candidate: objects linked from older
+    // ones (a list grown at its tail, a ring or a tree built forwards)
+    // settle here in one step each. (With no root, nothing is resolved.)
+    // A range scan's links name each member's oldest referrer; a full
+    // collection's, the last referrer its discovery met, which for those
+    // shapes is the older one too (seeds are taken in list order).
     for t in examined.clone() {
         let r = refs[t].get();
         if is_root(r) {
             roots += 1;
         } else if is_candidate(r) {
             candidates += 1;
-            if steps {
-                step(t, &mut resolved);
-            }
+            step(t, &mut resolved);
         }
     }
     if candidates == 0 || roots == 0 {
@@ -611,7 +619,7 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     if resolved == candidates {
         return (candidates, resolved, true);
     }
-    if steps {
+    if backward {
         // A second, from the end: objects linked from newer ones (a tree
         // built bottom-up) settle here likewise.
         for t in examined.clone().rev() {
@@ -624,7 +632,18 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
         }
     }
     let mut settled = true;
+    // Candidates the walks left pending (the resolved ones are counted
+    // in `resolved`, with the steps').
+    let mut pending = 0;
+    let stepped = resolved;
     for t in examined {
+        if !settled && pending > resolved - stepped {
+            // A pending candidate may be reached by another edge, so phase
+            // 2 will trace every reachable member: walking more chains
+            // only lets it stop sooner, and while the walks mostly end
+            // pending (garbage doubly linked, say) that will not happen.
+            break;
+        }
         let r = refs[t].get();
         if !is_candidate(r) || r == PENDING {
             continue;
@@ -654,12 +673,15 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
             refs[x].set(outcome);
             if outcome == RESOLVED {
                 resolved += 1;
-            } else if settled {
-                // SAFETY: x < n; a member (a candidate) of the range.
-                let p = unsafe { members.get(x) };
-                // A null one was freed by a `trace` (rule 5 broken):
-                // unknown, so trace.
-                settled = !p.is_null() && strong_refs(p) <= 1;
+            } else {
+                pending += 1;
+                if settled {
+                    // SAFETY: x < n; a member (a candidate) of the range.
+                    let p = unsafe { members.get(x) };
+                    // A null one was freed by a `trace` (rule 5 broken):
+                    // unknown, so trace.
+                    settled = !p.is_null() && strong_refs(p) <= 1;
+                }
             }
             let p = parent(x);
             if p == NO_PARENT {

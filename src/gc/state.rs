@@ -801,23 +801,29 @@ impl State {
     /// again).
     pub(crate) fn dirty_seeds(&self, start: usize, seeds: &mut Vec<usize>) {
         let len = self.list.len();
-        let mut w = start / 64;
-        while w * 64 < len {
+        if start >= len {
+            return;
+        }
+        // The words of `[start, len)`, the bits outside it masked off.
+        let (first, last) = (start / 64, (len - 1) / 64);
+        for w in first..=last {
             let mut bits = self.dirty_slots.word(w);
+            if w == first {
+                bits &= u64::MAX << (start % 64);
+            }
+            if w == last {
+                bits &= u64::MAX >> (63 - (len - 1) % 64);
+            }
             while bits != 0 {
                 let i = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                if i < start || i >= len {
-                    continue;
-                }
-                // SAFETY: i < len.
+                // SAFETY: start <= i < len (the bits outside were masked).
                 let p = unsafe { self.list.get_unchecked(i) };
                 // SAFETY: non-null list entries are live tracked objects.
                 if !p.is_null() && !unsafe { GcHeader::of(p) }.has(CLEAN) {
                     seeds.push(i - start);
                 }
             }
-            w += 1;
         }
         self.dirty_slots.clear_range(start, len);
     }
