@@ -84,7 +84,7 @@ impl hooks::Backend for CApi {
     unsafe fn alloc_outer(layout: Layout) -> *mut u8 {
         // SAFETY: `alloc_raw` has no precondition beyond a power-of-two
         // alignment, which a `Layout` guarantees.
-        unsafe { alloc_raw(layout.size(), layout.align(), false) }
+        unsafe { alloc_raw(layout.size(), layout.align(), false, false) }
     }
 
     unsafe fn free_outer(base: *mut u8, _layout: Layout) {
@@ -95,25 +95,33 @@ impl hooks::Backend for CApi {
 }
 
 /// Allocation without the debug hooks: a pool block when a class honours
-/// `size` and `align` (a power of two), else glibc's.
+/// `size` and `align` (a power of two), else glibc's. With `medium`, a
+/// default-aligned request of up to 2,048 bytes takes a small or medium
+/// class (`route_c`, as the fast path does: the general path must agree
+/// with it, or a build whose fast path is off, such as a debug build,
+/// would give those requests to glibc); without, the classes are Rust's
+/// (`route`), as the debug hooks' outer blocks have always been routed.
 ///
 /// # Safety
 /// `align` must be a power of two.
-unsafe fn alloc_raw(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    if route(size, align).is_none() {
+unsafe fn alloc_raw(size: usize, align: usize, zeroed: bool, medium: bool) -> *mut u8 {
+    let class = if medium && align <= ALIGNMENT {
+        route_c(size)
+    } else {
+        route(size, align)
+    };
+    let Some(class) = class else {
         return glibc::alloc(size, align, zeroed);
+    };
+    // SAFETY: `route_c` and `route` give a class below `NB_CLASSES` whose
+    // blocks hold `size` bytes aligned to `align`, what `alloc_class`
+    // requires.
+    let block = unsafe { PyMalloc::alloc_class(class, size) };
+    if zeroed && !block.is_null() {
+        // SAFETY: the block holds at least `size` bytes.
+        unsafe { block.write_bytes(0, size) };
     }
-    // SAFETY: a class honours it, so `size` is at most 512 and `align` a
-    // power of two at most 512: a valid layout, and `raw_alloc` serves a
-    // zero size with the smallest block.
-    unsafe {
-        let layout = Layout::from_size_align_unchecked(size, align);
-        if zeroed {
-            PyMalloc::raw_alloc_zeroed(layout)
-        } else {
-            PyMalloc::raw_alloc(layout)
-        }
-    }
+    block
 }
 
 /// Free without the debug hooks, by address.
@@ -172,23 +180,14 @@ fn alloc_fast(size: usize, zeroed: bool) -> Option<*mut u8> {
     let Some(class) = route_c(size) else {
         return Some(glibc::alloc(size, ALIGNMENT, zeroed));
     };
-    let heap = thread::current_heap();
-    let block = if !heap.is_null() {
-        // SAFETY: a thread's bound heap is owned by it; `route_c` gives a
-        // class below `NB_CLASSES`.
-        unsafe { (*heap).alloc(class) }
-    } else {
-        // A thread's first block: bind a heap and take it from there, so
-        // that a medium request is a pool block even then (`alloc_raw`, the
-        // general path, routes as Rust does and would give it to glibc).
-        // `route_c` gives a class below `NB_CLASSES`, as `alloc_unbound`
-        // assumes.
-        thread::alloc_unbound(class)
-    };
+    // SAFETY: `route_c` gives a class below `NB_CLASSES` whose blocks hold
+    // `size` bytes. On a thread's first block, `alloc_class` binds a heap
+    // and takes it from there, so a medium request is a pool block even
+    // then.
+    let block = unsafe { PyMalloc::alloc_class(class, size) };
     if block.is_null() {
         return None;
     }
-    asan::unpoison_block(block, size);
     if zeroed {
         // SAFETY: the block holds at least `size` bytes.
         unsafe { block.write_bytes(0, size) };
@@ -207,7 +206,7 @@ fn alloc_general(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         }
     } else {
         // SAFETY: `align` is a power of two (callers check).
-        unsafe { alloc_raw(size, align, zeroed) }
+        unsafe { alloc_raw(size, align, zeroed, true) }
     };
     if ptr.is_null() {
         set_errno(libc::ENOMEM);

@@ -15,12 +15,13 @@ use crate::sync::Ordering;
 pub(crate) static REGISTRY: Registry = Registry::new();
 
 impl PyMalloc {
-    /// Allocates a block of `class` for a request of `size` bytes.
+    /// Allocates a block of `class` (small, or medium for C's `malloc`)
+    /// for a request of `size` bytes.
     ///
     /// # Safety
     /// `class < NB_CLASSES`, and its blocks hold `size` bytes.
     #[inline(always)]
-    unsafe fn alloc_small(class: usize, size: usize) -> *mut u8 {
+    pub(super) unsafe fn alloc_class(class: usize, size: usize) -> *mut u8 {
         let heap = thread::current_heap();
         let block = if !heap.is_null() {
             // SAFETY: a thread's bound heap is owned by it (only `bind` and
@@ -104,7 +105,7 @@ impl PyMalloc {
         match route(layout.size(), layout.align()) {
             // SAFETY: `route` returns a class below NB_CLASSES whose blocks
             // hold `layout.size()` bytes aligned to `layout.align()`.
-            Some(class) => unsafe { Self::alloc_small(class, layout.size()) },
+            Some(class) => unsafe { Self::alloc_class(class, layout.size()) },
             // SAFETY: `layout` has a non-zero size (this function's
             // `# Safety`), as `large::alloc` asks.
             None => unsafe { large::alloc(&REGISTRY, layout, false) },
@@ -132,7 +133,7 @@ impl PyMalloc {
             Some(class) => {
                 // SAFETY: `route` returns a class below NB_CLASSES whose
                 // blocks hold `layout.size()` bytes.
-                let ptr = unsafe { Self::alloc_small(class, layout.size()) };
+                let ptr = unsafe { Self::alloc_class(class, layout.size()) };
                 if !ptr.is_null() {
                     // SAFETY: the block holds at least `layout.size()` bytes.
                     unsafe { ptr.write_bytes(0, layout.size()) };
@@ -289,7 +290,7 @@ impl PyMalloc {
         let new = match class {
             // SAFETY: `class` is below NB_CLASSES with blocks that hold
             // `new_size` bytes (this function's `# Safety`).
-            Some(class) => unsafe { Self::alloc_small(class, new_size) },
+            Some(class) => unsafe { Self::alloc_class(class, new_size) },
             None => {
                 // SAFETY: `layout.align()` is a valid alignment and the
                 // caller guarantees `new_size` does not overflow when

@@ -157,7 +157,7 @@ extern "C" fn in_child_after_fork() {
 
 /// Allocates a block of `class` for a thread that has no heap bound.
 /// `class` must be below `NB_CLASSES`, which is not checked (though
-/// `Heap::alloc` relies on it): its one caller, `alloc_small`, requires
+/// `Heap::alloc` relies on it): its one caller, `PyMalloc::alloc_class`, requires
 /// it of its own callers.
 #[cold]
 #[inline(never)]
