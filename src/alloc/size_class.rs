@@ -38,7 +38,15 @@ pub(crate) const C_POOL_THRESHOLD: usize = 2048;
 
 /// Number of size classes, small and medium: 2,048 / 16. Every array
 /// indexed by class has this many entries.
+#[cfg(not(loom))]
 pub(crate) const NB_CLASSES: usize = C_POOL_THRESHOLD / ALIGNMENT;
+
+/// Under loom, the small classes only: its models never reach C's
+/// `malloc` (the only user of the medium classes), and their heaps, built
+/// of loom's much larger atomics, live on the models' coroutine stacks,
+/// which four times the per-class arrays overflowed.
+#[cfg(loom)]
+pub(crate) const NB_CLASSES: usize = NB_SMALL_CLASSES;
 
 /// A pool: one size class's blocks, aligned to its own size so that a
 /// block's pool is found by masking the block's address.
@@ -88,6 +96,7 @@ pub(crate) fn route_fast(size: usize, align: usize) -> Option<usize> {
 /// The class of a default-aligned request of C's `malloc`: a small or a
 /// medium one (see [`C_POOL_THRESHOLD`]), or `None` for glibc's.
 #[inline(always)]
+#[cfg_attr(loom, allow(dead_code))] // only C's malloc routes with it
 pub(crate) fn route_c(size: usize) -> Option<usize> {
     (size <= C_POOL_THRESHOLD - super::asan::REDZONE)
         .then(|| class_of_size(size + super::asan::REDZONE))
