@@ -409,14 +409,20 @@ impl State {
         // writes the word (through its raw pointer: `Cell::set` would
         // read the old, unwritten value) before anything reads it.
         let h = unsafe { GcHeader::of(obj) };
+        // The countdown is decremented before its test, so that the
+        // decrement, its store and the test are one `sub` of memory and
+        // a branch on its borrow (issue 9, eighth round); from 0 it wraps
+        // to `usize::MAX`, which the slow path puts back to 0 before
+        // anything else.
         let room = self.room.get();
+        self.room.set(room.wrapping_sub(1));
         if room == 0 {
+            self.room.set(0);
             // SAFETY: the word is in the live header, aligned, and no
             // reference to its contents exists (only to the `Cell`).
             unsafe { h.gc.as_ptr().write(UNTRACKED) };
             return self.track_slow(obj, h);
         }
-        self.room.set(room - 1);
         let len = self.list.len();
         // SAFETY: room <= cap - len (the invariant), and room > 0.
         unsafe { self.list.push_within_cap(obj) };
