@@ -529,7 +529,7 @@ fn finish<M: Members + ?Sized>(
         }
         candidates
     } else {
-        let candidates = sc.refs.iter().filter(|r| is_candidate(r.get())).count();
+        let candidates = count_candidates(&sc.refs);
         if candidates > 0 {
             traced = true;
             move_unreachable(members, &sc.refs, candidates, tracer);
@@ -538,6 +538,28 @@ fn finish<M: Members + ?Sized>(
     };
     sc.stack = std::mem::take(&mut tracer.stack);
     (candidates, candidates - tracer.reached, traced)
+}
+
+/// The number of candidates phase 1 left in `refs` (see
+/// [`is_candidate`]), which holds only phase 1's values: counts (at most
+/// `MAX_COUNT` + [`EXT`]) and [`REACHED`] (holes), none of phase 2's
+/// marks. Among those values the candidates are exactly the ones `r <=
+/// 0` other than `REACHED`, that is those for which `r - 1` (wrapping:
+/// `REACHED - 1` is the largest value) is negative: a shift and an add
+/// per entry, which the compiler vectorises (the compare `is_candidate`
+/// makes, and its branch, do not: 7 instructions per member of a range
+/// scan before; issue 9, eighth round).
+fn count_candidates(refs: &[Cell<Refs>]) -> usize {
+    let mut n = 0u64;
+    for r in refs {
+        let r = r.get();
+        debug_assert!(
+            r == REACHED || r > PENDING,
+            "phase 2 value {r:#x} in phase 1's gc_refs"
+        );
+        n += (r.wrapping_sub(1) as u64) >> 63;
+    }
+    n as usize
 }
 
 /// Phase 2's first step: settles the candidates (members without outside
@@ -769,17 +791,28 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
         // `resolve_through_parents` settles them in list order.
         for pos in (0..refs.len()).rev() {
             // SAFETY: pos < refs.len() == members.len() (asserted above).
-            holes += unsafe { subtract_one(members, pos, held, clear_dirty, refs, late, tracer) };
+            unsafe {
+                subtract_one(
+                    members,
+                    pos,
+                    held,
+                    clear_dirty,
+                    refs,
+                    late,
+                    tracer,
+                    &mut holes,
+                )
+            };
         }
     } else if clear_dirty {
         for pos in 0..refs.len() {
             // SAFETY: pos < refs.len() == members.len() (asserted above).
-            holes += unsafe { subtract_one(members, pos, held, true, refs, late, tracer) };
+            unsafe { subtract_one(members, pos, held, true, refs, late, tracer, &mut holes) };
         }
     } else {
         for pos in 0..refs.len() {
             // SAFETY: pos < refs.len() == members.len() (asserted above).
-            holes += unsafe { subtract_one(members, pos, held, false, refs, late, tracer) };
+            unsafe { subtract_one(members, pos, held, false, refs, late, tracer, &mut holes) };
         }
     }
     // The members lent out by `Gc::get_mut`: trace those an edge proved
@@ -792,8 +825,10 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
     holes
 }
 
-/// Phase 1 for member `pos` (see [`update_and_subtract_refs`]): returns
-/// 1 for a hole, 0 otherwise.
+/// Phase 1 for member `pos` (see [`update_and_subtract_refs`]): counts
+/// a hole in `holes` (incremented on the hole's branch only: a count
+/// returned by every call cost two instructions per member after the
+/// `trace` call, LLVM adding a zero it rematerialised).
 ///
 /// # Safety
 /// `pos < refs.len() == members.len()`.
@@ -806,14 +841,16 @@ unsafe fn subtract_one<M: Members + ?Sized>(
     refs: &[Cell<Refs>],
     late: &mut Vec<usize>,
     tracer: &mut Tracer,
-) -> usize {
+    holes: &mut usize,
+) {
     // SAFETY: pos < refs.len() (this function's `# Safety`).
     let r = unsafe { refs.get_unchecked(pos) };
     // SAFETY: pos < members.len() (this function's `# Safety`).
     let p = unsafe { members.get(pos) };
     if p.is_null() {
         r.set(REACHED);
-        return 1;
+        *holes += 1;
+        return;
     }
     // SAFETY: non-null members are live tracked objects with live values
     // (the list's invariant; the garbage is held by the collector).
@@ -826,7 +863,7 @@ unsafe fn subtract_one<M: Members + ?Sized>(
         }
         if w & LENT_MUT != 0 && !lent_mut_ended(p, h) {
             late.push(pos);
-            return 0;
+            return;
         }
     }
     tracer.current = pos;
@@ -836,7 +873,6 @@ unsafe fn subtract_one<M: Members + ?Sized>(
     // may read it; `refs` is only accessed through the tracer while
     // `trace` runs.
     unsafe { (h.vtable().trace)(p, tracer) };
-    0
 }
 
 /// Phase 2, CPython's `move_unreachable`: of the `candidates` (members

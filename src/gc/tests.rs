@@ -1113,3 +1113,30 @@ fn full_collection_settles_through_parent_links() {
         });
     }
 }
+
+/// A range scan that found no candidate at all (every member referenced
+/// from outside) gives no reason to record parent links for the next
+/// scan of its generation: the hint goes off (issue 9, eighth round; it
+/// was on, as "no candidate" passed the quarter-reachable test).
+#[test]
+fn links_hint_off_after_scan_without_candidates() {
+    let drops = Rc::new(Cell::new(0));
+    let held: Vec<Gc<Node>> = (0..10).map(|i| node(i, &drops)).collect();
+    // Dirty, so the skip rule does not skip the collection.
+    for h in &held {
+        drop(h.clone());
+    }
+    assert_eq!(gc::collect_generation(0), 0);
+    assert!(!with(|st| st.links_pay(0)));
+    // Candidates mostly reachable (a chain held at its head) turn it on.
+    for w in held.windows(2) {
+        w[0].edges.borrow_mut().push(w[1].clone());
+    }
+    let head = held[0].clone();
+    drop(held);
+    assert_eq!(gc::collect_generation(1), 0);
+    assert!(with(|st| st.links_pay(1)));
+    assert_eq!(drops.get(), 0);
+    drop(head);
+    assert_eq!(drops.get(), 10);
+}
