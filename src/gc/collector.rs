@@ -832,6 +832,9 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
 ///
 /// # Safety
 /// `pos < refs.len() == members.len()`.
+// (Eight arguments: the loop's state, passed apart so that it stays in
+// registers across the inlined calls.)
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn subtract_one<M: Members + ?Sized>(
     members: &M,
