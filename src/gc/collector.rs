@@ -407,8 +407,14 @@ fn find_reachable_from_dirty(
     // One slot per member: each is pushed once, when first met.
     tracer.stack.reserve(n);
     let mut examined = 0;
-    // The positions examined lie in `lo..hi` (what phase 2 scans).
+    // The positions examined lie in `lo..hi` (where the rebuild looks for
+    // the unreachable), and are listed in `order` as examined (what
+    // phase 2 scans: the range also spans the members not examined,
+    // which were three quarters of it in stress).
     let (mut lo, mut hi) = (n, 0);
+    sc.order.clear();
+    sc.order.reserve(n);
+    let order = sc.order.as_mut_ptr();
     // The seeds are taken in list order, each when the stack is empty
     // and only if no edge met it before (then it is on the stack or was
     // examined already), so a seed costs no push of its own and a
@@ -428,6 +434,14 @@ fn find_reachable_from_dirty(
                     None => break,
                 },
             };
+            // Each position is examined once (pushed when first met, or
+            // taken as a seed if never met), so at most n are: within the
+            // room reserved. (A local count and a raw write: `push` kept
+            // the length in memory across the `trace` calls.)
+            assert!(examined < n, "pymem: a member examined twice");
+            // SAFETY: examined < n <= the capacity reserved above;
+            // n < u32::MAX (`parents_for`).
+            unsafe { order.add(examined).write(pos as u32) };
             examined += 1;
             lo = lo.min(pos);
             hi = hi.max(pos + 1);
@@ -469,6 +483,9 @@ fn find_reachable_from_dirty(
     }
     st.closure_size(sc.seeds.len(), examined, n);
     sc.examined = lo.min(hi)..hi;
+    // SAFETY: the first `examined` entries were written above, within the
+    // capacity.
+    unsafe { sc.order.set_len(examined) };
     let (candidates, unreachable, traced) = finish(members, sc, &mut tracer, true);
     Outcome {
         conservative: tracer.saw_external,
@@ -520,16 +537,28 @@ fn finish<M: Members + ?Sized>(
         // by one (no count is held on the members in Discover mode, and
         // `links` is only set when `held` is 0, so a candidate's strong
         // count, at least one, was cancelled by edges); the members
-        // outside `examined` are UNSEEN (Discover; a range scan examines
+        // not in `order` are UNSEEN (Discover; a range scan examines
         // every member).
-        let (candidates, resolved, settled) = unsafe {
-            resolve_through_parents(
-                members,
-                &sc.refs,
-                &sc.parents,
-                sc.examined.clone(),
-                !discover,
-            )
+        // Discover: only the examined positions, in the order discovery
+        // examined them (they were a quarter of the range they span in
+        // stress).
+        let (candidates, resolved, settled) = if discover {
+            let order = &sc.order;
+            unsafe {
+                resolve_through_parents(
+                    members,
+                    &sc.refs,
+                    &sc.parents,
+                    || order.iter().map(|&p| p as usize),
+                    false,
+                )
+            }
+        } else {
+            let examined = sc.examined.clone();
+            // SAFETY: as above.
+            unsafe {
+                resolve_through_parents(members, &sc.refs, &sc.parents, || examined.clone(), true)
+            }
         };
         tracer.reached = resolved;
         if !settled {
@@ -579,8 +608,10 @@ fn count_candidates(refs: &[Cell<Refs>]) -> usize {
 /// among candidates is left [`PENDING`]. Each candidate is followed once
 /// (the path is marked [`VISITING`] as it is walked, then walked again
 /// to mark the outcome). Two passes first resolve each candidate whose
-/// parent is already known reachable, in list order and then from the
-/// end, which settles the usual shapes before any chain is walked. Returns the number of candidates, of those
+/// parent is already known reachable, in list order (a full collection
+/// from the dirty seeds: in the order discovery examined them) and then
+/// from the end, which settles the usual shapes before any chain is
+/// walked. Returns the number of candidates, of those
 /// resolved, and whether that settles phase 2.
 ///
 /// It does when no pending candidate has more than one strong reference:
@@ -599,16 +630,22 @@ fn count_candidates(refs: &[Cell<Refs>]) -> usize {
 /// an edge reached in phase 1, which includes every candidate (its
 /// gc_refs are its strong count, at least one, less the edges that met
 /// it) and every member a link names (it traced the edge); the members
-/// outside `examined` are neither roots nor candidates.
-unsafe fn resolve_through_parents<M: Members + ?Sized>(
+/// not among the positions `examined()` yields (each below `refs.len()`,
+/// each once) are neither roots nor candidates.
+unsafe fn resolve_through_parents<M, P, I>(
     members: &M,
     refs: &[Cell<Refs>],
     parents: &[MaybeUninit<u32>],
-    examined: Range<usize>,
+    examined: P,
     backward: bool,
-) -> (usize, usize, bool) {
+) -> (usize, usize, bool)
+where
+    M: Members + ?Sized,
+    P: Fn() -> I,
+    I: DoubleEndedIterator<Item = usize>,
+{
     let n = refs.len();
-    assert!(parents.len() == n && members.len() == n && examined.end <= n);
+    assert!(parents.len() == n && members.len() == n);
     // SAFETY: called only for a candidate or a member a link names, whose
     // `parents` entry phase 1 initialised (this function's `# Safety`).
     let parent = |x: usize| unsafe { parents[x].assume_init() };
@@ -632,9 +669,11 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     // ones (a list grown at its tail, a ring or a tree built forwards)
     // settle here in one step each. (With no root, nothing is resolved.)
     // A range scan's links name each member's oldest referrer; a full
-    // collection's, the last referrer its discovery met, which for those
-    // shapes is the older one too (seeds are taken in list order).
-    for t in examined.clone() {
+    // collection's, the last referrer its discovery met, examined before
+    // the member in these shapes (its discovery follows their edges from
+    // the first seed, in list order), so the pass in discovery order
+    // settles them likewise, and visits only the examined members.
+    for t in examined() {
         let r = refs[t].get();
         if is_root(r) {
             roots += 1;
@@ -653,7 +692,7 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     if backward {
         // A second, from the end: objects linked from newer ones (a tree
         // built bottom-up) settle here likewise.
-        for t in examined.clone().rev() {
+        for t in examined().rev() {
             if is_candidate(refs[t].get()) {
                 step(t, &mut resolved);
             }
@@ -667,7 +706,7 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     // in `resolved`, with the steps').
     let mut pending = 0;
     let stepped = resolved;
-    for t in examined {
+    for t in examined() {
         if !settled && pending > resolved - stepped {
             // A pending candidate may be reached by another edge, so phase
             // 2 will trace every reachable member: walking more chains
@@ -1055,6 +1094,9 @@ pub(crate) struct Scratch {
     /// The positions a full collection from the dirty seeds examined lie
     /// in this range.
     examined: Range<usize>,
+    /// Those positions, in the order they were examined (see
+    /// [`find_reachable_from_dirty`]).
+    order: Vec<u32>,
 }
 
 impl Scratch {
@@ -1110,6 +1152,7 @@ impl Scratch {
         shrink_to(&mut self.stack, keep);
         shrink_to(&mut self.late, keep);
         shrink_to(&mut self.parents, keep);
+        shrink_to(&mut self.order, keep);
         let _ = SCRATCH.try_with(|s| s.set(Some(self)));
     }
 
