@@ -1032,7 +1032,9 @@ fn rebuild_and_promote(
         }
         st.promote(g, end);
         st.forget_unreachable(garbage.len());
-        return n - outcome.holes - garbage.len();
+        // (Saturating: the count of holes is exact unless a `trace` broke
+        // its contract, and the survivors only feed statistics.)
+        return n.saturating_sub(outcome.holes + garbage.len());
     } else {
         garbage.reserve(outcome.unreachable);
         for (pos, r) in refs.iter().enumerate() {
