@@ -811,9 +811,11 @@ impl State {
     /// or a full one that examines its whole range) should trace the
     /// newest member first and follow the parent links in phase 2 (see
     /// `collector::finish`). Yes if the last one
-    /// found at least a quarter of its candidates reachable (objects
+    /// found candidates, at least a quarter of them reachable (objects
     /// still being built, which the links settle without a second
-    /// trace); no if it found them mostly garbage (which tracing does not
+    /// trace); no if it found none (every member referenced from outside,
+    /// as a full scan of a live heap: no link would be followed), or
+    /// found them mostly garbage (which tracing does not
     /// touch and the links would cost for), and for the next
     /// [`LINKS_REST`] scans after links failed to settle one (garbage
     /// with several references each, as doubly linked lists: phase 2
@@ -832,7 +834,8 @@ impl State {
     /// if `links`): sets the hints [`links_pay`](Self::links_pay) reads.
     pub(crate) fn note_candidates(&self, g: usize, outcome: &Outcome, links: bool) {
         let reachable = outcome.candidates - outcome.unreachable;
-        let pay = reachable * 4 >= outcome.candidates;
+        // No candidate at all: no link would have been followed.
+        let pay = outcome.candidates > 0 && reachable * 4 >= outcome.candidates;
         let bit = 1u8 << g;
         let l = self.links.get();
         self.links.set(if pay { l | bit } else { l & !bit });
