@@ -302,8 +302,11 @@ pub(crate) fn fatal(args: fmt::Arguments<'_>) -> ! {
 /// the same time can). Measured on 2 CPUs: 16 threads replacing blocks of
 /// 2..16 KiB ran in 0.68 to 0.95 s with the cap (2 arenas) against 1.21 to
 /// 1.94 s without (17 arenas), at 10.5 to 11.2 MiB peak RSS against 13.8.
+///
+/// `None` if the mask cannot be read (a kernel configured for more CPUs
+/// than a `cpu_set_t` holds): glibc's default then stays.
 #[cfg(all(not(loom), target_os = "linux", target_env = "gnu"))]
-pub(crate) fn glibc_arena_cap() -> usize {
+pub(crate) fn glibc_arena_cap() -> Option<usize> {
     // SAFETY: a zeroed `cpu_set_t` is a valid (empty) set.
     let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
     // The system call rather than glibc's wrapper, which lies apart from
@@ -320,13 +323,12 @@ pub(crate) fn glibc_arena_cap() -> usize {
             &mut set as *mut libc::cpu_set_t,
         )
     } > 0;
-    let cpus = if ok {
-        // SAFETY: `set` was filled in by `sched_getaffinity`.
-        unsafe { libc::CPU_COUNT(&set) }.max(0) as usize
-    } else {
-        0
-    };
-    cpus.max(2)
+    if !ok {
+        return None;
+    }
+    // SAFETY: `set` was filled in by `sched_getaffinity`.
+    let cpus = unsafe { libc::CPU_COUNT(&set) }.max(0) as usize;
+    Some(cpus.max(2))
 }
 
 /// Caps glibc's arenas at [`glibc_arena_cap`] (`mallopt(M_ARENA_MAX)`),
@@ -351,7 +353,10 @@ pub(crate) fn cap_glibc_arenas() {
             return;
         }
     }
-    let cap = libc::c_int::try_from(glibc_arena_cap()).unwrap_or(libc::c_int::MAX);
+    let Some(cap) = glibc_arena_cap() else {
+        return;
+    };
+    let cap = libc::c_int::try_from(cap).unwrap_or(libc::c_int::MAX);
     // SAFETY: glibc's `mallopt` (PyMalloc does not export that symbol);
     // `M_ARENA_MAX` takes any positive count.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, cap) };
