@@ -15,6 +15,7 @@ static GLOBAL: PyMalloc = PyMalloc;
 
 /// 32 MiB of 64-byte blocks: below the 64 MiB the process may retain, so
 /// only the retention time decides what stays mapped.
+#[allow(clippy::vec_box)] // each block its own small allocation, on purpose
 fn build() -> Vec<Box<[u8; 64]>> {
     (0..(32 << 20) / 64).map(|_| Box::new([3u8; 64])).collect()
 }
