@@ -419,9 +419,51 @@ unsafe fn free_general(ptr: *mut u8, expected: Option<Layout>) {
 
 /// C's `realloc`.
 ///
+/// The fast path: a pool block that the new size still fits (as the
+/// general path decides, below), with the debug allocator off, stays in
+/// place, without a frame; everything else is a tail call of
+/// [`realloc_slow`].
+///
 /// # Safety
 /// As [`free`] for `ptr`.
+#[inline(always)]
 pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+    let block = ptr.cast::<u8>();
+    // A null `fast` heap may mean the debug allocator is on; a thread
+    // without a heap just takes the general path.
+    if !debug::CHECKS
+        && asan::REDZONE == 0
+        && size != 0
+        && arena_bitmap::contains(block)
+        && !heap_slot::fast().is_null()
+    {
+        // SAFETY: `block` is a live block of the malloc family (`realloc`'s
+        // `# Safety`, as `free`'s) lying in an arena, so a pool block in
+        // use: its pool header is live.
+        let class = unsafe { (*Pool::of(block)).class() };
+        if fits_in_place(class, size) {
+            return ptr;
+        }
+    }
+    // SAFETY: `realloc`'s contract is `realloc_slow`'s.
+    unsafe { realloc_slow(ptr, size) }
+}
+
+/// Whether a block of `class` stays in place for a `realloc` to `size`
+/// bytes (not 0): `size` fits it and would not waste more than a quarter
+/// of it (CPython's rule).
+#[inline(always)]
+fn fits_in_place(class: usize, size: usize) -> bool {
+    let block = block_size(class);
+    size <= block && (class_of_size(size) == class || size * 4 >= block * 3)
+}
+
+/// `realloc` off its fast path.
+///
+/// # Safety
+/// As [`realloc`].
+#[inline(never)]
+unsafe extern "C" fn realloc_slow(ptr: *mut c_void, size: usize) -> *mut c_void {
     let ptr = ptr.cast::<u8>();
     if ptr.is_null() {
         // SAFETY: `malloc` has no precondition.
@@ -453,10 +495,7 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     // its pool header is live.
     let class = unsafe { (*Pool::of(ptr)).class() };
     let block = block_size(class);
-    if size <= block
-        && (class_of_size(size) == class || size * 4 >= block * 3)
-        && asan::REDZONE == 0
-    {
+    if fits_in_place(class, size) && asan::REDZONE == 0 {
         return ptr.cast();
     }
     // SAFETY: `malloc` has no precondition.
