@@ -65,12 +65,10 @@ use core::alloc::Layout;
 use core::ffi::{c_int, c_void};
 use core::ptr;
 
+use super::heap::Heap;
 use super::large::glibc;
 use super::pool::Pool;
-use super::heap::Heap;
-use super::size_class::{
-    block_size, class_of_size, route, route_c, ALIGNMENT, C_POOL_THRESHOLD,
-};
+use super::size_class::{block_size, class_of_size, route, route_c, ALIGNMENT, C_POOL_THRESHOLD};
 use super::{arena_bitmap, asan, debug, heap_slot, hooks, thread, PyMalloc};
 use crate::sync::Ordering;
 
