@@ -318,6 +318,17 @@ pub unsafe fn free(ptr: *mut c_void) {
         // family that is in no arena.
         return unsafe { free_foreign(ptr) };
     }
+    // SAFETY: `free`'s contract, for a pointer the bitmap places in an
+    // arena.
+    unsafe { free_in_arena(ptr) }
+}
+
+/// [`free`] of a pointer in an arena.
+///
+/// # Safety
+/// As [`free`], for a pointer that lies in an arena.
+#[inline(always)]
+unsafe fn free_in_arena(ptr: *mut u8) {
     let heap = heap_slot::fast();
     let pool = Pool::of(ptr);
     // SAFETY: `ptr` lies in a mapped arena, whose pool headers are mapped
@@ -426,6 +437,11 @@ unsafe fn free_general(ptr: *mut u8, expected: Option<Layout>) {
 /// As [`free`] for `ptr`.
 #[inline(always)]
 pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+    if ptr.is_null() {
+        // CPython grows many of its buffers from nothing this way.
+        // SAFETY: `malloc` has no precondition.
+        return unsafe { malloc(size) };
+    }
     let block = ptr.cast::<u8>();
     // A null `fast` heap may mean the debug allocator is on; a thread
     // without a heap just takes the general path.
@@ -442,9 +458,38 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         if fits_in_place(class, size) {
             return ptr;
         }
+        // SAFETY: as above: a live pool block of `class`, with the debug
+        // allocator and AddressSanitizer off; `size` is not 0.
+        return unsafe { realloc_move(block, class, size) }.cast();
     }
     // SAFETY: `realloc`'s contract is `realloc_slow`'s.
     unsafe { realloc_slow(ptr, size) }
+}
+
+/// `realloc` of a pool block of `class` that does not stay in place: a
+/// new block of `size` bytes through `malloc`'s fast path, the prefix
+/// copied, the old block freed through `free`'s (the bitmap already said
+/// it lies in an arena). On failure the old block is left alone and
+/// `errno` is `ENOMEM` (set by `malloc`).
+///
+/// # Safety
+/// `ptr` must be a live pool block of `class`, the debug allocator and
+/// AddressSanitizer off, and `size` not 0.
+#[inline(never)]
+unsafe extern "C" fn realloc_move(ptr: *mut u8, class: usize, size: usize) -> *mut u8 {
+    // SAFETY: `malloc` has no precondition.
+    let new = unsafe { malloc(size) }.cast::<u8>();
+    if new.is_null() {
+        return new;
+    }
+    // SAFETY: both blocks are live and distinct; the old one holds
+    // `block_size(class)` bytes, the new one `size`; the old one is a live
+    // pool block (this function's `# Safety`), in an arena, freed here.
+    unsafe {
+        ptr::copy_nonoverlapping(ptr, new, block_size(class).min(size));
+        free_in_arena(ptr);
+    }
+    new
 }
 
 /// Whether a block of `class` stays in place for a `realloc` to `size`
