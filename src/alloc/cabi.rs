@@ -15,11 +15,16 @@
 //!
 //! # Fast paths
 //!
-//! `malloc` of at most 2,048 bytes pops the calling thread's pool, as the
+//! `malloc` of 1 to 2,048 bytes pops the calling thread's pool, as the
 //! Rust fast path does (the classes above 512 bytes, *medium*, are C's
 //! alone: see `size_class::C_POOL_THRESHOLD`); `free` of a pool block owned by the calling thread
-//! pushes it back. Both test one byte (the debug allocator is known to be
-//! off), and are inlined into the exported symbols.
+//! pushes it back; `realloc` keeps a pool block in place when it fits.
+//! Each is inlined into the exported symbol and is straight-line code: one
+//! thread-local load ([`heap_slot::fast`]: null unless the debug allocator
+//! is known off and the thread has a heap) stands for the debug switch and
+//! the heap, and every other case leaves by a tail call of an `extern "C"`
+//! function (which cannot unwind, so the symbol needs no landing pad and
+//! no stack frame). See "Eighth round" in `docs/override.md`.
 //!
 //! # What is glibc's behaviour, and kept
 //!
