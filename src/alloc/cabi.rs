@@ -308,7 +308,7 @@ pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
 ///
 /// The fast path: a pool block (the arena bitmap says so) whose pool the
 /// calling thread's heap owns, with the debug allocator off (a null
-/// [`heap_slot::fast`], as with it on, never equals a pool's owner), is
+/// `heap_slot::fast`, as with it on, never equals a pool's owner), is
 /// pushed on its pool's free list inline. Everything else leaves by a tail
 /// call of an `extern "C"` function, so this path keeps no frame.
 ///
@@ -436,7 +436,7 @@ unsafe fn free_general(ptr: *mut u8, expected: Option<Layout>) {
 /// The fast path: a pool block that the new size still fits (as the
 /// general path decides, below), with the debug allocator off, stays in
 /// place, without a frame; everything else is a tail call of
-/// [`realloc_slow`].
+/// `realloc_slow`.
 ///
 /// # Safety
 /// As [`free`] for `ptr`.
