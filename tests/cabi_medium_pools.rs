@@ -3,6 +3,8 @@
 //! thread that allocates and frees a block in each of the 96 classes must
 //! not be left holding 96 empty pools, each with a resident page or more
 //! (`threadchurn` of bench/c: peak RSS 1.9x glibc's with them kept).
+//! Every C entry point routes the same way, the debug allocator's outer
+//! blocks included.
 
 #![cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 
@@ -11,7 +13,10 @@ use pymem::__cabi::{free, malloc};
 const SMALL_CLASSES: usize = 32;
 
 fn medium_pools() -> usize {
-    let stats = pymem::alloc_stats();
+    medium_pools_in(&pymem::alloc_stats())
+}
+
+fn medium_pools_in(stats: &pymem::AllocStats) -> usize {
     stats
         .per_class
         .iter()
@@ -41,4 +46,55 @@ fn a_thread_keeps_no_empty_medium_pools() {
     })
     .join()
     .unwrap();
+}
+
+/// Set in the child process the test below re-executes this binary as.
+const CHILD: &str = "PYMEM_TEST_MEDIUM_DEBUG_CHILD";
+
+/// Under the debug allocator (`PYMEM_DEBUG=1`, read at start-up, hence a
+/// child process), a medium C request's outer block (the request plus its
+/// guards, 1,000 + 32 bytes here) comes from a medium pool, as the same
+/// request does with the allocator off: one routing rule for every C
+/// entry point. It was a glibc block, counted as large.
+#[test]
+fn debug_allocator_serves_medium_c_requests_from_pools() {
+    if std::env::var_os(CHILD).is_some() {
+        assert!(pymem::debug_allocator_enabled());
+        let before = pymem::alloc_stats();
+        // SAFETY: malloc and free of the C API, the block freed once.
+        let (during, usable) = unsafe {
+            let p = malloc(1000);
+            assert!(!p.is_null());
+            p.cast::<u8>().write_bytes(7, 1000);
+            let usable = pymem::__cabi::malloc_usable_size(p);
+            let during = pymem::alloc_stats();
+            free(p);
+            (during, usable)
+        };
+        assert_eq!(usable, 1000, "the debug allocator's usable size");
+        assert_eq!(
+            during.large_allocs_in_use, before.large_allocs_in_use,
+            "the outer block went to glibc"
+        );
+        assert_eq!(during.small_blocks_in_use, before.small_blocks_in_use + 1);
+        assert!(medium_pools_in(&during) >= 1);
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "debug_allocator_serves_medium_c_requests_from_pools",
+            "--test-threads=1",
+        ])
+        .env("PYMEM_DEBUG", "1")
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
 }

@@ -73,7 +73,7 @@ use core::ptr;
 use super::heap::Heap;
 use super::large::glibc;
 use super::pool::Pool;
-use super::size_class::{block_size, class_of_size, route, route_c, ALIGNMENT, C_POOL_THRESHOLD};
+use super::size_class::{block_size, class_of_size, route_c, ALIGNMENT, C_POOL_THRESHOLD};
 use super::{arena_bitmap, asan, debug, heap_slot, hooks, thread, PyMalloc};
 use crate::sync::Ordering;
 
@@ -90,7 +90,7 @@ impl hooks::Backend for CApi {
     unsafe fn alloc_outer(layout: Layout) -> *mut u8 {
         // SAFETY: `alloc_raw` has no precondition beyond a power-of-two
         // alignment, which a `Layout` guarantees.
-        unsafe { alloc_raw(layout.size(), layout.align(), false, false) }
+        unsafe { alloc_raw(layout.size(), layout.align(), false) }
     }
 
     unsafe fn free_outer(base: *mut u8, _layout: Layout) {
@@ -98,30 +98,26 @@ impl hooks::Backend for CApi {
         // from `alloc_outer`, i.e. from `alloc_raw`: a pool block or glibc's.
         unsafe { free_raw(base) }
     }
+
+    fn route(size: usize, align: usize) -> Option<usize> {
+        route_c(size, align)
+    }
 }
 
 /// Allocation without the debug hooks: a pool block when a class honours
-/// `size` and `align` (a power of two), else glibc's. With `medium`, a
-/// default-aligned request of up to 2,048 bytes takes a small or medium
-/// class (`route_c`, as the fast path does: the general path must agree
-/// with it, or a build whose fast path is off, such as a debug build,
-/// would give those requests to glibc); without, the classes are Rust's
-/// (`route`), as the debug hooks' outer blocks have always been routed.
+/// `size` and `align` (a power of two) by C's routing (`route_c`, the one
+/// rule of every C entry point: the fast path, this general path and the
+/// debug allocator's outer blocks), else glibc's.
 ///
 /// # Safety
 /// `align` must be a power of two.
-unsafe fn alloc_raw(size: usize, align: usize, zeroed: bool, medium: bool) -> *mut u8 {
-    let class = if medium && align <= ALIGNMENT {
-        route_c(size)
-    } else {
-        route(size, align)
-    };
+unsafe fn alloc_raw(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    let class = route_c(size, align);
     let Some(class) = class else {
         return glibc::alloc(size, align, zeroed);
     };
-    // SAFETY: `route_c` and `route` give a class below `NB_CLASSES` whose
-    // blocks hold `size` bytes aligned to `align`, what `alloc_class`
-    // requires.
+    // SAFETY: `route_c` gives a class below `NB_CLASSES` whose blocks hold
+    // `size` bytes aligned to `align`, what `alloc_class` requires.
     let block = unsafe { PyMalloc::alloc_class(class, size) };
     if zeroed && !block.is_null() {
         // SAFETY: the block holds at least `size` bytes.
@@ -231,13 +227,24 @@ unsafe extern "C" fn tick_then(heap: *mut Heap, block: *mut u8) -> *mut u8 {
 /// without a heap, the debug allocator, or a dry pool.
 #[inline(never)]
 extern "C" fn malloc_slow(size: usize) -> *mut u8 {
-    alloc_general(size, ALIGNMENT, false)
+    alloc_slow(size, false)
 }
 
 /// `calloc` off the fast path, as [`malloc_slow`].
 #[inline(never)]
 extern "C" fn calloc_slow(size: usize) -> *mut u8 {
-    alloc_general(size, ALIGNMENT, true)
+    alloc_slow(size, true)
+}
+
+/// A default-aligned request off the fast path: a large one with the
+/// debug allocator off goes straight to glibc (which sets `errno` itself
+/// on failure), as before this round; the rest takes the general path.
+#[inline(always)]
+fn alloc_slow(size: usize, zeroed: bool) -> *mut u8 {
+    if size > C_POOL_THRESHOLD - asan::REDZONE && hooks::known_off() && !debug::CHECKS {
+        return glibc::alloc(size, ALIGNMENT, zeroed);
+    }
+    alloc_general(size, ALIGNMENT, zeroed)
 }
 
 /// Every allocation the fast path does not take; sets `errno` on failure.
@@ -251,7 +258,7 @@ fn alloc_general(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         }
     } else {
         // SAFETY: `align` is a power of two (callers check).
-        unsafe { alloc_raw(size, align, zeroed, true) }
+        unsafe { alloc_raw(size, align, zeroed) }
     };
     if ptr.is_null() {
         set_errno(libc::ENOMEM);
@@ -654,7 +661,7 @@ pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
         return 0;
     }
     if hooks::enabled() {
-        return hooks::usable_size(ptr);
+        return hooks::usable_size::<CApi>(ptr);
     }
     if arena_bitmap::contains(ptr) {
         if debug::CHECKS {

@@ -192,6 +192,11 @@ pub(crate) trait Backend {
     /// # Safety
     /// `base` must come from `alloc_outer(layout)` and not be freed yet.
     unsafe fn free_outer(base: *mut u8, layout: Layout);
+
+    /// The class `alloc_outer` serves an outer block of `size` bytes
+    /// aligned to `align` from, `None` for a large one (the checks of a
+    /// free compare it with what the arena bitmap says).
+    fn route(size: usize, align: usize) -> Option<usize>;
 }
 
 /// The Rust path: the allocator proper, without the hooks.
@@ -206,6 +211,10 @@ impl Backend for PyMalloc {
         // SAFETY: `free_outer`'s contract: `base` came from `raw_alloc`
         // with this layout, as `raw_dealloc` requires.
         unsafe { PyMalloc::raw_dealloc(base, layout) }
+    }
+
+    fn route(size: usize, align: usize) -> Option<usize> {
+        size_class::route(size, align)
     }
 }
 
@@ -272,7 +281,7 @@ pub(crate) unsafe fn alloc_with<B: Backend>(layout: Layout, zeroed: bool) -> *mu
 /// None for the caller: whatever `ptr` is, it is checked before use and a
 /// mistake aborts with a message.
 pub(crate) unsafe fn free_with<B: Backend>(ptr: *mut u8, expected: Option<Layout>, what: &str) {
-    let block = validate(ptr, expected, what);
+    let block = validate::<B>(ptr, expected, what);
     // SAFETY: `validate` proved `ptr` a live block of `block.layout`, at
     // `block.front` bytes into an outer block of `block.outer`.
     unsafe {
@@ -298,7 +307,7 @@ pub(crate) unsafe fn realloc_with<B: Backend>(
     expected: Option<Layout>,
     new_size: usize,
 ) -> *mut u8 {
-    let block = validate(ptr, expected, "realloc");
+    let block = validate::<B>(ptr, expected, "realloc");
     let Ok(new_layout) = Layout::from_size_align(new_size, block.layout.align()) else {
         return core::ptr::null_mut();
     };
@@ -318,8 +327,8 @@ pub(crate) unsafe fn realloc_with<B: Backend>(
 /// without damaging its guard), after the checks of a free (for the C
 /// API's `malloc_usable_size`, which only glibc targets export).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) fn usable_size(ptr: *mut u8) -> usize {
-    validate(ptr, None, "malloc_usable_size").layout.size()
+pub(crate) fn usable_size<B: Backend>(ptr: *mut u8) -> usize {
+    validate::<B>(ptr, None, "malloc_usable_size").layout.size()
 }
 
 /// A block that passed [`validate`].
@@ -347,7 +356,7 @@ impl core::fmt::Display for SizeNote {
 
 /// Proves `ptr` a live block handed out by the hooks, reading nothing
 /// before it is known to be one, or aborts with a message.
-fn validate(ptr: *mut u8, expected: Option<Layout>, what: &str) -> Checked {
+fn validate<B: Backend>(ptr: *mut u8, expected: Option<Layout>, what: &str) -> Checked {
     let note = SizeNote(expected);
     let small = arena_bitmap::contains(ptr);
     let registered = if small { None } else { debug_large::get(ptr) };
@@ -470,10 +479,7 @@ fn validate(ptr: *mut u8, expected: Option<Layout>, what: &str) -> Checked {
         ));
     }
     let large = !small;
-    debug_assert_eq!(
-        large,
-        size_class::route(outer.size(), outer.align()).is_none()
-    );
+    debug_assert_eq!(large, B::route(outer.size(), outer.align()).is_none());
     Checked {
         layout,
         outer,

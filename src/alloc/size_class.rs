@@ -93,13 +93,20 @@ pub(crate) fn route_fast(size: usize, align: usize) -> Option<usize> {
         .then(|| class_of_size(size + super::asan::REDZONE))
 }
 
-/// The class of a default-aligned request of C's `malloc`: a small or a
-/// medium one (see [`C_POOL_THRESHOLD`]), or `None` for glibc's.
+/// The size class serving a request of C's `malloc` family (every C entry
+/// point, and the debug allocator's outer blocks under them): a
+/// default-aligned request takes a small or a medium class (see
+/// [`C_POOL_THRESHOLD`]), a stricter alignment routes as [`route`] does;
+/// `None` for glibc's.
 #[inline(always)]
 #[cfg_attr(loom, allow(dead_code))] // only C's malloc routes with it
-pub(crate) fn route_c(size: usize) -> Option<usize> {
-    (size <= C_POOL_THRESHOLD - super::asan::REDZONE)
-        .then(|| class_of_size(size + super::asan::REDZONE))
+pub(crate) fn route_c(size: usize, align: usize) -> Option<usize> {
+    if align <= ALIGNMENT {
+        (size <= C_POOL_THRESHOLD - super::asan::REDZONE)
+            .then(|| class_of_size(size + super::asan::REDZONE))
+    } else {
+        route(size, align)
+    }
 }
 
 #[inline(never)]
@@ -218,7 +225,7 @@ mod tests {
         assert_eq!(block_size(NB_CLASSES - 1), C_POOL_THRESHOLD);
         for size in 0..=C_POOL_THRESHOLD + 16 {
             let padded = size + REDZONE;
-            match route_c(size) {
+            match route_c(size, ALIGNMENT) {
                 Some(class) => {
                     assert!(class < NB_CLASSES);
                     assert!(block_size(class) >= padded);
@@ -229,6 +236,10 @@ mod tests {
             // Rust's requests never get a medium class.
             if let Some(class) = route(size, 8) {
                 assert!(class < NB_SMALL_CLASSES, "{size}");
+            }
+            // Neither does an over-aligned C request: C routes it as Rust.
+            for align in [32, 64, 512, 4096] {
+                assert_eq!(route_c(size, align), route(size, align), "{size} {align}");
             }
         }
     }
