@@ -16,7 +16,11 @@
 //! * `two_threads_churn`: two threads run `churn` at once (wall time per pair);
 //! * `realloc_8_to_4096`: alloc 8 B, realloc doubling to 4,096 B, free (per chain);
 //! * `fifo_cold`: FIFO with every allocator returning its free memory to
-//!   the OS before each round (outside the timed part).
+//!   the OS before each round (outside the timed part);
+//! * `fifo_after_pause`: FIFO with a 300 ms pause before each round
+//!   (outside the timed part) and no release call, as rounds run between
+//!   other work (a harness running other allocators in between): what the
+//!   allocator's own retention keeps for the next round.
 //!
 //! Every block is written once per 64-byte cache line. Throughput is in
 //! elements = alloc + free pairs (blocks for cross-thread, chains for
@@ -129,9 +133,41 @@ fn fifo_cold(c: &mut Criterion) {
     group.finish();
 }
 
+/// FIFO after a pause (see `fifo_after_pause`): 300 ms of idleness, longer
+/// than PyMalloc's retention window, before every round, for every
+/// allocator alike.
+fn fifo_after_pause(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fifo_after_pause");
+    group.throughput(Throughput::Elements(alloc_workloads::ROUND_BLOCKS as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    let pause = || std::thread::sleep(Duration::from_millis(300));
+    let cases: [(&str, &dyn Fn(u64) -> Duration); 5] = [
+        ("PyMalloc", &|n| {
+            alloc_workloads::fifo_cold(&PyMallocCall, n, SEED, &pause)
+        }),
+        ("System", &|n| {
+            alloc_workloads::fifo_cold(&System, n, SEED, &pause)
+        }),
+        ("mimalloc", &|n| {
+            alloc_workloads::fifo_cold(&MiMalloc, n, SEED, &pause)
+        }),
+        ("jemalloc", &|n| {
+            alloc_workloads::fifo_cold(&Jemalloc, n, SEED, &pause)
+        }),
+        ("snmalloc", &|n| {
+            alloc_workloads::fifo_cold(&SnMalloc, n, SEED, &pause)
+        }),
+    ];
+    for (name, run) in cases {
+        group.bench_function(name, |b| b.iter_custom(run));
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config::config();
-    targets = workloads, fifo_cold
+    targets = workloads, fifo_cold, fifo_after_pause
 }
 criterion_main!(benches);

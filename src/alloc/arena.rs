@@ -195,6 +195,13 @@ pub(crate) struct ArenaSet {
     /// monotonic milliseconds): demand is back, so its other retired
     /// arenas count as retired from then on.
     pub(crate) last_reuse_ms: Cell<u64>,
+    /// When the heap last checked its retired arenas in owner capacity
+    /// (coarse monotonic milliseconds; 0 before the first check).
+    pub(crate) owner_check_ms: Cell<u64>,
+    /// The end of the current wake grace, if any: an operation count
+    /// ([`Heap::ops`](super::heap::Heap::ops)) and a time, whichever comes
+    /// first (see `Heap::in_wake_grace`).
+    pub(crate) grace_end: Cell<(usize, u64)>,
 }
 
 impl ArenaSet {
@@ -205,6 +212,8 @@ impl ArenaSet {
             retired: Cell::new(ptr::null_mut()),
             oldest_retired: Cell::new(ptr::null_mut()),
             last_reuse_ms: Cell::new(0),
+            owner_check_ms: Cell::new(0),
+            grace_end: Cell::new((0, 0)),
         }
     }
 

@@ -808,6 +808,7 @@ pub fn mallinfo() -> libc::mallinfo {
 /// thread exists (in a process that loads this library with `dlopen`
 /// after starting threads, the caller must be the one to exclude forks).
 pub extern "C" fn prepare_glibc() {
+    super::os::cap_glibc_arenas();
     let block = glibc::alloc(1, ALIGNMENT, false);
     // SAFETY: `block` is null or the live block glibc just returned.
     unsafe { glibc::free(block) };

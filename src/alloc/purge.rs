@@ -50,6 +50,9 @@ pub(crate) const OVER_CAP_MS: u64 = 50;
 const PASS_EVERY_MS: u64 = 100;
 /// Empty memory the process may keep mapped whatever its size.
 const RETAINED_FLOOR: usize = 64 << 20;
+/// Operations (allocations and frees) of a heap's wake grace: see
+/// [`Heap::in_wake_grace`].
+pub(crate) const WAKE_GRACE_OPS: usize = 32 * 1024;
 
 /// The empty arena memory the process keeps mapped for [`RETAIN_MS`]: 64
 /// MiB, or an eighth of the arena memory in use if that is more. Above it,
@@ -123,6 +126,9 @@ impl Heap {
     /// even when the process is over the cap (`age_ms` of
     /// [`OVER_CAP_MS`]): see [`Heap::retention_for`].
     pub(super) fn purge_retired(&self, locked: &Locked<'_>, now: u64, age_ms: u64) {
+        if age_ms > 0 && locked.in_owner_capacity() && self.in_wake_grace(now) {
+            return;
+        }
         let age_ms = self.retention_for(now, age_ms);
         loop {
             let oldest = self.arenas.oldest_retired();
@@ -175,6 +181,43 @@ impl Heap {
         } else {
             age_ms
         }
+    }
+
+    /// Whether the heap is in its *wake grace*, in which its own checks
+    /// (ticks, emptied arenas, the passes it runs) leave its retired
+    /// arenas alone however long ago they retired. Called in owner
+    /// capacity, with the lock held, at each such check.
+    ///
+    /// A heap whose owner has run no check for [`RETAIN_MS`] or more was
+    /// idle; its first check after that starts a grace that ends after
+    /// [`WAKE_GRACE_OPS`] more operations or `RETAIN_MS`, whichever comes
+    /// first. Without it, a program that builds its working set again
+    /// after a pause (a burst of work between other work: the FIFO rounds
+    /// of a harness that runs other allocators in between) had its retired
+    /// arenas unmapped by the first tick or pass of the new burst, which
+    /// comes before the heap needs an arena (the pools kept per class serve
+    /// the first few thousand allocations), and then mapped and faulted
+    /// the same memory in again: 65,790 page faults per 264 MB round
+    /// (`bench/examples/fifo_interleaved.rs`). Within the grace, a heap
+    /// whose demand is back takes a retired arena into use, and from then
+    /// the swing rule keeps the others ([`Heap::retention_for`]); a heap
+    /// that only does light work returns them once the grace is over
+    /// (tests/alloc_rss_idle.rs). Other threads' passes and the background
+    /// thread ignore the grace (a guest looks at wall time only), so an
+    /// idle heap's memory still goes back through them.
+    fn in_wake_grace(&self, now: u64) -> bool {
+        let last = self.arenas.owner_check_ms.replace(now);
+        let ops = self.ops();
+        if last != 0 && now.saturating_sub(last) >= RETAIN_MS {
+            self.arenas
+                .grace_end
+                .set((ops.wrapping_add(WAKE_GRACE_OPS), now + RETAIN_MS));
+        }
+        let (end_ops, end_ms) = self.arenas.grace_end.get();
+        // Wrapping comparison: the counters only grow, and `end_ops` is at
+        // most WAKE_GRACE_OPS ahead of them.
+        let ops_left = end_ops.wrapping_sub(ops) as isize > 0;
+        ops_left && now < end_ms
     }
 
     /// Returns everything this heap can spare: delivers its outbox, takes

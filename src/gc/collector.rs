@@ -285,7 +285,16 @@ fn collect_real(st: &State, g: usize) -> (usize, usize, Option<Panic>) {
         }
     }
     let mut garbage = std::mem::take(&mut sc.garbage);
-    let survivors = rebuild_and_promote(st, g, start, end, &sc.refs, &outcome, &mut garbage);
+    let survivors = rebuild_and_promote(
+        st,
+        g,
+        start,
+        end,
+        &sc.refs,
+        sc.examined.clone(),
+        &outcome,
+        &mut garbage,
+    );
     st.examined(g, outcome.conservative);
     st.leave_phases(was_in_phases);
     let keep = keep_limit(st);
@@ -398,8 +407,14 @@ fn find_reachable_from_dirty(
     // One slot per member: each is pushed once, when first met.
     tracer.stack.reserve(n);
     let mut examined = 0;
-    // The positions examined lie in `lo..hi` (what phase 2 scans).
+    // The positions examined lie in `lo..hi` (where the rebuild looks for
+    // the unreachable), and are listed in `order` as examined (what
+    // phase 2 scans: the range also spans the members not examined,
+    // which were three quarters of it in stress).
     let (mut lo, mut hi) = (n, 0);
+    sc.order.clear();
+    sc.order.reserve(n);
+    let order = sc.order.as_mut_ptr();
     // The seeds are taken in list order, each when the stack is empty
     // and only if no edge met it before (then it is on the stack or was
     // examined already), so a seed costs no push of its own and a
@@ -419,6 +434,14 @@ fn find_reachable_from_dirty(
                     None => break,
                 },
             };
+            // Each position is examined once (pushed when first met, or
+            // taken as a seed if never met), so at most n are: within the
+            // room reserved. (A local count and a raw write: `push` kept
+            // the length in memory across the `trace` calls.)
+            assert!(examined < n, "pymem: a member examined twice");
+            // SAFETY: examined < n <= the capacity reserved above;
+            // n < u32::MAX (`parents_for`).
+            unsafe { order.add(examined).write(pos as u32) };
             examined += 1;
             lo = lo.min(pos);
             hi = hi.max(pos + 1);
@@ -460,6 +483,9 @@ fn find_reachable_from_dirty(
     }
     st.closure_size(sc.seeds.len(), examined, n);
     sc.examined = lo.min(hi)..hi;
+    // SAFETY: the first `examined` entries were written above, within the
+    // capacity.
+    unsafe { sc.order.set_len(examined) };
     let (candidates, unreachable, traced) = finish(members, sc, &mut tracer, true);
     Outcome {
         conservative: tracer.saw_external,
@@ -511,16 +537,28 @@ fn finish<M: Members + ?Sized>(
         // by one (no count is held on the members in Discover mode, and
         // `links` is only set when `held` is 0, so a candidate's strong
         // count, at least one, was cancelled by edges); the members
-        // outside `examined` are UNSEEN (Discover; a range scan examines
+        // not in `order` are UNSEEN (Discover; a range scan examines
         // every member).
-        let (candidates, resolved, settled) = unsafe {
-            resolve_through_parents(
-                members,
-                &sc.refs,
-                &sc.parents,
-                sc.examined.clone(),
-                !discover,
-            )
+        // Discover: only the examined positions, in the order discovery
+        // examined them (they were a quarter of the range they span in
+        // stress).
+        let (candidates, resolved, settled) = if discover {
+            let order = &sc.order;
+            unsafe {
+                resolve_through_parents(
+                    members,
+                    &sc.refs,
+                    &sc.parents,
+                    || order.iter().map(|&p| p as usize),
+                    false,
+                )
+            }
+        } else {
+            let examined = sc.examined.clone();
+            // SAFETY: as above.
+            unsafe {
+                resolve_through_parents(members, &sc.refs, &sc.parents, || examined.clone(), true)
+            }
         };
         tracer.reached = resolved;
         if !settled {
@@ -529,7 +567,7 @@ fn finish<M: Members + ?Sized>(
         }
         candidates
     } else {
-        let candidates = sc.refs.iter().filter(|r| is_candidate(r.get())).count();
+        let candidates = count_candidates(&sc.refs);
         if candidates > 0 {
             traced = true;
             move_unreachable(members, &sc.refs, candidates, tracer);
@@ -540,6 +578,28 @@ fn finish<M: Members + ?Sized>(
     (candidates, candidates - tracer.reached, traced)
 }
 
+/// The number of candidates phase 1 left in `refs` (see
+/// [`is_candidate`]), which holds only phase 1's values: counts (at most
+/// `MAX_COUNT` + [`EXT`]) and [`REACHED`] (holes), none of phase 2's
+/// marks. Among those values the candidates are exactly the ones `r <=
+/// 0` other than `REACHED`, that is those for which `r - 1` (wrapping:
+/// `REACHED - 1` is the largest value) is negative: a shift and an add
+/// per entry, which the compiler vectorises (the compare `is_candidate`
+/// makes, and its branch, do not: 7 instructions per member of a range
+/// scan before; issue 9, eighth round).
+fn count_candidates(refs: &[Cell<Refs>]) -> usize {
+    let mut n = 0u64;
+    for r in refs {
+        let r = r.get();
+        debug_assert!(
+            r == REACHED || r > PENDING,
+            "phase 2 value {r:#x} in phase 1's gc_refs"
+        );
+        n += (r.wrapping_sub(1) as u64) >> 63;
+    }
+    n as usize
+}
+
 /// Phase 2's first step: settles the candidates (members without outside
 /// references, see [`is_candidate`]) through the parent links phase 1
 /// recorded (each candidate's `parents` entry is a member with an edge to
@@ -548,8 +608,10 @@ fn finish<M: Members + ?Sized>(
 /// among candidates is left [`PENDING`]. Each candidate is followed once
 /// (the path is marked [`VISITING`] as it is walked, then walked again
 /// to mark the outcome). Two passes first resolve each candidate whose
-/// parent is already known reachable, in list order and then from the
-/// end, which settles the usual shapes before any chain is walked. Returns the number of candidates, of those
+/// parent is already known reachable, in list order (a full collection
+/// from the dirty seeds: in the order discovery examined them) and then
+/// from the end, which settles the usual shapes before any chain is
+/// walked. Returns the number of candidates, of those
 /// resolved, and whether that settles phase 2.
 ///
 /// It does when no pending candidate has more than one strong reference:
@@ -568,16 +630,22 @@ fn finish<M: Members + ?Sized>(
 /// an edge reached in phase 1, which includes every candidate (its
 /// gc_refs are its strong count, at least one, less the edges that met
 /// it) and every member a link names (it traced the edge); the members
-/// outside `examined` are neither roots nor candidates.
-unsafe fn resolve_through_parents<M: Members + ?Sized>(
+/// not among the positions `examined()` yields (each below `refs.len()`,
+/// each once) are neither roots nor candidates.
+unsafe fn resolve_through_parents<M, P, I>(
     members: &M,
     refs: &[Cell<Refs>],
     parents: &[MaybeUninit<u32>],
-    examined: Range<usize>,
+    examined: P,
     backward: bool,
-) -> (usize, usize, bool) {
+) -> (usize, usize, bool)
+where
+    M: Members + ?Sized,
+    P: Fn() -> I,
+    I: DoubleEndedIterator<Item = usize>,
+{
     let n = refs.len();
-    assert!(parents.len() == n && members.len() == n && examined.end <= n);
+    assert!(parents.len() == n && members.len() == n);
     // SAFETY: called only for a candidate or a member a link names, whose
     // `parents` entry phase 1 initialised (this function's `# Safety`).
     let parent = |x: usize| unsafe { parents[x].assume_init() };
@@ -601,9 +669,11 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     // ones (a list grown at its tail, a ring or a tree built forwards)
     // settle here in one step each. (With no root, nothing is resolved.)
     // A range scan's links name each member's oldest referrer; a full
-    // collection's, the last referrer its discovery met, which for those
-    // shapes is the older one too (seeds are taken in list order).
-    for t in examined.clone() {
+    // collection's, the last referrer its discovery met, examined before
+    // the member in these shapes (its discovery follows their edges from
+    // the first seed, in list order), so the pass in discovery order
+    // settles them likewise, and visits only the examined members.
+    for t in examined() {
         let r = refs[t].get();
         if is_root(r) {
             roots += 1;
@@ -622,7 +692,7 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     if backward {
         // A second, from the end: objects linked from newer ones (a tree
         // built bottom-up) settle here likewise.
-        for t in examined.clone().rev() {
+        for t in examined().rev() {
             if is_candidate(refs[t].get()) {
                 step(t, &mut resolved);
             }
@@ -636,7 +706,7 @@ unsafe fn resolve_through_parents<M: Members + ?Sized>(
     // in `resolved`, with the steps').
     let mut pending = 0;
     let stepped = resolved;
-    for t in examined {
+    for t in examined() {
         if !settled && pending > resolved - stepped {
             // A pending candidate may be reached by another edge, so phase
             // 2 will trace every reachable member: walking more chains
@@ -769,17 +839,28 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
         // `resolve_through_parents` settles them in list order.
         for pos in (0..refs.len()).rev() {
             // SAFETY: pos < refs.len() == members.len() (asserted above).
-            holes += unsafe { subtract_one(members, pos, held, clear_dirty, refs, late, tracer) };
+            unsafe {
+                subtract_one(
+                    members,
+                    pos,
+                    held,
+                    clear_dirty,
+                    refs,
+                    late,
+                    tracer,
+                    &mut holes,
+                )
+            };
         }
     } else if clear_dirty {
         for pos in 0..refs.len() {
             // SAFETY: pos < refs.len() == members.len() (asserted above).
-            holes += unsafe { subtract_one(members, pos, held, true, refs, late, tracer) };
+            unsafe { subtract_one(members, pos, held, true, refs, late, tracer, &mut holes) };
         }
     } else {
         for pos in 0..refs.len() {
             // SAFETY: pos < refs.len() == members.len() (asserted above).
-            holes += unsafe { subtract_one(members, pos, held, false, refs, late, tracer) };
+            unsafe { subtract_one(members, pos, held, false, refs, late, tracer, &mut holes) };
         }
     }
     // The members lent out by `Gc::get_mut`: trace those an edge proved
@@ -792,11 +873,16 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
     holes
 }
 
-/// Phase 1 for member `pos` (see [`update_and_subtract_refs`]): returns
-/// 1 for a hole, 0 otherwise.
+/// Phase 1 for member `pos` (see [`update_and_subtract_refs`]): counts
+/// a hole in `holes` (incremented on the hole's branch only: a count
+/// returned by every call cost two instructions per member after the
+/// `trace` call, LLVM adding a zero it rematerialised).
 ///
 /// # Safety
 /// `pos < refs.len() == members.len()`.
+// (Eight arguments: the loop's state, passed apart so that it stays in
+// registers across the inlined calls.)
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn subtract_one<M: Members + ?Sized>(
     members: &M,
@@ -806,14 +892,16 @@ unsafe fn subtract_one<M: Members + ?Sized>(
     refs: &[Cell<Refs>],
     late: &mut Vec<usize>,
     tracer: &mut Tracer,
-) -> usize {
+    holes: &mut usize,
+) {
     // SAFETY: pos < refs.len() (this function's `# Safety`).
     let r = unsafe { refs.get_unchecked(pos) };
     // SAFETY: pos < members.len() (this function's `# Safety`).
     let p = unsafe { members.get(pos) };
     if p.is_null() {
         r.set(REACHED);
-        return 1;
+        *holes += 1;
+        return;
     }
     // SAFETY: non-null members are live tracked objects with live values
     // (the list's invariant; the garbage is held by the collector).
@@ -826,7 +914,7 @@ unsafe fn subtract_one<M: Members + ?Sized>(
         }
         if w & LENT_MUT != 0 && !lent_mut_ended(p, h) {
             late.push(pos);
-            return 0;
+            return;
         }
     }
     tracer.current = pos;
@@ -836,7 +924,6 @@ unsafe fn subtract_one<M: Members + ?Sized>(
     // may read it; `refs` is only accessed through the tracer while
     // `trace` runs.
     unsafe { (h.vtable().trace)(p, tracer) };
-    0
 }
 
 /// Phase 2, CPython's `move_unreachable`: of the `candidates` (members
@@ -898,21 +985,56 @@ fn move_unreachable<M: Members + ?Sized>(
 /// during the phases; moves the generation boundaries so the survivors
 /// join generation `g + 1`; gathers the unreachable into `garbage`, now
 /// out of the list. Returns the number of survivors. Nothing moves when
-/// the range has neither holes nor garbage.
+/// the range has neither holes nor garbage, nor when they are under a
+/// quarter of it ([`COMPACT`]): the garbage's slots become holes, which
+/// the refcount free makes too, and a later collection of the range
+/// squeezes out once they are many. (Packing writes the new index into
+/// the header of every survivor after the first hole, a cold line each:
+/// stress, 32 full collections each finding a few hundred unreachable
+/// among 30K members, spent a third of the collector's instructions
+/// there; issue 9, eighth round.) The unreachable lie in `examined`
+/// (the positions a full collection from the dirty seeds examined; the
+/// whole range otherwise).
+#[allow(clippy::too_many_arguments)]
 fn rebuild_and_promote(
     st: &State,
     g: usize,
     start: usize,
     end: usize,
     refs: &[Cell<Refs>],
+    examined: Range<usize>,
     outcome: &Outcome,
     garbage: &mut Vec<ObjPtr>,
 ) -> usize {
     let list = st.list();
     garbage.clear();
     let mut k = start;
+    let n = end - start;
     if outcome.holes == 0 && outcome.unreachable == 0 {
         k = end;
+    } else if (outcome.holes + outcome.unreachable) * COMPACT < n {
+        // Few holes: the garbage's slots become holes in place.
+        garbage.reserve(outcome.unreachable);
+        if outcome.unreachable > 0 {
+            for pos in examined {
+                if is_candidate(refs[pos].get()) {
+                    // SAFETY: start + pos < end <= list.len().
+                    let p = unsafe { list.get_unchecked(start + pos) };
+                    if !p.is_null() {
+                        garbage.push(p);
+                        // SAFETY: as above; the object leaves the list
+                        // (flagged UNTRACKED by `handle_weakrefs` before
+                        // any other code runs).
+                        unsafe { list.set_unchecked(start + pos, std::ptr::null()) };
+                    }
+                }
+            }
+        }
+        st.promote(g, end);
+        st.forget_unreachable(garbage.len());
+        // (Saturating: the count of holes is exact unless a `trace` broke
+        // its contract, and the survivors only feed statistics.)
+        return n.saturating_sub(outcome.holes + garbage.len());
     } else {
         garbage.reserve(outcome.unreachable);
         for (pos, r) in refs.iter().enumerate() {
@@ -952,6 +1074,10 @@ fn rebuild_and_promote(
     k - start
 }
 
+/// A collection packs its range (see [`rebuild_and_promote`]) when its
+/// holes and garbage make at least `1 / COMPACT` of it.
+const COMPACT: usize = 4;
+
 /// The collector's working arrays, kept between collections (when
 /// small) so that the frequent young collections allocate nothing.
 #[derive(Default)]
@@ -970,6 +1096,9 @@ pub(crate) struct Scratch {
     /// The positions a full collection from the dirty seeds examined lie
     /// in this range.
     examined: Range<usize>,
+    /// Those positions, in the order they were examined (see
+    /// [`find_reachable_from_dirty`]).
+    order: Vec<u32>,
 }
 
 impl Scratch {
@@ -1025,6 +1154,7 @@ impl Scratch {
         shrink_to(&mut self.stack, keep);
         shrink_to(&mut self.late, keep);
         shrink_to(&mut self.parents, keep);
+        shrink_to(&mut self.order, keep);
         let _ = SCRATCH.try_with(|s| s.set(Some(self)));
     }
 

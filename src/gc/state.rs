@@ -26,6 +26,7 @@ use super::collector::Outcome;
 use super::header::{Counts, GcHeader, ObjPtr, CLEAN, LENT_MUT, SHIFT, UNTRACKED};
 use super::ptr_vec::PtrVec;
 use super::slot_bits::SlotBits;
+use super::trashcan::LIMIT;
 use super::GenStats;
 
 /// Every dirty bit of generations 0..=2 (see the skip rule in
@@ -40,6 +41,9 @@ pub(crate) const MAX_RANGE_SCANS: u8 = 48;
 /// Range scans of a generation made without parent links after links
 /// failed to settle one (see [`State::links_pay`]).
 pub(crate) const LINKS_REST: u8 = 8;
+
+/// [`LIMIT`] as the countdown's type (it is 64).
+const TRASHCAN_LIMIT: i32 = LIMIT as i32;
 
 /// Most collections run at thread exit (see [`State::tear_down`]).
 pub(crate) const TEARDOWN_ROUNDS: usize = 16;
@@ -108,8 +112,10 @@ pub(crate) struct State {
     /// generation.
     live: Cell<usize>,
     frozen: Cell<usize>,
-    /// Trashcan nesting depth (see `trashcan`).
-    depth: Cell<u32>,
+    /// Trashcan frames left before drops are deferred: `LIMIT` minus
+    /// the nesting depth (see `trashcan`). A countdown, so that entering
+    /// a frame is one `sub` of memory and a branch on its sign.
+    budget: Cell<i32>,
     enabled: Cell<bool>,
     /// A collection is running (re-entrant collections return 0).
     collecting: Cell<bool>,
@@ -174,7 +180,7 @@ thread_local! {
             start: [Cell::new(0), Cell::new(0), Cell::new(0)],
             live: Cell::new(0),
             frozen: Cell::new(0),
-            depth: Cell::new(0),
+            budget: Cell::new(TRASHCAN_LIMIT),
             enabled: Cell::new(true),
             collecting: Cell::new(false),
             in_phases: Cell::new(false),
@@ -364,12 +370,55 @@ impl State {
 impl State {
     #[inline(always)]
     pub(crate) fn trashcan_depth(&self) -> u32 {
-        self.depth.get()
+        (TRASHCAN_LIMIT - self.budget.get()) as u32
     }
 
     #[inline(always)]
     pub(crate) fn set_trashcan_depth(&self, d: u32) {
-        self.depth.set(d)
+        self.budget.set(TRASHCAN_LIMIT - d as i32)
+    }
+
+    /// Enters a trashcan frame (the depth rises by one), or returns
+    /// `false` with nothing changed if the depth has reached the limit.
+    /// The decrement comes before the test so that LLVM folds the load,
+    /// the decrement, the store and the test into one `sub` of memory
+    /// (issue 9, eighth round).
+    #[inline(always)]
+    pub(crate) fn trashcan_enter(&self) -> bool {
+        let b = self.budget.get() - 1;
+        self.budget.set(b);
+        if b < 0 {
+            self.trashcan_refuse();
+            return false;
+        }
+        true
+    }
+
+    /// Undoes the decrement of a [`trashcan_enter`] that found the limit
+    /// reached. Out of line: inlined, LLVM keeps the old value in a
+    /// register to store it back, which undoes the fold.
+    ///
+    /// [`trashcan_enter`]: Self::trashcan_enter
+    #[cold]
+    #[inline(never)]
+    fn trashcan_refuse(&self) {
+        self.budget.set(self.budget.get() + 1)
+    }
+
+    /// Leaves a frame [`trashcan_enter`](Self::trashcan_enter) entered.
+    #[inline(always)]
+    pub(crate) fn trashcan_leave(&self) {
+        // A volatile load: when no nested frame can have run in between
+        // (a value whose drop reached no other object), LLVM would
+        // otherwise store back the value `trashcan_enter` loaded, and to
+        // keep it in a register it gives up the fold of
+        // `trashcan_enter`'s decrement (3 instructions more per frame
+        // than the increment of memory this costs).
+        // SAFETY: the pointer is the `Cell`'s own (aligned, initialised,
+        // in this thread's live `State`), and `State` is `!Sync`, so no
+        // other thread writes it.
+        let b = unsafe { self.budget.as_ptr().read_volatile() };
+        self.budget.set(b + 1)
     }
 
     /// Objects whose drop the trashcan deferred.
@@ -409,14 +458,20 @@ impl State {
         // writes the word (through its raw pointer: `Cell::set` would
         // read the old, unwritten value) before anything reads it.
         let h = unsafe { GcHeader::of(obj) };
+        // The countdown is decremented before its test, so that the
+        // decrement, its store and the test are one `sub` of memory and
+        // a branch on its borrow (issue 9, eighth round); from 0 it wraps
+        // to `usize::MAX`, which the slow path puts back to 0 before
+        // anything else.
         let room = self.room.get();
+        self.room.set(room.wrapping_sub(1));
         if room == 0 {
+            self.room.set(0);
             // SAFETY: the word is in the live header, aligned, and no
             // reference to its contents exists (only to the `Cell`).
             unsafe { h.gc.as_ptr().write(UNTRACKED) };
             return self.track_slow(obj, h);
         }
-        self.room.set(room - 1);
         let len = self.list.len();
         // SAFETY: room <= cap - len (the invariant), and room > 0.
         unsafe { self.list.push_within_cap(obj) };
@@ -756,9 +811,11 @@ impl State {
     /// or a full one that examines its whole range) should trace the
     /// newest member first and follow the parent links in phase 2 (see
     /// `collector::finish`). Yes if the last one
-    /// found at least a quarter of its candidates reachable (objects
+    /// found candidates, at least a quarter of them reachable (objects
     /// still being built, which the links settle without a second
-    /// trace); no if it found them mostly garbage (which tracing does not
+    /// trace); no if it found none (every member referenced from outside,
+    /// as a full scan of a live heap: no link would be followed), or
+    /// found them mostly garbage (which tracing does not
     /// touch and the links would cost for), and for the next
     /// [`LINKS_REST`] scans after links failed to settle one (garbage
     /// with several references each, as doubly linked lists: phase 2
@@ -777,7 +834,8 @@ impl State {
     /// if `links`): sets the hints [`links_pay`](Self::links_pay) reads.
     pub(crate) fn note_candidates(&self, g: usize, outcome: &Outcome, links: bool) {
         let reachable = outcome.candidates - outcome.unreachable;
-        let pay = reachable * 4 >= outcome.candidates;
+        // No candidate at all: no link would have been followed.
+        let pay = outcome.candidates > 0 && reachable * 4 >= outcome.candidates;
         let bit = 1u8 << g;
         let l = self.links.get();
         self.links.set(if pay { l | bit } else { l & !bit });
@@ -969,7 +1027,7 @@ impl State {
         }
         for round in 0..TEARDOWN_ROUNDS {
             let r = catch_unwind(AssertUnwindSafe(|| {
-                if self.deferred.len() != 0 && self.depth.get() == 0 {
+                if self.deferred.len() != 0 && self.trashcan_depth() == 0 {
                     super::trashcan::drain_unwinding(self);
                 }
                 self.unfreeze();

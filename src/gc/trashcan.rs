@@ -61,12 +61,10 @@ impl Drop for UnwindGuard {
 /// not been dropped, and no one else will drop it.
 #[inline(always)]
 pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: NonNull<T>) {
-    let d = st.trashcan_depth();
-    if d >= LIMIT {
+    if !st.trashcan_enter() {
         st.deferred().push(counts_of(ptr));
         return;
     }
-    st.set_trashcan_depth(d + 1);
     let g = UnwindGuard;
     let release = Release(counts_of(ptr));
     // SAFETY: the value is initialised and dropped exactly once here;
@@ -75,10 +73,11 @@ pub(crate) unsafe fn drop_object<T: ?Sized + Trace + 'static>(st: &State, ptr: N
     unsafe { ptr::drop_in_place(ptr.as_ptr()) };
     std::mem::forget(release);
     std::mem::forget(g);
-    // Nested frames restored their own changes: the depth is `d + 1`
-    // again. Lowering it by one (rather than storing `d`) keeps nothing
-    // alive across the value's drop but the pointer.
-    st.set_trashcan_depth(st.trashcan_depth() - 1);
+    // Nested frames restored their own changes: the depth is one more
+    // than on entry again. Lowering it by one (rather than storing the
+    // old depth) keeps nothing alive across the value's drop but the
+    // pointer.
+    st.trashcan_leave();
     // One compare on the hot path: objects are deferred only while a
     // chain deeper than LIMIT is being dropped, and drained by its
     // outermost frame. The frame is done with the state before the

@@ -215,6 +215,8 @@ pub fn fifo<A: GlobalAlloc>(a: &A, rounds: u64, seed: u64) -> Duration {
 /// (`release_free_memory()`, `malloc_trim(0)`, `mi_collect(true)`), as
 /// happens to a program's memory between its bursts when other work runs
 /// in between; so each round starts from unmapped (or decommitted) memory.
+/// (`fifo_after_pause` passes a 300 ms sleep instead: each round starts
+/// from whatever the allocator's own retention kept.)
 pub fn fifo_cold<A: GlobalAlloc>(a: &A, rounds: u64, seed: u64, release: &dyn Fn()) -> Duration {
     let mut rng = SplitMix64::new(seed);
     let sizes: Vec<u16> = (0..ROUND_BLOCKS)

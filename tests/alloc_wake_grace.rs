@@ -1,0 +1,49 @@
+//! A heap that builds its working set again after a pause reuses the
+//! arenas it retired before the pause instead of unmapping them and
+//! faulting the same memory in again (`Heap::in_wake_grace`, purge.rs):
+//! the shape of FIFO rounds run between other work (a harness that runs
+//! other allocators in between; a server's burst after a quiet spell).
+//! One test in its own binary, single-threaded, so no other heap's pass
+//! runs meanwhile.
+
+use std::time::Duration;
+
+use pymem::{alloc_stats, release_free_memory, PyMalloc};
+
+#[global_allocator]
+static GLOBAL: PyMalloc = PyMalloc;
+
+/// 32 MiB of 64-byte blocks: below the 64 MiB the process may retain, so
+/// only the retention time decides what stays mapped.
+fn build() -> Vec<Box<[u8; 64]>> {
+    (0..(32 << 20) / 64).map(|_| Box::new([3u8; 64])).collect()
+}
+
+#[test]
+fn a_heap_back_from_a_pause_reuses_its_retired_arenas() {
+    release_free_memory();
+    let floor = alloc_stats().arenas_in_use;
+    let first = build();
+    drop(first);
+    // Longer than the retention window (200 ms): every retired arena has
+    // expired by the time the heap allocates again.
+    std::thread::sleep(Duration::from_millis(400));
+    let before = alloc_stats();
+    let second = build();
+    let after = alloc_stats();
+    let mapped = after.arenas_allocated_total - before.arenas_allocated_total;
+    let unmapped = after.arenas_freed_total - before.arenas_freed_total;
+    assert!(
+        mapped <= 2 && unmapped <= 2,
+        "the second build mapped {mapped} arenas and unmapped {unmapped}: \
+         the arenas retired before the pause were returned and mapped again"
+    );
+    drop(second);
+    // The memory still goes back when asked.
+    release_free_memory();
+    let left = alloc_stats().arenas_in_use;
+    assert!(
+        left <= floor,
+        "{left} arenas mapped after a release ({floor} at the start)"
+    );
+}
