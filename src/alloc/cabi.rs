@@ -15,11 +15,16 @@
 //!
 //! # Fast paths
 //!
-//! `malloc` of at most 2,048 bytes pops the calling thread's pool, as the
+//! `malloc` of 1 to 2,048 bytes pops the calling thread's pool, as the
 //! Rust fast path does (the classes above 512 bytes, *medium*, are C's
 //! alone: see `size_class::C_POOL_THRESHOLD`); `free` of a pool block owned by the calling thread
-//! pushes it back. Both test one byte (the debug allocator is known to be
-//! off), and are inlined into the exported symbols.
+//! pushes it back; `realloc` keeps a pool block in place when it fits.
+//! Each is inlined into the exported symbol and is straight-line code: one
+//! thread-local load ([`heap_slot::fast`]: null unless the debug allocator
+//! is known off and the thread has a heap) stands for the debug switch and
+//! the heap, and every other case leaves by a tail call of an `extern "C"`
+//! function (which cannot unwind, so the symbol needs no landing pad and
+//! no stack frame). See "Eighth round" in `docs/override.md`.
 //!
 //! # What is glibc's behaviour, and kept
 //!
@@ -65,10 +70,11 @@ use core::alloc::Layout;
 use core::ffi::{c_int, c_void};
 use core::ptr;
 
+use super::heap::Heap;
 use super::large::glibc;
 use super::pool::Pool;
-use super::size_class::{block_size, class_of_size, route_c, ALIGNMENT};
-use super::{arena_bitmap, asan, debug, hooks, thread, PyMalloc};
+use super::size_class::{block_size, class_of_size, route_c, ALIGNMENT, C_POOL_THRESHOLD};
+use super::{arena_bitmap, asan, debug, heap_slot, hooks, thread, PyMalloc};
 use crate::sync::Ordering;
 
 fn set_errno(code: c_int) {
@@ -164,31 +170,81 @@ unsafe fn check_and_free_small(ptr: *mut u8) {
     unsafe { super::free::free_small(ptr) }
 }
 
-/// The allocation fast path, for a default-aligned request with the debug
-/// allocator known to be off: a small or medium one pops the calling
-/// thread's pool, a large one goes straight to glibc (which sets `errno` itself on
-/// failure). `None` when this path does not apply.
+/// The allocation fast path, for a default-aligned request of 1 to 2,048
+/// bytes (a small or medium class) by a thread whose heap the fast paths
+/// may use ([`heap_slot::fast`]: bound, and the debug allocator known to
+/// be off): pops the current pool of the class. `None` when this path
+/// does not apply (`malloc(0)` included, which the general path serves
+/// from the smallest class) or the pool is dry; the tick, when due, is
+/// run by a tail call of [`tick_then`].
+///
+/// One load of the thread-local slot stands for the debug switch and the
+/// heap; the class is `(size - 1) >> 4`, and the unsigned compare of
+/// `size - 1` against the threshold excludes 0 and large sizes at once.
+/// Every call out of the exported `malloc` is to an `extern "C"` function
+/// (which cannot unwind), so the compiler needs no landing pad, keeps no
+/// frame, and makes each a tail call.
 #[inline(always)]
-fn alloc_fast(size: usize, zeroed: bool) -> Option<*mut u8> {
-    if !hooks::known_off() || debug::CHECKS {
+fn alloc_fast(size: usize) -> Option<*mut u8> {
+    let below = size.wrapping_sub(1);
+    if debug::CHECKS || below >= C_POOL_THRESHOLD - asan::REDZONE {
         return None;
     }
-    let Some(class) = route_c(size, ALIGNMENT) else {
-        return Some(glibc::alloc(size, ALIGNMENT, zeroed));
-    };
-    // SAFETY: `route_c` gives a class below `NB_CLASSES` whose blocks hold
-    // `size` bytes. On a thread's first block, `alloc_class` binds a heap
-    // and takes it from there, so a medium request is a pool block even
-    // then.
-    let block = unsafe { PyMalloc::alloc_class(class, size) };
-    if block.is_null() {
+    let heap = heap_slot::fast();
+    if heap.is_null() {
         return None;
     }
-    if zeroed {
-        // SAFETY: the block holds at least `size` bytes.
-        unsafe { block.write_bytes(0, size) };
+    // `class_of_size(size + REDZONE)`, for `size >= 1`.
+    let class = (below + asan::REDZONE) / ALIGNMENT;
+    // SAFETY: `heap` is the calling thread's bound heap (`fast` gives no
+    // other), which it owns; `class < NB_CLASSES` as `size + REDZONE` is
+    // at most `C_POOL_THRESHOLD`, and its blocks hold `size` bytes.
+    let (block, tick) = unsafe { (*heap).alloc_pop(class) }?;
+    asan::unpoison_block(block, size);
+    if tick {
+        // SAFETY: `heap` is the calling thread's own heap, outside any busy
+        // section (nothing of it is in progress here).
+        return Some(unsafe { tick_then(heap, block) });
     }
     Some(block)
+}
+
+/// The heap's periodic tick, from the C fast path, then `block`.
+///
+/// # Safety
+/// `heap` must be the calling thread's heap (owner capacity), outside any
+/// busy section.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn tick_then(heap: *mut Heap, block: *mut u8) -> *mut u8 {
+    // SAFETY: owner capacity, outside any busy section (this function's
+    // `# Safety`): what `tick` requires.
+    unsafe { (*heap).tick() };
+    block
+}
+
+/// `malloc` off the fast path: a large request, `malloc(0)`, a thread
+/// without a heap, the debug allocator, or a dry pool.
+#[inline(never)]
+extern "C" fn malloc_slow(size: usize) -> *mut u8 {
+    alloc_slow(size, false)
+}
+
+/// `calloc` off the fast path, as [`malloc_slow`].
+#[inline(never)]
+extern "C" fn calloc_slow(size: usize) -> *mut u8 {
+    alloc_slow(size, true)
+}
+
+/// A default-aligned request off the fast path: a large one with the
+/// debug allocator off goes straight to glibc (which sets `errno` itself
+/// on failure), as before this round; the rest takes the general path.
+#[inline(always)]
+fn alloc_slow(size: usize, zeroed: bool) -> *mut u8 {
+    if size > C_POOL_THRESHOLD - asan::REDZONE && hooks::known_off() && !debug::CHECKS {
+        return glibc::alloc(size, ALIGNMENT, zeroed);
+    }
+    alloc_general(size, ALIGNMENT, zeroed)
 }
 
 /// Every allocation the fast path does not take; sets `errno` on failure.
@@ -215,7 +271,7 @@ fn alloc_general(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
     let align = align.max(ALIGNMENT);
     if align == ALIGNMENT {
-        if let Some(block) = alloc_fast(size, false) {
+        if let Some(block) = alloc_fast(size) {
             return block;
         }
     }
@@ -228,9 +284,9 @@ fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
 /// None beyond C's: the result is freed with this family's `free`.
 #[inline(always)]
 pub unsafe fn malloc(size: usize) -> *mut c_void {
-    match alloc_fast(size, false) {
+    match alloc_fast(size) {
         Some(block) => block.cast(),
-        None => alloc_general(size, ALIGNMENT, false).cast(),
+        None => malloc_slow(size).cast(),
     }
 }
 
@@ -245,13 +301,23 @@ pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
-    match alloc_fast(total, true) {
-        Some(block) => block.cast(),
-        None => alloc_general(total, ALIGNMENT, true).cast(),
+    match alloc_fast(total) {
+        Some(block) => {
+            // SAFETY: the block holds at least `total` bytes.
+            unsafe { block.write_bytes(0, total) };
+            block.cast()
+        }
+        None => calloc_slow(total).cast(),
     }
 }
 
 /// C's `free`: any pointer of the process's `malloc` family, or null.
+///
+/// The fast path: a pool block (the arena bitmap says so) whose pool the
+/// calling thread's heap owns, with the debug allocator off (a null
+/// `heap_slot::fast`, as with it on, never equals a pool's owner), is
+/// pushed on its pool's free list inline. Everything else leaves by a tail
+/// call of an `extern "C"` function, so this path keeps no frame.
 ///
 /// # Safety
 /// `ptr` must be null or a live block of the process's `malloc` family
@@ -259,19 +325,97 @@ pub unsafe fn calloc(count: usize, size: usize) -> *mut c_void {
 #[inline(always)]
 pub unsafe fn free(ptr: *mut c_void) {
     let ptr = ptr.cast::<u8>();
+    if !arena_bitmap::contains(ptr) {
+        // SAFETY: `free`'s contract: null, or a live block of the malloc
+        // family that is in no arena.
+        return unsafe { free_foreign(ptr) };
+    }
+    // SAFETY: `free`'s contract, for a pointer the bitmap places in an
+    // arena.
+    unsafe { free_in_arena(ptr) }
+}
+
+/// [`free`] of a pointer in an arena.
+///
+/// # Safety
+/// As [`free`], for a pointer that lies in an arena.
+#[inline(always)]
+unsafe fn free_in_arena(ptr: *mut u8) {
+    let heap = heap_slot::fast();
+    let pool = Pool::of(ptr);
+    // SAFETY: `ptr` lies in a mapped arena, whose pool headers are mapped
+    // and readable whatever the block (its first page is never given
+    // back); the owner word is an atomic, read with Relaxed as the free
+    // dispatch does (`free::free_block`).
+    let owner = unsafe { (*pool).owner_word() };
+    if debug::CHECKS || heap.is_null() || owner != heap {
+        // SAFETY: `free`'s contract: a live block of the malloc family in
+        // an arena, or anything under the debug allocator.
+        return unsafe { free_pool_slow(ptr) };
+    }
+    if asan::REDZONE != 0 {
+        // SAFETY: a live block of `pool` (`free`'s contract and the bitmap),
+        // so its header is live.
+        asan::poison(ptr, unsafe { (*pool).block_size() });
+    }
+    // SAFETY: `ptr` is a live pool block (`free`'s contract, and it lies in
+    // an arena) freed by the caller; `heap` is the calling thread's bound
+    // heap and owns `pool`, which is attached (a detached pool's owner word
+    // is tagged, so it differs from any heap): what `free_push` requires.
+    if let Some((used, frees)) = unsafe { (*heap).free_push(pool, ptr) } {
+        // SAFETY: as for `free_push`, which just freed into `pool`.
+        unsafe { free_slow(heap, pool, used, frees) }
+    }
+}
+
+/// `free` of a pointer in no arena: glibc's (or null), unless the debug
+/// allocator is on.
+///
+/// # Safety
+/// As [`free`], for a pointer in no arena.
+#[inline(never)]
+unsafe extern "C" fn free_foreign(ptr: *mut u8) {
     if hooks::known_off() && !debug::CHECKS {
-        if !arena_bitmap::contains(ptr) {
-            // SAFETY: `free`'s contract: null, or a live block of the
-            // malloc family that is in no arena, so glibc's.
-            return unsafe { glibc::free(ptr) };
-        }
-        // SAFETY: `free`'s contract: a live block of the malloc family, in
-        // an arena, so a live pool block.
-        return unsafe { super::free::free_small(ptr) };
+        // SAFETY: `free`'s contract: null, or a live block of the malloc
+        // family that is in no arena, so glibc's.
+        return unsafe { glibc::free(ptr) };
     }
     // SAFETY: `free`'s contract: `ptr` is null or a live block of the
     // malloc family, which is `free_general`'s contract too.
     unsafe { free_general(ptr, None) }
+}
+
+/// `free` of a pointer in an arena that the fast path does not take: a
+/// block of another thread's pool or of a detached one, a thread without
+/// a heap, or the debug allocator.
+///
+/// # Safety
+/// As [`free`], for a pointer in an arena.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn free_pool_slow(ptr: *mut u8) {
+    if hooks::known_off() && !debug::CHECKS {
+        // SAFETY: `free`'s contract: a live block of the malloc family, in
+        // an arena, so a live pool block.
+        return unsafe { super::free::free_small(ptr) };
+    }
+    // SAFETY: `free`'s contract: `ptr` is a live block of the malloc
+    // family, which is `free_general`'s contract too.
+    unsafe { free_general(ptr, None) }
+}
+
+/// The heap's work after a local free that emptied its pool or fell on
+/// the tick.
+///
+/// # Safety
+/// As [`Heap::free_slow`]: `heap` is the calling thread's heap (owner
+/// capacity), `pool` an attached pool of it just freed into, `used` its
+/// count of blocks in use after that free.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn free_slow(heap: *mut Heap, pool: *mut Pool, used: u32, frees: usize) {
+    // SAFETY: this function's `# Safety` is `free_slow`'s.
+    unsafe { (*heap).free_slow(pool, used, frees) }
 }
 
 /// Every free the fast path does not take; `expected` is the layout of
@@ -296,9 +440,85 @@ unsafe fn free_general(ptr: *mut u8, expected: Option<Layout>) {
 
 /// C's `realloc`.
 ///
+/// The fast path: a pool block that the new size still fits (as the
+/// general path decides, below), with the debug allocator off, stays in
+/// place, without a frame; everything else is a tail call of
+/// `realloc_slow`.
+///
 /// # Safety
 /// As [`free`] for `ptr`.
+#[inline(always)]
 pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+    if ptr.is_null() {
+        // CPython grows many of its buffers from nothing this way.
+        // SAFETY: `malloc` has no precondition.
+        return unsafe { malloc(size) };
+    }
+    let block = ptr.cast::<u8>();
+    // A null `fast` heap may mean the debug allocator is on; a thread
+    // without a heap just takes the general path.
+    if !debug::CHECKS
+        && asan::REDZONE == 0
+        && size != 0
+        && arena_bitmap::contains(block)
+        && !heap_slot::fast().is_null()
+    {
+        // SAFETY: `block` is a live block of the malloc family (`realloc`'s
+        // `# Safety`, as `free`'s) lying in an arena, so a pool block in
+        // use: its pool header is live.
+        let class = unsafe { (*Pool::of(block)).class() };
+        if fits_in_place(class, size) {
+            return ptr;
+        }
+        // SAFETY: as above: a live pool block of `class`, with the debug
+        // allocator and AddressSanitizer off; `size` is not 0.
+        return unsafe { realloc_move(block, class, size) }.cast();
+    }
+    // SAFETY: `realloc`'s contract is `realloc_slow`'s.
+    unsafe { realloc_slow(ptr, size) }
+}
+
+/// `realloc` of a pool block of `class` that does not stay in place: a
+/// new block of `size` bytes through `malloc`'s fast path, the prefix
+/// copied, the old block freed through `free`'s (the bitmap already said
+/// it lies in an arena). On failure the old block is left alone and
+/// `errno` is `ENOMEM` (set by `malloc`).
+///
+/// # Safety
+/// `ptr` must be a live pool block of `class`, the debug allocator and
+/// AddressSanitizer off, and `size` not 0.
+#[inline(never)]
+unsafe extern "C" fn realloc_move(ptr: *mut u8, class: usize, size: usize) -> *mut u8 {
+    // SAFETY: `malloc` has no precondition.
+    let new = unsafe { malloc(size) }.cast::<u8>();
+    if new.is_null() {
+        return new;
+    }
+    // SAFETY: both blocks are live and distinct; the old one holds
+    // `block_size(class)` bytes, the new one `size`; the old one is a live
+    // pool block (this function's `# Safety`), in an arena, freed here.
+    unsafe {
+        ptr::copy_nonoverlapping(ptr, new, block_size(class).min(size));
+        free_in_arena(ptr);
+    }
+    new
+}
+
+/// Whether a block of `class` stays in place for a `realloc` to `size`
+/// bytes (not 0): `size` fits it and would not waste more than a quarter
+/// of it (CPython's rule).
+#[inline(always)]
+fn fits_in_place(class: usize, size: usize) -> bool {
+    let block = block_size(class);
+    size <= block && (class_of_size(size) == class || size * 4 >= block * 3)
+}
+
+/// `realloc` off its fast path.
+///
+/// # Safety
+/// As [`realloc`].
+#[inline(never)]
+unsafe extern "C" fn realloc_slow(ptr: *mut c_void, size: usize) -> *mut c_void {
     let ptr = ptr.cast::<u8>();
     if ptr.is_null() {
         // SAFETY: `malloc` has no precondition.
@@ -330,10 +550,7 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     // its pool header is live.
     let class = unsafe { (*Pool::of(ptr)).class() };
     let block = block_size(class);
-    if size <= block
-        && (class_of_size(size) == class || size * 4 >= block * 3)
-        && asan::REDZONE == 0
-    {
+    if fits_in_place(class, size) && asan::REDZONE == 0 {
         return ptr.cast();
     }
     // SAFETY: `malloc` has no precondition.

@@ -8,7 +8,7 @@ use super::pool::Pool;
 use super::purge::{self, PassKind};
 use super::registry::Registry;
 use super::size_class::{self, route, SMALL_REQUEST_THRESHOLD};
-use super::{asan, debug, free, hooks, large, large_count, thread, PyMalloc};
+use super::{asan, debug, free, heap_slot, hooks, large, large_count, thread, PyMalloc};
 use crate::sync::Ordering;
 
 /// The process-wide registry of heaps and counters.
@@ -342,16 +342,16 @@ unsafe impl GlobalAlloc for PyMalloc {
         // The fast path: no hooks, a default-aligned small request, a bound
         // heap. Everything else leaves by a tail call, so this path saves
         // no registers.
-        if hooks::known_off() && !debug::CHECKS {
+        // `heap_slot::fast` is null unless the hooks are known off and the
+        // thread has a heap: one load tests both.
+        let heap = heap_slot::fast();
+        if !debug::CHECKS && !heap.is_null() {
             if let Some(class) = size_class::route_fast(layout.size(), layout.align()) {
-                let heap = thread::current_heap();
-                if !heap.is_null() {
-                    // SAFETY: a thread's bound heap is owned by it; a valid
-                    // class.
-                    let block = unsafe { (*heap).alloc(class) };
-                    asan::unpoison_block(block, layout.size());
-                    return block;
-                }
+                // SAFETY: `fast` gives only the calling thread's bound heap,
+                // which it owns; `route_fast` gives a valid class.
+                let block = unsafe { (*heap).alloc(class) };
+                asan::unpoison_block(block, layout.size());
+                return block;
             }
         }
         // SAFETY: `GlobalAlloc::alloc`'s contract, which the caller meets,
@@ -364,13 +364,16 @@ unsafe impl GlobalAlloc for PyMalloc {
         // The fast path: no hooks, a default-aligned small block. The free
         // dispatch pushes it on its pool's free list inline if this thread
         // owns the pool, and calls out for everything else.
-        if hooks::known_off()
-            && !debug::CHECKS
+        let heap = heap_slot::fast();
+        if !debug::CHECKS
+            && !heap.is_null()
             && size_class::route_fast(layout.size(), layout.align()).is_some()
         {
             // SAFETY: a live small block (GlobalAlloc contract: the same
-            // layout routed its allocation to a pool), freed by the caller.
-            return unsafe { free::free_block(thread::current_heap(), ptr) };
+            // layout routed its allocation to a pool), freed by the caller;
+            // `fast` gives only the calling thread's bound heap, which it
+            // owns.
+            return unsafe { free::free_block(heap, ptr) };
         }
         // SAFETY: `GlobalAlloc::dealloc`'s contract, which the caller meets,
         // is `dealloc_general`'s.

@@ -250,22 +250,38 @@ impl Heap {
     /// The caller must be in owner capacity, and `class < NB_CLASSES`.
     #[inline(always)]
     pub(crate) unsafe fn alloc(&self, class: usize) -> *mut u8 {
+        // SAFETY: owner capacity and `class < NB_CLASSES` (this function's
+        // `# Safety`): what `alloc_pop` requires.
+        match unsafe { self.alloc_pop(class) } {
+            Some((block, false)) => block,
+            // SAFETY: owner capacity (this function's `# Safety`), outside
+            // any busy section: what `tick_then` requires.
+            Some((block, true)) => unsafe { self.tick_then(block) },
+            // SAFETY: owner capacity and `class < NB_CLASSES` (this
+            // function's `# Safety`): what `alloc_slow` requires.
+            None => unsafe { self.alloc_slow(class) },
+        }
+    }
+
+    /// [`Heap::alloc`] without its calls: pops the current pool of `class`
+    /// and counts the block, or `None` if that pool is dry. The flag says
+    /// the tick is due (the caller runs [`Heap::tick`] before it returns
+    /// the block). C's `malloc` inlines this, so that its slow paths are
+    /// tail calls of its own.
+    ///
+    /// # Safety
+    /// As [`Heap::alloc`].
+    #[inline(always)]
+    pub(crate) unsafe fn alloc_pop(&self, class: usize) -> Option<(*mut u8, bool)> {
         // SAFETY: `class < NB_CLASSES` (this function's `# Safety`).
         let slot = unsafe { self.classes.get_unchecked(class) };
         // SAFETY: `current` points at one of our attached pools or at
         // `empty`; owner capacity may pop from them.
         let block = unsafe { (*slot.current.get()).pop() };
-        if !block.is_null() {
-            if bump(&slot.allocs) & TICK_MASK == 0 {
-                // SAFETY: owner capacity (this function's `# Safety`),
-                // outside any busy section: what `tick_then` requires.
-                return unsafe { self.tick_then(block.cast()) };
-            }
-            return block.cast();
+        if block.is_null() {
+            return None;
         }
-        // SAFETY: owner capacity and `class < NB_CLASSES` (this function's
-        // `# Safety`): what `alloc_slow` requires.
-        unsafe { self.alloc_slow(class) }
+        Some((block.cast(), bump(&slot.allocs) & TICK_MASK == 0))
     }
 
     /// The current pool is dry: take back remote frees if any wait, carve
@@ -362,6 +378,24 @@ impl Heap {
     /// equal to this heap, which is what the free dispatch tests).
     #[inline(always)]
     pub(crate) unsafe fn free_local(&self, pool: *mut Pool, block: *mut u8) {
+        // SAFETY: as `free_push` requires (this function's `# Safety`).
+        if let Some((used, frees)) = unsafe { self.free_push(pool, block) } {
+            // SAFETY: owner capacity (this function's `# Safety`), and `pool` an
+            // attached pool of this heap that we just freed into, `used` its count
+            // after the push: what `free_slow` requires.
+            unsafe { self.free_slow(pool, used, frees) };
+        }
+    }
+
+    /// [`Heap::free_local`] without its call: pushes the block and counts
+    /// the free; `Some((used, frees))` when [`Heap::free_slow`] must run
+    /// (the pool emptied, or the tick is due). C's `free` inlines this, so
+    /// that its slow path is a tail call of its own.
+    ///
+    /// # Safety
+    /// As [`Heap::free_local`].
+    #[inline(always)]
+    pub(crate) unsafe fn free_push(&self, pool: *mut Pool, block: *mut u8) -> Option<(u32, usize)> {
         // SAFETY: `block` is a block in use of `pool` (this function's
         // `# Safety`), so the pool was not given back to its arena: its header is
         // live.
@@ -370,12 +404,7 @@ impl Heap {
         let used = unsafe { p.push(block.cast()) };
         // SAFETY: a live pool's class is below NB_CLASSES.
         let frees = bump(&unsafe { self.classes.get_unchecked(p.class()) }.frees);
-        if used == 0 || frees & TICK_MASK == 0 {
-            // SAFETY: owner capacity (this function's `# Safety`), and `pool` an
-            // attached pool of this heap that we just freed into, `used` its count
-            // after the push: what `free_slow` requires.
-            unsafe { self.free_slow(pool, used, frees) };
-        }
+        (used == 0 || frees & TICK_MASK == 0).then_some((used, frees))
     }
 
     /// A local free that emptied its pool, or fell on the tick.
@@ -386,7 +415,7 @@ impl Heap {
     /// into), `used` its count of blocks in use after that free.
     #[cold]
     #[inline(never)]
-    unsafe fn free_slow(&self, pool: *mut Pool, used: u32, frees: usize) {
+    pub(crate) unsafe fn free_slow(&self, pool: *mut Pool, used: u32, frees: usize) {
         // An emptied pool that is its class's only one is kept, which only
         // reads our class list: no lock (a program that allocates and frees
         // one block in a loop comes here every time).

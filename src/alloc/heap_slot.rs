@@ -39,16 +39,17 @@ use super::heap::Heap;
 mod imp {
     use super::Heap;
 
-    // The slot: 8 zeroed bytes in `.tbss`, one per thread.
+    // The slot: 16 zeroed bytes in `.tbss`, one per thread: the heap, then
+    // the fast-path heap (see `super::fast`).
     core::arch::global_asm!(
         ".pushsection .tbss.__pymem_0_1_heap_slot,\"awT\",@nobits",
         ".p2align 3",
         ".globl __pymem_0_1_heap_slot",
         ".hidden __pymem_0_1_heap_slot",
         ".type __pymem_0_1_heap_slot, @object",
-        ".size __pymem_0_1_heap_slot, 8",
+        ".size __pymem_0_1_heap_slot, 16",
         "__pymem_0_1_heap_slot:",
-        ".zero 8",
+        ".zero 16",
         ".popsection",
     );
 
@@ -71,17 +72,36 @@ mod imp {
         heap
     }
 
+    #[inline(always)]
+    pub(crate) fn fast() -> *mut Heap {
+        let heap: *mut Heap;
+        // SAFETY: reads the second word of this thread's slot, as `get`
+        // reads the first (same offset from the GOT, 8 bytes on); `pure,
+        // readonly` as for `get`: it changes only through `set`.
+        unsafe {
+            core::arch::asm!(
+                "mov {heap}, qword ptr [rip + __pymem_0_1_heap_slot@GOTTPOFF]",
+                "mov {heap}, qword ptr fs:[{heap} + 8]",
+                heap = out(reg) heap,
+                options(nostack, preserves_flags, pure, readonly),
+            );
+        }
+        heap
+    }
+
     #[inline]
-    pub(crate) fn set(heap: *mut Heap) {
-        // SAFETY: writes this thread's 8-byte `.tbss` slot only: the GOT
+    pub(crate) fn set(heap: *mut Heap, fast: *mut Heap) {
+        // SAFETY: writes this thread's 16-byte `.tbss` slot only: the GOT
         // entry holds its offset from this thread's `%fs` base, filled by the
         // loader before any code runs, and no other thread addresses it.
         unsafe {
             core::arch::asm!(
                 "mov {offset}, qword ptr [rip + __pymem_0_1_heap_slot@GOTTPOFF]",
                 "mov qword ptr fs:[{offset}], {heap}",
+                "mov qword ptr fs:[{offset} + 8], {fast}",
                 offset = out(reg) _,
                 heap = in(reg) heap,
+                fast = in(reg) fast,
                 options(nostack, preserves_flags),
             );
         }
@@ -99,17 +119,27 @@ mod imp {
     use core::cell::Cell;
 
     std::thread_local! {
-        static SLOT: Cell<*mut Heap> = const { Cell::new(core::ptr::null_mut()) };
+        // The heap, then the fast-path heap (see `super::fast`).
+        static SLOT: [Cell<*mut Heap>; 2] =
+            const { [Cell::new(core::ptr::null_mut()), Cell::new(core::ptr::null_mut())] };
     }
 
     #[inline(always)]
     pub(crate) fn get() -> *mut Heap {
-        SLOT.with(|slot| slot.get())
+        SLOT.with(|slot| slot[0].get())
+    }
+
+    #[inline(always)]
+    pub(crate) fn fast() -> *mut Heap {
+        SLOT.with(|slot| slot[1].get())
     }
 
     #[inline]
-    pub(crate) fn set(heap: *mut Heap) {
-        SLOT.with(|slot| slot.set(heap));
+    pub(crate) fn set(heap: *mut Heap, fast: *mut Heap) {
+        SLOT.with(|slot| {
+            slot[0].set(heap);
+            slot[1].set(fast);
+        });
     }
 }
 
@@ -119,7 +149,22 @@ pub(crate) fn get() -> *mut Heap {
     imp::get()
 }
 
+/// The calling thread's heap if the fast paths may use it, else null: the
+/// bound heap when the debug allocator is known to be off (neither the
+/// `debug` feature nor `PYMEM_DEBUG`, nor the debug checks compiled in),
+/// null when it is on or the thread has no heap. One load then tells a
+/// fast path both that the hooks are off and which heap is the thread's,
+/// where it took two loads, a compare and two branches.
+#[inline(always)]
+pub(crate) fn fast() -> *mut Heap {
+    imp::fast()
+}
+
 /// Binds (or, with null, unbinds) the calling thread's heap.
+///
+/// Decides whether the debug allocator is on, if no allocation did yet,
+/// so that [`fast`] agrees with [`hooks::known_off`](super::hooks::known_off)
+/// from here on (that is decided once for the process).
 ///
 /// # Safety
 /// `heap` is null or a heap the calling thread has claimed (owner
@@ -127,7 +172,12 @@ pub(crate) fn get() -> *mut Heap {
 /// the bound heap as the calling thread's own without checking.
 #[inline]
 pub(crate) unsafe fn set(heap: *mut Heap) {
-    imp::set(heap)
+    let fast = if heap.is_null() || super::debug::CHECKS || super::hooks::enabled() {
+        core::ptr::null_mut()
+    } else {
+        heap
+    };
+    imp::set(heap, fast)
 }
 
 #[cfg(test)]
@@ -137,11 +187,13 @@ mod tests {
     #[test]
     fn each_thread_has_its_own_slot() {
         let saved = super::get();
+        let saved_fast = super::fast();
         let mine = 0x1000 as *mut super::Heap;
-        super::imp::set(mine);
+        super::imp::set(mine, mine);
         let other = std::thread::spawn(|| {
             let before = super::get() as usize;
-            super::imp::set(0x2000 as *mut super::Heap);
+            super::imp::set(0x2000 as *mut super::Heap, 0x3000 as *mut super::Heap);
+            assert_eq!(super::fast() as usize, 0x3000);
             (before, super::get() as usize)
         })
         .join()
@@ -151,6 +203,7 @@ mod tests {
         assert_ne!(other.0, 0x1000);
         assert_eq!(other.1, 0x2000);
         assert_eq!(super::get(), mine);
-        super::imp::set(saved);
+        assert_eq!(super::fast(), mine);
+        super::imp::set(saved, saved_fast);
     }
 }
