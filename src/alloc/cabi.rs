@@ -470,8 +470,10 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         if fits_in_place(class, size) {
             return ptr;
         }
-        // SAFETY: as above: a live pool block of `class`, with the debug
-        // allocator and AddressSanitizer off; `size` is not 0.
+        // SAFETY: `block` is a live pool block (the bitmap test above, and
+        // `realloc`'s `# Safety`) of `class` (read from its pool header),
+        // with the debug allocator and AddressSanitizer off and `size` not
+        // 0 (the conditions tested above): what `realloc_move` requires.
         return unsafe { realloc_move(block, class, size) }.cast();
     }
     // SAFETY: `realloc`'s contract is `realloc_slow`'s.

@@ -342,7 +342,8 @@ pub(crate) fn cap_glibc_arenas() {
     if !unsafe { libc::getenv(c"MALLOC_ARENA_MAX".as_ptr()) }.is_null() {
         return;
     }
-    // SAFETY: as above.
+    // SAFETY: `getenv` reads the environment without allocating; the name
+    // is a NUL-terminated literal.
     let tunables = unsafe { libc::getenv(c"GLIBC_TUNABLES".as_ptr()) };
     if !tunables.is_null() {
         // SAFETY: a non-null result of `getenv` is a NUL-terminated string

@@ -544,6 +544,9 @@ fn finish<M: Members + ?Sized>(
         // stress).
         let (candidates, resolved, settled) = if discover {
             let order = &sc.order;
+            // SAFETY: the parent links as the comment above says; `order`
+            // holds each position discovery examined, once, each below
+            // `refs.len()`, and the members outside it are UNSEEN.
             unsafe {
                 resolve_through_parents(
                     members,
@@ -555,7 +558,10 @@ fn finish<M: Members + ?Sized>(
             }
         } else {
             let examined = sc.examined.clone();
-            // SAFETY: as above.
+            // SAFETY: phase 1 wrote the parent link of every member an
+            // edge met, every candidate among them (the comment above);
+            // a range scan examines every member, so `examined` yields
+            // each position below `refs.len()` once.
             unsafe {
                 resolve_through_parents(members, &sc.refs, &sc.parents, || examined.clone(), true)
             }
@@ -1022,7 +1028,8 @@ fn rebuild_and_promote(
                     let p = unsafe { list.get_unchecked(start + pos) };
                     if !p.is_null() {
                         garbage.push(p);
-                        // SAFETY: as above; the object leaves the list
+                        // SAFETY: start + pos < end <= list.len(), the
+                        // position just read; the object leaves the list
                         // (flagged UNTRACKED by `handle_weakrefs` before
                         // any other code runs).
                         unsafe { list.set_unchecked(start + pos, std::ptr::null()) };
