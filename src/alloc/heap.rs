@@ -244,7 +244,7 @@ impl Heap {
     // ---- allocation ---------------------------------------------------
 
     /// Allocates a block of `class`. The fast path: pop the current pool's
-    /// free list.
+    /// free list, or bump past its next never-used block.
     ///
     /// # Safety
     /// The caller must be in owner capacity, and `class < NB_CLASSES`.
@@ -277,16 +277,13 @@ impl Heap {
         let slot = unsafe { self.classes.get_unchecked(class) };
         // SAFETY: `current` points at one of our attached pools or at
         // `empty`; owner capacity may pop from them.
-        let block = unsafe { (*slot.current.get()).pop() };
-        if block.is_null() {
-            return None;
-        }
-        Some((block.cast(), bump(&slot.allocs) & TICK_MASK == 0))
+        let block = unsafe { (*slot.current.get()).pop() }?;
+        Some((block.as_ptr().cast(), bump(&slot.allocs) & TICK_MASK == 0))
     }
 
-    /// The current pool is dry: take back remote frees if any wait, carve
-    /// more of the pool, move to the next pool of the class, or take a
-    /// fresh pool from an arena.
+    /// The current pool is dry (no free block, none left to bump): take
+    /// back remote frees if any wait, move to the next pool of the class,
+    /// or take a fresh pool from an arena.
     ///
     /// # Safety
     /// As [`Heap::alloc`]: the caller must be in owner capacity, and
@@ -305,6 +302,14 @@ impl Heap {
         loop {
             let pool = slot.current.get();
             if pool == self.empty_pool() {
+                // The sentinel must stay one that `pop` returns null from
+                // without writing it: no free block, nothing to bump.
+                debug_assert!(
+                    self.empty.free.get().is_null()
+                        && self.empty.carve.get().is_null()
+                        && self.empty.carve_end.get().is_null()
+                        && self.empty.used.get() == 0
+                );
                 break;
             }
             // SAFETY: pools on our class lists are live, ours, attached.
@@ -314,17 +319,9 @@ impl Heap {
             unsafe { p.assert_valid() };
             // SAFETY: owner capacity (this function's `# Safety`), and `p` is on our
             // class list, so attached: what `pop` requires.
-            let mut block = unsafe { p.pop() };
-            // SAFETY: owner capacity, `p` attached (as for the `pop` above), and its
-            // free list empty: `pop` just returned null, and `&&` calls `carve_page`
-            // only then.
-            if block.is_null() && unsafe { p.carve_page() } {
-                // SAFETY: owner capacity, `p` still attached: what `pop` requires.
-                block = unsafe { p.pop() };
-            }
-            if !block.is_null() {
+            if let Some(block) = unsafe { p.pop() } {
                 bump(&slot.allocs);
-                return block.cast();
+                return block.as_ptr().cast();
             }
             // Nothing left: detach it until a block comes back. Unlink
             // first: detaching is the last write, with Release, after
@@ -353,18 +350,13 @@ impl Heap {
         // SAFETY: owner capacity (this function's `# Safety`), what
         // `pass_if_due` requires of the heap it is given.
         unsafe { super::purge::pass_if_due(self.registry(), Some(self)) };
-        // SAFETY: a fresh attached pool of ours: pop the free list it kept
-        // from its slot's last use (see `Pool::init`), or carve its first
-        // page.
-        unsafe {
-            let mut block = (*pool).pop();
-            if block.is_null() {
-                (*pool).carve_page();
-                block = (*pool).pop();
-            }
-            bump(&slot.allocs);
-            block.cast()
-        }
+        // SAFETY: a fresh attached pool of ours: pop the free
+        // list it kept from its slot's last use (see `Pool::init`), or bump
+        // past its first block (a fresh pool has room for at least one).
+        let block = unsafe { (*pool).pop() };
+        debug_assert!(block.is_some());
+        bump(&slot.allocs);
+        block.map_or(ptr::null_mut(), |b| b.as_ptr().cast())
     }
 
     // ---- local free ---------------------------------------------------

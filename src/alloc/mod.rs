@@ -87,8 +87,9 @@
 //! 16 KiB pools and 1 MiB arenas are CPython 3.12's choice on 64-bit and
 //! ours: per-pool overheads (taking a pool, linking it, the slow path when
 //! it runs dry) are paid a quarter as often as with 4 KiB pools, the 512-byte
-//! class wastes nothing at the end of a pool, and a pool is carved one OS
-//! page at a time, so its untouched pages never become resident. The cost is
+//! class wastes nothing at the end of a pool, and a pool's never-used
+//! blocks are handed out by bumping a pointer, without being written first,
+//! so its untouched pages never become resident. The cost is
 //! slot 0 of each arena, of which only the first two pages (the headers)
 //! are ever touched.
 //!

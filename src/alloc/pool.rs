@@ -10,6 +10,7 @@
 //! | header | header |     | header  |        |         |         |     |         |           |
 //! +--------+--------+-----+---------+ ... ---+---------+---------+-----+---------+-----------+
 //!  \__ slot 0: 64 x 128 bytes ___/                                               ^ carve
+//!                                                         (the bump pointer)
 //!
 //!  header of block p = (p & ARENA_MASK) + 128 * ((p & !ARENA_MASK) >> POOL_SHIFT)
 //! ```
@@ -27,7 +28,7 @@
 //! free by another thread would read a line the owner had just written, and
 //! the line would travel between the two cores once per block.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use super::asan;
 use super::heap::Heap;
@@ -36,8 +37,7 @@ use super::remote::RemoteList;
 /// 48 bits); also what the debug allocator's arena bitmap covers.
 pub(crate) use super::remote::ADDRESS_LIMIT;
 use super::size_class::{
-    block_size, blocks_per_pool, ARENA_MASK, NB_CLASSES, PAGE_SIZE, POOLS_PER_ARENA, POOL_SHIFT,
-    POOL_SIZE,
+    block_size, blocks_per_pool, ARENA_MASK, NB_CLASSES, POOLS_PER_ARENA, POOL_SHIFT, POOL_SIZE,
 };
 use crate::sync::{AtomicPtr, Cell, Ordering};
 
@@ -98,15 +98,24 @@ pub(crate) const POOL_MAGIC: u16 = 0x9E3A;
 /// Every block of a pool is in exactly one of five places: handed out to
 /// the program; on `free` (the owner's list); on `remote` (pushed by other
 /// threads, not yet taken back); in some thread's outbox (freed by another
-/// thread and not yet pushed, see `Outbox`); or past `carve` (never handed
-/// out). `used` counts the first, third and fourth kinds, so
+/// thread and not yet pushed, see `Outbox`); or at or past `carve` (never
+/// handed out). `used` counts the first, third and fourth kinds, so, with
+/// `carved = (carve - base) / block_size`,
 ///
-/// * `used + len(free) == carve / block_size`,
+/// * `used + len(free) == carved`,
 /// * `remote.count() <= used`,
 /// * a detached pool has an empty `free` list and no room left to carve,
+/// * `step == block_size`, `carve_end == base + blocks_per_pool * block_size` (the end of the
+///   pool's last block), and `carve` is a block start at or below it: the
+///   blocks below `carve` have been handed out at least once, those from
+///   it on never (nothing links or reads them; they are handed out in
+///   address order by bumping `carve`, see [`Pool::pop`]),
 ///
 /// and the pool is empty, every block back, exactly when `used == 0`.
-/// [`Pool::assert_valid`] checks all three on slow paths in debug builds.
+/// [`Pool::assert_valid`] checks all four on slow paths in debug builds.
+/// (The [`Pool::empty`] sentinel has both `carve` and `carve_end` null:
+/// nothing to bump, so the fast path pops null from it without a check of
+/// its own.)
 ///
 /// # Who writes what
 ///
@@ -116,6 +125,7 @@ pub(crate) const POOL_MAGIC: u16 = 0x9E3A;
 ///   Whoever holds a block may read them. `magic` is cleared when the slot
 ///   goes back to its arena (under the lock).
 /// * The owner's line (`free`, `used`, `carve`, `next`, `prev`) is written
+///   (`step` and `carve_end` are written by [`Pool::init`] only, as `class` is)
 ///   only in *owner capacity* (the heap's owning thread, or whoever holds
 ///   the lock of a parked heap; see `Heap`). While the pool is *detached*,
 ///   the owner writes it only under the heap's lock or after taking the
@@ -162,8 +172,13 @@ pub(crate) struct Pool {
     pub(crate) free: Cell<*mut Block>,
     /// Blocks handed out, on `remote`, or in an outbox.
     pub(crate) used: Cell<u32>,
-    /// Offset of the first never-used block.
-    pub(crate) carve: Cell<u32>,
+    /// The block size, by which `carve` is bumped (a copy of the class's
+    /// on the owner's line, where the allocation fast path reads it).
+    step: Cell<u32>,
+    /// The first never-used block: the bump pointer.
+    pub(crate) carve: Cell<*mut u8>,
+    /// The end of the pool's last block: the bump limit.
+    pub(crate) carve_end: Cell<*mut u8>,
     /// Neighbours in the heap's list of pools of this class.
     pub(crate) next: Cell<*mut Pool>,
     pub(crate) prev: Cell<*mut Pool>,
@@ -203,12 +218,15 @@ const _: () = assert!(
 impl Pool {
     /// A header describing no blocks: the sentinel a heap's class list
     /// points at while the class has no pool, so the allocation fast path
-    /// needs no null check.
+    /// needs no null check. Its `carve` and `carve_end` are both null:
+    /// nothing is left to bump (see [`Pool::pop`]).
     pub(crate) fn empty() -> Pool {
         Pool {
             free: Cell::new(ptr::null_mut()),
             used: Cell::new(0),
-            carve: Cell::new(0),
+            step: Cell::new(0),
+            carve: Cell::new(ptr::null_mut()),
+            carve_end: Cell::new(ptr::null_mut()),
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
             magic: Cell::new(0),
@@ -225,7 +243,7 @@ impl Pool {
     ///
     /// A slot that last held a pool of the same class, given back with
     /// every block on its free list (see `Heap::release_pool`), keeps
-    /// that list and its carve offset: its blocks are handed out again
+    /// that list and its bump pointer: its blocks are handed out again
     /// without being carved (linked) anew. A producer whose blocks another
     /// thread frees gets its pools back whole, and carving each again cost
     /// 22 of the 162 instructions per block of the cross-thread bench.
@@ -237,6 +255,13 @@ impl Pool {
     /// memory nobody has written.
     pub(crate) unsafe fn init(pool: *mut Pool, class: usize, owner: *mut Heap) {
         let header = Pool::empty();
+        let base = Pool::base_of(pool);
+        // A fresh pool: every block is at or past the bump pointer.
+        header.carve.set(base);
+        header
+            .carve_end
+            .set(base.wrapping_add(blocks_per_pool(class) * block_size(class)));
+        header.step.set(block_size(class) as u32);
         // Not under loom, whose cells are objects of its own that a slot's
         // stale (or zeroed) header is not.
         #[cfg(not(loom))]
@@ -249,11 +274,11 @@ impl Pool {
                 && !old.free.get().is_null()
                 && old.shared.class.get() as usize == class
             {
-                // Every block the slot's last pool carved is on this list
-                // (a pool goes back to its arena only once `used` is 0,
-                // with its blocks on `free`, see `release_pool`); the
-                // blocks are untouched since, and the carve offset says
-                // where the rest of the slot starts.
+                // Every block the slot's last pool handed out is on this
+                // list (a pool goes back to its arena only once `used` is
+                // 0, with its blocks on `free`, see `release_pool`); the
+                // blocks are untouched since, and the bump pointer says
+                // where the never-used rest of the slot starts.
                 header.free.set(old.free.get());
                 header.carve.set(old.carve.get());
             }
@@ -288,8 +313,16 @@ impl Pool {
     /// The first byte of the pool this header describes.
     #[inline]
     pub(crate) fn base(&self) -> *mut u8 {
-        let arena = self as *const Pool as usize & ARENA_MASK;
-        (arena + self.slot_index() * POOL_SIZE) as *mut u8
+        Pool::base_of(self)
+    }
+
+    /// The first byte of the pool the header at `pool` describes (only its
+    /// address is used).
+    #[inline]
+    fn base_of(pool: *const Pool) -> *mut u8 {
+        let arena = pool as usize & ARENA_MASK;
+        let index = (pool as usize & !ARENA_MASK) / POOL_HEADER_SIZE;
+        (arena + index * POOL_SIZE) as *mut u8
     }
 
     /// The heap the pool belongs to, and whether the pool is detached.
@@ -394,21 +427,42 @@ impl Pool {
         block_size(self.class())
     }
 
-    /// Pops a block from the local free list, if any.
+    /// Hands out a block: pops the local free list or, when it is empty,
+    /// bumps `carve` past the next never-used block. `None` when the pool
+    /// has neither (always for the [`Pool::empty`] sentinel, whose `carve`
+    /// and `carve_end` are null).
+    ///
+    /// Bumping reads nothing but this header's owner line: a fresh pool's
+    /// blocks are not linked into a list first (the whole page written,
+    /// then each block's link read back as it is popped, a cache miss per
+    /// block once the page has left the cache), and a block's memory is
+    /// first touched by the program it is handed to. The free list goes
+    /// first, so freed blocks, warm in cache, are reused before new ones.
     ///
     /// # Safety
     /// The caller must be in owner capacity and the pool attached (or the
     /// caller hold the heap's lock).
     #[inline(always)]
-    pub(crate) unsafe fn pop(&self) -> *mut Block {
-        let block = self.free.get();
-        if !block.is_null() {
+    pub(crate) unsafe fn pop(&self) -> Option<NonNull<Block>> {
+        if let Some(block) = NonNull::new(self.free.get()) {
             // SAFETY: blocks on the free list are the owner's (contract
             // above) and start with a link.
-            self.free.set(unsafe { Block::next(block) });
+            self.free.set(unsafe { Block::next(block.as_ptr()) });
             self.used.set(self.used.get() + 1);
+            return Some(block);
         }
-        block
+        let block = self.carve.get();
+        if block >= self.carve_end.get() {
+            return None;
+        }
+        // `carve` is a block start below `carve_end`, the end of the last
+        // block (invariants at the type), so the block ends at or before it.
+        self.carve.set(block.wrapping_add(self.step.get() as usize));
+        self.used.set(self.used.get() + 1);
+        // SAFETY: `block` is below `carve_end`, which is null only in the
+        // sentinel (where `carve` is null too, so we returned above): it
+        // lies in a live pool, not at address 0.
+        Some(unsafe { NonNull::new_unchecked(block.cast()) })
     }
 
     /// Pushes a block onto the local free list. Returns the new `used`.
@@ -427,59 +481,9 @@ impl Pool {
         used
     }
 
-    /// Whether the pool has room to carve another block.
+    /// Whether the pool has a never-used block left to bump.
     pub(crate) fn can_carve(&self) -> bool {
-        self.carve.get() as usize + self.block_size() <= POOL_SIZE
-    }
-
-    /// Turns the next never-used run of blocks, up to the end of the OS
-    /// page the first one starts in, into the free list. Returns false when
-    /// the pool is fully carved. Carving a page at a time keeps untouched
-    /// pool memory out of the resident set.
-    ///
-    /// One pass from front to back, each block linked to the next: a store
-    /// and a compare per block. (The earlier form, which first counted the
-    /// blocks and then linked them back to front by offset, was compiled
-    /// into divisions and a multiply per block: 27 instructions per block
-    /// carved, a sixth of the FIFO bench's instructions.)
-    ///
-    /// # Safety
-    /// The caller must be in owner capacity, the pool attached, and its free
-    /// list empty.
-    pub(crate) unsafe fn carve_page(&self) -> bool {
-        let size = self.block_size();
-        let start = self.carve.get() as usize;
-        if start + size > POOL_SIZE {
-            return false;
-        }
-        // Every block that starts in this page and ends within the pool
-        // starts below `limit`; the first one (at `start`) does.
-        let page_end = (start / PAGE_SIZE + 1) * PAGE_SIZE;
-        let limit = page_end.min(POOL_SIZE - size + 1);
-        let base = self.base();
-        // SAFETY: `start < limit <= POOL_SIZE`, so both lie within (or at
-        // the end of) this pool's slot.
-        let (first, end) = unsafe { (base.add(start), base.add(limit)) };
-        let mut block = first;
-        // SAFETY: `block` (here `first`) lies below `end`, inside the pool.
-        let mut next = unsafe { block.add(size) };
-        while next < end {
-            // SAFETY: `block` starts at or past the pool's `carve` mark, so it was
-            // never handed out and is on no free or remote list; only owner
-            // capacity carves, and only an attached pool (this function's
-            // `# Safety`), so no other thread can reach it: the unreachable free
-            // block `set_next` requires.
-            unsafe { Block::set_next(block.cast(), next.cast()) };
-            block = next;
-            // SAFETY: `block` lies below `end`, inside the pool.
-            next = unsafe { block.add(size) };
-        }
-        // SAFETY: the last block carved, unreachable as those above.
-        unsafe { Block::set_next(block.cast(), ptr::null_mut()) };
-        self.free.set(first.cast());
-        // The offset just past the last block carved.
-        self.carve.set((next as usize - base as usize) as u32);
-        true
+        self.carve.get() < self.carve_end.get()
     }
 
     /// Whether `block` is the start of a block of this pool.
@@ -500,23 +504,30 @@ impl Pool {
         }
         let broken = |what: &str| -> ! {
             super::os::fatal(format_args!(
-                "pool {:p} (class {}, used {}, carve {}): invariant broken: {what}",
+                "pool {:p} (class {}, used {}, carve {:p}, end {:p}): invariant broken: {what}",
                 self as *const Pool,
                 self.shared.class.get(),
                 self.used.get(),
-                self.carve.get()
+                self.carve.get(),
+                self.carve_end.get()
             ))
         };
         if self.magic.get() != POOL_MAGIC || self.class() >= NB_CLASSES {
             broken("not a live pool header");
         }
         let size = self.block_size();
-        let carve = self.carve.get() as usize;
-        if carve > POOL_SIZE || carve % size != 0 {
-            broken("carve offset");
-        }
         let capacity = blocks_per_pool(self.class());
         let base = self.base() as usize;
+        if self.carve_end.get() as usize != base + capacity * size {
+            broken("the bump limit is not the end of the pool's last block");
+        }
+        if self.step.get() as usize != size {
+            broken("the bump step is not the block size");
+        }
+        let carve = (self.carve.get() as usize).wrapping_sub(base);
+        if carve % size != 0 || carve / size > capacity {
+            broken("the bump pointer is not a block start within the pool");
+        }
         let mut len = 0usize;
         let mut block = self.free.get();
         while !block.is_null() {

@@ -63,8 +63,7 @@ pub(crate) const ARENA_MASK: usize = !(ARENA_SIZE - 1);
 /// Pool slots in an arena; slot 0 holds the arena and pool headers.
 pub(crate) const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 
-/// The OS page, the unit in which fresh pool memory is carved into blocks
-/// (so a pool only becomes resident as it is used).
+/// The OS page.
 pub(crate) const PAGE_SIZE: usize = 4096;
 
 /// The size class serving a request of `size` bytes aligned to `align`, or
