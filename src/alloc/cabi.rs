@@ -70,6 +70,7 @@ use core::alloc::Layout;
 use core::ffi::{c_int, c_void};
 use core::ptr;
 
+use super::free::LocalFree;
 use super::heap::Heap;
 use super::large::glibc;
 use super::pool::Pool;
@@ -335,36 +336,34 @@ pub unsafe fn free(ptr: *mut c_void) {
     unsafe { free_in_arena(ptr) }
 }
 
-/// [`free`] of a pointer in an arena.
+/// [`free`] of a pointer in an arena: the free dispatch's question
+/// ([`push_if_mine`](super::free::push_if_mine)), its slow answers taken
+/// by tail calls.
 ///
 /// # Safety
 /// As [`free`], for a pointer that lies in an arena.
 #[inline(always)]
 unsafe fn free_in_arena(ptr: *mut u8) {
+    // `fast` is null with the debug allocator on or no heap bound: such
+    // frees take `free_pool_slow` before anything of `ptr` is read.
     let heap = heap_slot::fast();
-    let pool = Pool::of(ptr);
-    // SAFETY: `ptr` lies in a mapped arena, whose pool headers are mapped
-    // and readable whatever the block (its first page is never given
-    // back); the owner word is an atomic, read with Relaxed as the free
-    // dispatch does (`free::free_block`).
-    let owner = unsafe { (*pool).owner_word() };
-    if debug::CHECKS || heap.is_null() || owner != heap {
+    if debug::CHECKS || heap.is_null() {
         // SAFETY: `free`'s contract: a live block of the malloc family in
         // an arena, or anything under the debug allocator.
         return unsafe { free_pool_slow(ptr) };
     }
-    if asan::REDZONE != 0 {
-        // SAFETY: a live block of `pool` (`free`'s contract and the bitmap),
-        // so its header is live.
-        asan::poison(ptr, unsafe { (*pool).block_size() });
-    }
-    // SAFETY: `ptr` is a live pool block (`free`'s contract, and it lies in
-    // an arena) freed by the caller; `heap` is the calling thread's bound
-    // heap and owns `pool`, which is attached (a detached pool's owner word
-    // is tagged, so it differs from any heap): what `free_push` requires.
-    if let Some((used, frees)) = unsafe { (*heap).free_push(pool, ptr) } {
-        // SAFETY: as for `free_push`, which just freed into `pool`.
-        unsafe { free_slow(heap, pool, used, frees) }
+    // SAFETY: `heap` is not null, so the debug allocator is off and `ptr`
+    // a live pool block (`free`'s contract, and it lies in an arena) freed
+    // by the caller; `heap` is the calling thread's bound heap: what
+    // `push_if_mine` requires.
+    match unsafe { super::free::push_if_mine(heap, ptr) } {
+        LocalFree::Pushed => {}
+        // SAFETY: `push_if_mine` just freed into `pool`, an attached pool of
+        // the calling thread's heap, leaving `used` blocks in use.
+        LocalFree::SlowPath(pool, used, frees) => unsafe { free_slow(heap, pool, used, frees) },
+        // SAFETY: a live pool block of another heap's pool or a detached
+        // one, untouched by `push_if_mine`: what `free_pool_slow` takes.
+        LocalFree::Elsewhere(_) => unsafe { free_pool_slow(ptr) },
     }
 }
 

@@ -1,8 +1,9 @@
 //! The one free dispatch: every free of a small block, whoever calls it
 //! (`GlobalAlloc::dealloc`'s inlined fast path, the general path behind
-//! the debug hooks, the C ABI's `free`, the loom models), goes through
-//! [`free_block`], which is where the question "is this my pool?" is
-//! asked, once.
+//! the debug hooks, the C ABI's `free`, the loom models), asks "is this my
+//! pool?" in [`push_if_mine`], once: [`free_block`] is that question and
+//! its two answers; C's `free` asks it through the same function and
+//! takes its slow answers by tail calls of its own (`cabi.rs`).
 
 use super::asan;
 use super::heap::Heap;
@@ -19,21 +20,56 @@ use crate::sync::Ordering;
 /// owner) or null if it has none.
 #[inline(always)]
 pub(crate) unsafe fn free_block(me: *mut Heap, ptr: *mut u8) {
+    // SAFETY: this function's `# Safety` is `push_if_mine`'s.
+    match unsafe { push_if_mine(me, ptr) } {
+        LocalFree::Pushed => {}
+        // SAFETY: `push_if_mine` just freed into `pool`, an attached pool
+        // of `me`'s, leaving `used` blocks in use: what `free_slow` requires.
+        LocalFree::SlowPath(pool, used, frees) => unsafe { (*me).free_slow(pool, used, frees) },
+        // SAFETY: `ptr` is a block in use freed by the caller and `me` the
+        // calling thread's heap or null (this function's `# Safety`); `pool` is
+        // its pool, and not an attached pool of `me`'s (the owner word differs
+        // from `me`): what `free_elsewhere` requires.
+        LocalFree::Elsewhere(pool) => unsafe { free_elsewhere(me, pool, ptr) },
+    }
+}
+
+/// The answer of [`push_if_mine`].
+pub(crate) enum LocalFree {
+    /// Pushed on its pool's free list; nothing more to do.
+    Pushed,
+    /// Pushed, and the heap's slow path must run
+    /// ([`Heap::free_slow`]: the pool emptied, or the tick is due), with
+    /// the pool, its `used` count after the push, and the class's frees.
+    SlowPath(*mut Pool, u32, usize),
+    /// Not an attached pool of the caller's heap (another thread's, a
+    /// detached one, or the caller has no heap): the block is untouched.
+    Elsewhere(*mut Pool),
+}
+
+/// "Is this my pool?": if `me` owns the block's pool and the pool is
+/// attached, pushes the block on its free list (the local free, inline);
+/// otherwise touches nothing.
+///
+/// # Safety
+/// As [`free_block`].
+#[inline(always)]
+pub(crate) unsafe fn push_if_mine(me: *mut Heap, ptr: *mut u8) -> LocalFree {
     let pool = Pool::of(ptr);
     // SAFETY: a block in use has a live pool header, whose owning heap does
     // not change while the block is in use (see `Pool`); nor does its class.
     let (owner, size) = unsafe { ((*pool).owner_word(), (*pool).block_size()) };
     asan::poison(ptr, size);
-    if owner == me {
-        // SAFETY: we own the block's pool and it is attached (a detached
-        // pool's owner word is tagged; a real owner is never null).
-        unsafe { (*me).free_local(pool, ptr) }
-    } else {
-        // SAFETY: `ptr` is a block in use freed by the caller and `me` the
-        // calling thread's heap or null (this function's `# Safety`); `pool` is
-        // its pool, and not an attached pool of `me`'s (the owner word differs
-        // from `me`): what `free_elsewhere` requires.
-        unsafe { free_elsewhere(me, pool, ptr) }
+    if owner != me {
+        return LocalFree::Elsewhere(pool);
+    }
+    // SAFETY: we own the block's pool and it is attached (a detached pool's
+    // owner word is tagged; a real owner is never null, so a null `me`
+    // never gets here), and `ptr` is a block of it in use, freed by the
+    // caller: what `free_push` requires.
+    match unsafe { (*me).free_push(pool, ptr) } {
+        None => LocalFree::Pushed,
+        Some((used, frees)) => LocalFree::SlowPath(pool, used, frees),
     }
 }
 

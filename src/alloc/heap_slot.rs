@@ -53,19 +53,21 @@ mod imp {
         ".popsection",
     );
 
+    /// Word `N` of this thread's slot (0: the heap, 1: the fast-path heap).
     #[inline(always)]
-    pub(crate) fn get() -> *mut Heap {
+    fn word<const N: usize>() -> *mut Heap {
         let heap: *mut Heap;
-        // SAFETY: reads this thread's slot: the GOT entry holds the slot's
-        // offset from the thread pointer (`%fs` base), filled by the loader
-        // before any code runs. `pure, readonly`: the value changes only
-        // through `set`, which is not `readonly`, so reads are not moved
-        // across it.
+        // SAFETY: reads word `N` (< 2) of this thread's 16-byte slot: the
+        // GOT entry holds the slot's offset from the thread pointer (`%fs`
+        // base), filled by the loader before any code runs. `pure,
+        // readonly`: the value changes only through `set`, which is not
+        // `readonly`, so reads are not moved across it.
         unsafe {
             core::arch::asm!(
                 "mov {heap}, qword ptr [rip + __pymem_0_1_heap_slot@GOTTPOFF]",
-                "mov {heap}, qword ptr fs:[{heap}]",
+                "mov {heap}, qword ptr fs:[{heap} + {offset}]",
                 heap = out(reg) heap,
+                offset = const N * 8,
                 options(nostack, preserves_flags, pure, readonly),
             );
         }
@@ -73,20 +75,13 @@ mod imp {
     }
 
     #[inline(always)]
+    pub(crate) fn get() -> *mut Heap {
+        word::<0>()
+    }
+
+    #[inline(always)]
     pub(crate) fn fast() -> *mut Heap {
-        let heap: *mut Heap;
-        // SAFETY: reads the second word of this thread's slot, as `get`
-        // reads the first (same offset from the GOT, 8 bytes on); `pure,
-        // readonly` as for `get`: it changes only through `set`.
-        unsafe {
-            core::arch::asm!(
-                "mov {heap}, qword ptr [rip + __pymem_0_1_heap_slot@GOTTPOFF]",
-                "mov {heap}, qword ptr fs:[{heap} + 8]",
-                heap = out(reg) heap,
-                options(nostack, preserves_flags, pure, readonly),
-            );
-        }
-        heap
+        word::<1>()
     }
 
     #[inline]
