@@ -498,14 +498,21 @@ fn find_reachable_from_dirty(
     // SAFETY: the first `examined` entries were written above, within the
     // capacity.
     unsafe { sc.order.set_len(examined) };
-    // The positions examined lie in `lo..hi`, where the rebuild looks for
-    // the unreachable. (Found here, in a pass the compiler vectorises, and
-    // not in the loop above, where the two bounds lived in memory across
-    // the `trace` calls: 8 instructions per member.)
-    let lo = sc.order.iter().copied().min().unwrap_or(0) as usize;
-    let hi = sc.order.iter().copied().max().map_or(0, |m| m as usize + 1);
-    sc.examined = lo..hi;
     let (candidates, unreachable, traced) = finish(members, sc, &mut tracer, true);
+    // The positions examined lie in `lo..hi`, where the rebuild looks for
+    // the unreachable, if any (otherwise it does not look). Found here, in
+    // one pass the compiler vectorises, and not in the loop above, where
+    // the two bounds lived in memory across the `trace` calls (8
+    // instructions per member).
+    sc.examined = if unreachable > 0 {
+        let (lo, hi) = sc
+            .order
+            .iter()
+            .fold((u32::MAX, 0), |(lo, hi), &p| (lo.min(p), hi.max(p + 1)));
+        lo as usize..hi as usize
+    } else {
+        0..0
+    };
     Outcome {
         conservative: tracer.saw_external,
         candidates,
@@ -1120,7 +1127,8 @@ pub(crate) struct Scratch {
     /// [`Tracer::parents`] and [`resolve_through_parents`]).
     parents: Vec<MaybeUninit<u32>>,
     /// The positions a full collection from the dirty seeds examined lie
-    /// in this range.
+    /// in this range (left empty when it found nothing unreachable: the
+    /// rebuild then does not look).
     examined: Range<usize>,
     /// Those positions, in the order they were examined (see
     /// [`find_reachable_from_dirty`]).
