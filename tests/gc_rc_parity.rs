@@ -451,3 +451,168 @@ fn gc_and_weak_are_neither_send_nor_sync() {
     // The trick does detect Send types (this one is Send and Sync):
     <u32 as AmbiguousIfSend<u8>>::check();
 }
+
+/// A tracked value that must not move once pinned.
+struct Pinned {
+    edge: RefCell<Option<Gc<Pinned>>>,
+    _pin: std::marker::PhantomPinned,
+}
+
+// SAFETY: `trace` visits the one `Gc` field.
+unsafe impl Trace for Pinned {
+    fn trace(&self, tracer: &mut Tracer) {
+        self.edge.trace(tracer);
+    }
+}
+
+#[test]
+fn gc_is_unpin_and_pin_keeps_the_value_in_place() {
+    fn unpin<T: Unpin>() {}
+    // As `Rc`: the handle is a pointer, whatever its value is.
+    unpin::<Gc<Pinned>>();
+    unpin::<Weak<Pinned>>();
+
+    let p = Gc::pin(Pinned {
+        edge: RefCell::new(None),
+        _pin: std::marker::PhantomPinned,
+    });
+    let at: *const Pinned = &*p;
+    let q = p.clone();
+    pymem::gc::collect();
+    assert!(std::ptr::eq(&*q, at));
+    drop(p);
+    assert!(std::ptr::eq(&*q, at));
+}
+
+/// Counts its clones.
+#[derive(Debug)]
+struct Cloned {
+    v: Vec<u32>,
+    clones: Rc<Cell<u32>>,
+}
+
+impl Clone for Cloned {
+    fn clone(&self) -> Self {
+        self.clones.set(self.clones.get() + 1);
+        Cloned {
+            v: self.v.clone(),
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+// SAFETY: holds no `Gc`; written by hand, so tracked (the tracked paths'
+// `LENT_MUT` is what `make_mut` must set).
+unsafe impl Trace for Cloned {
+    fn trace(&self, _tracer: &mut Tracer) {}
+}
+
+#[test]
+fn make_mut_clones_only_when_shared() {
+    let clones = Rc::new(Cell::new(0));
+    let mut a = Gc::new(Cloned {
+        v: vec![1],
+        clones: clones.clone(),
+    });
+    assert!(pymem::gc::is_tracked(&a));
+    let at = Gc::as_ptr(&a);
+    Gc::make_mut(&mut a).v.push(2); // unique: in place
+    assert_eq!((clones.get(), Gc::as_ptr(&a)), (0, at));
+
+    let b = a.clone();
+    Gc::make_mut(&mut a).v.push(3); // shared: copied
+    assert_eq!(clones.get(), 1);
+    assert_eq!((&a.v[..], &b.v[..]), (&[1, 2, 3][..], &[1, 2][..]));
+    assert_eq!((Gc::strong_count(&a), Gc::strong_count(&b)), (1, 1));
+
+    // Only a `Weak` shares it: it stops upgrading, as with `Rc`.
+    let w = Gc::downgrade(&a);
+    Gc::make_mut(&mut a).v.push(4);
+    assert!(w.upgrade().is_none());
+    assert_eq!(a.v, [1, 2, 3, 4]);
+
+    // The `&mut` it returns survives a collection: the collector, which
+    // lists `a`, must not read the value meanwhile.
+    let m = Gc::make_mut(&mut a);
+    assert_eq!(pymem::gc::collect(), 0);
+    m.v.push(5);
+    assert_eq!(a.v, [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn unwrap_or_clone_moves_when_unique() {
+    let clones = Rc::new(Cell::new(0));
+    let a = Gc::new(Cloned {
+        v: vec![7],
+        clones: clones.clone(),
+    });
+    let b = a.clone();
+    let w = Gc::downgrade(&a);
+    assert_eq!(Gc::unwrap_or_clone(a).v, [7]);
+    assert_eq!(clones.get(), 1);
+    assert_eq!(Gc::unwrap_or_clone(b).v, [7]);
+    assert_eq!(clones.get(), 1, "the last handle's value is moved out");
+    assert!(w.upgrade().is_none());
+}
+
+trait Named: Trace {
+    fn name(&self) -> String;
+}
+impl Named for Counted {
+    fn name(&self) -> String {
+        format!("c{}", self.id)
+    }
+}
+
+#[test]
+fn weak_raw_round_trips() {
+    let drops = Rc::new(Cell::new(0));
+    let a = Gc::new(Counted {
+        id: 3,
+        drops: drops.clone(),
+    });
+    let w = Gc::downgrade(&a);
+    assert!(std::ptr::eq(w.as_ptr(), Gc::as_ptr(&a)));
+    let raw = Weak::into_raw(w);
+    assert_eq!(Gc::weak_count(&a), 1, "into_raw keeps the count taken");
+    // SAFETY: from `into_raw`; `a` keeps the value alive.
+    assert_eq!(unsafe { (*raw).id }, 3);
+    // An unsizing coercion on the way back, as `rc::Weak::from_raw` allows.
+    let raw: *const dyn Named = raw;
+    // SAFETY: from `into_raw`, given back once.
+    let w: Weak<dyn Named> = unsafe { Weak::from_raw(raw) };
+    assert_eq!(w.upgrade().unwrap().name(), "c3");
+    drop(a);
+    assert_eq!(drops.get(), 1);
+    assert!(w.upgrade().is_none());
+    drop(w);
+
+    let empty = Weak::into_raw(Weak::<Counted>::new());
+    // SAFETY: from `into_raw`, given back once.
+    let empty = unsafe { Weak::from_raw(empty) };
+    assert!(empty.upgrade().is_none());
+    assert_eq!((empty.strong_count(), empty.weak_count()), (0, 0));
+}
+
+#[test]
+fn strong_counts_through_raw_pointers() {
+    let drops = Rc::new(Cell::new(0));
+    let a = Gc::new(Counted {
+        id: 1,
+        drops: drops.clone(),
+    });
+    let raw = Gc::into_raw(a.clone());
+    // SAFETY: `raw` holds the count `into_raw` took.
+    unsafe { Gc::increment_strong_count(raw) };
+    assert_eq!(Gc::strong_count(&a), 3);
+    // SAFETY: two counts were taken through `raw`; each is given back once.
+    unsafe {
+        Gc::decrement_strong_count(raw);
+        Gc::decrement_strong_count(raw);
+    }
+    assert_eq!((Gc::strong_count(&a), drops.get()), (1, 0));
+    let raw = Gc::into_raw(a);
+    // SAFETY: the last count, given back once: the value is dropped.
+    unsafe { Gc::decrement_strong_count(raw) };
+    assert_eq!(drops.get(), 1);
+}

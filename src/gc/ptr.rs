@@ -57,6 +57,11 @@ pub struct Gc<T: ?Sized + Trace + 'static> {
 
 impl<T: ?Sized + Trace + 'static> UnwindSafe for Gc<T> where T: RefUnwindSafe {}
 
+// A `Gc` is a pointer: moving it never moves the value, which stays where
+// `Gc::new` put it until it is dropped (the collector moves no value), so
+// it is `Unpin` whatever `T` is, as `Rc` is.
+impl<T: ?Sized + Trace + 'static> Unpin for Gc<T> {}
+
 /// Frees the memory of the allocation whose value is at `ptr` and whose
 /// flags word is `flags` (the one implementation, for `Gc` and `Weak`):
 /// an untracked one has a prefix of a constant size; so has a tracked
@@ -720,6 +725,129 @@ impl<T: ?Sized + Trace + 'static> Drop for Gc<T> {
             // proves stale).
             note_dirty(self.header());
         }
+    }
+}
+
+impl<T: Trace + 'static> Gc<T> {
+    /// A pinned `Gc`, as [`Rc::pin`](std::rc::Rc::pin): the value never
+    /// moves while any handle exists (the collector moves no value).
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let p = Gc::pin(5u8);
+    /// assert_eq!(*p, 5);
+    /// ```
+    pub fn pin(value: T) -> std::pin::Pin<Gc<T>> {
+        // SAFETY: no `Gc` API moves a value out of a shared allocation:
+        // `try_unwrap`, `into_inner` and `get_mut` need the `Gc` itself,
+        // which a `Pin<Gc<T>>` of a `!Unpin` `T` never gives back, and the
+        // collector drops values in place.
+        unsafe { std::pin::Pin::new_unchecked(Gc::new(value)) }
+    }
+}
+
+impl<T: Clone + Trace + 'static> Gc<T> {
+    /// A mutable reference to the value, cloning it into a new allocation
+    /// first if another `Gc` or [`Weak`] shares it (copy-on-write), as
+    /// [`Rc::make_mut`](std::rc::Rc::make_mut). Unlike `Rc`, a value
+    /// shared only with `Weak`s is cloned too, not moved; either way those
+    /// `Weak`s stop upgrading, as with `Rc`.
+    ///
+    /// # Panics
+    /// If the collector already dropped the value (see [`Gc::try_deref`]).
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let mut a = Gc::new(vec![1]);
+    /// let b = a.clone();
+    /// Gc::make_mut(&mut a).push(2); // `a` now has its own copy
+    /// assert_eq!((&*a, &*b), (&vec![1, 2], &vec![1]));
+    /// let w = Gc::downgrade(&b);
+    /// let mut b = b;
+    /// Gc::make_mut(&mut b).push(3);
+    /// assert!(w.upgrade().is_none());
+    /// assert_eq!(*b, [1, 3]);
+    /// ```
+    pub fn make_mut(this: &mut Self) -> &mut T {
+        if Gc::get_mut(this).is_none() {
+            *this = Gc::new(T::clone(this));
+        }
+        match Gc::get_mut(this) {
+            Some(v) => v,
+            // A fresh `Gc` has no other handle, and its value is not
+            // dropped: `get_mut` cannot refuse it.
+            None => unreachable!("pymem: a fresh Gc refused get_mut"),
+        }
+    }
+
+    /// The value, moved out if this is the only strong handle, else a
+    /// clone of it, as [`Rc::unwrap_or_clone`](std::rc::Rc::unwrap_or_clone).
+    ///
+    /// # Panics
+    /// If the collector already dropped the value (see [`Gc::try_deref`]).
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let a = Gc::new(String::from("x"));
+    /// let b = a.clone();
+    /// assert_eq!(Gc::unwrap_or_clone(a), "x"); // cloned: `b` shares it
+    /// assert_eq!(Gc::unwrap_or_clone(b), "x"); // moved out
+    /// ```
+    pub fn unwrap_or_clone(this: Self) -> T {
+        Gc::try_unwrap(this).unwrap_or_else(|shared| T::clone(&shared))
+    }
+}
+
+impl<T: ?Sized + Trace + 'static> Gc<T> {
+    /// Adds a strong count to the allocation behind a pointer from
+    /// [`Gc::into_raw`], as
+    /// [`Rc::increment_strong_count`](std::rc::Rc::increment_strong_count).
+    ///
+    /// # Safety
+    /// `ptr` came from `Gc::into_raw` (of `T` or a type unsizing to `T`) on
+    /// this thread, and the count it holds is still taken.
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let raw = Gc::into_raw(Gc::new(1));
+    /// // SAFETY: `raw` holds a count taken by `into_raw`.
+    /// unsafe { Gc::increment_strong_count(raw) };
+    /// // SAFETY: two counts are held; each is given back once.
+    /// let (a, b) = unsafe { (Gc::from_raw(raw), Gc::from_raw(raw)) };
+    /// assert_eq!(Gc::strong_count(&a), 2);
+    /// # drop((a, b));
+    /// ```
+    pub unsafe fn increment_strong_count(ptr: *const T) {
+        // SAFETY: `ptr` holds a strong count (this function's `# Safety`),
+        // lent to the handle, which `ManuallyDrop` keeps from giving it
+        // back.
+        let this = ManuallyDrop::new(unsafe { Gc::from_raw(ptr) });
+        std::mem::forget(Gc::clone(&this));
+    }
+
+    /// Gives back one strong count taken through [`Gc::into_raw`] or
+    /// [`Gc::increment_strong_count`], as
+    /// [`Rc::decrement_strong_count`](std::rc::Rc::decrement_strong_count):
+    /// the value is dropped if it was the last.
+    ///
+    /// # Safety
+    /// `ptr` came from `Gc::into_raw` (of `T` or a type unsizing to `T`) on
+    /// this thread, and one count taken through it is given back here, once.
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let a = Gc::new(1);
+    /// let raw = Gc::into_raw(a.clone());
+    /// assert_eq!(Gc::strong_count(&a), 2);
+    /// // SAFETY: `raw` holds the count `into_raw` took; given back once.
+    /// unsafe { Gc::decrement_strong_count(raw) };
+    /// assert_eq!(Gc::strong_count(&a), 1);
+    /// ```
+    pub unsafe fn decrement_strong_count(ptr: *const T) {
+        // SAFETY: `ptr` holds one strong count that the caller gives back
+        // (this function's `# Safety`): the rebuilt handle owns it, and its
+        // drop releases it.
+        drop(unsafe { Gc::from_raw(ptr) });
     }
 }
 

@@ -173,6 +173,69 @@ impl<T: ?Sized + Trace + 'static> Weak<T> {
     pub fn ptr_eq(&self, other: &Self) -> bool {
         ptr::addr_eq(self.ptr.as_ptr(), other.ptr.as_ptr())
     }
+
+    /// A pointer to the value, as [`rc::Weak::as_ptr`](std::rc::Weak::as_ptr):
+    /// valid to read only while the value is alive (a strong handle
+    /// exists and the collector has not found it unreachable); dangling,
+    /// but never null, for `Weak::new()` and once the value is gone.
+    ///
+    /// ```
+    /// use pymem::Gc;
+    /// let a = Gc::new(7);
+    /// let w = Gc::downgrade(&a);
+    /// assert!(std::ptr::eq(w.as_ptr(), Gc::as_ptr(&a)));
+    /// // SAFETY: `a` keeps the value alive.
+    /// assert_eq!(unsafe { *w.as_ptr() }, 7);
+    /// ```
+    #[inline]
+    pub fn as_ptr(&self) -> *const T {
+        self.ptr.as_ptr()
+    }
+
+    /// Consumes the `Weak`, returning [`Weak::as_ptr`]'s pointer; the weak
+    /// count it held stays taken until [`Weak::from_raw`] gives it back
+    /// (as [`rc::Weak::into_raw`](std::rc::Weak::into_raw)).
+    ///
+    /// ```
+    /// use pymem::{Gc, Weak};
+    /// let a = Gc::new(1);
+    /// let raw = Weak::into_raw(Gc::downgrade(&a));
+    /// assert_eq!(Gc::weak_count(&a), 1);
+    /// // SAFETY: `raw` came from `into_raw` and is given back once.
+    /// let w = unsafe { Weak::from_raw(raw) };
+    /// assert_eq!(w.upgrade().as_deref(), Some(&1));
+    /// drop(w);
+    /// assert_eq!(Gc::weak_count(&a), 0);
+    /// ```
+    pub fn into_raw(self) -> *const T {
+        std::mem::ManuallyDrop::new(self).ptr.as_ptr()
+    }
+
+    /// Rebuilds a `Weak` from [`Weak::into_raw`]'s pointer, as
+    /// [`rc::Weak::from_raw`](std::rc::Weak::from_raw).
+    ///
+    /// # Safety
+    /// `ptr` was returned by `Weak::<U>::into_raw` where `U` is `T` or a
+    /// type that unsizes to `T`, on this thread, and each such pointer is
+    /// given back once.
+    ///
+    /// ```
+    /// use pymem::{Gc, Weak};
+    /// let raw = Weak::into_raw(Weak::<u32>::new());
+    /// // SAFETY: from `into_raw`, given back once.
+    /// let w = unsafe { Weak::from_raw(raw) };
+    /// assert!(w.upgrade().is_none());
+    /// ```
+    pub unsafe fn from_raw(ptr: *const T) -> Weak<T> {
+        // SAFETY: `into_raw` returned this `Weak`'s own pointer, never
+        // null (a value's address, or `Weak::new()`'s `usize::MAX`); the
+        // weak count it held (none for `Weak::new()`, which `counts()`
+        // recognises by that address) is handed back to the new handle,
+        // and an unsizing coercion kept the address.
+        Weak {
+            ptr: unsafe { NonNull::new_unchecked(ptr.cast_mut()) },
+        }
+    }
 }
 
 impl<T: ?Sized + Trace + 'static> Drop for Weak<T> {
