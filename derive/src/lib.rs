@@ -264,7 +264,10 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
         #[automatically_derived]
         #[allow(unused_variables, non_shorthand_field_patterns, clippy::needless_borrow)]
         unsafe impl #impl_g ::pymem::Trace for #name #ty_g #where_c {
-            #[inline]
+            // (Always inlined: the collector traces each value through a
+            // copy of the tracer whose mode is a constant, which pays only
+            // once this body is inlined into it; see `Tracer::trace_in`.)
+            #[inline(always)]
             fn trace(&self, tracer: &mut ::pymem::Tracer) {
                 if !<Self as ::pymem::Trace>::may_contain_gc() {
                     return;

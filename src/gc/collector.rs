@@ -351,8 +351,18 @@ pub(crate) fn find_reachable<M: Members + ?Sized>(
     zeroed_refs(&mut sc.refs, n);
     let links = links && held == 0;
     sc.examined = 0..n;
-    let parents = sc.parents_for(n);
+    // Phase 2 reads links only if `links`; without, none is stored (Count
+    // mode) and the array is not even sized.
+    let parents = if links {
+        sc.parents_for(n)
+    } else {
+        sc.parents.clear();
+        std::ptr::null_mut()
+    };
     let mut tracer = Tracer::new(base, n, sc.refs.as_ptr(), parents);
+    if !links {
+        tracer.mode = Mode::Count;
+    }
     tracer.stack = std::mem::take(&mut sc.stack);
     tracer.stack.clear();
     let holes = update_and_subtract_refs(
@@ -401,17 +411,17 @@ fn find_reachable_from_dirty(
     let late = &mut sc.late;
     late.clear();
     let mut tracer = Tracer::new(start, n, refs.as_ptr(), parents);
-    tracer.mode = Mode::Discover;
     tracer.stack = std::mem::take(&mut sc.stack);
     tracer.stack.clear();
-    // One slot per member: each is pushed once, when first met.
+    // One slot per member: each is pushed once, when first met (the
+    // tracer checks its pushes against n, see `Tracer::discover`).
     tracer.stack.reserve(n);
+    assert!(tracer.stack.capacity() >= n);
+    tracer.mode = Mode::Discover;
     let mut examined = 0;
-    // The positions examined lie in `lo..hi` (where the rebuild looks for
-    // the unreachable), and are listed in `order` as examined (what
+    // The positions examined are listed in `order` as examined (what
     // phase 2 scans: the range also spans the members not examined,
     // which were three quarters of it in stress).
-    let (mut lo, mut hi) = (n, 0);
     sc.order.clear();
     sc.order.reserve(n);
     let order = sc.order.as_mut_ptr();
@@ -443,8 +453,6 @@ fn find_reachable_from_dirty(
             // n < u32::MAX (`parents_for`).
             unsafe { order.add(examined).write(pos as u32) };
             examined += 1;
-            lo = lo.min(pos);
-            hi = hi.max(pos + 1);
             // SAFETY: positions on the stack are below n.
             let p = unsafe { members.get(pos) };
             if p.is_null() {
@@ -459,19 +467,24 @@ fn find_reachable_from_dirty(
             // range is one, see `State::dirty_seeds`, which cleared their
             // slot bits): made clean here, while its header is at hand.
             let w = h.gc.get();
-            if w & CLEAN == 0 {
-                h.gc.set(w | CLEAN);
-            }
-            let r = &refs[pos];
+            // SAFETY: positions on the stack, and seeds, are below n, the
+            // length of `refs`.
+            let r = unsafe { refs.get_unchecked(pos) };
             r.set(r.get() + strong_refs(p));
-            if h.has(LENT_MUT) && !lent_mut_ended(p, h) {
-                late.push(pos);
-                continue;
+            // (One test for the usual case, clean and not lent out.)
+            if w & (CLEAN | LENT_MUT) != CLEAN {
+                if w & CLEAN == 0 {
+                    h.gc.set(w | CLEAN);
+                }
+                if w & LENT_MUT != 0 && !lent_mut_ended(p, h) {
+                    late.push(pos);
+                    continue;
+                }
             }
             tracer.current = pos;
             // SAFETY: a live member whose value is not lent out; `refs` is
             // only accessed through the tracer while `trace` runs.
-            unsafe { (h.vtable().trace)(p, &mut tracer) };
+            unsafe { (h.vtable().trace[Mode::Discover as usize])(p, &mut tracer) };
         }
         if !trace_proven_late(members, late, &mut tracer) {
             break;
@@ -482,11 +495,24 @@ fn find_reachable_from_dirty(
         c.set(c.get() + EXT);
     }
     st.closure_size(sc.seeds.len(), examined, n);
-    sc.examined = lo.min(hi)..hi;
     // SAFETY: the first `examined` entries were written above, within the
     // capacity.
     unsafe { sc.order.set_len(examined) };
     let (candidates, unreachable, traced) = finish(members, sc, &mut tracer, true);
+    // The positions examined lie in `lo..hi`, where the rebuild looks for
+    // the unreachable, if any (otherwise it does not look). Found here, in
+    // one pass the compiler vectorises, and not in the loop above, where
+    // the two bounds lived in memory across the `trace` calls (8
+    // instructions per member).
+    sc.examined = if unreachable > 0 {
+        let (lo, hi) = sc
+            .order
+            .iter()
+            .fold((u32::MAX, 0), |(lo, hi), &p| (lo.min(p), hi.max(p + 1)));
+        lo as usize..hi as usize
+    } else {
+        0..0
+    };
     Outcome {
         conservative: tracer.saw_external,
         candidates,
@@ -793,7 +819,7 @@ fn trace_proven_late<M: Members + ?Sized>(
         tracer.current = pos;
         // SAFETY: the flag was cleared by a proof that no `&mut` to the
         // value is alive; live value.
-        unsafe { (h.vtable().trace)(p, tracer) };
+        unsafe { (h.vtable().trace[tracer.mode as usize])(p, tracer) };
         false
     });
     late.len() != before
@@ -929,7 +955,7 @@ unsafe fn subtract_one<M: Members + ?Sized>(
     // value is not lent out by `get_mut` (tested just above), so `trace`
     // may read it; `refs` is only accessed through the tracer while
     // `trace` runs.
-    unsafe { (h.vtable().trace)(p, tracer) };
+    unsafe { (h.vtable().trace[tracer.mode as usize])(p, tracer) };
 }
 
 /// Phase 2, CPython's `move_unreachable`: of the `candidates` (members
@@ -976,7 +1002,7 @@ fn move_unreachable<M: Members + ?Sized>(
             // targets count its edges as outside references (roots).
             if let Some(h) = h.filter(|h| !h.has(LENT_MUT)) {
                 // SAFETY: a live member with a live value, not lent out.
-                unsafe { (h.vtable().trace)(p, tracer) };
+                unsafe { (h.vtable().trace[tracer.mode as usize])(p, tracer) };
             }
             match tracer.stack.pop() {
                 Some(t) => q = t,
@@ -1101,7 +1127,8 @@ pub(crate) struct Scratch {
     /// [`Tracer::parents`] and [`resolve_through_parents`]).
     parents: Vec<MaybeUninit<u32>>,
     /// The positions a full collection from the dirty seeds examined lie
-    /// in this range.
+    /// in this range (left empty when it found nothing unreachable: the
+    /// rebuild then does not look).
     examined: Range<usize>,
     /// Those positions, in the order they were examined (see
     /// [`find_reachable_from_dirty`]).
@@ -1142,6 +1169,20 @@ const KEEP: usize = 1 << 16;
 
 thread_local! {
     static SCRATCH: Cell<Option<Box<Scratch>>> = const { Cell::new(None) };
+}
+
+/// The length of the kept parent-links array (tests: whether a
+/// collection sized it).
+#[cfg(test)]
+pub(crate) fn kept_parents_len() -> usize {
+    SCRATCH
+        .try_with(|s| {
+            let sc = s.take();
+            let len = sc.as_ref().map_or(0, |sc| sc.parents.len());
+            s.set(sc);
+            len
+        })
+        .unwrap_or(0)
 }
 
 impl Scratch {

@@ -167,8 +167,9 @@ pub(crate) const WEAK_ONE: usize = 1 << WEAK_SHIFT;
 /// ([`SliceLay::VTABLE`]); a trait object's allocation carries the one of
 /// its concrete type, so the collector never needs a wide pointer.
 pub(crate) struct VTable {
-    /// `Trace::trace` of the value.
-    pub(crate) trace: unsafe fn(ObjPtr, &mut Tracer),
+    /// `Trace::trace` of the value, one entry per collector mode (indexed
+    /// by `tracer.mode as usize`, see `Tracer::trace_in`).
+    pub(crate) trace: [unsafe fn(ObjPtr, &mut Tracer); 4],
     /// Drops the value in place (does not touch counts or memory).
     pub(crate) drop_value: unsafe fn(ObjPtr),
     /// Frees the allocation.
@@ -660,7 +661,12 @@ impl<T: Trace> Lay<T> {
     }
 
     pub(crate) const VTABLE: &'static VTable = &VTable {
-        trace: trace_erased::<T>,
+        trace: [
+            trace_erased::<T, 0>,
+            trace_erased::<T, 1>,
+            trace_erased::<T, 2>,
+            trace_erased::<T, 3>,
+        ],
         drop_value: drop_value_erased::<T>,
         dealloc: dealloc_erased::<T>,
         type_name: std::any::type_name::<T>,
@@ -680,10 +686,10 @@ fn capacity_overflow() -> ! {
     panic!("pymem: Gc allocation size overflows isize")
 }
 
-unsafe fn trace_erased<T: Trace>(obj: ObjPtr, tracer: &mut Tracer) {
+unsafe fn trace_erased<T: Trace, const M: u8>(obj: ObjPtr, tracer: &mut Tracer) {
     // SAFETY: the collector only passes live tracked objects of this
     // vtable's type whose value has not been dropped.
-    unsafe { value_of::<T>(obj).as_ref() }.trace(tracer)
+    tracer.trace_in::<T, M>(unsafe { value_of::<T>(obj).as_ref() })
 }
 
 unsafe fn drop_value_erased<T: Trace>(obj: ObjPtr) {
@@ -736,7 +742,12 @@ impl<T: Trace> SliceLay<T> {
     }
 
     pub(crate) const VTABLE: &'static VTable = &VTable {
-        trace: trace_slice::<T>,
+        trace: [
+            trace_slice::<T, 0>,
+            trace_slice::<T, 1>,
+            trace_slice::<T, 2>,
+            trace_slice::<T, 3>,
+        ],
         drop_value: drop_slice::<T>,
         dealloc: dealloc_slice::<T>,
         type_name: std::any::type_name::<[T]>,
@@ -772,9 +783,9 @@ impl<T: Trace> SliceLay<T> {
     }
 }
 
-unsafe fn trace_slice<T: Trace>(obj: ObjPtr, tracer: &mut Tracer) {
+unsafe fn trace_slice<T: Trace, const M: u8>(obj: ObjPtr, tracer: &mut Tracer) {
     // SAFETY: as `trace_erased`; the vtable is this slice type's.
-    unsafe { (*SliceLay::<T>::elems(obj)).trace(tracer) }
+    tracer.trace_in::<[T], M>(unsafe { &*SliceLay::<T>::elems(obj) })
 }
 
 unsafe fn drop_slice<T: Trace>(obj: ObjPtr) {

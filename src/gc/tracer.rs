@@ -6,6 +6,7 @@ use super::header::{
     flags_word, weak_count, GcHeader, ObjPtr, LENT_MUT, NO_HEADER, SHIFT, UNTRACKED,
 };
 use super::state::strong;
+use super::trace::Trace;
 
 /// gc_refs of one object of the collected range, in a side array indexed
 /// by list position (the header keeps its index, as the generation list
@@ -74,22 +75,42 @@ pub(crate) fn is_candidate(r: Refs) -> bool {
     (r.wrapping_sub(VISITING) as u64) <= VISITING.unsigned_abs()
 }
 
-/// What the collector is doing with the edges it is shown.
+/// What the collector is doing with the edges it is shown. The number of
+/// each mode indexes the vtable's `trace` entries (see
+/// [`Tracer::trace_in`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
 pub(crate) enum Mode {
+    /// `subtract_refs` of a range scan whose phase 2 will not follow the
+    /// parent links: each edge into the collected range decrements the
+    /// target's gc_refs, and nothing else (no link stored).
+    Count = 0,
     /// `subtract_refs`: each edge into the collected range decrements the
     /// target's gc_refs, and the member being traced becomes the target's
     /// parent (see [`Tracer::parents`]).
-    Subtract,
+    Subtract = 1,
     /// `subtract_refs` of a full collection from the dirty seeds, whose
     /// members start [`UNSEEN`]: as `Subtract`, and a target met for the
     /// first time joins the examined set and is pushed on the stack.
-    Discover,
+    Discover = 2,
     /// `move_unreachable`: each edge into the collected range to a
     /// candidate marks it reachable and pushes it on the stack (members
     /// with outside references are roots: `move_unreachable` visits them
     /// in its own scan).
-    Mark,
+    Mark = 3,
+}
+
+impl Mode {
+    /// The mode numbered `m` (`mode as u8`).
+    #[inline(always)]
+    const fn from_u8(m: u8) -> Mode {
+        match m {
+            0 => Mode::Count,
+            1 => Mode::Subtract,
+            2 => Mode::Discover,
+            _ => Mode::Mark,
+        }
+    }
 }
 
 /// Receives the `Gc` edges of a value during a collection.
@@ -128,13 +149,20 @@ pub struct Tracer {
     pub(crate) reached: usize,
     /// `mark_external` was called: the collection was conservative.
     pub(crate) saw_external: bool,
+    /// Where `mark_external` records that it was called: null in the
+    /// collector's tracer (then `saw_external`), the collector's
+    /// `saw_external` in the per-object copies `trace_in` makes (a
+    /// pointer costs no register across `trace`, a flag to bring back
+    /// did).
+    external: *mut bool,
     /// `n` entries, the position of the member that last reported an
     /// edge to member `pos` in phase 1 (written only for the members an
     /// edge reached), so that phase 2 can settle most candidates by
     /// following these links instead of tracing (see
     /// `collector::resolve_through_parents`). Written in
-    /// [`Mode::Subtract`] and [`Mode::Discover`] (storing a link costs
-    /// less than testing whether to).
+    /// [`Mode::Subtract`] and [`Mode::Discover`]; not in [`Mode::Count`],
+    /// which has none (null): the mode is a constant per traced object
+    /// (see [`trace_in`](Self::trace_in)), so not storing costs no test.
     pub(crate) parents: *mut u32,
 }
 
@@ -157,6 +185,7 @@ impl Tracer {
             stack: Vec::new(),
             reached: 0,
             saw_external: false,
+            external: std::ptr::null_mut(),
             parents,
         }
     }
@@ -208,21 +237,63 @@ impl Tracer {
         // SAFETY: pos < n, the length of the refs array, which outlives
         // the tracer.
         let r = unsafe { &*self.refs.add(pos) };
-        // Subtract mode is tested first and kept on the straight path:
-        // every collection traces every member it examines in phase 1,
-        // most of them in range scans. Without the hint LLVM tested
-        // Discover first (two more instructions per edge of a range
-        // scan); with it Discover's edges take a jump (issue 9, seventh
-        // round).
-        if self.mode == Mode::Subtract {
-            self.set_parent(pos);
-            r.set(r.get() - 1);
-        } else if self.mode == Mode::Discover {
-            cold_path();
-            self.discover(r, pos)
-        } else {
-            self.mark(r, pos)
+        // Inside `trace_in` the mode is a constant and this is one of the
+        // four arms (see there); a tracer that escaped into a `trace` not
+        // inlined there tests it per edge.
+        match self.mode {
+            Mode::Count => r.set(r.get() - 1),
+            Mode::Subtract => {
+                self.set_parent(pos);
+                r.set(r.get() - 1);
+            }
+            Mode::Discover => self.discover(r, pos),
+            Mode::Mark => self.mark(r, pos),
         }
+    }
+
+    /// Traces `value` in the mode numbered `M` (`mode as u8`): the
+    /// per-object entry of every collection phase, which the vtable's
+    /// type-erased `trace` for that mode calls (the collector picks the
+    /// entry by its mode, see `VTable::trace`).
+    ///
+    /// The mode is thus chosen once per object rather than tested at each
+    /// edge: `value` is traced through a tracer of its own whose mode is
+    /// a constant, a copy of `self` on the stack, so that once `trace` is
+    /// inlined (derived impls and std containers are) LLVM folds the mode
+    /// tests away and keeps the range, the gc_refs and links bases and
+    /// the stack in registers instead of reloading them at every edge
+    /// (issue 9, ninth round). What a `trace` may change is brought back:
+    /// the stack's length and `reached` (counted from zero in the copy, so
+    /// that the modes that never change it pay nothing); `mark_external`
+    /// writes `self.saw_external` through the copy's `external`.
+    #[inline(always)]
+    pub(crate) fn trace_in<T: Trace + ?Sized, const M: u8>(&mut self, value: &T) {
+        let mut t = std::mem::ManuallyDrop::new(Tracer {
+            mode: Mode::from_u8(M),
+            start: self.start,
+            n: self.n,
+            refs: self.refs,
+            current: self.current,
+            // SAFETY: a bitwise copy of the stack `Vec`, so that its
+            // length lives in a register: the copy is never dropped (it is
+            // in a `ManuallyDrop`, also when `trace` unwinds), so the
+            // buffer keeps one owner, `self.stack`, which nothing touches
+            // until the copy's length is brought back below. `push` writes
+            // only below the capacity (it never grows the buffer), and
+            // nothing pops during `trace`, so pointer and capacity stay
+            // those of `self.stack`.
+            stack: unsafe { std::ptr::read(&self.stack) },
+            reached: 0,
+            saw_external: false,
+            external: &mut self.saw_external,
+            parents: self.parents,
+        });
+        value.trace(&mut t);
+        // SAFETY: the copy's length is at most the shared capacity, and
+        // its entries below it were initialised (by the collector before,
+        // or by `push`), in the buffer `self.stack` owns (see above).
+        unsafe { self.stack.set_len(t.stack.len()) };
+        self.reached += t.reached;
     }
 
     /// `Discover` mode: subtracts the edge, and schedules the target if it
@@ -235,7 +306,16 @@ impl Tracer {
             r.set(v - 1);
         } else {
             r.set(-1);
-            self.push(pos);
+            // Each member is pushed at most once, when first met (it is
+            // UNSEEN no more), and `find_reachable_from_dirty` reserved one
+            // slot per member before it set this mode: checking against
+            // `n` rather than the capacity needs no register of its own.
+            // SAFETY: n <= the capacity: `find_reachable_from_dirty`
+            // asserts it when it sets Discover mode, the only place that
+            // does, and nothing reallocates the stack while it is in that
+            // mode (pushes stay below n, copies made by `trace_in` share
+            // the buffer and never grow it).
+            unsafe { self.push_below(pos, self.n) };
         }
     }
 
@@ -243,13 +323,24 @@ impl Tracer {
     /// reserved: one slot per object that can be pushed (see the callers).
     #[inline(always)]
     fn push(&mut self, pos: usize) {
+        // SAFETY: the capacity is at most itself.
+        unsafe { self.push_below(pos, self.stack.capacity()) }
+    }
+
+    /// [`push`](Self::push), checking the length against `limit` instead
+    /// of the capacity.
+    ///
+    /// # Safety
+    /// `limit <= self.stack.capacity()`.
+    #[inline(always)]
+    unsafe fn push_below(&mut self, pos: usize, limit: usize) {
         let len = self.stack.len();
         assert!(
-            len < self.stack.capacity(),
+            len < limit,
             "pymem: the collector's stack overflowed its reservation"
         );
-        // SAFETY: len < capacity (checked; it always holds, see `mark` and
-        // `discover`).
+        // SAFETY: len < limit <= capacity (checked, and this function's
+        // `# Safety`; it always holds, see `mark` and `discover`).
         unsafe {
             self.stack.as_mut_ptr().add(len).write(pos);
             self.stack.set_len(len + 1);
@@ -294,7 +385,15 @@ impl Tracer {
     /// ```
     pub fn mark_external(&mut self) {
         if self.mode != Mode::Mark && self.current < self.n {
-            self.saw_external = true;
+            if self.external.is_null() {
+                self.saw_external = true;
+            } else {
+                // SAFETY: a non-null `external` is set only by `trace_in`,
+                // to the `saw_external` of the tracer it was called on,
+                // which it borrows mutably (and does not touch) while the
+                // copy holding this pointer is in use.
+                unsafe { *self.external = true };
+            }
             // SAFETY: current < n, the length of the refs array.
             let r = unsafe { &*self.refs.add(self.current) };
             if r.get() < EXT {
@@ -317,14 +416,6 @@ pub(crate) fn lent_mut_ended(obj: ObjPtr, h: &GcHeader) -> bool {
     }
     false
 }
-
-/// Marks the branch that calls it as unlikely (what
-/// `std::hint::cold_path` does, which needs Rust 1.95, above the MSRV):
-/// a call to a `#[cold]` function weighs its branch as rarely taken, and
-/// the empty call is then inlined away.
-#[cold]
-#[inline]
-fn cold_path() {}
 
 impl std::fmt::Debug for Tracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
