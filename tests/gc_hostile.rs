@@ -686,3 +686,60 @@ fn mutably_borrowed_refcell_during_automatic_collection() {
         },
     );
 }
+
+/// A node whose `trace` drops the last handle to what it just visited
+/// (rule 5 of `Trace` broken) when `STEAL` is set.
+struct Stealer {
+    steal: bool,
+    edges: RefCell<Vec<Gc<Stealer>>>,
+}
+
+thread_local! {
+    static STEAL: Cell<bool> = const { Cell::new(false) };
+}
+
+// SAFETY: visits its edges; then, armed, breaks rule 5 on purpose (the
+// collector must stay sound and usable).
+unsafe impl Trace for Stealer {
+    fn trace(&self, tracer: &mut Tracer) {
+        self.edges.trace(tracer);
+        if self.steal && STEAL.with(Cell::get) {
+            drop(self.edges.borrow_mut().pop());
+        }
+    }
+}
+
+#[test]
+fn trace_freeing_a_dirty_member_it_visited_is_not_examined_twice() {
+    // `a` holds the only handle to `b`, both dirty: a full collection from
+    // the dirty seeds discovers `b` through `a`'s edge, then `a`'s trace
+    // frees it, leaving a hole where a seed was. The hole must not be
+    // taken as a seed again (it was: "a member examined twice").
+    isolated(
+        "trace_freeing_a_dirty_member_it_visited_is_not_examined_twice",
+        || {
+            gc::disable();
+            let a = Gc::new(Stealer {
+                steal: true,
+                edges: RefCell::new(vec![]),
+            });
+            let b = Gc::new(Stealer {
+                steal: false,
+                edges: RefCell::new(vec![]),
+            });
+            a.edges.borrow_mut().push(b.clone());
+            for _ in 0..3 {
+                gc::collect();
+            }
+            drop(a.clone()); // a dirty
+            drop(b); // b: 2 -> 1, dirty
+            STEAL.with(|s| s.set(true));
+            let r = catch_unwind(gc::collect);
+            STEAL.with(|s| s.set(false));
+            assert_eq!(r.map_err(|e| panic_message(&*e)), Ok(0));
+            assert!(a.edges.borrow().is_empty());
+            assert_eq!(gc::tracked_count(), 1);
+            assert_eq!(gc::collect(), 0);
+        },
+    );
+}

@@ -192,10 +192,14 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
         used: vec![false; params.len()],
     };
     let mut answers: Vec<TokenStream2> = Vec::new();
+    // Whether every traced field is flat (see `is_flat`), and how many.
+    let (mut all_flat, mut traced) = (true, 0usize);
     let mut note_field = |f: &Field| -> Result<bool> {
         if is_skipped(f)? {
             return Ok(false);
         }
+        all_flat &= is_flat(&f.ty);
+        traced += 1;
         uses.visit_type(&f.ty);
         let mut ty = f.ty.clone();
         if !self_refs.disabled {
@@ -234,6 +238,13 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
         }
     };
 
+    // Inlined everywhere only when that cannot multiply: see `is_flat`.
+    let inline = if all_flat && traced <= MAX_FLAT_FIELDS {
+        quote!(#[inline(always)])
+    } else {
+        quote!(#[inline])
+    };
+
     let mut generics = input.generics.clone();
     let lifetimes: Vec<syn::Lifetime> = input
         .generics
@@ -264,10 +275,7 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
         #[automatically_derived]
         #[allow(unused_variables, non_shorthand_field_patterns, clippy::needless_borrow)]
         unsafe impl #impl_g ::pymem::Trace for #name #ty_g #where_c {
-            // (Always inlined: the collector traces each value through a
-            // copy of the tracer whose mode is a constant, which pays only
-            // once this body is inlined into it; see `Tracer::trace_in`.)
-            #[inline(always)]
+            #inline
             fn trace(&self, tracer: &mut ::pymem::Tracer) {
                 if !<Self as ::pymem::Trace>::may_contain_gc() {
                     return;
@@ -284,6 +292,89 @@ fn expand(input: DeriveInput) -> Result<TokenStream2> {
             }
         }
     })
+}
+
+/// The most traced fields a derived `trace` may have and still be
+/// inlined everywhere (see [`is_flat`]).
+const MAX_FLAT_FIELDS: usize = 16;
+
+/// Names whose `Trace` impls trace their type arguments' values and
+/// nothing else, and the types with no `Gc` inside: a field made only of
+/// these (and of `Gc`/`Weak`, whose `trace` reports one edge and never
+/// looks at the value) has a `trace` of a few instructions per edge that
+/// calls no derived `trace`.
+const FLAT_NAMES: &[&str] = &[
+    "Option",
+    "RefCell",
+    "Cell",
+    "Vec",
+    "VecDeque",
+    "Box",
+    "String",
+    "PhantomData",
+    "bool",
+    "char",
+    "str",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "u128",
+    "usize",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "i128",
+    "isize",
+    "f32",
+    "f64",
+];
+
+/// Whether a field of type `ty` is *flat*: built only of [`FLAT_NAMES`]
+/// and handles (`Gc<..>`, `Weak<..>`, whatever they point to), so that its
+/// `trace` calls no other derived `trace`.
+///
+/// The collector traces each object through one copy of its type's
+/// `trace` per collector mode, with the mode a constant
+/// (`pymem`'s `Tracer::trace_in`), which pays only when the body is
+/// inlined into each copy: `#[inline(always)]`. That is safe for a type
+/// whose fields are flat (its size is a few instructions per field). A
+/// type holding another derived type by value is not given it: forcing
+/// the inlining through every level would copy a tree of nested types
+/// into each entry, exponentially in its depth (two fields of the level
+/// below per level, 12 levels: 338 s to compile instead of half a
+/// second), so there LLVM decides.
+fn is_flat(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => {
+            let Some(seg) = p.path.segments.last() else {
+                return false;
+            };
+            if seg.ident == "Gc" || seg.ident == "Weak" {
+                return true;
+            }
+            if !FLAT_NAMES.iter().any(|n| seg.ident == n) {
+                return false;
+            }
+            match &seg.arguments {
+                PathArguments::None => true,
+                PathArguments::AngleBracketed(args) => args.args.iter().all(|a| match a {
+                    GenericArgument::Type(t) => is_flat(t),
+                    GenericArgument::Lifetime(_) | GenericArgument::Const(_) => true,
+                    _ => false,
+                }),
+                PathArguments::Parenthesized(_) => false,
+            }
+        }
+        Type::Tuple(t) => t.elems.iter().all(is_flat),
+        Type::Array(a) => is_flat(&a.elem),
+        Type::Slice(s) => is_flat(&s.elem),
+        Type::Reference(r) => is_flat(&r.elem),
+        Type::Paren(p) => is_flat(&p.elem),
+        Type::Group(g) => is_flat(&g.elem),
+        _ => false,
+    }
 }
 
 /// A pattern binding the traced fields, and the calls tracing them.
@@ -325,4 +416,54 @@ fn fields_pattern(
 fn trace_call(binding: &Ident, f: &Field) -> TokenStream2 {
     let ty = &f.ty;
     quote_spanned!(f.ty.span()=> <#ty as ::pymem::Trace>::trace(#binding, tracer);)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The attribute the derive puts on `trace` for `input`.
+    fn trace_inline(input: DeriveInput) -> String {
+        let out = expand(input).unwrap().to_string();
+        let at = out.find("fn trace").unwrap();
+        let attr = out[..at].rfind("# [inline").unwrap();
+        out[attr..at].trim().to_string()
+    }
+
+    #[test]
+    fn flat_types_are_inlined_everywhere() {
+        let node: DeriveInput = parse_quote! {
+            struct DNode {
+                next: RefCell<Option<Gc<DNode>>>,
+                prev: std::cell::RefCell<Option<pymem::Weak<DNode>>>,
+                items: Vec<(u32, Gc<Other>)>,
+                name: String,
+            }
+        };
+        assert_eq!(trace_inline(node), "# [inline (always)]");
+        let tree: DeriveInput = parse_quote! {
+            enum TreeNode { Nested { left: Gc<TreeNode>, right: Gc<TreeNode> }, End }
+        };
+        assert_eq!(trace_inline(tree), "# [inline (always)]");
+    }
+
+    #[test]
+    fn nested_types_leave_inlining_to_llvm() {
+        // Two of the level below by value: forcing the inlining through
+        // every level grows exponentially with the depth.
+        let level: DeriveInput = parse_quote! { struct T3 { a: T2, b: T2 } };
+        assert_eq!(trace_inline(level), "# [inline]");
+        let boxed: DeriveInput = parse_quote! { struct L { next: Option<Box<L>>, v: Gc<u8> } };
+        assert_eq!(trace_inline(boxed), "# [inline]");
+        let generic: DeriveInput = parse_quote! { struct W<T> { t: T } };
+        assert_eq!(trace_inline(generic), "# [inline]");
+        let wide: DeriveInput = syn::parse_str(&format!(
+            "struct Wide {{ {} }}",
+            (0..=MAX_FLAT_FIELDS)
+                .map(|i| format!("f{i}: Option<Gc<u8>>,"))
+                .collect::<String>()
+        ))
+        .unwrap();
+        assert_eq!(trace_inline(wide), "# [inline]");
+    }
 }

@@ -434,7 +434,14 @@ fn find_reachable_from_dirty(
         loop {
             let pos = match tracer.stack.pop() {
                 Some(pos) => pos,
-                None => match seeds.find(|&&s| refs[s].get() == UNSEEN) {
+                // (A seed freed by a `trace` that broke rule 5 after it
+                // was examined is a hole, whose gc_refs, REACHED, read as
+                // UNSEEN: it is not taken again.)
+                None => match seeds.find(|&&s| {
+                    // SAFETY: seeds are positions of the range, below n
+                    // (bounds-checked by the indexing before it).
+                    refs[s].get() == UNSEEN && !unsafe { members.get(s) }.is_null()
+                }) {
                     Some(&s) => {
                         refs[s].set(0);
                         // SAFETY: s < n, the parents' capacity.
@@ -467,8 +474,10 @@ fn find_reachable_from_dirty(
             // range is one, see `State::dirty_seeds`, which cleared their
             // slot bits): made clean here, while its header is at hand.
             let w = h.gc.get();
-            // SAFETY: positions on the stack, and seeds, are below n, the
-            // length of `refs`.
+            // SAFETY: positions on the stack are below n, the length of
+            // `refs` (Discover pushes only positions `visit` checked
+            // against n), and so are seeds (the `find` above indexed
+            // `refs` with each, bounds-checked).
             let r = unsafe { refs.get_unchecked(pos) };
             r.set(r.get() + strong_refs(p));
             // (One test for the usual case, clean and not lent out.)

@@ -268,6 +268,9 @@ impl Tracer {
     /// writes `self.saw_external` through the copy's `external`.
     #[inline(always)]
     pub(crate) fn trace_in<T: Trace + ?Sized, const M: u8>(&mut self, value: &T) {
+        // The collector calls the entry of its own mode (`Discover`'s
+        // pushes rely on it: see `discover`).
+        debug_assert_eq!(self.mode as u8, M, "pymem: a trace entry of another mode");
         let mut t = std::mem::ManuallyDrop::new(Tracer {
             mode: Mode::from_u8(M),
             start: self.start,
@@ -276,9 +279,12 @@ impl Tracer {
             current: self.current,
             // SAFETY: a bitwise copy of the stack `Vec`, so that its
             // length lives in a register: the copy is never dropped (it is
-            // in a `ManuallyDrop`, also when `trace` unwinds), so the
-            // buffer keeps one owner, `self.stack`, which nothing touches
-            // until the copy's length is brought back below. `push` writes
+            // in a `ManuallyDrop`, also when `trace` unwinds, and safe code
+            // cannot move it out of the `&mut Tracer` that `trace` gets:
+            // `Tracer` has no public constructor, no `Default` and no
+            // `Clone`, as tests/compile_fail/tracer_moved_out.rs pins), so
+            // the buffer keeps one owner, `self.stack`, which nothing
+            // touches until the copy's length is brought back below. `push` writes
             // only below the capacity (it never grows the buffer), and
             // nothing pops during `trace`, so pointer and capacity stay
             // those of `self.stack`.
@@ -312,9 +318,11 @@ impl Tracer {
             // `n` rather than the capacity needs no register of its own.
             // SAFETY: n <= the capacity: `find_reachable_from_dirty`
             // asserts it when it sets Discover mode, the only place that
-            // does, and nothing reallocates the stack while it is in that
-            // mode (pushes stay below n, copies made by `trace_in` share
-            // the buffer and never grow it).
+            // does; a copy made by `trace_in` for the Discover entry is
+            // made from a tracer in that mode (the collector calls the
+            // vtable entry of its tracer's mode, debug-asserted there) and
+            // shares its buffer; nothing reallocates the stack in that
+            // mode (pushes stay below n and never grow it).
             unsafe { self.push_below(pos, self.n) };
         }
     }
