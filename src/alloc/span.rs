@@ -25,7 +25,10 @@
 //!   asked for; the upper half is *retired* at once (empty, kept, counted
 //!   in `retained_bytes`), so the heap's next demand takes it
 //!   ([`Heap::unretire`] takes the oldest retired arena, which for a
-//!   growing heap is this one).
+//!   growing heap is this one). Taking it counts as a reuse, so a heap
+//!   growing through spans is *swinging* for the retention rules
+//!   (`Heap::retention_for`): its retired arenas keep the full `RETAIN_MS`
+//!   over the cap while it grows, which only a heap past 32 MiB sees.
 //! * Retirement: a half that empties is retired as any arena.
 //! * Return ([`Heap::doom_retired`]): the span goes back to the OS whole,
 //!   with one `munmap` of 2 MiB, when a half's retention is over and its
