@@ -29,7 +29,7 @@ static GLOBAL: PyMalloc = PyMalloc;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const ARENA: usize = 1 << 20;
-const BLOCK: usize = 512;
+const BLOCK: usize = 256;
 
 /// The bracketed word of the kernel's THP mode, if it can be read.
 fn thp_mode() -> Option<String> {
@@ -100,7 +100,8 @@ fn layout() -> Layout {
     Layout::from_size_align(BLOCK, 8).unwrap()
 }
 
-/// Allocates `mib` MiB of 512-byte blocks on the calling thread, writing
+/// Allocates `mib` MiB of 256-byte blocks (small enough to stay in the
+/// pools under ASan, which adds a redzone) on the calling thread, writing
 /// each; returns them in allocation order.
 fn allocate(mib: usize) -> Vec<*mut u8> {
     let n = (mib << 20) / BLOCK;
