@@ -294,3 +294,72 @@ fn a_span_half_stays_while_its_buddy_is_used() {
     .join()
     .unwrap();
 }
+
+/// What the child of `a_child_after_fork_uses_and_returns_spans` does: checks
+/// and frees the inherited blocks, returns everything, builds a large heap
+/// again and checks it. Returns the exit code.
+fn child_after_fork(blocks: &[*mut u8]) -> i32 {
+    for (i, &p) in blocks.iter().enumerate() {
+        // SAFETY: a live block of BLOCK bytes, inherited from the parent.
+        if unsafe { (p.read(), p.add(BLOCK - 1).read()) } != (i as u8, i as u8) {
+            return 2;
+        }
+    }
+    free_all(blocks.iter().copied());
+    release_free_memory();
+    let again = allocate(64);
+    let ok = again
+        .iter()
+        .enumerate()
+        // SAFETY: live blocks of BLOCK bytes.
+        .all(|(i, &p)| unsafe { p.add(BLOCK - 1).read() } == i as u8);
+    free_all(again);
+    if ok {
+        0
+    } else {
+        3
+    }
+}
+
+#[test]
+fn a_child_after_fork_uses_and_returns_spans() {
+    if !thp_usable("a_child_after_fork_uses_and_returns_spans") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::spawn(|| {
+        let blocks = allocate(64);
+        // SAFETY: the child runs only `child_after_fork` (allocator calls,
+        // which PyMalloc supports after fork) and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = child_after_fork(&blocks);
+            // SAFETY: ends the child without running the parent's exit
+            // handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid out-parameter.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child failed: status {status:#x}"
+        );
+        // The child's frees and unmappings did not touch the parent's
+        // copy.
+        for (i, &p) in blocks.iter().enumerate() {
+            // SAFETY: a live block of BLOCK bytes.
+            let b = unsafe { (p.read(), p.add(BLOCK - 1).read()) };
+            assert_eq!(
+                b,
+                (i as u8, i as u8),
+                "block {i} corrupted after the child ran"
+            );
+        }
+        free_all(blocks);
+    })
+    .join()
+    .unwrap();
+}
