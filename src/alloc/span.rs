@@ -46,6 +46,11 @@
 //!   halves lose `huge` and live on as ordinary arenas. The contract is
 //!   that empty memory goes back, and it does.
 //!
+//! Anything that gives back part of a span while the span stays mapped
+//! (`MADV_DONTNEED` of a free pool slot, say) splits its huge page the
+//! same way, and should skip arenas with `huge` set, or work in whole
+//! spans.
+//!
 //! # Address ranges, the C ABI, fork
 //!
 //! A span lies below `ADDRESS_LIMIT` (checked when mapped, as for an
