@@ -43,6 +43,11 @@ pub(crate) struct Arena {
     pub(crate) retired_at: Cell<u64>,
     /// On its heap's retired list.
     retired: Cell<bool>,
+    /// Half of a huge-page span (see `span.rs`): mapped with its *buddy*,
+    /// the arena at `self ^ ARENA_SIZE`, as one 2 MiB mapping, and
+    /// unmapped with it. Both halves belong to the same heap and have the
+    /// flag set or cleared together.
+    pub(crate) huge: Cell<bool>,
 }
 
 /// Maps a new arena and counts it: the one place arenas come from.
@@ -66,25 +71,80 @@ pub(crate) fn map_arena(registry: &Registry) -> *mut Arena {
     unsafe { Arena::init(base) }
 }
 
-/// Returns an arena to the OS and counts it: the one place arenas go.
+/// Maps a huge-page span: two arenas in one mapping of [`SPAN_SIZE`]
+/// bytes aligned to its size, advised to be backed by a transparent huge
+/// page, and counts both. Returns the lower arena (its buddy is
+/// [`Arena::buddy`]), both with `huge` set, or null when the OS refuses
+/// memory.
+#[cold]
+#[inline(never)]
+pub(crate) fn map_span(registry: &Registry) -> *mut Arena {
+    let base = os::map_aligned(SPAN_SIZE, SPAN_SIZE);
+    if base.is_null() {
+        return ptr::null_mut();
+    }
+    if base as usize + SPAN_SIZE > ADDRESS_LIMIT {
+        os::fatal(format_args!(
+            "the OS mapped an arena at {base:p}, above the 48-bit addresses PyMalloc supports"
+        ));
+    }
+    // SAFETY: a fresh mapping of ours, aligned to SPAN_SIZE (so to pages).
+    unsafe { os::advise_huge_pages(base, SPAN_SIZE) };
+    let upper = base.wrapping_add(ARENA_SIZE);
+    for half in [base, upper] {
+        registry.arena_mapped();
+        // Before any block of the arena is handed out (see `arena_bitmap`).
+        arena_bitmap::insert(half);
+    }
+    // SAFETY: each half is a fresh, ARENA_SIZE-aligned mapping of
+    // ARENA_SIZE bytes (the span is aligned to twice that).
+    unsafe {
+        let (lower, upper) = (Arena::init(base), Arena::init(upper));
+        (*lower).huge.set(true);
+        (*upper).huge.set(true);
+        lower
+    }
+}
+
+/// Returns an arena to the OS and counts it: the one place arenas go. An
+/// arena with `huge` set goes with its buddy, as the whole span. Returns
+/// the bytes unmapped.
 ///
 /// # Safety
 /// The arena must be empty, off every list of its heap, and known to no
-/// one else.
+/// one else; if `huge` is set, it must be the lower half of its span and
+/// the same must hold of its buddy.
 #[cold]
 #[inline(never)]
-pub(crate) unsafe fn unmap_arena(registry: &Registry, arena: *mut Arena) {
-    // Before the unmapping: a foreign mapping at this address must not
-    // pass for ours (see `arena_bitmap`).
-    arena_bitmap::remove(arena.cast());
-    registry.arena_unmapped();
+pub(crate) unsafe fn unmap_arena(registry: &Registry, arena: *mut Arena) -> usize {
+    // SAFETY: the arena is still mapped (unmapped below); its header is
+    // ours (this function's `# Safety`).
+    let size = if unsafe { (*arena).huge.get() } {
+        debug_assert_eq!(arena as usize & (SPAN_SIZE - 1), 0);
+        SPAN_SIZE
+    } else {
+        ARENA_SIZE
+    };
+    for offset in (0..size).step_by(ARENA_SIZE) {
+        // Before the unmapping: a foreign mapping at this address must not
+        // pass for ours (see `arena_bitmap`).
+        arena_bitmap::remove(arena.cast::<u8>().wrapping_add(offset));
+        registry.arena_unmapped();
+    }
     // The next mapping at this address may not be ours.
-    asan::unpoison(arena.cast(), ARENA_SIZE);
-    // SAFETY: the arena is a mapping from `map_aligned` (`map_arena`), empty,
-    // off every list and known to no one else (this function's `# Safety`),
-    // so nothing refers to it: what `unmap` requires.
-    unsafe { os::unmap(arena.cast(), ARENA_SIZE) };
+    asan::unpoison(arena.cast(), size);
+    // SAFETY: the arena is a mapping from `map_aligned` (`map_arena`), or
+    // the lower half of one (`map_span`) whose `size` bytes are the whole
+    // span; empty, off every list and known to no one else, as is its
+    // buddy if `huge` (this function's `# Safety`), so nothing refers to
+    // the range: what `unmap` requires.
+    unsafe { os::unmap(arena.cast(), size) };
+    size
 }
+
+/// A huge-page span: two arenas, mapped and unmapped as one, the size and
+/// alignment of an x86-64 or aarch64 (4 KiB granule) huge page.
+pub(crate) const SPAN_SIZE: usize = 2 * ARENA_SIZE;
 
 /// Pool slots an arena can hand out (slot 0 holds the headers).
 pub(crate) const USABLE_POOLS: u32 = POOLS_PER_ARENA as u32 - 1;
@@ -112,6 +172,7 @@ impl Arena {
             all_prev: Cell::new(ptr::null_mut()),
             retired_at: Cell::new(0),
             retired: Cell::new(false),
+            huge: Cell::new(false),
         };
         // SAFETY: the caller hands us the fresh mapping.
         unsafe { ptr::write(arena, header) };
@@ -124,8 +185,13 @@ impl Arena {
         (addr as usize & ARENA_MASK) as *mut Arena
     }
 
+    /// The other half of this arena's huge-page span (meaningful only
+    /// while `huge` is set).
+    pub(crate) fn buddy(arena: *mut Arena) -> *mut Arena {
+        (arena as usize ^ ARENA_SIZE) as *mut Arena
+    }
+
     /// Whether the arena is on its heap's retired list (empty, kept).
-    #[cfg_attr(loom, allow(dead_code))] // used by the heap map, absent under loom
     pub(crate) fn is_retired(&self) -> bool {
         self.retired.get()
     }
@@ -187,6 +253,8 @@ pub(crate) struct ArenaSet {
     usable: Cell<*mut Arena>,
     /// Every arena, in no order.
     all: Cell<*mut Arena>,
+    /// How many arenas `all` holds.
+    count: Cell<usize>,
     /// Empty arenas kept mapped to absorb the next demand (hysteresis),
     /// newest first, linked through `next` and `prev`.
     retired: Cell<*mut Arena>,
@@ -209,6 +277,7 @@ impl ArenaSet {
         ArenaSet {
             usable: Cell::new(ptr::null_mut()),
             all: Cell::new(ptr::null_mut()),
+            count: Cell::new(0),
             retired: Cell::new(ptr::null_mut()),
             oldest_retired: Cell::new(ptr::null_mut()),
             last_reuse_ms: Cell::new(0),
@@ -279,6 +348,11 @@ impl ArenaSet {
         self.all.get()
     }
 
+    /// How many arenas the heap has mapped (retired ones included).
+    pub(crate) fn count(&self) -> usize {
+        self.count.get()
+    }
+
     /// Adds a new arena to the list of all arenas.
     ///
     /// # Safety
@@ -294,6 +368,7 @@ impl ArenaSet {
             }
         }
         self.all.set(arena);
+        self.count.set(self.count.get() + 1);
     }
 
     /// Removes an arena from the list of all arenas.
@@ -313,6 +388,7 @@ impl ArenaSet {
                 (*next).all_prev.set(prev);
             }
         }
+        self.count.set(self.count.get() - 1);
     }
 
     /// Inserts an arena into the usable list at the place its `nfree` sorts.

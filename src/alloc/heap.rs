@@ -7,7 +7,7 @@ use core::ptr;
 
 use crossbeam_utils::CachePadded;
 
-use super::arena::{self, Arena, ArenaSet};
+use super::arena::{Arena, ArenaSet};
 use super::asan;
 use super::large_count::LargeCounts;
 use super::os;
@@ -678,12 +678,10 @@ impl Heap {
         if arena.is_null() {
             arena = self.unretire(locked);
             if arena.is_null() {
-                arena = arena::map_arena(self.registry());
+                arena = self.map_fresh_arena(locked);
                 if arena.is_null() {
                     return ptr::null_mut();
                 }
-                // SAFETY: fresh, ours, on no list.
-                unsafe { self.arenas.add(arena) };
             }
             // SAFETY: a live arena of ours, on no usable list.
             unsafe { self.arenas.insert_usable(arena) };

@@ -157,6 +157,7 @@ mod remote;
 mod size_class;
 #[cfg(not(loom))]
 mod snapshot;
+mod span;
 mod stats;
 #[cfg(not(loom))]
 mod thread;

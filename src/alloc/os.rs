@@ -362,3 +362,68 @@ pub(crate) fn cap_glibc_arenas() {
     // `M_ARENA_MAX` takes any positive count.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, cap) };
 }
+
+/// Asks the kernel to back `ptr..ptr + size` with transparent huge pages
+/// (`madvise(MADV_HUGEPAGE)`). Advice only: a kernel without THP refuses
+/// (`EINVAL`) and the range keeps 4 KiB pages, which is no error for us.
+///
+/// # Safety
+/// `ptr..ptr + size` must be a mapping of ours, page-aligned.
+pub(crate) unsafe fn advise_huge_pages(ptr: *mut u8, size: usize) {
+    // SAFETY: the range is a mapping of ours (the caller's guarantee);
+    // `MADV_HUGEPAGE` changes how it is backed, never its contents.
+    unsafe { libc::madvise(ptr.cast(), size, libc::MADV_HUGEPAGE) };
+}
+
+/// Whether `madvise(MADV_HUGEPAGE)` can give a mapping transparent huge
+/// pages: the kernel's THP mode (`/sys/kernel/mm/transparent_hugepage/enabled`)
+/// is `always` or `madvise`. Read once, without allocating; false when the
+/// file cannot be read (a kernel without THP) or says `never`.
+#[cfg(not(loom))]
+pub(crate) fn huge_pages_enabled() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    const UNKNOWN: u8 = 0;
+    const YES: u8 = 1;
+    const NO: u8 = 2;
+    /// The answer, once read.
+    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+    // Relaxed: every thread that reads the file computes the same answer,
+    // and the value is the only thing published.
+    match STATE.load(Relaxed) {
+        YES => return true,
+        NO => return false,
+        _ => {}
+    }
+    let mut buf = [0u8; 64];
+    let mut len = 0;
+    // SAFETY: the path is a NUL-terminated literal; `open` allocates
+    // nothing of ours.
+    let fd = unsafe {
+        libc::open(
+            c"/sys/kernel/mm/transparent_hugepage/enabled".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: `buf` is writable for its length; `fd` is the descriptor
+        // opened above, closed right after.
+        unsafe {
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            len = n.max(0) as usize;
+            libc::close(fd);
+        }
+    }
+    // The file reads e.g. "always [madvise] never": the mode in brackets.
+    let text = &buf[..len];
+    let on =
+        text.windows(8).any(|w| w == b"[always]") || text.windows(9).any(|w| w == b"[madvise]");
+    STATE.store(if on { YES } else { NO }, Relaxed);
+    on
+}
+
+/// Under loom no huge-page spans are made: the models' heaps stay small,
+/// and a model must not depend on the machine's settings.
+#[cfg(loom)]
+pub(crate) fn huge_pages_enabled() -> bool {
+    false
+}

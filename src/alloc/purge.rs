@@ -80,7 +80,12 @@ impl Heap {
     /// The lock must be held; `arena` must be an empty arena of this heap
     /// on no list but the list of all arenas.
     pub(super) unsafe fn arena_emptied(&self, locked: &Locked<'_>, arena: *mut Arena) {
-        if locked.returns_everything() {
+        // A span's half is retired even now: the `purge_retired(.., 0)`
+        // that ends every return of everything takes it, with its buddy
+        // if that empties too (see `span.rs`).
+        // SAFETY: `arena` is a live arena of this heap (this function's
+        // `# Safety`); its header is written under the lock, held.
+        if locked.returns_everything() && !unsafe { (*arena).huge.get() } {
             // SAFETY: `arena` is an arena of this heap on the list of all arenas (this
             // function's `# Safety`), which is what `remove` requires; `locked` holds
             // the lock under which that list is written.
@@ -142,18 +147,10 @@ impl Heap {
                 return;
             }
             // SAFETY: `oldest` is `oldest_retired`, so on the retired list
-            // (`unlink_retired`'s requirement); a retired arena is on no other list
-            // but `all` (`push_retired`'s `# Safety`), so after the unlink it is on
-            // `all` only (`remove`'s requirement); `locked` holds the lock under
-            // which both lists are written.
-            unsafe {
-                self.arenas.unlink_retired(oldest);
-                self.arenas.remove(oldest);
-            }
-            self.registry()
-                .retained_bytes
-                .fetch_sub(ARENA_SIZE, Ordering::Relaxed);
-            locked.doom(oldest);
+            // (`doom_retired`'s requirement); `locked` holds the lock under
+            // which the lists are written. (A span's half whose buddy is in
+            // use is kept, with its retention restarted: see `span.rs`.)
+            unsafe { self.doom_retired(locked, oldest, now, age_ms) };
         }
     }
 

@@ -259,9 +259,10 @@ impl<'h> Locked<'h> {
             // else knows them any more.
             let next = unsafe { (*arena).next.get() };
             // SAFETY: doomed arenas are empty, off every list and known to
-            // no one else, so nothing refers to the mapping any more.
-            unsafe { arena::unmap_arena(self.heap.registry(), arena) };
-            returned += ARENA_SIZE;
+            // no one else, so nothing refers to the mapping any more; one
+            // with `huge` set was doomed as the lower half of a span whose
+            // buddy is the same (`Heap::doom_retired`).
+            returned += unsafe { arena::unmap_arena(self.heap.registry(), arena) };
             arena = next;
         }
         returned
