@@ -19,6 +19,13 @@
 //!   the full `RETAIN_MS` over the cap too ([`Heap::retention_for`]): with
 //!   the short grace alone, a round whose free phase took over 50 ms of
 //!   wall time lost its first arenas.
+//! * A pool slot given back to an arena that stays in use keeps its pages
+//!   for the next pool until it has been free for [`DECOMMIT_MS`]; then
+//!   the heap's checks decommit it (`MADV_DONTNEED`, the mapping stays:
+//!   [`Heap::decommit_idle_slots`]), and `release_free_memory()` decommits
+//!   every free slot at once.
+//! * In a process whose `malloc` is PyMalloc, retention is brief
+//!   ([`retain_briefly`]: [`C_RETAIN_MS`], no swing rule).
 //! * Retired arenas are reused oldest first (those closest to expiring),
 //!   and a heap that reuses one shows that its demand is back: its other
 //!   retired arenas get a new window from then (see
@@ -53,6 +60,11 @@ const RETAINED_FLOOR: usize = 64 << 20;
 /// How long a free pool slot of an arena that stays in use keeps its
 /// pages before [`Heap::decommit_idle_slots`] gives them back.
 pub(crate) const DECOMMIT_MS: u64 = 100;
+/// The same after [`retain_briefly`] (a process whose `malloc` is
+/// PyMalloc). CPython under the preload (`alloc_heavy.py 6`, four runs
+/// each): peak RSS 32.9-34.3 MiB at 50 ms, 32.9-33.0 at 20 ms but with more
+/// system time (0.11-0.18 s against 0.10-0.13), 33.0-35.9 at 100 ms.
+pub(crate) const C_DECOMMIT_MS: u64 = 50;
 /// Operations (allocations and frees) of a heap's wake grace: see
 /// [`Heap::in_wake_grace`].
 pub(crate) const WAKE_GRACE_OPS: usize = 32 * 1024;
@@ -78,7 +90,11 @@ static BRIEF_RETENTION: core::sync::atomic::AtomicBool = core::sync::atomic::Ato
 /// next one grew glibc's side, for 200 ms each time. CPython's own pymalloc
 /// returns an empty arena at once; mimalloc delays its purges by 10 ms.
 /// The Rust shapes the long retention is for (a working set freed and
-/// built again, `alloc_swing_retention`) do not come through `malloc`.
+/// built again, `alloc_swing_retention`) do not come through `malloc`
+/// (with the `override` feature, a Rust program's own allocations follow
+/// the brief rule too: the process has one allocator). Free pool slots of
+/// arenas in use go back after [`C_DECOMMIT_MS`] instead of
+/// [`DECOMMIT_MS`].
 pub(crate) fn retain_briefly() {
     // Relaxed: a flag set once before `main`, read as a policy hint by
     // retention decisions; either value is safe at any time.
@@ -93,6 +109,16 @@ fn brief_retention() -> bool {
     return BRIEF_RETENTION.load(core::sync::atomic::Ordering::Relaxed);
     #[cfg(loom)]
     false
+}
+
+/// How long a free pool slot of an arena in use keeps its pages:
+/// [`DECOMMIT_MS`], or [`C_DECOMMIT_MS`] after [`retain_briefly`].
+fn slot_age_ms() -> u64 {
+    if brief_retention() {
+        C_DECOMMIT_MS
+    } else {
+        DECOMMIT_MS
+    }
 }
 
 /// The empty arena memory the process keeps mapped for [`RETAIN_MS`]: 64
@@ -175,7 +201,7 @@ impl Heap {
         }
         let age_ms = self.retention_for(now, age_ms);
         if age_ms > 0 {
-            self.decommit_idle_slots(locked, now, DECOMMIT_MS);
+            self.decommit_idle_slots(locked, now, slot_age_ms());
         }
         loop {
             let oldest = self.arenas.oldest_retired();
@@ -217,7 +243,8 @@ impl Heap {
     /// resident memory. Decommitting a slot as soon as it goes back costs
     /// a system call and its page faults on every return and retake of a
     /// pool (`threadchurn` of bench/c took ten times as long); a slot that
-    /// has stayed free for [`DECOMMIT_MS`] (the age the heap's own checks
+    /// has stayed free for [`DECOMMIT_MS`] ([`C_DECOMMIT_MS`] after
+    /// [`retain_briefly`]; the age the heap's own checks
     /// and the passes ask for) is not part of a pool churn. Retired (empty)
     /// arenas are left to their own retention (`purge_retired`): they are
     /// what the FIFO shape takes back warm. `release_free_memory()` asks
@@ -373,7 +400,7 @@ pub(crate) unsafe fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind
     };
     // Free slots of arenas in use: all of them, or those idle for
     // `DECOMMIT_MS` (see `Heap::decommit_idle_slots`).
-    let slot_age = if age == 0 { 0 } else { DECOMMIT_MS };
+    let slot_age = if age == 0 { 0 } else { slot_age_ms() };
     let mut returned = 0;
     let is_me = |heap: &Heap| me.is_some_and(|m| ptr::eq(m, heap));
     if let Some(me) = me {
