@@ -61,9 +61,10 @@ const RETAINED_FLOOR: usize = 64 << 20;
 /// pages before [`Heap::decommit_idle_slots`] gives them back.
 pub(crate) const DECOMMIT_MS: u64 = 100;
 /// The same after [`retain_briefly`] (a process whose `malloc` is
-/// PyMalloc). CPython under the preload (`alloc_heavy.py 6`, four runs
-/// each): peak RSS 32.9-34.3 MiB at 50 ms, 32.9-33.0 at 20 ms but with more
-/// system time (0.11-0.18 s against 0.10-0.13), 33.0-35.9 at 100 ms.
+/// PyMalloc). CPython under the preload (`alloc_heavy.py 6`): peak RSS
+/// 33.0-34.3 MiB at 50 ms (4 runs), 32.9-33.9 at 20 ms (13 runs) but with
+/// more system time (up to 0.18 s against 0.13), 33.0-35.9 at 100 ms (4
+/// runs); see docs/override.md, "Ninth round".
 pub(crate) const C_DECOMMIT_MS: u64 = 50;
 /// Operations (allocations and frees) of a heap's wake grace: see
 /// [`Heap::in_wake_grace`].
