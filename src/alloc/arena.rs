@@ -191,9 +191,10 @@ impl Arena {
     /// (its header's `free` is cleared, which is also how `take_slot` and
     /// `Pool::init` tell a decommitted slot). Returns the slots decommitted.
     ///
-    /// Called with the heap's lock held (see the module docs), on an
-    /// arena that stays mapped (one on the usable list).
-    pub(crate) fn decommit_free_slots(&self, now: u64, age_ms: u64) -> u32 {
+    /// # Safety
+    /// The caller must hold the lock of the arena's heap (see the module
+    /// docs): no one else may take a slot meanwhile.
+    pub(crate) unsafe fn decommit_free_slots(&self, now: u64, age_ms: u64) -> u32 {
         if self.committed_free.get() == 0 {
             return 0;
         }
@@ -201,11 +202,14 @@ impl Arena {
         let mut pool = self.free_pools.get();
         while !pool.is_null() {
             // SAFETY: freed slots are linked through their (dead) headers,
-            // which only the holder of the heap's lock touches.
+            // which live in slot 0 (never decommitted) and which only the
+            // holder of the heap's lock touches: the caller (`# Safety`).
             let p = unsafe { &*pool };
             if !p.free.get().is_null() && (age_ms == 0 || p.free_for_ms(now) >= age_ms) {
                 // SAFETY: the slot lies in this arena's mapping (from
-                // `map_aligned`) and is `POOL_SIZE`-aligned; it is free, so
+                // `map_aligned`) and is `POOL_SIZE`-aligned; it is free and,
+                // under the lock we hold (`# Safety`), stays so until we
+                // return, so
                 // no block of it is in use, and with `free` cleared below no
                 // one reads what its blocks held: `Pool::init` starts the
                 // slot's next pool with an empty free list, and blocks at or

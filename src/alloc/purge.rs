@@ -267,7 +267,9 @@ impl Heap {
             // their headers are written under the lock, which we hold
             // (`_locked`).
             let a = unsafe { &*arena };
-            decommitted += a.decommit_free_slots(now, age_ms);
+            // SAFETY: `a` is an arena of this heap, whose lock we hold
+            // (`_locked`): what `decommit_free_slots` requires.
+            decommitted += unsafe { a.decommit_free_slots(now, age_ms) };
             arena = a.next.get();
         }
         decommitted
