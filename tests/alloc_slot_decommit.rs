@@ -3,8 +3,8 @@
 //! An arena is unmapped only once its last pool goes back; until then the
 //! slots its other pools gave back stayed resident whatever happened. Now
 //! `release_free_memory()` decommits every free slot of the arenas in use
-//! (`MADV_DONTNEED`), and the heap's own checks (its ticks) decommit the
-//! slots that have stayed free for `DECOMMIT_MS` (100 ms). A decommitted
+//! (`MADV_DONTNEED`), and the retention checks (ticks, passes) decommit the
+//! slots that have stayed free for `DECOMMIT_MS` (a second). A decommitted
 //! slot serves its next pool from fresh pages, as a new one.
 //!
 //! The thread fills a dozen pools of 64-byte blocks, keeps one block in
@@ -135,23 +135,20 @@ fn free_slots_of_arenas_in_use_are_decommitted() {
         reuse(12);
         free_kept(kept);
 
-        // The heap's own checks: slots free for DECOMMIT_MS go back at
-        // the next tick (every 4,096 allocations or frees of a class).
+        // Slots free for DECOMMIT_MS (a second) go back at the next
+        // retention check that visits the heap: here the background purge
+        // thread's passes, as a guest. (This thread's own first check after
+        // so long a pause would open its wake grace instead.)
         let (kept, emptied) = fill_and_thin(12);
         let before = resident_in(&emptied);
         assert!(before >= emptied.len() * (POOL / PAGE) / 2);
-        // Past DECOMMIT_MS, short of RETAIN_MS (after which the heap's
-        // first check would open its wake grace instead).
-        std::thread::sleep(Duration::from_millis(130));
-        let layout = Layout::from_size_align(24, 8).unwrap();
-        for _ in 0..2 * 4096 {
-            // SAFETY: a non-zero-sized layout; the block is freed at once.
-            unsafe { dealloc(alloc(layout), layout) };
-        }
+        pymem::purge_in_background(Some(Duration::from_millis(50)));
+        std::thread::sleep(Duration::from_millis(1_400));
+        pymem::purge_in_background(None);
         let after = resident_in(&emptied);
         assert!(
             after <= emptied.len(),
-            "{after} of {before} pages of {} slots free for 130 ms still resident",
+            "{after} of {before} pages of {} slots free for 1.4 s still resident",
             emptied.len()
         );
         reuse(12);

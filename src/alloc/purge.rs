@@ -58,14 +58,14 @@ const PASS_EVERY_MS: u64 = 100;
 /// Empty memory the process may keep mapped whatever its size.
 const RETAINED_FLOOR: usize = 64 << 20;
 /// How long a free pool slot of an arena that stays in use keeps its
-/// pages before [`Heap::decommit_idle_slots`] gives them back.
-pub(crate) const DECOMMIT_MS: u64 = 100;
-/// The same after [`retain_briefly`] (a process whose `malloc` is
-/// PyMalloc). CPython under the preload (`alloc_heavy.py 6`): peak RSS
-/// 33.0-34.3 MiB at 50 ms (4 runs), 32.9-33.9 at 20 ms (13 runs) but with
-/// more system time (up to 0.18 s against 0.13), 33.0-35.9 at 100 ms (4
-/// runs); see docs/override.md, "Ninth round".
-pub(crate) const C_DECOMMIT_MS: u64 = 50;
+/// pages before [`Heap::decommit_idle_slots`] gives them back: a second,
+/// memory left idle rather than a swing's. At 100 ms, `fragment` of
+/// bench/c (phases that fill and free most of 440 MB, about 150 ms each)
+/// decommitted and faulted its slots in again every phase: system time
+/// 0.23 -> 0.69 s, wall time 1.8 -> 3.0 s, peak RSS unchanged; at 50 ms
+/// (tried for the C entry points, CPython's peak 33.0 MiB against 33.8 at
+/// 100 ms) 0.9 s.
+pub(crate) const DECOMMIT_MS: u64 = 1000;
 /// Operations (allocations and frees) of a heap's wake grace: see
 /// [`Heap::in_wake_grace`].
 pub(crate) const WAKE_GRACE_OPS: usize = 32 * 1024;
@@ -93,9 +93,7 @@ static BRIEF_RETENTION: core::sync::atomic::AtomicBool = core::sync::atomic::Ato
 /// The Rust shapes the long retention is for (a working set freed and
 /// built again, `alloc_swing_retention`) do not come through `malloc`
 /// (with the `override` feature, a Rust program's own allocations follow
-/// the brief rule too: the process has one allocator). Free pool slots of
-/// arenas in use go back after [`C_DECOMMIT_MS`] instead of
-/// [`DECOMMIT_MS`].
+/// the brief rule too: the process has one allocator).
 pub(crate) fn retain_briefly() {
     // Relaxed: a flag set once before `main`, read as a policy hint by
     // retention decisions; either value is safe at any time.
@@ -110,16 +108,6 @@ fn brief_retention() -> bool {
     return BRIEF_RETENTION.load(core::sync::atomic::Ordering::Relaxed);
     #[cfg(loom)]
     false
-}
-
-/// How long a free pool slot of an arena in use keeps its pages:
-/// [`DECOMMIT_MS`], or [`C_DECOMMIT_MS`] after [`retain_briefly`].
-fn slot_age_ms() -> u64 {
-    if brief_retention() {
-        C_DECOMMIT_MS
-    } else {
-        DECOMMIT_MS
-    }
 }
 
 /// The empty arena memory the process keeps mapped for [`RETAIN_MS`]: 64
@@ -202,7 +190,7 @@ impl Heap {
         }
         let age_ms = self.retention_for(now, age_ms);
         if age_ms > 0 {
-            self.decommit_idle_slots(locked, now, slot_age_ms());
+            self.decommit_idle_slots(locked, now, DECOMMIT_MS);
         }
         loop {
             let oldest = self.arenas.oldest_retired();
@@ -244,8 +232,7 @@ impl Heap {
     /// resident memory. Decommitting a slot as soon as it goes back costs
     /// a system call and its page faults on every return and retake of a
     /// pool (`threadchurn` of bench/c took ten times as long); a slot that
-    /// has stayed free for [`DECOMMIT_MS`] ([`C_DECOMMIT_MS`] after
-    /// [`retain_briefly`]; the age the heap's own checks
+    /// has stayed free for [`DECOMMIT_MS`] (the age the heap's own checks
     /// and the passes ask for) is not part of a pool churn. Retired (empty)
     /// arenas are left to their own retention (`purge_retired`): they are
     /// what the FIFO shape takes back warm. `release_free_memory()` asks
@@ -403,7 +390,7 @@ pub(crate) unsafe fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind
     };
     // Free slots of arenas in use: all of them, or those idle for
     // `DECOMMIT_MS` (see `Heap::decommit_idle_slots`).
-    let slot_age = if age == 0 { 0 } else { slot_age_ms() };
+    let slot_age = if age == 0 { 0 } else { DECOMMIT_MS };
     let mut returned = 0;
     let is_me = |heap: &Heap| me.is_some_and(|m| ptr::eq(m, heap));
     if let Some(me) = me {
