@@ -94,6 +94,7 @@ static BRIEF_RETENTION: core::sync::atomic::AtomicBool = core::sync::atomic::Ato
 /// built again, `alloc_swing_retention`) do not come through `malloc`
 /// (with the `override` feature, a Rust program's own allocations follow
 /// the brief rule too: the process has one allocator).
+#[cfg_attr(loom, allow(dead_code))] // called by the C entry points, absent under loom
 pub(crate) fn retain_briefly() {
     // Relaxed: a flag set once before `main`, read as a policy hint by
     // retention decisions; either value is safe at any time.
