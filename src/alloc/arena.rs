@@ -32,6 +32,10 @@ pub(crate) struct Arena {
     untouched: Cell<u32>,
     /// Slots not in use (freed or untouched).
     pub(crate) nfree: Cell<u32>,
+    /// Freed slots whose pages are still committed (not decommitted by
+    /// [`Arena::decommit_free_slots`]): the slots on `free_pools` whose
+    /// header still has blocks to reuse.
+    committed_free: Cell<u32>,
     /// Neighbours in the heap's sorted list of arenas with free slots, or
     /// in its retired list; `next` also links arenas doomed to be unmapped.
     pub(crate) next: Cell<*mut Arena>,
@@ -166,6 +170,7 @@ impl Arena {
             free_pools: Cell::new(ptr::null_mut()),
             untouched: Cell::new(1),
             nfree: Cell::new(USABLE_POOLS),
+            committed_free: Cell::new(0),
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
             all_next: Cell::new(ptr::null_mut()),
@@ -207,8 +212,15 @@ impl Arena {
         self.nfree.set(self.nfree.get() - 1);
         let pool = self.free_pools.get();
         if !pool.is_null() {
-            // SAFETY: freed slots are linked through their (dead) header.
-            self.free_pools.set(unsafe { (*pool).next.get() });
+            // SAFETY: freed slots are linked through their (dead) header,
+            // whose `free` says whether the slot is still committed (see
+            // `give_slot`).
+            unsafe {
+                self.free_pools.set((*pool).next.get());
+                if !(*pool).free.get().is_null() {
+                    self.committed_free.set(self.committed_free.get() - 1);
+                }
+            }
             return pool;
         }
         let index = self.untouched.get();
@@ -222,13 +234,62 @@ impl Arena {
     /// `pool` must be the header of a slot of this arena that was taken and
     /// is unused.
     pub(crate) unsafe fn give_slot(&self, pool: *mut Pool) {
-        // SAFETY: the slot is ours; its header is dead, so reuse `next`.
+        // SAFETY: the slot is ours; its header is dead, so reuse `next`
+        // (and `step`, for the time, see `Pool::set_freed_ms`). Its `free`
+        // is not null: a pool goes back with every block it handed out on
+        // that list, and it handed out at least the one it was taken for.
         unsafe {
             (*pool).magic.set(0);
             (*pool).next.set(self.free_pools.get());
+            Pool::set_freed_ms(pool, os::now_ms());
+            if !(*pool).free.get().is_null() {
+                self.committed_free.set(self.committed_free.get() + 1);
+            }
         }
         self.free_pools.set(pool);
         self.nfree.set(self.nfree.get() + 1);
+    }
+
+    /// Decommits the pages of this arena's free slots that have been free
+    /// for at least `age_ms` by `now` (every free slot for an age of 0):
+    /// the slot stays free and mapped, and its next pool starts from
+    /// fresh zeroed pages instead of reusing the blocks its last pool left
+    /// (its header's `free` is cleared, which is also how `take_slot` and
+    /// `Pool::init` tell a decommitted slot). Returns the slots decommitted.
+    ///
+    /// # Safety
+    /// The caller must hold the lock of the arena's heap (see the module
+    /// docs): no one else may take a slot meanwhile.
+    pub(crate) unsafe fn decommit_free_slots(&self, now: u64, age_ms: u64) -> u32 {
+        if self.committed_free.get() == 0 {
+            return 0;
+        }
+        let mut decommitted = 0;
+        let mut pool = self.free_pools.get();
+        while !pool.is_null() {
+            // SAFETY: freed slots are linked through their (dead) headers,
+            // which live in slot 0 (never decommitted) and which only the
+            // holder of the heap's lock touches: the caller (`# Safety`).
+            let p = unsafe { &*pool };
+            if !p.free.get().is_null() && (age_ms == 0 || p.free_for_ms(now) >= age_ms) {
+                // SAFETY: the slot lies in this arena's mapping (from
+                // `map_aligned`) and is `POOL_SIZE`-aligned; it is free and,
+                // under the lock we hold (`# Safety`), stays so until we
+                // return, so
+                // no block of it is in use, and with `free` cleared below no
+                // one reads what its blocks held: `Pool::init` starts the
+                // slot's next pool with an empty free list, and blocks at or
+                // past the bump pointer are never read before being handed
+                // out (see `Pool`).
+                unsafe { os::decommit(p.base(), super::size_class::POOL_SIZE) };
+                p.free.set(ptr::null_mut());
+                decommitted += 1;
+            }
+            pool = p.next.get();
+        }
+        self.committed_free
+            .set(self.committed_free.get() - decommitted);
+        decommitted
     }
 
     /// Pool slots of this arena that have been handed out at least once and
@@ -270,6 +331,10 @@ pub(crate) struct ArenaSet {
     /// ([`Heap::ops`](super::heap::Heap::ops)) and a time, whichever comes
     /// first (see `Heap::in_wake_grace`).
     pub(crate) grace_end: Cell<(usize, u64)>,
+    /// When the heap last looked for idle free slots to decommit (coarse
+    /// monotonic milliseconds; 0 before the first time), see
+    /// `Heap::decommit_idle_slots`.
+    pub(crate) last_decommit_ms: Cell<u64>,
 }
 
 impl ArenaSet {
@@ -283,6 +348,7 @@ impl ArenaSet {
             last_reuse_ms: Cell::new(0),
             owner_check_ms: Cell::new(0),
             grace_end: Cell::new((0, 0)),
+            last_decommit_ms: Cell::new(0),
         }
     }
 

@@ -808,8 +808,15 @@ pub fn mallinfo() -> libc::mallinfo {
 /// One block allocated and freed here puts glibc's first call before any
 /// thread exists (in a process that loads this library with `dlopen`
 /// after starting threads, the caller must be the one to exclude forks).
+///
+/// It also caps glibc's arenas (`os::cap_glibc_arenas`) and shortens the
+/// retention of PyMalloc's empty arenas (`purge::retain_briefly`), both
+/// choices for a process whose `malloc` PyMalloc is.
 pub extern "C" fn prepare_glibc() {
     super::os::cap_glibc_arenas();
+    // Empty arenas go back after 20 ms in a process whose `malloc` we are
+    // (see `purge::retain_briefly`).
+    super::purge::retain_briefly();
     let block = glibc::alloc(1, ALIGNMENT, false);
     // SAFETY: `block` is null or the live block glibc just returned.
     unsafe { glibc::free(block) };

@@ -423,7 +423,10 @@ unsafe impl GlobalAlloc for PyMalloc {
 /// unmaps every empty arena: the calling thread's (including the pool it
 /// keeps per size class and its retained arenas), those of the heaps of
 /// exited threads, and those of other live threads (all but the pools they
-/// are allocating from, which only their owner touches).
+/// are allocating from, which only their owner touches). The free pool
+/// slots of arenas that stay in use give their pages back too
+/// (`MADV_DONTNEED`; not counted in the bytes reported, which are those of
+/// the arenas unmapped).
 ///
 /// A thread's heap is handed back by its exit hook, which runs as the
 /// thread finishes, possibly after `std::thread::scope` has already

@@ -55,6 +55,21 @@ pub(crate) unsafe fn unmap(ptr: *mut u8, size: usize) {
     }
 }
 
+/// Gives the pages of `ptr..ptr + size` back to the OS while keeping the
+/// mapping: the next touch of each page faults in a zeroed one
+/// (`MADV_DONTNEED`, which drops them from the resident set at once, where
+/// `MADV_FREE` would leave them counted until the kernel needs memory).
+///
+/// # Safety
+/// The range must lie in a mapping from [`map_aligned`], be page-aligned,
+/// and hold nothing anyone will read before writing it again.
+pub(crate) unsafe fn decommit(ptr: *mut u8, size: usize) {
+    // SAFETY: a page-aligned range of our own private anonymous mapping
+    // whose contents nobody needs (the caller's contract); on failure the
+    // pages just stay resident.
+    unsafe { libc::madvise(ptr.cast(), size, libc::MADV_DONTNEED) };
+}
+
 #[cfg(not(loom))]
 /// A `fork` handler: a plain function, which `fork` calls with no
 /// argument (so nothing it relies on can be left unchecked).

@@ -325,6 +325,28 @@ impl Pool {
         (arena + index * POOL_SIZE) as *mut u8
     }
 
+    /// Notes, in the header of a slot just given back to its arena, when
+    /// (coarse monotonic milliseconds) it went back. A free slot's header
+    /// is dead but for `next` (the arena's list of free slots) and what
+    /// [`Pool::init`] may reuse (`free`, `carve`, the class), so the time
+    /// is kept in `step`, which `init` writes again before any block is
+    /// handed out. Only the low 32 bits are kept: ages are taken with
+    /// wrapping arithmetic ([`Pool::free_for_ms`]) and are short.
+    ///
+    /// # Safety
+    /// `pool` must be the header of a free slot, written only by the
+    /// holder of its heap's lock, which the caller holds.
+    pub(crate) unsafe fn set_freed_ms(pool: *mut Pool, now: u64) {
+        // SAFETY: a free slot's header, ours under the lock (contract above).
+        unsafe { (*pool).step.set(now as u32) };
+    }
+
+    /// How long, in milliseconds, the free slot whose header this is has
+    /// been free at `now` (see [`Pool::set_freed_ms`]).
+    pub(crate) fn free_for_ms(&self, now: u64) -> u64 {
+        u64::from((now as u32).wrapping_sub(self.step.get()))
+    }
+
     /// The heap the pool belongs to, and whether the pool is detached.
     /// `order` is Relaxed except where a caller explains otherwise.
     #[inline(always)]

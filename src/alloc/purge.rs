@@ -19,6 +19,13 @@
 //!   the full `RETAIN_MS` over the cap too ([`Heap::retention_for`]): with
 //!   the short grace alone, a round whose free phase took over 50 ms of
 //!   wall time lost its first arenas.
+//! * A pool slot given back to an arena that stays in use keeps its pages
+//!   for the next pool until it has been free for [`DECOMMIT_MS`]; then
+//!   the heap's checks decommit it (`MADV_DONTNEED`, the mapping stays:
+//!   [`Heap::decommit_idle_slots`]), and `release_free_memory()` decommits
+//!   every free slot at once.
+//! * In a process whose `malloc` is PyMalloc, retention is brief
+//!   ([`retain_briefly`]: [`C_RETAIN_MS`], no swing rule).
 //! * Retired arenas are reused oldest first (those closest to expiring),
 //!   and a heap that reuses one shows that its demand is back: its other
 //!   retired arenas get a new window from then (see
@@ -50,9 +57,59 @@ pub(crate) const OVER_CAP_MS: u64 = 50;
 const PASS_EVERY_MS: u64 = 100;
 /// Empty memory the process may keep mapped whatever its size.
 const RETAINED_FLOOR: usize = 64 << 20;
+/// How long a free pool slot of an arena that stays in use keeps its
+/// pages before [`Heap::decommit_idle_slots`] gives them back: a second,
+/// memory left idle rather than a swing's. At 100 ms, `fragment` of
+/// bench/c (phases that fill and free most of 440 MB, about 150 ms each)
+/// decommitted and faulted its slots in again every phase: system time
+/// 0.23 -> 0.69 s, wall time 1.8 -> 3.0 s, peak RSS unchanged; at 50 ms
+/// (tried for the C entry points, CPython's peak 33.0 MiB against 33.8 at
+/// 100 ms) 0.9 s.
+pub(crate) const DECOMMIT_MS: u64 = 1000;
 /// Operations (allocations and frees) of a heap's wake grace: see
 /// [`Heap::in_wake_grace`].
 pub(crate) const WAKE_GRACE_OPS: usize = 32 * 1024;
+
+/// How long an empty arena stays mapped in a process whose `malloc` is
+/// PyMalloc (the `pymem-malloc` preload, or the `override` feature), once
+/// [`retain_briefly`] has been called: see there.
+pub(crate) const C_RETAIN_MS: u64 = 20;
+
+/// Set by [`retain_briefly`]. Not under loom (a real static; the models
+/// never call it).
+#[cfg(not(loom))]
+static BRIEF_RETENTION: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Makes empty arenas go back after [`C_RETAIN_MS`] instead of
+/// [`RETAIN_MS`], over the cap or not, and without the swing rule
+/// ([`Heap::retention_for`]). Called before `main` by the C entry points'
+/// constructor (`cabi::prepare_glibc`): in a process whose `malloc` is
+/// PyMalloc, the requests above 2 KiB go to glibc, and a program that
+/// alternates between phases of small objects and phases of large buffers
+/// (CPython running a script: lists, dicts and strings, then their tables
+/// and buffers) kept the arenas one phase had emptied resident while the
+/// next one grew glibc's side, for 200 ms each time. CPython's own pymalloc
+/// returns an empty arena at once; mimalloc delays its purges by 10 ms.
+/// The Rust shapes the long retention is for (a working set freed and
+/// built again, `alloc_swing_retention`) do not come through `malloc`
+/// (with the `override` feature, a Rust program's own allocations follow
+/// the brief rule too: the process has one allocator).
+#[cfg_attr(loom, allow(dead_code))] // called by the C entry points, absent under loom
+pub(crate) fn retain_briefly() {
+    // Relaxed: a flag set once before `main`, read as a policy hint by
+    // retention decisions; either value is safe at any time.
+    #[cfg(not(loom))]
+    BRIEF_RETENTION.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`retain_briefly`] has been called.
+fn brief_retention() -> bool {
+    // Relaxed: see `retain_briefly`.
+    #[cfg(not(loom))]
+    return BRIEF_RETENTION.load(core::sync::atomic::Ordering::Relaxed);
+    #[cfg(loom)]
+    false
+}
 
 /// The empty arena memory the process keeps mapped for [`RETAIN_MS`]: 64
 /// MiB, or an eighth of the arena memory in use if that is more. Above it,
@@ -64,9 +121,12 @@ pub(crate) fn retained_cap(registry: &Registry) -> usize {
 }
 
 /// How long retired arenas may stay now: [`RETAIN_MS`], or [`OVER_CAP_MS`]
-/// while the process retains more than its cap.
+/// while the process retains more than its cap; [`C_RETAIN_MS`] after
+/// [`retain_briefly`].
 pub(crate) fn retention_ms(registry: &Registry) -> u64 {
-    if registry.retained_bytes.load(Ordering::Relaxed) > retained_cap(registry) {
+    if brief_retention() {
+        C_RETAIN_MS
+    } else if registry.retained_bytes.load(Ordering::Relaxed) > retained_cap(registry) {
         OVER_CAP_MS
     } else {
         RETAIN_MS
@@ -135,6 +195,9 @@ impl Heap {
             return;
         }
         let age_ms = self.retention_for(now, age_ms);
+        if age_ms > 0 {
+            self.decommit_idle_slots(locked, now, DECOMMIT_MS);
+        }
         loop {
             let oldest = self.arenas.oldest_retired();
             if oldest.is_null() {
@@ -154,6 +217,49 @@ impl Heap {
         }
     }
 
+    /// Decommits the pool slots that have been free for at least `age_ms`
+    /// by `now` (all of them for an `age_ms` of 0) in the arenas this heap
+    /// keeps in use; with an age, at most once per `age_ms / 2` (it walks
+    /// the arenas with free slots). Returns the slots decommitted.
+    ///
+    /// An arena goes back to the OS only once its last pool does; until
+    /// then, the slots its pools gave back stayed resident, for the next
+    /// pool of any class to reuse warm. In a C program whose classes'
+    /// counts move up and down (threads that come and go, blocks handed
+    /// between threads) those slots are much of the gap to glibc's peak
+    /// resident memory. Decommitting a slot as soon as it goes back costs
+    /// a system call and its page faults on every return and retake of a
+    /// pool (`threadchurn` of bench/c took ten times as long); a slot that
+    /// has stayed free for [`DECOMMIT_MS`] (the age the heap's own checks
+    /// and the passes ask for) is not part of a pool churn. Retired (empty)
+    /// arenas are left to their own retention (`purge_retired`): they are
+    /// what the FIFO shape takes back warm. `release_free_memory()` asks
+    /// for every free slot (an age of 0); parking a heap does not (a thread
+    /// that exits is often replaced at once by one that adopts its heap),
+    /// the passes that visit it later do.
+    pub(super) fn decommit_idle_slots(&self, _locked: &Locked<'_>, now: u64, age_ms: u64) -> u32 {
+        if age_ms > 0 {
+            let last = self.arenas.last_decommit_ms.get();
+            if last != 0 && now.saturating_sub(last) < age_ms / 2 {
+                return 0;
+            }
+            self.arenas.last_decommit_ms.set(now.max(1));
+        }
+        let mut decommitted = 0;
+        let mut arena = self.arenas.usable_head();
+        while !arena.is_null() {
+            // SAFETY: arenas on the usable list are live and ours, and
+            // their headers are written under the lock, which we hold
+            // (`_locked`).
+            let a = unsafe { &*arena };
+            // SAFETY: `a` is an arena of this heap, whose lock we hold
+            // (`_locked`): what `decommit_free_slots` requires.
+            decommitted += unsafe { a.decommit_free_slots(now, age_ms) };
+            arena = a.next.get();
+        }
+        decommitted
+    }
+
     /// The retention that applies to this heap's retired arenas when
     /// `age_ms` is asked for: `age_ms`, but [`RETAIN_MS`] instead of the
     /// shorter over-cap grace while the heap is *swinging*, i.e. has taken
@@ -171,6 +277,9 @@ impl Heap {
     /// rule, the first round's). Its retention stays bounded in time: at
     /// most `RETAIN_MS` past its last reuse.
     pub(super) fn retention_for(&self, now: u64, age_ms: u64) -> u64 {
+        if brief_retention() {
+            return age_ms;
+        }
         let reuse = self.arenas.last_reuse_ms.get();
         let swinging = reuse != 0 && now.saturating_sub(reuse) < RETAIN_MS;
         if age_ms > 0 && age_ms < RETAIN_MS && swinging {
@@ -277,6 +386,9 @@ pub(crate) unsafe fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind
         PassKind::Everything => 0,
         PassKind::OlderThan(ms) => ms,
     };
+    // Free slots of arenas in use: all of them, or those idle for
+    // `DECOMMIT_MS` (see `Heap::decommit_idle_slots`).
+    let slot_age = if age == 0 { 0 } else { DECOMMIT_MS };
     let mut returned = 0;
     let is_me = |heap: &Heap| me.is_some_and(|m| ptr::eq(m, heap));
     if let Some(me) = me {
@@ -313,6 +425,7 @@ pub(crate) unsafe fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind
         if locked.capacity() == Capacity::Keeper {
             // SAFETY: keeper capacity with the lock held.
             unsafe { heap.trim(&locked) };
+            heap.decommit_idle_slots(&locked, now, slot_age);
         } else {
             heap.note_activity(&locked, now);
             if kind == PassKind::Everything {
@@ -320,6 +433,9 @@ pub(crate) unsafe fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind
             }
             heap.reclaim_pending_as_guest(&locked);
             heap.purge_retired(&locked, now, age);
+            if kind == PassKind::Everything {
+                heap.decommit_idle_slots(&locked, now, 0);
+            }
         }
         returned += locked.finish();
     }
@@ -333,6 +449,7 @@ pub(crate) unsafe fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind
             if kind == PassKind::Everything {
                 // SAFETY: owner capacity with the lock held.
                 unsafe { me.trim(&locked) };
+                me.decommit_idle_slots(&locked, now, 0);
             } else {
                 me.collect_pending(&locked);
                 me.purge_retired(&locked, now, age);
