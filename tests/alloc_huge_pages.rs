@@ -28,6 +28,7 @@ static GLOBAL: PyMalloc = PyMalloc;
 /// Held by the tests that return memory process-wide.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+const POOL: usize = 16 << 10;
 const ARENA: usize = 1 << 20;
 const BLOCK: usize = 256;
 
@@ -90,6 +91,17 @@ fn smaps() -> Vec<Vma> {
 /// The mapping holding `addr`, if any.
 fn vma_of(vmas: &[Vma], addr: usize) -> Option<&Vma> {
     vmas.iter().find(|v| v.start <= addr && addr < v.end)
+}
+
+/// Resident 4 KiB pages of the pool slot at `base` (`POOL`-aligned, in a
+/// mapped arena).
+fn resident_pages(base: usize) -> usize {
+    let mut vec = [0u8; POOL / 4096];
+    // SAFETY: `base` is page-aligned and lies in an arena that a live
+    // block keeps mapped; `vec` has one byte per page of the slot.
+    let rc = unsafe { libc::mincore(base as *mut libc::c_void, POOL, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore failed");
+    vec.iter().filter(|&&v| v & 1 != 0).count()
 }
 
 fn arena_of(p: *mut u8) -> usize {
@@ -244,6 +256,13 @@ fn a_span_half_stays_while_its_buddy_is_used() {
         let kept = blocks.swap_remove(keep_at);
         let kept_arena = arena_of(kept);
         let buddy = kept_arena ^ ARENA;
+        // A pool slot of the kept block's arena that goes free below.
+        let kept_pool = kept as usize & !(POOL - 1);
+        let idle_slot = blocks
+            .iter()
+            .map(|&p| p as usize & !(POOL - 1))
+            .find(|&b| b & !(ARENA - 1) == kept_arena && b != kept_pool)
+            .expect("another pool in the kept block's arena");
         let late = arenas(&blocks[(40 << 20) / BLOCK..]);
         let vmas = smaps();
         assert!(
@@ -258,9 +277,17 @@ fn a_span_half_stays_while_its_buddy_is_used() {
         free_all(blocks);
         // Ordinary purges, with a short retention, from another thread
         // (this heap's own checks would be in their wake grace).
+        // Longer than the second after which idle free slots of arenas
+        // in use are decommitted (`purge::DECOMMIT_MS`), which would split
+        // the span's huge page: a span's halves keep theirs.
         purge_in_background(Some(Duration::from_millis(20)));
-        std::thread::sleep(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(1300));
         purge_in_background(None);
+        assert_eq!(
+            resident_pages(idle_slot),
+            POOL / 4096,
+            "an idle free slot of a span was decommitted (its huge page split)"
+        );
         let vmas = smaps();
         // The other spans went back...
         let gone = late

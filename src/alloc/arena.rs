@@ -261,7 +261,11 @@ impl Arena {
     /// The caller must hold the lock of the arena's heap (see the module
     /// docs): no one else may take a slot meanwhile.
     pub(crate) unsafe fn decommit_free_slots(&self, now: u64, age_ms: u64) -> u32 {
-        if self.committed_free.get() == 0 {
+        // A half of a huge-page span (see `span`) keeps its idle slots:
+        // giving back 16 KiB of a 2 MiB page splits it, and the heap that
+        // mapped the span is a large one, whose free slots are soon used
+        // again. Only a release (`age_ms` 0) returns them.
+        if self.committed_free.get() == 0 || (age_ms > 0 && self.huge.get()) {
             return 0;
         }
         let mut decommitted = 0;
