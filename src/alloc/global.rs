@@ -8,7 +8,9 @@ use super::pool::Pool;
 use super::purge::{self, PassKind};
 use super::registry::Registry;
 use super::size_class::{self, route, SMALL_REQUEST_THRESHOLD};
-use super::{asan, debug, free, heap_slot, hooks, large, large_count, thread, PyMalloc};
+use super::{
+    asan, debug, free, heap_slot, hooks, large, large_cache, large_count, thread, PyMalloc,
+};
 use crate::sync::Ordering;
 
 /// The process-wide registry of heaps and counters.
@@ -232,6 +234,9 @@ impl PyMalloc {
     /// `realloc` of a block of the system allocator's to a size above the
     /// small threshold.
     ///
+    /// A block of a cache class ([`large_cache`]: up to 8 KiB) holds its
+    /// class's size, so a new size within it returns the same block, and
+    /// a new size of another class moves the block through the cache.
     /// Growth that fits the block as the system allocator made it (its
     /// `malloc_usable_size`) stays in place without a call. A
     /// [small step](size_class::is_small_step) asks for a quarter more than
@@ -244,7 +249,27 @@ impl PyMalloc {
     /// routed to the system allocator.
     unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old_size = layout.size();
-        if asan::REDZONE == 0 && new_size > old_size {
+        let new_class = large_cache::class_of(new_size, layout.align());
+        if let Some(class) = large_cache::class_of(old_size, layout.align()) {
+            // The block holds its class's size (the capacity invariant,
+            // `large_cache`): it stays where it is while the new size fits
+            // and is not a shrink by more than a quarter; another class of
+            // the cache is a move through the cache.
+            let capacity = large_cache::class_size(class);
+            if new_size <= capacity && (new_size >= old_size || new_size * 4 >= capacity * 3) {
+                if debug::CHECKS {
+                    debug::check_large(ptr, layout);
+                }
+                large_count::note_resize(&REGISTRY, old_size, new_size);
+                return ptr;
+            }
+            if new_class.is_some() {
+                // SAFETY: `GlobalAlloc::realloc`'s contract (this
+                // function's `# Safety`), all `realloc_move` asks with no
+                // class: the new layout routes to the cache.
+                return unsafe { Self::realloc_move(ptr, layout, new_size, None) };
+            }
+        } else if asan::REDZONE == 0 && new_size > old_size {
             if debug::CHECKS {
                 debug::check_large(ptr, layout);
             }
@@ -255,7 +280,11 @@ impl PyMalloc {
                 return ptr;
             }
         }
-        let capacity = if asan::REDZONE == 0 {
+        let capacity = if let Some(class) = new_class {
+            // Into the cache's range from above it: the block must hold its
+            // new class's size (the capacity invariant).
+            large_cache::class_size(class)
+        } else if asan::REDZONE == 0 {
             size_class::large_growth_capacity(old_size, new_size)
         } else {
             new_size
@@ -263,9 +292,12 @@ impl PyMalloc {
         // SAFETY: `GlobalAlloc::realloc`'s contract, large to large (this
         // function's `# Safety`); `capacity` is `new_size` or, after
         // a small step, a quarter more and at most `isize::MAX / 2`, a valid
-        // layout size (`large_growth_capacity`).
+        // layout size (`large_growth_capacity`), or a cache class's size (at
+        // most 8 KiB).
+        // The block of `realloc`'s contract need not be one of the cache:
+        // a cache class's block is a block of the system allocator too.
         let new = unsafe { large::realloc(&REGISTRY, ptr, layout, new_size, capacity) };
-        if new.is_null() && capacity > new_size {
+        if new.is_null() && capacity > new_size && new_class.is_none() {
             // Refused (out of memory): try for exactly what was asked.
             // SAFETY: the block is untouched by the refused attempt.
             return unsafe { large::realloc(&REGISTRY, ptr, layout, new_size, new_size) };
