@@ -94,30 +94,30 @@ fn cache_hits_serve_the_class_and_keep_stats_exact() {
         let freed = large();
         assert_eq!(freed.allocs, before.allocs);
         assert_eq!(freed.bytes, before.bytes);
-        // 1,100 bytes is the 1,280-byte class: 8 blocks cached.
-        assert_eq!(freed.cached, before.cached + 8 * 1280);
+        // 1,100 bytes is the 1,152-byte class: 8 blocks cached.
+        assert_eq!(freed.cached, before.cached + 8 * 1152);
         // Requests of another size of the same class take them back.
-        let second = alloc_filled(8, 1250);
+        let second = alloc_filled(8, 1150);
         let old: HashSet<usize> = first.iter().map(|&p| p as usize).collect();
         assert!(
             second.iter().all(|&p| old.contains(&(p as usize))),
-            "the 1,250-byte requests were not served by the cached 1,100-byte blocks"
+            "the 1,150-byte requests were not served by the cached 1,100-byte blocks"
         );
         let hit = large();
         assert_eq!(hit.allocs, before.allocs + 8);
-        assert_eq!(hit.bytes, before.bytes + 8 * 1250);
+        assert_eq!(hit.bytes, before.bytes + 8 * 1150);
         assert_eq!(hit.cached, before.cached);
         // Zeroed requests are zeroed when served from the cache too.
-        free_all(&second, 1250);
+        free_all(&second, 1150);
         // SAFETY: a non-zero size.
-        let z = unsafe { GLOBAL.alloc_zeroed(layout(1280, 16)) };
+        let z = unsafe { GLOBAL.alloc_zeroed(layout(1152, 16)) };
         assert!(old.contains(&(z as usize)));
-        // SAFETY: a live block of 1,280 bytes.
-        assert!(unsafe { std::slice::from_raw_parts(z, 1280) }
+        // SAFETY: a live block of 1,152 bytes.
+        assert!(unsafe { std::slice::from_raw_parts(z, 1152) }
             .iter()
             .all(|&b| b == 0));
         // SAFETY: allocated just above with this layout.
-        unsafe { GLOBAL.dealloc(z, layout(1280, 16)) };
+        unsafe { GLOBAL.dealloc(z, layout(1152, 16)) };
         // Over-aligned requests are not cached.
         let cached = large().cached;
         // SAFETY: a non-zero size.
@@ -148,13 +148,13 @@ fn realloc_within_a_class_returns_the_same_block() {
             for i in 0..1030 {
                 *p.add(i) = i as u8;
             }
-            // 1,030 bytes is the 1,280-byte class.
-            let r = GLOBAL.realloc(p, l, 1280);
+            // 1,030 bytes is the 1,152-byte class.
+            let r = GLOBAL.realloc(p, l, 1152);
             assert_eq!(r, p, "growth within the class moved the block");
-            let s = GLOBAL.realloc(r, layout(1280, 8), 1100);
+            let s = GLOBAL.realloc(r, layout(1152, 8), 1100);
             assert_eq!(s, p, "a small shrink within the class moved the block");
             assert_eq!(large().bytes, before.bytes + 1100 + 1030);
-            // The next class (1,536 bytes): a move, the bytes kept.
+            // The next class (1,280 bytes): a move, the bytes kept.
             let t = GLOBAL.realloc(s, layout(1100, 8), 1300);
             assert!((0..1030).all(|i| *t.add(i) == i as u8));
             // A shrink by more than a quarter: a move to a smaller class.

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use loom::thread;
 use pymem::__model::{large_class_size, HeapRef, Registry};
 
-/// The cache's 1,280-byte class.
-const CLASS: usize = 4;
+/// The cache's 1,152-byte class.
+const CLASS: usize = 8;
 
 fn model(f: impl Fn() + Send + Sync + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -36,7 +36,7 @@ fn new_block(tag: u64) -> *mut u8 {
     // SAFETY: a non-zero size.
     let p = unsafe { System.alloc(block_layout()) };
     assert!(!p.is_null());
-    // SAFETY: a fresh block of 1,280 bytes.
+    // SAFETY: a fresh block of 1,152 bytes.
     unsafe { p.cast::<u64>().add(1).write(tag) };
     p
 }
