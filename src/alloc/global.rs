@@ -250,12 +250,10 @@ impl PyMalloc {
     /// routed to the system allocator.
     unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old_size = layout.size();
-        let new_class = large_cache::class_of(new_size, layout.align());
-        if let Some(class) = large_cache::class_of(old_size, layout.align()) {
+        if let Some(capacity) = large_cache::class_capacity(old_size, layout.align()) {
             // The block holds its class's size (the capacity invariant,
             // `large_cache`): it stays where it is while the new size fits
             // and is not a shrink by more than a quarter.
-            let capacity = large_cache::class_size(class);
             if new_size <= capacity && (new_size >= old_size || new_size * 4 >= capacity * 3) {
                 if debug::CHECKS {
                     debug::check_large(ptr, layout);
@@ -263,13 +261,19 @@ impl PyMalloc {
                 large_count::note_resize(&REGISTRY, old_size, new_size);
                 return ptr;
             }
-        } else if asan::REDZONE == 0 && new_size > old_size {
+        }
+        let new_class = large_cache::class_of(new_size, layout.align());
+        if asan::REDZONE == 0 && new_size > old_size {
             if debug::CHECKS {
                 debug::check_large(ptr, layout);
             }
+            // The block may hold more than its class (after a growth with
+            // headroom): growth that fits stays, if the block holds the
+            // new class's size too (the capacity invariant).
+            let needed = new_class.map_or(new_size, large_cache::class_size);
             // SAFETY: `ptr` is a live large block (the layout routed it to
             // the system allocator).
-            if new_size <= unsafe { large::usable_size(ptr) } {
+            if needed <= unsafe { large::usable_size(ptr) } {
                 large_count::note_resize(&REGISTRY, old_size, new_size);
                 return ptr;
             }

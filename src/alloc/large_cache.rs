@@ -127,6 +127,22 @@ pub(crate) fn class_of(size: usize, align: usize) -> Option<usize> {
     Some((((k - FIRST_SHIFT) << PER_DOUBLING_SHIFT) as usize) + quarter)
 }
 
+/// The size of the blocks of the class of a request, if the cache serves
+/// it: `class_size(class_of(size, align)?)`, computed in fewer steps (the
+/// `realloc` path asks it at every step of a growing buffer).
+#[inline(always)]
+pub(crate) fn class_capacity(size: usize, align: usize) -> Option<usize> {
+    if super::asan::REDZONE != 0
+        || align > SYSTEM_ALIGN
+        || size <= SMALL_REQUEST_THRESHOLD
+        || size > MAX_CACHED
+    {
+        return None;
+    }
+    let shift = usize::BITS - 1 - (size - 1).leading_zeros() - PER_DOUBLING_SHIFT;
+    Some((((size - 1) >> shift) + 1) << shift)
+}
+
 /// The size of a class's blocks: the largest request of the class.
 #[inline(always)]
 pub(crate) const fn class_size(class: usize) -> usize {
@@ -461,5 +477,14 @@ mod tests {
         assert_eq!(class_of(SMALL_REQUEST_THRESHOLD, 8), None);
         assert_eq!(class_of(1000, 32), None);
         assert!((0..NB_LARGE_CLASSES).all(|c| class_limit(c) >= MIN_PER_CLASS));
+        for size in 1..3 * MAX_CACHED {
+            for align in [1, 16, 32] {
+                assert_eq!(
+                    class_capacity(size, align),
+                    class_of(size, align).map(class_size),
+                    "{size} {align}"
+                );
+            }
+        }
     }
 }
