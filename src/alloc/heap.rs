@@ -9,6 +9,7 @@ use crossbeam_utils::CachePadded;
 
 use super::arena::{Arena, ArenaSet};
 use super::asan;
+use super::large_cache::LargeCache;
 use super::large_count::LargeCounts;
 use super::os;
 use super::pool::Pool;
@@ -103,6 +104,7 @@ const TICK_MASK: usize = 4096 - 1;
 /// | `pending` | any thread pushes; a lock holder takes |
 /// | `state` | lock holder (`registry.rs`) |
 /// | `held`, `kept` | owner capacity |
+/// | `large_cache` | the holder of its own lock (see `LargeCache`) |
 ///
 /// Heaps are never unmapped: a thread that exits parks its heap, and the
 /// next thread to start adopts it with all its pools. This is what keeps
@@ -148,6 +150,8 @@ pub(crate) struct Heap {
     /// Bytes counted in the registry's `large_reserved` that none of this
     /// heap's large blocks use (see `large_count`).
     pub(super) large_credit: Cell<usize>,
+    /// Freed large blocks kept for reuse (see `large_cache`: its own lock).
+    pub(super) large_cache: LargeCache,
 }
 
 impl Heap {
@@ -188,6 +192,7 @@ impl Heap {
             idle_since_ms: Cell::new(0),
             large: LargeCounts::new(),
             large_credit: Cell::new(0),
+            large_cache: LargeCache::new(),
         };
         // SAFETY: `heap` is a fresh mapping large and aligned enough.
         unsafe {

@@ -38,6 +38,7 @@
 
 use core::alloc::Layout;
 
+use super::large_cache;
 use super::large_count::{note_alloc, note_free};
 use super::registry::Registry;
 // Used by the glibc entry points, which only glibc targets have.
@@ -130,6 +131,9 @@ pub(crate) mod glibc {
 /// # Safety
 /// As `GlobalAlloc::alloc`.
 pub(crate) unsafe fn alloc(registry: &Registry, layout: Layout, zeroed: bool) -> *mut u8 {
+    if let Some(class) = large_cache::class_of(layout.size(), layout.align()) {
+        return alloc_cached(registry, class, layout.size(), zeroed);
+    }
     #[cfg(feature = "override")]
     let ptr = glibc::alloc(layout.size(), layout.align(), zeroed);
     #[cfg(not(feature = "override"))]
@@ -155,6 +159,12 @@ pub(crate) unsafe fn dealloc(registry: &Registry, ptr: *mut u8, layout: Layout) 
         super::debug::check_large(ptr, layout);
     }
     note_free(registry, layout.size());
+    if let Some(class) = large_cache::class_of(layout.size(), layout.align()) {
+        // SAFETY: `dealloc`'s contract: a live block from `alloc` or
+        // `realloc` with this layout, which has a class, so the block holds
+        // the class's size (the capacity invariant, `large_cache`).
+        return unsafe { dealloc_cached(class, ptr) };
+    }
     #[cfg(feature = "override")]
     // SAFETY: `dealloc`'s contract: a live block from `alloc`, which under
     // `override` is `glibc::alloc`'s.
@@ -167,6 +177,52 @@ pub(crate) unsafe fn dealloc(registry: &Registry, ptr: *mut u8, layout: Layout) 
     unsafe {
         core::alloc::GlobalAlloc::dealloc(&std::alloc::System, ptr, layout)
     };
+}
+
+/// A block for a request of `size` bytes of cache class `class`: a cached
+/// one of the calling thread's heap, or a fresh one of the class's size
+/// (the capacity invariant, `large_cache`).
+#[inline]
+fn alloc_cached(registry: &Registry, class: usize, size: usize, zeroed: bool) -> *mut u8 {
+    // SAFETY: a heap bound to the calling thread is owned by it and never
+    // unmapped; the cache needs no more (it has its own lock).
+    let heap = unsafe { super::thread::bind_for_free().as_ref() };
+    let mut ptr = heap.map_or(core::ptr::null_mut(), |heap| heap.large_cache.take(class));
+    if !ptr.is_null() {
+        if zeroed {
+            // SAFETY: a cached block of the class holds `class_size(class)
+            // >= size` bytes, and is ours now.
+            unsafe { ptr.write_bytes(0, size) };
+        }
+    } else {
+        ptr = large_cache::system_alloc(large_cache::class_size(class), zeroed);
+    }
+    if !ptr.is_null() {
+        note_alloc(registry, size);
+    }
+    ptr
+}
+
+/// Frees a block of cache class `class`: into the calling thread's cache
+/// if there is room, else to the system allocator.
+///
+/// # Safety
+/// `ptr` must be a live block of the system allocator holding
+/// `class_size(class)` bytes, aligned to `SYSTEM_ALIGN`, freed by the
+/// caller.
+#[inline]
+unsafe fn dealloc_cached(class: usize, ptr: *mut u8) {
+    // SAFETY: the heap bound to the calling thread (bound already by
+    // `note_free`), owned by it and never unmapped.
+    let heap = unsafe { super::thread::current_heap().as_ref() };
+    // SAFETY: the block is as `put` asks (this function's `# Safety`).
+    if heap.is_some_and(|heap| unsafe { heap.large_cache.put(class, ptr) }) {
+        return;
+    }
+    // SAFETY: as this function's `# Safety`: a block of the system
+    // allocator of the class's size, which `system_alloc` (or `realloc`
+    // to that size) made.
+    unsafe { large_cache::system_free(ptr, large_cache::class_size(class)) }
 }
 
 /// Resizes to `new_size` bytes, asking the system allocator for

@@ -146,6 +146,8 @@ mod hooks;
 #[cfg(not(loom))]
 mod large;
 #[cfg_attr(loom, allow(dead_code))]
+mod large_cache;
+#[cfg_attr(loom, allow(dead_code))]
 mod large_count;
 #[cfg(loom)]
 pub mod model;

@@ -169,6 +169,31 @@ impl HeapRef {
         assert!(unsafe { (*self.0).park() }, "the heap's lock was lost");
     }
 
+    /// Caches a large block of the cache's class `class` (what the large
+    /// path's `dealloc` does); false if there was no room or the cache's
+    /// lock was busy.
+    ///
+    /// # Safety
+    /// The calling thread must own this heap; `block` must be a block of
+    /// `std::alloc::System` of `large_class_size(class)` bytes aligned to
+    /// 16, which the caller gives up.
+    pub unsafe fn large_put(self, class: usize, block: *mut u8) -> bool {
+        // SAFETY: the heap is live (owned by the caller); `block` is as
+        // `put` asks (this function's `# Safety`: under loom the system
+        // allocator is `System`).
+        unsafe { (*self.0).large_cache.put(class, block) }
+    }
+
+    /// Takes a cached large block of `class` (what the large path's
+    /// `alloc` does), or null.
+    ///
+    /// # Safety
+    /// The calling thread must own this heap.
+    pub unsafe fn large_take(self, class: usize) -> *mut u8 {
+        // SAFETY: the heap is live (owned by the caller).
+        unsafe { (*self.0).large_cache.take(class) }
+    }
+
     /// Blocks of this heap's outbox (what it freed remotely and has not
     /// delivered), for assertions.
     ///
@@ -185,6 +210,11 @@ impl HeapRef {
 /// `align` from, or `None` for the system allocator.
 pub fn class_for(size: usize, align: usize) -> Option<usize> {
     super::size_class::route(size, align)
+}
+
+/// The size of the blocks of the large-block cache's class `class`.
+pub fn large_class_size(class: usize) -> usize {
+    super::large_cache::class_size(class)
 }
 
 /// Frees a block from a thread that has no heap (thread teardown).

@@ -67,6 +67,15 @@ pub struct AllocStats {
     /// Bytes requested by those allocations (the sizes last asked of
     /// `alloc` or `realloc`).
     pub large_bytes_in_use: usize,
+    /// Bytes of freed large blocks (513 to 8,192 bytes) that threads keep
+    /// to serve their next large requests of the same size class, the
+    /// system allocator's memory still. Not counted in
+    /// `large_bytes_in_use`; at most 64 KiB per thread, given back to the
+    /// system allocator when the thread exits, once it has been idle for
+    /// 200 ms, and by [`release_free_memory`].
+    ///
+    /// [`release_free_memory`]: crate::release_free_memory
+    pub large_bytes_cached: usize,
     /// High-water mark of the memory PyMalloc has held: bytes of arenas
     /// mapped plus bytes of large allocations in use. Never below the
     /// true high-water mark nor `small_bytes_in_use + large_bytes_in_use`;
@@ -112,7 +121,7 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
     let mut frees = [0usize; NB_CLASSES];
     let mut allocs = [0usize; NB_CLASSES];
     let mut pools = [0usize; NB_CLASSES];
-    let (mut heaps, mut parked) = (0, 0);
+    let (mut heaps, mut parked, mut cached) = (0, 0, 0);
     // Frees first: a block's free is counted after its allocation, so any
     // free seen here has its allocation seen in the second pass.
     // Large blocks likewise (see `large_count`).
@@ -132,6 +141,7 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
     for heap in registry.heaps() {
         heap.large.add_gains(&mut large_gains);
         heaps += 1;
+        cached += heap.large_cache.bytes();
         parked += usize::from(heap.state() == Ownership::Parked as u8);
         for class in 0..NB_CLASSES {
             let slot = heap.class_slot(class);
@@ -177,6 +187,7 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
         small_bytes_in_use,
         large_allocs_in_use: large.blocks,
         large_bytes_in_use,
+        large_bytes_cached: cached,
         peak_bytes_in_use: peak.max(arena_bytes + large_bytes_in_use),
         heaps,
         heaps_parked: parked,
@@ -272,6 +283,7 @@ impl fmt::Display for AllocStats {
         writeln!(f)?;
         line(f, "# large allocations in use", self.large_allocs_in_use)?;
         line(f, "# bytes in large allocations", self.large_bytes_in_use)?;
+        line(f, "# bytes in cached large blocks", self.large_bytes_cached)?;
         line(f, "# peak bytes (arenas + large)", self.peak_bytes_in_use)?;
         line(f, "# thread heaps", self.heaps)?;
         line(f, "# thread heaps parked", self.heaps_parked)?;

@@ -85,7 +85,10 @@ extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
     EXITED.with(|e| e.set(true));
     if !heap.is_null() {
         // SAFETY: this thread owned the heap and forgets it just now.
-        unsafe { (*heap).park() };
+        unsafe {
+            (*heap).large_cache.flush();
+            (*heap).park()
+        };
     }
 }
 

@@ -1,0 +1,490 @@
+//! A per-heap cache of large blocks in front of the system allocator.
+//!
+//! Rust requests above the small threshold go to the system allocator
+//! (`large.rs`). glibc's per-thread cache stops at 1,032 bytes, so above
+//! that every `malloc` and `free` takes its arena's lock and walks its
+//! bins, and a heap top it trims is faulted in again at the next growth
+//! (tokio's channel blocks of 1,056 bytes: 89% of the tokio bench's page
+//! faults were glibc's). This cache keeps a few freed blocks per size
+//! class in each heap and hands them out again, as jemalloc's thread
+//! cache does for these sizes.
+//!
+//! # Classes
+//!
+//! Requests of 513 to [`MAX_CACHED`] bytes with an alignment of at most
+//! [`SYSTEM_ALIGN`] (what the system allocator gives every block) are
+//! rounded up to one of [`NB_LARGE_CLASSES`] sizes, eight per doubling
+//! (576, 640, ..., 1,024, 1,152, ..., 8,192: at most an eighth more than
+//! asked, against a quarter with four per doubling, which made the tokio
+//! bench's 1,056-byte channel blocks 1,280 bytes and its peak RSS 12%
+//! larger), and the block is obtained
+//! from the system allocator at its class's size. So any block of a class
+//! serves any request of that class, and a `realloc` that stays within the
+//! class's size is a no-op. The memory stays the system allocator's: a
+//! cached block is given back to it with `free`, never unmapped by us.
+//!
+//! Invariant kept by `large.rs` and `realloc_large` (the *capacity
+//! invariant*): a live Rust block whose layout has a class here (size and
+//! alignment in range) holds at least that class's size, and was obtained
+//! from the system allocator with an alignment of [`SYSTEM_ALIGN`]; so it
+//! may go into the cache of its class when freed.
+//!
+//! # Bounds
+//!
+//! A class holds at most [`CLASS_BYTES`] (16 KiB, and at least two blocks:
+//! 28 blocks of 576 bytes, 14 of 1,152, 2 of 8 KiB), a heap at most [`HEAP_BYTES`]
+//! (64 KiB) in all. The figure is what a thread passing buffers needs to
+//! absorb the difference between its frees and its allocations over a
+//! short stretch (tokio's workers); it is small next to the 1 MiB arenas a
+//! heap keeps retired, so a thousand idle threads hold at most 64 MiB,
+//! and those bytes go back within the retention window (below).
+//!
+//! # Who touches a cache: the try-lock
+//!
+//! The owner of the heap takes and puts blocks on its large path; any
+//! thread may empty it: the owner at its exit, and every reclaimer
+//! (`release_free_memory()`, the background purge, the passes that any
+//! thread's allocator activity runs, see `purge.rs`). Every access to the
+//! lists is under the cache's own lock word, [`LargeCache::lock`], which
+//! nobody ever waits for: the owner makes one attempt and, if the lock is
+//! busy, serves the request from the system allocator directly (a block
+//! freed then goes to the system allocator too); a reclaimer makes a few
+//! attempts and moves on. The small-block fast paths never look at it.
+//! A reclaimer only unlinks the lists under the lock and frees the blocks
+//! after releasing it, so the owner finds it busy for a few instructions.
+//!
+//! A signal handler that allocates while its thread is inside the cache
+//! finds the lock busy and uses the system allocator. After `fork`, a lock
+//! held by a thread that did not survive is recognised by its fork
+//! generation (the lock word is `generation << 1 | 1`, as the heap lock's):
+//! it is never taken again, its cache (possibly caught mid-update) is left
+//! alone for good, and the child's large blocks of that heap go straight
+//! to the system allocator. Nothing waits, so nothing deadlocks.
+//!
+//! # Retention
+//!
+//! No block stays in an idle thread's cache indefinitely: a pass
+//! (`purge::pass`) empties the cache of a parked heap, and of a live heap
+//! whose cache has seen no operation for the pass's age (the arenas'
+//! retention, 200 ms, or the background thread's interval); a pass that
+//! returns everything (`release_free_memory()`) empties every cache.
+//!
+//! # Statistics
+//!
+//! A cached block is not in use: `large.rs` counts a block as allocated
+//! when it is handed out and as freed when it is given back, cached or
+//! not, by the size requested (`large_count.rs`), exactly as before. The
+//! bytes cached are reported apart (`AllocStats::large_bytes_cached`).
+
+use core::ptr;
+
+use super::heap::Heap;
+use super::registry::Registry;
+use super::size_class::SMALL_REQUEST_THRESHOLD;
+use crate::sync::{AtomicUsize, Cell, Ordering};
+
+/// The largest request the cache serves.
+pub(crate) const MAX_CACHED: usize = 8192;
+/// The alignment the system allocator gives every block, and the most a
+/// cached request may ask for.
+pub(crate) const SYSTEM_ALIGN: usize = 16;
+/// log2 of the classes per doubling.
+const PER_DOUBLING_SHIFT: u32 = 3;
+/// log2 of the small threshold (512): the first doubling's lower bound.
+const FIRST_SHIFT: u32 = SMALL_REQUEST_THRESHOLD.trailing_zeros();
+/// Classes: eight per doubling from 512 to [`MAX_CACHED`].
+pub(crate) const NB_LARGE_CLASSES: usize =
+    ((MAX_CACHED.trailing_zeros() - FIRST_SHIFT) << PER_DOUBLING_SHIFT) as usize;
+/// Bytes one class may hold (at least [`MIN_PER_CLASS`] blocks).
+pub(crate) const CLASS_BYTES: usize = 16 << 10;
+/// Blocks a class may hold whatever its size.
+const MIN_PER_CLASS: usize = 2;
+/// Bytes one heap's cache may hold.
+pub(crate) const HEAP_BYTES: usize = 64 << 10;
+/// Attempts a reclaimer (or the exiting owner) makes at a busy lock.
+const RECLAIM_ATTEMPTS: u32 = 64;
+
+const _: () = assert!(SMALL_REQUEST_THRESHOLD.is_power_of_two());
+const _: () = assert!(MAX_CACHED.is_power_of_two() && MAX_CACHED > SMALL_REQUEST_THRESHOLD);
+
+/// The class of a request, if the cache serves it: 513 to [`MAX_CACHED`]
+/// bytes, aligned to at most [`SYSTEM_ALIGN`]. Never under
+/// AddressSanitizer, whose reports need every free to reach the system
+/// allocator.
+#[inline(always)]
+pub(crate) fn class_of(size: usize, align: usize) -> Option<usize> {
+    if super::asan::REDZONE != 0
+        || align > SYSTEM_ALIGN
+        || size <= SMALL_REQUEST_THRESHOLD
+        || size > MAX_CACHED
+    {
+        return None;
+    }
+    // size - 1 lies in [2^k, 2^(k+1)) with k >= FIRST_SHIFT; its three
+    // bits below the leading one pick the eighth of the doubling.
+    let k = usize::BITS - 1 - (size - 1).leading_zeros();
+    let quarter = ((size - 1) >> (k - PER_DOUBLING_SHIFT)) - (1 << PER_DOUBLING_SHIFT);
+    Some((((k - FIRST_SHIFT) << PER_DOUBLING_SHIFT) as usize) + quarter)
+}
+
+/// The size of the blocks of the class of a request, if the cache serves
+/// it: `class_size(class_of(size, align)?)`, computed in fewer steps (the
+/// `realloc` path asks it at every step of a growing buffer).
+#[inline(always)]
+pub(crate) fn class_capacity(size: usize, align: usize) -> Option<usize> {
+    if super::asan::REDZONE != 0
+        || align > SYSTEM_ALIGN
+        || size <= SMALL_REQUEST_THRESHOLD
+        || size > MAX_CACHED
+    {
+        return None;
+    }
+    let shift = usize::BITS - 1 - (size - 1).leading_zeros() - PER_DOUBLING_SHIFT;
+    Some((((size - 1) >> shift) + 1) << shift)
+}
+
+/// The size of a class's blocks: the largest request of the class.
+#[inline(always)]
+pub(crate) const fn class_size(class: usize) -> usize {
+    let k = (class >> PER_DOUBLING_SHIFT) as u32 + FIRST_SHIFT;
+    let quarter = class & ((1 << PER_DOUBLING_SHIFT) - 1);
+    ((1 << PER_DOUBLING_SHIFT) + quarter + 1) << (k - PER_DOUBLING_SHIFT)
+}
+
+/// Blocks a class may hold.
+const fn class_limit(class: usize) -> usize {
+    let n = CLASS_BYTES / class_size(class);
+    if n < MIN_PER_CLASS {
+        MIN_PER_CLASS
+    } else {
+        n
+    }
+}
+
+/// The fork generation the lock word carries (see the module docs).
+fn lock_tag() -> usize {
+    #[cfg(loom)]
+    let generation = 0;
+    #[cfg(not(loom))]
+    let generation = super::registry::FORK_GENERATION.load(core::sync::atomic::Ordering::Relaxed);
+    generation << 1 | 1
+}
+
+/// One heap's cache of large blocks.
+///
+/// # Invariant
+///
+/// Every field but `lock` is read and written only by the holder of
+/// `lock` (`bytes` is also read, racily, by statistics). While the lock is
+/// free: `heads[c]` is null or the first of `counts[c] <= class_limit(c)`
+/// blocks linked through their first word, each a block of the system
+/// allocator of `class_size(c)` bytes, aligned to [`SYSTEM_ALIGN`], that
+/// no one else uses; `bytes` is the sum of `counts[c] * class_size(c)`,
+/// at most [`HEAP_BYTES`].
+pub(crate) struct LargeCache {
+    /// 0 when free, else `generation << 1 | 1` of its holder.
+    lock: AtomicUsize,
+    heads: [Cell<*mut u8>; NB_LARGE_CLASSES],
+    counts: [Cell<u16>; NB_LARGE_CLASSES],
+    /// Bytes cached, all classes together.
+    bytes: AtomicUsize,
+    /// Takes and puts, ever (for telling an idle cache from a used one).
+    ops: Cell<usize>,
+    /// A reclaimer's last look: `ops` then, and when it last changed.
+    seen_ops: Cell<usize>,
+    seen_ms: Cell<u64>,
+}
+
+/// Blocks taken out of a cache, to give back to the system allocator
+/// after the lock is released.
+struct Detached {
+    heads: [*mut u8; NB_LARGE_CLASSES],
+    bytes: usize,
+}
+
+impl LargeCache {
+    /// An empty cache, its lock free.
+    pub(crate) fn new() -> LargeCache {
+        LargeCache {
+            lock: AtomicUsize::new(0),
+            heads: core::array::from_fn(|_| Cell::new(ptr::null_mut())),
+            counts: core::array::from_fn(|_| Cell::new(0)),
+            bytes: AtomicUsize::new(0),
+            ops: Cell::new(0),
+            seen_ops: Cell::new(0),
+            seen_ms: Cell::new(0),
+        }
+    }
+
+    /// One attempt at the lock.
+    #[inline(always)]
+    fn try_lock(&self) -> bool {
+        // Acquire: what the previous holder did to the lists (and to the
+        // link words of the blocks on them) happens before what we do.
+        self.lock
+            .compare_exchange(0, lock_tag(), Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// A few attempts, for reclaimers; false if the lock stays busy or
+    /// its holder vanished in a `fork`.
+    fn lock_patiently(&self) -> bool {
+        let mut attempt = 0;
+        loop {
+            // A plain load first: waiters read the line rather than write it.
+            let word = self.lock.load(Ordering::Relaxed);
+            if word == 0 && self.try_lock() {
+                return true;
+            }
+            attempt += 1;
+            if attempt > RECLAIM_ATTEMPTS || (word != 0 && word != lock_tag()) {
+                return false;
+            }
+            crate::sync::spin_wait(attempt);
+        }
+    }
+
+    #[inline(always)]
+    fn unlock(&self) {
+        // Release: pairs with the next holder's Acquire.
+        self.lock.store(0, Ordering::Release);
+    }
+
+    /// Bytes cached now (racy: for statistics).
+    pub(crate) fn bytes(&self) -> usize {
+        // Relaxed: a statistic; nothing is published through it.
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// A cached block of `class`, or null (none, or the lock is busy).
+    /// The block is the caller's: a block of the system allocator of
+    /// `class_size(class)` bytes aligned to [`SYSTEM_ALIGN`].
+    ///
+    /// Called by the heap's owner only (any thread holding the lock could,
+    /// but only the owner's large path takes blocks).
+    #[inline]
+    pub(crate) fn take(&self, class: usize) -> *mut u8 {
+        debug_assert!(class < NB_LARGE_CLASSES);
+        if !self.try_lock() {
+            return ptr::null_mut();
+        }
+        let head = self.heads[class].get();
+        if !head.is_null() {
+            // SAFETY: `head` is the first block of the class's list (the
+            // invariant on `LargeCache`, which the lock we hold lets us
+            // rely on): a live block no one else uses, whose first word is
+            // the link written by the `put` that cached it, under the lock.
+            let next = unsafe { head.cast::<*mut u8>().read() };
+            self.heads[class].set(next);
+            self.counts[class].set(self.counts[class].get() - 1);
+            self.bytes.store(
+                self.bytes.load(Ordering::Relaxed) - class_size(class),
+                Ordering::Relaxed,
+            );
+        }
+        self.ops.set(self.ops.get().wrapping_add(1));
+        self.unlock();
+        head
+    }
+
+    /// Caches `block` in `class` if there is room and the lock is free;
+    /// false otherwise (the caller gives it to the system allocator).
+    ///
+    /// # Safety
+    /// `block` must be a block of the system allocator of at least
+    /// `class_size(class)` bytes, aligned to [`SYSTEM_ALIGN`], that the
+    /// caller owns and gives up (the capacity invariant in the module docs).
+    #[inline]
+    pub(crate) unsafe fn put(&self, class: usize, block: *mut u8) -> bool {
+        debug_assert!(class < NB_LARGE_CLASSES);
+        if !self.try_lock() {
+            return false;
+        }
+        let count = self.counts[class].get();
+        let bytes = self.bytes.load(Ordering::Relaxed) + class_size(class);
+        let room = usize::from(count) < class_limit(class) && bytes <= HEAP_BYTES;
+        if room {
+            // SAFETY: `block` is the caller's to give up and holds at least
+            // one pointer (this function's `# Safety`: at least 576 bytes).
+            unsafe { block.cast::<*mut u8>().write(self.heads[class].get()) };
+            self.heads[class].set(block);
+            self.counts[class].set(count + 1);
+            self.bytes.store(bytes, Ordering::Relaxed);
+        }
+        self.ops.set(self.ops.get().wrapping_add(1));
+        self.unlock();
+        room
+    }
+
+    /// Unlinks every list. The lock must be held.
+    fn detach_locked(&self) -> Detached {
+        let detached = Detached {
+            heads: core::array::from_fn(|class| self.heads[class].replace(ptr::null_mut())),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        };
+        for count in &self.counts {
+            count.set(0);
+        }
+        self.bytes.store(0, Ordering::Relaxed);
+        detached
+    }
+
+    /// Empties the cache if `now` shows it idle for `age_ms` (every time
+    /// for an age of 0), giving its blocks back to the system allocator.
+    /// Any thread may call it. Returns the bytes given back.
+    pub(crate) fn reclaim(&self, now: u64, age_ms: u64) -> usize {
+        // A plain load: most caches are empty, and a reclaimer should not
+        // write their lock lines for nothing. `ops` is not looked at
+        // either then, so an idle cache that fills later starts its
+        // window from the first pass that sees it used.
+        if self.bytes() == 0 || !self.lock_patiently() {
+            return 0;
+        }
+        let ops = self.ops.get();
+        if ops != self.seen_ops.get() {
+            self.seen_ops.set(ops);
+            self.seen_ms.set(now);
+        }
+        let idle = now.saturating_sub(self.seen_ms.get()) >= age_ms;
+        let detached = (age_ms == 0 || idle).then(|| self.detach_locked());
+        self.unlock();
+        detached.map_or(0, |d| {
+            // SAFETY: `detach_locked` took the lists whole under the lock:
+            // blocks of the system allocator as the invariant on
+            // `LargeCache` says, which no one else knows any more.
+            unsafe { give_back(d) }
+        })
+    }
+
+    /// Empties the cache whatever its age (thread exit). Returns the bytes
+    /// given back; 0 if the lock stayed busy (a pass empties it later: the
+    /// heap is parked then).
+    pub(crate) fn flush(&self) -> usize {
+        self.reclaim(0, 0)
+    }
+}
+
+/// Gives detached blocks back to the system allocator.
+///
+/// # Safety
+/// `detached` must hold lists as the invariant on `LargeCache` describes,
+/// taken off their cache, known to no one else.
+unsafe fn give_back(detached: Detached) -> usize {
+    for (class, &head) in detached.heads.iter().enumerate() {
+        let mut block = head;
+        while !block.is_null() {
+            // SAFETY: a block of the list (this function's `# Safety`): its
+            // first word is the link to the next one.
+            let next = unsafe { block.cast::<*mut u8>().read() };
+            // SAFETY: a block of the system allocator of `class_size(class)`
+            // bytes aligned to SYSTEM_ALIGN, no one else's (this function's
+            // `# Safety`).
+            unsafe { system_free(block, class_size(class)) };
+            block = next;
+        }
+    }
+    detached.bytes
+}
+
+/// Allocates a block of `size` bytes aligned to [`SYSTEM_ALIGN`] from the
+/// system allocator (zeroed if asked); null on failure.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn system_alloc(size: usize, zeroed: bool) -> *mut u8 {
+    #[cfg(feature = "override")]
+    return super::large::glibc::alloc(size, SYSTEM_ALIGN, zeroed);
+    #[cfg(not(feature = "override"))]
+    {
+        use core::alloc::{GlobalAlloc, Layout};
+        // SAFETY: SYSTEM_ALIGN is a power of two and `size` (at most
+        // MAX_CACHED) does not overflow rounded up to it.
+        let layout = unsafe { Layout::from_size_align_unchecked(size, SYSTEM_ALIGN) };
+        // SAFETY: `layout` has a non-zero size.
+        unsafe {
+            if zeroed {
+                std::alloc::System.alloc_zeroed(layout)
+            } else {
+                std::alloc::System.alloc(layout)
+            }
+        }
+    }
+}
+
+/// Gives a block back to the system allocator.
+///
+/// # Safety
+/// `block` must be a live block of the system allocator obtained by
+/// [`system_alloc`] (or grown or shrunk by its `realloc`) with `size`
+/// bytes and SYSTEM_ALIGN, freed by the caller.
+#[inline]
+pub(crate) unsafe fn system_free(block: *mut u8, size: usize) {
+    #[cfg(all(feature = "override", not(loom)))]
+    {
+        let _ = size;
+        // SAFETY: under `override` the system allocator is glibc's, reached
+        // by its own entry points; `block` is a live block of it (this
+        // function's `# Safety`).
+        unsafe { super::large::glibc::free(block) };
+    }
+    #[cfg(not(all(feature = "override", not(loom))))]
+    {
+        use core::alloc::{GlobalAlloc, Layout};
+        // SAFETY: `block` is a live block of `System` allocated with this
+        // layout (this function's `# Safety`).
+        unsafe {
+            std::alloc::System.dealloc(block, Layout::from_size_align_unchecked(size, SYSTEM_ALIGN))
+        };
+    }
+}
+
+/// A pass's part (see `purge::pass`): empties the caches of parked heaps,
+/// and of live ones idle for `age_ms` (all of them for an age of 0).
+/// Returns the bytes given back to the system allocator.
+pub(crate) fn pass(registry: &Registry, now: u64, age_ms: u64) -> usize {
+    registry
+        .heaps()
+        .map(|heap: &Heap| {
+            let parked = heap.state() == super::registry::Ownership::Parked as u8;
+            heap.large_cache
+                .reclaim(now, if parked { 0 } else { age_ms })
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_cover_the_range_in_order() {
+        if crate::alloc::asan::REDZONE != 0 {
+            return; // no caching under AddressSanitizer
+        }
+        let mut last = SMALL_REQUEST_THRESHOLD;
+        for class in 0..NB_LARGE_CLASSES {
+            let size = class_size(class);
+            assert!(size > last, "class {class}: {size}");
+            assert_eq!(class_of(last + 1, 8), Some(class));
+            assert_eq!(class_of(size, 16), Some(class));
+            last = size;
+        }
+        assert_eq!(last, MAX_CACHED);
+        assert_eq!(NB_LARGE_CLASSES, 32);
+        assert_eq!(class_size(0), 576);
+        assert_eq!(class_size(8), 1152);
+        assert_eq!(class_of(1056, 8), Some(8));
+        assert_eq!(class_of(MAX_CACHED + 1, 8), None);
+        assert_eq!(class_of(SMALL_REQUEST_THRESHOLD, 8), None);
+        assert_eq!(class_of(1000, 32), None);
+        assert!((0..NB_LARGE_CLASSES).all(|c| class_limit(c) >= MIN_PER_CLASS));
+        for size in 1..3 * MAX_CACHED {
+            for align in [1, 16, 32] {
+                assert_eq!(
+                    class_capacity(size, align),
+                    class_of(size, align).map(class_size),
+                    "{size} {align}"
+                );
+            }
+        }
+    }
+}
