@@ -489,13 +489,24 @@ fn per_class_sums_to_small_blocks_even_while_threads_allocate() {
                 }
             });
         }
+        // Stops the threads however this loop ends: a failed assertion
+        // must fail the test, not leave the scope waiting for them.
+        struct StopOnExit<'a>(&'a AtomicBool);
+        impl Drop for StopOnExit<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnExit(&stop);
         for _ in 0..300 {
             let st = alloc_stats();
             let sum: usize = st.per_class.iter().map(|c| c.blocks_in_use).sum();
             assert_eq!(sum, st.small_blocks_in_use, "per-class sum vs total");
-            assert!(st.peak_bytes_in_use >= st.small_bytes_in_use + st.large_bytes_in_use);
+            assert!(
+                st.peak_bytes_in_use >= st.small_bytes_in_use + st.large_bytes_in_use,
+                "peak below what is in use: {st:?}"
+            );
         }
-        stop.store(true, Ordering::Relaxed);
     });
 }
 
