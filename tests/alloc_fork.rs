@@ -4,9 +4,14 @@
 //! parent enforces (a child deadlocked in the allocator would miss it).
 #![cfg(unix)]
 
+#[path = "common/alloc_util.rs"]
+mod alloc_util;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use alloc_util::wait_with_deadline;
 
 #[global_allocator]
 static GLOBAL: pymem::PyMalloc = pymem::PyMalloc;
@@ -50,32 +55,6 @@ fn churn(stop: Arc<AtomicBool>, seed: u64) -> std::thread::JoinHandle<u64> {
         }
         rounds
     })
-}
-
-/// Waits for `pid` until `deadline`; kills it and returns None if it is
-/// still running then.
-fn wait_with_deadline(pid: libc::pid_t, deadline: Instant) -> Option<i32> {
-    loop {
-        let mut status = 0;
-        // SAFETY: `pid` is our child; `status` is a valid out-parameter.
-        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if rc == pid {
-            return Some(if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                -1
-            });
-        }
-        if Instant::now() > deadline {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return None;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
 }
 
 #[test]

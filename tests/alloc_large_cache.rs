@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use alloc_util::{layout, serial};
+use alloc_util::{layout, serial, wait_with_deadline};
 
 #[global_allocator]
 static GLOBAL: pymem::PyMalloc = pymem::PyMalloc;
@@ -353,32 +353,6 @@ fn threads_freeing_each_others_large_blocks_keep_counts_exact() {
     );
     // Every cache of the exited threads was emptied at exit.
     assert!(after.cached <= before.cached + LARGE_NOISE * 8192);
-}
-
-/// Waits for `pid` until `deadline`; kills it and returns None if it is
-/// still running then.
-fn wait_with_deadline(pid: libc::pid_t, deadline: Instant) -> Option<i32> {
-    loop {
-        let mut status = 0;
-        // SAFETY: `pid` is our child; `status` is a valid out-parameter.
-        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if rc == pid {
-            return Some(if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                -1
-            });
-        }
-        if Instant::now() > deadline {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return None;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 #[path = "rng.rs"]
 mod rng;
@@ -151,5 +152,31 @@ pub unsafe fn fill_check_and_free<A: GlobalAlloc>(
         // SAFETY: allocated by `a` with `layout` (this function's
         // `# Safety`), freed once here.
         unsafe { a.dealloc(p, layout) };
+    }
+}
+
+/// Waits for `pid` until `deadline`; kills it and returns None if it is
+/// still running then (the fork tests' children).
+pub fn wait_with_deadline(pid: libc::pid_t, deadline: Instant) -> Option<i32> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid out-parameter.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rc == pid {
+            return Some(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                -1
+            });
+        }
+        if Instant::now() > deadline {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
