@@ -20,6 +20,10 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Mutex;
 use std::time::Duration;
 
+#[path = "common/alloc_util.rs"]
+mod alloc_util;
+
+use alloc_util::{smaps, thp_mode, vma_of};
 use pymem::{purge_in_background, release_free_memory, PyMalloc};
 
 #[global_allocator]
@@ -32,14 +36,6 @@ const POOL: usize = 16 << 10;
 const ARENA: usize = 1 << 20;
 const BLOCK: usize = 256;
 
-/// The bracketed word of the kernel's THP mode, if it can be read.
-fn thp_mode() -> Option<String> {
-    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
-    let start = text.find('[')? + 1;
-    let end = start + text[start..].find(']')?;
-    Some(text[start..end].to_string())
-}
-
 /// Whether huge pages can be had by `madvise`; prints why not if not.
 fn thp_usable(test: &str) -> bool {
     match thp_mode().as_deref() {
@@ -49,48 +45,6 @@ fn thp_usable(test: &str) -> bool {
             false
         }
     }
-}
-
-/// One mapping of `/proc/self/smaps`.
-#[derive(Debug)]
-struct Vma {
-    start: usize,
-    end: usize,
-    anon_huge_kb: u64,
-    flags: Vec<String>,
-}
-
-fn smaps() -> Vec<Vma> {
-    let text = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
-    let mut vmas: Vec<Vma> = Vec::new();
-    for line in text.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-') {
-            if let (Ok(start), Ok(end)) =
-                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-            {
-                vmas.push(Vma {
-                    start,
-                    end,
-                    anon_huge_kb: 0,
-                    flags: Vec::new(),
-                });
-                continue;
-            }
-        }
-        let Some(vma) = vmas.last_mut() else { continue };
-        if let Some(rest) = line.strip_prefix("AnonHugePages:") {
-            vma.anon_huge_kb = rest.trim().trim_end_matches("kB").trim().parse().unwrap();
-        } else if let Some(rest) = line.strip_prefix("VmFlags:") {
-            vma.flags = rest.split_whitespace().map(str::to_string).collect();
-        }
-    }
-    vmas
-}
-
-/// The mapping holding `addr`, if any.
-fn vma_of(vmas: &[Vma], addr: usize) -> Option<&Vma> {
-    vmas.iter().find(|v| v.start <= addr && addr < v.end)
 }
 
 /// Resident 4 KiB pages of the pool slot at `base` (`POOL`-aligned, in a

@@ -9,16 +9,22 @@
 //! The thread fills a few arenas through `malloc`, frees everything, waits
 //! 80 ms (past 20, short of 200), and works a little (a tick of its heap
 //! runs its retention check): the empty arenas must be gone. One test in
-//! its own binary, as the flag is process-wide.
+//! its own binary, as the flag is process-wide (with the test that
+//! such a process maps no huge-page spans).
 
 #![cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 
 use std::time::Duration;
 
+#[path = "common/alloc_util.rs"]
+mod alloc_util;
+
 use pymem::__cabi::{free, malloc, prepare_glibc};
 
 #[test]
 fn empty_arenas_go_back_soon_under_the_c_entry_points() {
+    // The two tests count and map arenas: one at a time.
+    let _serial = alloc_util::serial();
     // What the preload's (and the `override` feature's) constructor runs.
     prepare_glibc();
     std::thread::spawn(|| {
@@ -62,6 +68,46 @@ fn empty_arenas_go_back_soon_under_the_c_entry_points() {
             after.bytes_returned,
             before.bytes_returned
         );
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn no_huge_page_spans_under_the_c_entry_points() {
+    // Brief retention unmaps a span soon after it empties, and each fresh
+    // huge page may cost a compaction: a heap past 32 MiB keeps 4 KiB
+    // pages here (where a Rust program's maps spans: alloc_huge_pages.rs).
+    let _serial = alloc_util::serial();
+    prepare_glibc();
+    std::thread::spawn(|| {
+        // 48 MiB of 256-byte blocks: past the 32 MiB from which a Rust
+        // heap maps huge-page spans.
+        let blocks: Vec<usize> = (0..(48 << 20) / 256)
+            .map(|i| {
+                // SAFETY: malloc of the C API; the block is written within its size.
+                unsafe {
+                    let p = malloc(256);
+                    assert!(!p.is_null());
+                    p.cast::<u8>().write_bytes(i as u8, 256);
+                    p as usize
+                }
+            })
+            .collect();
+        let vmas = alloc_util::smaps();
+        let advised = blocks
+            .iter()
+            .step_by(4096)
+            .filter(|&&p| {
+                alloc_util::vma_of(&vmas, p).is_some_and(|v| v.flags.iter().any(|f| f == "hg"))
+            })
+            .count();
+        drop(vmas);
+        for p in blocks {
+            // SAFETY: each block allocated above, freed once.
+            unsafe { free(p as *mut core::ffi::c_void) };
+        }
+        assert_eq!(advised, 0, "blocks in huge-page advised arenas");
     })
     .join()
     .unwrap();

@@ -103,7 +103,7 @@ pub(crate) fn retain_briefly() {
 }
 
 /// Whether [`retain_briefly`] has been called.
-fn brief_retention() -> bool {
+pub(crate) fn brief_retention() -> bool {
     // Relaxed: see `retain_briefly`.
     #[cfg(not(loom))]
     return BRIEF_RETENTION.load(core::sync::atomic::Ordering::Relaxed);

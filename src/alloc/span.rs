@@ -82,7 +82,16 @@ impl Heap {
     #[inline(never)]
     pub(super) fn map_fresh_arena(&self, _locked: &Locked<'_>) -> *mut Arena {
         let registry = self.registry();
-        if self.arenas.count() >= SPANS_FROM_ARENAS && os::huge_pages_enabled() {
+        // Not where retention is brief (`purge::retain_briefly`: the C
+        // entry points): a span unmapped 20 ms after it empties is mapped
+        // and faulted again at the next growth, and each fresh huge page
+        // may make the kernel compact memory first (its `defrag` setting
+        // for advised regions): `fragment` of bench/c took 0.6-1.0 s of
+        // system time in that work where 4 KiB pages cost 0.25 s.
+        if self.arenas.count() >= SPANS_FROM_ARENAS
+            && !super::purge::brief_retention()
+            && os::huge_pages_enabled()
+        {
             let lower = arena::map_span(registry);
             if !lower.is_null() {
                 let upper = Arena::buddy(lower);

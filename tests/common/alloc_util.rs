@@ -180,3 +180,53 @@ pub fn wait_with_deadline(pid: libc::pid_t, deadline: Instant) -> Option<i32> {
         std::thread::sleep(Duration::from_micros(200));
     }
 }
+
+/// The bracketed word of the kernel's THP mode, if it can be read.
+pub fn thp_mode() -> Option<String> {
+    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    let start = text.find('[')? + 1;
+    let end = start + text[start..].find(']')?;
+    Some(text[start..end].to_string())
+}
+
+/// One mapping of `/proc/self/smaps`.
+#[derive(Debug)]
+pub struct Vma {
+    pub start: usize,
+    pub end: usize,
+    pub anon_huge_kb: u64,
+    pub flags: Vec<String>,
+}
+
+pub fn smaps() -> Vec<Vma> {
+    let text = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
+    let mut vmas: Vec<Vma> = Vec::new();
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                vmas.push(Vma {
+                    start,
+                    end,
+                    anon_huge_kb: 0,
+                    flags: Vec::new(),
+                });
+                continue;
+            }
+        }
+        let Some(vma) = vmas.last_mut() else { continue };
+        if let Some(rest) = line.strip_prefix("AnonHugePages:") {
+            vma.anon_huge_kb = rest.trim().trim_end_matches("kB").trim().parse().unwrap();
+        } else if let Some(rest) = line.strip_prefix("VmFlags:") {
+            vma.flags = rest.split_whitespace().map(str::to_string).collect();
+        }
+    }
+    vmas
+}
+
+/// The mapping holding `addr`, if any.
+pub fn vma_of(vmas: &[Vma], addr: usize) -> Option<&Vma> {
+    vmas.iter().find(|v| v.start <= addr && addr < v.end)
+}
