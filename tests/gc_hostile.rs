@@ -743,3 +743,84 @@ fn trace_freeing_a_dirty_member_it_visited_is_not_examined_twice() {
         },
     );
 }
+
+thread_local! {
+    static ALLOCATE_IN_TRACE: Cell<bool> = const { Cell::new(false) };
+    static RESURRECTED: RefCell<Option<Gc<Fin>>> = const { RefCell::new(None) };
+    static STASH: RefCell<Vec<Gc<Leaf>>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Trace)]
+struct Leaf {
+    next: RefCell<Option<Gc<Leaf>>>,
+}
+
+/// Has a finalizer; its `trace`, once armed, allocates a tracked object
+/// and reports it (an edge it does not own: rule 1 broken).
+struct Fin {
+    id: u32,
+    next: RefCell<Option<Gc<Fin>>>,
+    payload: Vec<u64>,
+}
+
+// SAFETY: visits its one edge; armed, also a fresh object's handle (the
+// collector must stay sound and exact about its own members).
+unsafe impl Trace for Fin {
+    fn trace(&self, tracer: &mut Tracer) {
+        if ALLOCATE_IN_TRACE.with(Cell::get) {
+            let g = Gc::new(Leaf {
+                next: RefCell::new(None),
+            });
+            for _ in 0..3 {
+                g.trace(tracer);
+            }
+            STASH.with(|s| s.borrow_mut().push(g));
+        }
+        self.next.trace(tracer);
+    }
+}
+
+impl gc::Finalize for Fin {
+    fn finalize(this: &Gc<Self>) {
+        if this.id == 0 {
+            RESURRECTED.with(|r| *r.borrow_mut() = Some(this.clone()));
+        }
+        ALLOCATE_IN_TRACE.with(|a| a.set(true));
+    }
+}
+
+#[test]
+fn objects_allocated_by_trace_during_the_resurrection_check_are_not_members() {
+    // A cycle of two finalized objects; the first finalizer resurrects
+    // both (one is stored, the other reachable from it). The check that
+    // follows traces them again; a `trace` that allocates then got the
+    // index the check gave the first member, and its edges counted
+    // against it: the resurrected object was collected.
+    isolated(
+        "objects_allocated_by_trace_during_the_resurrection_check_are_not_members",
+        || {
+            gc::disable();
+            let a = Gc::new_with_finalizer(Fin {
+                id: 0,
+                next: RefCell::new(None),
+                payload: vec![1; 4],
+            });
+            let b = Gc::new_with_finalizer(Fin {
+                id: 1,
+                next: RefCell::new(None),
+                payload: vec![2; 4],
+            });
+            *a.next.borrow_mut() = Some(b.clone());
+            *b.next.borrow_mut() = Some(a.clone());
+            drop((a, b));
+            assert_eq!(gc::collect(), 0, "both were resurrected");
+            ALLOCATE_IN_TRACE.with(|a| a.set(false));
+            RESURRECTED.with(|r| {
+                let r = r.borrow();
+                let f = r.as_ref().expect("the finalizer stored it");
+                assert_eq!((f.id, &f.payload[..]), (0, &[1u64; 4][..]));
+                assert_eq!(f.next.borrow().as_ref().unwrap().id, 1);
+            });
+        },
+    );
+}

@@ -40,7 +40,7 @@ use std::ptr::NonNull;
 use super::collector::{find_reachable, Panic, Scratch};
 use super::header::{
     release_implicit_weak, value_of, GcHeader, Lay, ObjPtr, VTable, CLEAN, DEAD, DROPPED,
-    FINALIZER_PENDING, FINALIZER_RAN, UNTRACKED,
+    FINALIZER_PENDING, FINALIZER_RAN, SHIFT, UNTRACKED,
 };
 use super::ptr::Gc;
 use super::state::{self, strong, State};
@@ -369,8 +369,12 @@ pub(crate) fn handle_resurrected_objects(
 ) -> Vec<ObjPtr> {
     // Give each member an index past every listed one, so the tracer
     // (which reads indices from the headers) sees exactly the garbage as
-    // the members.
-    let base = st.list().len();
+    // the members: at the top of the index space, which no list reaches,
+    // so that an object a `trace` allocates meanwhile (listed at the end
+    // of the list, `st.list().len()` when the check began) is never taken
+    // for a member (it was garbage[0]'s index, and its edges were then
+    // subtracted from garbage[0]).
+    let base = (usize::MAX >> SHIFT) - garbage.len();
     for (i, &p) in garbage.iter().enumerate() {
         // SAFETY: the collector holds a count on each object.
         let h = unsafe { GcHeader::of(p) };
