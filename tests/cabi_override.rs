@@ -66,6 +66,34 @@ fn large_blocks_do_not_recurse_and_cross_the_two_apis() {
 }
 
 #[test]
+fn c_blocks_of_the_large_cache_sizes_freed_by_rust_stay_exact() {
+    // A 3,000-byte block of C's `malloc` (glibc's: above the medium
+    // classes) holds 3,000 bytes. Freed by Rust with its layout, it must
+    // not be kept as a block of its cache class (3,072 bytes): the next
+    // Rust request of that class would write past its end, into the
+    // chunk header of the C block after it.
+    let layout = Layout::from_size_align(3000, 1).unwrap();
+    let class = Layout::from_size_align(3072, 1).unwrap();
+    // SAFETY: C blocks of the process's malloc family, freed once each,
+    // the first by Rust with the layout of its 3,000 bytes; every write
+    // stays within what was asked for.
+    unsafe {
+        let first = libc::malloc(3000).cast::<u8>();
+        let next = libc::malloc(3000).cast::<u8>();
+        assert!(!first.is_null() && !next.is_null());
+        next.write_bytes(5, 3000);
+        GLOBAL.dealloc(first, layout);
+        let again = GLOBAL.alloc(class);
+        assert!(!again.is_null());
+        again.write_bytes(0xab, 3072);
+        assert!(malloc_usable_size(again.cast()) >= 3072);
+        GLOBAL.dealloc(again, class);
+        assert!((0..3000).all(|i| *next.add(i) == 5));
+        libc::free(next.cast()); // glibc checks the chunk header here
+    }
+}
+
+#[test]
 fn a_dlopened_c_library_allocates_from_the_pools() {
     if cfg!(pymem_asan) {
         return;

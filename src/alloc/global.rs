@@ -464,7 +464,9 @@ unsafe impl GlobalAlloc for PyMalloc {
 /// are allocating from, which only their owner touches). The free pool
 /// slots of arenas that stay in use give their pages back too
 /// (`MADV_DONTNEED`; not counted in the bytes reported, which are those of
-/// the arenas unmapped).
+/// the arenas unmapped), and every thread's cache of large blocks goes
+/// back to the system allocator (not counted either: see
+/// [`AllocStats::large_bytes_cached`](crate::AllocStats::large_bytes_cached)).
 ///
 /// A thread's heap is handed back by its exit hook, which runs as the
 /// thread finishes, possibly after `std::thread::scope` has already

@@ -107,17 +107,20 @@ const RECLAIM_ATTEMPTS: u32 = 64;
 const _: () = assert!(SMALL_REQUEST_THRESHOLD.is_power_of_two());
 const _: () = assert!(MAX_CACHED.is_power_of_two() && MAX_CACHED > SMALL_REQUEST_THRESHOLD);
 
+/// Whether the cache is off in this build: under AddressSanitizer, whose
+/// reports need every free to reach the system allocator, and under the
+/// `override` feature, where C's `malloc`/`realloc` make blocks that Rust
+/// code may free or grow with a layout (`Vec::from_raw_parts` of a C
+/// buffer): such a block holds what C asked for, not its class's size, so
+/// the capacity invariant would not hold for it (caching a 3,000-byte C
+/// block as a 3,072-byte one overwrote glibc's next chunk header).
+pub(crate) const DISABLED: bool = super::asan::REDZONE != 0 || cfg!(feature = "override");
+
 /// The class of a request, if the cache serves it: 513 to [`MAX_CACHED`]
-/// bytes, aligned to at most [`SYSTEM_ALIGN`]. Never under
-/// AddressSanitizer, whose reports need every free to reach the system
-/// allocator.
+/// bytes, aligned to at most [`SYSTEM_ALIGN`]; never when [`DISABLED`].
 #[inline(always)]
 pub(crate) fn class_of(size: usize, align: usize) -> Option<usize> {
-    if super::asan::REDZONE != 0
-        || align > SYSTEM_ALIGN
-        || size <= SMALL_REQUEST_THRESHOLD
-        || size > MAX_CACHED
-    {
+    if DISABLED || align > SYSTEM_ALIGN || size <= SMALL_REQUEST_THRESHOLD || size > MAX_CACHED {
         return None;
     }
     // size - 1 lies in [2^k, 2^(k+1)) with k >= FIRST_SHIFT; its three
@@ -132,11 +135,7 @@ pub(crate) fn class_of(size: usize, align: usize) -> Option<usize> {
 /// `realloc` path asks it at every step of a growing buffer).
 #[inline(always)]
 pub(crate) fn class_capacity(size: usize, align: usize) -> Option<usize> {
-    if super::asan::REDZONE != 0
-        || align > SYSTEM_ALIGN
-        || size <= SMALL_REQUEST_THRESHOLD
-        || size > MAX_CACHED
-    {
+    if DISABLED || align > SYSTEM_ALIGN || size <= SMALL_REQUEST_THRESHOLD || size > MAX_CACHED {
         return None;
     }
     let shift = usize::BITS - 1 - (size - 1).leading_zeros() - PER_DOUBLING_SHIFT;
@@ -457,8 +456,8 @@ mod tests {
 
     #[test]
     fn classes_cover_the_range_in_order() {
-        if crate::alloc::asan::REDZONE != 0 {
-            return; // no caching under AddressSanitizer
+        if DISABLED {
+            return; // no caching under AddressSanitizer or `override`
         }
         let mut last = SMALL_REQUEST_THRESHOLD;
         for class in 0..NB_LARGE_CLASSES {

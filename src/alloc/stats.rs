@@ -72,13 +72,18 @@ pub struct AllocStats {
     /// system allocator's memory still. Not counted in
     /// `large_bytes_in_use`; at most 64 KiB per thread, given back to the
     /// system allocator when the thread exits, once it has been idle for
-    /// 200 ms, and by [`release_free_memory`].
+    /// 200 ms, and by [`release_free_memory`] (except, in a child process
+    /// after `fork`, the cache of a thread that was inside it when the
+    /// process forked: left alone, at most 64 KiB). Always 0 under the
+    /// `override` feature, which has no cache (C code may free Rust's
+    /// blocks and the other way round).
     ///
     /// [`release_free_memory`]: crate::release_free_memory
     pub large_bytes_cached: usize,
     /// High-water mark of the memory PyMalloc has held: bytes of arenas
-    /// mapped plus bytes of large allocations in use. Never below the
-    /// true high-water mark nor `small_bytes_in_use + large_bytes_in_use`;
+    /// mapped plus bytes of large allocations in use (cached large blocks,
+    /// `large_bytes_cached`, are not counted). Never below that true
+    /// high-water mark nor `small_bytes_in_use + large_bytes_in_use`;
     /// above the true one by at most 128 KiB per thread (each thread
     /// counts its large blocks ahead, in steps of 64 KiB, so that an
     /// allocation need not update a figure shared by all threads).
