@@ -54,25 +54,12 @@ pub(crate) struct Arena {
     pub(crate) huge: Cell<bool>,
 }
 
-/// Maps a new arena and counts it: the one place arenas come from.
-/// Returns null when the OS refuses memory.
+/// Maps a new arena and counts it. Returns null when the OS refuses
+/// memory.
 #[cold]
 #[inline(never)]
 pub(crate) fn map_arena(registry: &Registry) -> *mut Arena {
-    let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
-    if base.is_null() {
-        return ptr::null_mut();
-    }
-    if base as usize + ARENA_SIZE > ADDRESS_LIMIT {
-        os::fatal(format_args!(
-            "the OS mapped an arena at {base:p}, above the 48-bit addresses PyMalloc supports"
-        ));
-    }
-    registry.arena_mapped();
-    // Before any block of the arena is handed out (see `arena_bitmap`).
-    arena_bitmap::insert(base);
-    // SAFETY: a fresh aligned mapping of ARENA_SIZE bytes.
-    unsafe { Arena::init(base) }
+    map_arenas(registry, 1, false)
 }
 
 /// Maps a huge-page span: two arenas in one mapping of [`SPAN_SIZE`]
@@ -83,31 +70,44 @@ pub(crate) fn map_arena(registry: &Registry) -> *mut Arena {
 #[cold]
 #[inline(never)]
 pub(crate) fn map_span(registry: &Registry) -> *mut Arena {
-    let base = os::map_aligned(SPAN_SIZE, SPAN_SIZE);
+    map_arenas(registry, SPAN_SIZE / ARENA_SIZE, true)
+}
+
+/// Maps `count` arenas as one mapping aligned to its size (advised for
+/// huge pages, and the arenas flagged `huge`, if `huge`), counts them and
+/// enters them in the arena bitmap: the one place arenas come from.
+/// Returns the first, or null when the OS refuses memory.
+fn map_arenas(registry: &Registry, count: usize, huge: bool) -> *mut Arena {
+    let size = count * ARENA_SIZE;
+    let base = os::map_aligned(size, size);
     if base.is_null() {
         return ptr::null_mut();
     }
-    if base as usize + SPAN_SIZE > ADDRESS_LIMIT {
+    if base as usize + size > ADDRESS_LIMIT {
         os::fatal(format_args!(
             "the OS mapped an arena at {base:p}, above the 48-bit addresses PyMalloc supports"
         ));
     }
-    // SAFETY: a fresh mapping of ours, aligned to SPAN_SIZE (so to pages).
-    unsafe { os::advise_huge_pages(base, SPAN_SIZE) };
-    let upper = base.wrapping_add(ARENA_SIZE);
-    for half in [base, upper] {
+    if huge {
+        // SAFETY: a fresh mapping of ours, aligned to its size (so to pages).
+        unsafe { os::advise_huge_pages(base, size) };
+    }
+    let mut first = ptr::null_mut();
+    for i in 0..count {
+        let at = base.wrapping_add(i * ARENA_SIZE);
         registry.arena_mapped();
         // Before any block of the arena is handed out (see `arena_bitmap`).
-        arena_bitmap::insert(half);
+        arena_bitmap::insert(at);
+        // SAFETY: a fresh, ARENA_SIZE-aligned mapping of ARENA_SIZE bytes
+        // (a part of the mapping aligned to `count` times that).
+        let arena = unsafe { Arena::init(at) };
+        // SAFETY: just initialised, known to no one else yet.
+        unsafe { (*arena).huge.set(huge) };
+        if i == 0 {
+            first = arena;
+        }
     }
-    // SAFETY: each half is a fresh, ARENA_SIZE-aligned mapping of
-    // ARENA_SIZE bytes (the span is aligned to twice that).
-    unsafe {
-        let (lower, upper) = (Arena::init(base), Arena::init(upper));
-        (*lower).huge.set(true);
-        (*upper).huge.set(true);
-        lower
-    }
+    first
 }
 
 /// Returns an arena to the OS and counts it: the one place arenas go. An

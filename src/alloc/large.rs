@@ -134,18 +134,7 @@ pub(crate) unsafe fn alloc(registry: &Registry, layout: Layout, zeroed: bool) ->
     if let Some(class) = large_cache::class_of(layout.size(), layout.align()) {
         return alloc_cached(registry, class, layout.size(), zeroed);
     }
-    #[cfg(feature = "override")]
-    let ptr = glibc::alloc(layout.size(), layout.align(), zeroed);
-    #[cfg(not(feature = "override"))]
-    // SAFETY: `GlobalAlloc::alloc`'s contract, as `System` asks.
-    let ptr = unsafe {
-        use core::alloc::GlobalAlloc;
-        if zeroed {
-            std::alloc::System.alloc_zeroed(layout)
-        } else {
-            std::alloc::System.alloc(layout)
-        }
-    };
+    let ptr = large_cache::system_alloc(layout, zeroed);
     if !ptr.is_null() {
         note_alloc(registry, layout.size());
     }
@@ -165,18 +154,9 @@ pub(crate) unsafe fn dealloc(registry: &Registry, ptr: *mut u8, layout: Layout) 
         // the class's size (the capacity invariant, `large_cache`).
         return unsafe { dealloc_cached(class, ptr) };
     }
-    #[cfg(feature = "override")]
-    // SAFETY: `dealloc`'s contract: a live block from `alloc`, which under
-    // `override` is `glibc::alloc`'s.
-    unsafe {
-        glibc::free(ptr)
-    };
-    #[cfg(not(feature = "override"))]
-    // SAFETY: `dealloc`'s contract: a live block `System` allocated with
-    // this layout.
-    unsafe {
-        core::alloc::GlobalAlloc::dealloc(&std::alloc::System, ptr, layout)
-    };
+    // SAFETY: `dealloc`'s contract: a live block from `alloc` (so from
+    // `system_alloc`) or `realloc` with this layout.
+    unsafe { large_cache::system_free(ptr, layout) };
 }
 
 /// A block for a request of `size` bytes of cache class `class`: a cached
@@ -195,7 +175,7 @@ fn alloc_cached(registry: &Registry, class: usize, size: usize, zeroed: bool) ->
             unsafe { ptr.write_bytes(0, size) };
         }
     } else {
-        ptr = large_cache::system_alloc(large_cache::class_size(class), zeroed);
+        ptr = large_cache::system_alloc(large_cache::class_layout(class), zeroed);
     }
     if !ptr.is_null() {
         note_alloc(registry, size);
@@ -222,7 +202,7 @@ unsafe fn dealloc_cached(class: usize, ptr: *mut u8) {
     // SAFETY: as this function's `# Safety`: a block of the system
     // allocator of the class's size, which `system_alloc` (or `realloc`
     // to that size) made.
-    unsafe { large_cache::system_free(ptr, large_cache::class_size(class)) }
+    unsafe { large_cache::system_free(ptr, large_cache::class_layout(class)) }
 }
 
 /// Resizes to `new_size` bytes, asking the system allocator for

@@ -116,11 +116,17 @@ const _: () = assert!(MAX_CACHED.is_power_of_two() && MAX_CACHED > SMALL_REQUEST
 /// block as a 3,072-byte one overwrote glibc's next chunk header).
 pub(crate) const DISABLED: bool = super::asan::REDZONE != 0 || cfg!(feature = "override");
 
-/// The class of a request, if the cache serves it: 513 to [`MAX_CACHED`]
-/// bytes, aligned to at most [`SYSTEM_ALIGN`]; never when [`DISABLED`].
+/// Whether the cache serves a request: 513 to [`MAX_CACHED`] bytes,
+/// aligned to at most [`SYSTEM_ALIGN`]; never when [`DISABLED`].
+#[inline(always)]
+fn serves(size: usize, align: usize) -> bool {
+    !DISABLED && align <= SYSTEM_ALIGN && size > SMALL_REQUEST_THRESHOLD && size <= MAX_CACHED
+}
+
+/// The class of a request, if the cache [`serves`] it.
 #[inline(always)]
 pub(crate) fn class_of(size: usize, align: usize) -> Option<usize> {
-    if DISABLED || align > SYSTEM_ALIGN || size <= SMALL_REQUEST_THRESHOLD || size > MAX_CACHED {
+    if !serves(size, align) {
         return None;
     }
     // size - 1 lies in [2^k, 2^(k+1)) with k >= FIRST_SHIFT; its three
@@ -135,7 +141,7 @@ pub(crate) fn class_of(size: usize, align: usize) -> Option<usize> {
 /// `realloc` path asks it at every step of a growing buffer).
 #[inline(always)]
 pub(crate) fn class_capacity(size: usize, align: usize) -> Option<usize> {
-    if DISABLED || align > SYSTEM_ALIGN || size <= SMALL_REQUEST_THRESHOLD || size > MAX_CACHED {
+    if !serves(size, align) {
         return None;
     }
     let shift = usize::BITS - 1 - (size - 1).leading_zeros() - PER_DOUBLING_SHIFT;
@@ -376,29 +382,29 @@ unsafe fn give_back(detached: Detached) -> usize {
             // first word is the link to the next one.
             let next = unsafe { block.cast::<*mut u8>().read() };
             // SAFETY: a block of the system allocator of `class_size(class)`
-            // bytes aligned to SYSTEM_ALIGN, no one else's (this function's
-            // `# Safety`).
-            unsafe { system_free(block, class_size(class)) };
+            // bytes aligned to SYSTEM_ALIGN (`class_layout`), no one else's
+            // (this function's `# Safety`).
+            unsafe { system_free(block, class_layout(class)) };
             block = next;
         }
     }
     detached.bytes
 }
 
-/// Allocates a block of `size` bytes aligned to [`SYSTEM_ALIGN`] from the
-/// system allocator (zeroed if asked); null on failure.
+/// Allocates a block for `layout` from the system allocator (zeroed if
+/// asked); null on failure. The one door to it for large blocks, cached
+/// or not (`large.rs`): under `override` glibc's own entry points (the
+/// `malloc` symbol is ours), `System` otherwise.
 #[cfg(not(loom))]
 #[inline]
-pub(crate) fn system_alloc(size: usize, zeroed: bool) -> *mut u8 {
+pub(crate) fn system_alloc(layout: core::alloc::Layout, zeroed: bool) -> *mut u8 {
     #[cfg(feature = "override")]
-    return super::large::glibc::alloc(size, SYSTEM_ALIGN, zeroed);
+    return super::large::glibc::alloc(layout.size(), layout.align(), zeroed);
     #[cfg(not(feature = "override"))]
     {
-        use core::alloc::{GlobalAlloc, Layout};
-        // SAFETY: SYSTEM_ALIGN is a power of two and `size` (at most
-        // MAX_CACHED) does not overflow rounded up to it.
-        let layout = unsafe { Layout::from_size_align_unchecked(size, SYSTEM_ALIGN) };
-        // SAFETY: `layout` has a non-zero size.
+        use core::alloc::GlobalAlloc;
+        // SAFETY: `layout` has a non-zero size (large blocks are above the
+        // small threshold).
         unsafe {
             if zeroed {
                 std::alloc::System.alloc_zeroed(layout)
@@ -409,17 +415,18 @@ pub(crate) fn system_alloc(size: usize, zeroed: bool) -> *mut u8 {
     }
 }
 
-/// Gives a block back to the system allocator.
+/// Gives a block back to the system allocator: the counterpart of
+/// [`system_alloc`].
 ///
 /// # Safety
 /// `block` must be a live block of the system allocator obtained by
-/// [`system_alloc`] (or grown or shrunk by its `realloc`) with `size`
-/// bytes and SYSTEM_ALIGN, freed by the caller.
+/// [`system_alloc`] with `layout` (or resized by its `realloc` to
+/// `layout.size()`), freed by the caller.
 #[inline]
-pub(crate) unsafe fn system_free(block: *mut u8, size: usize) {
+pub(crate) unsafe fn system_free(block: *mut u8, layout: core::alloc::Layout) {
     #[cfg(all(feature = "override", not(loom)))]
     {
-        let _ = size;
+        let _ = layout;
         // SAFETY: under `override` the system allocator is glibc's, reached
         // by its own entry points; `block` is a live block of it (this
         // function's `# Safety`).
@@ -427,13 +434,19 @@ pub(crate) unsafe fn system_free(block: *mut u8, size: usize) {
     }
     #[cfg(not(all(feature = "override", not(loom))))]
     {
-        use core::alloc::{GlobalAlloc, Layout};
-        // SAFETY: `block` is a live block of `System` allocated with this
-        // layout (this function's `# Safety`).
-        unsafe {
-            std::alloc::System.dealloc(block, Layout::from_size_align_unchecked(size, SYSTEM_ALIGN))
-        };
+        use core::alloc::GlobalAlloc;
+        // SAFETY: `block` is a live block of `System` allocated with
+        // `layout` (this function's `# Safety`).
+        unsafe { std::alloc::System.dealloc(block, layout) };
     }
+}
+
+/// The layout of a class's blocks as the system allocator made them.
+#[inline(always)]
+pub(crate) fn class_layout(class: usize) -> core::alloc::Layout {
+    // SAFETY: SYSTEM_ALIGN is a power of two and a class size (at most
+    // MAX_CACHED) does not overflow rounded up to it.
+    unsafe { core::alloc::Layout::from_size_align_unchecked(class_size(class), SYSTEM_ALIGN) }
 }
 
 /// A pass's part (see `purge::pass`): empties the caches of parked heaps,
