@@ -147,7 +147,8 @@ unsafe fn free_raw(ptr: *mut u8) {
 /// Frees a pool block given only its address, after the debug checks when
 /// they are compiled in, through
 /// [`free::free_small`](super::free::free_small): the pointer-only entry of
-/// the one free dispatch, which the fast path of [`free`] calls directly.
+/// the one free dispatch, whose question the fast path of [`free`] asks
+/// through `free::push_if_mine`.
 ///
 /// # Safety
 /// `ptr` must be a live pool block.
@@ -361,9 +362,11 @@ unsafe fn free_in_arena(ptr: *mut u8) {
         // SAFETY: `push_if_mine` just freed into `pool`, an attached pool of
         // the calling thread's heap, leaving `used` blocks in use.
         LocalFree::SlowPath(pool, used, frees) => unsafe { free_slow(heap, pool, used, frees) },
-        // SAFETY: a live pool block of another heap's pool or a detached
-        // one, untouched by `push_if_mine`: what `free_pool_slow` takes.
-        LocalFree::Elsewhere(_) => unsafe { free_pool_slow(ptr) },
+        // SAFETY: a live pool block freed by the caller, untouched by
+        // `push_if_mine`; `pool` is its pool, not an attached one of
+        // `heap`'s (the owner word differs), and `heap` the calling
+        // thread's: what `free_elsewhere` requires (as in `free_block`).
+        LocalFree::Elsewhere(pool) => unsafe { super::free::free_elsewhere(heap, pool, ptr) },
     }
 }
 
@@ -384,9 +387,10 @@ unsafe extern "C" fn free_foreign(ptr: *mut u8) {
     unsafe { free_general(ptr, None) }
 }
 
-/// `free` of a pointer in an arena that the fast path does not take: a
-/// block of another thread's pool or of a detached one, a thread without
-/// a heap, or the debug allocator.
+/// `free` of a pointer in an arena when the fast path has no heap: a
+/// thread without a heap, or the debug allocator on. (A block of another
+/// heap's pool or of a detached one, freed by a thread with a heap, goes
+/// straight to `free::free_elsewhere`.)
 ///
 /// # Safety
 /// As [`free`], for a pointer in an arena.
@@ -517,14 +521,12 @@ fn fits_in_place(class: usize, size: usize) -> bool {
 /// `realloc` off its fast path.
 ///
 /// # Safety
-/// As [`realloc`].
+/// As [`realloc`], for a non-null `ptr`.
 #[inline(never)]
 unsafe extern "C" fn realloc_slow(ptr: *mut c_void, size: usize) -> *mut c_void {
     let ptr = ptr.cast::<u8>();
-    if ptr.is_null() {
-        // SAFETY: `malloc` has no precondition.
-        return unsafe { malloc(size) };
-    }
+    // `realloc` took the null pointer before its tail call here.
+    debug_assert!(!ptr.is_null());
     if size == 0 {
         // SAFETY: `realloc`'s contract on `ptr` is `free`'s.
         unsafe { free(ptr.cast()) };

@@ -78,12 +78,15 @@ pub(crate) unsafe fn push_if_mine(me: *mut Heap, ptr: *mut u8) -> LocalFree {
 /// Every case leaves by a tail call, so the remote free (the common case
 /// here) saves and restores no register.
 ///
+/// `extern "C"` (the allocator's paths do not unwind) so that C's `free`
+/// reaches it by a tail call too, keeping no frame for a landing pad.
+///
 /// # Safety
 /// As [`free_block`], with `pool` the block's pool, not an attached one of
 /// `me`'s.
 #[cold]
 #[inline(never)]
-unsafe fn free_elsewhere(me: *mut Heap, pool: *mut Pool, ptr: *mut u8) {
+pub(crate) unsafe extern "C" fn free_elsewhere(me: *mut Heap, pool: *mut Pool, ptr: *mut u8) {
     if me.is_null() {
         // SAFETY: `ptr` is a block in use of `pool`, freed by the caller (this
         // function's `# Safety`): what `free_unbound` requires.
@@ -143,7 +146,8 @@ unsafe fn free_unbound(pool: *mut Pool, ptr: *mut u8) {
 
 /// Frees a small block given only its address, as C's `free` is: the pool
 /// header tells the block's class, so no layout is needed (the entry point
-/// for the C API, `cabi.rs`, whose `free` inlines it).
+/// for the C API's slow paths, `cabi.rs`; its fast path asks
+/// [`push_if_mine`] directly).
 ///
 /// # Safety
 /// `ptr` must be a block PyMalloc handed out from a pool and still in use,

@@ -44,9 +44,8 @@ impl Drop for UnwindGuard {
     #[cold]
     fn drop(&mut self) {
         let st = state();
-        let d = st.trashcan_depth() - 1;
-        st.set_trashcan_depth(d);
-        if d == 0 && st.deferred().len() != 0 {
+        st.trashcan_leave();
+        if st.trashcan_depth() == 0 && st.deferred().len() != 0 {
             drain_unwinding(st);
         }
     }
@@ -121,13 +120,11 @@ pub(crate) unsafe fn drop_object_then_callbacks<T: ?Sized + Trace + 'static>(
     ptr: NonNull<T>,
 ) -> Option<Panic> {
     let obj = counts_of(ptr);
-    let d = st.trashcan_depth();
-    if d >= LIMIT {
+    if !st.trashcan_enter() {
         // The WEAK_CALLBACKS flag stays set: `drop_deferred` runs them.
         st.deferred().push(obj);
         return None;
     }
-    st.set_trashcan_depth(d + 1);
     let g = UnwindGuard;
     let release = Release(obj);
     let callbacks = CallbacksAfterDrop(obj);
@@ -140,7 +137,7 @@ pub(crate) unsafe fn drop_object_then_callbacks<T: ?Sized + Trace + 'static>(
     // requires; no reference into the allocation is alive here.
     unsafe { Gc::<T>::release_weak(ptr) };
     std::mem::forget(g);
-    st.set_trashcan_depth(d);
+    st.trashcan_leave();
     if st.deferred().len() != 0 {
         drain_if_outermost(st);
     }
