@@ -74,7 +74,7 @@ use super::free::LocalFree;
 use super::heap::Heap;
 use super::large::glibc;
 use super::pool::Pool;
-use super::size_class::{block_size, class_of_size, route_c, ALIGNMENT, C_POOL_THRESHOLD};
+use super::size_class::{block_size, class_of_size, route_c, ALIGNMENT, C_POOL_MAX_REQUEST};
 use super::{arena_bitmap, asan, debug, heap_slot, hooks, thread, PyMalloc};
 use crate::sync::Ordering;
 
@@ -189,7 +189,7 @@ unsafe fn check_and_free_small(ptr: *mut u8) {
 #[inline(always)]
 fn alloc_fast(size: usize) -> Option<*mut u8> {
     let below = size.wrapping_sub(1);
-    if debug::CHECKS || below >= C_POOL_THRESHOLD - asan::REDZONE {
+    if debug::CHECKS || below >= C_POOL_MAX_REQUEST {
         return None;
     }
     let heap = heap_slot::fast();
@@ -243,7 +243,7 @@ extern "C" fn calloc_slow(size: usize) -> *mut u8 {
 /// on failure), as before this round; the rest takes the general path.
 #[inline(always)]
 fn alloc_slow(size: usize, zeroed: bool) -> *mut u8 {
-    if size > C_POOL_THRESHOLD - asan::REDZONE && hooks::known_off() && !debug::CHECKS {
+    if size > C_POOL_MAX_REQUEST && hooks::known_off() && !debug::CHECKS {
         return glibc::alloc(size, ALIGNMENT, zeroed);
     }
     alloc_general(size, ALIGNMENT, zeroed)

@@ -36,6 +36,10 @@ pub(crate) const NB_SMALL_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
 /// class still packs 8 blocks into a 16 KiB pool with no waste.
 pub(crate) const C_POOL_THRESHOLD: usize = 2048;
 
+/// The largest default-aligned C request served from a pool: the block
+/// must also hold AddressSanitizer's redzone (0 bytes in other builds).
+pub(crate) const C_POOL_MAX_REQUEST: usize = C_POOL_THRESHOLD - super::asan::REDZONE;
+
 /// Number of size classes, small and medium: 2,048 / 16. Every array
 /// indexed by class has this many entries.
 #[cfg(not(loom))]
@@ -101,8 +105,7 @@ pub(crate) fn route_fast(size: usize, align: usize) -> Option<usize> {
 #[cfg_attr(loom, allow(dead_code))] // only C's malloc routes with it
 pub(crate) fn route_c(size: usize, align: usize) -> Option<usize> {
     if align <= ALIGNMENT {
-        (size <= C_POOL_THRESHOLD - super::asan::REDZONE)
-            .then(|| class_of_size(size + super::asan::REDZONE))
+        (size <= C_POOL_MAX_REQUEST).then(|| class_of_size(size + super::asan::REDZONE))
     } else {
         route(size, align)
     }
