@@ -80,10 +80,11 @@ impl PtrVec {
     /// Pushes, growing if needed.
     #[inline]
     pub(crate) fn push(&self, p: ObjPtr) {
-        if self.len.get() == self.cap.get() {
+        // A loop, as `grow` may be re-entered (see there).
+        while self.len.get() == self.cap.get() {
             self.grow();
         }
-        // SAFETY: len < cap now.
+        // SAFETY: len < cap, the loop's exit condition.
         unsafe { self.push_within_cap(p) }
     }
 
@@ -146,19 +147,36 @@ impl PtrVec {
         n
     }
 
-    /// Doubles the capacity (256 at first); returns whether the vector
-    /// had no buffer before (its first allocation).
+    /// Doubles the capacity (256 at first); returns whether this call made
+    /// the vector's first allocation.
+    ///
+    /// The allocation may re-enter: a global allocator that itself creates
+    /// `Gc`s (a profiler recording into a graph) runs `Gc::new` inside it,
+    /// which may push to this vector and grow it first. So the fields are
+    /// read again once the new buffer is in hand, and if another growth
+    /// happened meanwhile the new buffer is dropped and nothing else is
+    /// done: the caller tests for room again (`push`, `State::make_room`).
+    /// Reading them before the allocation would copy too little and free
+    /// the other growth's buffer with a stale layout.
     #[cold]
     #[inline(never)]
     pub(crate) fn grow(&self) -> bool {
         let cap = self.cap.get();
         let new_cap = if cap == 0 { 256 } else { cap * 2 };
         let mut v: Vec<ObjPtr> = Vec::with_capacity(new_cap);
+        if self.cap.get() != cap {
+            // Re-entered: the nested call grew the vector already.
+            return false;
+        }
         let len = self.len.get();
         let first = self.ptr.get().is_null();
         if !first {
-            // SAFETY: copies the initialised prefix into the new buffer and
-            // frees the old one with the Vec that allocated it.
+            // SAFETY: `cap` is still the capacity of the buffer at `ptr`
+            // (tested just above, after the last call that could re-enter),
+            // whose first `len <= cap` entries are initialised (the type's
+            // invariant), and `v` holds `new_cap > cap` entries: the copy is
+            // in bounds, and the old buffer is freed with the capacity of
+            // the Vec that allocated it.
             unsafe {
                 ptr::copy_nonoverlapping(self.ptr.get(), v.as_mut_ptr(), len);
                 drop(Vec::from_raw_parts(self.ptr.get(), 0, cap));

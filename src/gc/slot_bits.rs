@@ -34,9 +34,19 @@ impl SlotBits {
         }
         let mut v = vec![0u64; want.max(cap * 2)];
         v.resize(v.capacity(), 0);
+        if self.cap.get() != cap {
+            // The allocation re-entered (a global allocator creating `Gc`s,
+            // see `PtrVec::grow`) and a nested call replaced the buffer:
+            // start again from the fields as they are now.
+            drop(v);
+            return self.reserve(n);
+        }
         if cap != 0 {
-            // SAFETY: the old buffer holds `cap` initialised words (the
-            // invariant); it is freed with the Vec that allocated it.
+            // SAFETY: `cap` is still the length of the buffer at `words`
+            // (tested just above, after the last call that could re-enter),
+            // all initialised (the type's invariant), and `v` is longer: the
+            // copy is in bounds; the old buffer is freed with the Vec that
+            // allocated it.
             unsafe {
                 ptr::copy_nonoverlapping(self.words.get(), v.as_mut_ptr(), cap);
                 drop(Vec::from_raw_parts(self.words.get(), cap, cap));

@@ -565,11 +565,15 @@ impl State {
     #[inline(never)]
     fn make_room(&self) {
         debug_assert!(!self.in_phases.get());
-        let len = self.list.len();
-        if len >= 256 && self.live.get() * 2 <= len {
-            self.compact_all();
-        } else {
-            self.grow_list();
+        // A loop: growing allocates, and a global allocator that creates
+        // `Gc`s may fill the list again meanwhile (see `PtrVec::grow`).
+        while self.list.len() == self.list.cap() {
+            let len = self.list.len();
+            if len >= 256 && self.live.get() * 2 <= len {
+                self.compact_all();
+            } else {
+                self.grow_list();
+            }
         }
     }
 
