@@ -151,6 +151,7 @@ use super::tracer::{
     is_candidate, is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, EXT, NO_PARENT,
     PENDING, REACHED, RESOLVED, UNSEEN, VISITING,
 };
+use super::trashcan;
 
 pub(crate) type Panic = Box<dyn Any + Send + 'static>;
 
@@ -299,8 +300,11 @@ fn collect_real(st: &State, g: usize) -> (usize, usize, Option<Panic>) {
     st.leave_phases(was_in_phases);
     let keep = keep_limit(st);
     sc.put_back(keep);
-    let (found, panic) = reclaim::reclaim(st, &mut garbage);
+    let (found, mut panic) = reclaim::reclaim(st, &mut garbage);
     Scratch::return_garbage(garbage, keep);
+    if let Some(p) = trashcan::drain_after_phases(st) {
+        panic.get_or_insert(p);
+    }
     (found, survivors, panic)
 }
 
@@ -310,7 +314,13 @@ struct AbandonOnUnwind<'a>(&'a State);
 
 impl Drop for AbandonOnUnwind<'_> {
     fn drop(&mut self) {
-        self.0.abandon_collection();
+        let st = self.0;
+        st.abandon_collection();
+        // The drops deferred during the phases (see `State::enter_phases`):
+        // no garbage was gathered, so they may run now.
+        if st.trashcan_depth() == 0 && st.deferred().len() != 0 {
+            trashcan::drain_unwinding(st);
+        }
     }
 }
 

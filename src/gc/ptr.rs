@@ -267,7 +267,10 @@ impl<T: Trace + 'static> Gc<T> {
     /// # drop(b2);
     /// ```
     pub fn try_unwrap(this: Self) -> Result<T, Self> {
-        if Self::strong_count(&this) != 1 || this.flags() & (DROPPED | DEAD) != 0 {
+        if Self::strong_count(&this) != 1
+            || this.flags() & (DROPPED | DEAD) != 0
+            || (this.has_header() && in_trace())
+        {
             return Err(this);
         }
         let this = ManuallyDrop::new(this);
@@ -508,6 +511,9 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
         let weak = unsafe { weak_word(this.obj(), f) }.get();
         if this.counts().strong.get() == 1 && weak_count(weak) == 1 && f & (DROPPED | DEAD) == 0 {
             if f & NO_HEADER == 0 {
+                if in_trace() {
+                    return None;
+                }
                 // Tracked: the collector lists the object and would read
                 // the value through `&T` while the `&mut` lives: LENT_MUT
                 // tells it not to (see the flag's docs for when it is
@@ -676,6 +682,18 @@ fn note_dirty(h: &GcHeader) {
 }
 
 /// `try_deref` (and so `deref`) of a handle whose object is flagged
+/// Whether the collector is inside its phases on this thread, that is,
+/// the caller runs inside a `trace` (the only user code the phases run).
+/// The collector may then hold a `&T` to any tracked object (the one
+/// being traced among them), so `get_mut` and `try_unwrap` refuse tracked
+/// objects as if they were shared: a `trace` that breaks rule 5 of
+/// `Trace` gets `None` or `Err`, never a `&mut T` or the value out from
+/// under the collector's reference.
+#[inline]
+fn in_trace() -> bool {
+    state::with(|st| st.in_phases())
+}
+
 /// `DROPPED` or `LENT_MUT`: whether the value may be read. `false` if it
 /// was dropped; otherwise the flag was `LENT_MUT`, which reading through
 /// this handle proves stale (the `&mut` from `Gc::get_mut` borrows the
@@ -775,8 +793,8 @@ impl<T: Clone + Trace + 'static> Gc<T> {
         match Gc::get_mut(this) {
             Some(v) => v,
             // A fresh `Gc` has no other handle, and its value is not
-            // dropped: `get_mut` cannot refuse it.
-            None => unreachable!("pymem: a fresh Gc refused get_mut"),
+            // dropped: `get_mut` refuses it only inside a `trace`.
+            None => panic!("pymem: Gc::make_mut called from a `trace` (rule 5 of `Trace`)"),
         }
     }
 

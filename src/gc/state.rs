@@ -116,6 +116,10 @@ pub(crate) struct State {
     /// the nesting depth (see `trashcan`). A countdown, so that entering
     /// a frame is one `sub` of memory and a branch on its sign.
     budget: Cell<i32>,
+    /// `budget` as it was when the phases began: while they run, `budget`
+    /// is 0, so that every drop is deferred (see
+    /// [`enter_phases`](Self::enter_phases)).
+    budget_before_phases: Cell<i32>,
     enabled: Cell<bool>,
     /// A collection is running (re-entrant collections return 0).
     collecting: Cell<bool>,
@@ -181,6 +185,7 @@ thread_local! {
             live: Cell::new(0),
             frozen: Cell::new(0),
             budget: Cell::new(TRASHCAN_LIMIT),
+            budget_before_phases: Cell::new(TRASHCAN_LIMIT),
             enabled: Cell::new(true),
             collecting: Cell::new(false),
             in_phases: Cell::new(false),
@@ -766,8 +771,21 @@ impl State {
 
     /// The phases start: the list must not move until
     /// [`leave_phases`](Self::leave_phases).
+    ///
+    /// While they run, the trashcan refuses every frame, so a drop that a
+    /// `trace` breaking rule 5 of `Trace` causes (it released the last
+    /// handle of an object, perhaps of the very object being traced, whose
+    /// `&self` that `trace` still holds) only takes the object out of the
+    /// list (a hole) and defers its value's drop and its memory: the
+    /// collection drains them once its reclaim holds the garbage (see
+    /// `trashcan::drain_after_phases`).
     pub(crate) fn enter_phases(&self) -> bool {
-        self.in_phases.replace(true)
+        let was = self.in_phases.replace(true);
+        if !was {
+            self.budget_before_phases.set(self.budget.get());
+            self.budget.set(0);
+        }
+        was
     }
 
     /// The phases are over (`was` is what [`enter_phases`] returned).
@@ -775,9 +793,12 @@ impl State {
     /// [`enter_phases`]: Self::enter_phases
     pub(crate) fn leave_phases(&self, was: bool) {
         self.in_phases.set(was);
-        if !was && self.dirty_in_phases.replace(false) {
-            self.dirty.set(ALL_DIRTY);
-            self.range_scan_next.set(true);
+        if !was {
+            self.budget.set(self.budget_before_phases.get());
+            if self.dirty_in_phases.replace(false) {
+                self.dirty.set(ALL_DIRTY);
+                self.range_scan_next.set(true);
+            }
         }
     }
 
@@ -907,7 +928,9 @@ impl State {
     /// hold their indices throughout, so only the flags need resetting;
     /// every generation is marked dirty (some members were made clean).
     pub(crate) fn abandon_collection(&self) {
-        self.in_phases.set(false);
+        if self.in_phases.replace(false) {
+            self.budget.set(self.budget_before_phases.get());
+        }
         self.dirty_in_phases.set(false);
         self.dirty.set(ALL_DIRTY);
         self.range_scan_next.set(true);

@@ -109,9 +109,15 @@ use super::tracer::Tracer;
 ///    alone: tracing writes nothing), so a mutable borrow of a cell that
 ///    an enclosing `trace` is reading, made by `trace` or by code it ran,
 ///    is **undefined behaviour**, not a panic. Whatever else breaks this
-///    rule, or a panic, keeps memory safety (the collector re-reads its
-///    list, objects freed meanwhile become holes, a panic restores the
-///    lists and is resumed), but which garbage that collection finds is
+///    rule, or a panic, keeps memory safety: the collector re-reads its
+///    list; an object whose last handle is dropped meanwhile leaves the
+///    list at once, but its value's drop and its memory wait until the
+///    collection ends, so no value a `trace` is reading (its own `self`
+///    included) is freed under it; [`Gc::get_mut`](crate::Gc::get_mut)
+///    and [`Gc::try_unwrap`](crate::Gc::try_unwrap) treat every tracked
+///    object as shared (`None`, `Err`) and
+///    [`Gc::make_mut`](crate::Gc::make_mut) panics; a panic restores the
+///    lists and is resumed. Which garbage that collection finds is
 ///    unspecified: rules 2 and 3 apply to the result. Taking a lock
 ///    without waiting, as `Mutex`'s and `RwLock`'s impls do (`try_lock`,
 ///    `try_read`), writes only the lock's own state, which no read of

@@ -8,6 +8,9 @@
 //! [`LIMIT`] the object (already untracked, strong count 0) is pushed on a
 //! thread-local queue instead, and the outermost frame drains the queue
 //! when it returns. Untracked values hold no `Gc`, so they cannot nest.
+//! While a collection's phases run, every frame is refused, so that a
+//! `trace` cannot free what the collector is reading (see
+//! `State::enter_phases`); the collection drains the queue at its end.
 //!
 //! A panic in a `Drop` unwinds through the frames; each releases its
 //! object's memory (the value's remaining fields were dropped while
@@ -201,6 +204,22 @@ pub(crate) fn drain_unwinding(st: &State) {
         st.set_trashcan_depth(0);
         drop(r);
     }
+}
+
+/// Drains the drops deferred during a collection's phases (see
+/// `State::enter_phases`: a `trace` that broke rule 5 of `Trace` released
+/// a last handle), once the collection's reclaim holds the garbage, so
+/// that these drops cannot free any of it; left to the outermost frame if
+/// a trashcan frame is open. Returns the first panic of their `Drop`s
+/// instead of unwinding, so that the collection finishes its bookkeeping
+/// first.
+#[cold]
+pub(crate) fn drain_after_phases(st: &State) -> Option<Panic> {
+    if st.trashcan_depth() != 0 || st.deferred().len() == 0 {
+        return None;
+    }
+    // A panic leaves `drain` through its guard, which drains the rest.
+    catch_unwind(AssertUnwindSafe(|| drain(st))).err()
 }
 
 /// Drops the value of a deferred object and releases its implicit weak
