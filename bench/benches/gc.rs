@@ -55,12 +55,82 @@
 //! Before each pymem group, `pauses <name>` prints the number of
 //! collections of one run and the longest (`gc::callbacks` durations).
 //!
+//! Times are the benchmark thread's CPU time (set `PYMEM_BENCH_WALL=1`
+//! for wall time), 20 samples of equally many iterations per row, after
+//! the run's warm-up (`--warm-up-time`, 1 s by default) over the run's
+//! `--measurement-time` (2 s by default).
+//!
 //! Run: `cargo bench --manifest-path bench/Cargo.toml --bench gc` (a few minutes).
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, BenchmarkGroup, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{criterion_group, BenchmarkGroup, Criterion, SamplingMode, Throughput};
+
+/// The clock of every group: the benchmark thread's CPU time
+/// (`CLOCK_THREAD_CPUTIME_ID`, user and system time, page faults
+/// included), or wall time when `PYMEM_BENCH_WALL` is set. Every workload
+/// here runs on one thread, so CPU time is its cost; wall time also counts
+/// the time the thread waits for a core, which on a shared 2-core host
+/// made the ratios of the same binary swing from 0.87x to 1.66x between
+/// runs (issue 9, tenth round).
+struct GcClock {
+    wall: bool,
+}
+
+impl GcClock {
+    fn from_env() -> Self {
+        GcClock {
+            wall: std::env::var_os("PYMEM_BENCH_WALL").is_some(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        if self.wall {
+            // Since a fixed origin, so that `end` can subtract.
+            static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+            return ORIGIN.get_or_init(std::time::Instant::now).elapsed();
+        }
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable `timespec`.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+}
+
+impl Measurement for GcClock {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        self.now()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        self.now().saturating_sub(start)
+    }
+    fn add(&self, v1: &Duration, v2: &Duration) -> Duration {
+        *v1 + *v2
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Nanoseconds, as wall time's.
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
+    }
+}
+
+/// The bench's `Criterion`.
+type C = Criterion<GcClock>;
 
 const LEAVES: usize = 1_000_000;
 const TREE_DEPTH: usize = 11;
@@ -757,20 +827,20 @@ mod rc {
     }
 }
 
-fn configure<'a>(
-    c: &'a mut Criterion,
-    name: &str,
-    elements: usize,
-) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
+/// A group of the bench: 20 samples of equally many iterations
+/// (criterion's flat sampling, meant for iterations of milliseconds: the
+/// linear default would run 1 + 2 + .. + 20 iterations of a 1 s peer).
+/// The warm-up and measurement times are the run's (`--warm-up-time`,
+/// `--measurement-time`; 1 s and 2 s by default, see `main`).
+fn configure<'a>(c: &'a mut C, name: &str, elements: usize) -> BenchmarkGroup<'a, GcClock> {
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(elements as u64));
-    g.sample_size(10);
-    g.warm_up_time(Duration::from_millis(500));
-    g.measurement_time(Duration::from_secs(2));
+    g.sample_size(20);
+    g.sampling_mode(SamplingMode::Flat);
     g
 }
 
-fn leaves(c: &mut Criterion) {
+fn leaves(c: &mut C) {
     let mut g = configure(c, "leaf_untracked", LEAVES);
     g.bench_function("Rc", |b| b.iter(|| rc::leaf_untracked(LEAVES)));
     g.bench_function("pymem", |b| b.iter(|| pm::leaf_untracked(LEAVES)));
@@ -792,7 +862,7 @@ fn leaves(c: &mut Criterion) {
     g.finish();
 }
 
-fn trees(c: &mut Criterion) {
+fn trees(c: &mut C) {
     let nodes = tree_nodes(TREE_DEPTH);
     let expect = rc::binary_trees(TREE_DEPTH);
     assert_eq!(expect, nodes);
@@ -812,7 +882,7 @@ fn trees(c: &mut Criterion) {
     g.finish();
 }
 
-fn rings(c: &mut Criterion) {
+fn rings(c: &mut C) {
     // Sanity: pymem really reclaims the rings.
     pymem::gc::collect();
     pm::rings(1000, RING_LEN);
@@ -830,7 +900,7 @@ fn rings(c: &mut Criterion) {
     g.finish();
 }
 
-fn dlists(c: &mut Criterion) {
+fn dlists(c: &mut C) {
     pm::dlists(2, DLIST_LEN);
     assert_eq!(pymem::gc::tracked_count(), 0);
     pauses("dlists", || {
@@ -848,7 +918,7 @@ fn dlists(c: &mut Criterion) {
     g.finish();
 }
 
-fn full_collect(c: &mut Criterion) {
+fn full_collect(c: &mut C) {
     macro_rules! live {
         ($g:expr, $name:literal, $m:ident) => {{
             let heap = $m::live_heap(LIVE);
@@ -882,7 +952,7 @@ fn full_collect(c: &mut Criterion) {
     g.finish();
 }
 
-fn clone_drop(c: &mut Criterion) {
+fn clone_drop(c: &mut C) {
     let mut g = configure(c, "clone_drop", CLONES);
     let h = std::rc::Rc::new(rc::DNode::default());
     g.bench_function("Rc", |b| b.iter(|| rc::clone_drop(&h, CLONES)));
@@ -905,7 +975,7 @@ fn clone_drop(c: &mut Criterion) {
 /// (untracked, no drop glue: `Gc` compiles to what `Rc` does) and to tree
 /// leaves (tracked: `Gc` tests its flags word first, since the collector
 /// may have dropped the value).
-fn derefs(c: &mut Criterion) {
+fn derefs(c: &mut C) {
     const HANDLES: u64 = 1000;
     const REPS: usize = 100;
     macro_rules! group {
@@ -933,7 +1003,7 @@ fn derefs(c: &mut Criterion) {
 /// `Gc<str>` and `Gc<[u64]>` created from borrowed data and dropped,
 /// beside `Rc<str>` / `Rc<[u64]>` (issue 13: within 1.1x). Both are
 /// untracked: a 16-byte header, as `Rc`'s.
-fn unsized_values(c: &mut Criterion) {
+fn unsized_values(c: &mut C) {
     const N: usize = 100_000;
     let text = "a string of 24 bytes....";
     let mut g = configure(c, "unsized_str", N);
@@ -1030,7 +1100,7 @@ const STRESS_ROUNDS: usize = 32;
 const GRAPH_OPS: usize = 1_000_000;
 const GRAPH_ROOTS: usize = 1000;
 
-fn shapes(c: &mut Criterion) {
+fn shapes(c: &mut C) {
     pymem::gc::collect();
     pm::rings_held(1000, RING_LEN);
     assert_eq!(pymem::gc::tracked_count(), 0);
@@ -1094,8 +1164,12 @@ fn shapes(c: &mut Criterion) {
 }
 
 criterion_group!(
-    benches,
-    unsized_values,
+    name = benches;
+    config = Criterion::default()
+        .with_measurement(GcClock::from_env())
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    targets = unsized_values,
     leaves,
     trees,
     rings,

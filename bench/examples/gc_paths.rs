@@ -1,0 +1,234 @@
+//! A driver for counting the instructions of `Gc`'s create + drop paths
+//! against `Rc` under callgrind (issue 9, tenth round): each workload is an
+//! `#[inline(never)]` function named `work_*`, so that
+//! `--toggle-collect='gc_paths::work_*'` counts it alone. The shapes are
+//! the ones of `benches/gc.rs` (`leaf_tracked`, `binary_trees`,
+//! `big_tree`, `dlists`), on the system allocator for both.
+//!
+//! ```text
+//! cargo build --release --manifest-path bench/Cargo.toml --example gc_paths
+//! valgrind --tool=callgrind --toggle-collect='gc_paths::work_*' \
+//!     bench/target/release/examples/gc_paths pymem big_tree
+//! ```
+//!
+//! Arguments: `pymem` or `rc`, then one of `leaf`, `binary_trees`,
+//! `big_tree`, `dlists`; an optional third argument repeats the workload
+//! that many times and prints the best CPU time of a repetition.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+mod pm {
+    use pymem::{gc, Gc, Trace};
+    use std::cell::RefCell;
+
+    #[derive(Trace, Default)]
+    pub struct DNode {
+        next: RefCell<Option<Gc<DNode>>>,
+        prev: RefCell<Option<Gc<DNode>>>,
+    }
+
+    #[derive(Trace)]
+    pub enum TreeNode {
+        Nested {
+            left: Gc<TreeNode>,
+            right: Gc<TreeNode>,
+        },
+        End,
+    }
+
+    impl TreeNode {
+        fn new(depth: usize) -> Self {
+            if depth == 0 {
+                return TreeNode::End;
+            }
+            TreeNode::Nested {
+                left: Gc::new(Self::new(depth - 1)),
+                right: Gc::new(Self::new(depth - 1)),
+            }
+        }
+
+        fn check(&self) -> usize {
+            match self {
+                TreeNode::End => 1,
+                TreeNode::Nested { left, right } => left.check() + right.check() + 1,
+            }
+        }
+    }
+
+    #[inline(never)]
+    pub fn work_leaf(n: usize) {
+        for _ in 0..n {
+            super::black_box(Gc::new(DNode::default()));
+        }
+    }
+
+    #[inline(never)]
+    pub fn work_binary_trees(max: usize) -> usize {
+        let mut total = 0;
+        for depth in (4..max).step_by(2) {
+            for _ in 0..1 << (max - depth + 4) {
+                total += Gc::new(TreeNode::new(depth)).check();
+            }
+        }
+        gc::collect();
+        total
+    }
+
+    #[inline(never)]
+    pub fn work_big_tree(depth: usize) -> usize {
+        let t = Gc::new(TreeNode::new(depth));
+        let n = t.check();
+        drop(t);
+        gc::collect();
+        n
+    }
+
+    #[inline(never)]
+    pub fn work_dlists(count: usize, len: usize) -> usize {
+        let mut total = 0;
+        for _ in 0..count {
+            let head = Gc::new(DNode::default());
+            let mut tail = head.clone();
+            for _ in 1..len {
+                let n = Gc::new(DNode::default());
+                *n.prev.borrow_mut() = Some(tail.clone());
+                *tail.next.borrow_mut() = Some(n.clone());
+                tail = n;
+            }
+            total += super::black_box(&head).next.borrow().is_some() as usize;
+        }
+        gc::collect();
+        total
+    }
+}
+
+mod rc {
+    use std::cell::RefCell;
+    use std::rc::{Rc, Weak};
+
+    #[derive(Default)]
+    pub struct DNode {
+        next: RefCell<Option<Rc<DNode>>>,
+        prev: RefCell<Weak<DNode>>,
+        // As the bench's: the third field closes its rings.
+        _close: RefCell<Weak<DNode>>,
+    }
+
+    pub enum TreeNode {
+        Nested {
+            left: Rc<TreeNode>,
+            right: Rc<TreeNode>,
+        },
+        End,
+    }
+
+    impl TreeNode {
+        fn new(depth: usize) -> Self {
+            if depth == 0 {
+                return TreeNode::End;
+            }
+            TreeNode::Nested {
+                left: Rc::new(Self::new(depth - 1)),
+                right: Rc::new(Self::new(depth - 1)),
+            }
+        }
+
+        fn check(&self) -> usize {
+            match self {
+                TreeNode::End => 1,
+                TreeNode::Nested { left, right } => left.check() + right.check() + 1,
+            }
+        }
+    }
+
+    #[inline(never)]
+    pub fn work_leaf(n: usize) {
+        for _ in 0..n {
+            super::black_box(Rc::new(DNode::default()));
+        }
+    }
+
+    #[inline(never)]
+    pub fn work_binary_trees(max: usize) -> usize {
+        let mut total = 0;
+        for depth in (4..max).step_by(2) {
+            for _ in 0..1 << (max - depth + 4) {
+                total += Rc::new(TreeNode::new(depth)).check();
+            }
+        }
+        total
+    }
+
+    #[inline(never)]
+    pub fn work_big_tree(depth: usize) -> usize {
+        let t = Rc::new(TreeNode::new(depth));
+        let n = t.check();
+        drop(t);
+        n
+    }
+
+    #[inline(never)]
+    pub fn work_dlists(count: usize, len: usize) -> usize {
+        let mut total = 0;
+        for _ in 0..count {
+            let head = Rc::new(DNode::default());
+            let mut tail = head.clone();
+            for _ in 1..len {
+                let n = Rc::new(DNode::default());
+                *n.prev.borrow_mut() = Rc::downgrade(&tail);
+                *tail.next.borrow_mut() = Some(n.clone());
+                tail = n;
+            }
+            total += super::black_box(&head).next.borrow().is_some() as usize;
+        }
+        total
+    }
+}
+
+/// This thread's CPU time.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn run(which: &str, shape: &str) -> usize {
+    match (which, shape) {
+        ("pymem", "leaf") => {
+            pm::work_leaf(black_box(1_000_000));
+            1_000_000
+        }
+        ("rc", "leaf") => {
+            rc::work_leaf(black_box(1_000_000));
+            1_000_000
+        }
+        ("pymem", "binary_trees") => pm::work_binary_trees(black_box(11)),
+        ("rc", "binary_trees") => rc::work_binary_trees(black_box(11)),
+        ("pymem", "big_tree") => pm::work_big_tree(black_box(19)),
+        ("rc", "big_tree") => rc::work_big_tree(black_box(19)),
+        ("pymem", "dlists") => pm::work_dlists(black_box(30), black_box(4096)),
+        ("rc", "dlists") => rc::work_dlists(black_box(30), black_box(4096)),
+        _ => panic!("usage: gc_paths pymem|rc leaf|binary_trees|big_tree|dlists [reps]"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (which, shape) = (args[1].as_str(), args[2].as_str());
+    let reps: usize = args.get(3).map_or(1, |r| r.parse().unwrap());
+    let mut best = Duration::MAX;
+    let mut n = 0;
+    for _ in 0..reps {
+        let t = cpu_time();
+        n = run(which, shape);
+        best = best.min(cpu_time() - t);
+    }
+    if reps > 1 {
+        println!("{which} {shape}: {n} -> best of {reps}: {best:?}");
+    }
+}
