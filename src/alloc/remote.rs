@@ -703,3 +703,57 @@ impl Heap {
         reclaimed
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{Outbox, OUTBOX_SLOTS};
+    use crate::alloc::pool::Pool;
+    use crate::alloc::size_class::{ARENA_SIZE, POOLS_PER_ARENA};
+
+    /// The pools of one arena never share an outbox slot, wherever the
+    /// arena lies, so a thread freeing into several pools of one arena
+    /// keeps one chain per pool.
+    #[test]
+    fn the_pools_of_one_arena_have_distinct_outbox_slots() {
+        for arena in [
+            ARENA_SIZE,
+            7 * ARENA_SIZE,
+            0x7f3a_5c00_0000,
+            0x5555_5550_0000,
+        ] {
+            let mut seen = [false; OUTBOX_SLOTS];
+            for index in 1..POOLS_PER_ARENA {
+                let slot = Outbox::slot_of(Pool::header_of_slot(arena, index));
+                assert!(slot < OUTBOX_SLOTS);
+                assert!(
+                    !seen[slot],
+                    "arena {arena:#x}: pool {index} shares slot {slot}"
+                );
+                seen[slot] = true;
+            }
+        }
+    }
+
+    /// `Pool::init` records the pool's outbox slot on its shared line, the
+    /// one the remote free indexes the outbox with.
+    #[test]
+    fn init_records_the_outbox_slot() {
+        #[repr(C, align(128))]
+        struct Header(core::mem::MaybeUninit<Pool>);
+        // A zeroed header, as a fresh slot's is (what `init` may read).
+        let mut headers: Vec<Header> = (0..3)
+            .map(|_| Header(core::mem::MaybeUninit::zeroed()))
+            .collect();
+        // A stand-in owner: `init` only stores the (page-aligned) address.
+        let owner = 0x1000 as *mut crate::alloc::heap::Heap;
+        for h in &mut headers {
+            let pool = h.0.as_mut_ptr();
+            // SAFETY: `pool` is a zeroed, aligned header that nothing else
+            // uses, which is what `init` requires of a fresh slot's header;
+            // `init` does not touch the pool's blocks.
+            unsafe { Pool::init(pool, 3, owner) };
+            // SAFETY: `init` just wrote the header.
+            assert_eq!(unsafe { (*pool).outbox_slot() }, Outbox::slot_of(pool));
+        }
+    }
+}
