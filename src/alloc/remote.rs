@@ -290,8 +290,8 @@ impl Outbox {
     /// arena's address bits above 1 MiB, so the pools of one arena never
     /// share a slot. Computed once, by [`Pool::init`], and read off the
     /// pool's shared line, which the remote free reads anyway (for the
-    /// owner and the class): one load instead of five instructions of
-    /// hashing on every remote free.
+    /// owner and the class): a load and a shift instead of seven
+    /// instructions of hashing on every remote free.
     #[inline(always)]
     pub(crate) fn slot_of(pool: *mut Pool) -> usize {
         let p = pool as usize;
