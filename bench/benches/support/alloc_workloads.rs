@@ -258,7 +258,8 @@ pub fn cross_thread<A: GlobalAlloc + Sync>(a: &A, blocks: u64) -> Duration {
     // thread counted nothing of a round run while that thread waited for
     // a CPU (on a loaded 2-vCPU host, rounds of 1M blocks came out at
     // 0.01 ns per block).
-    let mut times = (Instant::now(), Instant::now(), Instant::now(), Instant::now());
+    let now = Instant::now();
+    let mut times = (now, now, now, now);
     std::thread::scope(|s| {
         let producer = s.spawn(move || {
             barrier.wait();
