@@ -79,7 +79,12 @@ pub(crate) unsafe fn push_if_mine(me: *mut Heap, ptr: *mut u8) -> LocalFree {
 /// here) saves and restores no register.
 ///
 /// `extern "C"` (the allocator's paths do not unwind) so that C's `free`
-/// reaches it by a tail call too, keeping no frame for a landing pad.
+/// reaches it by a tail call too, keeping no frame for a landing pad; and
+/// so are the functions it calls out of line (`free_unbound`,
+/// `Heap::free_to_detached`, the outbox's slow append and single-block
+/// delivery): a call from a function that may not unwind to one that may
+/// needs an abort landing pad, which rules out the tail call and costs the
+/// remote free a frame (a push and a pop) even on its inline path.
 ///
 /// # Safety
 /// As [`free_block`], with `pool` the block's pool, not an attached one of
@@ -119,7 +124,7 @@ pub(crate) unsafe extern "C" fn free_elsewhere(me: *mut Heap, pool: *mut Pool, p
 /// As [`free_block`], with `pool` the block's pool.
 #[cold]
 #[inline(never)]
-unsafe fn free_unbound(pool: *mut Pool, ptr: *mut u8) {
+unsafe extern "C" fn free_unbound(pool: *mut Pool, ptr: *mut u8) {
     #[cfg(not(loom))]
     let me = super::thread::bind_for_free();
     #[cfg(loom)]

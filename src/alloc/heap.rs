@@ -489,8 +489,11 @@ impl Heap {
     ///
     /// # Safety
     /// As [`Heap::free_local`], but `pool` is detached.
+    ///
+    /// `extern "C"` (it does not unwind) so that `free_elsewhere` reaches it
+    /// by a tail call (see there).
     #[inline(never)]
-    pub(crate) unsafe fn free_to_detached(&self, pool: *mut Pool, block: *mut u8) {
+    pub(crate) unsafe extern "C" fn free_to_detached(&self, pool: *mut Pool, block: *mut u8) {
         // SAFETY: `block` is a block in use of `pool` (this function's
         // `# Safety`, as `free_local`'s), so the pool header is live.
         let p = unsafe { &*pool };

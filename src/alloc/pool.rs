@@ -200,6 +200,9 @@ pub(crate) struct PoolShared {
     /// Link in the owner's list of pools with remote frees.
     pub(crate) pending_next: AtomicPtr<Pool>,
     class: Cell<u8>,
+    /// The pool's slot in every thread's outbox (`Outbox::slot_of`),
+    /// written with `class` and fixed as it is.
+    outbox_slot: Cell<u8>,
 }
 
 /// Bytes of each pool header in an arena's slot 0.
@@ -235,6 +238,7 @@ impl Pool {
                 remote: RemoteList::new(),
                 pending_next: AtomicPtr::new(ptr::null_mut()),
                 class: Cell::new(0),
+                outbox_slot: Cell::new(0),
             },
         }
     }
@@ -284,6 +288,10 @@ impl Pool {
             }
         }
         header.shared.class.set(class as u8);
+        header
+            .shared
+            .outbox_slot
+            .set(super::remote::Outbox::slot_of(pool) as u8);
         header.magic.set(POOL_MAGIC);
         header.shared.owner.store(owner, Ordering::Relaxed);
         debug_assert_eq!(owner as usize & TAGS, 0);
@@ -442,6 +450,13 @@ impl Pool {
     #[inline(always)]
     pub(crate) fn class(&self) -> usize {
         self.shared.class.get() as usize
+    }
+
+    /// The pool's slot in an outbox (see `Outbox::slot_of`), below the
+    /// outbox's slot count.
+    #[inline(always)]
+    pub(crate) fn outbox_slot(&self) -> usize {
+        self.shared.outbox_slot.get() as usize
     }
 
     #[inline(always)]

@@ -24,6 +24,8 @@
 
 use core::ptr;
 
+use crossbeam_utils::CachePadded;
+
 use super::arena::{self, Arena};
 use super::heap::Heap;
 use super::large_count::LargeCounts;
@@ -44,7 +46,7 @@ macro_rules! empty_registry {
             large_reserved: AtomicUsize::new(0),
             peak_bytes: AtomicUsize::new(0),
             orphan_frees: $orphans,
-            flush_requests: AtomicUsize::new(0),
+            flush_requests: CachePadded::new(AtomicUsize::new(0)),
             retained_bytes: AtomicUsize::new(0),
             bytes_returned: AtomicUsize::new(0),
             next_pass_ms: AtomicU64::new(0),
@@ -72,8 +74,11 @@ pub(crate) struct Registry {
     pub(crate) peak_bytes: AtomicUsize,
     /// Frees by threads that have no heap (during thread teardown).
     pub(crate) orphan_frees: [AtomicUsize; NB_CLASSES],
-    /// Guests flushing outboxes now (see `Outbox`).
-    pub(crate) flush_requests: AtomicUsize,
+    /// Guests flushing outboxes now (see `Outbox`). Every remote free of
+    /// every thread loads it, and guests alone write it: on a cache line of
+    /// its own, so that the counters beside it (written by passes and
+    /// arena events) do not take the line from the freeing threads.
+    pub(crate) flush_requests: CachePadded<AtomicUsize>,
     /// Bytes of empty arenas kept mapped for reuse, all heaps together.
     pub(crate) retained_bytes: AtomicUsize,
     /// Bytes of arenas returned to the OS, ever.

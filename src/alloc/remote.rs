@@ -264,8 +264,12 @@ impl Outbox {
     #[inline(always)]
     unsafe fn add(section: BusySection<'_>, pool: *mut Pool, block: *mut Block) {
         let this = section.0;
-        // SAFETY: `slot_of` is below OUTBOX_SLOTS.
-        let slot = unsafe { this.slots.get_unchecked(Self::slot_of(pool)) };
+        // SAFETY: `pool` has a block in use (ours, being freed), so its header
+        // is live and its `outbox_slot`, written by `Pool::init`, fixed; it is
+        // `slot_of(pool)`, below OUTBOX_SLOTS.
+        let slot = unsafe { this.slots.get_unchecked((*pool).outbox_slot()) };
+        // SAFETY: as above, the header is live.
+        debug_assert_eq!(unsafe { (*pool).outbox_slot() }, Self::slot_of(pool));
         let held = this.held.get() + 1;
         if slot.pool.get() == pool && held < OUTBOX_LIMIT {
             // SAFETY: the block is being freed by us: nobody else reaches it.
@@ -281,10 +285,17 @@ impl Outbox {
         unsafe { Self::add_slow(section, pool, block) }
     }
 
-    /// The slot of `pool`'s chain.
+    /// The slot of `pool`'s chain: the pool's slot index in its arena
+    /// (headers are 128 bytes apart from the arena's start) mixed with the
+    /// arena's address bits above 1 MiB, so the pools of one arena never
+    /// share a slot. Computed once, by [`Pool::init`], and read off the
+    /// pool's shared line, which the remote free reads anyway (for the
+    /// owner and the class): a load and a shift instead of seven
+    /// instructions of hashing on every remote free.
     #[inline(always)]
-    fn slot_of(pool: *mut Pool) -> usize {
-        ((pool as usize >> 7) ^ (pool as usize >> 20)) % OUTBOX_SLOTS
+    pub(crate) fn slot_of(pool: *mut Pool) -> usize {
+        let p = pool as usize;
+        ((p >> 7) ^ (p >> 20)) % OUTBOX_SLOTS
     }
 
     /// [`Outbox::add`] when the slot holds another pool's chain (or none),
@@ -292,9 +303,12 @@ impl Outbox {
     ///
     /// # Safety
     /// As [`Outbox::add`].
+    ///
+    /// `extern "C"` (it does not unwind) so that [`Outbox::add`], inlined
+    /// into `free_elsewhere`, reaches it by a tail call (see there).
     #[cold]
     #[inline(never)]
-    unsafe fn add_slow(section: BusySection<'_>, pool: *mut Pool, block: *mut Block) {
+    unsafe extern "C" fn add_slow(section: BusySection<'_>, pool: *mut Pool, block: *mut Block) {
         let this = section.0;
         let slot = &this.slots[Self::slot_of(pool)];
         if slot.pool.get() == pool {
@@ -384,6 +398,8 @@ impl Outbox {
 }
 
 /// The owner inside its outbox (way 1 of the [`Outbox`] protocol).
+/// Transparent: a pointer, passed in a register to `Outbox::add_slow`.
+#[repr(transparent)]
 struct BusySection<'a>(&'a Outbox);
 
 impl Drop for BusySection<'_> {
@@ -481,11 +497,26 @@ pub(crate) unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut u8)
         // SAFETY: inside our busy section (way 1); the block is ours to free.
         Some(section) => unsafe { Outbox::add(section, pool, block) },
         // SAFETY: `block` is a block in use of `pool` being freed by the caller
-        // (this function's `# Safety`): a one-block chain (head = tail, n = 1) no
-        // other thread reaches, which is all `deliver` requires. `enter` refusing
-        // the busy section concerns the outbox only, not the block.
-        None => unsafe { deliver(pool, block, block, 1) },
+        // (this function's `# Safety`), which is all `deliver_one` requires.
+        // `enter` refusing the busy section concerns the outbox only, not the
+        // block.
+        None => unsafe { deliver_one(pool, block) },
     }
+}
+
+/// Delivers one block at once (a guest is flushing outboxes, so ours is
+/// not ours to touch now). Out of line and `extern "C"` (it does not
+/// unwind): the inlined remote free reaches it by a tail call.
+///
+/// # Safety
+/// `block` must be a block in use of `pool`, being freed by the caller.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn deliver_one(pool: *mut Pool, block: *mut Block) {
+    // SAFETY: `block` is a block in use of `pool` being freed by the caller
+    // (this function's `# Safety`): a one-block chain (head = tail, n = 1) no
+    // other thread reaches, which is all `deliver` requires.
+    unsafe { deliver(pool, block, block, 1) }
 }
 
 /// A remote free by a thread that has no heap (thread teardown): counted
@@ -670,5 +701,59 @@ impl Heap {
             pool = next;
         }
         reclaimed
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{Outbox, OUTBOX_SLOTS};
+    use crate::alloc::pool::Pool;
+    use crate::alloc::size_class::{ARENA_SIZE, POOLS_PER_ARENA};
+
+    /// The pools of one arena never share an outbox slot, wherever the
+    /// arena lies, so a thread freeing into several pools of one arena
+    /// keeps one chain per pool.
+    #[test]
+    fn the_pools_of_one_arena_have_distinct_outbox_slots() {
+        for arena in [
+            ARENA_SIZE,
+            7 * ARENA_SIZE,
+            0x7f3a_5c00_0000,
+            0x5555_5550_0000,
+        ] {
+            let mut seen = [false; OUTBOX_SLOTS];
+            for index in 1..POOLS_PER_ARENA {
+                let slot = Outbox::slot_of(Pool::header_of_slot(arena, index));
+                assert!(slot < OUTBOX_SLOTS);
+                assert!(
+                    !seen[slot],
+                    "arena {arena:#x}: pool {index} shares slot {slot}"
+                );
+                seen[slot] = true;
+            }
+        }
+    }
+
+    /// `Pool::init` records the pool's outbox slot on its shared line, the
+    /// one the remote free indexes the outbox with.
+    #[test]
+    fn init_records_the_outbox_slot() {
+        #[repr(C, align(128))]
+        struct Header(core::mem::MaybeUninit<Pool>);
+        // A zeroed header, as a fresh slot's is (what `init` may read).
+        let mut headers: Vec<Header> = (0..3)
+            .map(|_| Header(core::mem::MaybeUninit::zeroed()))
+            .collect();
+        // A stand-in owner: `init` only stores the (page-aligned) address.
+        let owner = 0x1000 as *mut crate::alloc::heap::Heap;
+        for h in &mut headers {
+            let pool = h.0.as_mut_ptr();
+            // SAFETY: `pool` is a zeroed, aligned header that nothing else
+            // uses, which is what `init` requires of a fresh slot's header;
+            // `init` does not touch the pool's blocks.
+            unsafe { Pool::init(pool, 3, owner) };
+            // SAFETY: `init` just wrote the header.
+            assert_eq!(unsafe { (*pool).outbox_slot() }, Outbox::slot_of(pool));
+        }
     }
 }
