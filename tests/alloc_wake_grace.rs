@@ -21,6 +21,11 @@ fn build() -> Vec<Box<[u8; 64]>> {
 }
 
 #[test]
+#[cfg_attr(
+    pymem_asan,
+    ignore = "timing: under AddressSanitizer the build nears the retention window it \
+              depends on (it failed 2 of 4 runs at load 10); the other builds check the rule"
+)]
 fn a_heap_back_from_a_pause_reuses_its_retired_arenas() {
     release_free_memory();
     let floor = alloc_stats().arenas_in_use;
