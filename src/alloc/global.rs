@@ -249,6 +249,12 @@ impl PyMalloc {
     /// As `GlobalAlloc::realloc`, with both `layout.size()` and `new_size`
     /// routed to the system allocator.
     unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        #[cfg(feature = "override")]
+        if large::is_c_pool_block(ptr) {
+            // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
+            // `# Safety`) for a block the arena bitmap places in a pool.
+            return unsafe { Self::realloc_c_pool_block(ptr, layout, new_size) };
+        }
         let old_size = layout.size();
         if let Some(capacity) = large_cache::class_capacity(old_size, layout.align()) {
             // The block holds its class's size (the capacity invariant,
@@ -309,6 +315,37 @@ impl PyMalloc {
             return unsafe { large::realloc(&REGISTRY, ptr, layout, new_size, new_size) };
         }
         new
+    }
+
+    /// `realloc` with a layout above the small threshold of a pool block
+    /// of C's (a medium class's, `size_class::route_c`) that Rust took
+    /// over (see `large::is_c_pool_block`): in place when `new_size` fits
+    /// the block as C's `realloc` would keep it, else a move to a block of
+    /// the new layout's (the copy is of `layout.size()` bytes at most, all
+    /// the caller may have written), the pool block freed by its address
+    /// (`raw_dealloc` of a layout above 512 bytes finds it in the bitmap).
+    /// The caller's later `dealloc` or `realloc` with a layout of
+    /// `new_size` works either way.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`, for a pool block in use.
+    #[cfg(feature = "override")]
+    #[cold]
+    unsafe fn realloc_c_pool_block(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if debug::CHECKS {
+            debug::check_block(ptr, false, "realloc", format_args!(""));
+        }
+        // SAFETY: a live block (this function's `# Safety`) in a pool: its
+        // pool header is live and its class fixed while the block is in use.
+        let class = unsafe { (*Pool::of(ptr)).class() };
+        if asan::REDZONE == 0 && super::cabi::fits_in_place(class, new_size) {
+            return ptr;
+        }
+        // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
+        // `# Safety`); the old block is freed by `raw_dealloc` with
+        // `layout`, which routes a pool block above the threshold to
+        // `large::dealloc`, and that to the pool by the bitmap.
+        unsafe { Self::realloc_move(ptr, layout, new_size, None) }
     }
 
     /// Moves a block to a new one of `new_size` bytes (from class `class`,
