@@ -141,3 +141,148 @@ fn a_dlopened_c_library_allocates_from_the_pools() {
         probe_free(copy.cast());
     }
 }
+
+/// Whether C's block of a `size`-byte request (above 512 bytes) is a pool
+/// block of a medium class: its usable size is `size` rounded up to 16,
+/// where glibc's chunks leave 8 bytes more or less.
+fn is_medium_pool_block(p: *mut u8, size: usize) -> bool {
+    // SAFETY: a live block of the process's malloc family.
+    unsafe { malloc_usable_size(p.cast()) == size.next_multiple_of(16) }
+}
+
+/// Fills `len` bytes at `p` with a pattern of `seed`.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes of writes.
+unsafe fn fill(p: *mut u8, len: usize, seed: u8) {
+    for i in 0..len {
+        // SAFETY: within the `len` bytes the caller vouches for.
+        unsafe { p.add(i).write((i as u8).wrapping_mul(31) ^ seed) };
+    }
+}
+
+/// Whether the `len` bytes at `p` hold [`fill`]'s pattern of `seed`.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes of reads.
+unsafe fn holds(p: *const u8, len: usize, seed: u8) -> bool {
+    // SAFETY: within the `len` bytes the caller vouches for.
+    (0..len).all(|i| unsafe { *p.add(i) } == (i as u8).wrapping_mul(31) ^ seed)
+}
+
+#[test]
+fn c_medium_blocks_freed_by_rust_with_their_layout() {
+    // C's requests of 513 to 2,048 bytes are pool blocks (medium classes),
+    // where Rust's of those sizes are glibc's. Rust code that takes over a
+    // C buffer (`Vec::from_raw_parts` over malloc'd memory) frees it with
+    // a layout above 512 bytes: the pool must take it back, not glibc's
+    // `free` ("free(): invalid pointer" before the fix).
+    for size in [513, 600, 1000, 1500, 2048] {
+        // SAFETY: a C block of `size` bytes, freed once, by Rust, with the
+        // layout of what was asked for.
+        unsafe {
+            let p = libc::malloc(size).cast::<u8>();
+            assert!(!p.is_null());
+            assert!(is_medium_pool_block(p, size), "{size}: not a medium block");
+            fill(p, size, 3);
+            GLOBAL.dealloc(p, Layout::from_size_align(size, 1).unwrap());
+        }
+    }
+    let buffer: Vec<u8> = {
+        // SAFETY: 900 bytes of C's malloc, all initialised, owned by the
+        // Vec from here on (and freed by Rust's allocator, with its layout).
+        unsafe {
+            let p = libc::malloc(900).cast::<u8>();
+            fill(p, 900, 9);
+            Vec::from_raw_parts(p, 900, 900)
+        }
+    };
+    // SAFETY: the Vec's 900 initialised bytes.
+    assert!(unsafe { holds(buffer.as_ptr(), 900, 9) });
+    drop(buffer);
+}
+
+#[test]
+fn c_medium_blocks_reallocated_by_rust() {
+    // Grown within its block, past it, past the medium classes, and shrunk
+    // below 512 bytes: every step keeps the bytes, and the last layout
+    // frees the block.
+    let steps: &[&[usize]] = &[
+        &[600, 608],
+        &[600, 1200],
+        &[1000, 5000],
+        &[1500, 100],
+        &[2000, 1900, 700, 3000],
+        &[520, 528, 536, 544, 1024, 2048, 2056, 8192],
+    ];
+    for chain in steps {
+        // SAFETY: a C block of `chain[0]` bytes; each realloc passes the
+        // layout of the size it was last given, and the last size frees it.
+        unsafe {
+            let mut size = chain[0];
+            let mut p = libc::malloc(size).cast::<u8>();
+            assert!(is_medium_pool_block(p, size));
+            fill(p, size, 5);
+            for &new in &chain[1..] {
+                p = GLOBAL.realloc(p, Layout::from_size_align(size, 8).unwrap(), new);
+                assert!(!p.is_null());
+                assert!(holds(p, size.min(new), 5), "{chain:?}: {size} -> {new}");
+                fill(p, new, 5);
+                size = new;
+            }
+            GLOBAL.dealloc(p, Layout::from_size_align(size, 8).unwrap());
+        }
+    }
+    // A Vec over a C buffer that grows and shrinks as Vecs do.
+    // SAFETY: 700 bytes of C's malloc, initialised, owned by the Vec.
+    let mut v = unsafe {
+        let p = libc::malloc(700).cast::<u8>();
+        fill(p, 700, 1);
+        Vec::from_raw_parts(p, 700, 700)
+    };
+    v.extend(std::iter::repeat_n(7u8, 2000));
+    v.truncate(600);
+    v.shrink_to_fit();
+    // SAFETY: the Vec's 600 initialised bytes.
+    assert!(unsafe { holds(v.as_ptr(), 600, 1) });
+}
+
+#[test]
+fn rust_large_blocks_freed_and_reallocated_by_c() {
+    // The other way: Rust's blocks above 512 bytes are glibc's; C's free,
+    // realloc and malloc_usable_size take them.
+    for size in [513, 600, 1000, 2048, 3000, 100_000] {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: Rust blocks of the global allocator (the process's malloc
+        // family), each handed to C once; C's realloc gets the size it holds.
+        unsafe {
+            let p = GLOBAL.alloc(layout);
+            assert!(!p.is_null());
+            assert!(malloc_usable_size(p.cast()) >= size);
+            fill(p, size, 2);
+            libc::free(p.cast());
+            let mut p = GLOBAL.alloc(layout);
+            fill(p, size, 4);
+            let mut old = size;
+            for new in [size + 8, size * 2, 100, 4000] {
+                p = libc::realloc(p.cast(), new).cast::<u8>();
+                assert!(!p.is_null());
+                assert!(holds(p, old.min(new), 4), "{size}: {old} -> {new}");
+                fill(p, new, 4);
+                old = new;
+            }
+            libc::free(p.cast());
+        }
+    }
+    // And a Rust Vec handed to C, grown there and freed there.
+    let mut v = vec![6u8; 1500];
+    let p = v.as_mut_ptr();
+    std::mem::forget(v);
+    // SAFETY: the Vec's block, given up above; C's realloc and free take
+    // blocks of the global allocator.
+    unsafe {
+        let q = libc::realloc(p.cast(), 1600).cast::<u8>();
+        assert!((0..1500).all(|i| *q.add(i) == 6));
+        libc::free(q.cast());
+    }
+}

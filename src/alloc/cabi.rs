@@ -150,9 +150,12 @@ unsafe fn free_raw(ptr: *mut u8) {
 /// the one free dispatch, whose question the fast path of [`free`] asks
 /// through `free::push_if_mine`.
 ///
+/// Also the door of Rust's large `dealloc` to a C pool block it was handed
+/// (`large::is_c_pool_block`).
+///
 /// # Safety
 /// `ptr` must be a live pool block.
-unsafe fn check_and_free_small(ptr: *mut u8) {
+pub(crate) unsafe fn check_and_free_small(ptr: *mut u8) {
     if debug::CHECKS {
         // SAFETY: a live block's pool header is live; its owner does not
         // change while the block is in use (`Pool`'s invariants).
@@ -513,7 +516,7 @@ unsafe extern "C" fn realloc_move(ptr: *mut u8, class: usize, size: usize) -> *m
 /// bytes (not 0): `size` fits it and would not waste more than a quarter
 /// of it (CPython's rule).
 #[inline(always)]
-fn fits_in_place(class: usize, size: usize) -> bool {
+pub(crate) fn fits_in_place(class: usize, size: usize) -> bool {
     let block = block_size(class);
     size <= block && (class_of_size(size) == class || size * 4 >= block * 3)
 }

@@ -249,6 +249,12 @@ impl PyMalloc {
     /// As `GlobalAlloc::realloc`, with both `layout.size()` and `new_size`
     /// routed to the system allocator.
     unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        #[cfg(feature = "override")]
+        if large::is_c_pool_block(ptr) {
+            // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
+            // `# Safety`) for a block the arena bitmap places in a pool.
+            return unsafe { Self::realloc_c_pool_block(ptr, layout, new_size) };
+        }
         let old_size = layout.size();
         if let Some(capacity) = large_cache::class_capacity(old_size, layout.align()) {
             // The block holds its class's size (the capacity invariant,
@@ -311,6 +317,37 @@ impl PyMalloc {
         new
     }
 
+    /// `realloc` with a layout above the small threshold of a pool block
+    /// of C's (a medium class's, `size_class::route_c`) that Rust took
+    /// over (see `large::is_c_pool_block`): in place when `new_size` fits
+    /// the block as C's `realloc` would keep it, else a move to a block of
+    /// the new layout's (the copy is of `layout.size()` bytes at most, all
+    /// the caller may have written), the pool block freed by its address
+    /// (`raw_dealloc` of a layout above 512 bytes finds it in the bitmap).
+    /// The caller's later `dealloc` or `realloc` with a layout of
+    /// `new_size` works either way.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`, for a pool block in use.
+    #[cfg(feature = "override")]
+    #[cold]
+    unsafe fn realloc_c_pool_block(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if debug::CHECKS {
+            debug::check_block(ptr, false, "realloc", format_args!(""));
+        }
+        // SAFETY: a live block (this function's `# Safety`) in a pool: its
+        // pool header is live and its class fixed while the block is in use.
+        let class = unsafe { (*Pool::of(ptr)).class() };
+        if asan::REDZONE == 0 && super::cabi::fits_in_place(class, new_size) {
+            return ptr;
+        }
+        // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
+        // `# Safety`); the old block is freed by `raw_dealloc` with
+        // `layout`, which routes a pool block above the threshold to
+        // `large::dealloc`, and that to the pool by the bitmap.
+        unsafe { Self::realloc_move(ptr, layout, new_size, None) }
+    }
+
     /// Moves a block to a new one of `new_size` bytes (from class `class`,
     /// or wherever the new layout routes when `None`), copying the prefix
     /// and freeing the old block with the layout it was given.
@@ -349,6 +386,36 @@ impl PyMalloc {
             }
         }
         new
+    }
+
+    /// `realloc` of a large block with the hooks known off: growth within
+    /// the block's cache class (the block holds the class's size: the
+    /// capacity invariant), most steps of a buffer growing by small
+    /// increments, returns at once, its bytes counted; anything else goes
+    /// on to [`PyMalloc::realloc_general`] by a tail call. A function of
+    /// its own, so that this path saves few registers and a pool block's
+    /// `realloc` (a doubling `Vec` below 512 bytes) never passes here.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`, with the hooks known off.
+    #[inline(never)]
+    unsafe fn realloc_large_step(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // A class's size is at most an eighth above any request of the
+        // class, so a growth by more than that (a doubling) cannot fit:
+        // two instructions spare it the class computation.
+        if new_size >= layout.size() && new_size - layout.size() <= layout.size() / 8 {
+            // Never under `override` (the cache is off: `class_capacity`
+            // is `None`), where a C pool block may come here.
+            if let Some(capacity) = large_cache::class_capacity(layout.size(), layout.align()) {
+                if new_size <= capacity {
+                    large_count::note_resize(&REGISTRY, layout.size(), new_size);
+                    return ptr;
+                }
+            }
+        }
+        // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
+        // `# Safety`) is `realloc_general`'s.
+        unsafe { Self::realloc_general(ptr, layout, new_size) }
     }
 
     /// Every `realloc` the inlined fast path does not take.
@@ -435,16 +502,21 @@ unsafe impl GlobalAlloc for PyMalloc {
         // The fast path: a default-aligned pool block growing within its
         // block (which, after a move with headroom, is most steps of a
         // growing buffer) costs a read of the pool header.
-        if hooks::known_off()
-            && !debug::CHECKS
-            && asan::REDZONE == 0
-            && size_class::route_fast(layout.size(), layout.align()).is_some()
-            && new_size >= layout.size()
-            // SAFETY: `ptr` is live with `layout` (GlobalAlloc contract),
-            // which routes to a pool, so its pool header is live.
-            && new_size <= unsafe { (*Pool::of(ptr)).block_size() }
-        {
-            return ptr;
+        if hooks::known_off() && !debug::CHECKS && asan::REDZONE == 0 {
+            if size_class::route_fast(layout.size(), layout.align()).is_some() {
+                // SAFETY: `ptr` is live with `layout` (GlobalAlloc
+                // contract), which routes to a pool, so its pool header is
+                // live.
+                if new_size >= layout.size() && new_size <= unsafe { (*Pool::of(ptr)).block_size() }
+                {
+                    return ptr;
+                }
+            } else if layout.size() > SMALL_REQUEST_THRESHOLD {
+                // SAFETY: `GlobalAlloc::realloc`'s contract, which the
+                // caller meets, with the hooks known off: what
+                // `realloc_large_step` asks.
+                return unsafe { Self::realloc_large_step(ptr, layout, new_size) };
+            }
         }
         // SAFETY: `GlobalAlloc::realloc`'s contract, which the caller meets,
         // is `realloc_general`'s.

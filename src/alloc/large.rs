@@ -141,9 +141,39 @@ pub(crate) unsafe fn alloc(registry: &Registry, layout: Layout, zeroed: bool) ->
     ptr
 }
 
+/// Whether a block that Rust frees or resizes with a layout above the
+/// small threshold is a pool block all the same: under `override`, C's
+/// `malloc` serves requests of up to 2,048 bytes from pools (the medium
+/// classes, `size_class::route_c`), and Rust code may take such a block
+/// over (`Vec::from_raw_parts` over a malloc'd buffer, a C library handing
+/// out a buffer the caller frees) and free or grow it with the layout of
+/// its size. The arena bitmap says so, as for C's `free`: a compare, two
+/// shifts and a load, on the large paths only. Always false without
+/// `override` (only Rust's layouts route blocks then).
+#[inline(always)]
+pub(crate) fn is_c_pool_block(ptr: *mut u8) -> bool {
+    #[cfg(feature = "override")]
+    return super::arena_bitmap::contains(ptr);
+    #[cfg(not(feature = "override"))]
+    {
+        let _ = ptr;
+        false
+    }
+}
+
 /// # Safety
-/// As `GlobalAlloc::dealloc`, for a pointer from [`alloc`].
+/// As `GlobalAlloc::dealloc`, for a pointer from [`alloc`] (or, under
+/// `override`, a pool block of C's `malloc` family that the caller took
+/// over: see [`is_c_pool_block`]).
 pub(crate) unsafe fn dealloc(registry: &Registry, ptr: *mut u8, layout: Layout) {
+    #[cfg(feature = "override")]
+    if is_c_pool_block(ptr) {
+        // Not counted: C's blocks never are (see the module docs).
+        // SAFETY: a live block of the process's `malloc` family (this
+        // function's `# Safety`) lying in an arena, so a pool block in
+        // use, freed by the caller.
+        return unsafe { super::cabi::check_and_free_small(ptr) };
+    }
     if super::debug::CHECKS {
         super::debug::check_large(ptr, layout);
     }
@@ -221,6 +251,8 @@ pub(crate) unsafe fn realloc(
     if super::debug::CHECKS {
         super::debug::check_large(ptr, layout);
     }
+    // The caller (`realloc_large`) took C's pool blocks elsewhere.
+    debug_assert!(!is_c_pool_block(ptr));
     #[cfg(feature = "override")]
     // SAFETY: `realloc`'s contract: a live block from `glibc::alloc` (under
     // `override`) of `layout.size()` bytes, aligned as `layout` says;
@@ -253,13 +285,22 @@ pub(crate) unsafe fn realloc(
 /// `malloc_usable_size`), or 0 where that is not known.
 ///
 /// # Safety
-/// `ptr` must be a live block from [`alloc`] or [`realloc`].
+/// `ptr` must be a live block from [`alloc`] or [`realloc`] (under
+/// `override`, or a pool block of C's: see [`is_c_pool_block`]).
 pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
     #[cfg(feature = "override")]
-    // SAFETY: under `override` a large block is glibc's (see `alloc`), the
-    // kind `glibc::usable_size` reads; the exported `malloc_usable_size`
-    // would only come back here through the arena lookup.
-    return unsafe { glibc::usable_size(ptr) };
+    {
+        if is_c_pool_block(ptr) {
+            // SAFETY: a live block (this function's `# Safety`) lying in an
+            // arena, so a pool block in use: its pool header is live.
+            return unsafe { (*super::pool::Pool::of(ptr)).block_size() };
+        }
+        // SAFETY: under `override` a large block is glibc's (see `alloc`),
+        // the kind `glibc::usable_size` reads; the exported
+        // `malloc_usable_size` would only come back here through the arena
+        // lookup.
+        unsafe { glibc::usable_size(ptr) }
+    }
     #[cfg(all(target_os = "linux", not(feature = "override")))]
     // SAFETY: `ptr` is a live block of the system allocator (caller
     // contract), the one `malloc_usable_size` answers for.
