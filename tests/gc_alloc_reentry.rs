@@ -6,6 +6,7 @@
 //! (smaller) layout, which breaks `GlobalAlloc::dealloc`'s contract.
 //! (Review finding; before the fix this test saw layout mismatches.)
 
+use pymem::gc::Finalize;
 use pymem::{gc, Gc, Trace};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
@@ -26,6 +27,7 @@ thread_local! {
     static HOOK_ON: Cell<bool> = const { Cell::new(false) };
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
     static KEPT: RefCell<Vec<Gc<Node>>> = const { RefCell::new(Vec::new()) };
+    static RESURRECTED: RefCell<Vec<Gc<Fin>>> = const { RefCell::new(Vec::new()) };
 }
 
 fn slot_of(p: *mut u8) -> usize {
@@ -109,5 +111,72 @@ fn list_growth_reentered_from_the_global_allocator() {
     drop(held);
     KEPT.with(|k| k.borrow_mut().clear());
     assert_eq!(gc::collect(), 2);
+    assert_eq!(gc::tracked_count(), 0);
+}
+
+/// Resurrects itself from its finalizer.
+#[derive(Trace)]
+struct Fin {
+    me: RefCell<Option<Gc<Fin>>>,
+}
+
+impl Finalize for Fin {
+    fn finalize(this: &Gc<Self>) {
+        RESURRECTED.with(|r| r.borrow_mut().push(this.clone()));
+    }
+}
+
+/// The same re-entry from the list growth of a collection that puts back
+/// what finalizers resurrected (`State::retrack`): it read the index
+/// before growing, so the header recorded a slot the hook's objects had
+/// taken (review finding; before the fix the debug build's `assert_valid`
+/// panicked "list entry ... holds another index", and a release build
+/// under ASan read a freed object in the next collection).
+#[test]
+fn resurrected_objects_put_back_while_the_allocator_creates_gcs() {
+    gc::disable();
+    KEPT.with(|k| k.borrow_mut().reserve(100_000));
+    RESURRECTED.with(|r| r.borrow_mut().reserve(100_000));
+    // 192 live + 8,000 garbage = 8,192: the list is full when the
+    // collection puts the resurrected objects back, so it grows then.
+    let live: Vec<Gc<Node>> = (0..192)
+        .map(|_| {
+            Gc::new(Node {
+                next: RefCell::new(None),
+            })
+        })
+        .collect();
+    for _ in 0..8000 {
+        let f = Gc::new_with_finalizer(Fin {
+            me: RefCell::new(None),
+        });
+        *f.me.borrow_mut() = Some(f.clone());
+    }
+    HOOK_ON.with(|h| h.set(true));
+    gc::collect();
+    HOOK_ON.with(|h| h.set(false));
+    let resurrected = RESURRECTED.with(|r| r.borrow().len());
+    assert_eq!(resurrected, 8000, "every finalizer resurrected its object");
+    // The live and resurrected objects are tracked; of the hook's, those
+    // made while the phases ran and the list was full are not.
+    let kept = KEPT.with(|k| k.borrow().len());
+    let tracked = gc::tracked_count();
+    assert!(
+        (192 + 8000..=192 + 8000 + kept).contains(&tracked),
+        "{tracked} tracked ({kept} made by the hook)"
+    );
+    // Break the cycles and drop everything: each last drop takes its
+    // object out of the list at the index its header records.
+    RESURRECTED.with(|r| {
+        for f in r.borrow().iter() {
+            f.me.borrow_mut().take();
+        }
+        r.borrow_mut().clear();
+    });
+    KEPT.with(|k| k.borrow_mut().clear());
+    drop(live);
+    assert_eq!(gc::tracked_count(), 0);
+    // A collection walks the list: a stale entry would be a freed object.
+    assert_eq!(gc::collect(), 0);
     assert_eq!(gc::tracked_count(), 0);
 }

@@ -548,15 +548,18 @@ impl State {
         h.clear_flags(UNTRACKED);
         // Clean for a moment, so that `note_dirty` registers it.
         h.set_flags(CLEAN);
-        let i = self.list.len();
-        if i == self.list.cap() {
-            if self.dead.get() {
-                h.set_flags(UNTRACKED);
-                return;
-            }
+        if self.list.len() == self.list.cap() && self.dead.get() {
+            h.set_flags(UNTRACKED);
+            return;
+        }
+        // A loop, and the index read after it: growing allocates, and a
+        // global allocator that creates `Gc`s may push to the list (and
+        // fill it) meanwhile (see `PtrVec::grow`).
+        while self.list.len() == self.list.cap() {
             self.grow_list();
         }
-        // SAFETY: len < cap (grown above if needed).
+        let i = self.list.len();
+        // SAFETY: len < cap, the loop's exit condition.
         unsafe { self.list.push_within_cap(obj) };
         h.set_index(i);
         self.live.set(self.live.get() + 1);
