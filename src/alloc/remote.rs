@@ -268,7 +268,8 @@ impl Outbox {
         // is live and its `outbox_slot`, written by `Pool::init`, fixed; it is
         // `slot_of(pool)`, below OUTBOX_SLOTS.
         let slot = unsafe { this.slots.get_unchecked((*pool).outbox_slot()) };
-        // SAFETY: as above, the header is live.
+        // SAFETY: `pool`'s header is live: the pool has a block in use
+        // (the one being freed).
         debug_assert_eq!(unsafe { (*pool).outbox_slot() }, Self::slot_of(pool));
         let held = this.held.get() + 1;
         if slot.pool.get() == pool && held < OUTBOX_LIMIT {
