@@ -256,17 +256,12 @@ impl PyMalloc {
             return unsafe { Self::realloc_c_pool_block(ptr, layout, new_size) };
         }
         let old_size = layout.size();
-        if let Some(capacity) = large_cache::class_capacity(old_size, layout.align()) {
-            // The block holds its class's size (the capacity invariant,
-            // `large_cache`): it stays where it is while the new size fits
-            // and is not a shrink by more than a quarter.
-            if new_size <= capacity && (new_size >= old_size || new_size * 4 >= capacity * 3) {
-                if debug::CHECKS {
-                    debug::check_large(ptr, layout);
-                }
-                large_count::note_resize(&REGISTRY, old_size, new_size);
-                return ptr;
+        if stays_in_cache_class(layout, new_size) {
+            if debug::CHECKS {
+                debug::check_large(ptr, layout);
             }
+            large_count::note_resize(&REGISTRY, old_size, new_size);
+            return ptr;
         }
         let new_class = large_cache::class_of(new_size, layout.align());
         if asan::REDZONE == 0 && new_size > old_size {
@@ -403,15 +398,14 @@ impl PyMalloc {
         // A class's size is at most an eighth above any request of the
         // class, so a growth by more than that (a doubling) cannot fit:
         // two instructions spare it the class computation.
-        if new_size >= layout.size() && new_size - layout.size() <= layout.size() / 8 {
-            // Never under `override` (the cache is off: `class_capacity`
-            // is `None`), where a C pool block may come here.
-            if let Some(capacity) = large_cache::class_capacity(layout.size(), layout.align()) {
-                if new_size <= capacity {
-                    large_count::note_resize(&REGISTRY, layout.size(), new_size);
-                    return ptr;
-                }
-            }
+        // Never true under `override` (the cache is off: no block has a
+        // class), where a C pool block may come here.
+        if new_size >= layout.size()
+            && new_size - layout.size() <= layout.size() / 8
+            && stays_in_cache_class(layout, new_size)
+        {
+            large_count::note_resize(&REGISTRY, layout.size(), new_size);
+            return ptr;
         }
         // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
         // `# Safety`) is `realloc_general`'s.
@@ -435,6 +429,19 @@ impl PyMalloc {
         // function's `# Safety`) is what `raw_realloc` asks.
         unsafe { Self::raw_realloc(ptr, layout, new_size) }
     }
+}
+
+/// Whether a large block of `layout` keeps its place when resized to
+/// `new_size` within its cache class: the block holds its class's size
+/// (the capacity invariant, `large_cache`), so it stays while the new size
+/// fits and is not a shrink by more than a quarter. False for a layout
+/// the cache has no class for (and for every layout while the cache is
+/// off).
+#[inline(always)]
+fn stays_in_cache_class(layout: Layout, new_size: usize) -> bool {
+    large_cache::class_capacity(layout.size(), layout.align()).is_some_and(|capacity| {
+        new_size <= capacity && (new_size >= layout.size() || new_size * 4 >= capacity * 3)
+    })
 }
 
 // SAFETY: every block handed out is a distinct, live range of at least
