@@ -18,6 +18,62 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+/// The tree shapes, written once for `Gc` and `Rc`: the node type (with
+/// the attributes given), and the binary-trees and big-tree workloads,
+/// which end with a call of `$collect` if given (`gc::collect` for `Gc`).
+macro_rules! tree_shapes {
+    ($(#[$attr:meta])* $ptr:ident $(, $collect:expr)?) => {
+        $(#[$attr])*
+        pub enum TreeNode {
+            Nested {
+                left: $ptr<TreeNode>,
+                right: $ptr<TreeNode>,
+            },
+            End,
+        }
+
+        impl TreeNode {
+            fn new(depth: usize) -> Self {
+                if depth == 0 {
+                    return TreeNode::End;
+                }
+                TreeNode::Nested {
+                    left: $ptr::new(Self::new(depth - 1)),
+                    right: $ptr::new(Self::new(depth - 1)),
+                }
+            }
+
+            fn check(&self) -> usize {
+                match self {
+                    TreeNode::End => 1,
+                    TreeNode::Nested { left, right } => left.check() + right.check() + 1,
+                }
+            }
+        }
+
+        #[inline(never)]
+        pub fn work_binary_trees(max: usize) -> usize {
+            let mut total = 0;
+            for depth in (4..max).step_by(2) {
+                for _ in 0..1 << (max - depth + 4) {
+                    total += $ptr::new(TreeNode::new(depth)).check();
+                }
+            }
+            $($collect();)?
+            total
+        }
+
+        #[inline(never)]
+        pub fn work_big_tree(depth: usize) -> usize {
+            let t = $ptr::new(TreeNode::new(depth));
+            let n = t.check();
+            drop(t);
+            $($collect();)?
+            n
+        }
+    };
+}
+
 mod pm {
     use pymem::{gc, Gc, Trace};
     use std::cell::RefCell;
@@ -28,60 +84,17 @@ mod pm {
         prev: RefCell<Option<Gc<DNode>>>,
     }
 
-    #[derive(Trace)]
-    pub enum TreeNode {
-        Nested {
-            left: Gc<TreeNode>,
-            right: Gc<TreeNode>,
-        },
-        End,
-    }
-
-    impl TreeNode {
-        fn new(depth: usize) -> Self {
-            if depth == 0 {
-                return TreeNode::End;
-            }
-            TreeNode::Nested {
-                left: Gc::new(Self::new(depth - 1)),
-                right: Gc::new(Self::new(depth - 1)),
-            }
-        }
-
-        fn check(&self) -> usize {
-            match self {
-                TreeNode::End => 1,
-                TreeNode::Nested { left, right } => left.check() + right.check() + 1,
-            }
-        }
-    }
+    tree_shapes!(
+        #[derive(Trace)]
+        Gc,
+        gc::collect
+    );
 
     #[inline(never)]
     pub fn work_leaf(n: usize) {
         for _ in 0..n {
             super::black_box(Gc::new(DNode::default()));
         }
-    }
-
-    #[inline(never)]
-    pub fn work_binary_trees(max: usize) -> usize {
-        let mut total = 0;
-        for depth in (4..max).step_by(2) {
-            for _ in 0..1 << (max - depth + 4) {
-                total += Gc::new(TreeNode::new(depth)).check();
-            }
-        }
-        gc::collect();
-        total
-    }
-
-    #[inline(never)]
-    pub fn work_big_tree(depth: usize) -> usize {
-        let t = Gc::new(TreeNode::new(depth));
-        let n = t.check();
-        drop(t);
-        gc::collect();
-        n
     }
 
     #[inline(never)]
@@ -115,57 +128,13 @@ mod rc {
         _close: RefCell<Weak<DNode>>,
     }
 
-    pub enum TreeNode {
-        Nested {
-            left: Rc<TreeNode>,
-            right: Rc<TreeNode>,
-        },
-        End,
-    }
-
-    impl TreeNode {
-        fn new(depth: usize) -> Self {
-            if depth == 0 {
-                return TreeNode::End;
-            }
-            TreeNode::Nested {
-                left: Rc::new(Self::new(depth - 1)),
-                right: Rc::new(Self::new(depth - 1)),
-            }
-        }
-
-        fn check(&self) -> usize {
-            match self {
-                TreeNode::End => 1,
-                TreeNode::Nested { left, right } => left.check() + right.check() + 1,
-            }
-        }
-    }
+    tree_shapes!(Rc);
 
     #[inline(never)]
     pub fn work_leaf(n: usize) {
         for _ in 0..n {
             super::black_box(Rc::new(DNode::default()));
         }
-    }
-
-    #[inline(never)]
-    pub fn work_binary_trees(max: usize) -> usize {
-        let mut total = 0;
-        for depth in (4..max).step_by(2) {
-            for _ in 0..1 << (max - depth + 4) {
-                total += Rc::new(TreeNode::new(depth)).check();
-            }
-        }
-        total
-    }
-
-    #[inline(never)]
-    pub fn work_big_tree(depth: usize) -> usize {
-        let t = Rc::new(TreeNode::new(depth));
-        let n = t.check();
-        drop(t);
-        n
     }
 
     #[inline(never)]
