@@ -286,3 +286,88 @@ fn rust_large_blocks_freed_and_reallocated_by_c() {
         libc::free(q.cast());
     }
 }
+
+/// Set in the child processes of the tests below: which case to run.
+const DEBUG_CHILD: &str = "PYMEM_TEST_OVERRIDE_DEBUG_CHILD";
+
+fn run_debug_child(case: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "debug_child", "--nocapture", "--test-threads=1"])
+        .env("PYMEM_DEBUG", "1")
+        .env(DEBUG_CHILD, case)
+        .output()
+        .unwrap()
+}
+
+/// The child's side of the tests below; a no-op unless a parent asked.
+#[test]
+fn debug_child() {
+    let Ok(case) = std::env::var(DEBUG_CHILD) else {
+        return;
+    };
+    assert!(pymem::debug_allocator_enabled());
+    match case.as_str() {
+        "mix" => {
+            // C's blocks of every routing (small pools, medium pools,
+            // glibc's) taken over by Rust with layouts of their own
+            // alignment (a `Vec<u8>` or `Vec<u64>` over a malloc'd buffer),
+            // freed and grown by Rust; and Rust's blocks freed and grown by
+            // C, also through `free_sized`.
+            for size in [24, 100, 512, 600, 2048, 3000, 100_000] {
+                for align in [1, 8, 16] {
+                    let layout = Layout::from_size_align(size, align).unwrap();
+                    // SAFETY: malloc'd blocks of `size` bytes, each handed
+                    // to Rust once with a layout of that size and an
+                    // alignment malloc's 16 covers; Rust's blocks handed to
+                    // C once.
+                    unsafe {
+                        let p = libc::malloc(size).cast::<u8>();
+                        assert!(!p.is_null());
+                        fill(p, size, 3);
+                        GLOBAL.dealloc(p, layout);
+                        let p = libc::malloc(size).cast::<u8>();
+                        fill(p, size, 5);
+                        let q = GLOBAL.realloc(p, layout, size * 2);
+                        assert!(holds(q, size, 5), "{size}/{align}: realloc kept the bytes");
+                        fill(q, size * 2, 7);
+                        let r = libc::realloc(q.cast(), size + 8).cast::<u8>();
+                        assert!(holds(r, size, 7));
+                        libc::free(r.cast());
+                        let p = GLOBAL.alloc(layout);
+                        fill(p, size, 9);
+                        free_sized(p.cast(), size);
+                    }
+                }
+            }
+            eprintln!("mixed without a report");
+        }
+        "over-aligned" => {
+            // A real mistake across the two: a layout asking more
+            // alignment than malloc's block has is still reported.
+            let layout = Layout::from_size_align(100, 64).unwrap();
+            // SAFETY: deliberately wrong; the debug allocator aborts first.
+            unsafe { GLOBAL.dealloc(libc::malloc(100).cast(), layout) };
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+extern "C" {
+    /// C23's, exported by this binary (the `override` feature).
+    fn free_sized(ptr: *mut c_void, size: usize);
+}
+
+#[test]
+fn the_two_apis_mix_under_the_debug_allocator() {
+    let out = run_debug_child("mix");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("mixed without a report"), "{stderr}");
+    let out = run_debug_child("over-aligned");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("freed with alignment 64 but allocated with alignment 16"),
+        "{stderr}"
+    );
+}

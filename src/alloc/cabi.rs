@@ -103,6 +103,8 @@ impl hooks::Backend for CApi {
     fn route(size: usize, align: usize) -> Option<usize> {
         route_c(size, align)
     }
+
+    const C_ORIGIN: bool = true;
 }
 
 /// Allocation without the debug hooks: a pool block when a class honours

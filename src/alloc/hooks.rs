@@ -56,9 +56,17 @@ const WORD: usize = core::mem::size_of::<usize>();
 /// Replaces the header word of a freed block. Its top byte (0xFF) is no
 /// alignment's, so it never reads as a header.
 const FREED_MARK: usize = usize::MAX ^ 0xDEAD;
-/// The header word: the size in the low 56 bits, log2 of the alignment in
-/// the top byte. No block can be 2^56 bytes long.
+/// The header word: the size in the low 56 bits; in the top byte, log2 of
+/// the alignment in the low six bits and [`C_ORIGIN`] above them. No block
+/// can be 2^56 bytes long.
 const SIZE_BITS: u32 = 56;
+/// The header bit of a block the C entry points handed out (`cabi`): such
+/// a block may be freed by Rust code that took it over under the
+/// `override` feature, with a layout of its own alignment (see
+/// [`validate`]).
+const C_ORIGIN: usize = 0x40 << SIZE_BITS;
+/// The header bits of log2 of the alignment.
+const ALIGN_SHIFT_MASK: usize = 0x3F;
 
 const UNKNOWN: u8 = 0;
 const OFF: u8 = 1;
@@ -166,16 +174,25 @@ fn outer(layout: Layout) -> Option<Layout> {
     Layout::from_size_align(size, layout.align()).ok()
 }
 
-fn encode(layout: Layout) -> usize {
-    layout.size() | (layout.align().trailing_zeros() as usize) << SIZE_BITS
+/// The header word of a block of `layout` handed out by the front end
+/// whose [`Backend::C_ORIGIN`] is `c_origin`.
+fn encode(layout: Layout, c_origin: bool) -> usize {
+    let origin = if c_origin { C_ORIGIN } else { 0 };
+    layout.size() | (layout.align().trailing_zeros() as usize) << SIZE_BITS | origin
 }
 
-fn decode(header: usize) -> Option<Layout> {
-    let shift = header >> SIZE_BITS;
-    if shift >= usize::BITS as usize {
+/// The layout and origin (C's entry points or not) a header word records,
+/// or `None` if it is no header.
+fn decode(header: usize) -> Option<(Layout, bool)> {
+    let top = header >> SIZE_BITS;
+    if top & !(ALIGN_SHIFT_MASK | C_ORIGIN >> SIZE_BITS) != 0 {
         return None;
     }
-    Layout::from_size_align(header & ((1 << SIZE_BITS) - 1), 1 << shift).ok()
+    let layout = Layout::from_size_align(
+        header & ((1 << SIZE_BITS) - 1),
+        1 << (top & ALIGN_SHIFT_MASK),
+    );
+    Some((layout.ok()?, header & C_ORIGIN != 0))
 }
 
 /// The allocator under the hooks: hands out and takes back the outer
@@ -197,6 +214,11 @@ pub(crate) trait Backend {
     /// aligned to `align` from, `None` for a large one (the checks of a
     /// free compare it with what the arena bitmap says).
     fn route(size: usize, align: usize) -> Option<usize>;
+
+    /// Whether this is the C entry points' front end (`cabi`), recorded in
+    /// each block's header so that a free from the other front end is
+    /// recognised as a hand-over (see [`validate`]).
+    const C_ORIGIN: bool = false;
 }
 
 /// The Rust path: the allocator proper, without the hooks.
@@ -260,13 +282,13 @@ pub(crate) unsafe fn alloc_with<B: Backend>(layout: Layout, zeroed: bool) -> *mu
         let user = base.add(front);
         user.sub(GUARD + WORD)
             .cast::<usize>()
-            .write_unaligned(encode(layout));
+            .write_unaligned(encode(layout, B::C_ORIGIN));
         user.sub(GUARD).write_bytes(FORBIDDEN_BYTE, GUARD);
         user.write_bytes(if zeroed { 0 } else { CLEAN_BYTE }, size);
         user.add(size).write_bytes(FORBIDDEN_BYTE, GUARD);
         user
     };
-    if !arena_bitmap::contains(user) && !debug_large::insert(user, encode(layout)) {
+    if !arena_bitmap::contains(user) && !debug_large::insert(user, encode(layout, B::C_ORIGIN)) {
         // SAFETY: allocated just above, never handed out.
         unsafe { B::free_outer(base, outer) };
         return core::ptr::null_mut();
@@ -417,7 +439,7 @@ fn validate<B: Backend>(ptr: *mut u8, expected: Option<Layout>, what: &str) -> C
             ));
         }
     }
-    let Some(layout) = decode(header) else {
+    let Some((layout, c_origin)) = decode(header) else {
         os::fatal(format_args!(
             "debug allocator: {what} of {ptr:p}{note}: not a pointer PyMalloc handed out \
              (no valid debug header before it; or a buffer underrun)"
@@ -458,7 +480,20 @@ fn validate<B: Backend>(ptr: *mut u8, expected: Option<Layout>, what: &str) -> C
                 }
             ));
         }
-        if expected.align() != layout.align() {
+        // Between the two front ends (C code's block freed by Rust code
+        // that took it over, or the reverse through `free_sized`), C's
+        // `malloc` promises `ALIGNMENT` (16 bytes) whatever the layout the
+        // other side names, so alignments are compared from 16 up; within
+        // one front end, exactly.
+        let (asked, had) = if c_origin == B::C_ORIGIN {
+            (expected.align(), layout.align())
+        } else {
+            (
+                expected.align().max(size_class::ALIGNMENT),
+                layout.align().max(size_class::ALIGNMENT),
+            )
+        };
+        if asked != had {
             os::fatal(format_args!(
                 "debug allocator: {what} of {ptr:p} (size {size}): freed with alignment {} \
                  but allocated with alignment {} (wrong layout)",
@@ -479,12 +514,15 @@ fn validate<B: Backend>(ptr: *mut u8, expected: Option<Layout>, what: &str) -> C
         ));
     }
     let large = !small;
-    // A block outside the arenas is one no class of `B` serves. The
+    // A block outside the arenas that `B` handed out is one no class of
+    // `B`'s serves (the other front end routes by other rules). The
     // converse does not hold across the two front ends: a pool block of a
     // C medium class (`size_class::route_c`) that Rust took over is freed
     // with a layout Rust's routing sends to the large path, which finds it
     // in the bitmap (`large::is_c_pool_block`).
-    debug_assert!(!large || B::route(outer.size(), outer.align()).is_none());
+    debug_assert!(
+        !large || c_origin != B::C_ORIGIN || B::route(outer.size(), outer.align()).is_none()
+    );
     Checked {
         layout,
         outer,
@@ -521,7 +559,9 @@ mod tests {
     fn headers_round_trip() {
         for (size, align) in [(0, 1), (48, 8), (5000, 16), (1 << 40, 4096), (3, 1 << 20)] {
             let layout = Layout::from_size_align(size, align).unwrap();
-            assert_eq!(decode(encode(layout)), Some(layout));
+            for c in [false, true] {
+                assert_eq!(decode(encode(layout, c)), Some((layout, c)));
+            }
         }
         assert_eq!(decode(FREED_MARK), None);
     }
