@@ -157,7 +157,10 @@ impl PtrVec {
     /// happened meanwhile the new buffer is dropped and nothing else is
     /// done: the caller tests for room again (`push`, `State::make_room`).
     /// Reading them before the allocation would copy too little and free
-    /// the other growth's buffer with a stale layout.
+    /// the other growth's buffer with a stale layout. The free of the old
+    /// buffer may re-enter too (a `dealloc` that creates `Gc`s), so the
+    /// new buffer is installed first: a nested push lands in it, and a
+    /// nested growth copies from it.
     #[cold]
     #[inline(never)]
     pub(crate) fn grow(&self) -> bool {
@@ -169,24 +172,26 @@ impl PtrVec {
             return false;
         }
         let len = self.len.get();
-        let first = self.ptr.get().is_null();
+        let old = self.ptr.get();
+        let first = old.is_null();
         if !first {
             // SAFETY: `cap` is still the capacity of the buffer at `ptr`
             // (tested just above, after the last call that could re-enter),
             // whose first `len <= cap` entries are initialised (the type's
             // invariant), and `v` holds `new_cap > cap` entries: the copy is
-            // in bounds, and the old buffer is freed with the capacity of
-            // the Vec that allocated it.
-            unsafe {
-                ptr::copy_nonoverlapping(self.ptr.get(), v.as_mut_ptr(), len);
-                drop(Vec::from_raw_parts(self.ptr.get(), 0, cap));
-            }
+            // in bounds.
+            unsafe { ptr::copy_nonoverlapping(old, v.as_mut_ptr(), len) };
         }
-        let cap = v.capacity();
-        let p = v.as_mut_ptr();
-        std::mem::forget(v);
-        self.ptr.set(p);
-        self.cap.set(cap);
+        let mut v = std::mem::ManuallyDrop::new(v);
+        self.ptr.set(v.as_mut_ptr());
+        self.cap.set(v.capacity());
+        if !first {
+            // SAFETY: the old buffer came from a Vec of capacity `cap`
+            // (tested above), and nothing refers to it any more: the fields
+            // name the new one (so whatever this free runs finds them
+            // consistent, see above).
+            unsafe { drop(Vec::from_raw_parts(old, 0, cap)) };
+        }
         first
     }
 

@@ -41,20 +41,25 @@ impl SlotBits {
             drop(v);
             return self.reserve(n);
         }
+        let old = self.words.get();
         if cap != 0 {
             // SAFETY: `cap` is still the length of the buffer at `words`
             // (tested just above, after the last call that could re-enter),
             // all initialised (the type's invariant), and `v` is longer: the
-            // copy is in bounds; the old buffer is freed with the Vec that
-            // allocated it.
-            unsafe {
-                ptr::copy_nonoverlapping(self.words.get(), v.as_mut_ptr(), cap);
-                drop(Vec::from_raw_parts(self.words.get(), cap, cap));
-            }
+            // copy is in bounds.
+            unsafe { ptr::copy_nonoverlapping(old, v.as_mut_ptr(), cap) };
         }
+        // The new buffer is installed before the old one is freed: that
+        // free may re-enter too (a `dealloc` creating `Gc`s), and must find
+        // the fields consistent.
         let mut v = std::mem::ManuallyDrop::new(v);
         self.cap.set(v.len());
         self.words.set(v.as_mut_ptr());
+        if cap != 0 {
+            // SAFETY: the old buffer came from a Vec of length and capacity
+            // `cap` (tested above), and the fields no longer name it.
+            unsafe { drop(Vec::from_raw_parts(old, cap, cap)) };
+        }
     }
 
     /// Word `w`, 0 past the end.

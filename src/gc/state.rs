@@ -1084,6 +1084,11 @@ impl State {
                 unsafe { GcHeader::of(p) }.set_flags(UNTRACKED);
             }
         }
+        // No room before the buffers go: their frees may re-enter (a
+        // `dealloc` creating `Gc`s), and an object created then must take
+        // the slow path, which sees `dead` and leaves it unlisted, instead
+        // of pushing into a buffer being freed.
+        self.room.set(0);
         self.list.free();
         self.dirty_slots.free();
         // Deferred drops queued after the last round (by a later
