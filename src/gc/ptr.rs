@@ -557,10 +557,15 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
     /// [`drop_listed`]: Self::drop_listed
     /// [`drop_slow`]: Self::drop_slow
     ///
+    /// `untracked` is [`statically_untracked`]`(ptr)`, asked before the
+    /// count was released: its answer comes from `Trace::may_contain_gc`,
+    /// user code that may run a collection, which would find an object
+    /// with no strong count unreachable and free it under us.
+    ///
     /// # Safety
     /// We released the last strong count of the live object at `ptr`.
     #[inline(always)]
-    unsafe fn drop_last(ptr: NonNull<T>) {
+    unsafe fn drop_last(ptr: NonNull<T>, untracked: bool) {
         // SAFETY: the allocation is live until freed below.
         let w = unsafe { flags_word(counts_of(ptr)) }.get();
         if !std::mem::needs_drop::<T>() && w == NO_HEADER | WEAK_ONE {
@@ -569,7 +574,7 @@ impl<T: ?Sized + Trace + 'static> Gc<T> {
             // written back.
             // SAFETY: strong == weak == 0 now, and the value needs no drop.
             unsafe { deallocate(ptr, NO_HEADER) }
-        } else if statically_untracked(ptr) {
+        } else if untracked {
             // SAFETY: we released the last strong count of the live object
             // (this function's `# Safety`), which is all `drop_untracked`
             // requires (it checks that the object is untracked, and reads
@@ -727,13 +732,20 @@ fn dropped_panic(type_name: &str) -> ! {
 impl<T: ?Sized + Trace + 'static> Drop for Gc<T> {
     #[inline(always)]
     fn drop(&mut self) {
+        // Asked while this handle's count still keeps the object alive
+        // and reachable: `may_contain_gc` is user code, and a collection
+        // it ran after the decrement could free the object (see
+        // `drop_last`). For a sized type it is a constant and costs
+        // nothing.
+        let untracked = statically_untracked(self.ptr);
         let c = self.counts();
         let s = c.strong.get() - 1;
         c.strong.set(s);
         if s == 0 {
-            // SAFETY: we released the last strong count.
-            unsafe { Self::drop_last(self.ptr) }
-        } else if !statically_untracked(self.ptr)
+            // SAFETY: we released the last strong count; `untracked` was
+            // asked before.
+            unsafe { Self::drop_last(self.ptr, untracked) }
+        } else if !untracked
             // SAFETY: the handle keeps the allocation alive.
             && unsafe { low_flags(self.obj()) } & (CLEAN | LENT_MUT) as u8 != 0
         {

@@ -98,7 +98,11 @@ use super::tracer::Tracer;
 ///    Otherwise `Gc`s of the type are not tracked, or containers of it
 ///    skip tracing it: cycles through such values **leak**. Each
 ///    allocation keeps the answer it was made with, so an answer that
-///    changes is not undefined behaviour either.
+///    changes is not undefined behaviour either. It is asked inside
+///    `trace` (containers and handles ask it of their elements), so rule 5
+///    binds it as it binds `trace`; elsewhere (`Gc::new`, a handle's drop)
+///    it is asked while the caller's handle keeps the object alive, so a
+///    collection it runs there is harmless.
 /// 5. **`trace` only reads**: it must not write through a shared
 ///    reference (borrow a `RefCell` mutably, `Cell::set`, ...), create,
 ///    clone or drop `Gc`s or `Weak`s, allocate tracked objects, or run
