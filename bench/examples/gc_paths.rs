@@ -3,7 +3,10 @@
 //! `#[inline(never)]` function named `work_*`, so that
 //! `--toggle-collect='gc_paths::work_*'` counts it alone. The shapes are
 //! the ones of `benches/gc.rs` (`leaf_tracked`, `binary_trees`,
-//! `big_tree`, `dlists`), on the system allocator for both.
+//! `big_tree`, `dlists`), on the system allocator for both; `full` (pymem
+//! only) is `full_collect_live/pymem/dirty`: ten full collections of a
+//! live heap of 1M nodes (built outside the counted function), each after
+//! a node is cloned and dropped.
 //!
 //! ```text
 //! cargo build --release --manifest-path bench/Cargo.toml --example gc_paths
@@ -12,7 +15,7 @@
 //! ```
 //!
 //! Arguments: `pymem` or `rc`, then one of `leaf`, `binary_trees`,
-//! `big_tree`, `dlists`; an optional third argument repeats the workload
+//! `big_tree`, `dlists`, `full` (pymem only); an optional third argument repeats the workload
 //! that many times and prints the best CPU time of a repetition.
 
 use std::hint::black_box;
@@ -114,6 +117,40 @@ mod pm {
         gc::collect();
         total
     }
+
+    /// The live heap of `full_collect_live`: `n` nodes in a doubly linked
+    /// list, each also held by the returned `Vec`, collected once.
+    pub fn live_heap(n: usize) -> Vec<Gc<DNode>> {
+        let nodes: Vec<Gc<DNode>> = (0..n).map(|_| Gc::new(DNode::default())).collect();
+        for w in nodes.windows(2) {
+            *w[0].next.borrow_mut() = Some(w[1].clone());
+            *w[1].prev.borrow_mut() = Some(w[0].clone());
+        }
+        gc::collect();
+        nodes
+    }
+
+    /// Breaks the heap's links so that dropping it frees everything.
+    pub fn free_heap(nodes: Vec<Gc<DNode>>) {
+        for n in &nodes {
+            n.next.borrow_mut().take();
+            n.prev.borrow_mut().take();
+        }
+        drop(nodes);
+        gc::collect();
+    }
+
+    /// `full_collect_live/pymem/dirty`: `times` full collections of the
+    /// live heap, each after one node is cloned and dropped.
+    #[inline(never)]
+    pub fn work_full(nodes: &[Gc<DNode>], times: usize) -> usize {
+        let mut found = 0;
+        for k in 0..times {
+            drop(super::black_box(nodes[(k * 7919) % nodes.len()].clone()));
+            found += gc::collect();
+        }
+        found
+    }
 }
 
 mod rc {
@@ -166,8 +203,13 @@ fn cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn run(which: &str, shape: &str) -> usize {
+/// Collections per repetition of `full`, and the heap's size.
+const FULL_TIMES: usize = 10;
+const LIVE: usize = 1_000_000;
+
+fn run(which: &str, shape: &str, heap: &[pymem::Gc<pm::DNode>]) -> usize {
     match (which, shape) {
+        ("pymem", "full") => pm::work_full(heap, FULL_TIMES),
         ("pymem", "leaf") => {
             pm::work_leaf(black_box(1_000_000));
             1_000_000
@@ -182,7 +224,7 @@ fn run(which: &str, shape: &str) -> usize {
         ("rc", "big_tree") => rc::work_big_tree(black_box(19)),
         ("pymem", "dlists") => pm::work_dlists(black_box(30), black_box(4096)),
         ("rc", "dlists") => rc::work_dlists(black_box(30), black_box(4096)),
-        _ => panic!("usage: gc_paths pymem|rc leaf|binary_trees|big_tree|dlists [reps]"),
+        _ => panic!("usage: gc_paths pymem|rc leaf|binary_trees|big_tree|dlists|full [reps]"),
     }
 }
 
@@ -190,14 +232,24 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (which, shape) = (args[1].as_str(), args[2].as_str());
     let reps: usize = args.get(3).map_or(1, |r| r.parse().unwrap());
+    let heap = if shape == "full" {
+        pm::live_heap(LIVE)
+    } else {
+        Vec::new()
+    };
     let mut best = Duration::MAX;
     let mut n = 0;
     for _ in 0..reps {
         let t = cpu_time();
-        n = run(which, shape);
+        n = run(which, shape, &heap);
         best = best.min(cpu_time() - t);
     }
     if reps > 1 {
         println!("{which} {shape}: {n} -> best of {reps}: {best:?}");
+        if shape == "full" {
+            let ns = best.as_nanos() as f64 / (FULL_TIMES * LIVE) as f64;
+            println!("  {ns:.2} ns per node per collection");
+        }
     }
+    pm::free_heap(heap);
 }

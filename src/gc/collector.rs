@@ -148,8 +148,8 @@ use super::ptr_vec::PtrVec;
 use super::reclaim;
 use super::state::State;
 use super::tracer::{
-    is_candidate, is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, EXT, NO_PARENT,
-    PENDING, REACHED, RESOLVED, UNSEEN, VISITING,
+    add_ext, is_candidate, is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, URefs,
+    NO_PARENT, PENDING, REACHED, RESOLVED, UNSEEN, VISITING,
 };
 use super::trashcan;
 
@@ -489,7 +489,7 @@ fn find_reachable_from_dirty(
             // against n), and so are seeds (the `find` above indexed
             // `refs` with each, bounds-checked).
             let r = unsafe { refs.get_unchecked(pos) };
-            r.set(r.get() + strong_refs(p));
+            r.set(r.get().wrapping_add(strong_refs(p)));
             // (One test for the usual case, clean and not lent out.)
             if w & (CLEAN | LENT_MUT) != CLEAN {
                 if w & CLEAN == 0 {
@@ -511,7 +511,7 @@ fn find_reachable_from_dirty(
     }
     for &pos in late.iter() {
         let c = &refs[pos];
-        c.set(c.get() + EXT);
+        c.set(add_ext(c.get()));
     }
     st.closure_size(sc.seeds.len(), examined, n);
     // SAFETY: the first `examined` entries were written above, within the
@@ -646,7 +646,7 @@ fn count_candidates(refs: &[Cell<Refs>]) -> usize {
             r == REACHED || r > PENDING,
             "phase 2 value {r:#x} in phase 1's gc_refs"
         );
-        n += (r.wrapping_sub(1) as u64) >> 63;
+        n += ((r.wrapping_sub(1) as URefs) >> (URefs::BITS - 1)) as u64;
     }
     n as usize
 }
@@ -919,7 +919,7 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
     while trace_proven_late(members, late, tracer) {}
     for &pos in late.iter() {
         let c = &refs[pos];
-        c.set(c.get() + EXT);
+        c.set(add_ext(c.get()));
     }
     holes
 }
@@ -958,7 +958,7 @@ unsafe fn subtract_one<M: Members + ?Sized>(
     // (the list's invariant; the garbage is held by the collector).
     let h = unsafe { GcHeader::of(p) };
     let w = h.gc.get();
-    r.set(r.get() + strong_refs(p) - held);
+    r.set(r.get().wrapping_add(strong_refs(p) - held));
     if w & (CLEAN | LENT_MUT) != CLEAN {
         if clear_dirty {
             h.gc.set(w | CLEAN);
@@ -1181,7 +1181,7 @@ impl Scratch {
 /// interleaved medians: 2.58x with a fixed 64K-entry limit, 2.10x with
 /// buffers kept). The price is memory that follows the largest heap, as
 /// the list's own capacity does (it never shrinks either): the gc_refs
-/// (8 bytes per list slot), and the other arrays (parent links, stack,
+/// (4 bytes per list slot), and the other arrays (parent links, stack,
 /// garbage) as far as a collection used them (untouched capacity costs
 /// address space, not memory).
 const KEEP: usize = 1 << 16;
