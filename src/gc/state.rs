@@ -606,47 +606,75 @@ impl State {
     /// zero): the refcount free's path, which takes the index from the
     /// gc word of an object not flagged `UNTRACKED` (so listed there: the
     /// invariants).
+    ///
+    /// The youngest entry (the last) is popped, with the holes below it,
+    /// and the frozen count and generation bounds are looked at only when
+    /// the pop goes below generation 0's start ([`lower_starts`], cold):
+    /// an entry of the permanent generation lies below it. Any other
+    /// entry becomes a hole (issue 9, eleventh round: -5 instructions
+    /// on the last drop of a young object).
+    ///
+    /// [`lower_starts`]: Self::lower_starts
     #[inline(always)]
     pub(crate) fn untrack_at(&self, i: usize) {
         // No UNTRACKED flag is needed: once out of the list the object has
         // no strong handle left that could reach the collector.
         let len = self.list.len();
         debug_assert!(i < len, "untrack_at({i}) past the list's end ({len})");
-        self.live.set(self.live.get() - 1);
-        if i < self.start[0].get() {
-            self.frozen.set(self.frozen.get() - 1);
-        }
+        let live = self.live.get() - 1;
+        self.live.set(live);
         let c = self.count[0].get();
         self.count[0].set(c - usize::from(c > 0));
         if i + 1 == len && !self.in_phases.get() {
             // The last entry: pop it (no need to null it first).
-            self.pop_holes(i);
+            self.pop_last(i, live);
         } else if i < len {
+            if i < self.start[0].get() {
+                self.frozen.set(self.frozen.get() - 1);
+            }
             // SAFETY: i < len, checked (the invariants promise it; the
             // check keeps a broken promise from writing out of bounds).
             unsafe { self.list.set_unchecked(i, ptr::null()) };
         }
     }
 
-    /// Drops the holes at the end of the list (`len` and below; the
-    /// entry at `len` was just removed), so that churn (allocate, free in
-    /// reverse order) never grows it nor needs compaction.
+    /// Pops the last entry, `i` (`len - 1`), whose object just left the
+    /// list, and the holes below it, so that churn (allocate, free in
+    /// reverse order) never grows the list nor needs compaction. `live`
+    /// is the live count without that object, the number of non-null
+    /// entries below `i`: when it is `i`, the entries below hold no hole
+    /// and there is nothing more to pop (one compare instead of a load of
+    /// the entry below; were the count ever wrong, the only effect would
+    /// be holes left at the end, which the list allows anywhere). The test
+    /// is `live < i` rather than `!=`: it implies `i > 0`, so the loop's
+    /// first bound check folds into it.
     #[inline(always)]
-    fn pop_holes(&self, mut len: usize) {
-        // SAFETY: len - 1 < len <= list.len().
-        while len > 0 && unsafe { self.list.get_unchecked(len - 1) }.is_null() {
-            len -= 1;
+    fn pop_last(&self, i: usize, live: usize) {
+        let mut len = i;
+        if live < i {
+            // SAFETY: len - 1 < len <= list.len().
+            while len > 0 && unsafe { self.list.get_unchecked(len - 1) }.is_null() {
+                len -= 1;
+            }
         }
-        // SAFETY: below the old length, which was initialised.
+        // SAFETY: len <= i < list.len(), initialised.
         unsafe { self.list.set_len(len) };
+        // An entry of generation 1, 2 or the permanent one was popped
+        // (or holes of them): `len` fell below generation 0's start.
         if len < self.start[2].get() {
-            self.lower_starts(len);
+            self.lower_starts(i, len);
         }
     }
 
+    /// The pop of entry `i` left the list `len` long, below generation
+    /// 0's start: the bounds above `len` come down to it, and if `i` was
+    /// in the permanent generation, the frozen count loses it.
     #[cold]
     #[inline(never)]
-    fn lower_starts(&self, len: usize) {
+    fn lower_starts(&self, i: usize, len: usize) {
+        if i < self.start[0].get() {
+            self.frozen.set(self.frozen.get() - 1);
+        }
         for s in &self.start {
             if s.get() > len {
                 s.set(len);
