@@ -390,16 +390,45 @@ pub(crate) fn inc_weak(w: &Cell<usize>) {
 /// Removes a weak reference from a weak word; returns whether it was the
 /// last one, in which case the word is left as it was (the caller frees
 /// the allocation: one compare with memory, no store).
+///
+/// On 64-bit targets the count is the word's high half (`WEAK_SHIFT` is
+/// 32), which is read and written alone: the test is one compare of
+/// memory with an immediate (the whole word's needs a shift first), and
+/// the load of the last free is forwarded from the one store of that
+/// half that `GcHeader::write_new` makes for a fresh object (a load of
+/// the whole word cannot be forwarded from the two half stores, and
+/// waits for them to reach the cache: issue 9, eleventh round).
 #[inline(always)]
 pub(crate) fn dec_weak_is_last(w: &Cell<usize>) -> bool {
-    let n = w.get();
-    // The flags (and a tracked object's vtable code) are below WEAK_ONE:
-    // a count of one is a word below two.
-    if n < 2 * WEAK_ONE {
-        return true;
+    #[cfg(target_pointer_width = "64")]
+    {
+        const HIGH: usize = if cfg!(target_endian = "little") { 1 } else { 0 };
+        // SAFETY: the word is a live, aligned `Cell<usize>` of this thread
+        // (the `&Cell` proves it), so its two halves are valid, aligned
+        // `u32`s; no reference to its contents exists (only to the
+        // `Cell`), and the access ends before this function returns.
+        unsafe {
+            let high = w.as_ptr().cast::<u32>().add(HIGH);
+            let count = high.read();
+            // A count of one: the last weak reference.
+            if count < 2 {
+                return true;
+            }
+            high.write(count - 1);
+        }
+        false
     }
-    w.set(n - WEAK_ONE);
-    false
+    #[cfg(not(target_pointer_width = "64"))]
+    {
+        let n = w.get();
+        // The flags are below WEAK_ONE: a count of one is a word below
+        // two.
+        if n < 2 * WEAK_ONE {
+            return true;
+        }
+        w.set(n - WEAK_ONE);
+        false
+    }
 }
 
 /// Adds a strong handle; aborts on overflow, as `Rc` does.

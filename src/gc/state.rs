@@ -102,7 +102,12 @@ pub(crate) struct State {
     room: Cell<usize>,
     /// Tracked objects, oldest first (see the module docs).
     list: PtrVec,
-    /// CPython's `generations[i].count`.
+    /// CPython's `generations[i].count` for generations 1 and 2; entry 0
+    /// is the *base* of count 0, which is `live - base` (wrapping: see
+    /// [`count0`](Self::count0)). Count 0 rises and falls with the live
+    /// count in `Gc::new` and the refcount free, so those paths update
+    /// `live` alone, and the base only when a free finds count 0 at 0
+    /// (CPython lowers it only while it is positive).
     count: [Cell<usize>; 3],
     threshold: [Cell<usize>; 3],
     /// Start of generation 2, 1 and 0 in `list`; `[0, start[0])` is the
@@ -291,7 +296,31 @@ impl State {
     /// CPython's `gc.get_count()`.
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
         let c = &self.count;
-        (c[0].get(), c[1].get(), c[2].get())
+        (self.count0(), c[1].get(), c[2].get())
+    }
+
+    /// Count 0: tracked allocations minus deallocations since the last
+    /// collection (CPython's `generations[0].count`), from the live count
+    /// and its base (see `count`).
+    #[inline(always)]
+    fn count0(&self) -> usize {
+        self.live.get().wrapping_sub(self.count[0].get())
+    }
+
+    /// Sets count 0 to `c` (moves its base).
+    #[inline(always)]
+    fn set_count0(&self, c: usize) {
+        self.count[0].set(self.live.get().wrapping_sub(c))
+    }
+
+    /// CPython's `generations[g].count`.
+    #[inline(always)]
+    fn gen_count(&self, g: usize) -> usize {
+        if g == 0 {
+            self.count0()
+        } else {
+            self.count[g].get()
+        }
     }
 
     /// A snapshot of the statistics.
@@ -482,8 +511,8 @@ impl State {
         unsafe { self.list.push_within_cap(obj) };
         // SAFETY: as for `UNTRACKED` above.
         unsafe { h.gc.as_ptr().write((len << SHIFT) | CLEAN) };
+        // Count 0 rises with it (see `count`).
         self.live.set(self.live.get() + 1);
-        self.count[0].set(self.count[0].get() + 1);
     }
 
     /// `track_fresh` when the room ran out: a collection may
@@ -491,7 +520,7 @@ impl State {
     #[cold]
     #[inline(never)]
     fn track_slow(&self, obj: ObjPtr, h: &GcHeader) {
-        if self.count[0].get() > self.threshold[0].get() {
+        if self.count0() > self.threshold[0].get() {
             self.collect_automatic();
         }
         self.track(obj, h);
@@ -508,7 +537,7 @@ impl State {
         let free = self.list.cap() - self.list.len();
         let t0 = self.threshold[0].get();
         let due = if self.enabled.get() && t0 != 0 && !self.dead.get() {
-            t0.saturating_add(1).saturating_sub(self.count[0].get())
+            t0.saturating_add(1).saturating_sub(self.count0())
         } else {
             usize::MAX
         };
@@ -536,8 +565,8 @@ impl State {
         // SAFETY: `make_room` left len < cap.
         unsafe { self.list.push_within_cap(obj) };
         h.gc.set((len << SHIFT) | CLEAN);
+        // Count 0 rises with it (see `count`).
         self.live.set(self.live.get() + 1);
-        self.count[0].set(self.count[0].get() + 1);
     }
 
     /// Tracks again, in generation 0, an object a collection had taken out
@@ -562,7 +591,10 @@ impl State {
         // SAFETY: len < cap, the loop's exit condition.
         unsafe { self.list.push_within_cap(obj) };
         h.set_index(i);
+        // Count 0 stays as it is (a resurrection is no allocation).
+        let c = self.count0();
         self.live.set(self.live.get() + 1);
+        self.set_count0(c);
         self.reset_room();
         self.note_dirty(h);
     }
@@ -606,47 +638,80 @@ impl State {
     /// zero): the refcount free's path, which takes the index from the
     /// gc word of an object not flagged `UNTRACKED` (so listed there: the
     /// invariants).
+    ///
+    /// The youngest entry (the last) is popped, with the holes below it,
+    /// and the frozen count and generation bounds are looked at only when
+    /// the pop goes below generation 0's start ([`lower_starts`], cold):
+    /// an entry of the permanent generation lies below it. Any other
+    /// entry becomes a hole (issue 9, eleventh round: -5 instructions
+    /// on the last drop of a young object).
+    ///
+    /// [`lower_starts`]: Self::lower_starts
     #[inline(always)]
     pub(crate) fn untrack_at(&self, i: usize) {
         // No UNTRACKED flag is needed: once out of the list the object has
         // no strong handle left that could reach the collector.
         let len = self.list.len();
         debug_assert!(i < len, "untrack_at({i}) past the list's end ({len})");
-        self.live.set(self.live.get() - 1);
-        if i < self.start[0].get() {
-            self.frozen.set(self.frozen.get() - 1);
+        let old = self.live.get();
+        let live = old - 1;
+        self.live.set(live);
+        // Count 0 (`live - base`) falls with the live count, except from
+        // 0, where it stays (CPython lowers it only while positive): the
+        // base follows the live count down.
+        if old == self.count[0].get() {
+            self.count[0].set(live);
         }
-        let c = self.count[0].get();
-        self.count[0].set(c - usize::from(c > 0));
         if i + 1 == len && !self.in_phases.get() {
             // The last entry: pop it (no need to null it first).
-            self.pop_holes(i);
+            self.pop_last(i, live);
         } else if i < len {
+            if i < self.start[0].get() {
+                self.frozen.set(self.frozen.get() - 1);
+            }
             // SAFETY: i < len, checked (the invariants promise it; the
             // check keeps a broken promise from writing out of bounds).
             unsafe { self.list.set_unchecked(i, ptr::null()) };
         }
     }
 
-    /// Drops the holes at the end of the list (`len` and below; the
-    /// entry at `len` was just removed), so that churn (allocate, free in
-    /// reverse order) never grows it nor needs compaction.
+    /// Pops the last entry, `i` (`len - 1`), whose object just left the
+    /// list, and the holes below it, so that churn (allocate, free in
+    /// reverse order) never grows the list nor needs compaction. `live`
+    /// is the live count without that object, the number of non-null
+    /// entries below `i`: when it is `i`, the entries below hold no hole
+    /// and there is nothing more to pop (one compare instead of a load of
+    /// the entry below; were the count ever wrong, the only effect would
+    /// be holes left at the end, which the list allows anywhere). The test
+    /// is `live < i` rather than `!=`: it implies `i > 0`, so the loop's
+    /// first bound check folds into it.
     #[inline(always)]
-    fn pop_holes(&self, mut len: usize) {
-        // SAFETY: len - 1 < len <= list.len().
-        while len > 0 && unsafe { self.list.get_unchecked(len - 1) }.is_null() {
-            len -= 1;
+    fn pop_last(&self, i: usize, live: usize) {
+        let mut len = i;
+        if live < i {
+            // SAFETY: len - 1 < len <= list.len().
+            while len > 0 && unsafe { self.list.get_unchecked(len - 1) }.is_null() {
+                len -= 1;
+            }
         }
-        // SAFETY: below the old length, which was initialised.
+        // SAFETY: len <= i < list.len(), initialised.
         unsafe { self.list.set_len(len) };
+        // An entry of generation 1, 2 or the permanent one was popped
+        // (or holes of them): `len` fell below generation 0's start.
         if len < self.start[2].get() {
-            self.lower_starts(len);
+            self.lower_starts(i, len);
         }
     }
 
+    /// The pop of entry `i` left the list `len` long, below generation
+    /// 0's start: the bounds above `len` come down to it, and if `i` was
+    /// in the permanent generation, the frozen count loses it.
     #[cold]
     #[inline(never)]
-    fn lower_starts(&self, len: usize) {
+    fn lower_starts(&self, i: usize, len: usize) {
+        if i < self.start[0].get() {
+            self.frozen.set(self.frozen.get() - 1);
+        }
         for s in &self.start {
             if s.get() > len {
                 s.set(len);
@@ -707,7 +772,7 @@ impl State {
             return None;
         }
         (0..3).rev().find(|&g| {
-            self.count[g].get() > self.threshold[g].get()
+            self.gen_count(g) > self.threshold[g].get()
                 // The long-lived rule: a full collection only when what was
                 // promoted since the last one exceeds 25% of its survivors.
                 && (g < 2 || self.long_lived_pending.get() >= self.long_lived_total.get() / 4)
@@ -725,7 +790,8 @@ impl State {
         if g + 1 < 3 {
             self.count[g + 1].set(self.count[g + 1].get() + 1);
         }
-        for i in 0..=g {
+        self.set_count0(0);
+        for i in 1..=g {
             self.count[i].set(0);
         }
         true
@@ -962,7 +1028,11 @@ impl State {
     /// `n` listed objects were found unreachable and taken out of the
     /// list by the rebuild.
     pub(crate) fn forget_unreachable(&self, n: usize) {
+        // Garbage is no deallocation for count 0 (CPython's rule): it
+        // stays as it is.
+        let c = self.count0();
         self.live.set(self.live.get() - n);
+        self.set_count0(c);
     }
 
     /// Moves the generations 0..=g into g + 1 (or leaves them in 2 when
@@ -1020,7 +1090,7 @@ impl State {
             s.set(n);
         }
         self.frozen.set(self.live.get());
-        self.count[0].set(0);
+        self.set_count0(0);
     }
 
     /// `gc.unfreeze()`: the permanent generation joins generation 2.
@@ -1094,7 +1164,9 @@ impl State {
         // Deferred drops queued after the last round (by a later
         // refcount drop during this teardown) are leaked.
         self.deferred.free();
+        let c = self.count0();
         self.live.set(0);
+        self.set_count0(c);
         self.frozen.set(0);
         for s in &self.start {
             s.set(0);
@@ -1140,9 +1212,109 @@ impl State {
         let t0 = self.threshold[0].get();
         if self.enabled.get() && t0 != 0 && room != 0 {
             assert!(
-                self.count[0].get() + room <= t0.saturating_add(1),
+                self.count0() + room <= t0.saturating_add(1),
                 "room {room} past threshold 0"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The untrack path's shortcuts (issue 9, eleventh round): count 0 kept
+    //! as the live count minus a base, the youngest entry popped without a
+    //! look below it, the frozen count left to `lower_starts`.
+    use std::cell::RefCell;
+
+    use super::with;
+    use crate::{gc, Gc, Trace};
+
+    #[derive(Trace, Default)]
+    struct N {
+        e: RefCell<Option<Gc<N>>>,
+    }
+
+    fn n() -> Gc<N> {
+        Gc::new(N::default())
+    }
+
+    fn on_fresh_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f)
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    }
+
+    /// Count 0 stops at 0 when older objects are freed, and rises again
+    /// from there (CPython lowers it only while positive); collected
+    /// garbage and freezing move it as CPython does.
+    #[test]
+    fn count0_saturates_and_follows_cpython() {
+        on_fresh_thread(|| {
+            let old: Vec<Gc<N>> = (0..5).map(|_| n()).collect();
+            assert_eq!(gc::get_count(), (5, 0, 0));
+            gc::collect();
+            assert_eq!(gc::get_count(), (0, 0, 0));
+            drop(old);
+            assert_eq!(gc::get_count(), (0, 0, 0));
+            let a = n();
+            let b = n();
+            assert_eq!(gc::get_count(), (2, 0, 0));
+            drop(a);
+            assert_eq!(gc::get_count(), (1, 0, 0));
+            // A cycle found by a young collection: the count restarts at 0
+            // and the garbage taken out of the list does not lower it.
+            let x = n();
+            let y = n();
+            *x.e.borrow_mut() = Some(y.clone());
+            *y.e.borrow_mut() = Some(x.clone());
+            drop((x, y));
+            assert_eq!(gc::collect_generation(0), 2);
+            assert_eq!(gc::get_count(), (0, 1, 0));
+            let c = n();
+            assert_eq!(gc::get_count(), (1, 1, 0));
+            drop(b);
+            drop(c);
+            assert_eq!(gc::get_count(), (0, 1, 0));
+            let d = n();
+            gc::freeze();
+            assert_eq!(gc::get_count(), (0, 1, 0));
+            let e = n();
+            assert_eq!(gc::get_count(), (1, 1, 0));
+            drop((d, e));
+            assert_eq!(gc::get_count(), (0, 1, 0));
+            gc::unfreeze();
+        });
+    }
+
+    /// Freeing the youngest frozen object (the list's last entry) and an
+    /// older one both leave the permanent generation's count; a pop over
+    /// holes takes them off the list's end.
+    #[test]
+    fn pops_keep_frozen_count_and_take_holes() {
+        on_fresh_thread(|| {
+            let a = n();
+            let b = n();
+            let c = n();
+            gc::freeze();
+            assert_eq!(gc::get_freeze_count(), 3);
+            drop(c); // the last entry: popped
+            assert_eq!(gc::get_freeze_count(), 2);
+            assert_eq!(with(|st| st.list().len()), 2);
+            drop(a); // a hole
+            assert_eq!(gc::get_freeze_count(), 1);
+            assert_eq!(with(|st| st.list().len()), 2);
+            gc::unfreeze();
+            assert_eq!(gc::get_freeze_count(), 0);
+            let d = n();
+            let e = n();
+            drop(d); // a hole below e
+            assert_eq!(with(|st| st.list().len()), 4);
+            drop(e); // popped with the hole below it
+            assert_eq!(with(|st| st.list().len()), 2);
+            drop(b); // popped with the hole of `a`
+            assert_eq!(with(|st| st.list().len()), 0);
+            assert_eq!(gc::tracked_count(), 0);
+            with(|st| st.assert_valid(0));
+        });
     }
 }
