@@ -169,6 +169,52 @@ fn a_large_heap_maps_huge_pages() {
 }
 
 #[test]
+fn a_heap_built_again_after_a_release_maps_spans_early() {
+    if !thp_usable("a_heap_built_again_after_a_release_maps_spans_early") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::spawn(|| {
+        // A large heap, emptied and released by its own thread.
+        free_all(allocate(40));
+        release_free_memory();
+        // Built again at once, to 16 MiB: past its first 4 MiB (and well
+        // before 32 MiB) its arenas come in spans. (Without the release,
+        // `a_small_heap_gets_no_huge_page_advice`: none would.)
+        let blocks = allocate(16);
+        let late = arenas(&blocks[(6 << 20) / BLOCK..]);
+        let vmas = smaps();
+        for &a in &late {
+            let vma = vma_of(&vmas, a).expect("a late arena is mapped");
+            assert!(
+                vma.flags.iter().any(|f| f == "hg"),
+                "the arena at {a:#x} of a heap built again after a release has no \
+                 huge-page advice: {vma:?}"
+            );
+        }
+        drop(vmas);
+        free_all(blocks);
+        release_free_memory();
+        // Released again, after a heap of 16 MiB: small, so what comes
+        // next is in 4 KiB pages again.
+        let blocks = allocate(16);
+        let vmas = smaps();
+        for a in arenas(&blocks) {
+            let vma = vma_of(&vmas, a).expect("an arena is mapped");
+            assert!(
+                !vma.flags.iter().any(|f| f == "hg"),
+                "the arena at {a:#x} of a heap that was small at its release has \
+                 huge-page advice: {vma:?}"
+            );
+        }
+        drop(vmas);
+        free_all(blocks);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
 fn a_small_heap_gets_no_huge_page_advice() {
     let Some(mode) = thp_mode() else {
         eprintln!("a_small_heap_gets_no_huge_page_advice: skipped, no THP on this kernel");

@@ -5,6 +5,9 @@
 //!   block is not in use; `large_bytes_cached` reports it);
 //! * `realloc` within a class's size returns the same block and keeps its
 //!   bytes; across classes it moves and keeps them;
+//! * a pool block growing past 512 bytes takes a cached block of a larger
+//!   class when its own class has none, and grows in it in place; a block
+//!   is cached by the room it has, not by the layout it is freed with;
 //! * `release_free_memory()` on one thread empties the cache of another,
 //!   live but idle, thread; so does the background purge, without a call;
 //! * a thread's exit empties its cache;
@@ -179,6 +182,76 @@ fn realloc_within_a_class_returns_the_same_block() {
         let after = large();
         assert_eq!(after.allocs, before.allocs);
         assert_eq!(after.bytes, before.bytes);
+    })
+    .join()
+    .unwrap();
+}
+
+/// The sizes of a growing buffer's chain: doubling from 8 to 512 bytes,
+/// then 1,100, 2,200 and 4,400 (the classes of 1,152, 2,304 and 4,608
+/// bytes: none near the 1,024-byte class, where the snapshot's vector
+/// sits, see [`large`]).
+const CHAIN: [usize; 10] = [8, 16, 32, 64, 128, 256, 512, 1100, 2200, 4400];
+
+/// One chain through [`CHAIN`] (each step checks the bytes kept); returns
+/// the block's address at its three large sizes.
+fn growth_chain() -> [usize; 3] {
+    let mut at = [0; 3];
+    // SAFETY: non-zero sizes; each realloc passes the block's current
+    // layout, and the block is freed once with its last one.
+    unsafe {
+        let mut p = GLOBAL.alloc(layout(CHAIN[0], 8));
+        p.write_bytes(0x11, CHAIN[0]);
+        for (i, pair) in CHAIN.windows(2).enumerate() {
+            let (size, new) = (pair[0], pair[1]);
+            p = GLOBAL.realloc(p, layout(size, 8), new);
+            assert!((0..size).all(|i| *p.add(i) == 0x11), "bytes lost at {size}");
+            p.add(size).write_bytes(0x11, new - size);
+            if i >= 6 {
+                at[i - 6] = p as usize;
+            }
+        }
+        GLOBAL.dealloc(p, layout(CHAIN[9], 8));
+    }
+    at
+}
+
+#[test]
+#[cfg_attr(pymem_asan, ignore = "the cache is off under AddressSanitizer")]
+fn growth_past_512_bytes_takes_a_roomier_cached_block() {
+    let _serial = serial();
+    std::thread::spawn(|| {
+        warm_up();
+        let before = large();
+        // The first chain's block ends in the 4,608-byte class, cached.
+        let first = growth_chain();
+        let after_first = large();
+        assert_eq!(after_first.allocs, before.allocs);
+        assert_eq!(after_first.bytes, before.bytes);
+        assert_eq!(after_first.cached, before.cached + 4608);
+        // The next chain crosses 512 bytes into the 1,152-byte class,
+        // which has no block: it takes the cached 4,608-byte one (at most
+        // four times the request) and grows in it without moving.
+        let second = growth_chain();
+        assert_eq!(
+            second, [first[2]; 3],
+            "the chain did not take the cached block and grow in it"
+        );
+        assert_eq!(large(), after_first);
+        // A roomy block freed with a smaller layout is cached by its room:
+        // a 4,400-byte request takes it back.
+        // SAFETY: non-zero sizes, each block freed once with its layout.
+        unsafe {
+            let small = GLOBAL.alloc(layout(300, 8));
+            let grown = GLOBAL.realloc(small, layout(300, 8), 1100);
+            assert_eq!(grown as usize, first[2]);
+            GLOBAL.dealloc(grown, layout(1100, 8));
+            assert_eq!(large().cached, after_first.cached);
+            let again = GLOBAL.alloc(layout(4400, 8));
+            assert_eq!(again as usize, first[2]);
+            GLOBAL.dealloc(again, layout(4400, 8));
+        }
+        assert_eq!(large(), after_first);
     })
     .join()
     .unwrap();

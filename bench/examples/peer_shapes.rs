@@ -9,7 +9,8 @@
 //!
 //! Allocators: `pymem`, `mimalloc`, `jemalloc`, `system`. Shapes as in
 //! `examples/slowpath_shapes.rs` (`fifo`, `churn`, `churn_10k`, `lifo`,
-//! `two_threads_churn`, `cross_thread`).
+//! `two_threads_churn`, `cross_thread`), and `fifo_cold` (FIFO with
+//! each allocator's release call before each round, as the bench's row).
 
 #[path = "../benches/support/alloc_workloads.rs"]
 mod alloc_workloads;
@@ -18,10 +19,11 @@ use alloc_workloads::PyMallocCall;
 use std::alloc::{GlobalAlloc, System};
 use std::time::Duration;
 
-fn run<A: GlobalAlloc + Sync>(a: &A, shape: &str, n: u64) -> Duration {
+fn run<A: GlobalAlloc + Sync>(a: &A, shape: &str, n: u64, release: &dyn Fn()) -> Duration {
     let seed = 0x05EE_D0FA_110C;
     match shape {
         "fifo" => alloc_workloads::fifo(a, n, seed),
+        "fifo_cold" => alloc_workloads::fifo_cold(a, n, seed, release),
         "churn" => alloc_workloads::churn_with(a, n, seed, 1_000),
         "churn_10k" => alloc_workloads::churn_with(a, n, seed, 10_000),
         "lifo" => alloc_workloads::lifo(a, n),
@@ -36,11 +38,21 @@ fn main() {
     let which = args.next().unwrap_or_else(|| "pymem".to_string());
     let shape = args.next().unwrap_or_else(|| "fifo".to_string());
     let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    extern "C" {
+        fn mi_collect(force: bool);
+    }
     let t = match which.as_str() {
-        "pymem" => run(&PyMallocCall, &shape, n),
-        "mimalloc" => run(&mimalloc::MiMalloc, &shape, n),
-        "jemalloc" => run(&tikv_jemallocator::Jemalloc, &shape, n),
-        "system" => run(&System, &shape, n),
+        "pymem" => run(&PyMallocCall, &shape, n, &|| {
+            pymem::release_free_memory();
+        }),
+        // SAFETY: `mi_collect` only returns free memory.
+        "mimalloc" => run(&mimalloc::MiMalloc, &shape, n, &|| unsafe { mi_collect(true) }),
+        // jemalloc has no release call through its crate (as in the bench).
+        "jemalloc" => run(&tikv_jemallocator::Jemalloc, &shape, n, &|| {}),
+        // SAFETY: `malloc_trim` only returns free memory.
+        "system" => run(&System, &shape, n, &|| unsafe {
+            libc::malloc_trim(0);
+        }),
         other => panic!("unknown allocator {other}"),
     };
     println!("{which} {shape} x {n}: {t:?}");

@@ -176,7 +176,10 @@ impl PyMalloc {
             // `# Safety`); neither size routes to a pool, so both are the
             // system allocator's.
             (None, None) => unsafe { Self::realloc_large(ptr, layout, new_size) },
-            // Across the threshold, either way: a move.
+            // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
+            // `# Safety`); `layout` routes to a pool and `new_size` does not.
+            (Some(_), None) => unsafe { Self::realloc_into_large(ptr, layout, new_size) },
+            // Across the threshold downward: a move.
             // SAFETY: `GlobalAlloc::realloc`'s contract (this function's
             // `# Safety`), all `realloc_move` asks with no class.
             _ => unsafe { Self::realloc_move(ptr, layout, new_size, None) },
@@ -341,6 +344,34 @@ impl PyMalloc {
         // `layout`, which routes a pool block above the threshold to
         // `large::dealloc`, and that to the pool by the bitmap.
         unsafe { Self::realloc_move(ptr, layout, new_size, None) }
+    }
+
+    /// `realloc` of a pool block to a size the pools do not serve (above
+    /// the small threshold, or aligned beyond what a class gives): a move
+    /// to a large block from [`large::alloc_for_growth`], which may be
+    /// roomier than asked so that the buffer's next steps stay in place.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`, for a pool block (`layout` routes to a
+    /// class) and a `new_size` that routes to no class.
+    unsafe fn realloc_into_large(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `layout.align()` is a valid alignment and the caller
+        // guarantees `new_size` does not overflow when rounded up to it
+        // (`GlobalAlloc::realloc`'s contract).
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: `new_size` is non-zero (`GlobalAlloc::realloc`'s
+        // contract), all `alloc_for_growth` asks.
+        let new = unsafe { large::alloc_for_growth(&REGISTRY, new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are live and distinct and hold the bytes
+            // copied (the shorter of the two sizes); the old one is freed
+            // with the layout it was given.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                Self::raw_dealloc(ptr, layout);
+            }
+        }
+        new
     }
 
     /// Moves a block to a new one of `new_size` bytes (from class `class`,

@@ -141,6 +141,52 @@ pub(crate) unsafe fn alloc(registry: &Registry, layout: Layout, zeroed: bool) ->
     ptr
 }
 
+/// A block for a `realloc` that grows a pool block past the small
+/// threshold to `layout`: as [`alloc`], but a cache miss in the request's
+/// class takes a cached block of a larger class, up to four times the
+/// request, if the heap holds one. A buffer crossing 512 bytes is
+/// likely to grow on (a doubling `Vec` goes 512, 1,024, 2,048, 4,096),
+/// and the roomier block lets those steps stay in place
+/// (`realloc_large` finds the room with [`usable_size`]) where each would
+/// otherwise ask the system allocator to `realloc`; freed, the block is
+/// filed by the room it really has (see [`dealloc_cached`]), which is the
+/// class its chain ended in, so the next such chain finds it again.
+///
+/// # Safety
+/// As `GlobalAlloc::alloc`.
+pub(crate) unsafe fn alloc_for_growth(registry: &Registry, layout: Layout) -> *mut u8 {
+    let Some(class) = large_cache::class_of(layout.size(), layout.align()) else {
+        // SAFETY: this function's `# Safety` is `alloc`'s.
+        return unsafe { alloc(registry, layout, false) };
+    };
+    let last = if FILED_BY_ROOM {
+        large_cache::class_of(
+            layout.size().saturating_mul(4).min(large_cache::MAX_CACHED),
+            layout.align(),
+        )
+        .unwrap_or(class)
+    } else {
+        class
+    };
+    // SAFETY: as in `alloc_cached`.
+    let heap = unsafe { super::thread::bind_for_free().as_ref() };
+    let ptr = heap.map_or(core::ptr::null_mut(), |heap| {
+        heap.large_cache.take_up_to(class, last)
+    });
+    if ptr.is_null() {
+        return alloc_cached(registry, class, layout.size(), false);
+    }
+    note_alloc(registry, layout.size());
+    ptr
+}
+
+/// Whether a freed block of a cache class is filed by the room it has
+/// ([`usable_size`], known where `malloc_usable_size` is) rather than by
+/// its layout; only then may a cached block serve a smaller class
+/// ([`alloc_for_growth`]), since only then does it go back to the class
+/// of its real size and count as its real size in the cache's bytes.
+const FILED_BY_ROOM: bool = cfg!(target_os = "linux");
+
 /// Whether a block that Rust frees or resizes with a layout above the
 /// small threshold is a pool block all the same: under `override`, C's
 /// `malloc` serves requests of up to 2,048 bytes from pools (the medium
@@ -213,15 +259,28 @@ fn alloc_cached(registry: &Registry, class: usize, size: usize, zeroed: bool) ->
     ptr
 }
 
-/// Frees a block of cache class `class`: into the calling thread's cache
-/// if there is room, else to the system allocator.
+/// Frees a block of cache class `class` (or more: see [`FILED_BY_ROOM`]):
+/// into the calling thread's cache if there is room, else to the system
+/// allocator.
 ///
 /// # Safety
-/// `ptr` must be a live block of the system allocator holding
+/// `ptr` must be a live block of the system allocator holding at least
 /// `class_size(class)` bytes, aligned to `SYSTEM_ALIGN`, freed by the
 /// caller.
 #[inline]
 unsafe fn dealloc_cached(class: usize, ptr: *mut u8) {
+    // Filed by the room the block has: a block that `alloc_for_growth`
+    // took from a larger class, or that the system allocator's `realloc`
+    // left roomier than asked, goes back to the class it can serve (and
+    // counts as that much in the cache's bytes), not to the one its
+    // layout names.
+    let class = if FILED_BY_ROOM {
+        // SAFETY: a live block of the system allocator (this function's
+        // `# Safety`), as `usable_size` asks.
+        large_cache::class_within(unsafe { usable_size(ptr) }).map_or(class, |c| c.max(class))
+    } else {
+        class
+    };
     // SAFETY: the heap bound to the calling thread (bound already by
     // `note_free`), owned by it and never unmapped.
     let heap = unsafe { super::thread::current_heap().as_ref() };

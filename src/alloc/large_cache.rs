@@ -105,6 +105,7 @@ pub(crate) const HEAP_BYTES: usize = 64 << 10;
 const RECLAIM_ATTEMPTS: u32 = 64;
 
 const _: () = assert!(SMALL_REQUEST_THRESHOLD.is_power_of_two());
+const _: () = assert!(NB_LARGE_CLASSES <= 32, "`nonempty` has a bit per class");
 const _: () = assert!(MAX_CACHED.is_power_of_two() && MAX_CACHED > SMALL_REQUEST_THRESHOLD);
 
 /// Whether the cache is off in this build: under AddressSanitizer, whose
@@ -129,11 +130,7 @@ pub(crate) fn class_of(size: usize, align: usize) -> Option<usize> {
     if !serves(size, align) {
         return None;
     }
-    // size - 1 lies in [2^k, 2^(k+1)) with k >= FIRST_SHIFT; its three
-    // bits below the leading one pick the eighth of the doubling.
-    let k = usize::BITS - 1 - (size - 1).leading_zeros();
-    let quarter = ((size - 1) >> (k - PER_DOUBLING_SHIFT)) - (1 << PER_DOUBLING_SHIFT);
-    Some((((k - FIRST_SHIFT) << PER_DOUBLING_SHIFT) as usize) + quarter)
+    Some(class_of_size(size))
 }
 
 /// The size of the blocks of the class of a request, if the cache serves
@@ -146,6 +143,36 @@ pub(crate) fn class_capacity(size: usize, align: usize) -> Option<usize> {
     }
     let shift = usize::BITS - 1 - (size - 1).leading_zeros() - PER_DOUBLING_SHIFT;
     Some((((size - 1) >> shift) + 1) << shift)
+}
+
+/// The largest class whose blocks a block of `usable` bytes can be
+/// (`class_size(class) <= usable`), capped at the last class; `None` below
+/// the first class's size.
+#[inline(always)]
+pub(crate) fn class_within(usable: usize) -> Option<usize> {
+    if usable < class_size(0) {
+        return None;
+    }
+    let usable = usable.min(MAX_CACHED);
+    // The class of `usable` holds it if its size is exactly `usable`, else
+    // the class before it is the largest one below.
+    let class = class_of_size(usable);
+    Some(if class_size(class) == usable {
+        class
+    } else {
+        class - 1
+    })
+}
+
+/// [`class_of`] without the range test: `size` must lie in 513 to
+/// [`MAX_CACHED`].
+#[inline(always)]
+fn class_of_size(size: usize) -> usize {
+    // size - 1 lies in [2^k, 2^(k+1)) with k >= FIRST_SHIFT; its three
+    // bits below the leading one pick the eighth of the doubling.
+    let k = usize::BITS - 1 - (size - 1).leading_zeros();
+    let eighth = ((size - 1) >> (k - PER_DOUBLING_SHIFT)) - (1 << PER_DOUBLING_SHIFT);
+    (((k - FIRST_SHIFT) << PER_DOUBLING_SHIFT) as usize) + eighth
 }
 
 /// The size of a class's blocks: the largest request of the class.
@@ -185,12 +212,15 @@ fn lock_tag() -> usize {
 /// blocks linked through their first word, each a block of the system
 /// allocator of `class_size(c)` bytes, aligned to [`SYSTEM_ALIGN`], that
 /// no one else uses; `bytes` is the sum of `counts[c] * class_size(c)`,
-/// at most [`HEAP_BYTES`].
+/// at most [`HEAP_BYTES`]; bit `c` of `nonempty` is set exactly when
+/// `heads[c]` is not null.
 pub(crate) struct LargeCache {
     /// 0 when free, else `generation << 1 | 1` of its holder.
     lock: AtomicUsize,
     heads: [Cell<*mut u8>; NB_LARGE_CLASSES],
     counts: [Cell<u16>; NB_LARGE_CLASSES],
+    /// The classes with a block, one bit each (bit `c` for class `c`).
+    nonempty: Cell<u32>,
     /// Bytes cached, all classes together.
     bytes: AtomicUsize,
     /// Takes and puts, ever (for telling an idle cache from a used one).
@@ -214,6 +244,7 @@ impl LargeCache {
             lock: AtomicUsize::new(0),
             heads: core::array::from_fn(|_| Cell::new(ptr::null_mut())),
             counts: core::array::from_fn(|_| Cell::new(0)),
+            nonempty: Cell::new(0),
             bytes: AtomicUsize::new(0),
             ops: Cell::new(0),
             seen_ops: Cell::new(0),
@@ -269,21 +300,43 @@ impl LargeCache {
     /// but only the owner's large path takes blocks).
     #[inline]
     pub(crate) fn take(&self, class: usize) -> *mut u8 {
-        debug_assert!(class < NB_LARGE_CLASSES);
+        self.take_up_to(class, class)
+    }
+
+    /// A cached block of the first class from `class` to `last` that has
+    /// one, or null (none, or the lock is busy). The block is the
+    /// caller's: a block of the system allocator of at least
+    /// `class_size(class)` bytes aligned to [`SYSTEM_ALIGN`] (the capacity
+    /// invariant holds for a request of `class`, with room to spare when
+    /// the block comes from a later class).
+    ///
+    /// Called by the heap's owner only, as [`LargeCache::take`].
+    #[inline]
+    pub(crate) fn take_up_to(&self, class: usize, last: usize) -> *mut u8 {
+        debug_assert!(class <= last && last < NB_LARGE_CLASSES);
         if !self.try_lock() {
             return ptr::null_mut();
         }
-        let head = self.heads[class].get();
-        if !head.is_null() {
+        // The classes from `class` to `last` that have a block; the first.
+        let span = (2u32 << (last - class)).wrapping_sub(1);
+        let candidates = (self.nonempty.get() >> class) & span;
+        let mut head = ptr::null_mut();
+        if candidates != 0 {
+            let found = class + candidates.trailing_zeros() as usize;
+            head = self.heads[found].get();
+            debug_assert!(!head.is_null());
             // SAFETY: `head` is the first block of the class's list (the
             // invariant on `LargeCache`, which the lock we hold lets us
             // rely on): a live block no one else uses, whose first word is
             // the link written by the `put` that cached it, under the lock.
             let next = unsafe { head.cast::<*mut u8>().read() };
-            self.heads[class].set(next);
-            self.counts[class].set(self.counts[class].get() - 1);
+            self.heads[found].set(next);
+            if next.is_null() {
+                self.nonempty.set(self.nonempty.get() & !(1 << found));
+            }
+            self.counts[found].set(self.counts[found].get() - 1);
             self.bytes.store(
-                self.bytes.load(Ordering::Relaxed) - class_size(class),
+                self.bytes.load(Ordering::Relaxed) - class_size(found),
                 Ordering::Relaxed,
             );
         }
@@ -313,6 +366,7 @@ impl LargeCache {
             // one pointer (this function's `# Safety`: at least 576 bytes).
             unsafe { block.cast::<*mut u8>().write(self.heads[class].get()) };
             self.heads[class].set(block);
+            self.nonempty.set(self.nonempty.get() | 1 << class);
             self.counts[class].set(count + 1);
             self.bytes.store(bytes, Ordering::Relaxed);
         }
@@ -330,6 +384,7 @@ impl LargeCache {
         for count in &self.counts {
             count.set(0);
         }
+        self.nonempty.set(0);
         self.bytes.store(0, Ordering::Relaxed);
         detached
     }
@@ -489,6 +544,13 @@ mod tests {
         assert_eq!(class_of(SMALL_REQUEST_THRESHOLD, 8), None);
         assert_eq!(class_of(1000, 32), None);
         assert!((0..NB_LARGE_CLASSES).all(|c| class_limit(c) >= MIN_PER_CLASS));
+        assert_eq!(class_within(575), None);
+        for usable in class_size(0)..2 * MAX_CACHED {
+            let largest = (0..NB_LARGE_CLASSES)
+                .rev()
+                .find(|&c| class_size(c) <= usable);
+            assert_eq!(class_within(usable), largest, "{usable}");
+        }
         for size in 1..3 * MAX_CACHED {
             for align in [1, 16, 32] {
                 assert_eq!(

@@ -340,6 +340,10 @@ impl Heap {
         // SAFETY: owner capacity, lock held, returning everything.
         unsafe { self.release_empty_pools(locked) };
         self.purge_retired(locked, 0, 0);
+        // Whoever runs the heap next (a thread adopting it once parked)
+        // starts from a small heap; `pass` notes a release by the heap's
+        // own thread after this.
+        self.arenas.start_peak(false, 0);
     }
 
     /// Notes whether the heap's thread did anything since a lock holder
@@ -448,8 +452,13 @@ pub(crate) unsafe fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind
         // is running. Not checked: `pass` is a safe fn (see its docs).
         if let Some(locked) = unsafe { me.lock_as_owner() } {
             if kind == PassKind::Everything {
+                // The thread releases its memory after having had a large
+                // heap: it may well build one again soon (see
+                // `span::SPANS_AFTER_RELEASE_MS`).
+                let was_large = me.arenas.peak() >= super::span::SPANS_FROM_ARENAS;
                 // SAFETY: owner capacity with the lock held.
                 unsafe { me.trim(&locked) };
+                me.arenas.start_peak(was_large, now);
                 me.decommit_idle_slots(&locked, now, 0);
             } else {
                 me.collect_pending(&locked);

@@ -73,6 +73,22 @@ use crate::sync::Ordering;
 /// arenas mapped (32 MiB).
 pub(crate) const SPANS_FROM_ARENAS: usize = 32;
 
+/// For how long after its thread's `release_free_memory()` found the heap
+/// had been large (it had [`SPANS_FROM_ARENAS`] arenas or more since the
+/// last return of everything) the heap maps spans once it has
+/// [`SPANS_AFTER_RELEASE_FROM`] arenas: a program that releases its
+/// memory between bursts builds the same large heap again, and its first
+/// 32 MiB in 4 KiB pages cost 8,192 page faults per burst where spans
+/// cost 16.
+pub(crate) const SPANS_AFTER_RELEASE_MS: u64 = 1_000;
+
+/// The arenas a heap maps in 4 KiB pages after a release that found it
+/// large (see [`SPANS_AFTER_RELEASE_MS`]), 4 MiB: what a program keeps
+/// allocating after a release without growing large again (a report, the
+/// next small task) stays in 4 KiB pages, its resident set the pages it
+/// touched, as for any small heap.
+pub(crate) const SPANS_AFTER_RELEASE_FROM: usize = 4;
+
 impl Heap {
     /// Maps a fresh arena for a new pool and adds it to the heap's list of
     /// all arenas; a heap with [`SPANS_FROM_ARENAS`] arenas or more maps a
@@ -88,7 +104,9 @@ impl Heap {
         // may make the kernel compact memory first (its `defrag` setting
         // for advised regions): `fragment` of bench/c took 0.6-1.0 s of
         // system time in that work where 4 KiB pages cost 0.25 s.
-        if self.arenas.count() >= SPANS_FROM_ARENAS
+        let count = self.arenas.count();
+        if (count >= SPANS_FROM_ARENAS
+            || (count >= SPANS_AFTER_RELEASE_FROM && self.large_before_release()))
             && !super::purge::brief_retention()
             && os::huge_pages_enabled()
         {
@@ -120,6 +138,14 @@ impl Heap {
             unsafe { self.arenas.add(fresh) };
         }
         fresh
+    }
+
+    /// Whether its thread's release found the heap had been large within
+    /// the last [`SPANS_AFTER_RELEASE_MS`]: its growth since maps
+    /// spans from [`SPANS_AFTER_RELEASE_FROM`] arenas on.
+    fn large_before_release(&self) -> bool {
+        let at = self.arenas.large_at_release_ms.get();
+        at != 0 && os::now_ms().saturating_sub(at) < SPANS_AFTER_RELEASE_MS
     }
 
     /// Returns a retired arena whose retention is over (`age_ms` is the
