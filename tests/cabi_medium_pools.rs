@@ -98,3 +98,51 @@ fn debug_allocator_serves_medium_c_requests_from_pools() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
 }
+
+/// C's requests of 2,049 to 4,096 bytes are pool blocks of eight coarse
+/// classes, 256 bytes apart (2,304 to 4,096), not glibc's: a thread with
+/// one block of every size there holds them in pools of those eight
+/// classes only, and each block's usable size is its class's.
+#[test]
+fn requests_of_2_to_4_kib_take_eight_coarse_classes() {
+    std::thread::spawn(|| {
+        let sizes: Vec<usize> = (2049..=4096).step_by(37).chain([4096]).collect();
+        // SAFETY: malloc, malloc_usable_size and free of the C API, each
+        // block written within its size and freed once.
+        unsafe {
+            let before = pymem::alloc_stats();
+            let blocks: Vec<_> = sizes.iter().map(|&n| (malloc(n), n)).collect();
+            for &(p, n) in &blocks {
+                assert!(!p.is_null());
+                p.cast::<u8>().write_bytes(3, n);
+                let usable = pymem::__cabi::malloc_usable_size(p);
+                assert_eq!(usable % 256, 0, "{n} bytes: usable {usable}");
+                assert!(
+                    usable >= n && usable - n < 256,
+                    "{n} bytes: usable {usable}"
+                );
+            }
+            let during = pymem::alloc_stats();
+            assert_eq!(
+                during.large_allocs_in_use, before.large_allocs_in_use,
+                "blocks of 2 to 4 KiB went to glibc"
+            );
+            assert_eq!(
+                during.small_blocks_in_use,
+                before.small_blocks_in_use + sizes.len()
+            );
+            let coarse: Vec<usize> = during
+                .per_class
+                .iter()
+                .filter(|c| c.block_size > 2048 && c.blocks_in_use > 0)
+                .map(|c| c.block_size)
+                .collect();
+            assert_eq!(coarse, (9..=16).map(|k| k * 256).collect::<Vec<_>>());
+            for (p, _) in blocks {
+                free(p);
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}
