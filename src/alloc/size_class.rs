@@ -5,8 +5,9 @@
 //! CPython on 64-bit platforms.
 //!
 //! Where PyMalloc is the process's `malloc` (the C entry points, `cabi`),
-//! the same 16-byte steps go on up to [`C_POOL_THRESHOLD`] (2,048 bytes):
-//! *medium* classes, which only C's `malloc` uses. Rust's requests above
+//! the same 16-byte steps go on up to [`C_FINE_THRESHOLD`] (2,048 bytes),
+//! then every 256 bytes up to [`C_POOL_THRESHOLD`] (4,096 bytes): *medium*
+//! classes, which only C's `malloc` uses. Rust's requests above
 //! 512 bytes still go to the system allocator (`route` never returns a
 //! medium class), as the contract says.
 //!
