@@ -126,7 +126,7 @@ pub(crate) fn route_c(size: usize, align: usize) -> Option<usize> {
             return None;
         }
         let padded = size + super::asan::REDZONE;
-        if padded <= C_FINE_THRESHOLD {
+        if size <= C_FINE_MAX_REQUEST {
             Some(class_of_size(padded))
         } else {
             // A coarse class: at most `C_POOL_THRESHOLD`, a multiple of
