@@ -12,6 +12,13 @@ use pymem::__cabi::{free, malloc};
 
 const SMALL_CLASSES: usize = 32;
 
+/// The tests that count the process's pools and blocks, one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn medium_pools() -> usize {
     medium_pools_in(&pymem::alloc_stats())
 }
@@ -27,6 +34,7 @@ fn medium_pools_in(stats: &pymem::AllocStats) -> usize {
 
 #[test]
 fn a_thread_keeps_no_empty_medium_pools() {
+    let _serial = serial();
     std::thread::spawn(|| {
         for size in (520..=2040).step_by(16) {
             // SAFETY: malloc and free of the C API, each block freed once.
@@ -109,6 +117,7 @@ const REDZONE: usize = if cfg!(pymem_asan) { 16 } else { 0 };
 /// classes only, and each block's usable size is its class's.
 #[test]
 fn requests_of_2_to_4_kib_take_eight_coarse_classes() {
+    let _serial = serial();
     std::thread::spawn(|| {
         let top = 4096 - REDZONE;
         let sizes: Vec<usize> = (2049 - REDZONE..=top).step_by(37).chain([top]).collect();
