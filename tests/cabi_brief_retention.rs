@@ -28,6 +28,10 @@ fn empty_arenas_go_back_soon_under_the_c_entry_points() {
     // What the preload's (and the `override` feature's) constructor runs.
     prepare_glibc();
     std::thread::spawn(|| {
+        // The heap this thread adopts may hold the arenas the other test's
+        // thread retired (parking keeps them for the next thread): start
+        // from none, so that the 4 MiB below maps fresh arenas.
+        pymem::release_free_memory();
         let before = pymem::alloc_stats();
         // 4 MiB of 64-byte blocks: several arenas.
         let blocks: Vec<usize> = (0..65_536)

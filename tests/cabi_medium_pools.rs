@@ -12,6 +12,13 @@ use pymem::__cabi::{free, malloc};
 
 const SMALL_CLASSES: usize = 32;
 
+/// The tests that count the process's pools and blocks, one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn medium_pools() -> usize {
     medium_pools_in(&pymem::alloc_stats())
 }
@@ -27,6 +34,7 @@ fn medium_pools_in(stats: &pymem::AllocStats) -> usize {
 
 #[test]
 fn a_thread_keeps_no_empty_medium_pools() {
+    let _serial = serial();
     std::thread::spawn(|| {
         for size in (520..=2040).step_by(16) {
             // SAFETY: malloc and free of the C API, each block freed once.
@@ -97,4 +105,59 @@ fn debug_allocator_serves_medium_c_requests_from_pools() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+}
+
+/// The poisoned redzone each pool block carries under AddressSanitizer
+/// (`scripts/asan.sh`), counted in its class and its usable size.
+const REDZONE: usize = if cfg!(pymem_asan) { 16 } else { 0 };
+
+/// C's requests of 2,049 to 4,096 bytes are pool blocks of eight coarse
+/// classes, 256 bytes apart (2,304 to 4,096), not glibc's: a thread with
+/// one block of every size there holds them in pools of those eight
+/// classes only, and each block's usable size is its class's.
+#[test]
+fn requests_of_2_to_4_kib_take_eight_coarse_classes() {
+    let _serial = serial();
+    std::thread::spawn(|| {
+        let top = 4096 - REDZONE;
+        let sizes: Vec<usize> = (2049 - REDZONE..=top).step_by(37).chain([top]).collect();
+        // SAFETY: malloc, malloc_usable_size and free of the C API, each
+        // block written within its size and freed once.
+        unsafe {
+            let before = pymem::alloc_stats();
+            let blocks: Vec<_> = sizes.iter().map(|&n| (malloc(n), n)).collect();
+            for &(p, n) in &blocks {
+                assert!(!p.is_null());
+                p.cast::<u8>().write_bytes(3, n);
+                let usable = pymem::__cabi::malloc_usable_size(p);
+                assert_eq!(usable % 256, 0, "{n} bytes: usable {usable}");
+                let padded = n + REDZONE;
+                assert!(
+                    usable >= padded && usable - padded < 256,
+                    "{n} bytes: usable {usable}"
+                );
+            }
+            let during = pymem::alloc_stats();
+            assert_eq!(
+                during.large_allocs_in_use, before.large_allocs_in_use,
+                "blocks of 2 to 4 KiB went to glibc"
+            );
+            assert_eq!(
+                during.small_blocks_in_use,
+                before.small_blocks_in_use + sizes.len()
+            );
+            let coarse: Vec<usize> = during
+                .per_class
+                .iter()
+                .filter(|c| c.block_size > 2048 && c.blocks_in_use > 0)
+                .map(|c| c.block_size)
+                .collect();
+            assert_eq!(coarse, (9..=16).map(|k| k * 256).collect::<Vec<_>>());
+            for (p, _) in blocks {
+                free(p);
+            }
+        }
+    })
+    .join()
+    .unwrap();
 }

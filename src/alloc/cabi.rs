@@ -17,7 +17,8 @@
 //!
 //! `malloc` of 1 to 2,048 bytes pops the calling thread's pool, as the
 //! Rust fast path does (the classes above 512 bytes, *medium*, are C's
-//! alone: see `size_class::C_POOL_THRESHOLD`); `free` of a pool block owned by the calling thread
+//! alone: see `size_class::C_POOL_THRESHOLD`; requests of 2,049 to 4,096
+//! bytes take the general path to the coarse classes); `free` of a pool block owned by the calling thread
 //! pushes it back; `realloc` keeps a pool block in place when it fits.
 //! Each is inlined into the exported symbol and is straight-line code: one
 //! thread-local load ([`heap_slot::fast`]: null unless the debug allocator
@@ -74,7 +75,9 @@ use super::free::LocalFree;
 use super::heap::Heap;
 use super::large::glibc;
 use super::pool::Pool;
-use super::size_class::{block_size, class_of_size, route_c, ALIGNMENT, C_POOL_MAX_REQUEST};
+use super::size_class::{
+    block_size, class_of_size, route_c, ALIGNMENT, C_FINE_MAX_REQUEST, C_POOL_MAX_REQUEST,
+};
 use super::{arena_bitmap, asan, debug, heap_slot, hooks, thread, PyMalloc};
 use crate::sync::Ordering;
 
@@ -194,7 +197,7 @@ pub(crate) unsafe fn check_and_free_small(ptr: *mut u8) {
 #[inline(always)]
 fn alloc_fast(size: usize) -> Option<*mut u8> {
     let below = size.wrapping_sub(1);
-    if debug::CHECKS || below >= C_POOL_MAX_REQUEST {
+    if debug::CHECKS || below >= C_FINE_MAX_REQUEST {
         return None;
     }
     let heap = heap_slot::fast();
@@ -205,7 +208,9 @@ fn alloc_fast(size: usize) -> Option<*mut u8> {
     let class = (below + asan::REDZONE) / ALIGNMENT;
     // SAFETY: `heap` is the calling thread's bound heap (`fast` gives no
     // other), which it owns; `class < NB_CLASSES` as `size + REDZONE` is
-    // at most `C_POOL_THRESHOLD`, and its blocks hold `size` bytes.
+    // at most `C_FINE_THRESHOLD` (below `C_POOL_THRESHOLD`), and its
+    // blocks hold `size` bytes (the fine classes step by 16: this is
+    // `route_c`'s class).
     let (block, tick) = unsafe { (*heap).alloc_pop(class) }?;
     asan::unpoison_block(block, size);
     if tick {

@@ -443,7 +443,7 @@ impl Heap {
     /// class's only pool (see [`Heap::pool_emptied`]), and the class is a
     /// small one.
     ///
-    /// A medium class's emptied pool (C's `malloc` only, 528..2,048 bytes)
+    /// A medium class's emptied pool (C's `malloc` only, 528..4,096 bytes)
     /// goes back to its arena, where any class takes it next: C programs
     /// spread their medium requests over many of the 96 classes, a few
     /// blocks each, and one kept pool per class held a resident page or

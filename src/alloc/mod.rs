@@ -64,9 +64,10 @@
 //!
 //! When a thread exits (a `pthread` key's destructor, which runs after the
 //! thread's `thread_local!` destructors however the thread was created),
-//! its heap is *parked*: its outbox delivered, everything empty returned to
-//! the OS, its live blocks kept; the next thread to start adopts it, and
-//! threads freeing into a parked heap collect it from time to time, so
+//! its heap is *parked*: its outbox delivered, its live blocks and (within
+//! the process's retention cap) its empty arenas kept; the next thread to
+//! start adopts it and reuses them warm, threads freeing into a parked heap
+//! collect it from time to time, and the process-wide passes trim it, so
 //! memory does not grow with the number of threads a program creates.
 //!
 //! # fork

@@ -8,9 +8,9 @@
 //!   returned to the OS once it has been retired for [`RETAIN_MS`]; sooner,
 //!   after [`OVER_CAP_MS`], while the empty memory retained by the whole
 //!   process is above [`retained_cap`] (64 MiB, or an eighth of the arena
-//!   memory in use if that is more); at once when its heap is parked (a
-//!   parked heap keeps nothing empty), or while `release_free_memory()`
-//!   runs. The cap is enforced after a short grace rather than at once so
+//!   memory in use if that is more); when a pass finds its heap parked
+//!   (parking itself trims only over the cap: `Heap::park`), or while
+//!   `release_free_memory()` runs. The cap is enforced after a short grace rather than at once so
 //!   that a program that frees a whole working set and builds it again
 //!   straight away (the FIFO benchmark: 264 MB per round) reuses its
 //!   arenas warm; measured, returning everything above 64 MiB at once made

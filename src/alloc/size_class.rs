@@ -5,8 +5,9 @@
 //! CPython on 64-bit platforms.
 //!
 //! Where PyMalloc is the process's `malloc` (the C entry points, `cabi`),
-//! the same 16-byte steps go on up to [`C_POOL_THRESHOLD`] (2,048 bytes):
-//! *medium* classes, which only C's `malloc` uses. Rust's requests above
+//! the same 16-byte steps go on up to [`C_FINE_THRESHOLD`] (2,048 bytes),
+//! then every 256 bytes up to [`C_POOL_THRESHOLD`] (4,096 bytes): *medium*
+//! classes, which only C's `malloc` uses. Rust's requests above
 //! 512 bytes still go to the system allocator (`route` never returns a
 //! medium class), as the contract says.
 //!
@@ -32,15 +33,31 @@ pub(crate) const NB_SMALL_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
 /// bytes from pools: the small classes and, above them, medium ones. Half
 /// the requests of C programs between 512 bytes and 2 KiB would otherwise
 /// be glibc's, whose bins cost 1.5 to 2 times a pool's pop or push (see
-/// `docs/override.md`, "C entry points, seventh round"). A 2,048-byte
-/// class still packs 8 blocks into a 16 KiB pool with no waste.
-pub(crate) const C_POOL_THRESHOLD: usize = 2048;
+/// `docs/override.md`, "C entry points, seventh round"). Up to
+/// [`C_FINE_THRESHOLD`] the medium classes step by 16 bytes; above it, to
+/// 4 KiB, C uses only every [`C_COARSE_STEP`]th class (2,304, 2,560, ...,
+/// 4,096 bytes: eight *coarse* classes, 4 to 7 blocks in a 16 KiB pool),
+/// so that a program's requests of 2 to 4 KiB share a few pools rather
+/// than take one each in 128 classes (see "Eleventh round: thread churn"
+/// in `docs/override.md`).
+pub(crate) const C_POOL_THRESHOLD: usize = 4096;
+
+/// C's classes step by 16 bytes up to here (the fast path's arithmetic,
+/// `(size - 1) >> 4`), by [`C_COARSE_STEP`] above.
+pub(crate) const C_FINE_THRESHOLD: usize = 2048;
+
+/// The step of C's coarse classes, above [`C_FINE_THRESHOLD`].
+pub(crate) const C_COARSE_STEP: usize = 256;
 
 /// The largest default-aligned C request served from a pool: the block
 /// must also hold AddressSanitizer's redzone (0 bytes in other builds).
 pub(crate) const C_POOL_MAX_REQUEST: usize = C_POOL_THRESHOLD - super::asan::REDZONE;
 
-/// Number of size classes, small and medium: 2,048 / 16. Every array
+/// The largest default-aligned C request served from a fine class (the
+/// C fast path's range), redzone included as in [`C_POOL_MAX_REQUEST`].
+pub(crate) const C_FINE_MAX_REQUEST: usize = C_FINE_THRESHOLD - super::asan::REDZONE;
+
+/// Number of size classes, small and medium: 4,096 / 16. Every array
 /// indexed by class has this many entries.
 #[cfg(not(loom))]
 pub(crate) const NB_CLASSES: usize = C_POOL_THRESHOLD / ALIGNMENT;
@@ -105,7 +122,19 @@ pub(crate) fn route_fast(size: usize, align: usize) -> Option<usize> {
 #[cfg_attr(loom, allow(dead_code))] // only C's malloc routes with it
 pub(crate) fn route_c(size: usize, align: usize) -> Option<usize> {
     if align <= ALIGNMENT {
-        (size <= C_POOL_MAX_REQUEST).then(|| class_of_size(size + super::asan::REDZONE))
+        if size > C_POOL_MAX_REQUEST {
+            return None;
+        }
+        let padded = size + super::asan::REDZONE;
+        if size <= C_FINE_MAX_REQUEST {
+            Some(class_of_size(padded))
+        } else {
+            // A coarse class: at most `C_POOL_THRESHOLD`, a multiple of
+            // the step, so no overflow and a class below `NB_CLASSES`.
+            Some(class_of_size(
+                (padded + C_COARSE_STEP - 1) & !(C_COARSE_STEP - 1),
+            ))
+        }
     } else {
         route(size, align)
     }
@@ -223,7 +252,7 @@ mod tests {
 
     #[test]
     fn medium_classes_only_for_c() {
-        assert_eq!(NB_CLASSES, 128);
+        assert_eq!(NB_CLASSES, 256);
         assert_eq!(block_size(NB_CLASSES - 1), C_POOL_THRESHOLD);
         for size in 0..=C_POOL_THRESHOLD + 16 {
             let padded = size + REDZONE;
@@ -231,7 +260,18 @@ mod tests {
                 Some(class) => {
                     assert!(class < NB_CLASSES);
                     assert!(block_size(class) >= padded);
-                    assert!(block_size(class) - padded.max(1) < ALIGNMENT, "{size}");
+                    if padded <= C_FINE_THRESHOLD {
+                        assert!(block_size(class) - padded.max(1) < ALIGNMENT, "{size}");
+                    } else {
+                        // The coarse classes: a multiple of the step,
+                        // wasting less than one step.
+                        assert_eq!(block_size(class) % C_COARSE_STEP, 0, "{size}");
+                        assert!(block_size(class) - padded < C_COARSE_STEP, "{size}");
+                        // A block stays in place for C's `realloc` to any
+                        // size that routes to its class (`fits_in_place`:
+                        // a quarter of the block wasted at most).
+                        assert!(size * 4 >= block_size(class) * 3, "{size}");
+                    }
                 }
                 None => assert!(padded > C_POOL_THRESHOLD),
             }
