@@ -1,5 +1,5 @@
 //! Large blocks: requests above the small threshold (for C's `malloc`,
-//! above the medium classes' 2,048 bytes), or with an alignment no class
+//! above the medium and coarse classes' 4,096 bytes), or with an alignment no class
 //! honours.
 //!
 //! # Where they come from
@@ -16,8 +16,8 @@
 //! `mmap` with a header, was rejected: it costs a system call and at least
 //! a page per block, where the sizes just above 512 bytes (the bulk of
 //! large requests in most programs) need a medium-size allocator to be
-//! served well (C's `malloc` now serves those up to 2 KiB from pools, with
-//! medium classes: `size_class::C_POOL_THRESHOLD`); glibc's bins and
+//! served well (C's `malloc` now serves those up to 4 KiB from pools, with
+//! medium and coarse classes: `size_class::C_POOL_THRESHOLD`); glibc's bins and
 //! per-thread cache are one for what lies above, reuse memory the way glibc does (so peak RSS stays glibc's on
 //! large-block programs), keep glibc's `mmap` threshold and `mremap` for
 //! huge `realloc`s, and, above all, make every pointer that is not in an
@@ -189,8 +189,8 @@ const FILED_BY_ROOM: bool = cfg!(target_os = "linux");
 
 /// Whether a block that Rust frees or resizes with a layout above the
 /// small threshold is a pool block all the same: under `override`, C's
-/// `malloc` serves requests of up to 2,048 bytes from pools (the medium
-/// classes, `size_class::route_c`), and Rust code may take such a block
+/// `malloc` serves requests of up to 4,096 bytes from pools (the medium
+/// and coarse classes, `size_class::route_c`), and Rust code may take such a block
 /// over (`Vec::from_raw_parts` over a malloc'd buffer, a C library handing
 /// out a buffer the caller frees) and free or grow it with the layout of
 /// its size. The arena bitmap says so, as for C's `free`: a compare, two

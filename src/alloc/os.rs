@@ -311,7 +311,7 @@ pub(crate) fn fatal(args: fmt::Arguments<'_>) -> ! {
 /// blocks ever reached (`threadchurn` of bench/c, whose threads allocate
 /// one block in sixteen between 2 and 4 KiB: 132 to 200 KiB resident per
 /// thread arena, 4 arenas, about 600 KiB of its 4.3 MiB peak). With
-/// PyMalloc serving every request up to 2 KiB from its own per-thread
+/// PyMalloc serving every request up to 4 KiB from its own per-thread
 /// heaps, glibc's arenas see a small share of the requests, and one per
 /// CPU is enough to keep them from contending (only threads that run at
 /// the same time can). Measured on 2 CPUs: 16 threads replacing blocks of

@@ -84,7 +84,7 @@ static BRIEF_RETENTION: core::sync::atomic::AtomicBool = core::sync::atomic::Ato
 /// [`RETAIN_MS`], over the cap or not, and without the swing rule
 /// ([`Heap::retention_for`]). Called before `main` by the C entry points'
 /// constructor (`cabi::prepare_glibc`): in a process whose `malloc` is
-/// PyMalloc, the requests above 2 KiB go to glibc, and a program that
+/// PyMalloc, the requests above 4 KiB go to glibc, and a program that
 /// alternates between phases of small objects and phases of large buffers
 /// (CPython running a script: lists, dicts and strings, then their tables
 /// and buffers) kept the arenas one phase had emptied resident while the
