@@ -502,6 +502,17 @@ pub use background::purge_in_background;
 #[cfg(not(loom))]
 pub(crate) use background::{after_fork_in_child, start_from_environment};
 
+/// Whether a background thread has been asked to purge (so memory left
+/// empty in a heap nobody works in still goes back within its interval:
+/// see `Heap::park`). Always false under loom, which models no such
+/// thread.
+pub(crate) fn background_requested() -> bool {
+    #[cfg(loom)]
+    return false;
+    #[cfg(not(loom))]
+    return background::interval_ms() != 0;
+}
+
 /// The opt-in background thread (not under loom: it is a real thread).
 #[cfg(not(loom))]
 mod background {
@@ -674,6 +685,13 @@ mod background {
 
     /// In the child after `fork` (single-threaded, from the `atfork`
     /// handler): the parent's background thread did not come along.
+    /// The interval asked for, 0 when stopped (or never started).
+    pub(crate) fn interval_ms() -> u64 {
+        // Relaxed: a policy hint; a stale answer only keeps one parked
+        // heap's empty arenas until the next pass, or trims them early.
+        INTERVAL_MS.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn after_fork_in_child() {
         GENERATION.fetch_add(1, Ordering::SeqCst);
         INTERVAL_MS.store(0, Ordering::SeqCst);

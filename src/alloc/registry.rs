@@ -375,19 +375,23 @@ impl Heap {
     /// if the lock could not be had (see `lock_as_owner`): the heap then
     /// stays owned by nobody, for good.
     ///
-    /// What is empty stays as the owner's retention left it (the one empty
-    /// pool kept per small class, the retired arenas, the free pool slots),
-    /// as long as the process retains no more empty memory than its cap
-    /// ([`retained_cap`](super::purge::retained_cap)); over the cap, the
-    /// heap is trimmed (everything empty returned). A thread that exits is
-    /// often followed by one that starts and adopts the heap: it takes
-    /// those arenas back warm, where a heap trimmed at every exit had its
-    /// arenas unmapped, and the next thread mapped and faulted in fresh
-    /// ones (`threadchurn` of bench/c: 2.5 `munmap` and 1.4 `mmap` per
-    /// thread, 35 page faults). A heap left parked is trimmed by the next
-    /// process-wide pass (`purge::pass` trims every parked heap it
-    /// visits), by `release_free_memory()`, and its retired arenas expire
-    /// by age when any keeper or its next owner checks them.
+    /// A parked heap keeps nothing empty (issue 8): no thread may ever
+    /// work in it again, so nothing would come back for what it kept if
+    /// every other thread went idle. So parking trims the heap (every
+    /// empty pool and arena returned), with one exception: while a
+    /// background purge runs ([`purge_in_background`]) and the process
+    /// retains no more empty memory than its cap
+    /// ([`retained_cap`](super::purge::retained_cap)), the heap keeps what
+    /// its owner's retention left (the one empty pool per small class, the
+    /// retired arenas, the free pool slots), because that thread's next
+    /// round returns it within its interval whatever the other threads
+    /// do. A thread that exits is often followed by one that starts and
+    /// adopts the heap: it then takes those arenas back warm, where a heap
+    /// trimmed at exit had its arenas unmapped and the next thread mapped
+    /// and faulted in fresh ones (`threadchurn` of bench/c: 2.5 `munmap`
+    /// and 1.4 `mmap` per thread, 35 page faults).
+    ///
+    /// [`purge_in_background`]: crate::purge_in_background
     ///
     /// # Safety
     /// The caller must be the heap's owner and must not touch it again.
@@ -400,7 +404,10 @@ impl Heap {
         let registry = self.registry();
         // Relaxed: a counter read as a policy hint (as `retention_ms`
         // does); a stale value only moves one heap's trim to the next pass.
-        if registry.retained_bytes.load(Ordering::Relaxed) > super::purge::retained_cap(registry) {
+        if !super::purge::background_requested()
+            || registry.retained_bytes.load(Ordering::Relaxed)
+                > super::purge::retained_cap(registry)
+        {
             // SAFETY: owner capacity with the lock held.
             unsafe { self.trim(&locked) };
         } else {

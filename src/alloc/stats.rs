@@ -92,12 +92,16 @@ pub struct AllocStats {
     pub heaps: usize,
     /// Heaps of exited threads, waiting to be adopted by new threads.
     pub heaps_parked: usize,
-    /// Bytes of empty arenas kept mapped for reuse (each is returned to the
-    /// OS after 200 ms, or at once by [`release_free_memory`]; together
-    /// they never exceed 64 MiB or an eighth of the arena memory in use,
-    /// whichever is larger).
+    /// Bytes of empty arenas kept mapped for reuse. Each goes back to the
+    /// OS once it has been empty for 200 ms and its heap's thread, another
+    /// thread's allocator activity or a background purge
+    /// ([`purge_in_background`]) looks at it, or at once by
+    /// [`release_free_memory`]; together they never exceed 64 MiB or an
+    /// eighth of the arena memory in use, whichever is larger. A heap of
+    /// an exited thread keeps none unless a background purge runs.
     ///
     /// [`release_free_memory`]: crate::release_free_memory
+    /// [`purge_in_background`]: crate::purge_in_background
     pub bytes_retained_empty: usize,
     /// Empty arenas kept mapped for reuse now (`bytes_retained_empty` in
     /// arenas).
