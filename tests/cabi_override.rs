@@ -330,6 +330,11 @@ fn debug_child() {
                         let q = GLOBAL.realloc(p, layout, size * 2);
                         assert!(holds(q, size, 5), "{size}/{align}: realloc kept the bytes");
                         fill(q, size * 2, 7);
+                        // Rust grows it again with its own layout (a Vec's
+                        // second reserve), then hands it back to C.
+                        let grown = Layout::from_size_align(size * 2, align).unwrap();
+                        let q = GLOBAL.realloc(q, grown, size * 2 + 16);
+                        assert!(holds(q, size * 2, 7), "{size}/{align}: second realloc");
                         let r = libc::realloc(q.cast(), size + 8).cast::<u8>();
                         assert!(holds(r, size, 7));
                         libc::free(r.cast());
@@ -370,4 +375,36 @@ fn the_two_apis_mix_under_the_debug_allocator() {
         stderr.contains("freed with alignment 64 but allocated with alignment 16"),
         "{stderr}"
     );
+}
+
+#[test]
+fn c_large_blocks_shrunk_to_a_pool_size_are_taken_over_by_rust() {
+    // A block glibc serves (above 4,096 bytes) shrunk by C's realloc to a
+    // size the pools serve, then taken over by Rust with its small layout
+    // (freed, or grown by a Vec's reserve). Before the fix the block
+    // stayed glibc's and Rust's small dealloc read a pool header that was
+    // not there: SIGSEGV in release, "not a pointer PyMalloc handed out"
+    // in debug. (Review finding.)
+    for (big, small) in [(5000, 88), (6000, 200), (100_000, 512), (9000, 24)] {
+        // SAFETY: malloc'd blocks resized by C, then handed to Rust as a
+        // Vec of exactly the bytes C's realloc was asked for.
+        unsafe {
+            let p = libc::malloc(big).cast::<u8>();
+            fill(p, big, 1);
+            let q = libc::realloc(p.cast(), small).cast::<u8>();
+            assert!(!q.is_null());
+            assert!(holds(q, small, 1), "{big} -> {small}: bytes kept");
+            let v = Vec::from_raw_parts(q, small, small);
+            drop(v);
+            let p = libc::malloc(big).cast::<u8>();
+            let q = libc::realloc(p.cast(), small).cast::<u8>();
+            fill(q, small, 3);
+            let mut v = Vec::from_raw_parts(q, small, small);
+            v.reserve_exact(small * 3);
+            assert!(
+                holds(v.as_ptr(), small, 3),
+                "{big} -> {small}: grown by Rust"
+            );
+        }
+    }
 }

@@ -551,9 +551,30 @@ unsafe extern "C" fn realloc_slow(ptr: *mut c_void, size: usize) -> *mut c_void 
         return new.cast();
     }
     if !arena_bitmap::contains(ptr) {
-        // SAFETY: `realloc`'s contract: a live block of the malloc family
-        // in no arena, so glibc's.
-        return unsafe { glibc::realloc(ptr, size) }.cast();
+        if route_c(size, ALIGNMENT).is_none() {
+            // SAFETY: `realloc`'s contract: a live block of the malloc
+            // family in no arena, so glibc's.
+            return unsafe { glibc::realloc(ptr, size) }.cast();
+        }
+        // Shrunk to a size the pools serve: moved into a pool block, so
+        // that every default-aligned C block of a pool size is a pool
+        // block, which Rust code taking it over relies on (its `dealloc`
+        // with a small layout goes to the pool free without asking the
+        // arena bitmap: `Vec::from_raw_parts` over a block that glibc kept
+        // crashed there).
+        // SAFETY: `malloc` has no precondition.
+        let new = unsafe { malloc(size) }.cast::<u8>();
+        if !new.is_null() {
+            // SAFETY: `ptr` is a live glibc block (above) holding
+            // `usable_size` bytes, `new` a distinct live block of `size`;
+            // the old block is freed once, by glibc, whose it is.
+            unsafe {
+                let old = glibc::usable_size(ptr);
+                ptr::copy_nonoverlapping(ptr, new, old.min(size));
+                glibc::free(ptr);
+            }
+        }
+        return new.cast();
     }
     if debug::CHECKS {
         debug::check_block(ptr, false, "realloc", format_args!(""));

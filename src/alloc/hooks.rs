@@ -330,7 +330,11 @@ pub(crate) unsafe fn realloc_with<B: Backend>(
     new_size: usize,
 ) -> *mut u8 {
     let block = validate::<B>(ptr, expected, "realloc");
-    let Ok(new_layout) = Layout::from_size_align(new_size, block.layout.align()) else {
+    // The new block is `B`'s, recorded with the alignment its caller will
+    // name: the layout's for Rust (which may be below the recorded one, for
+    // a C block Rust took over: see `validate`), the block's for C.
+    let align = expected.map_or(block.layout.align(), |l| l.align());
+    let Ok(new_layout) = Layout::from_size_align(new_size, align) else {
         return core::ptr::null_mut();
     };
     // SAFETY: a valid layout; `ptr` holds `block.layout.size()` bytes and
