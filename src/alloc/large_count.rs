@@ -161,11 +161,25 @@ fn reserve(registry: &Registry, bytes: usize) {
     registry.note_footprint(total + registry.arena_bytes.load(Ordering::Relaxed));
 }
 
-/// Takes `bytes` off the reservation.
+/// Takes `bytes` off the reservation, stopping at zero.
+///
+/// Under `override`, Rust code may free with its layout a large block
+/// that C's `malloc` allocated, which nothing counted (C's blocks are not
+/// counted: see `large`'s module docs): that free takes off bytes never
+/// reserved. Stopping at zero keeps the reservation, and so the peak, a
+/// figure rather than a wrapped-around one (the in-use sums stop at zero
+/// the same way, `LargeSum::in_use`), at the price of exactness after
+/// such hand-overs (docs/override.md).
 fn unreserve(registry: &Registry, bytes: usize) {
     if bytes > 0 {
-        // Relaxed: a statistic, as in `reserve`.
-        registry.large_reserved.fetch_sub(bytes, Ordering::Relaxed);
+        // Relaxed: a statistic, as in `reserve`; a read-modify-write loop
+        // because the subtraction must not pass zero (taken only when a
+        // heap gives back credit, not per block).
+        let _ = registry
+            .large_reserved
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                Some(r.saturating_sub(bytes))
+            });
     }
 }
 
