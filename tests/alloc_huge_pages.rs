@@ -17,7 +17,7 @@
 //! unknown.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 #[path = "common/alloc_util.rs"]
@@ -36,13 +36,15 @@ const POOL: usize = 16 << 10;
 const ARENA: usize = 1 << 20;
 const BLOCK: usize = 256;
 
-/// Whether huge pages can be had by `madvise`; prints why not if not.
-fn thp_usable(test: &str) -> bool {
+/// For a test that needs huge pages by `madvise` and returns memory
+/// process-wide: the serialising lock, or `None` (printing why) when the
+/// kernel gives no huge pages.
+fn start_with_thp(test: &str) -> Option<MutexGuard<'static, ()>> {
     match thp_mode().as_deref() {
-        Some("always") | Some("madvise") => true,
+        Some("always") | Some("madvise") => Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner())),
         other => {
             eprintln!("{test}: skipped, transparent huge pages are {other:?} on this kernel");
-            false
+            None
         }
     }
 }
@@ -105,10 +107,9 @@ fn arenas(blocks: &[*mut u8]) -> Vec<usize> {
 
 #[test]
 fn a_large_heap_maps_huge_pages() {
-    if !thp_usable("a_large_heap_maps_huge_pages") {
+    let Some(_serial) = start_with_thp("a_large_heap_maps_huge_pages") else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     std::thread::spawn(|| {
         let blocks = allocate(96);
         // Everything past the first 40 MiB comes from arenas mapped once
@@ -170,10 +171,10 @@ fn a_large_heap_maps_huge_pages() {
 
 #[test]
 fn a_heap_built_again_after_a_release_maps_spans_early() {
-    if !thp_usable("a_heap_built_again_after_a_release_maps_spans_early") {
+    let Some(_serial) = start_with_thp("a_heap_built_again_after_a_release_maps_spans_early")
+    else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     std::thread::spawn(|| {
         // A large heap, emptied and released by its own thread.
         free_all(allocate(40));
@@ -259,10 +260,9 @@ fn a_small_heap_gets_no_huge_page_advice() {
 
 #[test]
 fn a_span_half_stays_while_its_buddy_is_used() {
-    if !thp_usable("a_span_half_stays_while_its_buddy_is_used") {
+    let Some(_serial) = start_with_thp("a_span_half_stays_while_its_buddy_is_used") else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     std::thread::spawn(|| {
         let mut blocks = allocate(96);
         // A block in a late arena, kept; its arena's buddy is the other
@@ -365,10 +365,9 @@ fn child_after_fork(blocks: &[*mut u8]) -> i32 {
 
 #[test]
 fn a_child_after_fork_uses_and_returns_spans() {
-    if !thp_usable("a_child_after_fork_uses_and_returns_spans") {
+    let Some(_serial) = start_with_thp("a_child_after_fork_uses_and_returns_spans") else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     std::thread::spawn(|| {
         let blocks = allocate(64);
         // SAFETY: the child runs only `child_after_fork` (allocator calls,

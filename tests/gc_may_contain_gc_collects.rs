@@ -53,37 +53,43 @@ fn node() -> Gc<Collecting> {
     })
 }
 
-#[test]
-fn a_collection_in_may_contain_gc_when_the_last_handle_drops() {
+/// Two fresh objects, after a collection that leaves nothing young and
+/// with the drop count at zero.
+fn two_fresh_nodes() -> (Gc<Collecting>, Gc<Collecting>) {
     gc::collect();
     DROPS.with(|d| d.set(0));
-    let a = node();
+    (node(), node())
+}
+
+/// Drops `handle` with `may_contain_gc`'s collection armed, and checks
+/// that it ran.
+fn drop_collecting(handle: Gc<Collecting>) {
+    ARMED.with(|x| x.set(true));
+    drop(handle);
+    assert!(!ARMED.with(Cell::get), "may_contain_gc ran its collection");
+}
+
+#[test]
+fn a_collection_in_may_contain_gc_when_the_last_handle_drops() {
+    let (a, b) = two_fresh_nodes();
     // Another young object decremented to a non-zero count, so that the
     // young collection is not skipped.
-    let b = node();
     drop(b.clone());
-    ARMED.with(|x| x.set(true));
-    drop(a);
-    assert!(!ARMED.with(Cell::get), "may_contain_gc ran its collection");
+    drop_collecting(a);
     drop(b);
     assert_eq!(DROPS.with(Cell::get), 2, "each value dropped exactly once");
 }
 
 #[test]
 fn a_collection_in_may_contain_gc_when_a_cycles_outside_handle_drops() {
-    gc::collect();
-    DROPS.with(|d| d.set(0));
-    let a = node();
-    let b = node();
+    let (a, b) = two_fresh_nodes();
     *a.next.borrow_mut() = Some(b.clone());
     *b.next.borrow_mut() = Some(a.clone());
     drop(b);
-    ARMED.with(|x| x.set(true));
     // The cycle's last outside handle: the collection that
     // `may_contain_gc` runs may find the cycle only once the count is
     // released, after the handle is done with the object.
-    drop(a);
-    assert!(!ARMED.with(Cell::get), "may_contain_gc ran its collection");
+    drop_collecting(a);
     assert_eq!(gc::collect(), 2, "the cycle is garbage, found once");
     assert_eq!(DROPS.with(Cell::get), 2, "each value dropped exactly once");
 }
