@@ -313,6 +313,15 @@ impl State {
         self.count[0].set(self.live.get().wrapping_sub(c))
     }
 
+    /// Sets the live count without moving count 0: for what is neither an
+    /// allocation nor a free in CPython's sense (a resurrection, garbage
+    /// taken out of the list, the teardown).
+    fn set_live_keeping_count0(&self, live: usize) {
+        let c = self.count0();
+        self.live.set(live);
+        self.set_count0(c);
+    }
+
     /// CPython's `generations[g].count`.
     #[inline(always)]
     fn gen_count(&self, g: usize) -> usize {
@@ -591,10 +600,8 @@ impl State {
         // SAFETY: len < cap, the loop's exit condition.
         unsafe { self.list.push_within_cap(obj) };
         h.set_index(i);
-        // Count 0 stays as it is (a resurrection is no allocation).
-        let c = self.count0();
-        self.live.set(self.live.get() + 1);
-        self.set_count0(c);
+        // A resurrection is no allocation.
+        self.set_live_keeping_count0(self.live.get() + 1);
         self.reset_room();
         self.note_dirty(h);
     }
@@ -1028,11 +1035,8 @@ impl State {
     /// `n` listed objects were found unreachable and taken out of the
     /// list by the rebuild.
     pub(crate) fn forget_unreachable(&self, n: usize) {
-        // Garbage is no deallocation for count 0 (CPython's rule): it
-        // stays as it is.
-        let c = self.count0();
-        self.live.set(self.live.get() - n);
-        self.set_count0(c);
+        // Garbage is no deallocation for count 0 (CPython's rule).
+        self.set_live_keeping_count0(self.live.get() - n);
     }
 
     /// Moves the generations 0..=g into g + 1 (or leaves them in 2 when
@@ -1164,9 +1168,7 @@ impl State {
         // Deferred drops queued after the last round (by a later
         // refcount drop during this teardown) are leaked.
         self.deferred.free();
-        let c = self.count0();
-        self.live.set(0);
-        self.set_count0(c);
+        self.set_live_keeping_count0(0);
         self.frozen.set(0);
         for s in &self.start {
             s.set(0);
