@@ -44,9 +44,7 @@ unsafe impl GlobalAlloc for Recording {
         {
             // The "profiler": a few tracked objects per large allocation.
             for _ in 0..4 {
-                let n = Gc::new(Node {
-                    next: RefCell::new(None),
-                });
+                let n = node();
                 KEPT.with(|k| k.borrow_mut().push(n));
             }
             IN_HOOK.with(|h| h.set(false));
@@ -82,15 +80,19 @@ struct Node {
     next: RefCell<Option<Gc<Node>>>,
 }
 
+fn node() -> Gc<Node> {
+    Gc::new(Node {
+        next: RefCell::new(None),
+    })
+}
+
 #[test]
 fn list_growth_reentered_from_the_global_allocator() {
     gc::disable();
     let mut held = Vec::with_capacity(20_000);
     HOOK_ON.with(|h| h.set(true));
     for _ in 0..10_000 {
-        held.push(Gc::new(Node {
-            next: RefCell::new(None),
-        }));
+        held.push(node());
     }
     HOOK_ON.with(|h| h.set(false));
     let kept = KEPT.with(|k| k.borrow().len());
@@ -139,13 +141,7 @@ fn resurrected_objects_put_back_while_the_allocator_creates_gcs() {
     RESURRECTED.with(|r| r.borrow_mut().reserve(100_000));
     // 192 live + 8,000 garbage = 8,192: the list is full when the
     // collection puts the resurrected objects back, so it grows then.
-    let live: Vec<Gc<Node>> = (0..192)
-        .map(|_| {
-            Gc::new(Node {
-                next: RefCell::new(None),
-            })
-        })
-        .collect();
+    let live: Vec<Gc<Node>> = (0..192).map(|_| node()).collect();
     for _ in 0..8000 {
         let f = Gc::new_with_finalizer(Fin {
             me: RefCell::new(None),

@@ -148,7 +148,7 @@ use super::ptr_vec::PtrVec;
 use super::reclaim;
 use super::state::State;
 use super::tracer::{
-    add_ext, is_candidate, is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, URefs,
+    add_ext_all, is_candidate, is_root, lent_mut_ended, strong_refs, Mode, Refs, Tracer, URefs,
     NO_PARENT, PENDING, REACHED, RESOLVED, UNSEEN, VISITING,
 };
 use super::trashcan;
@@ -509,10 +509,7 @@ fn find_reachable_from_dirty(
             break;
         }
     }
-    for &pos in late.iter() {
-        let c = &refs[pos];
-        c.set(add_ext(c.get()));
-    }
+    add_ext_all(refs, late);
     st.closure_size(sc.seeds.len(), examined, n);
     // SAFETY: the first `examined` entries were written above, within the
     // capacity.
@@ -917,10 +914,7 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
     // The members lent out by `Gc::get_mut`: trace those an edge proved
     // since (which may prove more), until nothing changes.
     while trace_proven_late(members, late, tracer) {}
-    for &pos in late.iter() {
-        let c = &refs[pos];
-        c.set(add_ext(c.get()));
-    }
+    add_ext_all(refs, late);
     holes
 }
 

@@ -156,6 +156,12 @@ pub(crate) const FLAG_MASK: usize = (1 << SHIFT) - 1;
 /// per object; one more aborts, as `Rc` does at `usize::MAX`).
 #[cfg(target_pointer_width = "64")]
 pub(crate) const WEAK_SHIFT: u32 = 32;
+/// On 64-bit targets, which `u32` half of a weak word (in memory order)
+/// holds the weak count: the high half (`WEAK_SHIFT` is 32), whose place
+/// depends on the endianness. `GcHeader::write_new` stores it and
+/// `dec_weak_is_last` reads it by this one index.
+#[cfg(target_pointer_width = "64")]
+const WEAK_HALF: usize = if cfg!(target_endian = "little") { 1 } else { 0 };
 #[cfg(not(target_pointer_width = "64"))]
 pub(crate) const WEAK_SHIFT: u32 = SHIFT;
 /// One weak reference, in a weak word.
@@ -207,11 +213,7 @@ impl GcHeader {
             let code = VtCode::of(vtable).bits() as u32;
             // The high half is the count (`WEAK_SHIFT` is 32 here).
             let count = u32::try_from(weak).unwrap_or_else(|_| capacity_overflow());
-            let (low, high) = if cfg!(target_endian = "little") {
-                (0, 1)
-            } else {
-                (1, 0)
-            };
+            let (low, high) = (1 - WEAK_HALF, WEAK_HALF);
             // SAFETY: `hp` is valid for writes, aligned to 8 and unshared
             // (this function's `# Safety`); the weak word is a
             // `Cell<usize>` (no padding, no invariant beyond its bits),
@@ -402,13 +404,12 @@ pub(crate) fn inc_weak(w: &Cell<usize>) {
 pub(crate) fn dec_weak_is_last(w: &Cell<usize>) -> bool {
     #[cfg(target_pointer_width = "64")]
     {
-        const HIGH: usize = if cfg!(target_endian = "little") { 1 } else { 0 };
         // SAFETY: the word is a live, aligned `Cell<usize>` of this thread
         // (the `&Cell` proves it), so its two halves are valid, aligned
         // `u32`s; no reference to its contents exists (only to the
         // `Cell`), and the access ends before this function returns.
         unsafe {
-            let high = w.as_ptr().cast::<u32>().add(HIGH);
+            let high = w.as_ptr().cast::<u32>().add(WEAK_HALF);
             let count = high.read();
             // A count of one: the last weak reference.
             if count < 2 {

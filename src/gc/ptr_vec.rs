@@ -174,24 +174,22 @@ impl PtrVec {
         let len = self.len.get();
         let old = self.ptr.get();
         let first = old.is_null();
-        if !first {
-            // SAFETY: `cap` is still the capacity of the buffer at `ptr`
-            // (tested just above, after the last call that could re-enter),
-            // whose first `len <= cap` entries are initialised (the type's
-            // invariant), and `v` holds `new_cap > cap` entries: the copy is
-            // in bounds.
-            unsafe { ptr::copy_nonoverlapping(old, v.as_mut_ptr(), len) };
-        }
+        // SAFETY: `cap` is still the capacity of the buffer at `ptr`
+        // (tested just above, after the last call that could re-enter),
+        // whose first `len <= cap` entries are initialised (the type's
+        // invariant), and `v` holds `new_cap > cap` entries: the copy is in
+        // bounds; the old buffer came from a Vec of capacity `cap`, taken
+        // back here to be freed once, below.
+        let old_buf = (!first).then(|| unsafe {
+            ptr::copy_nonoverlapping(old, v.as_mut_ptr(), len);
+            Vec::from_raw_parts(old, 0, cap)
+        });
         let mut v = std::mem::ManuallyDrop::new(v);
         self.ptr.set(v.as_mut_ptr());
         self.cap.set(v.capacity());
-        if !first {
-            // SAFETY: the old buffer came from a Vec of capacity `cap`
-            // (tested above), and nothing refers to it any more: the fields
-            // name the new one (so whatever this free runs finds them
-            // consistent, see above).
-            unsafe { drop(Vec::from_raw_parts(old, 0, cap)) };
-        }
+        // Freed once the fields name the new buffer, so whatever this free
+        // runs finds them consistent (see above).
+        drop(old_buf);
         first
     }
 

@@ -42,24 +42,22 @@ impl SlotBits {
             return self.reserve(n);
         }
         let old = self.words.get();
-        if cap != 0 {
-            // SAFETY: `cap` is still the length of the buffer at `words`
-            // (tested just above, after the last call that could re-enter),
-            // all initialised (the type's invariant), and `v` is longer: the
-            // copy is in bounds.
-            unsafe { ptr::copy_nonoverlapping(old, v.as_mut_ptr(), cap) };
-        }
+        // SAFETY: `cap` is still the length of the buffer at `words`
+        // (tested just above, after the last call that could re-enter), all
+        // initialised (the type's invariant), and `v` is longer: the copy
+        // is in bounds; the old buffer came from a Vec of length and
+        // capacity `cap`, taken back here to be freed once, below.
+        let old_buf = (cap != 0).then(|| unsafe {
+            ptr::copy_nonoverlapping(old, v.as_mut_ptr(), cap);
+            Vec::from_raw_parts(old, cap, cap)
+        });
         // The new buffer is installed before the old one is freed: that
         // free may re-enter too (a `dealloc` creating `Gc`s), and must find
         // the fields consistent.
         let mut v = std::mem::ManuallyDrop::new(v);
         self.cap.set(v.len());
         self.words.set(v.as_mut_ptr());
-        if cap != 0 {
-            // SAFETY: the old buffer came from a Vec of length and capacity
-            // `cap` (tested above), and the fields no longer name it.
-            unsafe { drop(Vec::from_raw_parts(old, cap, cap)) };
-        }
+        drop(old_buf);
     }
 
     /// Word `w`, 0 past the end.

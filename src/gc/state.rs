@@ -1158,10 +1158,11 @@ impl State {
                 unsafe { GcHeader::of(p) }.set_flags(UNTRACKED);
             }
         }
-        // No room before the buffers go: their frees may re-enter (a
-        // `dealloc` creating `Gc`s), and an object created then must take
-        // the slow path, which sees `dead` and leaves it unlisted, instead
-        // of pushing into a buffer being freed.
+        // No room from now on (`dead` keeps it at 0), set before the
+        // buffers go: their frees may re-enter (a `dealloc` creating
+        // `Gc`s), and an object created then must take the slow path,
+        // which sees `dead` and leaves it unlisted, instead of pushing
+        // into a buffer being freed.
         self.room.set(0);
         self.list.free();
         self.dirty_slots.free();
@@ -1173,7 +1174,6 @@ impl State {
         for s in &self.start {
             s.set(0);
         }
-        self.reset_room();
     }
 
     /// Checks the list invariants (see the type's docs) over the list

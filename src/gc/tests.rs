@@ -1262,7 +1262,7 @@ fn huge_strong_counts_are_clamped_not_wrapped() {
             // `b` dirty, the cycle garbage but for `raw` and `extra`
             // phantom handles to `a` (references from outside).
             drop(b);
-            let p: *const Counts = raw.cast::<u8>().wrapping_sub(8).cast();
+            let p = super::header::counts_of(std::ptr::NonNull::new(raw.cast_mut()).unwrap());
             let s = super::state::strong(p);
             s.set(s.get() + extra);
             assert_eq!(gc::collect(), 0, "extra {extra:#x}");

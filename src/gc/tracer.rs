@@ -84,6 +84,17 @@ pub(crate) fn add_ext(r: Refs) -> Refs {
     }
 }
 
+/// Adds [`EXT`] to the gc_refs at each position of `late` (the members
+/// lent out by `Gc::get_mut` whose values could not be traced: referenced
+/// from outside, as far as the collection can tell).
+#[inline(always)]
+pub(crate) fn add_ext_all(refs: &[Cell<Refs>], late: &[usize]) {
+    for &pos in late {
+        let c = &refs[pos];
+        c.set(add_ext(c.get()));
+    }
+}
+
 /// Whether gc_refs `r` (after `subtract_refs`) make an object a root of
 /// `move_unreachable`: referenced from outside and not reached yet.
 #[inline(always)]

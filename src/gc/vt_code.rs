@@ -173,7 +173,7 @@ mod far {
     fn home(addr: usize) -> usize {
         // Fibonacci hashing of the address without its always-zero low
         // bits: the top 16 bits of the product.
-        ((addr >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - 16)) & (SLOTS - 1)
+        (addr >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - SLOTS.trailing_zeros())
     }
 
     /// The code of slot `i` (its offset from the anchor).
