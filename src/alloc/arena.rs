@@ -339,10 +339,11 @@ pub(crate) struct ArenaSet {
     /// monotonic milliseconds; 0 before the first time), see
     /// `Heap::decommit_idle_slots`.
     pub(crate) last_decommit_ms: Cell<u64>,
-    /// The most arenas `all` held since the last return of everything.
-    peak: Cell<usize>,
+    /// Whether `all` held `span::SPANS_FROM_ARENAS` arenas or more since
+    /// the last return of everything.
+    grew_large: Cell<bool>,
     /// When the heap's thread last released the heap's memory after the
-    /// heap had been large (a `peak` of `span::SPANS_FROM_ARENAS` or more;
+    /// heap had been large (`grew_large`;
     /// coarse monotonic milliseconds, 0 for not since the last return of
     /// everything): see `span::SPANS_AFTER_RELEASE_MS`.
     pub(crate) large_at_release_ms: Cell<u64>,
@@ -360,7 +361,7 @@ impl ArenaSet {
             owner_check_ms: Cell::new(0),
             grace_end: Cell::new((0, 0)),
             last_decommit_ms: Cell::new(0),
-            peak: Cell::new(0),
+            grew_large: Cell::new(false),
             large_at_release_ms: Cell::new(0),
         }
     }
@@ -448,22 +449,23 @@ impl ArenaSet {
         }
         self.all.set(arena);
         self.count.set(self.count.get() + 1);
-        self.peak.set(self.peak.get().max(self.count.get()));
+        if self.count.get() >= super::span::SPANS_FROM_ARENAS {
+            self.grew_large.set(true);
+        }
     }
 
-    /// The most arenas the heap held since the last return of everything.
-    pub(crate) fn peak(&self) -> usize {
-        self.peak.get()
+    /// Whether the heap held `span::SPANS_FROM_ARENAS` arenas or more since
+    /// the last return of everything.
+    pub(crate) fn grew_large(&self) -> bool {
+        self.grew_large.get()
     }
 
-    /// Everything went back: the peak starts again (from the next arena
-    /// mapped: what survives the return is not growth), and
-    /// `large_at_release_ms` becomes `now` if `large` (the heap's own
-    /// thread released a large heap), 0 otherwise.
-    pub(crate) fn start_peak(&self, large: bool, now: u64) {
-        self.peak.set(0);
-        self.large_at_release_ms
-            .set(if large { now.max(1) } else { 0 });
+    /// Everything went back: growth is counted again from the next arena
+    /// mapped (what survives the return is not growth), and no release of
+    /// a large heap is remembered (`pass` notes one after this).
+    pub(crate) fn reset_growth(&self) {
+        self.grew_large.set(false);
+        self.large_at_release_ms.set(0);
     }
 
     /// Removes an arena from the list of all arenas.

@@ -551,7 +551,7 @@ unsafe extern "C" fn realloc_slow(ptr: *mut c_void, size: usize) -> *mut c_void 
         return new.cast();
     }
     if !arena_bitmap::contains(ptr) {
-        if route_c(size, ALIGNMENT).is_none() {
+        if size > C_POOL_MAX_REQUEST {
             // SAFETY: `realloc`'s contract: a live block of the malloc
             // family in no arena, so glibc's.
             return unsafe { glibc::realloc(ptr, size) }.cast();

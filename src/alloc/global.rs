@@ -362,10 +362,25 @@ impl PyMalloc {
         // SAFETY: `new_size` is non-zero (`GlobalAlloc::realloc`'s
         // contract), all `alloc_for_growth` asks.
         let new = unsafe { large::alloc_for_growth(&REGISTRY, new_layout) };
+        // SAFETY: `ptr` is live with `layout` (this function's `# Safety`),
+        // `new` null or a fresh block of `new_size` bytes.
+        unsafe { Self::finish_move(ptr, layout, new, new_size) }
+    }
+
+    /// The end of a move: unless `new` is null (the allocation failed, the
+    /// old block stays), copies the prefix the two blocks share and frees
+    /// the old block with the layout it was given; returns `new`.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of `layout` the caller gives up once `new` is
+    /// not null; `new` is null or a live block of at least `new_size`
+    /// bytes, distinct from it.
+    #[inline(always)]
+    unsafe fn finish_move(ptr: *mut u8, layout: Layout, new: *mut u8, new_size: usize) -> *mut u8 {
         if !new.is_null() {
             // SAFETY: both blocks are live and distinct and hold the bytes
             // copied (the shorter of the two sizes); the old one is freed
-            // with the layout it was given.
+            // with the layout it was given (this function's `# Safety`).
             unsafe {
                 ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
                 Self::raw_dealloc(ptr, layout);
@@ -403,15 +418,9 @@ impl PyMalloc {
                 unsafe { Self::raw_alloc(new_layout) }
             }
         };
-        if !new.is_null() {
-            // SAFETY: both blocks are live and distinct and hold the bytes
-            // copied; the old one is freed with the layout it was given.
-            unsafe {
-                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                Self::raw_dealloc(ptr, layout);
-            }
-        }
-        new
+        // SAFETY: `ptr` is live with `layout` (`GlobalAlloc::realloc`'s
+        // contract), `new` null or a fresh block of `new_size` bytes.
+        unsafe { Self::finish_move(ptr, layout, new, new_size) }
     }
 
     /// `realloc` of a large block with the hooks known off: growth within

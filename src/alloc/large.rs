@@ -132,7 +132,7 @@ pub(crate) mod glibc {
 /// As `GlobalAlloc::alloc`.
 pub(crate) unsafe fn alloc(registry: &Registry, layout: Layout, zeroed: bool) -> *mut u8 {
     if let Some(class) = large_cache::class_of(layout.size(), layout.align()) {
-        return alloc_cached(registry, class, layout.size(), zeroed);
+        return alloc_cached(registry, class, class, layout.size(), zeroed);
     }
     let ptr = large_cache::system_alloc(layout, zeroed);
     if !ptr.is_null() {
@@ -168,16 +168,7 @@ pub(crate) unsafe fn alloc_for_growth(registry: &Registry, layout: Layout) -> *m
     } else {
         class
     };
-    // SAFETY: as in `alloc_cached`.
-    let heap = unsafe { super::thread::bind_for_free().as_ref() };
-    let ptr = heap.map_or(core::ptr::null_mut(), |heap| {
-        heap.large_cache.take_up_to(class, last)
-    });
-    if ptr.is_null() {
-        return alloc_cached(registry, class, layout.size(), false);
-    }
-    note_alloc(registry, layout.size());
-    ptr
+    alloc_cached(registry, class, last, layout.size(), false)
 }
 
 /// Whether a freed block of a cache class is filed by the room it has
@@ -236,14 +227,23 @@ pub(crate) unsafe fn dealloc(registry: &Registry, ptr: *mut u8, layout: Layout) 
 }
 
 /// A block for a request of `size` bytes of cache class `class`: a cached
-/// one of the calling thread's heap, or a fresh one of the class's size
-/// (the capacity invariant, `large_cache`).
+/// one of the calling thread's heap, of the first class from `class` to
+/// `last` that has one, or a fresh one of `class`'s size (the capacity
+/// invariant, `large_cache`).
 #[inline]
-fn alloc_cached(registry: &Registry, class: usize, size: usize, zeroed: bool) -> *mut u8 {
+fn alloc_cached(
+    registry: &Registry,
+    class: usize,
+    last: usize,
+    size: usize,
+    zeroed: bool,
+) -> *mut u8 {
     // SAFETY: a heap bound to the calling thread is owned by it and never
     // unmapped; the cache needs no more (it has its own lock).
     let heap = unsafe { super::thread::bind_for_free().as_ref() };
-    let mut ptr = heap.map_or(core::ptr::null_mut(), |heap| heap.large_cache.take(class));
+    let mut ptr = heap.map_or(core::ptr::null_mut(), |heap| {
+        heap.large_cache.take_up_to(class, last)
+    });
     if !ptr.is_null() {
         if zeroed {
             // SAFETY: a cached block of the class holds `class_size(class)
@@ -344,22 +344,16 @@ pub(crate) unsafe fn realloc(
 /// `malloc_usable_size`), or 0 where that is not known.
 ///
 /// # Safety
-/// `ptr` must be a live block from [`alloc`] or [`realloc`] (under
-/// `override`, or a pool block of C's: see [`is_c_pool_block`]).
+/// `ptr` must be a live block from [`alloc`] or [`realloc`] (not a pool
+/// block of C's: the callers send those elsewhere first, see
+/// [`is_c_pool_block`]).
 pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+    debug_assert!(!is_c_pool_block(ptr));
     #[cfg(feature = "override")]
-    {
-        if is_c_pool_block(ptr) {
-            // SAFETY: a live block (this function's `# Safety`) lying in an
-            // arena, so a pool block in use: its pool header is live.
-            return unsafe { (*super::pool::Pool::of(ptr)).block_size() };
-        }
-        // SAFETY: under `override` a large block is glibc's (see `alloc`),
-        // the kind `glibc::usable_size` reads; the exported
-        // `malloc_usable_size` would only come back here through the arena
-        // lookup.
-        unsafe { glibc::usable_size(ptr) }
-    }
+    // SAFETY: under `override` a large block is glibc's (see `alloc`), the
+    // kind `glibc::usable_size` reads; the exported `malloc_usable_size`
+    // would only come back here through the arena lookup.
+    return unsafe { glibc::usable_size(ptr) };
     #[cfg(all(target_os = "linux", not(feature = "override")))]
     // SAFETY: `ptr` is a live block of the system allocator (caller
     // contract), the one `malloc_usable_size` answers for.

@@ -105,7 +105,6 @@ pub(crate) const HEAP_BYTES: usize = 64 << 10;
 const RECLAIM_ATTEMPTS: u32 = 64;
 
 const _: () = assert!(SMALL_REQUEST_THRESHOLD.is_power_of_two());
-const _: () = assert!(NB_LARGE_CLASSES <= 32, "`nonempty` has a bit per class");
 const _: () = assert!(MAX_CACHED.is_power_of_two() && MAX_CACHED > SMALL_REQUEST_THRESHOLD);
 
 /// Whether the cache is off in this build: under AddressSanitizer, whose
@@ -212,15 +211,12 @@ fn lock_tag() -> usize {
 /// blocks linked through their first word, each a block of the system
 /// allocator of `class_size(c)` bytes, aligned to [`SYSTEM_ALIGN`], that
 /// no one else uses; `bytes` is the sum of `counts[c] * class_size(c)`,
-/// at most [`HEAP_BYTES`]; bit `c` of `nonempty` is set exactly when
-/// `heads[c]` is not null.
+/// at most [`HEAP_BYTES`].
 pub(crate) struct LargeCache {
     /// 0 when free, else `generation << 1 | 1` of its holder.
     lock: AtomicUsize,
     heads: [Cell<*mut u8>; NB_LARGE_CLASSES],
     counts: [Cell<u16>; NB_LARGE_CLASSES],
-    /// The classes with a block, one bit each (bit `c` for class `c`).
-    nonempty: Cell<u32>,
     /// Bytes cached, all classes together.
     bytes: AtomicUsize,
     /// Takes and puts, ever (for telling an idle cache from a used one).
@@ -244,7 +240,6 @@ impl LargeCache {
             lock: AtomicUsize::new(0),
             heads: core::array::from_fn(|_| Cell::new(ptr::null_mut())),
             counts: core::array::from_fn(|_| Cell::new(0)),
-            nonempty: Cell::new(0),
             bytes: AtomicUsize::new(0),
             ops: Cell::new(0),
             seen_ops: Cell::new(0),
@@ -292,48 +287,34 @@ impl LargeCache {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// A cached block of `class`, or null (none, or the lock is busy).
-    /// The block is the caller's: a block of the system allocator of
-    /// `class_size(class)` bytes aligned to [`SYSTEM_ALIGN`].
+    /// A cached block of the first class from `class` to `last` that has
+    /// one (`last == class`: of `class` only), or null (none, or the lock
+    /// is busy). The block is the caller's: a block of the system
+    /// allocator of at least `class_size(class)` bytes aligned to
+    /// [`SYSTEM_ALIGN`] (the capacity invariant holds for a request of
+    /// `class`, with room to spare when the block comes from a later
+    /// class).
     ///
     /// Called by the heap's owner only (any thread holding the lock could,
     /// but only the owner's large path takes blocks).
-    #[inline]
-    pub(crate) fn take(&self, class: usize) -> *mut u8 {
-        self.take_up_to(class, class)
-    }
-
-    /// A cached block of the first class from `class` to `last` that has
-    /// one, or null (none, or the lock is busy). The block is the
-    /// caller's: a block of the system allocator of at least
-    /// `class_size(class)` bytes aligned to [`SYSTEM_ALIGN`] (the capacity
-    /// invariant holds for a request of `class`, with room to spare when
-    /// the block comes from a later class).
-    ///
-    /// Called by the heap's owner only, as [`LargeCache::take`].
     #[inline]
     pub(crate) fn take_up_to(&self, class: usize, last: usize) -> *mut u8 {
         debug_assert!(class <= last && last < NB_LARGE_CLASSES);
         if !self.try_lock() {
             return ptr::null_mut();
         }
-        // The classes from `class` to `last` that have a block; the first.
-        let span = (2u32 << (last - class)).wrapping_sub(1);
-        let candidates = (self.nonempty.get() >> class) & span;
+        // The first class from `class` to `last` that has a block (one
+        // look for a single class; a growth past 512 bytes looks at up to 17).
+        let found = (class..=last).find(|&c| !self.heads[c].get().is_null());
         let mut head = ptr::null_mut();
-        if candidates != 0 {
-            let found = class + candidates.trailing_zeros() as usize;
+        if let Some(found) = found {
             head = self.heads[found].get();
-            debug_assert!(!head.is_null());
             // SAFETY: `head` is the first block of the class's list (the
             // invariant on `LargeCache`, which the lock we hold lets us
             // rely on): a live block no one else uses, whose first word is
             // the link written by the `put` that cached it, under the lock.
             let next = unsafe { head.cast::<*mut u8>().read() };
             self.heads[found].set(next);
-            if next.is_null() {
-                self.nonempty.set(self.nonempty.get() & !(1 << found));
-            }
             self.counts[found].set(self.counts[found].get() - 1);
             self.bytes.store(
                 self.bytes.load(Ordering::Relaxed) - class_size(found),
@@ -366,7 +347,6 @@ impl LargeCache {
             // one pointer (this function's `# Safety`: at least 576 bytes).
             unsafe { block.cast::<*mut u8>().write(self.heads[class].get()) };
             self.heads[class].set(block);
-            self.nonempty.set(self.nonempty.get() | 1 << class);
             self.counts[class].set(count + 1);
             self.bytes.store(bytes, Ordering::Relaxed);
         }
@@ -384,7 +364,6 @@ impl LargeCache {
         for count in &self.counts {
             count.set(0);
         }
-        self.nonempty.set(0);
         self.bytes.store(0, Ordering::Relaxed);
         detached
     }

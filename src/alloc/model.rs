@@ -191,7 +191,7 @@ impl HeapRef {
     /// The calling thread must own this heap.
     pub unsafe fn large_take(self, class: usize) -> *mut u8 {
         // SAFETY: the heap is live (owned by the caller).
-        unsafe { (*self.0).large_cache.take(class) }
+        unsafe { (*self.0).large_cache.take_up_to(class, class) }
     }
 
     /// Blocks of this heap's outbox (what it freed remotely and has not

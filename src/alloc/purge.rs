@@ -343,7 +343,7 @@ impl Heap {
         // Whoever runs the heap next (a thread adopting it once parked)
         // starts from a small heap; `pass` notes a release by the heap's
         // own thread after this.
-        self.arenas.start_peak(false, 0);
+        self.arenas.reset_growth();
     }
 
     /// Notes whether the heap's thread did anything since a lock holder
@@ -455,10 +455,12 @@ pub(crate) unsafe fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind
                 // The thread releases its memory after having had a large
                 // heap: it may well build one again soon (see
                 // `span::SPANS_AFTER_RELEASE_MS`).
-                let was_large = me.arenas.peak() >= super::span::SPANS_FROM_ARENAS;
+                let was_large = me.arenas.grew_large();
                 // SAFETY: owner capacity with the lock held.
                 unsafe { me.trim(&locked) };
-                me.arenas.start_peak(was_large, now);
+                if was_large {
+                    me.arenas.large_at_release_ms.set(now.max(1));
+                }
                 me.decommit_idle_slots(&locked, now, 0);
             } else {
                 me.collect_pending(&locked);
@@ -510,7 +512,7 @@ pub(crate) fn background_requested() -> bool {
     #[cfg(loom)]
     return false;
     #[cfg(not(loom))]
-    return background::interval_ms() != 0;
+    return background::requested();
 }
 
 /// The opt-in background thread (not under loom: it is a real thread).
@@ -683,15 +685,16 @@ mod background {
         }
     }
 
-    /// In the child after `fork` (single-threaded, from the `atfork`
-    /// handler): the parent's background thread did not come along.
-    /// The interval asked for, 0 when stopped (or never started).
-    pub(crate) fn interval_ms() -> u64 {
+    /// Whether a thread has been asked for (an interval set and not
+    /// stopped).
+    pub(crate) fn requested() -> bool {
         // Relaxed: a policy hint; a stale answer only keeps one parked
         // heap's empty arenas until the next pass, or trims them early.
-        INTERVAL_MS.load(Ordering::Relaxed)
+        INTERVAL_MS.load(Ordering::Relaxed) != 0
     }
 
+    /// In the child after `fork` (single-threaded, from the `atfork`
+    /// handler): the parent's background thread did not come along.
     pub(crate) fn after_fork_in_child() {
         GENERATION.fetch_add(1, Ordering::SeqCst);
         INTERVAL_MS.store(0, Ordering::SeqCst);
