@@ -105,6 +105,7 @@ pub(crate) const HEAP_BYTES: usize = 64 << 10;
 const RECLAIM_ATTEMPTS: u32 = 64;
 
 const _: () = assert!(SMALL_REQUEST_THRESHOLD.is_power_of_two());
+const _: () = assert!(NB_LARGE_CLASSES <= 32, "`nonempty` has a bit per class");
 const _: () = assert!(MAX_CACHED.is_power_of_two() && MAX_CACHED > SMALL_REQUEST_THRESHOLD);
 
 /// Whether the cache is off in this build: under AddressSanitizer, whose
@@ -211,12 +212,19 @@ fn lock_tag() -> usize {
 /// blocks linked through their first word, each a block of the system
 /// allocator of `class_size(c)` bytes, aligned to [`SYSTEM_ALIGN`], that
 /// no one else uses; `bytes` is the sum of `counts[c] * class_size(c)`,
-/// at most [`HEAP_BYTES`].
+/// at most [`HEAP_BYTES`]; bit `c` of `nonempty` is set exactly when
+/// `heads[c]` is not null.
 pub(crate) struct LargeCache {
     /// 0 when free, else `generation << 1 | 1` of its holder.
     lock: AtomicUsize,
     heads: [Cell<*mut u8>; NB_LARGE_CLASSES],
     counts: [Cell<u16>; NB_LARGE_CLASSES],
+    /// The classes with a block, one bit each (bit `c` for class `c`):
+    /// derivable from `heads`, kept so that a growth past 512 bytes finds
+    /// the first non-empty class of up to 17 in one instruction (looking
+    /// at the heads cost 110 more instructions per doubling chain 8 ->
+    /// 4,096 B in callgrind: 42.56M against 40.34M for 20,000 chains).
+    nonempty: Cell<u32>,
     /// Bytes cached, all classes together.
     bytes: AtomicUsize,
     /// Takes and puts, ever (for telling an idle cache from a used one).
@@ -240,6 +248,7 @@ impl LargeCache {
             lock: AtomicUsize::new(0),
             heads: core::array::from_fn(|_| Cell::new(ptr::null_mut())),
             counts: core::array::from_fn(|_| Cell::new(0)),
+            nonempty: Cell::new(0),
             bytes: AtomicUsize::new(0),
             ops: Cell::new(0),
             seen_ops: Cell::new(0),
@@ -303,18 +312,23 @@ impl LargeCache {
         if !self.try_lock() {
             return ptr::null_mut();
         }
-        // The first class from `class` to `last` that has a block (one
-        // look for a single class; a growth past 512 bytes looks at up to 17).
-        let found = (class..=last).find(|&c| !self.heads[c].get().is_null());
+        // The classes from `class` to `last` that have a block; the first.
+        let span = (2u32 << (last - class)).wrapping_sub(1);
+        let candidates = (self.nonempty.get() >> class) & span;
         let mut head = ptr::null_mut();
-        if let Some(found) = found {
+        if candidates != 0 {
+            let found = class + candidates.trailing_zeros() as usize;
             head = self.heads[found].get();
+            debug_assert!(!head.is_null());
             // SAFETY: `head` is the first block of the class's list (the
             // invariant on `LargeCache`, which the lock we hold lets us
             // rely on): a live block no one else uses, whose first word is
             // the link written by the `put` that cached it, under the lock.
             let next = unsafe { head.cast::<*mut u8>().read() };
             self.heads[found].set(next);
+            if next.is_null() {
+                self.nonempty.set(self.nonempty.get() & !(1 << found));
+            }
             self.counts[found].set(self.counts[found].get() - 1);
             self.bytes.store(
                 self.bytes.load(Ordering::Relaxed) - class_size(found),
@@ -347,6 +361,7 @@ impl LargeCache {
             // one pointer (this function's `# Safety`: at least 576 bytes).
             unsafe { block.cast::<*mut u8>().write(self.heads[class].get()) };
             self.heads[class].set(block);
+            self.nonempty.set(self.nonempty.get() | 1 << class);
             self.counts[class].set(count + 1);
             self.bytes.store(bytes, Ordering::Relaxed);
         }
@@ -364,6 +379,7 @@ impl LargeCache {
         for count in &self.counts {
             count.set(0);
         }
+        self.nonempty.set(0);
         self.bytes.store(0, Ordering::Relaxed);
         detached
     }
