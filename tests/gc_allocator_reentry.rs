@@ -1,10 +1,15 @@
-//! A global allocator that creates `Gc`s inside its own `alloc` (a
-//! profiler recording into a graph, say) re-enters the collector's list
-//! growth: the nested `Gc::new` finds the list full and grows it while the
-//! outer growth waits for its buffer. The outer growth must then notice,
-//! not copy from and free the nested growth's buffer with its own stale
-//! (smaller) layout, which breaks `GlobalAlloc::dealloc`'s contract.
-//! (Review finding; before the fix this test saw layout mismatches.)
+//! A global allocator that creates `Gc`s inside its own `alloc` or
+//! `dealloc` (a profiler recording allocations into a graph) re-enters
+//! whatever collector code is allocating or freeing a buffer: the list's
+//! growth, the dirty bits' growth, the put-back of resurrected objects, the
+//! teardown at thread exit. The nested `Gc::new` must find the collector's
+//! fields consistent. (Review findings, each test failing before its fix:
+//! buffers freed with a stale, smaller layout; a header recording a list
+//! slot the hook's objects had taken; a double free of the old list buffer;
+//! a push through a null buffer at teardown.)
+//!
+//! One allocator serves every test (a test binary has one global
+//! allocator); its hooks are armed per thread, so the tests stay apart.
 
 use pymem::gc::Finalize;
 use pymem::{gc, Gc, Trace};
@@ -14,8 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Remembers the size of every allocation of at least `WATCH` bytes (the
 /// collector's list buffers among them) and counts frees whose layout
-/// differs from it.
-struct Recording;
+/// differs from it; runs the `alloc` hook (`HOOK_ON`) and the `dealloc`
+/// hook (`HOOK_MIN`, `SHOTS`) when armed on the calling thread.
+struct Hooking;
 
 const WATCH: usize = 2048;
 const SLOTS: usize = 1 << 14;
@@ -24,7 +30,14 @@ static SIZE: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 static MISMATCHES: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
+    /// Allocations of at least `WATCH` bytes create four kept objects.
     static HOOK_ON: Cell<bool> = const { Cell::new(false) };
+    /// Frees of at least this many bytes create a leaked object (0: off).
+    static HOOK_MIN: Cell<usize> = const { Cell::new(0) };
+    /// How many more times the `dealloc` hook runs.
+    static SHOTS: Cell<usize> = const { Cell::new(0) };
+    /// How many times the `dealloc` hook ran.
+    static FIRED: Cell<usize> = const { Cell::new(0) };
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
     static KEPT: RefCell<Vec<Gc<Node>>> = const { RefCell::new(Vec::new()) };
     static RESURRECTED: RefCell<Vec<Gc<Fin>>> = const { RefCell::new(Vec::new()) };
@@ -34,20 +47,29 @@ fn slot_of(p: *mut u8) -> usize {
     ((p as usize >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50) % SLOTS
 }
 
-// SAFETY: every request is forwarded to `System` unchanged; the
-// bookkeeping only reads and writes statics.
-unsafe impl GlobalAlloc for Recording {
+/// Enters the hook unless the thread is already in it (or is exiting and
+/// its thread-locals are gone).
+fn enter_hook() -> bool {
+    !IN_HOOK.try_with(|h| h.replace(true)).unwrap_or(true)
+}
+
+fn leave_hook() {
+    IN_HOOK.with(|h| h.set(false));
+}
+
+// SAFETY: every request is forwarded to `System` unchanged; the hooks only
+// touch thread-locals (with `try_with`, so also during thread exit) and
+// create `Gc`s, which allocate through this allocator again (the
+// `IN_HOOK` flag stops the recursion); the bookkeeping only reads and
+// writes statics.
+unsafe impl GlobalAlloc for Hooking {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() >= WATCH
-            && HOOK_ON.try_with(Cell::get).unwrap_or(false)
-            && !IN_HOOK.try_with(|h| h.replace(true)).unwrap_or(true)
-        {
-            // The "profiler": a few tracked objects per large allocation.
+        if layout.size() >= WATCH && HOOK_ON.try_with(Cell::get).unwrap_or(false) && enter_hook() {
             for _ in 0..4 {
                 let n = node();
                 KEPT.with(|k| k.borrow_mut().push(n));
             }
-            IN_HOOK.with(|h| h.set(false));
+            leave_hook();
         }
         // SAFETY: forwarded with the caller's layout.
         let p = unsafe { System.alloc(layout) };
@@ -60,6 +82,18 @@ unsafe impl GlobalAlloc for Recording {
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        let min = HOOK_MIN.try_with(Cell::get).unwrap_or(0);
+        if min != 0
+            && layout.size() >= min
+            && SHOTS.try_with(Cell::get).unwrap_or(0) > 0
+            && enter_hook()
+        {
+            SHOTS.with(|s| s.set(s.get() - 1));
+            FIRED.with(|f| f.set(f.get() + 1));
+            // Kept alive (leaked) on purpose: the profiler's record.
+            std::mem::forget(node());
+            leave_hook();
+        }
         let s = slot_of(p);
         if ADDR[s].load(Ordering::Relaxed) == p as usize {
             if SIZE[s].load(Ordering::Relaxed) != layout.size() {
@@ -73,7 +107,7 @@ unsafe impl GlobalAlloc for Recording {
 }
 
 #[global_allocator]
-static GLOBAL: Recording = Recording;
+static GLOBAL: Hooking = Hooking;
 
 #[derive(Trace)]
 struct Node {
@@ -84,6 +118,11 @@ fn node() -> Gc<Node> {
     Gc::new(Node {
         next: RefCell::new(None),
     })
+}
+
+fn arm_dealloc(min: usize, shots: usize) {
+    HOOK_MIN.with(|m| m.set(min));
+    SHOTS.with(|s| s.set(shots));
 }
 
 #[test]
@@ -175,4 +214,55 @@ fn resurrected_objects_put_back_while_the_allocator_creates_gcs() {
     // A collection walks the list: a stale entry would be a freed object.
     assert_eq!(gc::collect(), 0);
     assert_eq!(gc::tracked_count(), 0);
+}
+
+#[test]
+fn gc_created_while_the_list_growth_frees_the_old_buffer() {
+    gc::disable();
+    gc::collect();
+    let mut keep = Vec::with_capacity(1 << 12);
+    // Through several growths of the list (and of the dirty bits), each
+    // old buffer's free creating tracked objects.
+    for round in 0..4 {
+        let target = 256 << round;
+        while gc::tracked_count() < target {
+            keep.push(node());
+        }
+        arm_dealloc(2048, 3);
+        keep.push(node());
+        arm_dealloc(0, 0);
+    }
+    assert!(FIRED.with(Cell::get) >= 4, "the hook ran in each growth");
+    // Every list entry is read: a stale or lost entry shows here (and in
+    // debug builds the collector's own list check runs).
+    gc::enable();
+    assert_eq!(gc::collect(), 0);
+    let tracked = gc::tracked_count();
+    assert!(
+        tracked >= keep.len() + 4,
+        "{tracked} tracked, {} kept",
+        keep.len()
+    );
+    drop(keep);
+    // A cycle is still collected exactly after all that.
+    let a = node();
+    let b = node();
+    *a.next.borrow_mut() = Some(b.clone());
+    *b.next.borrow_mut() = Some(a.clone());
+    drop((a, b));
+    assert_eq!(gc::collect(), 2);
+}
+
+#[test]
+fn gc_created_while_the_teardown_frees_the_list() {
+    std::thread::spawn(|| {
+        let keep: Vec<Gc<Node>> = (0..10).map(|_| node()).collect();
+        gc::collect();
+        drop(keep);
+        // Every free at thread exit may create a tracked object, the
+        // collector's list buffer among them.
+        arm_dealloc(1, usize::MAX);
+    })
+    .join()
+    .unwrap();
 }
