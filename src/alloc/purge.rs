@@ -7,13 +7,14 @@
 //!   (CPython keeps one such arena; mimalloc delays its purges). It is
 //!   returned to the OS once it has been retired for [`RETAIN_MS`]; sooner,
 //!   after [`OVER_CAP_MS`], while the empty memory retained by the whole
-//!   process is above [`retained_cap`] (64 MiB, or an eighth of the arena
-//!   memory in use if that is more); when a pass finds its heap parked
-//!   (parking itself trims only over the cap: `Heap::park`), or while
-//!   `release_free_memory()` runs. The cap is enforced after a short grace rather than at once so
-//!   that a program that frees a whole working set and builds it again
-//!   straight away (the FIFO benchmark: 264 MB per round) reuses its
-//!   arenas warm; measured, returning everything above 64 MiB at once made
+//!   process is above its cap ([`over_retained_cap`]: 64 MiB, or an
+//!   eighth of the arena memory in use if that is more); when a pass finds
+//!   its heap parked (parking itself trims unless a background purge runs
+//!   and the process is below the cap: `Heap::park`), or while
+//!   `release_free_memory()` runs. The cap is enforced after a short
+//!   grace rather than at once so that a program that frees a whole
+//!   working set and builds it again straight away (the FIFO benchmark:
+//!   264 MB per round) reuses its arenas warm; measured, returning everything above 64 MiB at once made
 //!   that round three times slower. A heap that took a retired arena back
 //!   into use within the last `RETAIN_MS` (its working set swings) gets
 //!   the full `RETAIN_MS` over the cap too ([`Heap::retention_for`]): with
@@ -51,7 +52,7 @@ use crate::sync::Ordering;
 
 /// How long an empty arena stays mapped for reuse.
 pub(crate) const RETAIN_MS: u64 = 200;
-/// How long, while the process retains more than [`retained_cap`].
+/// How long, while the process retains more than its cap ([`over_retained_cap`]).
 pub(crate) const OVER_CAP_MS: u64 = 50;
 /// The least time between two passes run by ticks.
 const PASS_EVERY_MS: u64 = 100;
@@ -111,13 +112,16 @@ pub(crate) fn brief_retention() -> bool {
     false
 }
 
-/// The empty arena memory the process keeps mapped for [`RETAIN_MS`]: 64
-/// MiB, or an eighth of the arena memory in use if that is more. Above it,
-/// arenas are kept for [`OVER_CAP_MS`] only.
-pub(crate) fn retained_cap(registry: &Registry) -> usize {
+/// Whether the process keeps more empty arena memory than its cap: 64
+/// MiB, or an eighth of the arena memory in use if that is more. Below
+/// the cap, retired arenas are kept for [`RETAIN_MS`]; above it, for
+/// [`OVER_CAP_MS`] only.
+pub(crate) fn over_retained_cap(registry: &Registry) -> bool {
+    // Relaxed: two counters read as a policy hint; a stale pair only moves
+    // one arena's return to the next pass.
     let mapped = registry.arena_bytes.load(Ordering::Relaxed);
     let retained = registry.retained_bytes.load(Ordering::Relaxed);
-    RETAINED_FLOOR.max(mapped.saturating_sub(retained) / 8)
+    retained > RETAINED_FLOOR.max(mapped.saturating_sub(retained) / 8)
 }
 
 /// How long retired arenas may stay now: [`RETAIN_MS`], or [`OVER_CAP_MS`]
@@ -126,7 +130,7 @@ pub(crate) fn retained_cap(registry: &Registry) -> usize {
 pub(crate) fn retention_ms(registry: &Registry) -> u64 {
     if brief_retention() {
         C_RETAIN_MS
-    } else if registry.retained_bytes.load(Ordering::Relaxed) > retained_cap(registry) {
+    } else if over_retained_cap(registry) {
         OVER_CAP_MS
     } else {
         RETAIN_MS

@@ -381,7 +381,7 @@ impl Heap {
     /// empty pool and arena returned), with one exception: while a
     /// background purge runs ([`purge_in_background`]) and the process
     /// retains no more empty memory than its cap
-    /// ([`retained_cap`](super::purge::retained_cap)), the heap keeps what
+    /// ([`over_retained_cap`](super::purge::over_retained_cap)), the heap keeps what
     /// its owner's retention left (the one empty pool per small class, the
     /// retired arenas, the free pool slots), because that thread's next
     /// round returns it within its interval whatever the other threads
@@ -402,12 +402,7 @@ impl Heap {
             return false;
         };
         let registry = self.registry();
-        // Relaxed: a counter read as a policy hint (as `retention_ms`
-        // does); a stale value only moves one heap's trim to the next pass.
-        if !super::purge::background_requested()
-            || registry.retained_bytes.load(Ordering::Relaxed)
-                > super::purge::retained_cap(registry)
-        {
+        if !super::purge::background_requested() || super::purge::over_retained_cap(registry) {
             // SAFETY: owner capacity with the lock held.
             unsafe { self.trim(&locked) };
         } else {

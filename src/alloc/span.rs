@@ -114,7 +114,7 @@ impl Heap {
             if !lower.is_null() {
                 let upper = Arena::buddy(lower);
                 // Relaxed: a statistic and the retention cap's input, read
-                // with no ordering (see `retained_cap`).
+                // with no ordering (see `over_retained_cap`).
                 registry
                     .retained_bytes
                     .fetch_add(ARENA_SIZE, Ordering::Relaxed);
