@@ -14,8 +14,8 @@
 //!   `release_free_memory()` runs. The cap is enforced after a short
 //!   grace rather than at once so that a program that frees a whole
 //!   working set and builds it again straight away (the FIFO benchmark:
-//!   264 MB per round) reuses its arenas warm; measured, returning everything above 64 MiB at once made
-//!   that round three times slower. A heap that took a retired arena back
+//!   264 MB per round) reuses its arenas warm; measured, returning
+//!   everything above 64 MiB at once made that round three times slower. A heap that took a retired arena back
 //!   into use within the last `RETAIN_MS` (its working set swings) gets
 //!   the full `RETAIN_MS` over the cap too ([`Heap::retention_for`]): with
 //!   the short grace alone, a round whose free phase took over 50 ms of
