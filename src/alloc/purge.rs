@@ -18,8 +18,9 @@
 //!   everything above 64 MiB at once made that round three times slower.
 //!   A heap that took a retired arena back into use within the last
 //!   `RETAIN_MS` (its working set swings) gets the full `RETAIN_MS` over
-//!   the cap too ([`Heap::retention_for`]): with the short grace alone, a round whose free phase took over 50 ms of
-//!   wall time lost its first arenas.
+//!   the cap too ([`Heap::retention_for`]): with the short grace alone, a
+//!   round whose free phase took over 50 ms of wall time lost its first
+//!   arenas.
 //! * A pool slot given back to an arena that stays in use keeps its pages
 //!   for the next pool until it has been free for [`DECOMMIT_MS`]; then
 //!   the heap's checks decommit it (`MADV_DONTNEED`, the mapping stays:
