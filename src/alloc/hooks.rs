@@ -103,32 +103,25 @@ fn switches_on(value: &[u8]) -> bool {
 #[cold]
 #[inline(never)]
 fn decide() -> bool {
-    // SAFETY: `getenv` reads the environment without allocating; the name
-    // is a NUL-terminated literal.
-    let value = unsafe { libc::getenv(c"PYMEM_DEBUG".as_ptr()) };
-    let value = if value.is_null() {
-        &[][..]
-    } else {
-        // SAFETY: a non-null result is a NUL-terminated string that lives
-        // as long as the environment is not changed.
-        unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes()
-    };
-    let on = switches_on(value);
-    let mode = if on { ON } else { OFF };
-    // The first thread to decide wins; every thread then agrees.
-    match MODE.compare_exchange(UNKNOWN, mode, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => {
-            if on {
-                os::report(format_args!(
-                    "debug allocator on (PYMEM_DEBUG={}): guard bytes, fill patterns \
-                     and checked frees",
-                    core::str::from_utf8(value).unwrap_or("?")
-                ));
+    os::with_env(c"PYMEM_DEBUG", |value| {
+        let value = value.unwrap_or(&[]);
+        let on = switches_on(value);
+        let mode = if on { ON } else { OFF };
+        // The first thread to decide wins; every thread then agrees.
+        match MODE.compare_exchange(UNKNOWN, mode, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {
+                if on {
+                    os::report(format_args!(
+                        "debug allocator on (PYMEM_DEBUG={}): guard bytes, fill patterns \
+                         and checked frees",
+                        core::str::from_utf8(value).unwrap_or("?")
+                    ));
+                }
+                on
             }
-            on
+            Err(decided) => decided == ON,
         }
-        Err(decided) => decided == ON,
-    }
+    })
 }
 
 /// Whether the debug hooks are on in this process: the `debug` feature, or

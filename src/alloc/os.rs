@@ -346,28 +346,44 @@ pub(crate) fn glibc_arena_cap() -> Option<usize> {
     Some(cpus.max(2))
 }
 
+/// Calls `f` with the value of the environment variable `name` (`None`
+/// when it is unset), read with `getenv`, which allocates nothing (unlike
+/// `std::env::var`, which the allocator cannot call from inside `alloc`).
+///
+/// `getenv` does not take std's environment lock. That is sound because
+/// changing the environment while another thread may read it is already
+/// unsound by std's own rule: `std::env::set_var` and `remove_var` are
+/// documented as such (and are `unsafe` from Rust 2024 on), with C's
+/// `getenv` named among the readers they race with; libc's `setenv` is
+/// not thread-safe either. So the obligation lies with whoever changes
+/// the environment, and this function relies on it holding for the
+/// duration of `f`.
+#[cfg_attr(loom, allow(dead_code))] // its readers are absent under loom
+pub(crate) fn with_env<R>(name: &core::ffi::CStr, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    // SAFETY: `name` is NUL-terminated (a `CStr`); `getenv` only reads the
+    // environment.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return f(None);
+    }
+    // SAFETY: a non-null result of `getenv` is a NUL-terminated string
+    // that stays valid until the environment is changed, which nothing
+    // does while `f` runs (the rule above).
+    f(Some(unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes()))
+}
+
 /// Caps glibc's arenas at [`glibc_arena_cap`] (`mallopt(M_ARENA_MAX)`),
 /// unless the user chose a cap (`MALLOC_ARENA_MAX`, or `arena_max` in
 /// `GLIBC_TUNABLES`). Called once, before `main`, by the C entry points'
 /// constructor; allocates nothing.
 #[cfg(all(not(loom), target_os = "linux", target_env = "gnu"))]
 pub(crate) fn cap_glibc_arenas() {
-    // SAFETY: `getenv` reads the environment without allocating; the names
-    // are NUL-terminated literals.
-    if !unsafe { libc::getenv(c"MALLOC_ARENA_MAX".as_ptr()) }.is_null() {
+    let chosen = with_env(c"MALLOC_ARENA_MAX", |v| v.is_some())
+        || with_env(c"GLIBC_TUNABLES", |v| {
+            v.is_some_and(|v| v.windows(b"arena_max".len()).any(|w| w == b"arena_max"))
+        });
+    if chosen {
         return;
-    }
-    // SAFETY: `getenv` reads the environment without allocating; the name
-    // is a NUL-terminated literal.
-    let tunables = unsafe { libc::getenv(c"GLIBC_TUNABLES".as_ptr()) };
-    if !tunables.is_null() {
-        // SAFETY: a non-null result of `getenv` is a NUL-terminated string
-        // that lives as long as the environment is not changed, which
-        // nothing does before `main`.
-        let value = unsafe { core::ffi::CStr::from_ptr(tunables) }.to_bytes();
-        if value.windows(b"arena_max".len()).any(|w| w == b"arena_max") {
-            return;
-        }
     }
     let Some(cap) = glibc_arena_cap() else {
         return;

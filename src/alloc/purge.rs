@@ -644,27 +644,14 @@ mod background {
             ENV_PRESENT => return Some(ENV_MS.load(Ordering::Relaxed)),
             _ => {}
         }
-        // SAFETY: `getenv` reads the environment without allocating; the
-        // name is a NUL-terminated literal.
-        let value = unsafe { libc::getenv(c"PYMEM_PURGE_MS".as_ptr()) };
-        let mut ms: Option<u64> = None;
-        if !value.is_null() {
-            let mut p = value;
-            let mut n: u64 = 0;
-            let mut digits = 0;
-            // SAFETY: a non-null result is a NUL-terminated string; we stop
-            // at its NUL.
-            while let Some(d) = (unsafe { *p } as u8 as char).to_digit(10) {
-                n = n.saturating_mul(10).saturating_add(u64::from(d));
-                digits += 1;
-                // SAFETY: not past the NUL (the current byte is a digit).
-                p = unsafe { p.add(1) };
-            }
-            // SAFETY: `p` is within the string.
-            if digits > 0 && unsafe { *p } == 0 && n > 0 {
-                ms = Some(n);
-            }
-        }
+        // A positive decimal number of milliseconds, nothing else.
+        let ms = super::os::with_env(c"PYMEM_PURGE_MS", |value| {
+            let digits = value.filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))?;
+            let n = digits.iter().fold(0u64, |n, d| {
+                n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+            });
+            (n > 0).then_some(n)
+        });
         ENV_MS.store(ms.unwrap_or(0), Ordering::Relaxed);
         ENV_STATE.store(
             if ms.is_some() {
