@@ -28,7 +28,6 @@
 //! The collector calls `collection_start` and `collection_stop` around
 //! each collection; they also print [`DEBUG_STATS`].
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -38,7 +37,7 @@ use std::time::{Duration, Instant};
 use super::debug::{flags, DEBUG_STATS};
 use super::state::State;
 
-type Panic = Box<dyn Any + Send + 'static>;
+use super::collector::Panic;
 
 type Callback = Rc<RefCell<dyn FnMut(Phase, &CallbackInfo)>>;
 

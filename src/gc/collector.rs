@@ -140,7 +140,6 @@ use std::any::Any;
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::panic::resume_unwind;
 
 use super::callbacks;
 use super::header::{GcHeader, ObjPtr, CLEAN, LENT_MUT};
@@ -247,7 +246,9 @@ impl State {
         self.end_collection();
         self.assert_valid(if g == 2 { 0 } else { self.range_start(g + 1) });
         if let Some(p) = panic {
-            resume_unwind(p);
+            // An automatic collection runs inside `Gc::new`, which may be
+            // called by a destructor during an unwind.
+            super::weak_callbacks::resume_unless_unwinding(p, "a Drop or callback in a collection");
         }
         found
     }

@@ -47,7 +47,7 @@ use super::state::{self, strong, State};
 use super::trace::Trace;
 use super::tracer::is_candidate;
 use super::trashcan;
-use super::weak_callbacks::{resume_from_drop, run_callbacks, take_callbacks};
+use super::weak_callbacks::{resume_unless_unwinding, run_callbacks, take_callbacks};
 
 /// A PEP 442 finalizer (Python's `__del__` / `tp_finalize`): code that
 /// runs once before an object is reclaimed, while everything it refers
@@ -265,7 +265,7 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
                 state::with(|st| st.note_dirty(h));
             }
             if let Some(p) = panic {
-                resume_from_drop(p);
+                resume_unless_unwinding(p, "a weak callback or finalizer");
             }
             return;
         }
@@ -283,7 +283,7 @@ pub(crate) unsafe fn last_drop<T: ?Sized + Trace + 'static>(ptr: NonNull<T>) {
         unsafe { trashcan::drop_object_then_callbacks(st, ptr) }
     });
     if let Some(p) = callback_panic.or(panic) {
-        resume_from_drop(p);
+        resume_unless_unwinding(p, "a weak callback or finalizer");
     }
 }
 

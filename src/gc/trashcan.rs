@@ -255,7 +255,7 @@ unsafe fn drop_deferred(obj: ObjPtr) {
     // SAFETY: dropped exactly once, here (DROPPED is set first).
     unsafe { drop_value(obj) };
     if let Some(p) = callbacks.run() {
-        super::weak_callbacks::resume_from_drop(p);
+        super::weak_callbacks::resume_unless_unwinding(p, "a weak callback or finalizer");
     }
 }
 

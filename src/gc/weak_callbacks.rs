@@ -52,17 +52,19 @@ pub(crate) fn drop_contained<V>(v: V, what: &str) {
     }
 }
 
-/// Resumes a panic that a weak callback or finalizer raised under
-/// `Gc::drop` (a refcount death), unless the thread is already unwinding:
-/// then that `drop` runs as part of the unwind's cleanup, where a panic
-/// escaping it would abort the process, so the panic is contained
-/// (reported on stderr) and the first one goes on.
-pub(crate) fn resume_from_drop(p: Panic) {
+/// Resumes a panic that user code (`what`: a weak callback or finalizer
+/// under `Gc::drop`, a `Drop` or callback in a collection) raised, unless
+/// the thread is already unwinding: the code that runs it (a refcount
+/// death, an automatic collection inside `Gc::new`, `gc::collect()` in a
+/// scope guard) may then be part of the unwind's cleanup, where a panic
+/// escaping would abort the process, so the panic is contained (reported
+/// on stderr) and the first one goes on.
+pub(crate) fn resume_unless_unwinding(p: Panic, what: &str) {
     if std::thread::panicking() {
         drop_contained(p, "panic payloads");
         eprintln!(
-            "pymem: a weak callback or finalizer panicked while a Gc was dropped during an \
-             unwind; the panic was contained (resuming it would abort the process)"
+            "pymem: {what} panicked while the thread was unwinding; the panic was contained \
+             (resuming it would abort the process)"
         );
     } else {
         resume_unwind(p);
