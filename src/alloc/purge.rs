@@ -545,6 +545,45 @@ mod background {
     const ENV_PRESENT: u8 = 2;
     /// The background thread has been started for `PYMEM_PURGE_MS`.
     static ENV_STARTED: AtomicBool = AtomicBool::new(false);
+    /// Serialises [`purge_in_background`]'s calls: 0 when free, else
+    /// `fork_generation << 1 | 1` of the caller holding it, so that a
+    /// child of `fork` does not wait for a holder that did not survive it
+    /// (as the heap lock's word). Without it, a stop and a start racing
+    /// could end with an interval set and no thread: the stop cleared
+    /// `RUNNING` after the start had found it set and left the purging to
+    /// the thread the stop was ending (review finding, by reading).
+    static CONTROL: AtomicUsize = AtomicUsize::new(0);
+
+    /// Holds [`CONTROL`] until dropped.
+    struct Control;
+
+    impl Control {
+        fn take() -> Control {
+            let tag = crate::alloc::registry::FORK_GENERATION.load(Ordering::Relaxed) << 1 | 1;
+            loop {
+                let word = CONTROL.load(Ordering::Relaxed);
+                // Free, or held before a `fork` by a thread the child does
+                // not have. Acquire: the previous holder's stores to the
+                // statics above happen before ours.
+                if word != tag
+                    && CONTROL
+                        .compare_exchange(word, tag, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return Control;
+                }
+                // Held for a few stores and, at most, a thread's spawn.
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    impl Drop for Control {
+        fn drop(&mut self) {
+            // Release: pairs with the next holder's Acquire.
+            CONTROL.store(0, Ordering::Release);
+        }
+    }
 
     /// Starts, retunes or stops a background thread that returns every
     /// heap's free memory to the OS at the given interval, as jemalloc's
@@ -594,8 +633,13 @@ mod background {
             Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
             None => 0,
         };
+        let _control = Control::take();
         INTERVAL_MS.store(ms, Ordering::SeqCst);
         if ms == 0 {
+            #[cfg(test)]
+            std::thread::sleep(Duration::from_millis(
+                tests::STOP_PAUSE_MS.load(Ordering::SeqCst),
+            ));
             GENERATION.fetch_add(1, Ordering::SeqCst);
             RUNNING.store(false, Ordering::SeqCst);
             return;
@@ -691,6 +735,51 @@ mod background {
         GENERATION.fetch_add(1, Ordering::SeqCst);
         INTERVAL_MS.store(0, Ordering::SeqCst);
         RUNNING.store(false, Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::sync::Barrier;
+
+        /// Widens the window between a stop's two steps, so that the
+        /// test below lands a start inside it (0: no pause).
+        pub(super) static STOP_PAUSE_MS: AtomicU64 = AtomicU64::new(0);
+
+        /// A stop and a start called at once, from two threads: whichever
+        /// goes last, an interval that is set has a thread running for it.
+        /// (Before `CONTROL`, the start landed between the stop's two steps
+        /// and found `RUNNING` still set: "an interval of 3600000 ms with no
+        /// thread".)
+        #[test]
+        fn a_stop_and_a_start_racing_leave_a_thread_for_any_interval() {
+            const HOUR: Duration = Duration::from_secs(3600);
+            STOP_PAUSE_MS.store(30, Ordering::SeqCst);
+            for _ in 0..3 {
+                purge_in_background(Some(HOUR));
+                let barrier = Barrier::new(2);
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        purge_in_background(None);
+                    });
+                    s.spawn(|| {
+                        barrier.wait();
+                        // Inside the stop's pause.
+                        std::thread::sleep(Duration::from_millis(10));
+                        purge_in_background(Some(HOUR));
+                    });
+                });
+                let _control = Control::take();
+                let interval = INTERVAL_MS.load(Ordering::SeqCst);
+                assert!(
+                    interval == 0 || RUNNING.load(Ordering::SeqCst),
+                    "an interval of {interval} ms with no thread"
+                );
+            }
+            STOP_PAUSE_MS.store(0, Ordering::SeqCst);
+            purge_in_background(None);
+        }
     }
 }
 
