@@ -68,6 +68,8 @@
 // without it.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod alloc;
+#[cfg(unix)]
+mod exit_key;
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod sync;
 

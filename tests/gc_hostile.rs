@@ -824,3 +824,62 @@ fn objects_allocated_by_trace_during_the_resurrection_check_are_not_members() {
         },
     );
 }
+
+/// A cycle held by a thread-local set up before the thread's first `Gc`
+/// is collected by the teardown that runs after every thread-local
+/// destructor, and after the allocator has parked the thread's heap: the
+/// `Drop` impls it runs allocate and free (the garbage is large enough to
+/// fill pools), served then without a heap of the thread's own.
+#[test]
+fn cycles_of_an_earlier_thread_local_are_dropped_after_the_heap_is_parked() {
+    isolated(
+        "cycles_of_an_earlier_thread_local_are_dropped_after_the_heap_is_parked",
+        || {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static DROPPED: AtomicUsize = AtomicUsize::new(0);
+            #[derive(Trace)]
+            struct Big {
+                next: RefCell<Option<Gc<Big>>>,
+                #[trace(skip)]
+                payload: Vec<u64>,
+            }
+            impl Drop for Big {
+                fn drop(&mut self) {
+                    // Allocates and frees while the thread is exiting.
+                    let v: Vec<u64> = self.payload.iter().map(|x| x + 1).collect();
+                    assert_eq!(v.len(), 40);
+                    DROPPED.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            thread_local! {
+                static CACHE: RefCell<Vec<Gc<Big>>> = const { RefCell::new(Vec::new()) };
+            }
+            std::thread::spawn(|| {
+                CACHE.with(|c| {
+                    let mut c = c.borrow_mut();
+                    for _ in 0..2_000 {
+                        let a = Gc::new(Big {
+                            next: RefCell::new(None),
+                            payload: vec![7; 40],
+                        });
+                        let b = Gc::new(Big {
+                            next: RefCell::new(Some(a.clone())),
+                            payload: vec![7; 40],
+                        });
+                        *a.next.borrow_mut() = Some(b);
+                        c.push(a);
+                    }
+                });
+            })
+            .join()
+            .unwrap();
+            assert_eq!(DROPPED.load(Ordering::SeqCst), 4_000);
+            let stats = pymem::alloc_stats();
+            assert!(
+                stats.small_blocks_in_use < 2_000,
+                "{} blocks in use: the garbage's memory was not freed",
+                stats.small_blocks_in_use
+            );
+        },
+    );
+}

@@ -105,6 +105,49 @@ fn cycles_held_by_a_later_thread_local_are_dropped() {
     assert_eq!(DROPS.load(Ordering::SeqCst), 2);
 }
 
+/// The common shape: a thread-local cache set up before the thread's
+/// first `Gc` (its first use creates one). Its destructor runs after the
+/// collector's thread-local one; the teardown runs after both (review
+/// finding: before, the cycle was never dropped).
+#[test]
+fn cycles_held_by_an_earlier_thread_local_are_dropped() {
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static CACHE: RefCell<Vec<Gc<Node>>> = const { RefCell::new(Vec::new()) };
+    }
+    std::thread::spawn(|| {
+        CACHE.with(|c| {
+            let (a, b) = pair(&DROPS, OnDrop::Nothing);
+            c.borrow_mut().push(a);
+            drop(b);
+        });
+    })
+    .join()
+    .unwrap();
+    assert_eq!(DROPS.load(Ordering::SeqCst), 2);
+}
+
+/// The same with the cycle frozen, and with a `Drop` that allocates and
+/// makes new cycles while the teardown runs after every thread-local.
+#[test]
+fn frozen_cycles_held_by_an_earlier_thread_local_are_dropped() {
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static CACHE: RefCell<Vec<Gc<Node>>> = const { RefCell::new(Vec::new()) };
+    }
+    std::thread::spawn(|| {
+        CACHE.with(|c| drop(c.borrow()));
+        let (a, b) = pair(&DROPS, OnDrop::MakeCycle);
+        gc::freeze();
+        CACHE.with(|c| c.borrow_mut().push(a));
+        drop(b);
+    })
+    .join()
+    .unwrap();
+    // The pair, and the pair its Drop made.
+    assert_eq!(DROPS.load(Ordering::SeqCst), 4);
+}
+
 #[test]
 fn drops_that_allocate_and_make_new_cycles_at_thread_exit() {
     static DROPS: AtomicUsize = AtomicUsize::new(0);
@@ -193,20 +236,30 @@ fn frozen_cycles_are_dropped_at_thread_exit() {
 #[test]
 fn objects_still_reachable_at_thread_exit_are_not_dropped_early() {
     // A cycle reachable from a thread-local that outlives the collector's
-    // teardown is not garbage then: it is dropped (by refcounting, as the
-    // thread-local goes) or leaked, never dropped while reachable.
+    // thread-local is not garbage while that thread-local lives: the exit
+    // collections run then leave it alone. It is dropped once the
+    // thread-local is gone (by the teardown that runs after every
+    // thread-local destructor).
     static DROPS: AtomicUsize = AtomicUsize::new(0);
+    static DROPS_WHILE_HELD: AtomicUsize = AtomicUsize::new(usize::MAX);
+    struct Holder(Vec<Gc<Node>>);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            DROPS_WHILE_HELD.store(DROPS.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+    }
     thread_local! {
-        static EARLY: RefCell<Vec<Gc<Node>>> = const { RefCell::new(Vec::new()) };
+        static EARLY: RefCell<Holder> = const { RefCell::new(Holder(Vec::new())) };
     }
     std::thread::spawn(|| {
         // Registered before the collector's thread-local: destroyed after.
         EARLY.with(|_| ());
         let (a, b) = pair(&DROPS, OnDrop::Nothing);
-        EARLY.with(|e| e.borrow_mut().push(a));
+        EARLY.with(|e| e.borrow_mut().0.push(a));
         drop(b);
     })
     .join()
     .unwrap();
-    assert_eq!(DROPS.load(Ordering::SeqCst), 0);
+    assert_eq!(DROPS_WHILE_HELD.load(Ordering::SeqCst), 0);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 2);
 }

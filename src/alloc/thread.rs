@@ -30,11 +30,12 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use super::heap::Heap;
 use super::heap_slot;
 use super::{purge, REGISTRY};
+use crate::exit_key::ExitKey;
 
 thread_local! {
     /// Set once the thread's exit hook has run.
@@ -47,35 +48,13 @@ pub(crate) fn current_heap() -> *mut Heap {
     heap_slot::get()
 }
 
-/// `pthread_key_t + 1` of the exit key; 0 until created.
-static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
+/// The exit key, whose destructor parks the thread's heap: armed when a
+/// heap is bound.
+static EXIT: ExitKey = ExitKey::new(on_thread_exit);
 
 /// What has been set up for the process (see `set_up_process`).
 static PROCESS: AtomicU8 = AtomicU8::new(0);
 const PROCESS_ATFORK: u8 = 1;
-
-/// The exit key, created at first use (`pthread_key_create` does not
-/// allocate). `None` if the system has no key left.
-fn exit_key() -> Option<libc::pthread_key_t> {
-    let key = EXIT_KEY.load(Ordering::Acquire);
-    if key != 0 {
-        return Some((key - 1) as libc::pthread_key_t);
-    }
-    let mut new: libc::pthread_key_t = 0;
-    // SAFETY: `new` is a valid out-parameter; the destructor has the
-    // signature pthreads expects.
-    if unsafe { libc::pthread_key_create(&mut new, Some(on_thread_exit)) } != 0 {
-        return None;
-    }
-    match EXIT_KEY.compare_exchange(0, new as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => Some(new),
-        Err(winner) => {
-            // SAFETY: our key lost the race and was never used.
-            unsafe { libc::pthread_key_delete(new) };
-            Some((winner - 1) as libc::pthread_key_t)
-        }
-    }
-}
 
 /// The exit key's destructor: parks the thread's heap.
 extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
@@ -115,10 +94,7 @@ fn bind() -> *mut Heap {
     // SAFETY: `claim_heap` just gave this thread the heap, in owner
     // capacity, and no other thread binds a claimed heap.
     unsafe { heap_slot::set(heap) };
-    if let Some(key) = exit_key() {
-        // SAFETY: a key we created; the value only has to be non-null.
-        unsafe { libc::pthread_setspecific(key, heap.cast()) };
-    }
+    EXIT.arm(heap.cast());
     set_up_process();
     heap
 }
@@ -150,10 +126,8 @@ extern "C" fn in_child_after_fork() {
         // SAFETY: `fresh` is null or a heap `claim_heap` just gave this
         // thread (the child's only one), in owner capacity.
         unsafe { heap_slot::set(fresh) };
-        if let (Some(key), false) = (exit_key(), fresh.is_null()) {
-            // SAFETY: `key` is the exit key this process created; the
-            // value only has to be non-null for the destructor to run.
-            unsafe { libc::pthread_setspecific(key, fresh.cast()) };
+        if !fresh.is_null() {
+            EXIT.arm(fresh.cast());
         }
     }
 }

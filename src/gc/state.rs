@@ -214,27 +214,63 @@ thread_local! {
     static OWNER: Owner = const { Owner };
 }
 
-/// Tears the thread's collector down at thread exit (see
-/// [`State::tear_down`]).
+/// Runs the collector's exit collections from its thread-local
+/// destructor, while the tables its callbacks use are still alive (see
+/// [`register_owner`]).
 struct Owner;
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        let _ = STATE.try_with(|st| st.tear_down());
+        let _ = STATE.try_with(|st| {
+            if EXIT_ARMED.with(Cell::get) {
+                st.collect_at_exit();
+            } else {
+                st.tear_down();
+            }
+        });
     }
 }
 
-/// Registers the teardown (once per thread; later calls are no-ops).
+thread_local! {
+    /// The thread armed [`EXIT`]: its teardown runs there, after every
+    /// thread-local destructor.
+    static EXIT_ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Tears the thread's collector down once every thread-local destructor
+/// has run (see `exit_key`): a thread-local that was set up before the
+/// thread's first `Gc` is destroyed after [`Owner`], and a cycle it held
+/// becomes garbage only then.
+#[cfg(unix)]
+static EXIT: crate::exit_key::ExitKey = crate::exit_key::ExitKey::new(on_thread_exit);
+
+#[cfg(unix)]
+extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
+    let _ = STATE.try_with(|st| st.tear_down());
+}
+
+/// Registers the exit collections and the teardown (once per thread;
+/// later calls are no-ops).
 ///
 /// Thread-local destructors run in the reverse order of their
-/// registration, so the thread-locals the teardown's collection uses
-/// (weak callbacks, saved garbage and callbacks) are touched first: they
-/// are destroyed after it.
+/// registration, so the thread-locals the exit collections use (weak
+/// callbacks, saved garbage and callbacks) are touched first: they are
+/// destroyed after [`Owner`]. The teardown itself runs from a `pthread`
+/// key's destructor, after all of them ([`EXIT`]); where there is no such
+/// key, [`Owner`] tears down.
 fn register_owner() {
     super::weak_callbacks::keep_through_teardown();
     super::saved_garbage::keep_through_teardown();
     super::callbacks::keep_through_teardown();
+    // May fail once the thread's thread-local destructors have begun;
+    // the key still runs the teardown then.
     let _ = OWNER.try_with(|_| ());
+    #[cfg(unix)]
+    if !EXIT_ARMED.with(Cell::get)
+        && EXIT.arm(core::ptr::NonNull::<libc::c_void>::dangling().as_ptr())
+    {
+        EXIT_ARMED.with(|a| a.set(true));
+    }
 }
 
 /// This thread's state.
@@ -1118,14 +1154,12 @@ impl State {
     /// and collects until a collection finds nothing (at most
     /// [`TEARDOWN_ROUNDS`] times: a `Drop` that makes a new cycle every
     /// time could otherwise loop forever), so that cycles still alive now
-    /// have their `Drop` impls run, as dumpster does. Then frees the list:
-    /// objects still reachable (from thread-locals destroyed after this
-    /// one) are dropped by refcounting later, untracked, or leaked.
+    /// have their `Drop` impls run, as dumpster does.
     ///
     /// A panic from a `Drop`, finalizer or callback run here cannot be
     /// allowed to leave a thread-local destructor (the process would
     /// abort): it is caught, reported on stderr, and the teardown goes on.
-    fn tear_down(&self) {
+    fn collect_at_exit(&self) {
         if self.dead.get() || self.collecting.get() {
             return;
         }
@@ -1146,6 +1180,19 @@ impl State {
                 ),
             }
         }
+    }
+
+    /// The thread's last act with its collector, once every thread-local
+    /// destructor has run (see [`EXIT`]): the exit collections again (for
+    /// cycles that thread-locals destroyed after [`Owner`] let go of),
+    /// then frees the list: objects still reachable now (from the
+    /// thread's keys, say) are dropped by refcounting later, untracked,
+    /// or leaked.
+    fn tear_down(&self) {
+        if self.dead.get() || self.collecting.get() {
+            return;
+        }
+        self.collect_at_exit();
         self.dead.set(true);
         // Objects still listed leave the list unflagged otherwise: the
         // refcount free, which trusts the index of an object not flagged
