@@ -1,7 +1,7 @@
 //! A driver for counting the instructions of `Gc`'s create + drop paths
 //! against `Rc` under callgrind (issue 9, tenth round): each workload is an
-//! `#[inline(never)]` function named `work_*`, so that
-//! `--toggle-collect='gc_paths::work_*'` counts it alone. The shapes are
+//! `#[inline(never)]` function named `work_*` (in module `pm` or `rc`),
+//! so that `--toggle-collect='gc_paths::*::work_*'` counts it alone. The shapes are
 //! the ones of `benches/gc.rs` (`leaf_tracked`, `binary_trees`,
 //! `big_tree`, `dlists`), on the system allocator for both; `full` (pymem
 //! only) is `full_collect_live/pymem/dirty`: ten full collections of a
@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! cargo build --release --manifest-path bench/Cargo.toml --example gc_paths
-//! valgrind --tool=callgrind --toggle-collect='gc_paths::work_*' \
+//! valgrind --tool=callgrind --toggle-collect='gc_paths::*::work_*' \
 //!     bench/target/release/examples/gc_paths pymem big_tree
 //! ```
 //!

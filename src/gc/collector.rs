@@ -994,14 +994,22 @@ fn move_unreachable<M: Members + ?Sized>(
     // `Tracer::mark`).
     tracer.stack.clear();
     tracer.stack.reserve(candidates);
-    for (pos, c) in refs.iter().enumerate() {
-        if tracer.reached == candidates {
-            break;
-        }
+    // The next member to trace from: a root or a resolved candidate (the
+    // others are candidates, reached or not, holes, or unseen). Looked for
+    // by a scan of `refs` alone, `reached` tested once per member found
+    // rather than at every position (it lives in the tracer, which every
+    // `trace` call may change: reloaded at each of them).
+    let from = |c: &Cell<Refs>| {
         let c = c.get();
-        if !is_root(c) && c != RESOLVED {
-            continue; // a candidate (reached or not), a hole, or unseen
-        }
+        is_root(c) || c == RESOLVED
+    };
+    let mut next = 0;
+    while tracer.reached != candidates {
+        let Some(found) = refs[next..].iter().position(from) else {
+            break;
+        };
+        let pos = next + found;
+        next = pos + 1;
         let mut q = pos;
         loop {
             // SAFETY: q < refs.len() == members.len() (a position of `refs`
