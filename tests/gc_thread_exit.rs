@@ -263,3 +263,41 @@ fn objects_still_reachable_at_thread_exit_are_not_dropped_early() {
     assert_eq!(DROPS_WHILE_HELD.load(Ordering::SeqCst), 0);
     assert_eq!(DROPS.load(Ordering::SeqCst), 2);
 }
+
+/// Garbage that a thread-local destroyed after the collector's lets go
+/// of is collected by the teardown after every thread-local destructor:
+/// finalizers run there. (Weak callbacks, `gc::finalize`, may not: their
+/// table is a thread-local, gone by then; see `Finalize`'s docs.)
+#[test]
+fn finalizers_of_an_earlier_thread_local_run_at_the_teardown() {
+    static FINALIZED: AtomicUsize = AtomicUsize::new(0);
+    static CALLBACKS: AtomicUsize = AtomicUsize::new(0);
+    #[derive(Trace)]
+    struct Fin {
+        me: RefCell<Option<Gc<Fin>>>,
+    }
+    impl Finalize for Fin {
+        fn finalize(_: &Gc<Self>) {
+            FINALIZED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    thread_local! {
+        static CACHE: RefCell<Vec<Gc<Fin>>> = const { RefCell::new(Vec::new()) };
+    }
+    std::thread::spawn(|| {
+        CACHE.with(|c| {
+            let f = Gc::new_with_finalizer(Fin {
+                me: RefCell::new(None),
+            });
+            *f.me.borrow_mut() = Some(f.clone());
+            gc::finalize(&f, || {
+                CALLBACKS.fetch_add(1, Ordering::SeqCst);
+            });
+            c.borrow_mut().push(f);
+        });
+    })
+    .join()
+    .unwrap();
+    assert_eq!(FINALIZED.load(Ordering::SeqCst), 1);
+    assert!(CALLBACKS.load(Ordering::SeqCst) <= 1);
+}

@@ -64,9 +64,12 @@ use super::weak_callbacks::{resume_unless_unwinding, run_callbacks, take_callbac
 ///   either when the last handle drops (before the value is dropped), or,
 ///   for objects in unreachable cycles, during the collection that finds
 ///   them, before any value of the garbage is dropped. Cycles that are
-///   garbage when their thread exits are finalized by the collection run
-///   at thread exit; objects still reachable then (from a thread-local
-///   that outlives the collector's) are not.
+///   garbage when their thread exits are finalized by the collections run
+///   at thread exit: those run by the collector's thread-local destructor
+///   and, for cycles let go of by a thread-local destroyed after it, those
+///   of the teardown that runs after every thread-local destructor (weak
+///   callbacks registered with [`gc::finalize`](crate::gc::finalize) do
+///   not run there: their table, a thread-local, is gone).
 /// * It may **resurrect** the object, or others, by storing a `Gc` where
 ///   the program can reach it (`this.clone()` into a list). The collector
 ///   notices and reclaims nothing that is reachable again; the
