@@ -919,6 +919,8 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
         // a run leaves `current` at the last member it traced, where the
         // loop resumes.
         if tracer.mode == Mode::Count && held == 0 {
+            // (n == refs.len() == members.len(): the slots of the members,
+            // which stay put during the phases, see `Members::slots`.)
             tracer.run_first = members.slots();
             tracer.run_end = refs.len();
         }

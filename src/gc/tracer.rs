@@ -205,8 +205,8 @@ pub struct Tracer {
     pub(crate) parents: *mut u32,
     /// A run of a range scan in [`Mode::Count`] (see
     /// [`count_run`](Self::count_run)): the list slot of member 0, and the
-    /// position the run stops before (0: no run, as in every other mode
-    /// and for the members traced out of list order).
+    /// position the run stops before, at most `n` (0: no run, as in
+    /// every other mode and for the members traced out of list order).
     pub(crate) run_first: *const ObjPtr,
     pub(crate) run_end: usize,
 }
@@ -384,10 +384,10 @@ impl Tracer {
     /// `obj` is a live tracked object of the vtable whose entry calls
     /// this, with a live value not lent out, at range position `current`;
     /// `value(p)` is a valid reference to the value of any live object `p`
-    /// of that vtable; if `run_end` is not 0, `run_first` points at the
-    /// list slot of range position 0 and the slots below `run_end` are in
-    /// the list buffer, which does not move while this runs (the
-    /// collector's phases).
+    /// of that vtable; if `run_end` is not 0, it is at most `n`,
+    /// `run_first` points at the list slot of range position 0 and the
+    /// slots below `run_end` are in the list buffer, which does not move
+    /// while this runs (the collector's phases).
     #[inline(always)]
     pub(crate) unsafe fn count_run<'a, T: Trace + ?Sized + 'a>(
         &mut self,
@@ -418,7 +418,8 @@ impl Tracer {
                 if !std::ptr::eq(h.vtable(), vt) || h.gc.get() & (CLEAN | LENT_MUT) != CLEAN {
                     break;
                 }
-                // SAFETY: pos < run_end <= n, the length of the refs array.
+                // SAFETY: pos < run_end <= n (this function's `# Safety`),
+                // the length of the refs array.
                 let r = unsafe { &*self.refs.add(pos) };
                 r.set(r.get().wrapping_add(strong_refs(p)));
                 t.current = pos;
