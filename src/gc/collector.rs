@@ -164,6 +164,11 @@ pub(crate) trait Members {
     /// # Safety
     /// `pos < self.len()`.
     unsafe fn get(&self, pos: usize) -> ObjPtr;
+    /// Where member 0 is read from: member `pos < len()` is at
+    /// `slots().add(pos)`, which stays valid for reads while the phases
+    /// run (`Tracer::count_run` reads members through it, one at a
+    /// time).
+    fn slots(&self) -> *const ObjPtr;
 }
 
 /// Generations `0..=g`: the list range `[start, start + n)`, read through
@@ -201,6 +206,10 @@ impl Members for ListRange {
         // moved since (see the type's docs).
         unsafe { *self.first.add(pos) }
     }
+
+    fn slots(&self) -> *const ObjPtr {
+        self.first
+    }
 }
 
 impl Members for [ObjPtr] {
@@ -212,6 +221,10 @@ impl Members for [ObjPtr] {
     unsafe fn get(&self, pos: usize) -> ObjPtr {
         // SAFETY: pos < len (this method's `# Safety`).
         unsafe { *self.get_unchecked(pos) }
+    }
+
+    fn slots(&self) -> *const ObjPtr {
+        self.as_ptr()
     }
 }
 
@@ -901,16 +914,33 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
                 )
             };
         }
-    } else if clear_dirty {
-        for pos in 0..refs.len() {
-            // SAFETY: pos < refs.len() == members.len() (asserted above).
-            unsafe { subtract_one(members, pos, held, true, refs, late, tracer, &mut holes) };
-        }
     } else {
-        for pos in 0..refs.len() {
-            // SAFETY: pos < refs.len() == members.len() (asserted above).
-            unsafe { subtract_one(members, pos, held, false, refs, late, tracer, &mut holes) };
+        // In list order, Count mode traces runs of plain members of one
+        // type per call when no count is held (see `Tracer::count_run`);
+        // a run leaves `current` at the last member it traced, where the
+        // loop resumes.
+        if tracer.mode == Mode::Count && held == 0 {
+            // (n == refs.len() == members.len(): the slots of the members,
+            // which stay put during the phases, see `Members::slots`.)
+            tracer.run_first = members.slots();
+            tracer.run_end = refs.len();
         }
+        let next = |tracer: &Tracer, pos: usize| tracer.current.wrapping_add(1).max(pos + 1);
+        let mut pos = 0;
+        if clear_dirty {
+            while pos < refs.len() {
+                // SAFETY: pos < refs.len() == members.len() (asserted above).
+                unsafe { subtract_one(members, pos, held, true, refs, late, tracer, &mut holes) };
+                pos = next(tracer, pos);
+            }
+        } else {
+            while pos < refs.len() {
+                // SAFETY: pos < refs.len() == members.len() (asserted above).
+                unsafe { subtract_one(members, pos, held, false, refs, late, tracer, &mut holes) };
+                pos = next(tracer, pos);
+            }
+        }
+        tracer.run_end = 0;
     }
     // The members lent out by `Gc::get_mut`: trace those an edge proved
     // since (which may prove more), until nothing changes.

@@ -71,7 +71,7 @@ use std::cell::Cell;
 use std::ptr::{self, NonNull};
 
 use super::trace::Trace;
-use super::tracer::Tracer;
+use super::tracer::{Mode, Tracer};
 #[cfg(target_pointer_width = "64")]
 use super::vt_code::VtCode;
 
@@ -717,9 +717,17 @@ fn capacity_overflow() -> ! {
 }
 
 unsafe fn trace_erased<T: Trace, const M: u8>(obj: ObjPtr, tracer: &mut Tracer) {
-    // SAFETY: the collector only passes live tracked objects of this
-    // vtable's type whose value has not been dropped.
-    tracer.trace_in::<T, M>(unsafe { value_of::<T>(obj).as_ref() })
+    if M == Mode::Count as u8 {
+        // SAFETY: the collector only passes live tracked objects of this
+        // vtable's type whose value has not been dropped, not lent out,
+        // at `current`, with a run's slots as `count_run` needs them;
+        // every object of this vtable is a `T`.
+        unsafe { tracer.count_run(obj, |p| value_of::<T>(p).as_ref()) }
+    } else {
+        // SAFETY: the collector only passes live tracked objects of this
+        // vtable's type whose value has not been dropped.
+        tracer.trace_in::<T, M>(unsafe { value_of::<T>(obj).as_ref() })
+    }
 }
 
 unsafe fn drop_value_erased<T: Trace>(obj: ObjPtr) {

@@ -1275,3 +1275,87 @@ fn huge_strong_counts_are_clamped_not_wrapped() {
         }
     });
 }
+
+/// A range scan in Count mode traces runs of same-vtable members per call
+/// (`Tracer::count_run`, issue 9, twelfth round); a run must stop at a
+/// member of another type, a hole, a dirty member and one lent out by
+/// `Gc::get_mut`, and the collector's loop must resume right after it.
+/// A garbage ring whose members are separated by each of those is
+/// collected exactly, and nothing live is: not `x`, which a ring member
+/// inside a run references and which starts a run of its own (a loop
+/// that traced a run's members again subtracted that edge twice and took
+/// `x`, referenced only by the test and the ring, for garbage: this test
+/// failed so).
+#[test]
+fn count_runs_stop_where_the_collector_must_look() {
+    use super::collector::kept_parents_len;
+
+    #[derive(Trace)]
+    struct Other(Gc<Node>);
+
+    fresh(|| {
+        gc::disable();
+        let drops = Rc::new(Cell::new(0));
+        // A first young collection that finds no candidate turns the
+        // links off: the next one is a range scan in Count mode.
+        let warm: Vec<Gc<Node>> = (0..10).map(|i| node(i, &drops)).collect();
+        for h in &warm {
+            drop(h.clone());
+        }
+        assert_eq!(gc::collect_generation(0), 0);
+        let live = node(100, &drops);
+        let mut kept = Vec::new();
+        let mut ring = vec![node(0, &drops)];
+        let mut x = None;
+        for i in 1..6u32 {
+            let mut hole = None;
+            match i {
+                1 => kept.push(Gc::new(Other(live.clone()))), // another vtable
+                2 => hole = Some(node(200, &drops)),          // freed below
+                3 => {
+                    // Lent out (its flag stays until the counts prove
+                    // the `&mut` over).
+                    let mut l = node(300, &drops);
+                    Gc::get_mut(&mut l).unwrap().id = 301;
+                    kept.push(Gc::new(Other(l)));
+                }
+                4 => {
+                    // Dirty: cloned and dropped.
+                    let d = node(400, &drops);
+                    drop(d.clone());
+                    live.edges.borrow_mut().push(d);
+                }
+                _ => {
+                    kept.push(Gc::new(Other(node(500, &drops))));
+                    x = Some(node(600, &drops));
+                }
+            }
+            ring.push(node(i, &drops));
+            // A hole (not the list's last slot, which would be popped).
+            drop(hole);
+        }
+        let x = x.unwrap();
+        ring[4].edges.borrow_mut().push(x.clone());
+        // Closed by moving the handles into the edges, so that only
+        // ring[0] is dirty (its handle's drop); the rest stay clean, and
+        // so run members.
+        let first = ring[0].clone();
+        ring[5].edges.borrow_mut().push(first);
+        while ring.len() > 1 {
+            let next = ring.pop().unwrap();
+            ring.last().unwrap().edges.borrow_mut().push(next);
+        }
+        let dropped_before = drops.get();
+        assert_eq!(dropped_before, 1, "the hole's node");
+        drop(ring);
+        assert_eq!(gc::collect_generation(0), 6);
+        assert_eq!(kept_parents_len(), 0, "a range scan in Count mode");
+        assert_eq!(drops.get(), dropped_before + 6);
+        assert_eq!(live.edges.borrow()[0].id, 400);
+        assert_eq!(kept[1].0.id, 301);
+        assert_eq!(x.id, 600);
+        drop((kept, live, warm, x));
+        assert_eq!(gc::collect(), 0);
+        assert_eq!(drops.get(), 1 + 6 + 10 + 5);
+    });
+}

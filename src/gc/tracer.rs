@@ -3,7 +3,7 @@
 use std::cell::Cell;
 
 use super::header::{
-    flags_word, weak_count, GcHeader, ObjPtr, LENT_MUT, NO_HEADER, SHIFT, UNTRACKED,
+    flags_word, weak_count, GcHeader, ObjPtr, VTable, CLEAN, LENT_MUT, NO_HEADER, SHIFT, UNTRACKED,
 };
 use super::state::strong;
 use super::trace::Trace;
@@ -203,6 +203,12 @@ pub struct Tracer {
     /// which has none (null): the mode is a constant per traced object
     /// (see [`trace_in`](Self::trace_in)), so not storing costs no test.
     pub(crate) parents: *mut u32,
+    /// A run of a range scan in [`Mode::Count`] (see
+    /// [`count_run`](Self::count_run)): the list slot of member 0, and the
+    /// position the run stops before, at most `n` (0: no run, as in
+    /// every other mode and for the members traced out of list order).
+    pub(crate) run_first: *const ObjPtr,
+    pub(crate) run_end: usize,
 }
 
 impl Tracer {
@@ -226,6 +232,8 @@ impl Tracer {
             saw_external: false,
             external: std::ptr::null_mut(),
             parents,
+            run_first: std::ptr::null(),
+            run_end: 0,
         }
     }
 
@@ -307,10 +315,18 @@ impl Tracer {
     /// writes `self.saw_external` through the copy's `external`.
     #[inline(always)]
     pub(crate) fn trace_in<T: Trace + ?Sized, const M: u8>(&mut self, value: &T) {
+        let mut t = self.copy_for::<M>();
+        value.trace(&mut t);
+        self.bring_back(&t);
+    }
+
+    /// The copy [`trace_in`](Self::trace_in) traces through, of mode `M`.
+    #[inline(always)]
+    fn copy_for<const M: u8>(&mut self) -> std::mem::ManuallyDrop<Tracer> {
         // The collector calls the entry of its own mode (`Discover`'s
         // pushes rely on it: see `discover`).
         debug_assert_eq!(self.mode as u8, M, "pymem: a trace entry of another mode");
-        let mut t = std::mem::ManuallyDrop::new(Tracer {
+        std::mem::ManuallyDrop::new(Tracer {
             mode: Mode::from_u8(M),
             start: self.start,
             n: self.n,
@@ -323,22 +339,98 @@ impl Tracer {
             // `Tracer` has no public constructor, no `Default` and no
             // `Clone`, as tests/compile_fail/tracer_moved_out.rs pins), so
             // the buffer keeps one owner, `self.stack`, which nothing
-            // touches until the copy's length is brought back below. `push` writes
-            // only below the capacity (it never grows the buffer), and
-            // nothing pops during `trace`, so pointer and capacity stay
-            // those of `self.stack`.
+            // touches until the copy's length is brought back by
+            // `bring_back`. `push` writes only below the capacity (it
+            // never grows the buffer), and nothing pops during `trace`, so
+            // pointer and capacity stay those of `self.stack`.
             stack: unsafe { std::ptr::read(&self.stack) },
             reached: 0,
             saw_external: false,
             external: &mut self.saw_external,
             parents: self.parents,
-        });
-        value.trace(&mut t);
+            run_first: std::ptr::null(),
+            run_end: 0,
+        })
+    }
+
+    /// Brings back what a `trace` through `t` (made by
+    /// [`copy_for`](Self::copy_for)) changed: the stack's length and
+    /// `reached`.
+    #[inline(always)]
+    fn bring_back(&mut self, t: &Tracer) {
         // SAFETY: the copy's length is at most the shared capacity, and
         // its entries below it were initialised (by the collector before,
-        // or by `push`), in the buffer `self.stack` owns (see above).
+        // or by `push`), in the buffer `self.stack` owns (see `copy_for`).
         unsafe { self.stack.set_len(t.stack.len()) };
         self.reached += t.reached;
+    }
+
+    /// The [`Mode::Count`] entry of a sized `T` (`value` gives the value
+    /// of an object of its vtable): traces the member at `current`
+    /// (`obj`, which the collector has counted), then, as long as the
+    /// collector asked for a run (`run_end`), goes on with the members
+    /// that follow it in the list while they are plain members of the
+    /// same vtable, doing for each what the collector's phase 1 does
+    /// (`collector::subtract_one`: its strong count added to its gc_refs,
+    /// its value traced); leaves `current` at the last member traced.
+    /// It stops before a hole, a member of another vtable, and one that is
+    /// dirty or lent out (the collector's loop handles those).
+    ///
+    /// A large heap is mostly of a few types, allocated together: a run
+    /// keeps the tracer's fields in registers, and saves the indirect
+    /// call, per member (issue 9, twelfth round).
+    ///
+    /// # Safety
+    /// `obj` is a live tracked object of the vtable whose entry calls
+    /// this, with a live value not lent out, at range position `current`;
+    /// `value(p)` is a valid reference to the value of any live object `p`
+    /// of that vtable; if `run_end` is not 0, it is at most `n`,
+    /// `run_first` points at the list slot of range position 0 and the
+    /// slots below `run_end` are in the list buffer, which does not move
+    /// while this runs (the collector's phases).
+    #[inline(always)]
+    pub(crate) unsafe fn count_run<'a, T: Trace + ?Sized + 'a>(
+        &mut self,
+        obj: ObjPtr,
+        value: impl Fn(ObjPtr) -> &'a T,
+    ) {
+        let mut t = self.copy_for::<{ Mode::Count as u8 }>();
+        value(obj).trace(&mut t);
+        if self.run_end != 0 {
+            // SAFETY: `obj` is a live tracked object (this function's
+            // `# Safety`).
+            let vt: *const VTable = unsafe { GcHeader::of(obj) }.vtable();
+            let mut pos = self.current.wrapping_add(1);
+            while pos < self.run_end {
+                // SAFETY: pos < run_end: a slot of the list buffer, which
+                // does not move (this function's `# Safety`); read alone,
+                // never through a slice (a `trace` that breaks rule 5 may
+                // null one meanwhile).
+                let p = unsafe { *self.run_first.add(pos) };
+                if p.is_null() {
+                    break;
+                }
+                // SAFETY: a non-null list slot is a listed object, live,
+                // with a live value (the list's invariant).
+                let h = unsafe { GcHeader::of(p) };
+                // (Clean and not lent out: the usual member, as in
+                // `collector::subtract_one`.)
+                if !std::ptr::eq(h.vtable(), vt) || h.gc.get() & (CLEAN | LENT_MUT) != CLEAN {
+                    break;
+                }
+                // SAFETY: pos < run_end <= n (this function's `# Safety`),
+                // the length of the refs array.
+                let r = unsafe { &*self.refs.add(pos) };
+                r.set(r.get().wrapping_add(strong_refs(p)));
+                t.current = pos;
+                // Its vtable is `obj`'s, so `value` reads it (this
+                // function's `# Safety`); not lent out (tested above).
+                value(p).trace(&mut t);
+                pos += 1;
+            }
+            self.current = pos - 1;
+        }
+        self.bring_back(&t);
     }
 
     /// `Discover` mode: subtracts the edge, and schedules the target if it
