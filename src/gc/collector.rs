@@ -918,8 +918,12 @@ fn update_and_subtract_refs<M: Members + ?Sized>(
         // In list order, Count mode traces runs of plain members of one
         // type per call when no count is held (see `Tracer::count_run`);
         // a run leaves `current` at the last member it traced, where the
-        // loop resumes.
-        if tracer.mode == Mode::Count && held == 0 {
+        // loop resumes. Full collections only: a young generation's
+        // members are mostly dirty (just decremented), which ends a run at
+        // once, so the runs' checks only cost there (doubly linked lists,
+        // `gc_paths pymem dlists`: 95.54M instructions with runs in every
+        // scan, 91.3M without).
+        if tracer.mode == Mode::Count && held == 0 && clear_dirty {
             // (n == refs.len() == members.len(): the slots of the members,
             // which stay put during the phases, see `Members::slots`.)
             tracer.run_first = members.slots();

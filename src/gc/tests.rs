@@ -1296,13 +1296,15 @@ fn count_runs_stop_where_the_collector_must_look() {
     fresh(|| {
         gc::disable();
         let drops = Rc::new(Cell::new(0));
-        // A first young collection that finds no candidate turns the
-        // links off: the next one is a range scan in Count mode.
+        // A first full range scan that finds no candidate turns the
+        // links off: the next one is a range scan in Count mode, the
+        // collection that asks for runs.
         let warm: Vec<Gc<Node>> = (0..10).map(|i| node(i, &drops)).collect();
         for h in &warm {
             drop(h.clone());
         }
-        assert_eq!(gc::collect_generation(0), 0);
+        with(|st| st.request_range_scan());
+        assert_eq!(gc::collect(), 0);
         let live = node(100, &drops);
         let mut kept = Vec::new();
         let mut ring = vec![node(0, &drops)];
@@ -1348,7 +1350,8 @@ fn count_runs_stop_where_the_collector_must_look() {
         let dropped_before = drops.get();
         assert_eq!(dropped_before, 1, "the hole's node");
         drop(ring);
-        assert_eq!(gc::collect_generation(0), 6);
+        with(|st| st.request_range_scan());
+        assert_eq!(gc::collect(), 6);
         assert_eq!(kept_parents_len(), 0, "a range scan in Count mode");
         assert_eq!(drops.get(), dropped_before + 6);
         assert_eq!(live.edges.borrow()[0].id, 400);
