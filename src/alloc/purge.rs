@@ -559,6 +559,11 @@ mod background {
 
     impl Control {
         fn take() -> Control {
+            // The child's `fork` handler starts a new generation, which
+            // frees a word held by a thread the child does not have; a
+            // program that never bound a heap has not registered it yet
+            // (review finding: such a child waited for ever).
+            crate::alloc::thread::set_up_process();
             let tag = crate::alloc::registry::FORK_GENERATION.load(Ordering::Relaxed) << 1 | 1;
             loop {
                 let word = CONTROL.load(Ordering::Relaxed);

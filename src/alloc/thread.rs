@@ -99,8 +99,10 @@ fn bind() -> *mut Heap {
     heap
 }
 
-/// Registers the `fork` handler, once.
-fn set_up_process() {
+/// Registers the `fork` handler, once. Also called by
+/// `purge_in_background`, whose control word needs the child's new fork
+/// generation even in a program that never binds a heap.
+pub(crate) fn set_up_process() {
     if PROCESS.load(Ordering::Acquire) & PROCESS_ATFORK != 0 {
         return;
     }

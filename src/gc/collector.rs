@@ -1227,6 +1227,17 @@ thread_local! {
     static SCRATCH: Cell<Option<Box<Scratch>>> = const { Cell::new(None) };
 }
 
+/// Initialises the kept work arrays' thread-local, so that its destructor
+/// is registered before the collector's teardown and frees what the exit
+/// collections kept (see `state::register_owner`). A collection run by the
+/// teardown itself, after every thread-local destructor, finds it gone
+/// and frees its arrays at once instead of keeping them (touched first
+/// then, it would register a destructor that never runs: a leak per
+/// thread, found by review).
+pub(crate) fn keep_through_teardown() {
+    let _ = SCRATCH.try_with(|_| ());
+}
+
 /// The length of the kept parent-links array (tests: whether a
 /// collection sized it).
 #[cfg(test)]

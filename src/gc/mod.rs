@@ -121,7 +121,9 @@
 //! unless the collection ran while the thread was already unwinding (an
 //! automatic collection started by `Gc::new` in a destructor, a
 //! `collect()` in a scope guard), where resuming would abort the process:
-//! the panic is then reported on stderr and contained. A `Drop` that calls [`collect`] during a collection gets 0 (re-entrant
+//! the panic is then reported on stderr and contained (even where a
+//! `catch_unwind` around that `collect()` would have caught it: whether
+//! one lies between cannot be told cheaply). A `Drop` that calls [`collect`] during a collection gets 0 (re-entrant
 //! collections do nothing). Dropping the head of a 10-million-element
 //! list does not overflow the stack: nested drops past a depth of 64 are
 //! deferred to a per-thread queue (CPython's trashcan).

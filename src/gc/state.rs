@@ -254,14 +254,15 @@ extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
 ///
 /// Thread-local destructors run in the reverse order of their
 /// registration, so the thread-locals the exit collections use (weak
-/// callbacks, saved garbage and callbacks) are touched first: they are
-/// destroyed after [`Owner`]. The teardown itself runs from a `pthread`
+/// callbacks, saved garbage, callbacks and the kept work arrays) are
+/// touched first: they are destroyed after [`Owner`]. The teardown itself runs from a `pthread`
 /// key's destructor, after all of them ([`EXIT`]); where there is no such
 /// key, [`Owner`] tears down.
 fn register_owner() {
     super::weak_callbacks::keep_through_teardown();
     super::saved_garbage::keep_through_teardown();
     super::callbacks::keep_through_teardown();
+    super::collector::keep_through_teardown();
     // May fail once the thread's thread-local destructors have begun;
     // the key still runs the teardown then.
     let _ = OWNER.try_with(|_| ());
