@@ -695,7 +695,7 @@ impl Heap {
             unsafe { self.arenas.insert_usable(arena) };
         }
         // SAFETY: arenas on the usable list are live, ours, with a free slot.
-        let pool = unsafe { (*arena).take_slot() };
+        let pool = unsafe { (*arena).take_slot(class < NB_SMALL_CLASSES) };
         // SAFETY: `arena` was the usable list's head or was just inserted in it,
         // so it is a live arena of ours; its `nfree` is written only under the
         // lock, which we hold (`locked`).
