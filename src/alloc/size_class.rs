@@ -84,7 +84,7 @@ const fn c_class_of(padded: usize) -> usize {
 /// path's lookup, one load where the 16-byte classes took a shift only.
 /// Every class fits a `u8` (`NB_CLASSES` is 256).
 #[cfg_attr(loom, allow(dead_code))] // only C's malloc routes with it
-pub(crate) static C_FAST_CLASS: [u8; C_FAST_THRESHOLD / ALIGNMENT] = {
+pub(crate) const C_FAST_CLASS: [u8; C_FAST_THRESHOLD / ALIGNMENT] = {
     let mut table = [0; C_FAST_THRESHOLD / ALIGNMENT];
     let mut i = 0;
     while i < table.len() {
