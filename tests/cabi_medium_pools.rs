@@ -1,7 +1,7 @@
-//! The medium classes (C's `malloc` only, 528..2,048 bytes) give an
+//! The medium classes (C's `malloc` only, 640..4,096 bytes) give an
 //! emptied pool back to its arena instead of keeping it per class: a
-//! thread that allocates and frees a block in each of the 96 classes must
-//! not be left holding 96 empty pools, each with a resident page or more
+//! thread that allocates and frees a block in each of the classes must
+//! not be left holding an empty pool in each, with a resident page or more
 //! (`threadchurn` of bench/c: peak RSS 1.9x glibc's with them kept).
 //! Every C entry point routes the same way, the debug allocator's outer
 //! blocks included.
@@ -111,16 +111,18 @@ fn debug_allocator_serves_medium_c_requests_from_pools() {
 /// (`scripts/asan.sh`), counted in its class and its usable size.
 const REDZONE: usize = if cfg!(pymem_asan) { 16 } else { 0 };
 
-/// C's requests of 2,049 to 4,096 bytes are pool blocks of eight coarse
-/// classes, 256 bytes apart (2,304 to 4,096), not glibc's: a thread with
-/// one block of every size there holds them in pools of those eight
-/// classes only, and each block's usable size is its class's.
+/// C's requests of 513 to 4,096 bytes are pool blocks of twelve medium
+/// classes, four per doubling (640, 768, 896, 1,024, 1,280, ..., 4,096),
+/// not glibc's and not one class every 16 bytes: a thread with one block
+/// of every size there holds them in pools of those twelve classes only,
+/// and each block's usable size is its class's, less than a fifth above
+/// the request.
 #[test]
-fn requests_of_2_to_4_kib_take_eight_coarse_classes() {
+fn requests_of_half_a_kib_to_4_kib_take_twelve_classes() {
     let _serial = serial();
     std::thread::spawn(|| {
         let top = 4096 - REDZONE;
-        let sizes: Vec<usize> = (2049 - REDZONE..=top).step_by(37).chain([top]).collect();
+        let sizes: Vec<usize> = (513 - REDZONE..=top).step_by(37).chain([top]).collect();
         // SAFETY: malloc, malloc_usable_size and free of the C API, each
         // block written within its size and freed once.
         unsafe {
@@ -130,29 +132,34 @@ fn requests_of_2_to_4_kib_take_eight_coarse_classes() {
                 assert!(!p.is_null());
                 p.cast::<u8>().write_bytes(3, n);
                 let usable = pymem::__cabi::malloc_usable_size(p);
-                assert_eq!(usable % 256, 0, "{n} bytes: usable {usable}");
                 let padded = n + REDZONE;
+                // An eighth of the power of two below the request.
+                let step = 1 << (usize::BITS - (padded - 1).leading_zeros() - 3);
+                assert_eq!(usable % step, 0, "{n} bytes: usable {usable}");
                 assert!(
-                    usable >= padded && usable - padded < 256,
+                    usable >= padded && usable - padded < step && usable * 4 < padded * 5,
                     "{n} bytes: usable {usable}"
                 );
             }
             let during = pymem::alloc_stats();
             assert_eq!(
                 during.large_allocs_in_use, before.large_allocs_in_use,
-                "blocks of 2 to 4 KiB went to glibc"
+                "blocks of 0.5 to 4 KiB went to glibc"
             );
             assert_eq!(
                 during.small_blocks_in_use,
                 before.small_blocks_in_use + sizes.len()
             );
-            let coarse: Vec<usize> = during
+            let medium: Vec<usize> = during
                 .per_class
                 .iter()
-                .filter(|c| c.block_size > 2048 && c.blocks_in_use > 0)
+                .filter(|c| c.block_size > 512 && c.blocks_in_use > 0)
                 .map(|c| c.block_size)
                 .collect();
-            assert_eq!(coarse, (9..=16).map(|k| k * 256).collect::<Vec<_>>());
+            assert_eq!(
+                medium,
+                [640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096]
+            );
             for (p, _) in blocks {
                 free(p);
             }

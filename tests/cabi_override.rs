@@ -143,11 +143,13 @@ fn a_dlopened_c_library_allocates_from_the_pools() {
 }
 
 /// Whether C's block of a `size`-byte request (above 512 bytes) is a pool
-/// block of a medium class: its usable size is `size` rounded up to 16,
-/// where glibc's chunks leave 8 bytes more or less.
+/// block of a medium class: its usable size is `size` rounded up to an
+/// eighth of the power of two below it (four classes per doubling: 640,
+/// 768, ..., 2,048), where glibc's chunks leave 8 bytes more or less.
 fn is_medium_pool_block(p: *mut u8, size: usize) -> bool {
+    let step = 1 << (usize::BITS - (size - 1).leading_zeros() - 3);
     // SAFETY: a live block of the process's malloc family.
-    unsafe { malloc_usable_size(p.cast()) == size.next_multiple_of(16) }
+    unsafe { malloc_usable_size(p.cast()) == size.next_multiple_of(step) }
 }
 
 /// Fills `len` bytes at `p` with a pattern of `seed`.

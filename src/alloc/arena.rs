@@ -23,6 +23,10 @@ use super::remote::ADDRESS_LIMIT;
 use super::size_class::{ARENA_MASK, ARENA_SIZE, POOLS_PER_ARENA};
 use crate::sync::Cell;
 
+/// A freed slot with at most this many bytes touched (resident) is
+/// *sparse*: [`Arena::take_slot`] keeps it for the small classes.
+const SPARSE_TOUCHED: usize = 2 * super::size_class::PAGE_SIZE;
+
 /// The header in slot 0 of an arena.
 #[repr(C)]
 pub(crate) struct Arena {
@@ -207,16 +211,53 @@ impl Arena {
 
     /// Takes a free pool slot; returns its header. The caller checked
     /// `nfree > 0`.
-    pub(crate) fn take_slot(&self) -> *mut Pool {
+    ///
+    /// A freed slot keeps the pages its pools touched (until
+    /// [`Arena::decommit_free_slots`]), and the next pool of any class
+    /// holds them all: a small class's pool that holds a dozen blocks in
+    /// one page would keep four resident after a medium pool had filled the
+    /// slot. So a `sparse` pool (a small class: its pools rarely fill)
+    /// takes a freed slot with at most [`SPARSE_TOUCHED`] bytes touched,
+    /// else a never-used slot, else any; another (a medium class: a few
+    /// blocks fill it) takes a freed slot with more touched first, leaving
+    /// the sparse ones for the small classes.
+    pub(crate) fn take_slot(&self, sparse: bool) -> *mut Pool {
         debug_assert!(self.nfree.get() > 0);
         self.nfree.set(self.nfree.get() - 1);
-        let pool = self.free_pools.get();
+        let head = self.free_pools.get();
+        let mut prev: *mut Pool = ptr::null_mut();
+        let mut pool = head;
+        while !pool.is_null() {
+            // SAFETY: freed slots are linked through their dead headers in
+            // slot 0, which only the holder of the heap's lock (the caller)
+            // touches.
+            let p = unsafe { &*pool };
+            if p.touched_at_most(SPARSE_TOUCHED) == sparse {
+                break;
+            }
+            prev = pool;
+            pool = p.next.get();
+        }
+        if pool.is_null()
+            && !head.is_null()
+            && (!sparse || self.untouched.get() as usize == POOLS_PER_ARENA)
+        {
+            // None of the kind wanted: the head will do (for a sparse pool,
+            // only if no slot was never used).
+            prev = ptr::null_mut();
+            pool = head;
+        }
         if !pool.is_null() {
             // SAFETY: freed slots are linked through their (dead) header,
             // whose `free` says whether the slot is still committed (see
             // `give_slot`).
             unsafe {
-                self.free_pools.set((*pool).next.get());
+                let next = (*pool).next.get();
+                if prev.is_null() {
+                    self.free_pools.set(next);
+                } else {
+                    (*prev).next.set(next);
+                }
                 if !(*pool).free.get().is_null() {
                     self.committed_free.set(self.committed_free.get() - 1);
                 }
@@ -242,6 +283,7 @@ impl Arena {
             (*pool).magic.set(0);
             (*pool).next.set(self.free_pools.get());
             Pool::set_freed_ms(pool, os::now_ms());
+            Pool::note_touched(pool);
             if !(*pool).free.get().is_null() {
                 self.committed_free.set(self.committed_free.get() + 1);
             }
@@ -561,5 +603,62 @@ impl ArenaSet {
                 (*next).prev.set(arena);
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::alloc::heap::Heap;
+    use crate::alloc::size_class::{class_of_size, C_POOL_THRESHOLD};
+
+    /// Gives `pool` (taken from `arena`, initialised for `class`) back as
+    /// its heap would after handing out the blocks below `carved` bytes:
+    /// every block back, the first on its free list.
+    ///
+    /// # Safety
+    /// `pool` must be a slot of `arena` taken and not given back.
+    unsafe fn give_back_carved(arena: &Arena, pool: *mut Pool, class: usize, carved: usize) {
+        let owner = ptr::NonNull::<Heap>::dangling().as_ptr();
+        // SAFETY: the slot was just taken from a fresh arena (this
+        // function's `# Safety`): unused, never written.
+        unsafe { Pool::init(pool, class, owner) };
+        // SAFETY: a live header nobody else reaches (a test's own arena);
+        // the block at `base` is zeroed memory, so a one-block free list.
+        unsafe {
+            let p = &*pool;
+            p.carve.set(p.base().add(carved));
+            p.free.set(p.base().cast());
+            arena.give_slot(pool);
+        }
+    }
+
+    #[test]
+    fn small_classes_take_the_slots_with_few_pages_touched() {
+        let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
+        assert!(!base.is_null());
+        // SAFETY: a fresh mapping of ARENA_SIZE bytes aligned to its size.
+        let arena = unsafe { &*Arena::init(base) };
+        let coarse = class_of_size(C_POOL_THRESHOLD);
+        // A pool of 4 KiB blocks that filled its slot, given back.
+        let full = arena.take_slot(false);
+        // SAFETY: just taken from `arena`.
+        unsafe { give_back_carved(arena, full, coarse, super::super::size_class::POOL_SIZE) };
+        // A small class leaves it for the medium ones and takes a slot
+        // never used (before: the last slot given back, whatever its pages).
+        let small = arena.take_slot(true);
+        assert_ne!(
+            small, full,
+            "a small class took a slot with every page touched"
+        );
+        // SAFETY: just taken from `arena`.
+        unsafe { give_back_carved(arena, small, 0, 16) };
+        // Now `small` heads the free list: a medium class skips it, a
+        // small one takes it.
+        assert_eq!(arena.take_slot(false), full);
+        assert_eq!(arena.take_slot(true), small);
+        assert_eq!(arena.nfree.get(), USABLE_POOLS - 2);
+        // SAFETY: our own mapping, of which nothing is in use any more.
+        unsafe { os::unmap(base, ARENA_SIZE) };
     }
 }

@@ -17,8 +17,9 @@
 //!
 //! `malloc` of 1 to 2,048 bytes pops the calling thread's pool, as the
 //! Rust fast path does (the classes above 512 bytes, *medium*, are C's
-//! alone: see `size_class::C_POOL_THRESHOLD`; requests of 2,049 to 4,096
-//! bytes take the general path to the coarse classes); `free` of a pool block owned by the calling thread
+//! alone, four per doubling: see `size_class::C_POOL_THRESHOLD`; the class
+//! is a table's, `size_class::C_FAST_CLASS`; requests of 2,049 to 4,096
+//! bytes take the general path); `free` of a pool block owned by the calling thread
 //! pushes it back; `realloc` keeps a pool block in place when it fits.
 //! Each is inlined into the exported symbol and is straight-line code: one
 //! thread-local load ([`heap_slot::fast`]: null unless the debug allocator
@@ -76,7 +77,8 @@ use super::heap::Heap;
 use super::large::glibc;
 use super::pool::Pool;
 use super::size_class::{
-    block_size, class_of_size, route_c, ALIGNMENT, C_FINE_MAX_REQUEST, C_POOL_MAX_REQUEST,
+    block_size, class_of_size, route_c, ALIGNMENT, C_FAST_CLASS, C_FAST_MAX_REQUEST,
+    C_POOL_MAX_REQUEST,
 };
 use super::{arena_bitmap, asan, debug, heap_slot, hooks, thread, PyMalloc};
 use crate::sync::Ordering;
@@ -197,20 +199,20 @@ pub(crate) unsafe fn check_and_free_small(ptr: *mut u8) {
 #[inline(always)]
 fn alloc_fast(size: usize) -> Option<*mut u8> {
     let below = size.wrapping_sub(1);
-    if debug::CHECKS || below >= C_FINE_MAX_REQUEST {
+    if debug::CHECKS || below >= C_FAST_MAX_REQUEST {
         return None;
     }
     let heap = heap_slot::fast();
     if heap.is_null() {
         return None;
     }
-    // `class_of_size(size + REDZONE)`, for `size >= 1`.
-    let class = (below + asan::REDZONE) / ALIGNMENT;
+    // `route_c`'s class, for `size >= 1`: `size + REDZONE` is at most
+    // `C_FAST_THRESHOLD`, so the index is within the table.
+    let class = usize::from(C_FAST_CLASS[(below + asan::REDZONE) / ALIGNMENT]);
     // SAFETY: `heap` is the calling thread's bound heap (`fast` gives no
-    // other), which it owns; `class < NB_CLASSES` as `size + REDZONE` is
-    // at most `C_FINE_THRESHOLD` (below `C_POOL_THRESHOLD`), and its
-    // blocks hold `size` bytes (the fine classes step by 16: this is
-    // `route_c`'s class).
+    // other), which it owns; `class < NB_CLASSES` (a `u8`, and
+    // `NB_CLASSES` is 256), and its blocks hold `size` bytes (it is
+    // `route_c`'s class, whose blocks hold the request and its redzone).
     let (block, tick) = unsafe { (*heap).alloc_pop(class) }?;
     asan::unpoison_block(block, size);
     if tick {

@@ -443,9 +443,9 @@ impl Heap {
     /// class's only pool (see [`Heap::pool_emptied`]), and the class is a
     /// small one.
     ///
-    /// A medium class's emptied pool (C's `malloc` only, 528..4,096 bytes)
+    /// A medium class's emptied pool (C's `malloc` only, 640..4,096 bytes)
     /// goes back to its arena, where any class takes it next: C programs
-    /// spread their medium requests over many of the 96 classes, a few
+    /// spread their medium requests over many of the classes, a few
     /// blocks each, and one kept pool per class held a resident page or
     /// more in each (`threadchurn` of bench/c: peak RSS 5.5 MiB against
     /// glibc's 2.8; tests/cabi_medium_pools.rs). A loop that allocates and
@@ -694,8 +694,14 @@ impl Heap {
             // SAFETY: a live arena of ours, on no usable list.
             unsafe { self.arenas.insert_usable(arena) };
         }
+        // A small class's first pool is likely to stay sparse (a few
+        // blocks); one the class takes while it has others is filling up,
+        // as a medium class's does (see `Arena::take_slot`). Relaxed: the
+        // count is written by lock holders only, and we hold the lock.
+        let sparse =
+            class < NB_SMALL_CLASSES && self.classes[class].pools.load(Ordering::Relaxed) == 0;
         // SAFETY: arenas on the usable list are live, ours, with a free slot.
-        let pool = unsafe { (*arena).take_slot() };
+        let pool = unsafe { (*arena).take_slot(sparse) };
         // SAFETY: `arena` was the usable list's head or was just inserted in it,
         // so it is a live arena of ours; its `nfree` is written only under the
         // lock, which we hold (`locked`).

@@ -184,6 +184,14 @@ pub(crate) struct Pool {
     pub(crate) prev: Cell<*mut Pool>,
     /// [`POOL_MAGIC`] while the pool is in use, 0 once its slot is free.
     pub(crate) magic: Cell<u16>,
+    /// How far from the pool's start the slot's pages may be resident: the
+    /// furthest bump pointer of the slot's pools since its pages were last
+    /// fresh (mapped or decommitted), in bytes. Brought over by
+    /// [`Pool::init`] from the slot's last pool and raised by
+    /// [`Pool::note_touched`] when a pool goes back, so that the arena can
+    /// give a sparse class a slot with few resident pages
+    /// (`Arena::take_slot`).
+    touched: Cell<u16>,
     /// The second cache line: what other threads read and write.
     pub(crate) shared: PoolShared,
 }
@@ -233,6 +241,7 @@ impl Pool {
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
             magic: Cell::new(0),
+            touched: Cell::new(0),
             shared: PoolShared {
                 owner: AtomicPtr::new(ptr::null_mut()),
                 remote: RemoteList::new(),
@@ -273,6 +282,11 @@ impl Pool {
             // SAFETY: the slot's header is mapped and nobody writes it
             // (contract above).
             let old = unsafe { &*pool };
+            // A committed slot (a freed one whose `free` list is there,
+            // see `Arena::decommit_free_slots`) keeps its resident pages.
+            if old.magic.get() == 0 && !old.free.get().is_null() {
+                header.touched.set(old.touched.get());
+            }
             if old.magic.get() == 0
                 && old.used.get() == 0
                 && !old.free.get().is_null()
@@ -331,6 +345,26 @@ impl Pool {
         let arena = pool as usize & ARENA_MASK;
         let index = (pool as usize & !ARENA_MASK) / POOL_HEADER_SIZE;
         (arena + index * POOL_SIZE) as *mut u8
+    }
+
+    /// Raises [`Pool::touched`](Pool) to cover every block this pool carved,
+    /// as its slot goes back to its arena.
+    ///
+    /// # Safety
+    /// As [`Pool::set_freed_ms`].
+    pub(crate) unsafe fn note_touched(pool: *mut Pool) {
+        // SAFETY: a free slot's header, ours under the lock (contract above).
+        let p = unsafe { &*pool };
+        // At most `POOL_SIZE` (16 KiB), so it fits the field.
+        let carved = (p.carve.get() as usize).wrapping_sub(p.base() as usize) as u16;
+        p.touched.set(p.touched.get().max(carved));
+    }
+
+    /// Whether at most `bytes` of the free slot whose header this is may
+    /// be resident (see [`Pool::note_touched`]); a decommitted slot (its
+    /// `free` cleared) has none.
+    pub(crate) fn touched_at_most(&self, bytes: usize) -> bool {
+        self.free.get().is_null() || usize::from(self.touched.get()) <= bytes
     }
 
     /// Notes, in the header of a slot just given back to its arena, when

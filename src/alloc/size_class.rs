@@ -5,9 +5,10 @@
 //! CPython on 64-bit platforms.
 //!
 //! Where PyMalloc is the process's `malloc` (the C entry points, `cabi`),
-//! the same 16-byte steps go on up to [`C_FINE_THRESHOLD`] (2,048 bytes),
-//! then every 256 bytes up to [`C_POOL_THRESHOLD`] (4,096 bytes): *medium*
-//! classes, which only C's `malloc` uses. Rust's requests above
+//! requests above 512 bytes and up to [`C_POOL_THRESHOLD`] (4,096 bytes)
+//! take *medium* classes, four per doubling of the size (640, 768, 896,
+//! 1,024, 1,280, ..., 4,096: see [`c_medium_block`]), which only C's
+//! `malloc` uses. Rust's requests above
 //! 512 bytes still go to the system allocator (`route` never returns a
 //! medium class), as the contract says.
 //!
@@ -33,29 +34,67 @@ pub(crate) const NB_SMALL_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
 /// bytes from pools: the small classes and, above them, medium ones. Half
 /// the requests of C programs between 512 bytes and 2 KiB would otherwise
 /// be glibc's, whose bins cost 1.5 to 2 times a pool's pop or push (see
-/// `docs/override.md`, "C entry points, seventh round"). Up to
-/// [`C_FINE_THRESHOLD`] the medium classes step by 16 bytes; above it, to
-/// 4 KiB, C uses only every [`C_COARSE_STEP`]th class (2,304, 2,560, ...,
-/// 4,096 bytes: eight *coarse* classes, 4 to 7 blocks in a 16 KiB pool),
-/// so that a program's requests of 2 to 4 KiB share a few pools rather
-/// than take one each in 128 classes (see "Eleventh round: thread churn"
-/// in `docs/override.md`).
+/// `docs/override.md`, "C entry points, seventh round"). The medium
+/// classes are twelve, four per doubling ([`c_medium_block`]), not one
+/// every 16 bytes: a thread holds a pool (16 KiB, most of it resident
+/// once any pool has filled the slot) in every class it has a block of,
+/// and a program's few blocks of many sizes between 512 bytes and 4 KiB
+/// took a pool each in up to 224 classes (see "Twelfth round: peak RSS of
+/// C programs" in `docs/override.md`).
 pub(crate) const C_POOL_THRESHOLD: usize = 4096;
 
-/// C's classes step by 16 bytes up to here (the fast path's arithmetic,
-/// `(size - 1) >> 4`), by [`C_COARSE_STEP`] above.
-pub(crate) const C_FINE_THRESHOLD: usize = 2048;
-
-/// The step of C's coarse classes, above [`C_FINE_THRESHOLD`].
-pub(crate) const C_COARSE_STEP: usize = 256;
+/// The C fast path serves requests of up to this many bytes (the class
+/// from [`C_FAST_CLASS`]); larger ones take the general path.
+pub(crate) const C_FAST_THRESHOLD: usize = 2048;
 
 /// The largest default-aligned C request served from a pool: the block
 /// must also hold AddressSanitizer's redzone (0 bytes in other builds).
 pub(crate) const C_POOL_MAX_REQUEST: usize = C_POOL_THRESHOLD - super::asan::REDZONE;
 
-/// The largest default-aligned C request served from a fine class (the
-/// C fast path's range), redzone included as in [`C_POOL_MAX_REQUEST`].
-pub(crate) const C_FINE_MAX_REQUEST: usize = C_FINE_THRESHOLD - super::asan::REDZONE;
+/// The largest default-aligned C request the fast path serves, redzone
+/// included as in [`C_POOL_MAX_REQUEST`].
+pub(crate) const C_FAST_MAX_REQUEST: usize = C_FAST_THRESHOLD - super::asan::REDZONE;
+
+/// The block size of C's medium class for `padded` bytes (more than 512,
+/// at most [`C_POOL_THRESHOLD`]): `padded` rounded up to an eighth of the
+/// power of two below it, so four classes per doubling (128 bytes apart
+/// up to 1 KiB, 256 up to 2 KiB, 512 up to 4 KiB), each a multiple of
+/// [`ALIGNMENT`], wasting less than a fifth of the block on any request it
+/// serves.
+#[cfg_attr(loom, allow(dead_code))] // only C's malloc routes with it
+pub(crate) const fn c_medium_block(padded: usize) -> usize {
+    let below = padded - 1;
+    let step = 1 << (usize::BITS - below.leading_zeros() - 3);
+    (below | (step - 1)) + 1
+}
+
+/// The class of C's default-aligned request of `padded` bytes (redzone
+/// included), 1 to [`C_POOL_THRESHOLD`].
+#[cfg_attr(loom, allow(dead_code))] // only C's malloc routes with it
+const fn c_class_of(padded: usize) -> usize {
+    if padded <= SMALL_REQUEST_THRESHOLD {
+        class_of_size(padded)
+    } else {
+        class_of_size(c_medium_block(padded))
+    }
+}
+
+/// The class of a default-aligned C request of `s` bytes (redzone
+/// included, 1 to [`C_FAST_THRESHOLD`]), at `(s - 1) / 16`: the fast
+/// path's lookup, one load where the 16-byte classes took a shift only.
+/// Every class fits a `u8` (`NB_CLASSES` is 256).
+#[cfg_attr(loom, allow(dead_code))] // only C's malloc routes with it
+pub(crate) const C_FAST_CLASS: [u8; C_FAST_THRESHOLD / ALIGNMENT] = {
+    let mut table = [0; C_FAST_THRESHOLD / ALIGNMENT];
+    let mut i = 0;
+    while i < table.len() {
+        // Every size of the entry's 16 rounds to the same class: the
+        // classes are multiples of 16.
+        table[i] = c_class_of((i + 1) * ALIGNMENT) as u8;
+        i += 1;
+    }
+    table
+};
 
 /// Number of size classes, small and medium: 4,096 / 16. Every array
 /// indexed by class has this many entries.
@@ -125,16 +164,8 @@ pub(crate) fn route_c(size: usize, align: usize) -> Option<usize> {
         if size > C_POOL_MAX_REQUEST {
             return None;
         }
-        let padded = size + super::asan::REDZONE;
-        if size <= C_FINE_MAX_REQUEST {
-            Some(class_of_size(padded))
-        } else {
-            // A coarse class: at most `C_POOL_THRESHOLD`, a multiple of
-            // the step, so no overflow and a class below `NB_CLASSES`.
-            Some(class_of_size(
-                (padded + C_COARSE_STEP - 1) & !(C_COARSE_STEP - 1),
-            ))
-        }
+        // At most `C_POOL_THRESHOLD`: a class below `NB_CLASSES`.
+        Some(c_class_of(size + super::asan::REDZONE))
     } else {
         route(size, align)
     }
@@ -253,6 +284,13 @@ mod tests {
     #[test]
     fn medium_classes_only_for_c() {
         assert_eq!(NB_CLASSES, 256);
+        let medium: std::collections::BTreeSet<usize> = (513..=C_POOL_THRESHOLD)
+            .map(|n| block_size(c_class_of(n)))
+            .collect();
+        let expected = [
+            640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
+        ];
+        assert_eq!(medium.into_iter().collect::<Vec<_>>(), expected);
         assert_eq!(block_size(NB_CLASSES - 1), C_POOL_THRESHOLD);
         for size in 0..=C_POOL_THRESHOLD + 16 {
             let padded = size + REDZONE;
@@ -260,17 +298,30 @@ mod tests {
                 Some(class) => {
                     assert!(class < NB_CLASSES);
                     assert!(block_size(class) >= padded);
-                    if padded <= C_FINE_THRESHOLD {
+                    if padded <= SMALL_REQUEST_THRESHOLD {
                         assert!(block_size(class) - padded.max(1) < ALIGNMENT, "{size}");
                     } else {
-                        // The coarse classes: a multiple of the step,
-                        // wasting less than one step.
-                        assert_eq!(block_size(class) % C_COARSE_STEP, 0, "{size}");
-                        assert!(block_size(class) - padded < C_COARSE_STEP, "{size}");
+                        // Four classes per doubling: 640, 768, 896, 1,024,
+                        // 1,280, ..., 4,096.
+                        let step = (padded - 1).next_power_of_two() / 8;
+                        let step = if (padded - 1).is_power_of_two() {
+                            step * 2
+                        } else {
+                            step
+                        };
+                        assert_eq!(block_size(class) % step, 0, "{size}");
+                        assert!(block_size(class) - padded < step, "{size}");
                         // A block stays in place for C's `realloc` to any
                         // size that routes to its class (`fits_in_place`:
                         // a quarter of the block wasted at most).
                         assert!(size * 4 >= block_size(class) * 3, "{size}");
+                    }
+                    // The fast path's table agrees.
+                    if (1..=C_FAST_MAX_REQUEST).contains(&size) {
+                        assert_eq!(
+                            usize::from(C_FAST_CLASS[(size - 1 + REDZONE) / ALIGNMENT]),
+                            class
+                        );
                     }
                 }
                 None => assert!(padded > C_POOL_THRESHOLD),

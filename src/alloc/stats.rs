@@ -36,8 +36,9 @@ pub struct ClassStats {
 /// `per_class` has the 32 small classes (16 to 512 bytes); where PyMalloc
 /// is the process's `malloc` (the `override` feature, `pymem-malloc`), C's
 /// `malloc` also serves blocks of up to 4,096 bytes from pools, and the
-/// medium classes (528 to 4,096 bytes, 16 apart; C uses only every 16th
-/// above 2,048) follow, up to the last one that holds a pool or a block;
+/// medium classes (528 to 4,096 bytes, 16 apart; C uses only twelve of
+/// them, four per doubling from 640) follow, up to the last one that holds
+/// a pool or a block;
 /// their blocks are counted in the `small_*` figures too.
 ///
 /// ```
