@@ -72,6 +72,34 @@ fn pair(counter: &'static AtomicUsize, on_drop: OnDrop) -> (Gc<Node>, Gc<Node>) 
     (a, b)
 }
 
+/// An object whose finalizer counts in `finalized`.
+#[derive(Trace)]
+struct Fin {
+    #[trace(skip)]
+    finalized: &'static AtomicUsize,
+    me: RefCell<Option<Gc<Fin>>>,
+}
+
+impl Finalize for Fin {
+    fn finalize(this: &Gc<Self>) {
+        this.finalized.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A `Fin` referencing itself, with a weak callback counting in
+/// `callbacks`.
+fn fin_cycle(finalized: &'static AtomicUsize, callbacks: &'static AtomicUsize) -> Gc<Fin> {
+    let f = Gc::new_with_finalizer(Fin {
+        finalized,
+        me: RefCell::new(None),
+    });
+    *f.me.borrow_mut() = Some(f.clone());
+    gc::finalize(&f, move || {
+        callbacks.fetch_add(1, Ordering::SeqCst);
+    });
+    f
+}
+
 #[test]
 fn cycles_alive_at_thread_exit_are_dropped() {
     static DROPS: AtomicUsize = AtomicUsize::new(0);
@@ -196,23 +224,8 @@ fn panicking_drop_at_thread_exit_is_contained() {
 fn finalizers_and_weak_callbacks_run_at_thread_exit() {
     static FINALIZED: AtomicUsize = AtomicUsize::new(0);
     static CALLBACKS: AtomicUsize = AtomicUsize::new(0);
-    #[derive(Trace)]
-    struct Fin {
-        me: RefCell<Option<Gc<Fin>>>,
-    }
-    impl Finalize for Fin {
-        fn finalize(_: &Gc<Self>) {
-            FINALIZED.fetch_add(1, Ordering::SeqCst);
-        }
-    }
     std::thread::spawn(|| {
-        let f = Gc::new_with_finalizer(Fin {
-            me: RefCell::new(None),
-        });
-        *f.me.borrow_mut() = Some(f.clone());
-        gc::finalize(&f, || {
-            CALLBACKS.fetch_add(1, Ordering::SeqCst);
-        });
+        fin_cycle(&FINALIZED, &CALLBACKS);
     })
     .join()
     .unwrap();
@@ -272,28 +285,12 @@ fn objects_still_reachable_at_thread_exit_are_not_dropped_early() {
 fn finalizers_of_an_earlier_thread_local_run_at_the_teardown() {
     static FINALIZED: AtomicUsize = AtomicUsize::new(0);
     static CALLBACKS: AtomicUsize = AtomicUsize::new(0);
-    #[derive(Trace)]
-    struct Fin {
-        me: RefCell<Option<Gc<Fin>>>,
-    }
-    impl Finalize for Fin {
-        fn finalize(_: &Gc<Self>) {
-            FINALIZED.fetch_add(1, Ordering::SeqCst);
-        }
-    }
     thread_local! {
         static CACHE: RefCell<Vec<Gc<Fin>>> = const { RefCell::new(Vec::new()) };
     }
     std::thread::spawn(|| {
         CACHE.with(|c| {
-            let f = Gc::new_with_finalizer(Fin {
-                me: RefCell::new(None),
-            });
-            *f.me.borrow_mut() = Some(f.clone());
-            gc::finalize(&f, || {
-                CALLBACKS.fetch_add(1, Ordering::SeqCst);
-            });
-            c.borrow_mut().push(f);
+            c.borrow_mut().push(fin_cycle(&FINALIZED, &CALLBACKS));
         });
     })
     .join()
