@@ -191,7 +191,8 @@ pub(crate) unsafe fn check_and_free_small(ptr: *mut u8) {
 /// run by a tail call of [`tick_then`].
 ///
 /// One load of the thread-local slot stands for the debug switch and the
-/// heap; the class is `(size - 1) >> 4`, and the unsigned compare of
+/// heap; the class is `C_FAST_CLASS[(size - 1) >> 4]` (one byte of a
+/// 128-entry table), and the unsigned compare of
 /// `size - 1` against the threshold excludes 0 and large sizes at once.
 /// Every call out of the exported `malloc` is to an `extern "C"` function
 /// (which cannot unwind), so the compiler needs no landing pad, keeps no

@@ -355,7 +355,8 @@ impl Pool {
     pub(crate) unsafe fn note_touched(pool: *mut Pool) {
         // SAFETY: a free slot's header, ours under the lock (contract above).
         let p = unsafe { &*pool };
-        // At most `POOL_SIZE` (16 KiB), so it fits the field.
+        // At most `POOL_SIZE`, so it fits the field (asserted below).
+        const _: () = assert!(POOL_SIZE <= u16::MAX as usize);
         let carved = (p.carve.get() as usize).wrapping_sub(p.base() as usize) as u16;
         p.touched.set(p.touched.get().max(carved));
     }
@@ -557,10 +558,15 @@ impl Pool {
         self.carve.get() < self.carve_end.get()
     }
 
-    /// Whether `block` is the start of a block of this pool.
+    /// Whether `block` is the start of a block of this pool: a multiple of
+    /// the block size from its base, below the end of its last block
+    /// (`carve_end`: where the block size does not divide the pool, the
+    /// slack after the last block is no block; review finding, a `free`
+    /// of it was accepted and the address handed out again, running past
+    /// the pool).
     pub(crate) fn is_block_start(&self, block: *mut u8) -> bool {
-        let offset = block as usize - self.base() as usize;
-        offset < POOL_SIZE && offset % self.block_size() == 0
+        let offset = (block as usize).wrapping_sub(self.base() as usize);
+        offset < POOL_SIZE && block < self.carve_end.get() && offset % self.block_size() == 0
     }
 
     /// Checks the invariants stated on [`Pool`] (debug builds; a no-op

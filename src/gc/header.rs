@@ -720,8 +720,12 @@ unsafe fn trace_erased<T: Trace, const M: u8>(obj: ObjPtr, tracer: &mut Tracer) 
     if M == Mode::Count as u8 {
         // SAFETY: the collector only passes live tracked objects of this
         // vtable's type whose value has not been dropped, not lent out,
-        // at `current`, with a run's slots as `count_run` needs them;
-        // every object of this vtable is a `T`.
+        // at `current`, with a run's slots as `count_run` needs them. A
+        // run member has this vtable, whose Count entry is this very
+        // function: reading it as a `T` is what the collector's call
+        // through that entry would do (vtables are per type, and if the
+        // compiler ever merged two types' identical vtables, their objects
+        // were already traced through this one code).
         unsafe { tracer.count_run(obj, |p| value_of::<T>(p).as_ref()) }
     } else {
         // SAFETY: the collector only passes live tracked objects of this

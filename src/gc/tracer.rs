@@ -527,10 +527,11 @@ impl Tracer {
             if self.external.is_null() {
                 self.saw_external = true;
             } else {
-                // SAFETY: a non-null `external` is set only by `trace_in`,
-                // to the `saw_external` of the tracer it was called on,
-                // which it borrows mutably (and does not touch) while the
-                // copy holding this pointer is in use.
+                // SAFETY: a non-null `external` is set only by `copy_for`
+                // (for `trace_in` and `count_run`), to the `saw_external`
+                // of the tracer it was called on, which neither touches
+                // while the copy holding this pointer is in use (the
+                // copy's other fields are separate).
                 unsafe { *self.external = true };
             }
             // SAFETY: current < n, the length of the refs array.

@@ -19,9 +19,11 @@
 //! the slot's offset: slower to encode (a hash probe per allocation), as
 //! fast to decode, and only ever taken in such programs. A vtable is plain
 //! data (function pointers and sizes), so its copy works as the original;
-//! nothing compares vtables or codes for identity (the census merges them
-//! by type name), so two copies of one vtable are harmless, which is what
-//! lets the table be filled without a lock (see `far`).
+//! the census merges vtables by type name, and the one comparison of
+//! vtables for identity (a run of same-type members in a full collection,
+//! `Tracer::count_run`) only ends a run early on a copy, so two copies of
+//! one vtable are harmless, which is what lets the table be filled without
+//! a lock (see `far`).
 //!
 //! Decoding rebuilds the pointer from an address: the provenance of the
 //! vtable (or of its slot) is exposed when the code is made
