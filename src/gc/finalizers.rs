@@ -67,9 +67,8 @@ use super::weak_callbacks::{resume_unless_unwinding, run_callbacks, take_callbac
 ///   garbage when their thread exits are finalized by the collections run
 ///   at thread exit: those run by the collector's thread-local destructor
 ///   and, for cycles let go of by a thread-local destroyed after it, those
-///   of the teardown that runs after every thread-local destructor (weak
-///   callbacks registered with [`gc::finalize`](crate::gc::finalize) do
-///   not run there: their table, a thread-local, is gone).
+///   of the teardown that runs after every thread-local destructor
+///   (weak callbacks run there too).
 /// * It may **resurrect** the object, or others, by storing a `Gc` where
 ///   the program can reach it (`this.clone()` into a list). The collector
 ///   notices and reclaims nothing that is reachable again; the

@@ -118,13 +118,15 @@
 //!
 //! A panic in a user `Drop` does not abandon the rest: every value is
 //! dropped, the lists are consistent, then the first panic resumes;
-//! unless the collection ran while the thread was already unwinding (an
+//! unless the collection ran while the thread was already unwinding or
+//! exiting (inside thread-exit destructors; or, unwinding: an
 //! automatic collection started by `Gc::new` in a destructor, a
 //! `collect()` in a scope guard), where resuming would abort the process:
 //! the panic is then reported on stderr and contained (even where a
 //! `catch_unwind` around that `collect()` would have caught it: whether
-//! one lies between cannot be told cheaply). A `Drop` that calls [`collect`] during a collection gets 0 (re-entrant
-//! collections do nothing). Dropping the head of a 10-million-element
+//! one lies between cannot be told cheaply). A `Drop` that calls
+//! [`collect`] during a collection gets 0 (re-entrant collections do
+//! nothing). Dropping the head of a 10-million-element
 //! list does not overflow the stack: nested drops past a depth of 64 are
 //! deferred to a per-thread queue (CPython's trashcan).
 //!

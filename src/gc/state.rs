@@ -221,6 +221,7 @@ struct Owner;
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        EXITING.with(|e| e.set(true));
         let _ = STATE.try_with(|st| {
             if EXIT_ARMED.with(Cell::get) {
                 st.collect_at_exit();
@@ -235,6 +236,16 @@ thread_local! {
     /// The thread armed [`EXIT`]: its teardown runs there, after every
     /// thread-local destructor.
     static EXIT_ARMED: Cell<bool> = const { Cell::new(false) };
+    /// [`Owner`]'s destructor has begun: the thread is exiting, and what
+    /// runs user code from now on runs inside thread-exit destructors.
+    static EXITING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the thread is exiting (see `EXITING`): a panic of user code
+/// must then be contained, not resumed
+/// (`weak_callbacks::resume_unless_unwinding`).
+pub(crate) fn exiting() -> bool {
+    EXITING.with(Cell::get)
 }
 
 /// Tears the thread's collector down once every thread-local destructor
@@ -253,13 +264,13 @@ extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
 /// later calls are no-ops).
 ///
 /// Thread-local destructors run in the reverse order of their
-/// registration, so the thread-locals the exit collections use (weak
-/// callbacks, saved garbage, callbacks and the kept work arrays) are
-/// touched first: they are destroyed after [`Owner`]. The teardown itself runs from a `pthread`
+/// registration, so the thread-locals the exit collections use (saved
+/// garbage, callbacks and the kept work arrays) are touched first: they
+/// are destroyed after [`Owner`]. (The weak callbacks' table has no
+/// destructor: the teardown empties it.) The teardown itself runs from a `pthread`
 /// key's destructor, after all of them ([`EXIT`]); where there is no such
 /// key, [`Owner`] tears down.
 fn register_owner() {
-    super::weak_callbacks::keep_through_teardown();
     super::saved_garbage::keep_through_teardown();
     super::callbacks::keep_through_teardown();
     super::collector::keep_through_teardown();
@@ -1222,6 +1233,12 @@ impl State {
         for s in &self.start {
             s.set(0);
         }
+        super::weak_callbacks::drop_table();
+    }
+
+    /// Whether the thread's collector has been torn down (thread exit).
+    pub(crate) fn torn_down(&self) -> bool {
+        self.dead.get()
     }
 
     /// Checks the list invariants (see the type's docs) over the list

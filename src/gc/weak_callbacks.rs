@@ -60,43 +60,43 @@ pub(crate) fn drop_contained<V>(v: V, what: &str) {
 /// escaping would abort the process, so the panic is contained (reported
 /// on stderr) and the first one goes on.
 pub(crate) fn resume_unless_unwinding(p: Panic, what: &str) {
-    if std::thread::panicking() {
+    // Once the collector's thread-local destructor has begun, user code
+    // runs inside thread-exit destructors (a refcount death in a later
+    // thread-local's destructor, the teardown's collections), where a
+    // panic escaping aborts the process too.
+    if std::thread::panicking() || super::state::exiting() {
         drop_contained(p, "panic payloads");
         eprintln!(
-            "pymem: {what} panicked while the thread was unwinding; the panic was contained \
-             (resuming it would abort the process)"
+            "pymem: {what} panicked while the thread was unwinding or exiting; the panic was \
+             contained (resuming it would abort the process)"
         );
     } else {
         resume_unwind(p);
     }
 }
 
-impl Drop for CallbackTable {
-    /// At thread exit: the callbacks of objects still reachable then never
-    /// run; dropping them drops what they own (`Gc`s among it, whose
-    /// `Drop` impls may panic), each under `catch_unwind`.
-    fn drop(&mut self) {
-        let table = std::mem::take(self.table.get_mut());
-        for (_, entries) in table {
-            for e in entries {
-                drop_contained(e, "weak callbacks");
-            }
-        }
-    }
-}
-
 thread_local! {
-    static CALLBACKS: CallbackTable = CallbackTable {
+    /// No destructor (`ManuallyDrop`): the table lives until the
+    /// collector's teardown, which runs after every thread-local
+    /// destructor (so cycles it collects still run their callbacks) and
+    /// then empties it with [`drop_table`].
+    static CALLBACKS: ManuallyDrop<CallbackTable> = ManuallyDrop::new(CallbackTable {
         next: Cell::new(1),
         table: RefCell::new(HashMap::new()),
-    };
+    });
 }
 
-/// Initialises the callback table, so that its destructor is registered before
-/// the collector's teardown and runs after it (see
-/// `state::register_owner`).
-pub(crate) fn keep_through_teardown() {
-    let _ = CALLBACKS.try_with(|_| ());
+/// At the collector's teardown, after its last collection: the callbacks
+/// of objects still reachable then never run; dropping them drops what
+/// they own (`Gc`s among it, whose `Drop` impls may panic), each under
+/// `catch_unwind`. Later registrations register nothing (`register`).
+pub(crate) fn drop_table() {
+    let table = CALLBACKS.with(|r| std::mem::take(&mut *r.table.borrow_mut()));
+    for (_, entries) in table {
+        for e in entries {
+            drop_contained(e, "weak callbacks");
+        }
+    }
 }
 
 /// Takes the callbacks registered on a dying object (before its memory
@@ -147,12 +147,16 @@ fn register<T: Trace>(obj: &Gc<T>, f: Box<dyn FnOnce()>) -> Finalizer {
             _not_send: PhantomData,
         };
     }
-    // `try_with`: a `Drop` run at thread exit after the callback table was
-    // destroyed registers nothing (the callback could never run, and a
-    // panic there would be inside a thread-local destructor: an abort).
+    // A `Drop` run at thread exit after the collector's teardown
+    // registers nothing: the callback could never run (the table was
+    // emptied for good).
     let mut f = Some(f);
+    let torn_down = super::state::with(|st| st.torn_down());
     let id = CALLBACKS
         .try_with(|r| {
+            if torn_down {
+                return 0;
+            }
             let id = r.next.get();
             r.next.set(id + 1);
             let f = f.take().expect("taken once");
