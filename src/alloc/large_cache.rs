@@ -193,15 +193,6 @@ const fn class_limit(class: usize) -> usize {
     }
 }
 
-/// The fork generation the lock word carries (see the module docs).
-fn lock_tag() -> usize {
-    #[cfg(loom)]
-    let generation = 0;
-    #[cfg(not(loom))]
-    let generation = super::registry::FORK_GENERATION.load(core::sync::atomic::Ordering::Relaxed);
-    generation << 1 | 1
-}
-
 /// One heap's cache of large blocks.
 ///
 /// # Invariant
@@ -262,7 +253,12 @@ impl LargeCache {
         // Acquire: what the previous holder did to the lists (and to the
         // link words of the blocks on them) happens before what we do.
         self.lock
-            .compare_exchange(0, lock_tag(), Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(
+                0,
+                super::registry::held_tag(),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
             .is_ok()
     }
 
@@ -277,7 +273,7 @@ impl LargeCache {
                 return true;
             }
             attempt += 1;
-            if attempt > RECLAIM_ATTEMPTS || (word != 0 && word != lock_tag()) {
+            if attempt > RECLAIM_ATTEMPTS || (word != 0 && word != super::registry::held_tag()) {
                 return false;
             }
             crate::sync::spin_wait(attempt);

@@ -564,7 +564,7 @@ mod background {
             // program that never bound a heap has not registered it yet
             // (review finding: such a child waited for ever).
             crate::alloc::thread::set_up_process();
-            let tag = crate::alloc::registry::FORK_GENERATION.load(Ordering::Relaxed) << 1 | 1;
+            let tag = crate::alloc::registry::held_tag();
             loop {
                 let word = CONTROL.load(Ordering::Relaxed);
                 // Free, or held before a `fork` by a thread the child does

@@ -118,17 +118,22 @@ fn fork_generation() -> usize {
     return FORK_GENERATION.load(core::sync::atomic::Ordering::Relaxed);
 }
 
+/// The word a lock that knows about `fork` holds while taken:
+/// `generation << 1 | 1`, so that a child tells a lock held by a thread
+/// that did not survive the fork (an older generation) from one of its
+/// own. Used by the heap lock, the large-block cache's lock and
+/// `purge_in_background`'s control word.
+pub(crate) fn held_tag() -> usize {
+    fork_generation() << 1 | 1
+}
+
 /// A heap's lock: 0 when free, else `generation << 1 | 1` of its holder.
 pub(crate) struct HeapLock(AtomicUsize);
 
 impl HeapLock {
     /// A lock held by its creator.
     pub(crate) fn new_held() -> HeapLock {
-        HeapLock(AtomicUsize::new(Self::tag()))
-    }
-
-    fn tag() -> usize {
-        fork_generation() << 1 | 1
+        HeapLock(AtomicUsize::new(held_tag()))
     }
 
     /// One attempt.
@@ -140,14 +145,14 @@ impl HeapLock {
         self.0.load(Ordering::Relaxed) == 0
             && self
                 .0
-                .compare_exchange(0, Self::tag(), Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(0, held_tag(), Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
     }
 
     /// Whether the holder is a thread that did not survive a `fork`.
     fn holder_vanished(&self) -> bool {
         let word = self.0.load(Ordering::Relaxed);
-        word != 0 && word != Self::tag()
+        word != 0 && word != held_tag()
     }
 
     fn release(&self) {
