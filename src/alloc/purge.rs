@@ -639,7 +639,7 @@ mod background {
             None => 0,
         };
         let _control = Control::take();
-        INTERVAL_MS.store(ms, Ordering::SeqCst);
+        let previous = INTERVAL_MS.swap(ms, Ordering::SeqCst);
         if ms == 0 {
             #[cfg(test)]
             std::thread::sleep(Duration::from_millis(
@@ -649,10 +649,15 @@ mod background {
             RUNNING.store(false, Ordering::SeqCst);
             return;
         }
-        if RUNNING.swap(true, Ordering::SeqCst) {
-            // Running: it picks the new interval up after its current sleep.
+        if RUNNING.swap(true, Ordering::SeqCst) && previous == ms {
+            // Running with this interval already: nothing to change.
             return;
         }
+        // Not running, or running with another interval: a new generation
+        // of the thread starts now. A running thread of the old generation
+        // sees the generation move at its next step (within a second) and
+        // returns without a pass, so a shorter interval takes effect at
+        // once instead of after the old one's sleep (an hour, say).
         let generation = GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
         let spawned = std::thread::Builder::new()
             .name("pymem-purge".into())

@@ -915,8 +915,10 @@ unsafe impl<T: ?Sized + Trace + 'static> Trace for Gc<T> {
     #[inline(always)]
     fn trace(&self, tracer: &mut Tracer) {
         // A sized type that is never tracked: no test at run time (see
-        // `statically_untracked`: if a hand-written `may_contain_gc`
-        // broke its rule, the missed edge only leaks).
+        // `statically_untracked`). A hand-written `may_contain_gc` that
+        // answers `false` wrongly but consistently makes the missed edge
+        // leak; one whose answer changes between visits breaks `Trace`'s
+        // rule 3 too (rule 4 there says what that costs).
         if !statically_untracked(self.ptr) {
             tracer.visit(self.obj());
         }

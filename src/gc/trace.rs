@@ -95,14 +95,20 @@ use super::tracer::Tracer;
 ///    **undefined behaviour**.
 /// 4. **`may_contain_gc` is `false` only if no value of the type can own a
 ///    `Gc`**, and is the same on every call (a constant of the type).
-///    Otherwise `Gc`s of the type are not tracked, or containers of it
-///    skip tracing it: cycles through such values **leak**. Each
-///    allocation keeps the answer it was made with, so an answer that
-///    changes is not undefined behaviour either. It is asked inside
-///    `trace` (containers and handles ask it of their elements), so rule 5
-///    binds it as it binds `trace`; elsewhere (`Gc::new`, a handle's drop)
-///    it is asked while the caller's handle keeps the object alive, so a
-///    collection it runs there is harmless.
+///    An answer of `false` for a type whose values do own `Gc`s, given
+///    consistently, makes `Gc`s of the type untracked, or containers of it
+///    skip tracing it: cycles through such values **leak**. An answer
+///    that *changes* from call to call breaks rule 3 as well: containers
+///    and handles ask it of their elements at every visit, so one phase
+///    of a collection may see an edge that another phase does not (the
+///    references subtracted are not those followed), and a live object
+///    can be found unreachable, with rule 3's consequences (its value
+///    **dropped early**; handles stay safe, a `&T` held across the
+///    collection does not). Each allocation keeps the tracking it was
+///    made with. It is asked inside `trace`, so rule 5 binds it as it
+///    binds `trace`; elsewhere (`Gc::new`, a handle's drop) it is asked
+///    while the caller's handle keeps the object alive, so a collection
+///    it runs there is harmless.
 /// 5. **`trace` only reads**: it must not write through a shared
 ///    reference (borrow a `RefCell` mutably, `Cell::set`, ...), create,
 ///    clone or drop `Gc`s or `Weak`s, allocate tracked objects, or run
