@@ -523,6 +523,10 @@ impl Pool {
             self.used.set(self.used.get() + 1);
             return Some(block);
         }
+        // Laid out after the free list's pop, which then falls through to
+        // the caller's code with no jump: most allocations reuse a freed
+        // block, a pool's blocks are carved once per use of its slot.
+        carve_path();
         let block = self.carve.get();
         if block >= self.carve_end.get() {
             return None;
@@ -630,3 +634,10 @@ impl Pool {
         }
     }
 }
+
+/// Marks the path that calls it as the unlikely one (`core::hint::cold_path`,
+/// which is newer than this crate's minimum Rust): a call of a `#[cold]`
+/// function weighs its branch down, and inlined it leaves no code.
+#[cold]
+#[inline(always)]
+fn carve_path() {}
