@@ -330,7 +330,7 @@ impl Heap {
         };
         // SAFETY: `current` points at one of our attached pools or at
         // `empty`; owner capacity may pop from them.
-        let block = unsafe { (*slot.current.get()).pop() }?;
+        let block = unsafe { (*slot.current.get()).pop_reuse_first() }?;
         Some((block.as_ptr().cast(), bump(&slot.allocs) & TICK_MASK == 0))
     }
 
