@@ -101,6 +101,25 @@ def run_measured(argv, preload, extra_env):
     return float(wall), int(rss), proc.stdout
 
 
+def interpreter():
+    """The CPython executable that `python3` runs, or None.
+
+    `python3` on PATH may be a wrapper script rather than the interpreter
+    (pyenv's shim is a bash script that runs about 35 bash processes before
+    it execs CPython: 80 M instructions and 7,400 page faults per run, a
+    tenth of alloc_heavy.py's time here), and under the preload those
+    processes would be measured too. The interpreter reports its own path.
+    """
+    python = shutil.which("python3")
+    if python is None:
+        return None
+    proc = subprocess.run(
+        [python, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True
+    )
+    real = proc.stdout.strip()
+    return real if proc.returncode == 0 and real and os.path.exists(real) else python
+
+
 def geomean(values):
     values = [v for v in values if v > 0]
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
@@ -123,7 +142,7 @@ def main():
         full, quick = WORKLOADS[name]
         exe = os.path.join(BUILD, name.split("-")[0])
         jobs.append((name, [exe] + (quick if args.quick else full), {}, allocs))
-    python = shutil.which("python3")
+    python = interpreter()
     if python and not args.no_python and (not args.only or "python" in args.only.split(",")):
         script = os.path.join(ROOT, "tests", "c", "alloc_heavy.py")
         scale = PYTHON_SCALE[1] if args.quick else PYTHON_SCALE[0]
@@ -185,7 +204,7 @@ def main():
     if ("python", "cpython-pymalloc") in results:
         t, r = results[("python", "cpython-pymalloc")]
         pt, pr = results[("python", "pymem")]
-        print(f"\nCPython alloc_heavy.py: PYTHONMALLOC=malloc under pymem {pt:.3f} s / {pr / 1024:.1f} MiB; "
+        print(f"\nCPython ({python}) alloc_heavy.py: PYTHONMALLOC=malloc under pymem {pt:.3f} s / {pr / 1024:.1f} MiB; "
               f"CPython's own pymalloc {t:.3f} s / {r / 1024:.1f} MiB "
               f"(time {pt / t:.2f}x, peak RSS {pr / r:.2f}x)")
 

@@ -18,7 +18,8 @@
 //! `malloc` of 1 to 2,048 bytes pops the calling thread's pool, as the
 //! Rust fast path does (the classes above 512 bytes, *medium*, are C's
 //! alone, four per doubling: see `size_class::C_POOL_THRESHOLD`; the class
-//! is a table's, `size_class::C_FAST_CLASS`; requests of 2,049 to 4,096
+//! is a table's, `size_class::C_FAST_CLASS`, read as its slot's offset in
+//! the heap, `heap::C_FAST_SLOT`; requests of 2,049 to 4,096
 //! bytes take the general path); `free` of a pool block owned by the calling thread
 //! pushes it back; `realloc` keeps a pool block in place when it fits.
 //! Each is inlined into the exported symbol and is straight-line code: one
@@ -73,12 +74,11 @@ use core::ffi::{c_int, c_void};
 use core::ptr;
 
 use super::free::LocalFree;
-use super::heap::Heap;
+use super::heap::{Heap, C_FAST_SLOT};
 use super::large::glibc;
 use super::pool::Pool;
 use super::size_class::{
-    block_size, class_of_size, route_c, ALIGNMENT, C_FAST_CLASS, C_FAST_MAX_REQUEST,
-    C_POOL_MAX_REQUEST,
+    block_size, class_of_size, route_c, ALIGNMENT, C_FAST_MAX_REQUEST, C_POOL_MAX_REQUEST,
 };
 use super::{arena_bitmap, asan, debug, heap_slot, hooks, thread, PyMalloc};
 use crate::sync::Ordering;
@@ -191,8 +191,9 @@ pub(crate) unsafe fn check_and_free_small(ptr: *mut u8) {
 /// run by a tail call of [`tick_then`].
 ///
 /// One load of the thread-local slot stands for the debug switch and the
-/// heap; the class is `C_FAST_CLASS[(size - 1) >> 4]` (one byte of a
-/// 128-entry table), and the unsigned compare of
+/// heap; the class's slot in the heap is `C_FAST_SLOT[(size - 1) >> 4]`
+/// (a `u16` of a 128-entry table: `size_class::C_FAST_CLASS` scaled to
+/// byte offsets), and the unsigned compare of
 /// `size - 1` against the threshold excludes 0 and large sizes at once.
 /// Every call out of the exported `malloc` is to an `extern "C"` function
 /// (which cannot unwind), so the compiler needs no landing pad, keeps no
@@ -209,12 +210,13 @@ fn alloc_fast(size: usize) -> Option<*mut u8> {
     }
     // `route_c`'s class, for `size >= 1`: `size + REDZONE` is at most
     // `C_FAST_THRESHOLD`, so the index is within the table.
-    let class = usize::from(C_FAST_CLASS[(below + asan::REDZONE) / ALIGNMENT]);
+    // The table holds the class's slot offset in the heap (`C_FAST_SLOT`,
+    // `C_FAST_CLASS` scaled), which saves the shift from class to offset.
+    let offset = usize::from(C_FAST_SLOT[(below + asan::REDZONE) / ALIGNMENT]);
     // SAFETY: `heap` is the calling thread's bound heap (`fast` gives no
-    // other), which it owns; `class < NB_CLASSES` (a `u8`, and
-    // `NB_CLASSES` is 256), and its blocks hold `size` bytes (it is
-    // `route_c`'s class, whose blocks hold the request and its redzone).
-    let (block, tick) = unsafe { (*heap).alloc_pop(class) }?;
+    // other), which it owns; `offset` is an entry of `C_FAST_SLOT`, for
+    // `route_c`'s class, whose blocks hold the request and its redzone.
+    let (block, tick) = unsafe { (*heap).alloc_pop_at(offset) }?;
     asan::unpoison_block(block, size);
     if tick {
         // SAFETY: `heap` is the calling thread's own heap, outside any busy

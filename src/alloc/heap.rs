@@ -15,7 +15,7 @@ use super::os;
 use super::pool::Pool;
 use super::registry::{HeapLock, Locked, Ownership, Registry};
 use super::remote::Outbox;
-use super::size_class::{NB_CLASSES, NB_SMALL_CLASSES, PAGE_SIZE, POOL_SIZE};
+use super::size_class::{C_FAST_CLASS, NB_CLASSES, NB_SMALL_CLASSES, PAGE_SIZE, POOL_SIZE};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Cell, Ordering};
 
 /// Adds `n` to a counter that only one thread writes at a time (the
@@ -66,6 +66,28 @@ pub(crate) struct ClassSlot {
 /// counters the fast paths update anyway, so the check costs one test of a
 /// register) runs the heap's tick (see [`Heap::tick`]).
 const TICK_MASK: usize = 4096 - 1;
+
+/// For each entry of [`C_FAST_CLASS`] (C's fast path, requests of 1 to
+/// 2,048 bytes by `(size - 1) / 16`), the byte offset of that class's
+/// [`ClassSlot`] in a [`Heap`]: the table C's `malloc` reads (see
+/// [`Heap::alloc_pop_at`]). Every offset fits a `u16` (256 classes of 32
+/// bytes).
+#[cfg_attr(loom, allow(dead_code))] // only C's malloc uses it
+pub(crate) const C_FAST_SLOT: [u16; C_FAST_CLASS.len()] = {
+    let mut table = [0; C_FAST_CLASS.len()];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = (C_FAST_CLASS[i] as usize * core::mem::size_of::<ClassSlot>()) as u16;
+        i += 1;
+    }
+    table
+};
+
+const _: () = assert!(
+    core::mem::offset_of!(Heap, classes) == 0
+        && NB_CLASSES * core::mem::size_of::<ClassSlot>() <= u16::MAX as usize + 1,
+    "C_FAST_SLOT's offsets address `classes` from the heap's start"
+);
 
 /// The per-thread allocation state.
 ///
@@ -283,6 +305,32 @@ impl Heap {
         // SAFETY: `current` points at one of our attached pools or at
         // `empty`; owner capacity may pop from them.
         let block = unsafe { (*slot.current.get()).pop() }?;
+        Some((block.as_ptr().cast(), bump(&slot.allocs) & TICK_MASK == 0))
+    }
+
+    /// [`Heap::alloc_pop`] of the class whose slot lies `offset` bytes into
+    /// the heap ([`C_FAST_SLOT`]'s entries): C's fast path reads this
+    /// offset from its table where it read the class, which saves the
+    /// shift that turned a class into an offset.
+    ///
+    /// # Safety
+    /// As [`Heap::alloc`], with `offset` an entry of [`C_FAST_SLOT`].
+    #[cfg_attr(loom, allow(dead_code))] // only C's malloc uses it
+    #[inline(always)]
+    pub(crate) unsafe fn alloc_pop_at(&self, offset: usize) -> Option<(*mut u8, bool)> {
+        // SAFETY: `offset` is `class * size_of::<ClassSlot>()` for a class
+        // below `NB_CLASSES` (this function's `# Safety`), and `classes`
+        // is the heap's first field (`repr(C)`, checked below
+        // `C_FAST_SLOT`): the slot of that class.
+        let slot = unsafe {
+            &*ptr::from_ref(self)
+                .cast::<u8>()
+                .add(offset)
+                .cast::<ClassSlot>()
+        };
+        // SAFETY: `current` points at one of our attached pools or at
+        // `empty`; owner capacity may pop from them.
+        let block = unsafe { (*slot.current.get()).pop_reuse_first() }?;
         Some((block.as_ptr().cast(), bump(&slot.allocs) & TICK_MASK == 0))
     }
 
@@ -810,5 +858,32 @@ impl Heap {
         // SAFETY: owner capacity (this function's `# Safety`), what
         // `pass_if_due` requires of the heap it is given.
         unsafe { super::purge::pass_if_due(self.registry(), Some(self)) };
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use core::mem::MaybeUninit;
+
+    /// C's fast path finds a class's slot by the offset in `C_FAST_SLOT`:
+    /// every entry must be the address of `classes[C_FAST_CLASS[i]]`
+    /// relative to the heap, as `alloc_pop(class)` would index it.
+    #[test]
+    fn c_fast_slot_is_the_offset_of_the_class_slot() {
+        let heap = MaybeUninit::<Heap>::uninit();
+        let base = heap.as_ptr();
+        for (i, (&offset, &class)) in C_FAST_SLOT.iter().zip(C_FAST_CLASS.iter()).enumerate() {
+            // SAFETY: only the address of a field of the (uninitialised)
+            // heap is taken; nothing is read.
+            let slot = unsafe { ptr::addr_of!((*base).classes[usize::from(class)]) };
+            assert_eq!(
+                slot as usize - base as usize,
+                usize::from(offset),
+                "entry {i} (requests of {} to {} bytes), class {class}",
+                i * 16 + 1,
+                (i + 1) * 16
+            );
+        }
     }
 }
