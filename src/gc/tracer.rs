@@ -604,7 +604,7 @@ unsafe fn run_step<'a, T: Trace + ?Sized + 'a>(
 
 /// How many members ahead of the one it traces a run prefetches (see
 /// [`prefetch_member`]).
-const PREFETCH_AHEAD: usize = 16;
+const PREFETCH_AHEAD: usize = 32;
 
 /// Asks the processor to start loading the header and value of the list
 /// member `p` (null for a hole), which a run will trace soon: a heap
