@@ -15,7 +15,9 @@
 //! ```
 //!
 //! Arguments: `pymem` or `rc`, then one of `leaf`, `binary_trees`,
-//! `big_tree`, `dlists`, `full` (pymem only); an optional third argument repeats the workload
+//! `big_tree`, `dlists`, `full`, `full_reused` (the heap built after one was
+//! freed, as in the bench), `full_shuffled` (the heap's nodes in random
+//! memory order), `stress` (pymem only); an optional third argument repeats the workload
 //! that many times and prints the best CPU time of a repetition.
 
 use std::hint::black_box;
@@ -130,6 +132,35 @@ mod pm {
         nodes
     }
 
+    /// [`live_heap`] built into chunks freed in a random order (a
+    /// xorshift shuffle), so that list order is not memory order. (The
+    /// heap's `Vec` is allocated before the chunks are freed: a large
+    /// request makes glibc merge its freed small chunks back first.)
+    pub fn shuffled_heap(n: usize) -> Vec<Gc<DNode>> {
+        let mut filler: Vec<Gc<DNode>> = (0..n).map(|_| Gc::new(DNode::default())).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in (1..n).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            filler.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut nodes = Vec::with_capacity(n);
+        for f in filler.drain(..) {
+            drop(f);
+        }
+        for _ in 0..n {
+            nodes.push(Gc::new(DNode::default()));
+        }
+        drop(filler);
+        for w in nodes.windows(2) {
+            *w[0].next.borrow_mut() = Some(w[1].clone());
+            *w[1].prev.borrow_mut() = Some(w[0].clone());
+        }
+        gc::collect();
+        nodes
+    }
+
     /// Breaks the heap's links so that dropping it frees everything.
     pub fn free_heap(nodes: Vec<Gc<DNode>>) {
         for n in &nodes {
@@ -138,6 +169,42 @@ mod pm {
         }
         drop(nodes);
         gc::collect();
+    }
+
+    /// The bench's `stress` node.
+    #[derive(Trace, Default)]
+    pub struct GNode {
+        edges: RefCell<Vec<Gc<GNode>>>,
+        parent: RefCell<Option<Gc<GNode>>>,
+    }
+
+    /// The bench's `stress`: `nodes` nodes, `edges` random edges between
+    /// them (the bench's generator), then `rounds` rounds that each drop
+    /// the last 1/rounds of the roots and collect.
+    #[inline(never)]
+    pub fn work_stress(nodes: usize, edges: usize, rounds: usize, seed: u64) -> usize {
+        let mut state = seed;
+        let mut below = |n: usize| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as usize % n
+        };
+        let mut roots: Vec<Gc<GNode>> = (0..nodes).map(|_| Gc::new(GNode::default())).collect();
+        for _ in 0..edges {
+            let a = below(nodes);
+            let b = below(nodes);
+            let t = roots[b].clone();
+            roots[a].edges.borrow_mut().push(t);
+        }
+        let step = nodes / rounds;
+        let mut found = 0;
+        for _ in 0..rounds {
+            let keep = roots.len().saturating_sub(step);
+            roots.truncate(keep);
+            found += gc::collect();
+        }
+        found
     }
 
     /// `full_collect_live/pymem/dirty`: `times` full collections of the
@@ -209,7 +276,7 @@ const LIVE: usize = 1_000_000;
 
 fn run(which: &str, shape: &str, heap: &[pymem::Gc<pm::DNode>]) -> usize {
     match (which, shape) {
-        ("pymem", "full") => pm::work_full(heap, FULL_TIMES),
+        ("pymem", "full" | "full_reused" | "full_shuffled") => pm::work_full(heap, FULL_TIMES),
         ("pymem", "leaf") => {
             pm::work_leaf(black_box(1_000_000));
             1_000_000
@@ -222,9 +289,10 @@ fn run(which: &str, shape: &str, heap: &[pymem::Gc<pm::DNode>]) -> usize {
         ("rc", "binary_trees") => rc::work_binary_trees(black_box(11)),
         ("pymem", "big_tree") => pm::work_big_tree(black_box(19)),
         ("rc", "big_tree") => rc::work_big_tree(black_box(19)),
+        ("pymem", "stress") => pm::work_stress(32 * 1024, 32 * 1024, 32, black_box(7)),
         ("pymem", "dlists") => pm::work_dlists(black_box(30), black_box(4096)),
         ("rc", "dlists") => rc::work_dlists(black_box(30), black_box(4096)),
-        _ => panic!("usage: gc_paths pymem|rc leaf|binary_trees|big_tree|dlists|full [reps]"),
+        _ => panic!("usage: gc_paths pymem|rc leaf|binary_trees|big_tree|dlists|full|full_reused|full_shuffled|stress [reps]"),
     }
 }
 
@@ -232,10 +300,19 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (which, shape) = (args[1].as_str(), args[2].as_str());
     let reps: usize = args.get(3).map_or(1, |r| r.parse().unwrap());
-    let heap = if shape == "full" {
-        pm::live_heap(LIVE)
-    } else {
-        Vec::new()
+    let heap = match shape {
+        "full" => pm::live_heap(LIVE),
+        // As the bench's `full_collect_live` (whose heap is built after
+        // its `pauses` line built and freed one): the nodes reuse the
+        // chunks of a heap freed before.
+        "full_reused" => {
+            pm::free_heap(pm::live_heap(LIVE));
+            pm::live_heap(LIVE)
+        }
+        // The nodes in no order in memory: built into chunks freed in a
+        // random order.
+        "full_shuffled" => pm::shuffled_heap(LIVE),
+        _ => Vec::new(),
     };
     let mut best = Duration::MAX;
     let mut n = 0;
@@ -246,7 +323,7 @@ fn main() {
     }
     if reps > 1 {
         println!("{which} {shape}: {n} -> best of {reps}: {best:?}");
-        if shape == "full" {
+        if shape.starts_with("full") {
             let ns = best.as_nanos() as f64 / (FULL_TIMES * LIVE) as f64;
             println!("  {ns:.2} ns per node per collection");
         }

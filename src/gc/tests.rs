@@ -1362,3 +1362,59 @@ fn count_runs_stop_where_the_collector_must_look() {
         assert_eq!(drops.get(), 1 + 6 + 10 + 5);
     });
 }
+
+/// A run of a range scan in Count mode (`Tracer::count_run`) adds each
+/// member's strong count to its gc_refs without the clamp of
+/// `strong_refs` (issue 9, thirteenth round): it must stop before a member
+/// whose count the clamp would change, so that the collector's loop
+/// clamps it. A garbage ring, one of whose members inside a run holds a
+/// count past 32 bits (phantom handles: references from outside), must
+/// be kept; a run that added that count unclamped (2^32 + 1 read as 1,
+/// which the ring's edge cancels) collected it under those handles (this
+/// test failed so, 6 found, with the run's stop taken out).
+#[test]
+fn count_runs_stop_at_a_count_they_would_clamp() {
+    use super::collector::kept_parents_len;
+    use super::tracer::MAX_COUNT;
+    fresh(|| {
+        gc::disable();
+        let drops = Rc::new(Cell::new(0));
+        let warm: Vec<Gc<Node>> = (0..10).map(|k| node(100 + k, &drops)).collect();
+        for (i, extra) in [1usize << 32, MAX_COUNT as usize].into_iter().enumerate() {
+            // A range scan that finds no candidate turns the links off:
+            // the next one is in Count mode, with runs.
+            for h in &warm {
+                drop(h.clone());
+            }
+            with(|st| st.request_range_scan());
+            assert_eq!(gc::collect(), 0);
+            let mut ring: Vec<Gc<Node>> = (0..6).map(|k| node(k, &drops)).collect();
+            let p = super::header::counts_of(
+                std::ptr::NonNull::new(Gc::as_ptr(&ring[3]).cast_mut()).unwrap(),
+            );
+            let s = super::state::strong(p);
+            // Closed by moving the handles into the edges: only ring[0]
+            // is dirty (its handle's drop), ring[1..] are run members.
+            let first = ring[0].clone();
+            ring[5].edges.borrow_mut().push(first);
+            while ring.len() > 1 {
+                let next = ring.pop().unwrap();
+                ring.last().unwrap().edges.borrow_mut().push(next);
+            }
+            s.set(s.get() + extra);
+            drop(ring);
+            with(|st| st.request_range_scan());
+            assert_eq!(gc::collect(), 0, "extra {extra:#x}");
+            assert_eq!(kept_parents_len(), 0, "a range scan in Count mode");
+            assert_eq!(drops.get(), 6 * i);
+            s.set(s.get() - extra);
+            // (A dirty object, so that the collection is not skipped.)
+            drop(warm[0].clone());
+            with(|st| st.request_range_scan());
+            assert_eq!(gc::collect(), 6);
+            assert_eq!(drops.get(), 6 * i + 6);
+        }
+        drop(warm);
+        assert_eq!(drops.get(), 12 + 10);
+    });
+}

@@ -261,6 +261,7 @@ impl Tracer {
         let word = unsafe { flags_word(obj) };
         let w = word.get();
         if w & (UNTRACKED | LENT_MUT | NO_HEADER) != 0 {
+            rare();
             // An untracked target is not a candidate: not listed, or
             // without a collector header at all (`NO_HEADER`: the word is
             // an untracked object's weak word, never written here). A
@@ -400,33 +401,30 @@ impl Tracer {
             // SAFETY: `obj` is a live tracked object (this function's
             // `# Safety`).
             let vt: *const VTable = unsafe { GcHeader::of(obj) }.vtable();
+            let (first, end) = (self.run_first, self.run_end);
             let mut pos = self.current.wrapping_add(1);
-            while pos < self.run_end {
-                // SAFETY: pos < run_end: a slot of the list buffer, which
-                // does not move (this function's `# Safety`); read alone,
-                // never through a slice (a `trace` that breaks rule 5 may
-                // null one meanwhile).
-                let p = unsafe { *self.run_first.add(pos) };
-                if p.is_null() {
+            // Two loops, so that the members with a slot PREFETCH_AHEAD
+            // further (all but the last few) need no test for it.
+            let ahead_end = end.saturating_sub(PREFETCH_AHEAD);
+            let mut going = true;
+            while pos < ahead_end {
+                // SAFETY: pos + PREFETCH_AHEAD < run_end: a slot of the
+                // list buffer (this function's `# Safety`), read alone.
+                prefetch_member(unsafe { *first.add(pos + PREFETCH_AHEAD) });
+                // SAFETY: pos < run_end; the rest is this function's
+                // `# Safety`.
+                if !unsafe { run_step(&mut t, first, vt, pos, &value) } {
+                    going = false;
                     break;
                 }
-                // SAFETY: a non-null list slot is a listed object, live,
-                // with a live value (the list's invariant).
-                let h = unsafe { GcHeader::of(p) };
-                // (Clean and not lent out: the usual member, as in
-                // `collector::subtract_one`.)
-                if !std::ptr::eq(h.vtable(), vt) || h.gc.get() & (CLEAN | LENT_MUT) != CLEAN {
-                    break;
-                }
-                // SAFETY: pos < run_end <= n (this function's `# Safety`),
-                // the length of the refs array.
-                let r = unsafe { &*self.refs.add(pos) };
-                r.set(r.get().wrapping_add(strong_refs(p)));
-                t.current = pos;
-                // Its vtable is `obj`'s, so `value` reads it (this
-                // function's `# Safety`); not lent out (tested above).
-                value(p).trace(&mut t);
                 pos += 1;
+            }
+            if going {
+                // SAFETY: pos < run_end; the rest is this function's
+                // `# Safety`.
+                while pos < end && unsafe { run_step(&mut t, first, vt, pos, &value) } {
+                    pos += 1;
+                }
             }
             self.current = pos - 1;
         }
@@ -522,6 +520,9 @@ impl Tracer {
     /// drop(held);
     /// assert_eq!(gc::collect(), 1);
     /// ```
+    // (Cold: met only with a mutably borrowed cell, so that the usual
+    // edge of a `RefCell` runs straight through.)
+    #[cold]
     pub fn mark_external(&mut self) {
         if self.mode != Mode::Mark && self.current < self.n {
             if self.external.is_null() {
@@ -539,6 +540,95 @@ impl Tracer {
             r.set(add_ext(r.get()));
         }
     }
+}
+
+/// Marks the path it is called on as rare (what `std::hint::cold_path`
+/// does from Rust 1.95, above this crate's MSRV): LLVM then lays it out of
+/// line, so that the usual path runs straight through (an edge's
+/// decrement needed no jump over the rare code after it: 1 instruction
+/// per edge; issue 9, thirteenth round).
+#[cold]
+#[inline(always)]
+fn rare() {}
+
+/// [`Tracer::count_run`]'s phase 1 for the member at `pos`, if it belongs
+/// to the run (a plain member of the vtable `vt`): its strong count added
+/// to its gc_refs, its value traced through `t`; false where the run stops
+/// (a hole, another vtable, a member dirty or lent out, a count that
+/// [`strong_refs`] would clamp).
+///
+/// # Safety
+/// As [`Tracer::count_run`]'s, with `first` its `run_first`, `vt` the
+/// vtable of its `obj`, `value` its `value`, `t` its copy of the tracer,
+/// and `pos` below its `run_end`.
+#[inline(always)]
+unsafe fn run_step<'a, T: Trace + ?Sized + 'a>(
+    t: &mut Tracer,
+    first: *const ObjPtr,
+    vt: *const VTable,
+    pos: usize,
+    value: &impl Fn(ObjPtr) -> &'a T,
+) -> bool {
+    // SAFETY: pos < run_end: a slot of the list buffer, which does not
+    // move (this function's `# Safety`); read alone, never through a slice
+    // (a `trace` that breaks rule 5 may null one meanwhile).
+    let p = unsafe { *first.add(pos) };
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null list slot is a listed object, live, with a live
+    // value (the list's invariant).
+    let h = unsafe { GcHeader::of(p) };
+    // (Clean and not lent out: the usual member, as in
+    // `collector::subtract_one`.)
+    if !std::ptr::eq(h.vtable(), vt) || h.gc.get() & (CLEAN | LENT_MUT) != CLEAN {
+        return false;
+    }
+    // A count that `strong_refs` would clamp ends the run too (the
+    // collector's loop clamps it): a compare and a branch instead of the
+    // clamp's three instructions.
+    let s = strong(p).get();
+    if s >= MAX_COUNT as usize {
+        return false;
+    }
+    // SAFETY: pos < run_end <= n (this function's `# Safety`), the length
+    // of the refs array.
+    let r = unsafe { &*t.refs.add(pos) };
+    r.set(r.get().wrapping_add(s as Refs));
+    t.current = pos;
+    // Its vtable is `vt`, so `value` reads it (this function's `# Safety`);
+    // not lent out (tested above).
+    value(p).trace(t);
+    true
+}
+
+/// How many members ahead of the one it traces a run prefetches (see
+/// [`prefetch_member`]).
+const PREFETCH_AHEAD: usize = 32;
+
+/// Asks the processor to start loading the header and value of the list
+/// member `p` (null for a hole), which a run will trace soon: a heap
+/// whose list order is not its memory order (built in chunks freed
+/// before, as most long-lived heaps are) otherwise waits for each
+/// member's lines in turn.
+#[inline(always)]
+fn prefetch_member(p: ObjPtr) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = p.cast::<i8>();
+        // SAFETY: `sse` (which `_mm_prefetch` needs) is part of the
+        // x86_64 baseline; a prefetch is a hint that never faults and
+        // reads nothing architecturally, so any address will do, a
+        // hole's null included (the offsets are computed with wrapping
+        // arithmetic, no provenance needed).
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_sub(16));
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(48));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Whether the collector may read the value of `obj` (flagged `LENT_MUT`
