@@ -19,9 +19,10 @@
 //!   `Box`ed AST, evaluated, and dropped, three times.
 //!
 //! Each prints one line:
-//! `program=NAME ms=WALL_MS cpu_ms=CPU_MS hwm_kb=VMHWM check=ok` (`ms` and
-//! `cpu_ms` cover the workload, not the making of its input; `hwm_kb` is
-//! the process's peak RSS, read from `/proc/self/status` at the end).
+//! `program=NAME ms=WALL_MS cpu_ms=CPU_MS faults=MINFLT hwm_kb=VMHWM check=ok`
+//! (`ms`, `cpu_ms` and `faults`, the minor page faults of the process,
+//! cover the workload, not the making of its input; `hwm_kb` is the
+//! process's peak RSS, read from `/proc/self/status` at the end).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -36,7 +37,7 @@ pub const PROGRAMS: [&str; 3] = ["tokio", "rayon", "parse"];
 /// Runs the program named by the first argument and prints its line.
 pub fn main() {
     let name = std::env::args().nth(1).unwrap_or_default();
-    let (ms, cpu, check) = match name.as_str() {
+    let (ms, cpu, faults, check) = match name.as_str() {
         "tokio" => timed(tokio_pipelines),
         "rayon" => timed(rayon_strings),
         "parse" => timed(parse_programs),
@@ -46,7 +47,7 @@ pub fn main() {
         }
     };
     println!(
-        "program={name} ms={ms:.1} cpu_ms={cpu:.1} hwm_kb={} check={}",
+        "program={name} ms={ms:.1} cpu_ms={cpu:.1} faults={faults} hwm_kb={} check={}",
         peak_rss_kb(),
         if check { "ok" } else { "WRONG" }
     );
@@ -56,24 +57,35 @@ pub fn main() {
 }
 
 /// Runs `setup`, then times the workload it returns: wall and CPU time (of
-/// all the process's threads) in milliseconds, and whether its output was
-/// right. On a machine shared with other work the CPU time is the steadier
-/// figure; the wall time also counts waiting for a core.
-fn timed<W: FnOnce() -> bool>(setup: impl FnOnce() -> W) -> (f64, f64, bool) {
+/// all the process's threads) in milliseconds, its minor page faults, and
+/// whether its output was right. On a machine shared with other work the
+/// CPU time is the steadier figure; the wall time also counts waiting for
+/// a core.
+fn timed<W: FnOnce() -> bool>(setup: impl FnOnce() -> W) -> (f64, f64, i64, bool) {
     let work = setup();
-    let (start, cpu) = (Instant::now(), cpu_ms());
+    let (start, before) = (Instant::now(), usage());
     let ok = work();
-    (start.elapsed().as_secs_f64() * 1e3, cpu_ms() - cpu, ok)
+    let after = usage();
+    (
+        start.elapsed().as_secs_f64() * 1e3,
+        cpu_ms(&after) - cpu_ms(&before),
+        after.ru_minflt - before.ru_minflt,
+        ok,
+    )
 }
 
-/// User plus system CPU time of the whole process so far, in milliseconds.
-fn cpu_ms() -> f64 {
+/// The whole process's resource usage so far.
+fn usage() -> libc::rusage {
     // SAFETY: `getrusage` fills the zeroed struct it is given.
-    let usage = unsafe {
+    unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut usage);
         usage
-    };
+    }
+}
+
+/// User plus system CPU time in `usage`, in milliseconds.
+fn cpu_ms(usage: &libc::rusage) -> f64 {
     let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
     ms(usage.ru_utime) + ms(usage.ru_stime)
 }

@@ -275,9 +275,10 @@ impl PyMalloc {
             // headroom): growth that fits stays, if the block holds the
             // new class's size too (the capacity invariant).
             let needed = new_class.map_or(new_size, large_cache::class_size);
-            // SAFETY: `ptr` is a live large block (the layout routed it to
-            // the system allocator).
-            if needed <= unsafe { large::usable_size(ptr) } {
+            // SAFETY: `ptr` is a live large block with `layout` (the layout
+            // routed it to the large path, and C's pool blocks went
+            // elsewhere above).
+            if needed <= unsafe { large::room(ptr, layout) } {
                 large_count::note_resize(&REGISTRY, old_size, new_size);
                 return ptr;
             }

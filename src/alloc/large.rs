@@ -40,6 +40,7 @@ use core::alloc::Layout;
 
 use super::large_cache;
 use super::large_count::{note_alloc, note_free};
+use super::large_map;
 use super::registry::Registry;
 // Used by the glibc entry points, which only glibc targets have.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -134,7 +135,12 @@ pub(crate) unsafe fn alloc(registry: &Registry, layout: Layout, zeroed: bool) ->
     if let Some(class) = large_cache::class_of(layout.size(), layout.align()) {
         return alloc_cached(registry, class, class, layout.size(), zeroed);
     }
-    let ptr = large_cache::system_alloc(layout, zeroed);
+    let ptr = if large_map::serves(layout.size(), layout.align()) {
+        // Zeroed either way: a fresh mapping.
+        large_map::alloc(layout.size())
+    } else {
+        large_cache::system_alloc(layout, zeroed)
+    };
     if !ptr.is_null() {
         note_alloc(registry, layout.size());
     }
@@ -220,6 +226,12 @@ pub(crate) unsafe fn dealloc(registry: &Registry, ptr: *mut u8, layout: Layout) 
         // `realloc` with this layout, which has a class, so the block holds
         // the class's size (the capacity invariant, `large_cache`).
         return unsafe { dealloc_cached(class, ptr) };
+    }
+    if large_map::serves(layout.size(), layout.align()) {
+        // SAFETY: `dealloc`'s contract: a live block of this layout, which
+        // `large_map` serves, so a mapped block of its size (the mapping
+        // invariant).
+        return unsafe { large_map::free(ptr, layout.size()) };
     }
     // SAFETY: `dealloc`'s contract: a live block from `alloc` (so from
     // `system_alloc`) or `realloc` with this layout.
@@ -312,6 +324,18 @@ pub(crate) unsafe fn realloc(
     }
     // The caller (`realloc_large`) took C's pool blocks elsewhere.
     debug_assert!(!is_c_pool_block(ptr));
+    let old_mapped = large_map::serves(layout.size(), layout.align());
+    if old_mapped || large_map::serves(new_size, layout.align()) {
+        // SAFETY: `realloc`'s contract: a live block of `layout`, a mapped
+        // block if `old_mapped` (the mapping invariant), else the system
+        // allocator's; `capacity >= new_size` is a valid size for
+        // `layout.align()`.
+        let new = unsafe { realloc_mapped(ptr, layout, new_size, capacity, old_mapped) };
+        if !new.is_null() {
+            super::large_count::note_resize(registry, layout.size(), new_size);
+        }
+        return new;
+    }
     #[cfg(feature = "override")]
     // SAFETY: `realloc`'s contract: a live block from `glibc::alloc` (under
     // `override`) of `layout.size()` bytes, aligned as `layout` says;
@@ -338,6 +362,83 @@ pub(crate) unsafe fn realloc(
         super::large_count::note_resize(registry, layout.size(), new_size);
     }
     new
+}
+
+/// `realloc` where the old block, the new one or both are mapped blocks
+/// (`large_map`): a mapping is resized by the OS (its pages move, nothing
+/// is copied); a block crossing [`large_map::MAP_MIN`] moves between the
+/// system allocator and a mapping, with a copy. A new system block is
+/// asked for `capacity` bytes (so a cache class's block holds its class's
+/// size: the capacity invariant), a new mapping for `new_size` (its
+/// length follows from the size it will be freed with: the mapping
+/// invariant). Null on failure, the old block untouched.
+///
+/// # Safety
+/// `ptr` must be a live block of `layout`, a mapped one exactly when
+/// `old_mapped`; `capacity >= new_size` must be a valid layout size for
+/// `layout.align()`; `new_size` or `layout` must be served by `large_map`.
+#[cold]
+unsafe fn realloc_mapped(
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+    capacity: usize,
+    old_mapped: bool,
+) -> *mut u8 {
+    let new_mapped = large_map::serves(new_size, layout.align());
+    if old_mapped && new_mapped {
+        // SAFETY: a live mapped block of `layout.size()` bytes (this
+        // function's `# Safety`).
+        return unsafe { large_map::resize(ptr, layout.size(), new_size) };
+    }
+    let new = if new_mapped {
+        large_map::alloc(new_size)
+    } else {
+        // SAFETY: `capacity` is a valid size for the alignment (this
+        // function's `# Safety`).
+        let new_layout = unsafe { Layout::from_size_align_unchecked(capacity, layout.align()) };
+        large_cache::system_alloc(new_layout, false)
+    };
+    if new.is_null() {
+        return new;
+    }
+    // SAFETY: `ptr` holds `layout.size()` bytes and `new` at least
+    // `new_size`; two live blocks, distinct.
+    unsafe { core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+    if old_mapped {
+        // SAFETY: a live mapped block of `layout.size()` bytes, given up
+        // now that its contents are copied.
+        unsafe { large_map::free(ptr, layout.size()) };
+    } else {
+        // SAFETY: a live block of the system allocator's with `layout`
+        // (from `system_alloc` or its `realloc`), given up.
+        unsafe { large_cache::system_free(ptr, layout) };
+    }
+    new
+}
+
+/// Bytes the block at `ptr`, live with `layout`, can grow to in place
+/// while keeping its routing: a mapped block's whole pages, or what the
+/// system allocator's block holds ([`usable_size`]) but less than
+/// [`large_map::MAP_MIN`], so that a block routed by its new layout to a
+/// mapping is one (the mapping invariant: growth across the threshold
+/// moves the block, in [`realloc`]).
+///
+/// # Safety
+/// As [`usable_size`], with `layout` the block's.
+#[inline]
+pub(crate) unsafe fn room(ptr: *mut u8, layout: Layout) -> usize {
+    if large_map::serves(layout.size(), layout.align()) {
+        return large_map::mapping_len(layout.size());
+    }
+    // SAFETY: a live block of the system allocator's (this function's
+    // `# Safety`, and not a mapped block).
+    let usable = unsafe { usable_size(ptr) };
+    if large_map::serves(usable, layout.align()) {
+        large_map::MAP_MIN - 1
+    } else {
+        usable
+    }
 }
 
 /// Bytes the block at `ptr` can hold without moving (the system allocator's

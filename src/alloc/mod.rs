@@ -150,6 +150,8 @@ mod large;
 mod large_cache;
 #[cfg_attr(loom, allow(dead_code))]
 mod large_count;
+#[cfg(not(loom))]
+mod large_map;
 #[cfg(loom)]
 pub mod model;
 pub(crate) mod os;

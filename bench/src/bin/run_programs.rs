@@ -2,7 +2,7 @@
 //! every repetition runs every program once per allocator, the allocators
 //! in an order rotated from one repetition to the next, so that a burst of
 //! load on the machine falls on all of them alike. Prints each run, then
-//! the medians (workload time and peak RSS) and their geometric means.
+//! the medians (workload time, page faults and peak RSS) and their geometric means.
 //!
 //! ```sh
 //! cargo build --release --manifest-path bench/Cargo.toml --bins
@@ -18,6 +18,7 @@ const PROGRAMS: [&str; 3] = ["tokio", "rayon", "parse"];
 struct Run {
     ms: f64,
     cpu_ms: f64,
+    faults: f64,
     hwm_kb: f64,
 }
 
@@ -42,6 +43,7 @@ fn run(dir: &Path, allocator: &str, program: &str) -> Run {
     Run {
         ms: field("ms="),
         cpu_ms: field("cpu_ms="),
+        faults: field("faults="),
         hwm_kb: field("hwm_kb="),
     }
 }
@@ -97,19 +99,21 @@ fn main() {
                 let a = (k + rep) % ALLOCATORS.len();
                 let r = run(&dir, ALLOCATORS[a], program);
                 eprintln!(
-                    "rep {rep} {program:6} {:9} {:9.1} ms {:9.1} ms CPU {:8.1} MiB",
+                    "rep {rep} {program:6} {:9} {:9.1} ms {:9.1} ms CPU {:8.0} faults {:8.1} MiB",
                     ALLOCATORS[a],
                     r.ms,
                     r.cpu_ms,
+                    r.faults,
                     r.hwm_kb / 1024.0
                 );
                 runs[p][a].push(r);
             }
         }
     }
-    let metrics: [Metric; 3] = [
+    let metrics: [Metric; 4] = [
         ("workload wall time, ms", |r| r.ms, 3),
         ("workload CPU time (all threads), ms", |r| r.cpu_ms, 3),
+        ("workload minor page faults", |r| r.faults, 3),
         ("peak RSS (VmHWM), MiB", |r| r.hwm_kb / 1024.0, 1),
     ];
     for (title, metric, versus) in metrics {
