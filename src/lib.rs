@@ -6,7 +6,8 @@
 //!   [`SMALL_REQUEST_THRESHOLD`] bytes are served from size-class pools
 //!   carved out of arenas, as CPython's `pymalloc` does, each thread
 //!   allocating from pools it owns with no lock on the fast path. Larger
-//!   requests go to the system allocator.
+//!   requests go to the system allocator, and those of 1.75 MiB and more
+//!   to mappings of PyMalloc's own, backed by transparent huge pages.
 //! * [`Gc<T>`] and [`Weak<T>`], reference-counted pointers like `Rc` and
 //!   `rc::Weak`, plus CPython's generational cycle collector ([`gc`]), so
 //!   reference cycles are reclaimed instead of leaked.

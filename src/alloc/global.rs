@@ -234,8 +234,8 @@ impl PyMalloc {
         unsafe { Self::realloc_move(ptr, layout, new_size, Some(target)) }
     }
 
-    /// `realloc` of a block of the system allocator's to a size above the
-    /// small threshold.
+    /// `realloc` of a large block (the system allocator's, or a mapping of
+    /// ours: `large_map`) to a size above the small threshold.
     ///
     /// A block of a cache class ([`large_cache`]: up to 8 KiB) holds its
     /// class's size, so a new size within it returns the same block; a new
@@ -487,8 +487,11 @@ fn stays_in_cache_class(layout: Layout, new_size: usize) -> bool {
 
 // SAFETY: every block handed out is a distinct, live range of at least
 // `layout.size()` bytes aligned to `layout.align()` (see `size_class`), and
-// is not handed out again until freed; large requests are System's. The
-// debug hooks hand out the middle of a larger such block.
+// is not handed out again until freed; a large request's block is the
+// system allocator's, or a mapping of ours for 1.75 MiB and more
+// (`large_map`, routed by the layout, so freed the way it was made: the
+// mapping invariant). The debug hooks hand out the middle of a larger such
+// block.
 unsafe impl GlobalAlloc for PyMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

@@ -5,7 +5,9 @@
 //! # Where they come from
 //!
 //! As a Rust `#[global_allocator]` alone, PyMalloc passes them to
-//! `std::alloc::System`, that is to the process's `malloc`.
+//! `std::alloc::System`, that is to the process's `malloc`, except those
+//! of 1.75 MiB and more (aligned to at most a page), which it maps itself,
+//! aligned to 2 MiB and advised for huge pages ([`super::large_map`]).
 //!
 //! Once PyMalloc *is* the process's `malloc` (the `override` feature, or
 //! the `pymem-malloc` preload), `System` would call us again. They then
@@ -136,8 +138,7 @@ pub(crate) unsafe fn alloc(registry: &Registry, layout: Layout, zeroed: bool) ->
         return alloc_cached(registry, class, class, layout.size(), zeroed);
     }
     let ptr = if large_map::serves(layout.size(), layout.align()) {
-        // Zeroed either way: a fresh mapping.
-        large_map::alloc(layout.size())
+        large_map::alloc(layout.size(), zeroed)
     } else {
         large_cache::system_alloc(layout, zeroed)
     };
@@ -392,7 +393,7 @@ unsafe fn realloc_mapped(
         return unsafe { large_map::resize(ptr, layout.size(), new_size) };
     }
     let new = if new_mapped {
-        large_map::alloc(new_size)
+        large_map::alloc(new_size, false)
     } else {
         // SAFETY: `capacity` is a valid size for the alignment (this
         // function's `# Safety`).

@@ -29,21 +29,47 @@
 //! [`mapping_len`] of its size bytes starting at the block). A `realloc`
 //! that crosses [`MAP_MIN`] moves the block between the system allocator
 //! and a mapping (`large::realloc`), and growth in place never crosses it
-//! (`large::usable_size` caps a system block's room below [`MAP_MIN`]).
+//! (`large::room` caps a system block's room below [`MAP_MIN`]).
 //!
 //! Off where the large-block cache is off ([`large_cache::DISABLED`]):
 //! under `override`, every pointer outside the arenas must be glibc's
 //! (C's `free` has no size to route by), and under AddressSanitizer every
 //! block must be the system allocator's for its reports. Off under loom.
 //!
-//! # Memory return
+//! # Memory return, and the few mappings kept
 //!
-//! A freed block is unmapped at once: nothing is kept, so the resident
-//! set falls with the `free` and no pass or release is involved.
+//! A freed block of at most [`KEEP_MAX_LEN`] bytes goes into one of
+//! [`KEEP_SLOTS`] slots of a process-wide cache when one is free, else it
+//! is unmapped at once. `alloc` takes a kept mapping before it maps a new
+//! one: a longer one is split (the block at its start, the rest kept), a
+//! shorter one grown by `mremap`. A block that grows takes the kept
+//! mapping that starts where it ends, if that is long enough (the rest of
+//! a split, typically), without a system call. So a program that
+//! allocates and frees a scratch buffer of a few MiB in a loop (a `Vec`
+//! of 2 MiB, or one grown by `push` to 16 MiB, say) pays neither the
+//! system calls nor the kernel's zeroing of fresh huge pages per round:
+//! review 7 measured such loops 1.5 to 20 times slower when every free
+//! unmapped. The cache holds
+//! at most `KEEP_SLOTS * KEEP_MAX_LEN` (64 MiB, the cap issue 8 puts on
+//! retained empty memory), it is reported in
+//! [`AllocStats::large_bytes_cached`](crate::AllocStats::large_bytes_cached),
+//! and every pass returns what has been kept longer than the pass's age
+//! ([`reclaim`]: the arenas' retention of 200 ms, the background thread's
+//! interval, or everything for `release_free_memory()`).
+//!
+//! The slots are lock-free: a slot is a pointer, swapped out by the one
+//! thread that takes its mapping and set by a compare-and-swap from null
+//! by the one that puts one in. A kept mapping describes itself in its
+//! first two words (its length and the time it was freed), written before
+//! the release that publishes it and read after the acquire that takes
+//! it. A `fork` in the middle of a take or a put leaves at most one
+//! mapping unreachable in the child (a leak of that mapping, no more).
 //!
 //! [`large_cache::DISABLED`]: super::large_cache::DISABLED
 
 use core::ptr;
+// Not `crate::sync`'s: statics, and this module is off under loom.
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use super::os;
 use super::size_class::PAGE_SIZE;
@@ -92,12 +118,101 @@ pub(crate) fn mapping_len(size: usize) -> usize {
     }
 }
 
-/// Maps a block of `size` bytes (which [`serves`]), zeroed (as every fresh
-/// anonymous mapping is), aligned to 2 MiB and advised for huge pages.
-/// Null when the OS refuses.
-pub(crate) fn alloc(size: usize) -> *mut u8 {
+/// How many freed mappings the process keeps for reuse (see the module
+/// docs, "Memory return").
+const KEEP_SLOTS: usize = 4;
+
+/// The longest mapping kept (longer ones are unmapped at free).
+const KEEP_MAX_LEN: usize = 16 << 20;
+
+/// The kept mappings: null, or a mapping of ours that no block uses, whose
+/// first word is its length and second the `os::now_ms()` of its free
+/// (the *kept-mapping invariant*).
+static KEPT: [AtomicPtr<u8>; KEEP_SLOTS] = [const { AtomicPtr::new(ptr::null_mut()) }; KEEP_SLOTS];
+
+/// Bytes of the mappings in [`KEPT`] (approximate while a take or put
+/// runs: updated after the slot).
+static KEPT_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes the mapping out of slot `i`, if any: (its start, its length).
+fn take_slot(i: usize) -> Option<(*mut u8, usize)> {
+    // Acquire: pairs with the Release of `put`, so the length written into
+    // the mapping before it was published is read here. A swap, so that
+    // exactly one thread owns what it took.
+    let p = KEPT[i].swap(ptr::null_mut(), Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a kept mapping's first word is its length (the kept-mapping
+    // invariant), published before the slot was set; the mapping is ours
+    // alone now (the swap took it).
+    let len = unsafe { p.cast::<usize>().read() };
+    // Relaxed: a statistic.
+    KEPT_BYTES.fetch_sub(len, Ordering::Relaxed);
+    Some((p, len))
+}
+
+/// Keeps the unused mapping `p` of `len` bytes in a free slot, stamped
+/// `now`; false (the mapping still the caller's) when every slot is full.
+///
+/// # Safety
+/// `p..p + len` must be a mapping of ours that nothing uses.
+unsafe fn put(p: *mut u8, len: usize, now: u64) -> bool {
+    // SAFETY: the mapping is ours and unused (this function's `# Safety`),
+    // at least a page long, so its first two words may be written.
+    unsafe {
+        p.cast::<usize>().write(len);
+        p.cast::<u64>().add(1).write(now);
+    }
+    for slot in &KEPT {
+        // Release: publishes the two words written above to the taker's
+        // Acquire. Relaxed on failure: nothing was published.
+        if slot
+            .compare_exchange(ptr::null_mut(), p, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            KEPT_BYTES.fetch_add(len, Ordering::Relaxed);
+            return true;
+        }
+    }
+    false
+}
+
+/// Maps a block of `size` bytes (which [`serves`]), aligned to 2 MiB and
+/// advised for huge pages: a kept mapping if there is one (resized to the
+/// block's length; zeroed again if `zeroed`), else a fresh one (zeroed, as
+/// every fresh anonymous mapping is). Null when the OS refuses.
+pub(crate) fn alloc(size: usize, zeroed: bool) -> *mut u8 {
     debug_assert!(serves(size, 1));
     let len = mapping_len(size);
+    for i in 0..KEEP_SLOTS {
+        let Some((p, kept_len)) = take_slot(i) else {
+            continue;
+        };
+        let p = if kept_len > len {
+            // Split: the tail stays kept (or goes back to the OS), so that
+            // a block that grows next finds its resident pages there
+            // (`resize_len`).
+            // SAFETY: `p + len..p + kept_len` is the unused rest of the
+            // mapping taken from its slot (`len` < `kept_len`, both whole
+            // pages).
+            unsafe { keep_or_unmap(p.add(len), kept_len - len) };
+            p
+        } else {
+            // SAFETY: `p..p + kept_len` is a mapping of ours that nothing
+            // uses (taken from its slot), and `len` a whole number of pages.
+            unsafe { remap(p, kept_len, len) }
+        };
+        if p.is_null() {
+            // The OS refused (the mapping was unmapped): map a fresh one.
+            break;
+        }
+        if zeroed {
+            // SAFETY: `p..p + len` is ours now, the block's mapping.
+            unsafe { p.write_bytes(0, size) };
+        }
+        return p;
+    }
     let ptr = os::map_aligned(len, HUGE_PAGE);
     if !ptr.is_null() && os::huge_pages_enabled() {
         // SAFETY: a fresh mapping of ours of `len` bytes, page-aligned.
@@ -106,16 +221,101 @@ pub(crate) fn alloc(size: usize) -> *mut u8 {
     ptr
 }
 
-/// Unmaps a mapped block.
+/// Frees a mapped block: kept for reuse if it is short enough and a slot
+/// is free, else unmapped.
 ///
 /// # Safety
 /// `ptr` must be a live mapped block of `size` bytes (the mapping
 /// invariant: its layout's size), freed by the caller.
 pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
-    // SAFETY: the block is the whole mapping of `mapping_len(size)` bytes
-    // that `alloc` or `resize` made (this function's `# Safety`), which
-    // nobody uses any more.
-    unsafe { os::unmap(ptr, mapping_len(size)) }
+    let len = mapping_len(size);
+    // SAFETY: the block is the whole mapping of `len` bytes that `alloc`
+    // or `resize` made (this function's `# Safety`), which nobody uses
+    // any more.
+    if len <= KEEP_MAX_LEN && unsafe { put(ptr, len, os::now_ms()) } {
+        return;
+    }
+    // SAFETY: as above; not kept, so unmapped here.
+    unsafe { os::unmap(ptr, len) }
+}
+
+/// A pass's part (see `purge::pass`): unmaps the kept mappings freed at
+/// least `age_ms` before `now` (all of them for an age of 0). Returns the
+/// bytes unmapped.
+pub(crate) fn reclaim(now: u64, age_ms: u64) -> usize {
+    let mut returned = 0;
+    for i in 0..KEEP_SLOTS {
+        let Some((p, len)) = take_slot(i) else {
+            continue;
+        };
+        // SAFETY: the second word of a kept mapping is its free's time
+        // (the kept-mapping invariant); it is ours alone (taken).
+        let freed = unsafe { p.cast::<u64>().add(1).read() };
+        // SAFETY: `p..p + len` is a mapping of ours nobody uses (taken).
+        if age_ms == 0 || now.saturating_sub(freed) >= age_ms || !unsafe { put(p, len, freed) } {
+            // SAFETY: as above, and not put back.
+            unsafe { os::unmap(p, len) };
+            returned += len;
+        }
+    }
+    returned
+}
+
+/// Takes the kept mapping that starts at `at`, if there is one: its length.
+fn take_at(at: *mut u8) -> Option<usize> {
+    for slot in &KEPT {
+        // Acquire on success: as in `take_slot` (the length written before
+        // the mapping was published). Relaxed on failure: nothing is read.
+        if slot
+            .compare_exchange(at, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: a kept mapping's first word is its length (the
+            // kept-mapping invariant); ours alone now (the exchange took it).
+            let len = unsafe { at.cast::<usize>().read() };
+            KEPT_BYTES.fetch_sub(len, Ordering::Relaxed);
+            return Some(len);
+        }
+    }
+    None
+}
+
+/// Keeps the unused range `p..p + len` of a mapping of ours (whole pages)
+/// if it is short enough and a slot is free, else unmaps it.
+///
+/// # Safety
+/// `p..p + len` must be mapped by us, page-aligned, and used by nothing.
+unsafe fn keep_or_unmap(p: *mut u8, len: usize) {
+    // SAFETY: mapped by us and unused (this function's `# Safety`).
+    if len <= KEEP_MAX_LEN && unsafe { put(p, len, os::now_ms()) } {
+        return;
+    }
+    // SAFETY: as above, and not kept.
+    unsafe { os::unmap(p, len) }
+}
+
+/// Bytes of the mappings kept for reuse (in
+/// [`AllocStats::large_bytes_cached`](crate::AllocStats::large_bytes_cached)).
+pub(crate) fn kept_bytes() -> usize {
+    KEPT_BYTES.load(Ordering::Relaxed)
+}
+
+/// Resizes the unused mapping `p` of `old_len` bytes to `new_len` (both
+/// whole pages), where it lies or by moving its pages to a fresh 2
+/// MiB-aligned range. Null when the OS refuses, the mapping then
+/// unmapped.
+///
+/// # Safety
+/// `p..p + old_len` must be a mapping of ours that nothing uses.
+unsafe fn remap(p: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
+    // SAFETY: a mapping of ours of `old_len` bytes (this function's
+    // `# Safety`); its contents do not matter.
+    let q = unsafe { resize_len(p, old_len, new_len) };
+    if q.is_null() {
+        // SAFETY: as above: `resize_len` left it as it was.
+        unsafe { os::unmap(p, old_len) };
+    }
+    q
 }
 
 /// Resizes a mapped block of `old_size` bytes to `new_size` (both
@@ -127,9 +327,40 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
 /// # Safety
 /// `ptr` must be a live mapped block of `old_size` bytes.
 pub(crate) unsafe fn resize(ptr: *mut u8, old_size: usize, new_size: usize) -> *mut u8 {
-    let (old_len, new_len) = (mapping_len(old_size), mapping_len(new_size));
+    // SAFETY: a live mapped block of `old_size` bytes is a mapping of
+    // `mapping_len(old_size)` bytes (the mapping invariant).
+    unsafe { resize_len(ptr, mapping_len(old_size), mapping_len(new_size)) }
+}
+
+/// [`resize`] by the mappings' lengths (whole pages).
+///
+/// # Safety
+/// `ptr..ptr + old_len` must be a mapping of ours.
+unsafe fn resize_len(ptr: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
     if old_len == new_len {
         return ptr;
+    }
+    if new_len > old_len {
+        // SAFETY: `ptr + old_len` is the end of our mapping (this
+        // function's `# Safety`), an address a kept mapping may start at.
+        let at = unsafe { ptr.add(old_len) };
+        if let Some(next) = take_at(at) {
+            if old_len + next >= new_len {
+                // The kept mapping right after the block (the tail of a
+                // split, typically) holds the growth: its pages are
+                // resident, and no system call is needed.
+                if old_len + next > new_len {
+                    // SAFETY: the rest of the kept mapping taken, unused,
+                    // whole pages (both lengths are).
+                    unsafe { keep_or_unmap(ptr.add(new_len), old_len + next - new_len) };
+                }
+                return ptr;
+            }
+            // Too short: back where it was (or to the OS), and the block
+            // moves as below.
+            // SAFETY: the kept mapping just taken, unused.
+            unsafe { keep_or_unmap(at, next) };
+        }
     }
     // SAFETY: `ptr..ptr + old_len` is our mapping (this function's
     // `# Safety`); without MREMAP_MAYMOVE the kernel resizes it where it
@@ -157,9 +388,16 @@ pub(crate) unsafe fn resize(ptr: *mut u8, old_size: usize, new_size: usize) -> *
         )
     };
     if moved == libc::MAP_FAILED {
-        // SAFETY: `target` is the fresh mapping made above, not used.
-        unsafe { os::unmap(target, new_len) };
-        return ptr::null_mut();
+        // The block spans two of the kernel's mappings (a kept neighbour
+        // the kernel did not merge with it joined it above), which
+        // `mremap` cannot move: copy it.
+        // SAFETY: `ptr..ptr + old_len` is ours and `target..target +
+        // new_len` a fresh mapping of ours: two distinct ranges.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, target, old_len.min(new_len));
+            os::unmap(ptr, old_len);
+        }
+        return target;
     }
     moved.cast()
 }

@@ -63,7 +63,9 @@ pub struct AllocStats {
     pub small_blocks_in_use: usize,
     /// Bytes in those blocks (block sizes, not requested sizes).
     pub small_bytes_in_use: usize,
-    /// Allocations forwarded to the system allocator and not yet freed.
+    /// Allocations above the small threshold (forwarded to the system
+    /// allocator, or mapped by PyMalloc for 1.75 MiB and more) not yet
+    /// freed.
     pub large_allocs_in_use: usize,
     /// Bytes requested by those allocations (the sizes last asked of
     /// `alloc` or `realloc`).
@@ -78,6 +80,11 @@ pub struct AllocStats {
     /// process forked: left alone, at most 64 KiB). Always 0 under the
     /// `override` feature, which has no cache (C code may free Rust's
     /// blocks and the other way round).
+    ///
+    /// Also counted here: the freed mappings of blocks of 1.75 MiB and
+    /// more that the process keeps to serve the next such request (at
+    /// most four of at most 16 MiB each, unmapped once kept for 200 ms or
+    /// by [`release_free_memory`]).
     ///
     /// [`release_free_memory`]: crate::release_free_memory
     pub large_bytes_cached: usize,
@@ -197,7 +204,7 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
         small_bytes_in_use,
         large_allocs_in_use: large.blocks,
         large_bytes_in_use,
-        large_bytes_cached: cached,
+        large_bytes_cached: cached + super::large_map::kept_bytes(),
         peak_bytes_in_use: peak.max(arena_bytes + large_bytes_in_use),
         heaps,
         heaps_parked: parked,
