@@ -46,7 +46,7 @@ fn scratch<A: GlobalAlloc>(a: &A, n: u64, size: usize) -> Duration {
     for _ in 0..n * 1_000 {
         // SAFETY: a non-zero size; the block is freed with its layout.
         unsafe {
-            let p = a.alloc(layout);
+            let p = std::hint::black_box(a.alloc(layout));
             assert!(!p.is_null());
             for i in (0..size).step_by(4096) {
                 p.add(i).write(i as u8);
@@ -68,9 +68,9 @@ fn grow<A: GlobalAlloc>(a: &A, n: u64, max: usize) -> Duration {
         // SAFETY: non-zero sizes; each block resized and freed with the
         // layout it has.
         unsafe {
-            let mut p = a.alloc(layout);
+            let mut p = std::hint::black_box(a.alloc(layout));
             while size < max {
-                p = a.realloc(p, layout, size * 2);
+                p = std::hint::black_box(a.realloc(p, layout, size * 2));
                 assert!(!p.is_null());
                 for i in (size..size * 2).step_by(4096) {
                     p.add(i).write(i as u8);
