@@ -76,6 +76,16 @@ mod sync;
 
 pub mod gc;
 
+/// Marks the path that calls it as the unlikely one, as
+/// `core::hint::cold_path` does from Rust 1.95 (newer than this crate's
+/// minimum): a call of a `#[cold]` function weighs its branch down, so
+/// LLVM lays that path out of line, and inlined it leaves no code. Used
+/// where the usual path must run straight through (C's `malloc` popping a
+/// freed block, the tracer's edge to a tracked object).
+#[cold]
+#[inline(always)]
+pub(crate) fn cold_path() {}
+
 pub use gc::{Gc, Trace, Tracer, Weak};
 /// `#[derive(Trace)]`: implements [`Trace`] for structs (named, tuple,
 /// unit) and enums, generic or not, visiting every field;

@@ -541,7 +541,7 @@ impl Pool {
             // function's `# Safety`).
             return Some(unsafe { self.unlink_free(block) });
         }
-        carve_path();
+        crate::cold_path();
         self.carve_one()
     }
 
@@ -669,10 +669,3 @@ impl Pool {
         }
     }
 }
-
-/// Marks the path that calls it as the unlikely one (`core::hint::cold_path`,
-/// which is newer than this crate's minimum Rust): a call of a `#[cold]`
-/// function weighs its branch down, and inlined it leaves no code.
-#[cold]
-#[inline(always)]
-fn carve_path() {}

@@ -261,7 +261,9 @@ impl Tracer {
         let word = unsafe { flags_word(obj) };
         let w = word.get();
         if w & (UNTRACKED | LENT_MUT | NO_HEADER) != 0 {
-            rare();
+            // Laid out of line: an edge's decrement needs no jump over
+            // this code (1 instruction per edge; issue 9, thirteenth round).
+            crate::cold_path();
             // An untracked target is not a candidate: not listed, or
             // without a collector header at all (`NO_HEADER`: the word is
             // an untracked object's weak word, never written here). A
@@ -541,15 +543,6 @@ impl Tracer {
         }
     }
 }
-
-/// Marks the path it is called on as rare (what `std::hint::cold_path`
-/// does from Rust 1.95, above this crate's MSRV): LLVM then lays it out of
-/// line, so that the usual path runs straight through (an edge's
-/// decrement needed no jump over the rare code after it: 1 instruction
-/// per edge; issue 9, thirteenth round).
-#[cold]
-#[inline(always)]
-fn rare() {}
 
 /// [`Tracer::count_run`]'s phase 1 for the member at `pos`, if it belongs
 /// to the run (a plain member of the vtable `vt`): its strong count added
