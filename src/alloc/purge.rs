@@ -400,6 +400,7 @@ pub(crate) unsafe fn pass(registry: &Registry, me: Option<&Heap>, kind: PassKind
     let slot_age = if age == 0 { 0 } else { DECOMMIT_MS };
     let mut returned = 0;
     super::large_cache::pass(registry, now, age);
+    #[cfg(not(loom))]
     super::large_map::reclaim(now, age);
     let is_me = |heap: &Heap| me.is_some_and(|m| ptr::eq(m, heap));
     if let Some(me) = me {

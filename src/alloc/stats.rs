@@ -194,6 +194,12 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
     let large_bytes_in_use = large.bytes;
     let peak = registry.peak_bytes.load(Ordering::Relaxed);
     let retained = registry.retained_bytes.load(Ordering::Relaxed);
+    // The freed large mappings kept for reuse (none under loom, which
+    // leaves the large paths out).
+    #[cfg(not(loom))]
+    let kept_mappings = super::large_map::kept_bytes();
+    #[cfg(loom)]
+    let kept_mappings = 0;
     AllocStats {
         arenas_in_use: arena_bytes / ARENA_SIZE,
         arenas_allocated_total: registry.arenas_allocated_total.load(Ordering::Relaxed),
@@ -204,7 +210,7 @@ pub(crate) fn snapshot(registry: &Registry) -> AllocStats {
         small_bytes_in_use,
         large_allocs_in_use: large.blocks,
         large_bytes_in_use,
-        large_bytes_cached: cached + super::large_map::kept_bytes(),
+        large_bytes_cached: cached + kept_mappings,
         peak_bytes_in_use: peak.max(arena_bytes + large_bytes_in_use),
         heaps,
         heaps_parked: parked,
