@@ -236,7 +236,7 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
         return;
     }
     // SAFETY: as above; not kept, so unmapped here.
-    unsafe { os::unmap(ptr, len) }
+    unsafe { unmap(ptr, len) }
 }
 
 /// A pass's part (see `purge::pass`): unmaps the kept mappings freed at
@@ -254,7 +254,7 @@ pub(crate) fn reclaim(now: u64, age_ms: u64) -> usize {
         // SAFETY: `p..p + len` is a mapping of ours nobody uses (taken).
         if age_ms == 0 || now.saturating_sub(freed) >= age_ms || !unsafe { put(p, len, freed) } {
             // SAFETY: as above, and not put back.
-            unsafe { os::unmap(p, len) };
+            unsafe { unmap(p, len) };
             returned += len;
         }
     }
@@ -291,13 +291,33 @@ unsafe fn keep_or_unmap(p: *mut u8, len: usize) {
         return;
     }
     // SAFETY: as above, and not kept.
-    unsafe { os::unmap(p, len) }
+    unsafe { unmap(p, len) }
 }
 
 /// Bytes of the mappings kept for reuse (in
 /// [`AllocStats::large_bytes_cached`](crate::AllocStats::large_bytes_cached)).
 pub(crate) fn kept_bytes() -> usize {
     KEPT_BYTES.load(Ordering::Relaxed)
+}
+
+/// Unmaps `p..p + len`, a range of one or more of our mappings (whole
+/// pages) that nothing uses. Unlike `os::unmap`, a failure is not fatal:
+/// unmapping the middle of a mapping splits it in two, which the kernel
+/// refuses (`ENOMEM`) once the process has `vm.max_map_count` mappings
+/// (review 7, by reading; the kept mappings' splits add mappings). The
+/// pages are then dropped with `MADV_DONTNEED` (the resident set falls
+/// all the same) and the address range is left reserved, as glibc does
+/// with a failed `munmap`.
+///
+/// # Safety
+/// `p..p + len` must be mapped by us, page-aligned, and used by nothing.
+unsafe fn unmap(p: *mut u8, len: usize) {
+    // SAFETY: ours and unused (this function's `# Safety`).
+    if unsafe { libc::munmap(p.cast(), len) } != 0 {
+        // SAFETY: as above; the range is still mapped (munmap failed and
+        // changed nothing), and nobody reads it before writing.
+        unsafe { os::decommit(p, len) };
+    }
 }
 
 /// Resizes the unused mapping `p` of `old_len` bytes to `new_len` (both
@@ -313,7 +333,7 @@ unsafe fn remap(p: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
     let q = unsafe { resize_len(p, old_len, new_len) };
     if q.is_null() {
         // SAFETY: as above: `resize_len` left it as it was.
-        unsafe { os::unmap(p, old_len) };
+        unsafe { unmap(p, old_len) };
     }
     q
 }
@@ -395,7 +415,7 @@ unsafe fn resize_len(ptr: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
         // new_len` a fresh mapping of ours: two distinct ranges.
         unsafe {
             ptr::copy_nonoverlapping(ptr, target, old_len.min(new_len));
-            os::unmap(ptr, old_len);
+            unmap(ptr, old_len);
         }
         return target;
     }
