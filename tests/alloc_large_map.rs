@@ -213,3 +213,73 @@ fn a_freed_block_leaves_the_resident_set() {
         "freeing 64 MiB took the resident set from {with} to {without} KiB"
     );
 }
+
+/// Threads allocating, growing, shrinking and freeing mapped blocks while
+/// another returns the kept mappings: no two live blocks share memory (each
+/// block's pages keep the pattern its owner wrote) and every block is where
+/// its layout says (the kept mappings' slots are taken by one thread each).
+#[test]
+fn kept_mappings_under_threads() {
+    let releaser_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = releaser_stop.clone();
+    let releaser = std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            pymem::release_free_memory();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+    let workers: Vec<_> = (0..4u8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(t);
+                let mut next = move || {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed
+                };
+                let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+                for round in 0..300u32 {
+                    let r = next();
+                    let tag = (round as u8).wrapping_mul(7).wrapping_add(t);
+                    if live.len() < 3 && r % 3 != 0 {
+                        let size = 7 * MIB / 4 + (r >> 8) as usize % (10 * MIB);
+                        let l = Layout::from_size_align(size, 8).unwrap();
+                        // SAFETY: a non-zero size, freed below with its layout.
+                        let p = unsafe { GLOBAL.alloc(l) };
+                        assert!(!p.is_null());
+                        fill(p, size, tag);
+                        live.push((p, l, tag));
+                    } else if !live.is_empty() {
+                        let i = (r >> 16) as usize % live.len();
+                        let (p, l, tag) = live.swap_remove(i);
+                        check(p, l.size(), l.size(), tag, "before its free or resize");
+                        if r % 2 == 0 {
+                            // SAFETY: a live block of this layout.
+                            unsafe { GLOBAL.dealloc(p, l) };
+                        } else {
+                            let new_size = 7 * MIB / 4 + (r >> 24) as usize % (12 * MIB);
+                            // SAFETY: a live block of `l`; a valid new size.
+                            let q = unsafe { GLOBAL.realloc(p, l, new_size) };
+                            assert!(!q.is_null());
+                            let kept = l.size().min(new_size);
+                            check(q, kept, l.size(), tag, "after a resize");
+                            fill(q, new_size, tag);
+                            live.push((q, Layout::from_size_align(new_size, 8).unwrap(), tag));
+                        }
+                    }
+                }
+                for (p, l, tag) in live {
+                    check(p, l.size(), l.size(), tag, "at the end");
+                    // SAFETY: a live block of this layout.
+                    unsafe { GLOBAL.dealloc(p, l) };
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    releaser_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    releaser.join().unwrap();
+}
