@@ -130,8 +130,9 @@ const KEEP_MAX_LEN: usize = 16 << 20;
 /// (the *kept-mapping invariant*).
 static KEPT: [AtomicPtr<u8>; KEEP_SLOTS] = [const { AtomicPtr::new(ptr::null_mut()) }; KEEP_SLOTS];
 
-/// Bytes of the mappings in [`KEPT`] (approximate while a take or put
-/// runs: updated after the slot).
+/// Bytes of the mappings in [`KEPT`] (while a put runs, it may count one
+/// mapping that is not in a slot yet; never less than the slots hold once
+/// every take has finished, never below zero).
 static KEPT_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Takes the mapping out of slot `i`, if any: (its start, its length).
@@ -164,17 +165,22 @@ unsafe fn put(p: *mut u8, len: usize, now: u64) -> bool {
         p.cast::<usize>().write(len);
         p.cast::<u64>().add(1).write(now);
     }
+    // Counted before it is published (Relaxed: a statistic), so that the
+    // taker's subtraction, which the slot's Release/Acquire orders after
+    // this addition, never takes the figure below zero (a wrap to 2^64
+    // that `alloc_stats` could read).
+    KEPT_BYTES.fetch_add(len, Ordering::Relaxed);
     for slot in &KEPT {
-        // Release: publishes the two words written above to the taker's
-        // Acquire. Relaxed on failure: nothing was published.
+        // Release: publishes the two words written above (and the count)
+        // to the taker's Acquire. Relaxed on failure: nothing published.
         if slot
             .compare_exchange(ptr::null_mut(), p, Ordering::Release, Ordering::Relaxed)
             .is_ok()
         {
-            KEPT_BYTES.fetch_add(len, Ordering::Relaxed);
             return true;
         }
     }
+    KEPT_BYTES.fetch_sub(len, Ordering::Relaxed);
     false
 }
 
