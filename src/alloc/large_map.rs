@@ -41,7 +41,8 @@
 //! A freed block of at most [`KEEP_MAX_LEN`] bytes goes into one of
 //! [`KEEP_SLOTS`] slots of a process-wide cache when one is free, else it
 //! is unmapped at once. `alloc` takes a kept mapping before it maps a new
-//! one: a longer one is split (the block at its start, the rest kept), a
+//! one: a longer one is split (the block at its start, the rest from the
+//! next huge page on kept when it can serve a request), a
 //! shorter one grown by `mremap`. A block that grows takes the kept
 //! mapping that starts where it ends, if that is long enough (the rest of
 //! a split, typically), without a system call. So a program that
@@ -196,13 +197,13 @@ pub(crate) fn alloc(size: usize, zeroed: bool) -> *mut u8 {
             continue;
         };
         let p = if kept_len > len {
-            // Split: the tail stays kept (or goes back to the OS), so that
-            // a block that grows next finds its resident pages there
-            // (`resize_len`).
+            // Split: the tail from the next huge page on stays kept (or
+            // goes back to the OS), so that a block that grows next finds
+            // its resident pages there (`resize_len`).
             // SAFETY: `p + len..p + kept_len` is the unused rest of the
             // mapping taken from its slot (`len` < `kept_len`, both whole
             // pages).
-            unsafe { keep_or_unmap(p.add(len), kept_len - len) };
+            unsafe { keep_rest(p, len, kept_len) };
             p
         } else {
             // SAFETY: `p..p + kept_len` is a mapping of ours that nothing
@@ -300,6 +301,35 @@ unsafe fn keep_or_unmap(p: *mut u8, len: usize) {
     unsafe { unmap(p, len) }
 }
 
+/// Gives up `block + from..block + to`, the unused end of a range of ours
+/// (whole pages): the part from the next 2 MiB boundary on is kept if it
+/// is at least [`MAP_MIN`] long, the rest unmapped. So every kept mapping
+/// starts on a huge page, and a block made from one is aligned as a fresh
+/// mapping is (review 8: a tail split at a page-rounded length handed out
+/// blocks off the 2 MiB grid, their heads without huge pages), and no slot
+/// holds a tail too short to serve a request.
+///
+/// # Safety
+/// `block + from..block + to` must be mapped by us and used by nothing,
+/// `from <= to` both whole pages.
+unsafe fn keep_rest(block: *mut u8, from: usize, to: usize) {
+    let start = block as usize + from;
+    let cut = ((start + HUGE_PAGE - 1) & !(HUGE_PAGE - 1)) - block as usize;
+    // SAFETY (both arms): parts of `block + from..block + to`, unused and
+    // ours (this function's `# Safety`), split at whole pages (`cut` is
+    // 2 MiB-aligned, `from` and `to` whole pages).
+    if cut < to && to - cut >= MAP_MIN {
+        unsafe {
+            if cut > from {
+                unmap(block.add(from), cut - from);
+            }
+            keep_or_unmap(block.add(cut), to - cut);
+        }
+    } else if to > from {
+        unsafe { unmap(block.add(from), to - from) };
+    }
+}
+
 /// Bytes of the mappings kept for reuse (in
 /// [`AllocStats::large_bytes_cached`](crate::AllocStats::large_bytes_cached)).
 pub(crate) fn kept_bytes() -> usize {
@@ -378,7 +408,7 @@ unsafe fn resize_len(ptr: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
                 if old_len + next > new_len {
                     // SAFETY: the rest of the kept mapping taken, unused,
                     // whole pages (both lengths are).
-                    unsafe { keep_or_unmap(ptr.add(new_len), old_len + next - new_len) };
+                    unsafe { keep_rest(ptr, new_len, old_len + next) };
                 }
                 return ptr;
             }
@@ -396,36 +426,50 @@ unsafe fn resize_len(ptr: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
     if same != libc::MAP_FAILED {
         return ptr;
     }
-    let target = os::map_aligned(new_len, HUGE_PAGE);
+    // EFAULT: the block spans two of the kernel's mappings (a kept
+    // neighbour the kernel did not merge with it joined it above), which
+    // `mremap` can neither grow nor move: it is copied. (`last_os_error`
+    // reads errno; it does not allocate.)
+    let spans = std::io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT);
+    let mut target = os::map_aligned(new_len, HUGE_PAGE);
     if target.is_null() {
         return ptr::null_mut();
     }
-    // SAFETY: `ptr..ptr + old_len` is our mapping and `target..target +
-    // new_len` a fresh one of ours, which MREMAP_FIXED replaces: the pages
-    // of the block move there (page tables, not contents) and the old range
-    // is unmapped. The advice moves with the mapping.
-    let moved = unsafe {
-        libc::mremap(
-            ptr.cast(),
-            old_len,
-            new_len,
-            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-            target.cast::<libc::c_void>(),
-        )
-    };
-    if moved == libc::MAP_FAILED {
-        // The block spans two of the kernel's mappings (a kept neighbour
-        // the kernel did not merge with it joined it above), which
-        // `mremap` cannot move: copy it.
-        // SAFETY: `ptr..ptr + old_len` is ours and `target..target +
-        // new_len` a fresh mapping of ours: two distinct ranges.
-        unsafe {
-            ptr::copy_nonoverlapping(ptr, target, old_len.min(new_len));
-            unmap(ptr, old_len);
+    if !spans {
+        // SAFETY: `ptr..ptr + old_len` is one mapping of ours and `target..
+        // target + new_len` a fresh one, which MREMAP_FIXED replaces: the
+        // pages of the block move there (page tables, not contents) and
+        // the old range is unmapped. The advice moves with the mapping.
+        let moved = unsafe {
+            libc::mremap(
+                ptr.cast(),
+                old_len,
+                new_len,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                target.cast::<libc::c_void>(),
+            )
+        };
+        if moved != libc::MAP_FAILED {
+            return moved.cast();
         }
-        return target;
+        // Failed, the block untouched; but kernels before 6.x unmap the
+        // target before they check the rest (review 8), so `target` may
+        // not be ours any more (another thread's `mmap` may hold it now):
+        // it is left alone (at worst an address range stays reserved), and
+        // the block is copied into another fresh mapping.
+        target = os::map_aligned(new_len, HUGE_PAGE);
+        if target.is_null() {
+            return ptr::null_mut();
+        }
     }
-    moved.cast()
+    // SAFETY: `ptr..ptr + old_len` is ours and `target..target + new_len` a
+    // fresh mapping of ours: two distinct ranges; the block is given up
+    // once copied.
+    unsafe {
+        ptr::copy_nonoverlapping(ptr, target, old_len.min(new_len));
+        unmap(ptr, old_len);
+    }
+    target
 }
 
 // The 7/8 bound of `mapping_len` is a whole number of pages for any count
