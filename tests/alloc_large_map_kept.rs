@@ -2,8 +2,10 @@
 //! blocks made from a split tail are aligned to 2 MiB as fresh ones are;
 //! `large_bytes_cached` never wraps below zero while threads put and take;
 //! a block that spans two kernel mappings grows by a copy that keeps its
-//! contents. One test runs the three in turn: they share the process-wide
-//! slots.
+//! contents; threads allocating, resizing and freeing mapped blocks while
+//! another empties the slots never share memory. One test runs the four
+//! in turn: they share the process-wide slots (and the statistics the
+//! tests of alloc_large_map.rs read, so they are not in that file).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -188,9 +190,99 @@ fn growth_across_two_kernel_mappings_keeps_contents() {
     }
 }
 
+fn fill(p: *mut u8, len: usize, seed: u8) {
+    for i in (0..len).step_by(4096).chain([len - 1]) {
+        // SAFETY: `i < len`, inside the caller's live block.
+        unsafe { p.add(i).write(seed.wrapping_add((i / 4096) as u8)) };
+    }
+}
+
+/// Checks the bytes that `fill(p, filled, seed)` wrote below `len`.
+fn check(p: *mut u8, len: usize, filled: usize, seed: u8, what: &str) {
+    for i in (0..filled)
+        .step_by(4096)
+        .chain([filled - 1])
+        .filter(|&i| i < len)
+    {
+        // SAFETY: `i < len`, inside the caller's live block.
+        let b = unsafe { p.add(i).read() };
+        assert_eq!(b, seed.wrapping_add((i / 4096) as u8), "{what}: byte {i}");
+    }
+}
+
+/// Threads allocating, growing, shrinking and freeing mapped blocks while
+/// another returns the kept mappings: no two live blocks share memory (each
+/// block's pages keep the pattern its owner wrote) and every block is where
+/// its layout says (the kept mappings' slots are taken by one thread each).
+fn kept_mappings_under_threads() {
+    let releaser_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = releaser_stop.clone();
+    let releaser = std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            pymem::release_free_memory();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+    let workers: Vec<_> = (0..4u8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(t);
+                let mut next = move || {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed
+                };
+                let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+                for round in 0..300u32 {
+                    let r = next();
+                    let tag = (round as u8).wrapping_mul(7).wrapping_add(t);
+                    if live.len() < 3 && r % 3 != 0 {
+                        let size = 7 * MIB / 4 + (r >> 8) as usize % (10 * MIB);
+                        let l = Layout::from_size_align(size, 8).unwrap();
+                        // SAFETY: a non-zero size, freed below with its layout.
+                        let p = unsafe { GLOBAL.alloc(l) };
+                        assert!(!p.is_null());
+                        fill(p, size, tag);
+                        live.push((p, l, tag));
+                    } else if !live.is_empty() {
+                        let i = (r >> 16) as usize % live.len();
+                        let (p, l, tag) = live.swap_remove(i);
+                        check(p, l.size(), l.size(), tag, "before its free or resize");
+                        if r % 2 == 0 {
+                            // SAFETY: a live block of this layout.
+                            unsafe { GLOBAL.dealloc(p, l) };
+                        } else {
+                            let new_size = 7 * MIB / 4 + (r >> 24) as usize % (12 * MIB);
+                            // SAFETY: a live block of `l`; a valid new size.
+                            let q = unsafe { GLOBAL.realloc(p, l, new_size) };
+                            assert!(!q.is_null());
+                            let kept = l.size().min(new_size);
+                            check(q, kept, l.size(), tag, "after a resize");
+                            fill(q, new_size, tag);
+                            live.push((q, Layout::from_size_align(new_size, 8).unwrap(), tag));
+                        }
+                    }
+                }
+                for (p, l, tag) in live {
+                    check(p, l.size(), l.size(), tag, "at the end");
+                    // SAFETY: a live block of this layout.
+                    unsafe { GLOBAL.dealloc(p, l) };
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    releaser_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    releaser.join().unwrap();
+}
+
 #[test]
 fn kept_mappings_stay_aligned_counted_and_whole() {
     block_from_a_split_tail_is_2mib_aligned();
     large_bytes_cached_never_wraps();
     growth_across_two_kernel_mappings_keeps_contents();
+    kept_mappings_under_threads();
 }
