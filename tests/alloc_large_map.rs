@@ -15,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout};
 #[path = "common/alloc_util.rs"]
 mod alloc_util;
 
-use alloc_util::{smaps, thp_mode, vma_of};
+use alloc_util::{check_pages as check, fill_pages as fill, smaps, thp_mode, vma_of};
 use pymem::{alloc_stats, PyMalloc};
 
 #[global_allocator]
@@ -28,26 +28,6 @@ const MIB: usize = 1 << 20;
 /// under `override` (every block outside the arenas is glibc's).
 fn mapped_blocks_on() -> bool {
     !cfg!(pymem_asan) && !cfg!(feature = "override")
-}
-
-fn fill(p: *mut u8, len: usize, seed: u8) {
-    for i in (0..len).step_by(4096).chain([len - 1]) {
-        // SAFETY: `i < len`, inside the caller's live block.
-        unsafe { p.add(i).write(seed.wrapping_add((i / 4096) as u8)) };
-    }
-}
-
-/// Checks the bytes that `fill(p, filled, seed)` wrote below `len`.
-fn check(p: *mut u8, len: usize, filled: usize, seed: u8, what: &str) {
-    for i in (0..filled)
-        .step_by(4096)
-        .chain([filled - 1])
-        .filter(|&i| i < len)
-    {
-        // SAFETY: `i < len`, inside the caller's live block.
-        let b = unsafe { p.add(i).read() };
-        assert_eq!(b, seed.wrapping_add((i / 4096) as u8), "{what}: byte {i}");
-    }
 }
 
 /// Resident KiB of the whole process (`VmRSS`).

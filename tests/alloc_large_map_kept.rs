@@ -11,6 +11,10 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+#[path = "common/alloc_util.rs"]
+mod alloc_util;
+
+use alloc_util::{check_pages as check, fill_pages as fill};
 use pymem::{alloc_stats, release_free_memory, PyMalloc};
 
 #[global_allocator]
@@ -187,26 +191,6 @@ fn growth_across_two_kernel_mappings_keeps_contents() {
         b3.add(12 * MIB - 1).write(7);
         GLOBAL.dealloc(b3, lay(12 * MIB));
         release_free_memory();
-    }
-}
-
-fn fill(p: *mut u8, len: usize, seed: u8) {
-    for i in (0..len).step_by(4096).chain([len - 1]) {
-        // SAFETY: `i < len`, inside the caller's live block.
-        unsafe { p.add(i).write(seed.wrapping_add((i / 4096) as u8)) };
-    }
-}
-
-/// Checks the bytes that `fill(p, filled, seed)` wrote below `len`.
-fn check(p: *mut u8, len: usize, filled: usize, seed: u8, what: &str) {
-    for i in (0..filled)
-        .step_by(4096)
-        .chain([filled - 1])
-        .filter(|&i| i < len)
-    {
-        // SAFETY: `i < len`, inside the caller's live block.
-        let b = unsafe { p.add(i).read() };
-        assert_eq!(b, seed.wrapping_add((i / 4096) as u8), "{what}: byte {i}");
     }
 }
 

@@ -230,3 +230,25 @@ pub fn smaps() -> Vec<Vma> {
 pub fn vma_of(vmas: &[Vma], addr: usize) -> Option<&Vma> {
     vmas.iter().find(|v| v.start <= addr && addr < v.end)
 }
+
+/// Writes one byte per 4 KiB page of `p..p + len` (and its last byte),
+/// `seed` plus the page's index: a pattern `check_pages` reads back.
+pub fn fill_pages(p: *mut u8, len: usize, seed: u8) {
+    for i in (0..len).step_by(4096).chain([len - 1]) {
+        // SAFETY: `i < len`, inside the caller's live block.
+        unsafe { p.add(i).write(seed.wrapping_add((i / 4096) as u8)) };
+    }
+}
+
+/// Checks the bytes that `fill_pages(p, filled, seed)` wrote below `len`.
+pub fn check_pages(p: *mut u8, len: usize, filled: usize, seed: u8, what: &str) {
+    for i in (0..filled)
+        .step_by(4096)
+        .chain([filled - 1])
+        .filter(|&i| i < len)
+    {
+        // SAFETY: `i < len`, inside the caller's live block.
+        let b = unsafe { p.add(i).read() };
+        assert_eq!(b, seed.wrapping_add((i / 4096) as u8), "{what}: byte {i}");
+    }
+}
