@@ -18,6 +18,7 @@ const MIB: usize = 1 << 20;
 
 /// Minor page faults of the calling thread so far.
 fn thread_faults() -> i64 {
+    // SAFETY: `rusage` is plain integers, for which all zeroes is valid.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid `rusage` to fill.
     assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) }, 0);

@@ -315,10 +315,11 @@ unsafe fn keep_or_unmap(p: *mut u8, len: usize) {
 unsafe fn keep_rest(block: *mut u8, from: usize, to: usize) {
     let start = block as usize + from;
     let cut = ((start + HUGE_PAGE - 1) & !(HUGE_PAGE - 1)) - block as usize;
-    // SAFETY (both arms): parts of `block + from..block + to`, unused and
-    // ours (this function's `# Safety`), split at whole pages (`cut` is
-    // 2 MiB-aligned, `from` and `to` whole pages).
     if cut < to && to - cut >= MAP_MIN {
+        // SAFETY: `block + from..block + cut` and `block + cut..block + to`
+        // are parts of the range this function's `# Safety` makes ours and
+        // unused, split at whole pages (`cut` is 2 MiB-aligned within the
+        // range, `from` and `to` whole pages).
         unsafe {
             if cut > from {
                 unmap(block.add(from), cut - from);
@@ -326,6 +327,8 @@ unsafe fn keep_rest(block: *mut u8, from: usize, to: usize) {
             keep_or_unmap(block.add(cut), to - cut);
         }
     } else if to > from {
+        // SAFETY: the whole range, ours and unused (this function's
+        // `# Safety`), whole pages.
         unsafe { unmap(block.add(from), to - from) };
     }
 }
