@@ -142,16 +142,24 @@ fn take_slot(i: usize) -> Option<(*mut u8, usize)> {
     // the mapping before it was published is read here. A swap, so that
     // exactly one thread owns what it took.
     let p = KEPT[i].swap(ptr::null_mut(), Ordering::Acquire);
-    if p.is_null() {
-        return None;
-    }
+    // SAFETY: taken from its slot by the swap, with its Acquire.
+    (!p.is_null()).then(|| (p, unsafe { claimed(p) }))
+}
+
+/// The length of the kept mapping `p`, just taken from its slot, which
+/// leaves [`KEPT_BYTES`].
+///
+/// # Safety
+/// `p` must have been taken from a slot of [`KEPT`] by the caller, with
+/// an Acquire operation on that slot.
+unsafe fn claimed(p: *mut u8) -> usize {
     // SAFETY: a kept mapping's first word is its length (the kept-mapping
-    // invariant), published before the slot was set; the mapping is ours
-    // alone now (the swap took it).
+    // invariant), written before the Release that published it, which the
+    // caller's Acquire saw; the mapping is the caller's alone now.
     let len = unsafe { p.cast::<usize>().read() };
     // Relaxed: a statistic.
     KEPT_BYTES.fetch_sub(len, Ordering::Relaxed);
-    Some((p, len))
+    len
 }
 
 /// Keeps the unused mapping `p` of `len` bytes in a free slot, stamped
@@ -235,15 +243,10 @@ pub(crate) fn alloc(size: usize, zeroed: bool) -> *mut u8 {
 /// `ptr` must be a live mapped block of `size` bytes (the mapping
 /// invariant: its layout's size), freed by the caller.
 pub(crate) unsafe fn free(ptr: *mut u8, size: usize) {
-    let len = mapping_len(size);
-    // SAFETY: the block is the whole mapping of `len` bytes that `alloc`
-    // or `resize` made (this function's `# Safety`), which nobody uses
-    // any more.
-    if len <= KEEP_MAX_LEN && unsafe { put(ptr, len, os::now_ms()) } {
-        return;
-    }
-    // SAFETY: as above; not kept, so unmapped here.
-    unsafe { unmap(ptr, len) }
+    // SAFETY: the block is the whole mapping of `mapping_len(size)` bytes
+    // that `alloc` or `resize` made (this function's `# Safety`), page
+    // aligned, which nobody uses any more.
+    unsafe { keep_or_unmap(ptr, mapping_len(size)) }
 }
 
 /// A pass's part (see `purge::pass`): unmaps the kept mappings freed at
@@ -277,11 +280,8 @@ fn take_at(at: *mut u8) -> Option<usize> {
             .compare_exchange(at, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            // SAFETY: a kept mapping's first word is its length (the
-            // kept-mapping invariant); ours alone now (the exchange took it).
-            let len = unsafe { at.cast::<usize>().read() };
-            KEPT_BYTES.fetch_sub(len, Ordering::Relaxed);
-            return Some(len);
+            // SAFETY: taken from its slot by the exchange, with its Acquire.
+            return Some(unsafe { claimed(at) });
         }
     }
     None
